@@ -1,0 +1,67 @@
+# The two commands of the README (`make demo`, `make test`) both start with `make setup`,
+# which is idempotent and fast once done: it installs what pgbackups needs on Debian 12.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV        := .venv
+PY          := $(VENV)/bin/python
+# The venv is built from Debian's python3 (3.11): the database user must be able to
+# execute what the servers run, and a pyenv Python under /root is not traversable.
+BASE_PYTHON := /usr/bin/python3
+APT_PACKAGES := postgresql-15 postgresql-client-15 pgbackrest etcd-server etcd-client \
+                patroni python3-venv python3-psycopg2 openssl curl ca-certificates procps
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: help setup apt venv test lint unit demo bench clean
+
+help:
+	@echo "make demo   - set up, then run the backup/restore demo on a local cluster"
+	@echo "make test   - set up, then run linters and the whole test suite"
+	@echo "make setup  - install Debian packages and the virtual environment (idempotent)"
+	@echo "make lint   - ruff and mypy --strict"
+	@echo "make bench  - the benchmark suite (see benchmarks/README.md)"
+
+setup: apt venv
+
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
+	  done); \
+	if [ -n "$$missing" ]; then \
+	  echo "setup: installing Debian packages:" $$missing; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "setup: Debian packages present"; fi
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BASE_PYTHON) || { echo "setup: $(BASE_PYTHON) is missing (apt-get install python3)"; exit 1; }
+	$(BASE_PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+	@echo "setup: virtual environment ready at $(VENV)"
+
+lint: setup
+	$(VENV)/bin/ruff check src tests charm benchmarks
+	$(VENV)/bin/ruff format --check src tests charm benchmarks
+	$(VENV)/bin/mypy
+
+# pytest exits 5 when it collected nothing: that is never a pass here.
+test: setup lint
+	@set +e; $(VENV)/bin/pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "test: pytest collected no tests - failing on purpose"; exit 1; fi; \
+	exit $$rc
+
+unit: setup
+	$(VENV)/bin/pytest tests/unit charm/tests $(PYTEST_ARGS)
+
+demo: setup
+	$(VENV)/bin/pgbackups demo
+
+bench: setup
+	$(PY) -m benchmarks $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

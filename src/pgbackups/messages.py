@@ -1,0 +1,80 @@
+"""The status and message catalogue (SPEC §8).
+
+Kept verbatim from the reference operator so that scripts written against it keep
+working. A message may carry a short reason after it (``"<message>: <reason>"``);
+use :func:`with_reason` for that, and :func:`has_prefix` to recognise one.
+"""
+
+from __future__ import annotations
+
+# Maintenance
+INITIALISING_STANZA = "initialising stanza"
+CHECKING_STANZA = "checking stanza"
+CREATING_BACKUP = "creating backup"
+RESTORING_BACKUP = "restoring backup"
+
+# Blocked, S3 initialisation: s3-credentials-changed (and update-status) exist to clear these.
+FAILED_TO_ACCESS_CREATE_BUCKET = "failed to access/create the bucket, check your S3 settings"
+ANOTHER_CLUSTER_REPOSITORY = "the S3 repository has backups from another cluster"
+FAILED_TO_INITIALIZE_STANZA = "failed to initialize stanza, check your S3 settings"
+S3_BLOCK_MESSAGES = (
+    FAILED_TO_ACCESS_CREATE_BUCKET,
+    ANOTHER_CLUSTER_REPOSITORY,
+    FAILED_TO_INITIALIZE_STANZA,
+)
+
+# Blocked, restore
+FAILED_TO_RESTORE_BACKUP = "Failed to restore backup"
+CANNOT_RESTORE_PITR = "cannot restore PITR, juju debug-log for details"
+
+# create-backup action failures
+BACKUP_UNIT_BLOCKED = "Unit is in a blocking state"
+BACKUP_ON_PRIMARY = "Unit cannot perform backups as it is the cluster primary"
+BACKUP_TLS_DISABLED = "Unit cannot perform backups as TLS is not enabled"
+BACKUP_NOT_RUNNING = "Unit cannot perform backups as it's not in running state"
+STANZA_NOT_INITIALISED = "Stanza was not initialised"
+S3_RELATION_MISSING = "Relation with s3-integrator charm missing, cannot create backup."
+S3_RELATION_MISSING_LIST = "Relation with s3-integrator charm missing, cannot list backups."
+S3_RELATION_MISSING_RESTORE = "Relation with s3-integrator charm missing, cannot restore backup."
+MISSING_S3_PARAMETERS = "Missing S3 parameters"  # followed by ": ['bucket', ...]"
+FAILED_TO_UPLOAD_METADATA = "Failed to upload metadata to provided S3"
+FAILED_TO_BACKUP = "Failed to backup PostgreSQL"
+FAILED_TO_UPLOAD_LOGS = "Error uploading logs to S3"
+BACKUP_ALREADY_RUNNING = "Another backup is already running on this cluster"
+INVALID_BACKUP_TYPE = "Invalid backup type"  # followed by ": <t>. Possible values: ..."
+
+# restore action failures
+MISSING_BACKUP_ID = "Missing backup-id to restore"
+RESTORE_UNIT_BLOCKED = "Cluster or unit is in a blocking state"
+RESTORE_MORE_THAN_ONE_UNIT = (
+    "Unit cannot restore backup as there are more than one unit in the cluster"
+)
+RESTORE_NOT_LEADER = "Unit cannot restore backup as it was not elected the leader unit yet"
+INVALID_BACKUP_ID = "Invalid backup-id"  # followed by ": <id>"
+WORKLOAD_NOT_ACCESSIBLE = "Workload is not accessible yet"
+
+# list-backups action failures
+FAILED_TO_LIST_BACKUPS = "Failed to list PostgreSQL backups with error"  # followed by ": <error>"
+
+# Action results (keys and values kept from the reference)
+RESULT_BACKUP_STATUS = "backup-status"
+BACKUP_CREATED = "backup created"
+RESULT_RESTORE_STATUS = "restore-status"
+RESTORE_STARTED = "restore started"
+RESULT_BACKUPS = "backups"
+
+
+def with_reason(message: str, reason: str | None) -> str:
+    """``message`` followed by a short reason, if there is one."""
+    reason = (reason or "").strip()
+    return f"{message}: {reason}" if reason else message
+
+
+def has_prefix(text: str, message: str) -> bool:
+    """True when ``text`` is ``message``, with or without a ``": <reason>"`` suffix."""
+    return text == message or text.startswith(message + ": ")
+
+
+def is_s3_block_message(text: str) -> bool:
+    """True for the Blocked messages that S3 initialisation sets (and may clear)."""
+    return any(has_prefix(text, m) for m in S3_BLOCK_MESSAGES)

@@ -1,0 +1,65 @@
+"""What a pgBackRest repository holds, as typed records.
+
+The ``pgbackrest`` adapter builds these from ``info --output=json`` and from the
+archive's ``.history`` files; the hook handlers read them. Timelines are integers
+everywhere (the reference compared hex strings, so ``"10" < "9"``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class BackupRecord:
+    label: str  # pgBackRest label: 20261128-143926F, <full>_20261128-144435I
+    backup_id: str  # user-facing id: start time in UTC, 2026-11-28T14:39:26Z (SPEC §5)
+    type: str  # full | diff | incr
+    stanza: str
+    error: bool
+    error_message: str  # why it failed, when pgBackRest says ("" otherwise)
+    lsn_start: str
+    lsn_stop: str
+    timeline: int  # from archive.start, as a number
+    wal_start: str
+    wal_stop: str
+    reference: tuple[str, ...]  # labels this backup depends on, oldest first
+    prior: str | None
+    start: datetime  # aware, UTC
+    stop: datetime  # aware, UTC
+    size: int  # database size in bytes
+    delta: int
+    repo_size: int
+    repo_delta: int
+
+    @property
+    def finished(self) -> bool:
+        return not self.error
+
+
+@dataclass(frozen=True)
+class StanzaInfo:
+    name: str
+    status_code: int  # 0 ok; 1 missing stanza path; 2 no valid backups; ...
+    status_message: str
+    system_ids: tuple[int, ...]  # PostgreSQL system identifiers recorded in the stanza
+    backup_lock_held: bool
+    backups: tuple[BackupRecord, ...]  # oldest first
+    archive_min: str | None
+    archive_max: str | None
+
+    @property
+    def exists(self) -> bool:
+        # code 1 = "missing stanza path": the stanza was never created here.
+        return self.status_code != 1
+
+
+@dataclass(frozen=True)
+class TimelineRecord:
+    """A timeline that a restore (or a promotion) created: ``archive/<stanza>/<id>/N.history``."""
+
+    stanza: str
+    timeline: int
+    created: datetime  # the history object's mtime, aware, UTC
+    key: str  # the repository path of the history file
