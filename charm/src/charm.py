@@ -1,0 +1,345 @@
+#!/usr/bin/env python3
+"""pgbackups-postgresql: the pgbackups core inside an ``ops`` machine charm.
+
+Every Juju event is turned into one call of a core handler (``pgbackups.backups``) with
+a :class:`charm_host.CharmHost`, and the handler's outcome back into ops:
+``Deferred`` → ``event.defer()``, ``ActionResults`` → ``event.set_results()``,
+``ActionFailed`` → ``event.fail()``, ``Done`` → nothing. The charm itself only installs
+and starts the workload, keeps the Patroni passwords, and translates relations
+(``s3-parameters``, ``certificates``, ``database-peers``) into the core's terms.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import socket
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+import ops
+
+from charm_host import (
+    PEER_RELATION,
+    S3_RELATION,
+    TLS_RELATION,
+    Adapters,
+    CharmHost,
+)
+from pgbackups import backups, processes
+from pgbackups.host import (
+    ActionFailed,
+    ActionResults,
+    Deferred,
+    Done,
+    Outcome,
+    WorkloadUnavailable,
+)
+from pgbackups.pgbackrest import PgBackRest
+from pgbackups.s3 import S3Bucket
+from pgbackups.settings import S3Settings
+from s3_requirer import S3Requirer
+from tls_files import DiskTlsFiles
+from tls_requirer import TlsFiles, TlsRequirer
+from workload import MachinePaths, MachineWorkload, Passwords, UnitFacts
+
+log = logging.getLogger(__name__)
+
+PASSWORD_KEYS = ("superuser-password", "replication-password", "rewind-password")
+WAITING_FOR_PEERS = "waiting for the peer relation"
+WAITING_FOR_PASSWORDS = "waiting for the leader to generate the database passwords"
+AWAITING_MEMBER = "awaiting for member to start"
+INSTALLING = "installing PostgreSQL, Patroni, pgBackRest"
+PRIMARY = "Primary"
+# The statuses the charm owns (the core's own messages are left to the core).
+CHARM_MESSAGES = (AWAITING_MEMBER, WAITING_FOR_PASSWORDS, WAITING_FOR_PEERS, INSTALLING)
+TLS_FLAG = "tls"
+INSTALL_FAILED = "failed to install PostgreSQL, Patroni and pgBackRest; see juju debug-log"
+
+
+def machine_adapters(charm: PgBackupsCharm) -> Adapters:
+    """The real adapters: PostgreSQL/Patroni on this machine, pgBackRest, S3."""
+    paths = MachinePaths()
+    workload = MachineWorkload(charm.unit_facts, paths)
+
+    def object_store(settings: S3Settings) -> S3Bucket:
+        return S3Bucket(settings, ca_file=workload.s3_ca_file())
+
+    stanza = f"{charm.model.name}.{charm.app.name}"
+    tool = PgBackRest(paths.pgbackrest_config, stanza, user=processes.db_user())
+    return Adapters(workload=workload, backup_tool=tool, object_store=object_store)
+
+
+def machine_tls_files(charm: PgBackupsCharm) -> TlsFiles:
+    return DiskTlsFiles(MachinePaths().tls_dir)
+
+
+class PgBackupsCharm(ops.CharmBase):
+    # The only seams the tests use: they return fakes at the adapter boundary.
+    adapters_factory: ClassVar[Callable[[PgBackupsCharm], Adapters]] = machine_adapters
+    tls_files_factory: ClassVar[Callable[[PgBackupsCharm], TlsFiles]] = machine_tls_files
+
+    def __init__(self, framework: ops.Framework) -> None:
+        super().__init__(framework)
+        self._adapters: Adapters | None = None
+        self.s3 = S3Requirer(self, S3_RELATION)
+        self.certs = TlsRequirer(self, TLS_RELATION, type(self).tls_files_factory(self))
+
+        observe = framework.observe
+        observe(self.on.install, self._on_install)
+        observe(self.on.start, self._on_start)
+        observe(self.on.config_changed, self._on_config_changed)
+        observe(self.on.update_status, self._on_update_status)
+        observe(self.on.leader_elected, self._on_leader_elected)
+        peers = self.on[PEER_RELATION]
+        observe(peers.relation_created, self._on_peers_changed)
+        observe(peers.relation_joined, self._on_peers_changed)
+        observe(peers.relation_changed, self._on_peers_changed)
+        observe(peers.relation_departed, self._on_peer_departed)
+        observe(self.s3.on.credentials_changed, self._on_s3_credentials_changed)
+        observe(self.s3.on.credentials_gone, self._on_s3_credentials_gone)
+        certs = self.on[TLS_RELATION]
+        observe(certs.relation_created, self._on_certificates_changed)
+        observe(certs.relation_joined, self._on_certificates_changed)
+        observe(certs.relation_changed, self._on_certificates_changed)
+        observe(certs.relation_broken, self._on_certificates_changed)
+        observe(self.on.create_backup_action, self._on_create_backup)
+        observe(self.on.list_backups_action, self._on_list_backups)
+        observe(self.on.restore_action, self._on_restore)
+
+    # --- the host ------------------------------------------------------------------
+
+    @property
+    def adapters(self) -> Adapters:
+        if self._adapters is None:
+            self._adapters = type(self).adapters_factory(self)
+        return self._adapters
+
+    @property
+    def host(self) -> CharmHost:
+        return CharmHost(
+            self,
+            lambda: self.adapters,
+            s3_parameters=self.s3.connection_info,
+            tls=self.certs.material,
+        )
+
+    def passwords(self) -> Passwords | None:
+        relation = self.model.get_relation(PEER_RELATION)
+        if relation is None:
+            return None
+        bag = relation.data[self.app]
+        values = [bag.get(k, "") for k in PASSWORD_KEYS]
+        if not all(values):
+            return None
+        return Passwords(*values)
+
+    def _ensure_passwords(self) -> None:
+        """The leader generates the database passwords once, in the app peer bag."""
+        relation = self.model.get_relation(PEER_RELATION)
+        if relation is None or not self.unit.is_leader():
+            return
+        bag = relation.data[self.app]
+        for key in PASSWORD_KEYS:
+            if not bag.get(key):
+                bag[key] = secrets.token_urlsafe(24)
+
+    def unit_facts(self) -> UnitFacts:
+        host = self.host
+        return UnitFacts(
+            scope=self.app.name,
+            member=self.unit.name.replace("/", "-"),
+            address=host.unit_address(),
+            peers=tuple(host.peers()),
+            tls=self.certs.material(),
+            passwords=self.passwords(),
+            stanza_name=host.stanza_name,
+        )
+
+    # --- outcomes ------------------------------------------------------------------
+
+    def _apply(self, event: ops.EventBase, outcome: Outcome) -> None:
+        name = type(event).__name__
+        match outcome:
+            case Done():
+                pass
+            case Deferred(reason=reason):
+                if isinstance(event, ops.ActionEvent):  # actions cannot be deferred
+                    event.fail(reason)
+                else:
+                    log.info("%s deferred: %s", name, reason)
+                    event.defer()
+            case ActionResults(results=results):
+                if isinstance(event, ops.ActionEvent):
+                    event.set_results(dict(results))
+                else:
+                    log.info("%s: %s", name, dict(results))
+            case ActionFailed(message=message):
+                if isinstance(event, ops.ActionEvent):
+                    event.fail(message)
+                else:
+                    log.error("%s failed: %s", name, message)
+
+    def _run(
+        self,
+        event: ops.EventBase,
+        handler: Callable[..., Outcome],
+        *args: Any,
+    ) -> None:
+        """Run one core handler for ``event`` and apply its outcome."""
+        host = self.host
+        is_action = isinstance(event, ops.ActionEvent)
+        if host.peer_relation is None:
+            self._apply(event, Deferred(WAITING_FOR_PEERS))
+            return
+        self._mark_cluster_initialised(host)
+        try:
+            outcome = handler(host, *args)
+        except WorkloadUnavailable as exc:
+            outcome = ActionFailed(str(exc)) if is_action else Deferred(str(exc))
+        self._apply(event, outcome)
+
+    def _mark_cluster_initialised(self, host: CharmHost) -> None:
+        """The core waits for app ``cluster_initialised``; the leader sets it once Patroni
+        reports a primary (the host's job: the core only reads it)."""
+        if not host.is_leader() or host.app_data.get(backups.CLUSTER_INITIALISED):
+            return
+        try:
+            initialised = host.workload.is_cluster_initialised()
+        except WorkloadUnavailable:
+            initialised = False
+        if initialised:
+            host.app_data[backups.CLUSTER_INITIALISED] = "True"
+
+    def _refresh_status(self, host: CharmHost) -> None:
+        """Active (``Primary`` on the primary) once the member runs, Waiting before; only
+        when the current status is one the charm owns: a Blocked or a core Maintenance
+        status (creating/restoring backup...) is the core's to change."""
+        status = self.unit.status
+        owned = isinstance(status, ops.UnknownStatus | ops.ActiveStatus) or (
+            isinstance(status, ops.WaitingStatus | ops.MaintenanceStatus)
+            and status.message in CHARM_MESSAGES
+        )
+        if not owned or self.passwords() is None:
+            return
+        try:
+            running = host.workload.is_member_running()
+            primary = running and host.workload.is_primary()
+        except WorkloadUnavailable:
+            running = primary = False
+        if not running:
+            self.unit.status = ops.WaitingStatus(AWAITING_MEMBER)
+        else:
+            self.unit.status = ops.ActiveStatus(PRIMARY if primary else "")
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    def _on_install(self, event: ops.InstallEvent) -> None:
+        self.unit.status = ops.MaintenanceStatus(INSTALLING)
+        install = getattr(self.adapters.workload, "install", None)
+        if install is not None and not install():
+            self.unit.status = ops.BlockedStatus(INSTALL_FAILED)
+            return
+        self.unit.status = ops.WaitingStatus(AWAITING_MEMBER)
+
+    def _configure_and_start(self, event: ops.EventBase) -> bool:
+        """Render the configuration the core wants and start Patroni; False if deferred."""
+        if self.model.get_relation(PEER_RELATION) is None:
+            event.defer()
+            return False
+        self._ensure_passwords()
+        if self.passwords() is None:
+            self.unit.status = ops.WaitingStatus(WAITING_FOR_PASSWORDS)
+            event.defer()
+            return False
+        host = self.host
+        host.workload.apply_config(backups.desired_config(host))
+        return True
+
+    def _on_start(self, event: ops.StartEvent) -> None:
+        if isinstance(self.unit.status, ops.BlockedStatus) and (
+            self.unit.status.message == INSTALL_FAILED
+        ):
+            return
+        if not self._configure_and_start(event):
+            return
+        if not self.host.workload.start_database():
+            self.unit.status = ops.WaitingStatus(AWAITING_MEMBER)
+            event.defer()
+            return
+        self.unit.status = ops.WaitingStatus(AWAITING_MEMBER)
+
+    def _on_config_changed(self, event: ops.ConfigChangedEvent) -> None:
+        if self.passwords() is None or self.model.get_relation(PEER_RELATION) is None:
+            return  # start renders the configuration once the passwords exist
+        self._configure_and_start(event)
+
+    def _on_update_status(self, event: ops.UpdateStatusEvent) -> None:
+        if self.model.get_relation(PEER_RELATION) is not None:
+            self._refresh_status(self.host)
+        self._run(event, backups.on_update_status)
+
+    def _on_leader_elected(self, event: ops.LeaderElectedEvent) -> None:
+        self._ensure_passwords()
+        self._run(event, backups.on_leader_elected)
+
+    # --- peers and TLS -------------------------------------------------------------
+
+    def _reconfigure(self) -> None:
+        """Peers or certificates changed: Raft partners, TLS peers, SSL files."""
+        if self.passwords() is None:
+            return
+        host = self.host
+        host.workload.apply_config(backups.desired_config(host))
+
+    def _on_peers_changed(self, event: ops.RelationEvent) -> None:
+        self._ensure_passwords()
+        self._reconfigure()
+        self._run(event, backups.reconcile_tls_server)
+
+    def _on_peer_departed(self, event: ops.RelationDepartedEvent) -> None:
+        departing = event.departing_unit
+        if self.unit.is_leader() and departing is not None and departing != self.unit:
+            address = event.relation.data[departing].get("ingress-address") or (
+                event.relation.data[departing].get("private-address")
+            )
+            forget = getattr(self.adapters.workload, "forget_raft_member", None)
+            if address and forget is not None:
+                forget(address)
+        self._reconfigure()
+        self._run(event, backups.reconcile_tls_server)
+
+    def _on_certificates_changed(self, event: ops.RelationEvent) -> None:
+        self.certs.sync(self.host.unit_address(), socket.getfqdn())
+        if self.model.get_relation(PEER_RELATION) is not None:
+            self.host.unit_data[TLS_FLAG] = "enabled" if self.certs.material() else ""
+        self._reconfigure()
+        self._run(event, backups.reconcile_tls_server)
+
+    # --- S3 ------------------------------------------------------------------------
+
+    def _on_s3_credentials_changed(self, event: ops.EventBase) -> None:
+        self._run(event, backups.on_s3_credentials_changed)
+
+    def _on_s3_credentials_gone(self, event: ops.EventBase) -> None:
+        self._run(event, backups.on_s3_credentials_gone)
+
+    # --- actions -------------------------------------------------------------------
+
+    def _on_create_backup(self, event: ops.ActionEvent) -> None:
+        self._run(event, backups.on_create_backup, _params(event.params))
+
+    def _on_list_backups(self, event: ops.ActionEvent) -> None:
+        self._run(event, backups.on_list_backups, _params(event.params))
+
+    def _on_restore(self, event: ops.ActionEvent) -> None:
+        self._run(event, backups.on_restore, _params(event.params))
+
+
+def _params(params: Mapping[str, Any]) -> dict[str, str]:
+    """Action parameters as the core takes them: strings, absent when not given."""
+    return {k: str(v) for k, v in params.items() if v is not None}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    ops.main(PgBackupsCharm)

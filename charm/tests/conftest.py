@@ -1,0 +1,36 @@
+"""Charm tests: ops.testing (Scenario) state in -> event -> state out.
+
+``charm/src`` goes on sys.path here, as dispatch puts it at run time. Only the adapters
+are fake (``fakes.World``): the charm, the host and the core handlers are the real ones.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+CHARM_ROOT = Path(__file__).resolve().parent.parent
+for p in (CHARM_ROOT / "src", Path(__file__).resolve().parent):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+from fakes import World  # noqa: E402
+
+from charm import PgBackupsCharm  # noqa: E402
+from charm_host import Adapters  # noqa: E402
+from pgbackups import backups  # noqa: E402
+
+
+@pytest.fixture
+def world(monkeypatch: pytest.MonkeyPatch) -> World:
+    w = World()
+    monkeypatch.setattr(
+        PgBackupsCharm,
+        "adapters_factory",
+        lambda charm: Adapters(workload=w.workload, backup_tool=w.tool, object_store=w.store_for),
+    )
+    monkeypatch.setattr(PgBackupsCharm, "tls_files_factory", lambda charm: w.tls_files)
+    monkeypatch.setattr(backups, "SLEEP", lambda seconds: None)
+    return w

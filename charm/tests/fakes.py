@@ -1,0 +1,287 @@
+"""Fakes at the adapter boundary only: the workload, pgBackRest, S3 and the TLS files.
+
+Each records its calls in order (``World.calls``), so a test can check the side effects
+of a hook as well as the state out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from pgbackups.backup_ids import label_to_id
+from pgbackups.host import (
+    BackupToolError,
+    CommandResult,
+    ObjectStoreError,
+    TlsMaterial,
+    WorkloadConfig,
+    WorkloadUnavailable,
+)
+from pgbackups.repository import BackupRecord, StanzaInfo, TimelineRecord
+from pgbackups.settings import S3Settings
+
+OK = CommandResult(("pgbackrest",), 0, "", "")
+
+
+def failed(error: str, code: int = 1) -> CommandResult:
+    return CommandResult(("pgbackrest",), code, "", f"ERROR: [{code:03d}]: {error}\n")
+
+
+def backup_record(stanza: str, label: str, *, error: bool = False) -> BackupRecord:
+    stamp = label.rsplit("_", maxsplit=1)[-1][:15]
+    start = datetime.strptime(stamp, "%Y%m%d-%H%M%S").replace(tzinfo=UTC)
+    return BackupRecord(
+        label=label,
+        backup_id=label_to_id(label),
+        type={"F": "full", "D": "diff", "I": "incr"}[label[-1]],
+        stanza=stanza,
+        error=error,
+        error_message="",
+        lsn_start="0/2000028",
+        lsn_stop="0/2000100",
+        timeline=1,
+        wal_start="000000010000000000000002",
+        wal_stop="000000010000000000000002",
+        reference=(),
+        prior=None,
+        start=start,
+        stop=start,
+        size=100,
+        delta=100,
+        repo_size=50,
+        repo_delta=50,
+    )
+
+
+def stanza_info(name: str, *backups: BackupRecord, system_id: int = 7) -> StanzaInfo:
+    return StanzaInfo(
+        name=name,
+        status_code=0 if backups else 2,
+        status_message="ok" if backups else "no valid backups",
+        system_ids=(system_id,),
+        backup_lock_held=False,
+        backups=tuple(backups),
+        archive_min=None,
+        archive_max=None,
+    )
+
+
+@dataclass
+class FakeWorkload:
+    calls: list[str]
+    installed_ok: bool = True
+    initialised: bool = True
+    primary: bool = True
+    running: bool = True
+    unavailable: bool = False  # Patroni's REST does not answer
+    state: str | None = "running"
+    primary_addr: str | None = "10.0.0.1"
+    sysid: int | None = 7
+    timeline: int | None = 1
+    stop_ok: bool = True
+    start_ok: bool = True
+    dcs_ok: bool = True
+    moved: str | None = "/var/lib/postgresql/16/pgbackups.pgbackups-moved-1"
+    failed_bootstrap: bool = False
+    tls_server_starts: bool = True
+    tls_server_running: bool = False
+    configs: list[WorkloadConfig] = field(default_factory=list)
+    forgotten: list[str] = field(default_factory=list)
+
+    def _ask(self) -> None:
+        if self.unavailable:
+            raise WorkloadUnavailable("Patroni at 10.0.0.1:8008 unreachable")
+
+    def install(self) -> bool:
+        self.calls.append("install")
+        return self.installed_ok
+
+    def is_cluster_initialised(self) -> bool:
+        return self.initialised
+
+    def is_primary(self) -> bool:
+        self._ask()
+        return self.primary
+
+    def is_member_running(self) -> bool:
+        return self.running and not self.unavailable
+
+    def member_state(self) -> str | None:
+        return self.state
+
+    def primary_address(self) -> str | None:
+        return self.primary_addr
+
+    def system_identifier(self) -> int | None:
+        return self.sysid
+
+    def current_timeline(self) -> int | None:
+        return self.timeline
+
+    def stop_database(self) -> bool:
+        self.calls.append("stop_database")
+        return self.stop_ok
+
+    def start_database(self) -> bool:
+        self.calls.append("start_database")
+        return self.start_ok
+
+    def remove_dcs_state(self) -> bool:
+        self.calls.append("remove_dcs_state")
+        return self.dcs_ok
+
+    def move_data_aside(self) -> str | None:
+        self.calls.append("move_data_aside")
+        return self.moved
+
+    def move_data_back(self, moved_path: str) -> bool:
+        self.calls.append(f"move_data_back {moved_path}")
+        return True
+
+    def remove_moved_data(self, moved_path: str) -> None:
+        self.calls.append(f"remove_moved_data {moved_path}")
+
+    def apply_config(self, config: WorkloadConfig) -> None:
+        self.calls.append("apply_config")
+        self.configs.append(config)
+
+    def start_tls_server(self) -> bool:
+        self.calls.append("start_tls_server")
+        self.tls_server_running = self.tls_server_starts
+        return self.tls_server_starts
+
+    def stop_tls_server(self) -> None:
+        self.calls.append("stop_tls_server")
+        self.tls_server_running = False
+
+    def bootstrap_failed(self) -> bool:
+        return self.failed_bootstrap
+
+    def forget_raft_member(self, address: str) -> bool:
+        self.calls.append(f"forget_raft_member {address}")
+        self.forgotten.append(address)
+        return True
+
+
+@dataclass
+class FakeBackupTool:
+    calls: list[str]
+    stanza_create_result: CommandResult = OK
+    check_results: list[CommandResult] = field(default_factory=list)  # consumed; then OK
+    backup_result: CommandResult = OK
+    stanzas: list[StanzaInfo] = field(default_factory=list)
+    info_error: str | None = None
+    ping: bool = True
+
+    def stanza_create(self) -> CommandResult:
+        self.calls.append("stanza_create")
+        return self.stanza_create_result
+
+    def check(self) -> CommandResult:
+        self.calls.append("check")
+        return self.check_results.pop(0) if self.check_results else OK
+
+    def backup(self, backup_type: str, *, on_primary: bool) -> CommandResult:
+        self.calls.append(f"backup {backup_type} on_primary={on_primary}")
+        return self.backup_result
+
+    def info(self, stanza: str | None = None) -> list[StanzaInfo]:
+        self.calls.append("info")
+        if self.info_error:
+            raise BackupToolError(self.info_error)
+        return [s for s in self.stanzas if stanza is None or s.name == stanza]
+
+    def timelines(self, stanza: str) -> list[TimelineRecord]:
+        return []
+
+    def server_ping(self, host: str) -> bool:
+        self.calls.append(f"server_ping {host}")
+        return self.ping
+
+    def error_line(self, result: CommandResult) -> str:
+        for line in result.stderr.splitlines():
+            if line.startswith("ERROR:"):
+                return line
+        return "unknown error, see the pgBackRest log"
+
+
+@dataclass
+class FakeObjectStore:
+    calls: list[str]
+    objects: dict[str, bytes] = field(default_factory=dict)
+    unreachable: str | None = None
+    put_fails_for: tuple[str, ...] = ()  # key suffixes whose upload fails
+    settings: list[S3Settings] = field(default_factory=list)
+
+    def ensure_bucket(self) -> bool:
+        self.calls.append("ensure_bucket")
+        if self.unreachable:
+            raise ObjectStoreError(self.unreachable)
+        return False
+
+    def put(self, key: str, body: bytes) -> None:
+        self.calls.append(f"put {key}")
+        if self.unreachable or any(key.endswith(s) for s in self.put_fails_for):
+            raise ObjectStoreError(self.unreachable or "AccessDenied")
+        self.objects[key] = body
+
+    def get(self, key: str) -> bytes | None:
+        if self.unreachable:
+            raise ObjectStoreError(self.unreachable)
+        return self.objects.get(key)
+
+
+@dataclass
+class FakeTlsFiles:
+    calls: list[str]
+    key: str | None = None
+    csr_pem: str | None = None
+    cert: str | None = None
+    ca: str | None = None
+
+    def material(self) -> TlsMaterial | None:
+        if self.key and self.cert and self.ca:
+            return TlsMaterial("/tls/ca.crt", "/tls/unit.crt", "/tls/unit.key")
+        return None
+
+    def csr(self) -> str | None:
+        return self.csr_pem if self.key else None
+
+    def new_key_and_csr(self, common_name: str, sans: list[str]) -> str:
+        self.calls.append(f"new_key_and_csr {common_name} {sans}")
+        self.key = "KEY"
+        self.csr_pem = f"-----BEGIN CERTIFICATE REQUEST-----\n{common_name}\n-----END-----"
+        return self.csr_pem
+
+    def store_certificate(self, certificate: str, ca: str, chain: list[str]) -> bool:
+        changed = (self.cert, self.ca) != (certificate, ca)
+        self.cert, self.ca = certificate, ca
+        self.calls.append("store_certificate")
+        return changed
+
+    def clear(self) -> None:
+        self.calls.append("clear_tls")
+        self.key = self.csr_pem = self.cert = self.ca = None
+
+
+class World:
+    """Every fake adapter of one test, sharing one call log."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.workload = FakeWorkload(self.calls)
+        self.tool = FakeBackupTool(self.calls)
+        self.store = FakeObjectStore(self.calls)
+        self.tls_files = FakeTlsFiles(self.calls)
+
+    def store_for(self, settings: S3Settings) -> FakeObjectStore:
+        self.store.settings.append(settings)
+        return self.store
+
+    def with_tls(self) -> World:
+        self.tls_files.key = "KEY"
+        self.tls_files.csr_pem = "CSR"
+        self.tls_files.cert = "CERT"
+        self.tls_files.ca = "CA"
+        return self

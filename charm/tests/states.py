@@ -1,0 +1,115 @@
+"""State builders for the charm tests."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import ops
+from ops import testing
+
+from charm import PASSWORD_KEYS, PgBackupsCharm
+
+MODEL = testing.Model(name="prod", uuid="00000000-0000-4000-8000-000000000001")
+STANZA = "prod.pgbackups-postgresql"
+PASSWORDS = dict.fromkeys(PASSWORD_KEYS, "secret-pw")
+GOOD_S3 = {
+    "bucket": "backups",
+    "access-key": "AKIAEXAMPLE",
+    "secret-key": "s3cr3t",
+    "endpoint": "https://s3.example.com",
+    "path": "pg",
+    "region": "eu-west-1",
+}
+PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"
+
+
+def ctx() -> testing.Context[PgBackupsCharm]:
+    return testing.Context(PgBackupsCharm)
+
+
+def peers(
+    app: dict[str, str] | None = None,
+    unit: dict[str, str] | None = None,
+    others: int = 0,
+    *,
+    initialised: bool = True,
+    passwords: bool = True,
+    others_data: dict[int, dict[str, str]] | None = None,
+) -> testing.PeerRelation:
+    app_data = dict(PASSWORDS) if passwords else {}
+    if initialised:
+        app_data["cluster_initialised"] = "True"
+    app_data.update(app or {})
+    peers_data = {
+        i: {"ingress-address": f"10.0.0.{i + 1}", "private-address": f"10.0.0.{i + 1}"}
+        for i in range(1, others + 1)
+    }
+    for i, extra in (others_data or {}).items():
+        peers_data.setdefault(i, {}).update(extra)
+    return testing.PeerRelation(
+        "database-peers",
+        local_app_data=app_data,
+        local_unit_data={
+            "ingress-address": "10.0.0.1",
+            "private-address": "10.0.0.1",
+            "egress-subnets": "10.0.0.1/32",
+            **(unit or {}),
+        },
+        peers_data=peers_data,
+    )
+
+
+def s3(data: dict[str, str] | None = None, **extra: str) -> testing.Relation:
+    fields = dict(GOOD_S3 if data is None else data)
+    fields.update({k.replace("_", "-"): v for k, v in extra.items()})
+    return testing.Relation(
+        "s3-parameters", remote_app_name="s3-integrator", remote_app_data=fields
+    )
+
+
+def certificates(provider: dict[str, str] | None = None) -> testing.Relation:
+    return testing.Relation(
+        "certificates",
+        remote_app_name="self-signed-certificates",
+        remote_app_data=provider or {},
+    )
+
+
+def provider_certificates(csr: str, *, revoked: bool = False) -> dict[str, str]:
+    entry: dict[str, Any] = {
+        "certificate_signing_request": csr,
+        "certificate": "-----BEGIN CERTIFICATE-----\nUNIT\n-----END CERTIFICATE-----",
+        "ca": "-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----",
+        "chain": [],
+    }
+    if revoked:
+        entry["revoked"] = True
+    return {"certificates": json.dumps([entry])}
+
+
+def state(
+    *relations: testing.RelationBase,
+    leader: bool = True,
+    status: ops.StatusBase | None = None,
+    planned_units: int | None = None,
+    deferred: list[testing.DeferredEvent] | None = None,
+) -> testing.State:
+    peer = next((r for r in relations if isinstance(r, testing.PeerRelation)), None)
+    units = planned_units or (1 + len(peer.peers_data) if peer is not None else 1)
+    return testing.State(
+        leader=leader,
+        relations=list(relations),
+        unit_status=status or testing.ActiveStatus(),
+        planned_units=units,
+        model=MODEL,
+        deferred=deferred or [],
+    )
+
+
+def app_bag(out: testing.State) -> dict[str, str]:
+    return dict(out.get_relations("database-peers")[0].local_app_data)
+
+
+def unit_bag(out: testing.State) -> dict[str, str]:
+    return dict(out.get_relations("database-peers")[0].local_unit_data)
