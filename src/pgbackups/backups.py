@@ -1,0 +1,808 @@
+"""The hook and action handlers: one per chart of SPEC.md.
+
+Each handler reads top to bottom like its chart: the guard clauses come in the chart's
+order and each box is one small named step. A handler takes a :class:`~pgbackups.host.Host`
+and returns an :data:`~pgbackups.host.Outcome`; everything it does to the world goes
+through the host, its workload, its backup tool and its object store.
+
+Peer-bag keys are listed in docs/ARCHITECTURE.md. :func:`desired_config` is the one
+place where the bags become the configuration of a unit.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from pgbackups import messages as msg
+from pgbackups.backup_ids import format_id, is_label, label_to_id, normalise_id
+from pgbackups.host import (
+    ActionFailed,
+    ActionResults,
+    BackupToolError,
+    CommandResult,
+    Deferred,
+    Done,
+    Host,
+    ObjectStore,
+    ObjectStoreError,
+    Outcome,
+    RestoreTarget,
+    UnitStatus,
+    WorkloadConfig,
+    WorkloadUnavailable,
+)
+from pgbackups.listing import FORMATS, build_rows, format_json, format_table
+from pgbackups.marker import ClusterMarker, marker_key, object_key, ownership_problem
+from pgbackups.repository import BackupRecord, TimelineRecord
+from pgbackups.settings import S3Settings, S3SettingsProblem, parse_s3_settings
+
+log = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------------------
+# Peer-bag keys (docs/ARCHITECTURE.md)
+
+CLUSTER_INITIALISED = "cluster_initialised"
+STANZA = "stanza"
+S3_BLOCK_MESSAGE = "s3-block-message"
+RESTORING_BACKUP = "restoring-backup"
+RESTORE_STANZA = "restore-stanza"
+RESTORE_TO_TIME = "restore-to-time"
+RESTORE_TIMELINE = "restore-timeline"
+RESTORE_TYPE = "restore-type"
+RESTORE_MOVED_DATA = "restore-moved-data"
+RESTORE_KEYS = (RESTORING_BACKUP, RESTORE_STANZA, RESTORE_TO_TIME, RESTORE_TIMELINE, RESTORE_TYPE)
+CONNECTIVITY = "connectivity"
+CREATING_BACKUP = "creating-backup"
+
+# ---------------------------------------------------------------------------
+# Retries of `pgbackrest check` ("a few retries", SPEC §2). Module constants so that a
+# host (or a test) can override them; SLEEP is the function that waits.
+
+CHECK_ATTEMPTS = 3
+CHECK_RETRY_DELAY_SECONDS = 3.0
+SLEEP: Callable[[float], None] = time.sleep
+
+BACKUP_TYPES = {"full": "full", "differential": "diff", "incremental": "incr"}
+_NEW_LABEL_RE = re.compile(r"new backup label = (\S+)")
+
+
+# ===========================================================================
+# desired_config: the one place where peer bags become the unit's configuration
+
+
+def desired_config(host: Host) -> WorkloadConfig:
+    """The configuration this unit must run with, derived from the peer bags.
+
+    - ``s3``: the parsed S3 settings; None when absent, incomplete or invalid.
+    - ``stanza``: WAL archiving is on exactly while app ``stanza`` is set (SPEC §1).
+      It is not tied to ``s3`` here: a leader clears ``stanza`` whenever the repository
+      cannot be used, and pgBackRest's archive-push itself refuses a missing stanza or one
+      of another system identifier (the WAL then waits on disk, nothing is lost).
+    - ``tls_server``: TLS material present and more than one unit (SPEC §6).
+    - ``connectivity``/``creating_backup``: this unit's bag, set while a replica backs up.
+    - ``restore``: a restore in progress (app bag), as Patroni's pgBackRest bootstrap.
+    """
+    app, unit = host.app_data, host.unit_data
+    settings = _parse(host.s3_parameters())
+    return WorkloadConfig(
+        s3=settings if isinstance(settings, S3Settings) else None,
+        stanza=app.get(STANZA) or None,
+        tls_server=host.tls() is not None and host.planned_units() > 1,
+        connectivity=unit.get(CONNECTIVITY) != "off",
+        creating_backup=bool(unit.get(CREATING_BACKUP)),
+        restore=_restore_target(app, host.stanza_name),
+    )
+
+
+def _restore_target(app: Mapping[str, str], own_stanza: str) -> RestoreTarget | None:
+    if not _restore_in_progress(app):
+        return None
+    restore_type = app.get(RESTORE_TYPE) or "immediate"
+    timeline = app.get(RESTORE_TIMELINE)
+    return RestoreTarget(
+        stanza=app.get(RESTORE_STANZA) or own_stanza,
+        label=app.get(RESTORING_BACKUP) or None,
+        type=restore_type,
+        target=app.get(RESTORE_TO_TIME) or None,
+        target_timeline=int(timeline) if timeline else None,
+        # --target-action is not valid with --type=default (pgBackRest).
+        target_action=None if restore_type == "default" else "promote",
+    )
+
+
+def _restore_in_progress(app: Mapping[str, str]) -> bool:
+    return bool(app.get(RESTORING_BACKUP) or app.get(RESTORE_TO_TIME))
+
+
+def _apply_config(host: Host) -> None:
+    host.workload.apply_config(desired_config(host))
+
+
+# ===========================================================================
+# s3-credentials-changed (SPEC §2) and leader-elected
+
+
+def on_s3_credentials_changed(host: Host) -> Outcome:
+    """SPEC §2, box by box. Also run by leader-elected and by update-status (S3 retry)."""
+    if not _has_cluster_initialised(host):
+        return Deferred("cluster not initialised yet")
+    if _restore_in_progress(host.app_data):
+        # Part of "Has cluster initialised?": a cluster being restored is not (yet) the
+        # cluster the repository must be checked against; its completion re-checks §7.1.
+        return Deferred("a restore is in progress")
+    settings = _required_settings(host)
+    if settings is None:
+        return Done()
+    _update_backup_settings(host)
+    if not host.is_leader():
+        return Done()
+    if _is_blocked_other_than_s3(host):
+        log.info("S3 initialisation skipped: unit is blocked (%s)", host.get_status().message)
+        return Done()
+    store = host.object_store(settings)
+    if not _could_initialise_stanza(host, settings, store):
+        return Done()
+    if not _is_wal_archiving_to_s3_working(host, settings, store):
+        return Done()
+    _tls_server_steps(host)  # the chart returns after every TLS branch
+    return Done()
+
+
+def on_leader_elected(host: Host) -> Outcome:
+    """A new leader re-runs S3 initialisation: only the old leader saw credentials-gone."""
+    return on_s3_credentials_changed(host)
+
+
+def _has_cluster_initialised(host: Host) -> bool:
+    return bool(host.app_data.get(CLUSTER_INITIALISED))
+
+
+def _required_settings(host: Host) -> S3Settings | None:
+    """ "Are all required S3 settings provided?" The settings, or None (logged).
+
+    Missing settings: no status change (SPEC §2). Invalid settings (a bad CA chain, an
+    unknown URI style...): the leader blocks with a message that names the problem; it is
+    an S3 block, so a corrected setting clears it.
+    """
+    raw = host.s3_parameters()
+    settings = _parse(raw)
+    if isinstance(settings, S3Settings):
+        return settings
+    if settings is None:
+        log.info("No S3 settings: backups are not configured")
+    elif settings.missing:
+        log.warning("S3 settings incomplete: %s", settings.message())
+    else:
+        log.error("S3 settings rejected: %s", settings.message())
+        if host.is_leader() and not _is_blocked_other_than_s3(host):
+            _block_s3(host, msg.with_reason(msg.FAILED_TO_ACCESS_CREATE_BUCKET, settings.message()))
+    return None
+
+
+def _parse(raw: Mapping[str, str] | None) -> S3Settings | S3SettingsProblem | None:
+    return None if raw is None else parse_s3_settings(raw)
+
+
+def _update_backup_settings(host: Host) -> None:
+    """Render pgbackrest.conf (and Patroni's configuration) on this unit."""
+    _apply_config(host)
+
+
+def _is_blocked_other_than_s3(host: Host) -> bool:
+    status = host.get_status()
+    return status.is_blocked and not msg.is_s3_block_message(status.message)
+
+
+def _could_initialise_stanza(host: Host, settings: S3Settings, store: ObjectStore) -> bool:
+    """Bucket, then repository ownership (§7.1), then ``stanza-create``; each failure
+    sets its own Blocked message."""
+    host.set_status(UnitStatus.maintenance(msg.INITIALISING_STANZA))
+    if not _ensure_bucket(host, store):
+        return False
+    problem = _repository_problem(host, settings, store)
+    if problem is not None:
+        _block_s3(host, problem)
+        return False
+    return _create_stanza(host)
+
+
+def _ensure_bucket(host: Host, store: ObjectStore) -> bool:
+    try:
+        if store.ensure_bucket():
+            log.info("Created the S3 bucket")
+    except ObjectStoreError as exc:
+        log.error("S3 bucket cannot be accessed or created: %s", exc)
+        _block_s3(host, msg.with_reason(msg.FAILED_TO_ACCESS_CREATE_BUCKET, str(exc)))
+        return False
+    return True
+
+
+def _repository_problem(host: Host, settings: S3Settings, store: ObjectStore) -> str | None:
+    """The Blocked message when the repository is not empty and not ours (SPEC §7.1)."""
+    try:
+        stanzas = host.backup_tool.info()
+    except BackupToolError as exc:
+        log.error("pgBackRest cannot list the repository: %s", exc)
+        return msg.with_reason(msg.FAILED_TO_INITIALIZE_STANZA, str(exc))
+    try:
+        body = store.get(marker_key(settings.path))
+    except ObjectStoreError as exc:
+        log.error("The cluster marker cannot be read: %s", exc)
+        return msg.with_reason(msg.FAILED_TO_ACCESS_CREATE_BUCKET, str(exc))
+    try:
+        system_id = host.workload.system_identifier()
+    except WorkloadUnavailable:
+        system_id = None
+    problem = ownership_problem(
+        stanzas=stanzas,
+        marker_body=body,
+        stanza_name=host.stanza_name,
+        cluster_id=host.cluster_id,
+        system_identifier=system_id,
+    )
+    if problem is None:
+        return None
+    log.error("The S3 repository cannot be used: %s", problem.reason)
+    if problem.foreign:
+        return msg.ANOTHER_CLUSTER_REPOSITORY
+    return msg.with_reason(msg.FAILED_TO_INITIALIZE_STANZA, problem.reason)
+
+
+def _create_stanza(host: Host) -> bool:
+    result = host.backup_tool.stanza_create()
+    if result.ok:
+        return True
+    reason = host.backup_tool.error_line(result)
+    log.error("pgBackRest stanza-create failed: %s", reason)
+    _block_s3(host, msg.with_reason(msg.FAILED_TO_INITIALIZE_STANZA, reason))
+    return False
+
+
+def _is_wal_archiving_to_s3_working(host: Host, settings: S3Settings, store: ObjectStore) -> bool:
+    """Archiving on (``stanza``), reload, ``pgbackrest check`` with retries; on failure
+    archiving off again and Blocked. On success the marker is written and the leader is
+    Active."""
+    host.set_status(UnitStatus.maintenance(msg.CHECKING_STANZA))
+    host.app_data[STANZA] = host.stanza_name
+    _apply_config(host)
+    result = _check_with_retries(host)
+    if not result.ok:
+        reason = host.backup_tool.error_line(result)
+        log.error("pgBackRest check failed: %s", reason)
+        _block_s3(host, msg.with_reason(msg.FAILED_TO_INITIALIZE_STANZA, reason))
+        return False
+    _write_marker(host, settings, store)
+    host.app_data[S3_BLOCK_MESSAGE] = ""
+    host.set_status(UnitStatus.active())
+    log.info("WAL archiving into stanza %s works", host.stanza_name)
+    return True
+
+
+def _check_with_retries(host: Host) -> CommandResult:
+    result = host.backup_tool.check()
+    for _ in range(CHECK_ATTEMPTS - 1):
+        if result.ok:
+            break
+        SLEEP(CHECK_RETRY_DELAY_SECONDS)
+        result = host.backup_tool.check()
+    return result
+
+
+def _write_marker(host: Host, settings: S3Settings, store: ObjectStore) -> None:
+    """Claim the repository. A failure is logged, not blocked: a repository holding our
+    stanza with our system identifier is ours even without the marker (§7.1), and the
+    marker is written again after the next successful check."""
+    try:
+        system_id = host.workload.system_identifier()
+    except WorkloadUnavailable:
+        system_id = None
+    if system_id is None:
+        log.warning("Cluster marker not written: the system identifier cannot be read")
+        return
+    marker = ClusterMarker(host.stanza_name, host.cluster_id, system_id)
+    try:
+        store.put(marker_key(settings.path), marker.encode())
+    except ObjectStoreError as exc:
+        log.warning("Cluster marker not written: %s", exc)
+
+
+def _block_s3(host: Host, message: str) -> None:
+    """An S3 block on the leader: archiving off, the message kept in the app bag (so that
+    update-status can retry and a new leader shows it), Blocked."""
+    if host.app_data.get(STANZA):
+        host.app_data[STANZA] = ""
+        _apply_config(host)
+    host.app_data[S3_BLOCK_MESSAGE] = message
+    host.set_status(UnitStatus.blocked(message))
+
+
+# ===========================================================================
+# The pgBackRest TLS server (SPEC §6)
+
+
+def reconcile_tls_server(host: Host) -> Outcome:
+    """certificates-changed / peer-changed: re-render (TLS files and peers may have
+    changed), then the TLS-server steps. A replica whose primary does not answer yet
+    defers."""
+    _apply_config(host)
+    if _tls_server_steps(host):
+        return Done()
+    return Deferred("waiting for the pgBackRest TLS server of the primary")
+
+
+def _tls_server_steps(host: Host) -> bool:
+    """False when the TLS server could not be started (yet)."""
+    if _is_tls_disabled_or_single_unit(host):
+        host.workload.stop_tls_server()
+        return True
+    try:
+        if _is_replica(host) and not _primary_tls_server_answers(host):
+            log.info("Waiting for the pgBackRest TLS server of the primary")
+            return False
+    except WorkloadUnavailable:
+        log.info("Patroni cannot tell this unit's role yet")
+        return False
+    if not host.workload.start_tls_server():
+        log.error("The pgBackRest TLS server did not start")
+        return False
+    return True
+
+
+def _is_tls_disabled_or_single_unit(host: Host) -> bool:
+    return host.tls() is None or host.planned_units() <= 1
+
+
+def _is_replica(host: Host) -> bool:
+    return not host.workload.is_primary()
+
+
+def _primary_tls_server_answers(host: Host) -> bool:
+    address = host.workload.primary_address()
+    return address is not None and host.backup_tool.server_ping(address)
+
+
+# ===========================================================================
+# s3-credentials-gone
+
+
+def on_s3_credentials_gone(host: Host) -> Outcome:
+    """Archiving off (the leader clears ``stanza``), re-render without a repository, and
+    clear an S3 block: there is nothing left to fix on the S3 side."""
+    if host.is_leader():
+        host.app_data[STANZA] = ""
+        host.app_data[S3_BLOCK_MESSAGE] = ""
+    _apply_config(host)
+    status = host.get_status()
+    if status.is_blocked and msg.is_s3_block_message(status.message):
+        host.set_status(UnitStatus.active())
+    return Done()
+
+
+# ===========================================================================
+# update-status
+
+
+def on_update_status(host: Host) -> Outcome:
+    """(a) a restore in progress: detect its end; (b) the leader blocked by S3: retry S3
+    initialisation (SPEC §9: the reference never self-heals); otherwise nothing (a moved
+    data directory still recorded after a finished restore is left alone)."""
+    if _restore_in_progress(host.app_data):
+        if not host.is_leader():
+            return Done()
+        return _detect_restore_end(host)
+    if host.is_leader() and _has_s3_block(host):
+        log.info("Retrying S3 initialisation")
+        return on_s3_credentials_changed(host)
+    return Done()
+
+
+def _has_s3_block(host: Host) -> bool:
+    status = host.get_status()
+    if status.is_blocked:
+        return msg.is_s3_block_message(status.message)
+    return bool(host.app_data.get(S3_BLOCK_MESSAGE))
+
+
+def _detect_restore_end(host: Host) -> Outcome:
+    workload = host.workload
+    moved = host.app_data.get(RESTORE_MOVED_DATA, "")
+    try:
+        state = workload.member_state()
+        if workload.bootstrap_failed() or (state is not None and "failed" in state):
+            return _restore_failed(host, moved, state)
+        running = workload.is_member_running()
+        timeline = workload.current_timeline() if running else None
+    except WorkloadUnavailable:
+        return Done()
+    if timeline is None:
+        return Done()  # still restoring: look again at the next update-status
+    _restore_succeeded(host, moved, timeline)
+    return Done()
+
+
+def _restore_failed(host: Host, moved: str, state: str | None) -> Done:
+    """Blocked, the restore keys kept (a new restore is allowed), the old data kept."""
+    reason = f"old data kept at {moved}" if moved else ""
+    message = msg.with_reason(msg.FAILED_TO_RESTORE_BACKUP, reason)
+    if host.get_status() != UnitStatus.blocked(message):
+        log.error("Restore failed: Patroni member state %s; %s", state, reason or "no old data")
+        host.set_status(UnitStatus.blocked(message))
+    return Done()
+
+
+def _restore_succeeded(host: Host, moved: str, timeline: int) -> None:
+    """Clear the flags, normal bootstrap again, re-check ownership (§7.1), remove the
+    moved-aside data, Active (or the S3 block the ownership check set)."""
+    label = host.app_data.get(RESTORING_BACKUP, "")
+    for key in RESTORE_KEYS:
+        host.app_data[key] = ""
+    _apply_config(host)
+    log.info("Restored backup %s; now on timeline %d", label or "(none)", timeline)
+    blocked = _recheck_repository_after_restore(host)
+    if moved:
+        host.workload.remove_moved_data(moved)
+        host.app_data[RESTORE_MOVED_DATA] = ""
+    if not blocked:
+        host.set_status(UnitStatus.active())
+
+
+def _recheck_repository_after_restore(host: Host) -> bool:
+    """True when the repository turned out not to be usable (the S3 block is set)."""
+    settings = _parse(host.s3_parameters())
+    if not isinstance(settings, S3Settings):
+        log.info("No usable S3 settings after the restore: repository not re-checked")
+        return False
+    store = host.object_store(settings)
+    problem = _repository_problem(host, settings, store)
+    if problem is not None:
+        _block_s3(host, problem)
+        return True
+    if host.app_data.get(STANZA):
+        _write_marker(host, settings, store)
+    host.app_data[S3_BLOCK_MESSAGE] = ""
+    return False
+
+
+# ===========================================================================
+# create-backup (SPEC §3)
+
+
+def on_create_backup(host: Host, params: Mapping[str, str]) -> Outcome:
+    """SPEC §3, in chart order.
+
+    The one-backup-at-a-time check comes after every check of the chart and before the
+    metadata upload: the chart's reasons are the more fundamental ones, and a refused
+    second request must not overwrite the ``latest`` metadata of the running backup.
+    Peer bags propagate with a delay, so two units may both pass it; pgBackRest's own
+    stanza lock is the backstop (its error comes back as "Failed to backup PostgreSQL").
+    """
+    requested = (params.get("type") or "full").strip()
+    if requested not in BACKUP_TYPES:
+        return ActionFailed(
+            f"{msg.INVALID_BACKUP_TYPE}: {requested}. Possible values: {', '.join(BACKUP_TYPES)}."
+        )
+    if host.get_status().is_blocked:
+        return _backup_refused(msg.BACKUP_UNIT_BLOCKED)
+    try:
+        on_primary = host.workload.is_primary()
+    except WorkloadUnavailable:
+        return _backup_refused(msg.BACKUP_NOT_RUNNING)
+    if on_primary and host.planned_units() > 1 and host.tls() is not None:
+        return _backup_refused(msg.BACKUP_ON_PRIMARY)
+    if not on_primary and host.tls() is None:
+        return _backup_refused(msg.BACKUP_TLS_DISABLED)
+    if not host.workload.is_member_running():
+        return _backup_refused(msg.BACKUP_NOT_RUNNING)
+    stanza = host.app_data.get(STANZA)
+    if not stanza:
+        return _backup_refused(msg.STANZA_NOT_INITIALISED)
+    settings = _parse(host.s3_parameters())
+    if settings is None:
+        return _backup_refused(msg.S3_RELATION_MISSING)
+    if isinstance(settings, S3SettingsProblem):
+        return _backup_refused(settings.message())
+    running = _backup_running_elsewhere(host)
+    if running is not None:
+        return _backup_refused(msg.with_reason(msg.BACKUP_ALREADY_RUNNING, running))
+    place = _BackupPlace(settings, host.object_store(settings), stanza)
+    if not _upload_metadata(host, place, requested):
+        return _backup_refused(msg.FAILED_TO_UPLOAD_METADATA)
+    log.info("A %s backup has been requested on unit %s", requested, host.unit_name)
+    before = host.get_status()
+    try:
+        if not on_primary:
+            _hide_unit(host)
+        host.set_status(UnitStatus.maintenance(msg.CREATING_BACKUP))
+        return _run_backup(host, place, requested, on_primary=on_primary)
+    finally:
+        _restore_unit_after_backup(host, before)
+
+
+@dataclass(frozen=True)
+class _BackupPlace:
+    """Where a backup's metadata and logs go: ``<path>/backup/<stanza>/...``."""
+
+    settings: S3Settings
+    store: ObjectStore
+    stanza: str
+
+    def key(self, relative: str) -> str:
+        return object_key(self.settings.path, f"backup/{self.stanza}/{relative}")
+
+
+def _backup_refused(message: str) -> ActionFailed:
+    log.error("Backup failed: %s", message)
+    return ActionFailed(message)
+
+
+def _backup_running_elsewhere(host: Host) -> str | None:
+    """Which unit (own or peer) is creating a backup, with when it started."""
+    bags = {host.unit_name: host.unit_data, **host.peer_data()}
+    for name, bag in sorted(bags.items()):
+        started = bag.get(CREATING_BACKUP)
+        if started:
+            return f"{name} started one at {started}"
+    return None
+
+
+def _upload_metadata(host: Host, place: _BackupPlace, requested: str) -> bool:
+    lines = [
+        f"Date Backup Requested: {format_id(host.now())}",
+        f"Unit Name: {host.unit_name}",
+        f"Stanza: {place.stanza}",
+        f"Backup Type: {requested}",
+        *(f"{k}: {v}" for k, v in host.describe().items()),
+    ]
+    try:
+        place.store.put(place.key("latest"), ("\n".join(lines) + "\n").encode())
+    except ObjectStoreError as exc:
+        log.error("Backup failed: metadata upload: %s", exc)
+        return False
+    return True
+
+
+def _hide_unit(host: Host) -> None:
+    """A replica: reject clients (connectivity off) and keep it from being promoted or
+    load-balanced (Patroni tags); ``creating-backup`` also tells other units that a
+    backup runs (one per cluster)."""
+    host.unit_data[CONNECTIVITY] = "off"
+    host.unit_data[CREATING_BACKUP] = format_id(host.now())
+    _apply_config(host)
+
+
+def _run_backup(host: Host, place: _BackupPlace, requested: str, *, on_primary: bool) -> Outcome:
+    tool = host.backup_tool
+    result = tool.backup(BACKUP_TYPES[requested], on_primary=on_primary)
+    if not result.ok:
+        reason = tool.error_line(result)
+        failed_id = _id_from_output(result) or format_id(host.now())
+        _upload_logs(place, failed_id, result)
+        return _backup_refused(msg.with_reason(msg.FAILED_TO_BACKUP, reason))
+    backup_id = (
+        _newest_backup_id(host, place.stanza) or _id_from_output(result) or format_id(host.now())
+    )
+    if not _upload_logs(place, backup_id, result):
+        return _backup_refused(msg.with_reason(msg.FAILED_TO_UPLOAD_LOGS, f"backup {backup_id}"))
+    log.info("Backup %s (%s) created on unit %s", backup_id, requested, host.unit_name)
+    return ActionResults(
+        {msg.RESULT_BACKUP_STATUS: msg.BACKUP_CREATED, "backup-id": backup_id, "type": requested}
+    )
+
+
+def _id_from_output(result: CommandResult) -> str | None:
+    """The user id of the label pgBackRest announced (``new backup label = ...``)."""
+    match = _NEW_LABEL_RE.search(result.stdout) or _NEW_LABEL_RE.search(result.stderr)
+    if match and is_label(match.group(1)):
+        return label_to_id(match.group(1))
+    return None
+
+
+def _newest_backup_id(host: Host, stanza: str) -> str | None:
+    try:
+        stanzas = host.backup_tool.info(stanza)
+    except BackupToolError as exc:
+        log.warning("The new backup's id cannot be read from pgBackRest: %s", exc)
+        return None
+    backups = [b for s in stanzas if s.name == stanza for b in s.backups]
+    if not backups:
+        return None
+    return max(backups, key=lambda b: b.start).backup_id
+
+
+def _upload_logs(place: _BackupPlace, backup_id: str, result: CommandResult) -> bool:
+    """``<path>/backup/<stanza>/<backup-id>/backup.log``: one id form (the user id, SPEC
+    §5) whether the backup succeeded or not."""
+    body = f"Stdout:\n{result.stdout}\n\nStderr:\n{result.stderr}\n"
+    try:
+        place.store.put(place.key(f"{backup_id}/backup.log"), body.encode())
+    except ObjectStoreError as exc:
+        log.error("Backup logs of %s not uploaded: %s", backup_id, exc)
+        return False
+    return True
+
+
+def _restore_unit_after_backup(host: Host, before: UnitStatus) -> None:
+    """ "Always": connectivity on, tag cleared, configuration applied, status restored —
+    whatever happened and whatever the unit's role is now (a switchover may have
+    happened meanwhile), so no unit is left rejecting clients (SPEC §9)."""
+    host.unit_data[CONNECTIVITY] = ""
+    host.unit_data[CREATING_BACKUP] = ""
+    try:
+        _apply_config(host)
+    finally:
+        host.set_status(before)
+
+
+# ===========================================================================
+# list-backups (SPEC §4)
+
+
+def on_list_backups(host: Host, params: Mapping[str, str]) -> Outcome:
+    output = (params.get("format") or "table").strip()
+    if output not in FORMATS:
+        return ActionFailed(f"Invalid format: {output}. Possible values: {', '.join(FORMATS)}.")
+    settings = _parse(host.s3_parameters())
+    if settings is None:
+        return ActionFailed(msg.S3_RELATION_MISSING_LIST)
+    if isinstance(settings, S3SettingsProblem):
+        return ActionFailed(settings.message())
+    try:
+        stanzas = host.backup_tool.info()
+        timelines: list[TimelineRecord] = []
+        for stanza in stanzas:
+            if stanza.exists:
+                timelines += host.backup_tool.timelines(stanza.name)
+    except BackupToolError as exc:
+        log.error("list-backups: %s", exc)
+        return ActionFailed(msg.with_reason(msg.FAILED_TO_LIST_BACKUPS, str(exc)))
+    rows = build_rows(stanzas, timelines)
+    if output == "json":
+        text = format_json(rows)
+    else:
+        text = format_table(settings.bucket, settings.path, rows)
+    return ActionResults({msg.RESULT_BACKUPS: text})
+
+
+# ===========================================================================
+# restore (SPEC §7)
+
+
+@dataclass(frozen=True)
+class _Chosen:
+    label: str
+    stanza: str
+
+
+def on_restore(host: Host, params: Mapping[str, str]) -> Outcome:
+    """SPEC §7, in chart order. Nothing is deleted: the data directory is moved aside and
+    removed only once update-status has seen the restored cluster healthy.
+
+    If the database does not start after the data was moved aside, the restore keys stay
+    set and the unit is Blocked ``Failed to restore backup: ...`` naming where the old data
+    is; update-status keeps watching (Patroni may still come up), and a new restore is
+    allowed. The data is not moved back automatically: that is the user's call.
+    """
+    requested = (params.get("backup-id") or "").strip()
+    if not requested:
+        return _restore_refused(msg.MISSING_BACKUP_ID)
+    if not _is_workload_accessible(host):
+        return _restore_refused(msg.WORKLOAD_NOT_ACCESSIBLE)
+    if _is_blocked_for_restore(host):
+        return _restore_refused(msg.RESTORE_UNIT_BLOCKED)
+    if host.planned_units() > 1:
+        return _restore_refused(msg.RESTORE_MORE_THAN_ONE_UNIT)
+    if not host.is_leader():
+        return _restore_refused(msg.RESTORE_NOT_LEADER)
+    chosen = _find_backup(host, requested)
+    if isinstance(chosen, ActionFailed):
+        return chosen
+    before = host.get_status()
+    host.set_status(UnitStatus.maintenance(msg.RESTORING_BACKUP))
+    workload = host.workload
+    if not workload.stop_database():
+        host.set_status(before)
+        return _restore_refused(_restore_failure("could not stop the database"))
+    if not workload.remove_dcs_state():
+        return _start_again(host, before, "could not remove the previous cluster from the DCS")
+    moved = workload.move_data_aside()
+    if moved is None:
+        return _start_again(host, before, "could not move the data directory aside")
+    _record_restore(host, chosen, moved)
+    _apply_config(host)  # Patroni now bootstraps from the pgBackRest backup
+    if not workload.start_database():
+        message = _restore_failure(f"the database did not start; old data kept at {moved}")
+        host.set_status(UnitStatus.blocked(message))
+        return _restore_refused(message)
+    log.info("Restore of %s (stanza %s) started", chosen.label, chosen.stanza)
+    return ActionResults({msg.RESULT_RESTORE_STATUS: msg.RESTORE_STARTED})
+
+
+def _restore_refused(message: str) -> ActionFailed:
+    log.error("Restore failed: %s", message)
+    return ActionFailed(message)
+
+
+def _restore_failure(reason: str) -> str:
+    return msg.with_reason(msg.FAILED_TO_RESTORE_BACKUP, reason)
+
+
+def _is_workload_accessible(host: Host) -> bool:
+    try:
+        return host.workload.is_cluster_initialised()
+    except WorkloadUnavailable:
+        return False
+
+
+def _is_blocked_for_restore(host: Host) -> bool:
+    """Blocked, other than by a foreign repository or a failed restore (SPEC §7)."""
+    status = host.get_status()
+    if not status.is_blocked:
+        return False
+    allowed = (
+        msg.ANOTHER_CLUSTER_REPOSITORY,
+        msg.FAILED_TO_RESTORE_BACKUP,
+        msg.CANNOT_RESTORE_PITR,
+    )
+    return not any(msg.has_prefix(status.message, m) for m in allowed)
+
+
+def _find_backup(host: Host, requested: str) -> _Chosen | ActionFailed:
+    """A known, finished backup of any stanza (either id form). Our own stanza first when
+    two stanzas hold a backup of the same second; then an exact label match."""
+    invalid = f"{msg.INVALID_BACKUP_ID}: {requested}"
+    try:
+        wanted = normalise_id(requested)
+    except ValueError:
+        return _restore_refused(invalid)
+    settings = _parse(host.s3_parameters())
+    if settings is None:
+        return _restore_refused(msg.S3_RELATION_MISSING_RESTORE)
+    if isinstance(settings, S3SettingsProblem):
+        return _restore_refused(settings.message())
+    try:
+        stanzas = host.backup_tool.info()
+    except BackupToolError as exc:
+        return _restore_refused(msg.with_reason(msg.FAILED_TO_LIST_BACKUPS, str(exc)))
+    candidates: list[BackupRecord] = [
+        b for s in stanzas for b in s.backups if b.finished and b.backup_id == wanted
+    ]
+    if not candidates:
+        return _restore_refused(invalid)
+    best = min(
+        candidates,
+        key=lambda b: (b.stanza != host.stanza_name, b.label != requested),
+    )
+    return _Chosen(label=best.label, stanza=best.stanza)
+
+
+def _start_again(host: Host, before: UnitStatus, reason: str) -> ActionFailed:
+    """Nothing was changed on disk: start the database as it was, and fail."""
+    if host.workload.start_database():
+        host.set_status(before)
+        return _restore_refused(_restore_failure(reason))
+    message = _restore_failure(f"{reason}; the database did not start again")
+    host.set_status(UnitStatus.blocked(message))
+    return _restore_refused(message)
+
+
+def _record_restore(host: Host, chosen: _Chosen, moved: str) -> None:
+    """The restore keys; desired_config turns them into Patroni's pgBackRest bootstrap.
+
+    When a failed restore already moved the original data aside, that path is kept (it
+    holds the cluster's real data); the failed attempt's directory is only logged.
+    """
+    app = host.app_data
+    previous = app.get(RESTORE_MOVED_DATA)
+    if previous:
+        log.warning("Earlier data kept at %s; the failed restore's data is at %s", previous, moved)
+    app[RESTORING_BACKUP] = chosen.label
+    app[RESTORE_STANZA] = chosen.stanza
+    app[RESTORE_TYPE] = "immediate"
+    app[RESTORE_TO_TIME] = ""
+    app[RESTORE_TIMELINE] = ""
+    app[RESTORE_MOVED_DATA] = previous or moved
+    app[S3_BLOCK_MESSAGE] = ""

@@ -1,0 +1,534 @@
+"""A fake host for the hook handlers: every call the core makes, in one ordered list.
+
+``FakeHost`` implements :class:`pgbackups.host.Host`; its ``FakeWorkload``,
+``FakeBackupTool`` and ``FakeObjectStore`` append to the host's ``calls`` list, and so do
+status changes and peer-bag writes, e.g.::
+
+    app_data[stanza]='local.main'
+    workload.apply_config(stanza=local.main)
+    set_status(maintenance: initialising stanza)
+    backup_tool.stanza_create
+    object_store.put(pg/backup/local.main/latest)
+
+Reads of the workload (``workload.is_primary`` ...) are recorded too; ``host.effects``
+leaves them out, for tests that pin down what the handler *did*. Every result is
+scriptable through plain attributes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+
+from pgbackups.backup_ids import label_time, label_to_id
+from pgbackups.host import (
+    BackupToolError,
+    CommandResult,
+    ObjectStoreError,
+    Peer,
+    TlsMaterial,
+    UnitStatus,
+    WorkloadConfig,
+    WorkloadUnavailable,
+)
+from pgbackups.marker import ClusterMarker
+from pgbackups.repository import BackupRecord, StanzaInfo, TimelineRecord
+from pgbackups.settings import S3Settings
+
+STANZA = "local.main"
+CLUSTER_ID = "cluster-0001"
+SYSTEM_ID = 7310000000000000001
+OTHER_SYSTEM_ID = 7320000000000000002
+NOW = datetime(2026, 11, 28, 15, 0, 0, tzinfo=UTC)
+PRIMARY_ADDRESS = "10.0.0.1"
+MOVED_DATA = "/var/lib/pgbackups/main/data.pre-restore-20261128T150000Z"
+S3_PATH = "/pg"
+MARKER_KEY = "pg/pgbackups-cluster.json"
+VALID_S3 = {
+    "bucket": "backups",
+    "access-key": "AKIA-TEST",
+    "secret-key": "very-secret",
+    "endpoint": "https://s3.example.com",
+    "path": S3_PATH,
+}
+TLS = TlsMaterial(ca_file="/tls/ca.pem", cert_file="/tls/cert.pem", key_file="/tls/key.pem")
+
+# Reads of the workload: left out of ``FakeHost.effects``.
+WORKLOAD_QUERIES = frozenset(
+    {
+        "workload.is_cluster_initialised",
+        "workload.is_primary",
+        "workload.is_member_running",
+        "workload.member_state",
+        "workload.primary_address",
+        "workload.system_identifier",
+        "workload.current_timeline",
+        "workload.bootstrap_failed",
+    }
+)
+
+
+# ---------------------------------------------------------------------------
+# Builders
+
+
+def ok(stdout: str = "", stderr: str = "") -> CommandResult:
+    return CommandResult(("pgbackrest",), 0, stdout, stderr)
+
+
+def failed(error: str = "ERROR: [055]: unable to load info file", code: int = 55) -> CommandResult:
+    return CommandResult(("pgbackrest",), code, "P00   INFO: starting\n", f"{error}\n")
+
+
+def backup(
+    label: str,
+    *,
+    stanza: str = STANZA,
+    error: bool = False,
+    error_message: str = "",
+    timeline: int = 1,
+    prior: str | None = None,
+) -> BackupRecord:
+    kind = {"F": "full", "D": "diff", "I": "incr"}[label[-1]]
+    start = label_time(label)
+    reference = (label.split("_", maxsplit=1)[0],) if "_" in label else ()
+    return BackupRecord(
+        label=label,
+        backup_id=label_to_id(label),
+        type=kind,
+        stanza=stanza,
+        error=error,
+        error_message=error_message,
+        lsn_start="0/2000028",
+        lsn_stop="0/2000100",
+        timeline=timeline,
+        wal_start=f"{timeline:08X}0000000000000002",
+        wal_stop=f"{timeline:08X}0000000000000002",
+        reference=reference,
+        prior=prior if prior is not None else (reference[-1] if reference else None),
+        start=start,
+        stop=start + timedelta(minutes=5),
+        size=1000,
+        delta=1000,
+        repo_size=100,
+        repo_delta=100,
+    )
+
+
+def stanza_info(
+    name: str = STANZA,
+    *,
+    system_ids: tuple[int, ...] = (SYSTEM_ID,),
+    backups: Sequence[BackupRecord] = (),
+    status_code: int = 0,
+) -> StanzaInfo:
+    return StanzaInfo(
+        name=name,
+        status_code=status_code,
+        status_message="ok" if status_code == 0 else "missing stanza path",
+        system_ids=system_ids,
+        backup_lock_held=False,
+        backups=tuple(backups),
+        archive_min=None,
+        archive_max=None,
+    )
+
+
+def timeline(number: int, created: datetime, stanza: str = STANZA) -> TimelineRecord:
+    return TimelineRecord(
+        stanza=stanza,
+        timeline=number,
+        created=created,
+        key=f"archive/{stanza}/15-1/{number:08X}.history",
+    )
+
+
+def marker_body(
+    stanza: str = STANZA, cluster_id: str = CLUSTER_ID, system_id: int = SYSTEM_ID
+) -> bytes:
+    return ClusterMarker(stanza, cluster_id, system_id).encode()
+
+
+# ---------------------------------------------------------------------------
+# Peer bags
+
+
+class Bag(MutableMapping[str, str]):
+    """A Juju-like bag: string keys and values, ``""`` deletes, writes recorded."""
+
+    def __init__(self, name: str, calls: list[str], data: Mapping[str, str] | None = None) -> None:
+        self.name = name
+        self._calls = calls
+        self._data: dict[str, str] = dict(data or {})
+        self.writable = True
+
+    def __getitem__(self, key: str) -> str:
+        return self._data[key]
+
+    def __setitem__(self, key: str, value: str) -> None:
+        if not self.writable:
+            raise PermissionError(f"{self.name} is read only on this unit")
+        if not isinstance(value, str):
+            raise TypeError(f"{self.name}[{key}] must be a string")
+        self._calls.append(f"{self.name}[{key}]={value!r}")
+        if value:
+            self._data[key] = value
+        else:
+            self._data.pop(key, None)
+
+    def __delitem__(self, key: str) -> None:
+        self[key] = ""
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def as_dict(self) -> dict[str, str]:
+        return dict(self._data)
+
+
+# ---------------------------------------------------------------------------
+# Workload
+
+
+def describe_config(config: WorkloadConfig) -> str:
+    parts = [f"stanza={config.stanza or '-'}"]
+    if config.s3 is None:
+        parts.append("s3=-")
+    if config.tls_server:
+        parts.append("tls-server")
+    if not config.connectivity:
+        parts.append("connectivity=off")
+    if config.creating_backup:
+        parts.append("creating-backup")
+    if config.restore is not None:
+        parts.append(f"restore={config.restore.label}@{config.restore.stanza}")
+    return f"workload.apply_config({', '.join(parts)})"
+
+
+@dataclass
+class FakeWorkload:
+    calls: list[str]
+    unavailable: bool = False  # every query raises WorkloadUnavailable
+    cluster_initialised: bool = True
+    primary: bool = True
+    member_running: bool = True
+    state: str | None = "running"
+    primary_addr: str | None = PRIMARY_ADDRESS
+    system_id: int | None = SYSTEM_ID
+    timeline: int | None = 1
+    stop_ok: bool = True
+    start_results: list[bool] = field(default_factory=lambda: [True])
+    remove_dcs_ok: bool = True
+    moved_path: str | None = MOVED_DATA
+    move_back_ok: bool = True
+    failed_bootstrap: bool = False
+    start_tls_ok: bool = True
+    configs: list[WorkloadConfig] = field(default_factory=list)
+    on_apply: list[object] = field(default_factory=list)  # exceptions to raise, in turn
+
+    def _ask(self, name: str) -> None:
+        self.calls.append(f"workload.{name}")
+        if self.unavailable:
+            raise WorkloadUnavailable("Patroni REST API is not answering")
+
+    def is_cluster_initialised(self) -> bool:
+        self._ask("is_cluster_initialised")
+        return self.cluster_initialised
+
+    def is_primary(self) -> bool:
+        self._ask("is_primary")
+        return self.primary
+
+    def is_member_running(self) -> bool:
+        self._ask("is_member_running")
+        return self.member_running
+
+    def member_state(self) -> str | None:
+        self._ask("member_state")
+        return self.state
+
+    def primary_address(self) -> str | None:
+        self._ask("primary_address")
+        return self.primary_addr
+
+    def system_identifier(self) -> int | None:
+        self._ask("system_identifier")
+        return self.system_id
+
+    def current_timeline(self) -> int | None:
+        self._ask("current_timeline")
+        return self.timeline
+
+    def bootstrap_failed(self) -> bool:
+        self._ask("bootstrap_failed")
+        return self.failed_bootstrap
+
+    def stop_database(self) -> bool:
+        self.calls.append("workload.stop_database")
+        return self.stop_ok
+
+    def start_database(self) -> bool:
+        self.calls.append("workload.start_database")
+        return self.start_results.pop(0) if len(self.start_results) > 1 else self.start_results[0]
+
+    def remove_dcs_state(self) -> bool:
+        self.calls.append("workload.remove_dcs_state")
+        return self.remove_dcs_ok
+
+    def move_data_aside(self) -> str | None:
+        self.calls.append("workload.move_data_aside")
+        return self.moved_path
+
+    def move_data_back(self, moved_path: str) -> bool:
+        self.calls.append(f"workload.move_data_back({moved_path})")
+        return self.move_back_ok
+
+    def remove_moved_data(self, moved_path: str) -> None:
+        self.calls.append(f"workload.remove_moved_data({moved_path})")
+
+    def apply_config(self, config: WorkloadConfig) -> None:
+        self.calls.append(describe_config(config))
+        self.configs.append(config)
+        if self.on_apply:
+            error = self.on_apply.pop(0)
+            if isinstance(error, Exception):
+                raise error
+
+    def start_tls_server(self) -> bool:
+        self.calls.append("workload.start_tls_server")
+        return self.start_tls_ok
+
+    def stop_tls_server(self) -> None:
+        self.calls.append("workload.stop_tls_server")
+
+
+# ---------------------------------------------------------------------------
+# pgBackRest
+
+
+@dataclass
+class FakeBackupTool:
+    calls: list[str]
+    stanza_create_result: CommandResult = field(default_factory=ok)
+    check_results: list[CommandResult] = field(default_factory=lambda: [ok()])
+    backup_result: CommandResult = field(
+        default_factory=lambda: ok(stdout="P00   INFO: new backup label = 20261128-150000F\n")
+    )
+    backup_raises: Exception | None = None
+    new_backup: BackupRecord | None = None  # added to info() by a successful backup
+    stanzas: list[StanzaInfo] = field(default_factory=list)
+    info_error: str | None = None
+    timeline_records: dict[str, list[TimelineRecord]] = field(default_factory=dict)
+    timelines_error: str | None = None
+    ping_ok: bool = True
+
+    def stanza_create(self) -> CommandResult:
+        self.calls.append("backup_tool.stanza_create")
+        return self.stanza_create_result
+
+    def check(self) -> CommandResult:
+        self.calls.append("backup_tool.check")
+        if len(self.check_results) > 1:
+            return self.check_results.pop(0)
+        return self.check_results[0]
+
+    def backup(self, backup_type: str, *, on_primary: bool) -> CommandResult:
+        self.calls.append(f"backup_tool.backup({backup_type}, on_primary={on_primary})")
+        if self.backup_raises is not None:
+            raise self.backup_raises
+        if self.backup_result.ok and self.new_backup is not None:
+            self.stanzas = [
+                replace(s, backups=(*s.backups, self.new_backup))
+                if s.name == self.new_backup.stanza
+                else s
+                for s in self.stanzas
+            ]
+        return self.backup_result
+
+    def info(self, stanza: str | None = None) -> list[StanzaInfo]:
+        self.calls.append(f"backup_tool.info({stanza or ''})")
+        if self.info_error is not None:
+            raise BackupToolError(self.info_error)
+        return [s for s in self.stanzas if stanza is None or s.name == stanza]
+
+    def timelines(self, stanza: str) -> list[TimelineRecord]:
+        self.calls.append(f"backup_tool.timelines({stanza})")
+        if self.timelines_error is not None:
+            raise BackupToolError(self.timelines_error)
+        return list(self.timeline_records.get(stanza, []))
+
+    def server_ping(self, host: str) -> bool:
+        self.calls.append(f"backup_tool.server_ping({host})")
+        return self.ping_ok
+
+    def error_line(self, result: CommandResult) -> str:
+        lines = [ln.strip() for ln in (result.stderr + "\n" + result.stdout).splitlines()]
+        errors = [ln for ln in lines if ln.startswith("ERROR")]
+        if errors:
+            return errors[0]
+        return next((ln for ln in reversed(lines) if ln), "unknown error")
+
+
+# ---------------------------------------------------------------------------
+# S3
+
+
+@dataclass
+class FakeObjectStore:
+    calls: list[str]
+    objects: dict[str, bytes] = field(default_factory=dict)
+    ensure_error: str | None = None
+    created: bool = False
+    get_error: str | None = None
+    put_errors: dict[str, str] = field(default_factory=dict)  # key suffix -> reason
+
+    def ensure_bucket(self) -> bool:
+        self.calls.append("object_store.ensure_bucket")
+        if self.ensure_error is not None:
+            raise ObjectStoreError(self.ensure_error)
+        return self.created
+
+    def put(self, key: str, body: bytes) -> None:
+        self.calls.append(f"object_store.put({key})")
+        for suffix, reason in self.put_errors.items():
+            if key.endswith(suffix):
+                raise ObjectStoreError(reason)
+        self.objects[key] = body
+
+    def get(self, key: str) -> bytes | None:
+        self.calls.append(f"object_store.get({key})")
+        if self.get_error is not None:
+            raise ObjectStoreError(self.get_error)
+        return self.objects.get(key)
+
+
+# ---------------------------------------------------------------------------
+# The host
+
+
+class FakeHost:
+    """A unit of a cluster, by default: leader, primary, single unit, no TLS, valid S3
+    settings, cluster initialised, nothing in the repository."""
+
+    def __init__(
+        self,
+        *,
+        leader: bool = True,
+        status: UnitStatus | None = None,
+        app: Mapping[str, str] | None = None,
+        unit: Mapping[str, str] | None = None,
+        peers: Mapping[str, Mapping[str, str]] | None = None,
+        planned_units: int = 1,
+        s3: Mapping[str, str] | None = VALID_S3,
+        tls: TlsMaterial | None = None,
+    ) -> None:
+        self.calls: list[str] = []
+        self.unit = "main/0"
+        self.leader = leader
+        self.status = status or UnitStatus.active()
+        self._app = Bag("app_data", self.calls, {"cluster_initialised": "True", **(app or {})})
+        self._app.writable = leader
+        self._unit = Bag("unit_data", self.calls, unit)
+        self.peer_bags: dict[str, dict[str, str]] = {k: dict(v) for k, v in (peers or {}).items()}
+        self.planned = planned_units
+        self.s3 = dict(s3) if s3 is not None else None
+        self.tls_material = tls
+        self.fake_workload = FakeWorkload(self.calls)
+        self.fake_tool = FakeBackupTool(self.calls)
+        self.store = FakeObjectStore(self.calls)
+        self.store_settings: list[S3Settings] = []
+        self.clock = NOW
+
+    # -- what the tests read ------------------------------------------------
+
+    @property
+    def effects(self) -> list[str]:
+        return [c for c in self.calls if c not in WORKLOAD_QUERIES]
+
+    @property
+    def app_dict(self) -> dict[str, str]:
+        return self._app.as_dict()
+
+    @property
+    def unit_dict(self) -> dict[str, str]:
+        return self._unit.as_dict()
+
+    def set_leader(self, leader: bool) -> None:
+        self.leader = leader
+        self._app.writable = leader
+
+    # -- Host ---------------------------------------------------------------
+
+    @property
+    def unit_name(self) -> str:
+        return self.unit
+
+    @property
+    def stanza_name(self) -> str:
+        return STANZA
+
+    @property
+    def cluster_id(self) -> str:
+        return CLUSTER_ID
+
+    def is_leader(self) -> bool:
+        return self.leader
+
+    def get_status(self) -> UnitStatus:
+        return self.status
+
+    def set_status(self, status: UnitStatus) -> None:
+        self.calls.append(f"set_status({status})")
+        self.status = status
+
+    @property
+    def app_data(self) -> MutableMapping[str, str]:
+        return self._app
+
+    @property
+    def unit_data(self) -> MutableMapping[str, str]:
+        return self._unit
+
+    def peer_data(self) -> Mapping[str, Mapping[str, str]]:
+        return self.peer_bags
+
+    def planned_units(self) -> int:
+        return self.planned
+
+    def peers(self) -> Sequence[Peer]:
+        return [Peer(name, f"10.0.0.{i + 2}") for i, name in enumerate(sorted(self.peer_bags))]
+
+    def s3_parameters(self) -> Mapping[str, str] | None:
+        return self.s3
+
+    def tls(self) -> TlsMaterial | None:
+        return self.tls_material
+
+    @property
+    def workload(self) -> FakeWorkload:
+        return self.fake_workload
+
+    @property
+    def backup_tool(self) -> FakeBackupTool:
+        return self.fake_tool
+
+    def object_store(self, settings: S3Settings) -> FakeObjectStore:
+        self.store_settings.append(settings)
+        return self.store
+
+    def now(self) -> datetime:
+        return self.clock
+
+    def describe(self) -> Mapping[str, str]:
+        return {"Host": "test-host", "pgbackups Version": "0.1.0"}
+
+
+def _conforms(host: FakeHost) -> None:
+    """mypy checks that FakeHost is a Host (``mypy tests/unit/fakes.py``)."""
+    from pgbackups.host import Host
+
+    _: Host = host

@@ -1,0 +1,673 @@
+"""s3-credentials-changed (SPEC §2), leader-elected, s3-credentials-gone, and the TLS
+server steps (SPEC §6): every branch of the chart, with the exact ordered calls."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+from fakes import (
+    CLUSTER_ID,
+    MARKER_KEY,
+    OTHER_SYSTEM_ID,
+    PRIMARY_ADDRESS,
+    STANZA,
+    SYSTEM_ID,
+    TLS,
+    VALID_S3,
+    FakeHost,
+    failed,
+    marker_body,
+    ok,
+    stanza_info,
+)
+
+from pgbackups import backups
+from pgbackups import messages as msg
+from pgbackups.host import Deferred, Done, StatusKind, TlsMaterial, UnitStatus
+
+CONFIG_OFF = "workload.apply_config(stanza=-)"
+CONFIG_ON = f"workload.apply_config(stanza={STANZA})"
+INITIALISING = "set_status(maintenance: initialising stanza)"
+CHECKING = "set_status(maintenance: checking stanza)"
+OWNERSHIP = ["backup_tool.info()", f"object_store.get({MARKER_KEY})"]
+START = [CONFIG_OFF, INITIALISING, "object_store.ensure_bucket", *OWNERSHIP]
+SUCCESS = [
+    "backup_tool.stanza_create",
+    CHECKING,
+    f"app_data[stanza]={STANZA!r}",
+    CONFIG_ON,
+    "backup_tool.check",
+    f"object_store.put({MARKER_KEY})",
+    "app_data[s3-block-message]=''",
+    "set_status(active)",
+]
+
+
+def blocked_calls(message: str, *, stanza_was_set: bool = False) -> list[str]:
+    clear = ["app_data[stanza]=''", CONFIG_OFF] if stanza_was_set else []
+    return [*clear, f"app_data[s3-block-message]={message!r}", f"set_status(blocked: {message})"]
+
+
+@pytest.fixture(autouse=True)
+def no_sleep(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    sleeps: list[float] = []
+    monkeypatch.setattr(backups, "SLEEP", sleeps.append)
+    return sleeps
+
+
+# ---------------------------------------------------------------------------
+# The happy path, every call (reads included)
+
+
+def test_happy_path_full_call_sequence() -> None:
+    host = FakeHost()
+    outcome = backups.on_s3_credentials_changed(host)
+    assert outcome == Done()
+    assert host.calls == [
+        CONFIG_OFF,
+        INITIALISING,
+        "object_store.ensure_bucket",
+        "backup_tool.info()",
+        f"object_store.get({MARKER_KEY})",
+        "workload.system_identifier",
+        "backup_tool.stanza_create",
+        CHECKING,
+        f"app_data[stanza]={STANZA!r}",
+        CONFIG_ON,
+        "backup_tool.check",
+        "workload.system_identifier",
+        f"object_store.put({MARKER_KEY})",
+        "app_data[s3-block-message]=''",
+        "set_status(active)",
+        "workload.stop_tls_server",
+    ]
+    assert host.status == UnitStatus.active()
+    assert host.app_dict == {"cluster_initialised": "True", "stanza": STANZA}
+    assert host.store.objects[MARKER_KEY] == marker_body()
+    assert host.store_settings[0].bucket == "backups"
+
+
+# ---------------------------------------------------------------------------
+# Every branch
+
+
+Setup = Callable[[FakeHost], None]
+
+
+def _nothing(host: FakeHost) -> None:
+    pass
+
+
+def _not_initialised(host: FakeHost) -> None:
+    host.app_data["cluster_initialised"] = ""
+    host.calls.clear()
+
+
+def _restoring(host: FakeHost) -> None:
+    host.app_data["restoring-backup"] = "20261128-143926F"
+    host.calls.clear()
+
+
+def _no_s3(host: FakeHost) -> None:
+    host.s3 = None
+
+
+def _missing_keys(host: FakeHost) -> None:
+    host.s3 = {"bucket": "backups", "secret-key": "very-secret"}
+
+
+def _invalid(host: FakeHost) -> None:
+    host.s3 = {**VALID_S3, "s3-uri-style": "virtual"}
+
+
+def _invalid_non_leader(host: FakeHost) -> None:
+    _invalid(host)
+    host.set_leader(False)
+
+
+def _non_leader(host: FakeHost) -> None:
+    host.set_leader(False)
+
+
+def _blocked_restore(host: FakeHost) -> None:
+    host.status = UnitStatus.blocked(msg.FAILED_TO_RESTORE_BACKUP)
+
+
+def _blocked_s3(host: FakeHost) -> None:
+    host.status = UnitStatus.blocked(msg.FAILED_TO_INITIALIZE_STANZA + ": ERROR: [039]: x")
+    host.app_data["s3-block-message"] = host.status.message
+    host.calls.clear()
+
+
+def _bucket_error(host: FakeHost) -> None:
+    host.store.ensure_error = "Could not connect to the endpoint URL"
+
+
+def _bucket_error_archiving(host: FakeHost) -> None:
+    _bucket_error(host)
+    host.app_data["stanza"] = STANZA
+    host.calls.clear()
+
+
+def _foreign_stanza(host: FakeHost) -> None:
+    host.fake_tool.stanzas = [stanza_info("other.main")]
+
+
+def _own_stanza_other_system(host: FakeHost) -> None:
+    host.fake_tool.stanzas = [stanza_info(system_ids=(OTHER_SYSTEM_ID,))]
+
+
+def _own_stanza_no_db(host: FakeHost) -> None:
+    host.fake_tool.stanzas = [stanza_info(system_ids=())]
+
+
+def _marker_other_cluster(host: FakeHost) -> None:
+    host.fake_tool.stanzas = [stanza_info()]
+    host.store.objects[MARKER_KEY] = marker_body(cluster_id="cluster-9999")
+
+
+def _marker_other_system(host: FakeHost) -> None:
+    host.store.objects[MARKER_KEY] = marker_body(system_id=OTHER_SYSTEM_ID)
+
+
+def _marker_other_stanza(host: FakeHost) -> None:
+    host.store.objects[MARKER_KEY] = marker_body(stanza="other.main")
+
+
+def _marker_garbage(host: FakeHost) -> None:
+    host.store.objects[MARKER_KEY] = b"model-uuid-0001"
+
+
+def _own_stanza_no_marker(host: FakeHost) -> None:
+    host.fake_tool.stanzas = [stanza_info()]
+
+
+def _own_stanza_own_marker(host: FakeHost) -> None:
+    host.fake_tool.stanzas = [stanza_info(system_ids=(OTHER_SYSTEM_ID, SYSTEM_ID))]
+    host.store.objects[MARKER_KEY] = marker_body()
+
+
+def _missing_stanza_path(host: FakeHost) -> None:
+    host.fake_tool.stanzas = [stanza_info(status_code=1, system_ids=())]
+
+
+def _invalid_stanza(host: FakeHost) -> None:
+    host.fake_tool.stanzas = [stanza_info("[invalid]", system_ids=())]
+
+
+def _no_system_id(host: FakeHost) -> None:
+    host.fake_tool.stanzas = [stanza_info()]
+    host.fake_workload.system_id = None
+
+
+def _info_error(host: FakeHost) -> None:
+    host.fake_tool.info_error = "ERROR: [039]: HTTP request failed"
+
+
+def _marker_read_error(host: FakeHost) -> None:
+    host.store.get_error = "AccessDenied"
+
+
+def _stanza_create_fails(host: FakeHost) -> None:
+    host.fake_tool.stanza_create_result = failed("ERROR: [039]: HTTP request failed with 403")
+
+
+def _check_fails(host: FakeHost) -> None:
+    host.fake_tool.check_results = [failed("ERROR: [082]: WAL segment was not archived")]
+
+
+def _check_fails_twice(host: FakeHost) -> None:
+    host.fake_tool.check_results = [failed(), failed(), ok()]
+
+
+def _marker_write_fails(host: FakeHost) -> None:
+    host.store.put_errors = {"pgbackups-cluster.json": "AccessDenied"}
+
+
+ANOTHER = msg.ANOTHER_CLUSTER_REPOSITORY
+BUCKET = msg.FAILED_TO_ACCESS_CREATE_BUCKET
+STANZA_MSG = msg.FAILED_TO_INITIALIZE_STANZA
+NO_SYSTEM_ID_MSG = (
+    f"{STANZA_MSG}: the PostgreSQL system identifier cannot be read to verify the repository"
+)
+INVALID_MSG = f"{BUCKET}: Invalid S3 parameters: s3-uri-style 'virtual' is not one of host, path"
+
+CASES: list[tuple[str, Setup, object, UnitStatus, list[str]]] = [
+    ("not-initialised", _not_initialised, Deferred, UnitStatus.active(), []),
+    ("restore-in-progress", _restoring, Deferred, UnitStatus.active(), []),
+    ("no-s3-relation", _no_s3, Done, UnitStatus.active(), []),
+    ("missing-keys", _missing_keys, Done, UnitStatus.active(), []),
+    (
+        "invalid-settings",
+        _invalid,
+        Done,
+        UnitStatus.blocked(INVALID_MSG),
+        blocked_calls(INVALID_MSG),
+    ),
+    ("invalid-settings-non-leader", _invalid_non_leader, Done, UnitStatus.active(), []),
+    ("non-leader", _non_leader, Done, UnitStatus.active(), [CONFIG_OFF]),
+    (
+        "blocked-not-by-s3",
+        _blocked_restore,
+        Done,
+        UnitStatus.blocked(msg.FAILED_TO_RESTORE_BACKUP),
+        [CONFIG_OFF],
+    ),
+    (
+        "blocked-by-s3-is-retried",
+        _blocked_s3,
+        Done,
+        UnitStatus.active(),
+        [*START, *SUCCESS, "workload.stop_tls_server"],
+    ),
+    (
+        "bucket-error",
+        _bucket_error,
+        Done,
+        UnitStatus.blocked(f"{BUCKET}: Could not connect to the endpoint URL"),
+        [
+            CONFIG_OFF,
+            INITIALISING,
+            "object_store.ensure_bucket",
+            *blocked_calls(f"{BUCKET}: Could not connect to the endpoint URL"),
+        ],
+    ),
+    (
+        "bucket-error-turns-archiving-off",
+        _bucket_error_archiving,
+        Done,
+        UnitStatus.blocked(f"{BUCKET}: Could not connect to the endpoint URL"),
+        [
+            CONFIG_ON,
+            INITIALISING,
+            "object_store.ensure_bucket",
+            *blocked_calls(f"{BUCKET}: Could not connect to the endpoint URL", stanza_was_set=True),
+        ],
+    ),
+    (
+        "foreign-stanza",
+        _foreign_stanza,
+        Done,
+        UnitStatus.blocked(ANOTHER),
+        [*START, *blocked_calls(ANOTHER)],
+    ),
+    (
+        "own-stanza-other-system-id",
+        _own_stanza_other_system,
+        Done,
+        UnitStatus.blocked(ANOTHER),
+        [*START, *blocked_calls(ANOTHER)],
+    ),
+    (
+        "own-stanza-without-db",
+        _own_stanza_no_db,
+        Done,
+        UnitStatus.blocked(ANOTHER),
+        [*START, *blocked_calls(ANOTHER)],
+    ),
+    (
+        "marker-of-other-cluster",
+        _marker_other_cluster,
+        Done,
+        UnitStatus.blocked(ANOTHER),
+        [*START, *blocked_calls(ANOTHER)],
+    ),
+    (
+        "marker-of-other-system-id",
+        _marker_other_system,
+        Done,
+        UnitStatus.blocked(ANOTHER),
+        [*START, *blocked_calls(ANOTHER)],
+    ),
+    (
+        "marker-of-other-stanza",
+        _marker_other_stanza,
+        Done,
+        UnitStatus.blocked(ANOTHER),
+        [*START, *blocked_calls(ANOTHER)],
+    ),
+    (
+        "unreadable-marker",
+        _marker_garbage,
+        Done,
+        UnitStatus.blocked(ANOTHER),
+        [*START, *blocked_calls(ANOTHER)],
+    ),
+    (
+        "own-stanza-no-marker-is-ours",
+        _own_stanza_no_marker,
+        Done,
+        UnitStatus.active(),
+        [*START, *SUCCESS, "workload.stop_tls_server"],
+    ),
+    (
+        "own-stanza-own-marker",
+        _own_stanza_own_marker,
+        Done,
+        UnitStatus.active(),
+        [*START, *SUCCESS, "workload.stop_tls_server"],
+    ),
+    (
+        "stanza-never-created-is-empty",
+        _missing_stanza_path,
+        Done,
+        UnitStatus.active(),
+        [*START, *SUCCESS, "workload.stop_tls_server"],
+    ),
+    (
+        "invalid-stanza",
+        _invalid_stanza,
+        Done,
+        UnitStatus.blocked(f"{STANZA_MSG}: pgBackRest cannot read the repository: ok"),
+        [*START, *blocked_calls(f"{STANZA_MSG}: pgBackRest cannot read the repository: ok")],
+    ),
+    (
+        "system-id-unreadable",
+        _no_system_id,
+        Done,
+        UnitStatus.blocked(NO_SYSTEM_ID_MSG),
+        [*START, *blocked_calls(NO_SYSTEM_ID_MSG)],
+    ),
+    (
+        "info-error",
+        _info_error,
+        Done,
+        UnitStatus.blocked(f"{STANZA_MSG}: ERROR: [039]: HTTP request failed"),
+        [
+            CONFIG_OFF,
+            INITIALISING,
+            "object_store.ensure_bucket",
+            "backup_tool.info()",
+            *blocked_calls(f"{STANZA_MSG}: ERROR: [039]: HTTP request failed"),
+        ],
+    ),
+    (
+        "marker-read-error",
+        _marker_read_error,
+        Done,
+        UnitStatus.blocked(f"{BUCKET}: AccessDenied"),
+        [*START, *blocked_calls(f"{BUCKET}: AccessDenied")],
+    ),
+    (
+        "stanza-create-fails",
+        _stanza_create_fails,
+        Done,
+        UnitStatus.blocked(f"{STANZA_MSG}: ERROR: [039]: HTTP request failed with 403"),
+        [
+            *START,
+            "backup_tool.stanza_create",
+            *blocked_calls(f"{STANZA_MSG}: ERROR: [039]: HTTP request failed with 403"),
+        ],
+    ),
+    (
+        "check-keeps-failing",
+        _check_fails,
+        Done,
+        UnitStatus.blocked(f"{STANZA_MSG}: ERROR: [082]: WAL segment was not archived"),
+        [
+            *START,
+            "backup_tool.stanza_create",
+            CHECKING,
+            f"app_data[stanza]={STANZA!r}",
+            CONFIG_ON,
+            "backup_tool.check",
+            "backup_tool.check",
+            "backup_tool.check",
+            *blocked_calls(
+                f"{STANZA_MSG}: ERROR: [082]: WAL segment was not archived", stanza_was_set=True
+            ),
+        ],
+    ),
+    (
+        "check-succeeds-on-third-try",
+        _check_fails_twice,
+        Done,
+        UnitStatus.active(),
+        [
+            *START,
+            *SUCCESS[:5],
+            "backup_tool.check",
+            "backup_tool.check",
+            *SUCCESS[5:],
+            "workload.stop_tls_server",
+        ],
+    ),
+    (
+        "marker-write-failure-is-not-a-block",
+        _marker_write_fails,
+        Done,
+        UnitStatus.active(),
+        [*START, *SUCCESS, "workload.stop_tls_server"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("setup", "outcome", "status", "effects"),
+    [c[1:] for c in CASES],
+    ids=[c[0] for c in CASES],
+)
+def test_s3_credentials_changed_branches(
+    setup: Setup, outcome: type, status: UnitStatus, effects: list[str]
+) -> None:
+    host = FakeHost()
+    setup(host)
+    result = backups.on_s3_credentials_changed(host)
+    assert isinstance(result, outcome)
+    assert host.status == status
+    assert host.effects == effects
+    archiving = host.app_dict.get("stanza")
+    if status.is_blocked and status.kind is StatusKind.BLOCKED and host.leader:
+        assert archiving is None, "a blocked repository never has archiving on"
+        if msg.is_s3_block_message(status.message):
+            assert host.app_dict["s3-block-message"] == status.message
+    if status == UnitStatus.active() and effects and effects[-1] == "workload.stop_tls_server":
+        assert archiving == STANZA
+        assert host.store.objects.get(MARKER_KEY) == marker_body() or setup is _marker_write_fails
+
+
+def test_check_retries_wait_between_attempts(no_sleep: list[float]) -> None:
+    host = FakeHost()
+    _check_fails(host)
+    backups.on_s3_credentials_changed(host)
+    assert no_sleep == [backups.CHECK_RETRY_DELAY_SECONDS] * (backups.CHECK_ATTEMPTS - 1)
+
+
+def test_check_attempts_can_be_overridden(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backups, "CHECK_ATTEMPTS", 1)
+    host = FakeHost()
+    host.fake_tool.check_results = [failed(), ok()]
+    backups.on_s3_credentials_changed(host)
+    assert host.effects.count("backup_tool.check") == 1
+    assert host.status.is_blocked
+
+
+def test_missing_settings_are_logged_without_secrets(caplog: pytest.LogCaptureFixture) -> None:
+    host = FakeHost(s3={"bucket": "backups", "secret-key": "very-secret"})
+    with caplog.at_level(logging.DEBUG):
+        assert backups.on_s3_credentials_changed(host) == Done()
+    assert "access-key" in caplog.text
+    assert "very-secret" not in caplog.text
+
+
+def test_no_secret_in_any_log_or_status(caplog: pytest.LogCaptureFixture) -> None:
+    host = FakeHost()
+    host.store.ensure_error = "SignatureDoesNotMatch"
+    with caplog.at_level(logging.DEBUG):
+        backups.on_s3_credentials_changed(host)
+    assert "very-secret" not in caplog.text
+    assert "very-secret" not in host.status.message
+    assert "very-secret" not in "".join(host.calls)
+
+
+def test_corrected_setting_clears_the_s3_block() -> None:
+    host = FakeHost()
+    host.store.ensure_error = "NoSuchBucket"
+    backups.on_s3_credentials_changed(host)
+    assert host.status.is_blocked
+    host.store.ensure_error = None
+    backups.on_s3_credentials_changed(host)
+    assert host.status == UnitStatus.active()
+    assert "s3-block-message" not in host.app_dict
+    assert host.app_dict["stanza"] == STANZA
+
+
+def test_invalid_settings_turn_archiving_off() -> None:
+    host = FakeHost(app={"stanza": STANZA}, s3={**VALID_S3, "tls-ca-chain": "not a pem"})
+    backups.on_s3_credentials_changed(host)
+    assert host.effects[:2] == ["app_data[stanza]=''", "workload.apply_config(stanza=-, s3=-)"]
+    assert host.status.is_blocked
+    assert "tls-ca-chain" in host.status.message
+    assert msg.is_s3_block_message(host.status.message)
+
+
+def test_leader_elected_reruns_s3_initialisation() -> None:
+    host = FakeHost(app={"s3-block-message": msg.ANOTHER_CLUSTER_REPOSITORY})
+    assert backups.on_leader_elected(host) == Done()
+    assert host.effects == [*START, *SUCCESS, "workload.stop_tls_server"]
+
+
+# ---------------------------------------------------------------------------
+# The TLS-server steps at the end of the chart, and reconcile_tls_server (SPEC §6)
+
+
+@dataclass(frozen=True)
+class TlsCase:
+    tls: TlsMaterial | None
+    planned: int
+    primary: bool
+    tail: list[str]
+    reconciled: type = Done
+    ping: bool = True
+    start_ok: bool = True
+
+
+PING = f"backup_tool.server_ping({PRIMARY_ADDRESS})"
+TLS_CASES = {
+    "tls-off": TlsCase(None, 3, False, ["workload.stop_tls_server"]),
+    "single-unit": TlsCase(TLS, 1, True, ["workload.stop_tls_server"]),
+    "primary": TlsCase(TLS, 3, True, ["workload.start_tls_server"]),
+    "replica-primary-answers": TlsCase(TLS, 3, False, [PING, "workload.start_tls_server"]),
+    "replica-primary-silent": TlsCase(TLS, 3, False, [PING], Deferred, ping=False),
+    "start-fails": TlsCase(TLS, 3, True, ["workload.start_tls_server"], Deferred, start_ok=False),
+}
+
+
+def _tls_host(case: TlsCase) -> FakeHost:
+    host = FakeHost(tls=case.tls, planned_units=case.planned)
+    host.fake_workload.primary = case.primary
+    host.fake_tool.ping_ok = case.ping
+    host.fake_workload.start_tls_ok = case.start_ok
+    return host
+
+
+@pytest.mark.parametrize("case", TLS_CASES.values(), ids=TLS_CASES.keys())
+def test_tls_server_steps_end_the_s3_chart(case: TlsCase) -> None:
+    host = _tls_host(case)
+    assert backups.on_s3_credentials_changed(host) == Done()  # the chart just returns
+    assert host.effects[host.effects.index(SUCCESS[-1]) + 1 :] == case.tail
+
+
+@pytest.mark.parametrize("case", TLS_CASES.values(), ids=TLS_CASES.keys())
+def test_reconcile_tls_server(case: TlsCase) -> None:
+    host = _tls_host(case)
+    assert isinstance(backups.reconcile_tls_server(host), case.reconciled)
+    tls_flag = ", tls-server" if case.tls is not None and case.planned > 1 else ""
+    assert host.effects == [f"workload.apply_config(stanza=-{tls_flag})", *case.tail]
+
+
+def test_reconcile_defers_when_patroni_cannot_tell_the_role() -> None:
+    host = FakeHost(tls=TLS, planned_units=2)
+    host.fake_workload.unavailable = True
+    assert isinstance(backups.reconcile_tls_server(host), Deferred)
+    assert "workload.start_tls_server" not in host.calls
+
+
+def test_replica_without_known_primary_waits() -> None:
+    host = FakeHost(tls=TLS, planned_units=2)
+    host.fake_workload.primary = False
+    host.fake_workload.primary_addr = None
+    assert isinstance(backups.reconcile_tls_server(host), Deferred)
+    assert host.effects == ["workload.apply_config(stanza=-, tls-server)"]
+
+
+# ---------------------------------------------------------------------------
+# s3-credentials-gone
+
+
+GONE_CASES = [
+    (
+        "leader-s3-blocked",
+        True,
+        UnitStatus.blocked(msg.ANOTHER_CLUSTER_REPOSITORY),
+        UnitStatus.active(),
+        [
+            "app_data[stanza]=''",
+            "app_data[s3-block-message]=''",
+            "workload.apply_config(stanza=-, s3=-)",
+            "set_status(active)",
+        ],
+    ),
+    (
+        "leader-s3-block-with-reason",
+        True,
+        UnitStatus.blocked(msg.FAILED_TO_INITIALIZE_STANZA + ": ERROR: [039]: x"),
+        UnitStatus.active(),
+        [
+            "app_data[stanza]=''",
+            "app_data[s3-block-message]=''",
+            "workload.apply_config(stanza=-, s3=-)",
+            "set_status(active)",
+        ],
+    ),
+    (
+        "leader-other-block-kept",
+        True,
+        UnitStatus.blocked(msg.FAILED_TO_RESTORE_BACKUP),
+        UnitStatus.blocked(msg.FAILED_TO_RESTORE_BACKUP),
+        [
+            "app_data[stanza]=''",
+            "app_data[s3-block-message]=''",
+            "workload.apply_config(stanza=-, s3=-)",
+        ],
+    ),
+    (
+        "non-leader",
+        False,
+        UnitStatus.active(),
+        UnitStatus.active(),
+        [f"workload.apply_config(stanza={STANZA}, s3=-)"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("leader", "before", "after", "effects"),
+    [c[1:] for c in GONE_CASES],
+    ids=[c[0] for c in GONE_CASES],
+)
+def test_s3_credentials_gone(
+    leader: bool, before: UnitStatus, after: UnitStatus, effects: list[str]
+) -> None:
+    host = FakeHost(
+        leader=leader,
+        status=before,
+        s3=None,
+        app={"stanza": STANZA, "s3-block-message": msg.ANOTHER_CLUSTER_REPOSITORY},
+    )
+    assert backups.on_s3_credentials_gone(host) == Done()
+    assert host.effects == effects
+    assert host.status == after
+    if leader:
+        assert host.app_dict == {"cluster_initialised": "True"}
+        assert host.fake_workload.configs[-1].stanza is None
+
+
+def test_cluster_id_is_in_the_marker() -> None:
+    host = FakeHost()
+    backups.on_s3_credentials_changed(host)
+    assert CLUSTER_ID.encode() in host.store.objects[MARKER_KEY]
+    assert str(SYSTEM_ID).encode() in host.store.objects[MARKER_KEY]
