@@ -1,0 +1,446 @@
+"""create-backup (SPEC §3): every branch of the chart, the "Always" step, one backup per
+cluster, and the log object keys."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+from fakes import (
+    STANZA,
+    TLS,
+    VALID_S3,
+    FakeHost,
+    backup,
+    failed,
+    ok,
+    stanza_info,
+)
+
+from pgbackups import backups
+from pgbackups import messages as msg
+from pgbackups.host import ActionFailed, ActionResults, CommandResult, UnitStatus
+
+NEW_LABEL = "20261128-150000F"
+NEW_ID = "2026-11-28T15:00:00Z"
+LATEST = f"object_store.put(pg/backup/{STANZA}/latest)"
+MAINTENANCE = "set_status(maintenance: creating backup)"
+CONFIG = f"workload.apply_config(stanza={STANZA})"
+CONFIG_TLS = f"workload.apply_config(stanza={STANZA}, tls-server)"
+HIDDEN = f"workload.apply_config(stanza={STANZA}, tls-server, connectivity=off, creating-backup)"
+ALWAYS = ["unit_data[connectivity]=''", "unit_data[creating-backup]=''"]
+
+
+def log_put(backup_id: str) -> str:
+    return f"object_store.put(pg/backup/{STANZA}/{backup_id}/backup.log)"
+
+
+def backup_host(*, replica: bool = False, **kwargs: object) -> FakeHost:
+    """A unit ready to back up: stanza initialised; a replica gets TLS and a peer."""
+    if replica:
+        kwargs.setdefault("tls", TLS)
+        kwargs.setdefault("planned_units", 2)
+        kwargs.setdefault("peers", {"main/1": {}})
+    kwargs.setdefault("app", {"stanza": STANZA})
+    host = FakeHost(**kwargs)  # type: ignore[arg-type]
+    host.fake_workload.primary = not replica
+    host.fake_tool.stanzas = [stanza_info(backups=[backup("20261127-150000F")])]
+    host.fake_tool.new_backup = backup(NEW_LABEL)
+    return host
+
+
+# ---------------------------------------------------------------------------
+# Happy paths, every call
+
+
+def test_primary_happy_path_full_call_sequence() -> None:
+    host = backup_host(status=UnitStatus.active("Primary"))
+    outcome = backups.on_create_backup(host, {"type": "full"})
+    assert outcome == ActionResults(
+        {"backup-status": "backup created", "backup-id": NEW_ID, "type": "full"}
+    )
+    assert host.calls == [
+        "workload.is_primary",
+        "workload.is_member_running",
+        LATEST,
+        MAINTENANCE,
+        "backup_tool.backup(full, on_primary=True)",
+        f"backup_tool.info({STANZA})",
+        log_put(NEW_ID),
+        *ALWAYS,
+        CONFIG,
+        "set_status(active: Primary)",
+    ]
+    assert host.unit_dict == {}
+    assert host.status == UnitStatus.active("Primary")
+
+
+def test_replica_happy_path_full_call_sequence() -> None:
+    host = backup_host(replica=True)
+    outcome = backups.on_create_backup(host, {"type": "incremental"})
+    assert isinstance(outcome, ActionResults)
+    assert outcome.results["type"] == "incremental"
+    assert host.calls == [
+        "workload.is_primary",
+        "workload.is_member_running",
+        LATEST,
+        "unit_data[connectivity]='off'",
+        f"unit_data[creating-backup]={NEW_ID!r}",
+        HIDDEN,
+        MAINTENANCE,
+        "backup_tool.backup(incr, on_primary=False)",
+        f"backup_tool.info({STANZA})",
+        log_put(NEW_ID),
+        *ALWAYS,
+        CONFIG_TLS,
+        "set_status(active)",
+    ]
+    hidden = host.fake_workload.configs[0]
+    assert not hidden.connectivity and hidden.creating_backup
+    assert host.fake_workload.configs[-1].connectivity
+    assert not host.fake_workload.configs[-1].creating_backup
+    assert host.unit_dict == {}
+
+
+def test_metadata_object_says_who_asked() -> None:
+    host = backup_host()
+    backups.on_create_backup(host, {})
+    body = host.store.objects[f"pg/backup/{STANZA}/latest"].decode()
+    assert f"Date Backup Requested: {NEW_ID}" in body
+    assert "Unit Name: main/0" in body
+    assert "Backup Type: full" in body
+    assert "pgbackups Version: 0.1.0" in body
+    assert "very-secret" not in body
+
+
+def test_logs_hold_stdout_and_stderr() -> None:
+    host = backup_host()
+    host.fake_tool.backup_result = ok(stdout="new backup label = 20261128-150000F", stderr="warn")
+    backups.on_create_backup(host, {})
+    body = host.store.objects[f"pg/backup/{STANZA}/{NEW_ID}/backup.log"].decode()
+    assert body == "Stdout:\nnew backup label = 20261128-150000F\n\nStderr:\nwarn\n"
+
+
+# ---------------------------------------------------------------------------
+# Every refusal, in chart order; none of them touches anything
+
+Setup = Callable[[FakeHost], None]
+
+
+def _blocked(host: FakeHost) -> None:
+    host.status = UnitStatus.blocked(msg.ANOTHER_CLUSTER_REPOSITORY)
+
+
+def _blocked_and_no_stanza(host: FakeHost) -> None:
+    _blocked(host)
+    host.app_data["stanza"] = ""
+    host.calls.clear()
+
+
+def _primary_of_tls_cluster(host: FakeHost) -> None:
+    host.tls_material = TLS
+    host.planned = 3
+
+
+def _replica_without_tls(host: FakeHost) -> None:
+    host.fake_workload.primary = False
+
+
+def _role_unknown(host: FakeHost) -> None:
+    host.fake_workload.unavailable = True
+
+
+def _not_running(host: FakeHost) -> None:
+    host.fake_workload.member_running = False
+
+
+def _no_stanza(host: FakeHost) -> None:
+    host.app_data["stanza"] = ""
+    host.calls.clear()
+
+
+def _no_relation(host: FakeHost) -> None:
+    host.s3 = None
+
+
+def _missing_keys(host: FakeHost) -> None:
+    host.s3 = {"bucket": "backups"}
+
+
+def _invalid_settings(host: FakeHost) -> None:
+    host.s3 = {**VALID_S3, "endpoint": "s3.example.com"}
+
+
+def _peer_backing_up(host: FakeHost) -> None:
+    host.peer_bags = {"main/1": {"creating-backup": "2026-11-28T14:00:00Z"}}
+
+
+def _own_flag_set(host: FakeHost) -> None:
+    host.unit_data["creating-backup"] = "2026-11-28T14:00:00Z"
+    host.calls.clear()
+
+
+def _metadata_fails(host: FakeHost) -> None:
+    host.store.put_errors = {"/latest": "AccessDenied"}
+
+
+REFUSALS: list[tuple[str, Setup, str, list[str]]] = [
+    ("blocked", _blocked, msg.BACKUP_UNIT_BLOCKED, []),
+    ("blocked-wins-over-no-stanza", _blocked_and_no_stanza, msg.BACKUP_UNIT_BLOCKED, []),
+    ("primary-of-tls-multi-unit", _primary_of_tls_cluster, msg.BACKUP_ON_PRIMARY, []),
+    ("replica-without-tls", _replica_without_tls, msg.BACKUP_TLS_DISABLED, []),
+    ("role-unknown", _role_unknown, msg.BACKUP_NOT_RUNNING, []),
+    ("member-not-running", _not_running, msg.BACKUP_NOT_RUNNING, []),
+    ("stanza-not-initialised", _no_stanza, msg.STANZA_NOT_INITIALISED, []),
+    ("no-s3-relation", _no_relation, msg.S3_RELATION_MISSING, []),
+    ("missing-s3-keys", _missing_keys, "Missing S3 parameters: ['access-key', 'secret-key']", []),
+    (
+        "invalid-s3-settings",
+        _invalid_settings,
+        "Invalid S3 parameters: endpoint 's3.example.com' is not a URL; expected e.g. "
+        "https://s3.example.com:9000",
+        [],
+    ),
+    (
+        "backup-running-on-a-peer",
+        _peer_backing_up,
+        f"{msg.BACKUP_ALREADY_RUNNING}: main/1 started one at 2026-11-28T14:00:00Z",
+        [],
+    ),
+    (
+        "backup-running-on-this-unit",
+        _own_flag_set,
+        f"{msg.BACKUP_ALREADY_RUNNING}: main/0 started one at 2026-11-28T14:00:00Z",
+        [],
+    ),
+    ("metadata-upload-fails", _metadata_fails, msg.FAILED_TO_UPLOAD_METADATA, [LATEST]),
+]
+
+
+@pytest.mark.parametrize(
+    ("setup", "message", "effects"), [r[1:] for r in REFUSALS], ids=[r[0] for r in REFUSALS]
+)
+def test_create_backup_refusals(setup: Setup, message: str, effects: list[str]) -> None:
+    host = backup_host()
+    status = host.status = UnitStatus.active("Primary")
+    setup(host)
+    status = host.status
+    unit_before = host.unit_dict
+    assert backups.on_create_backup(host, {"type": "full"}) == ActionFailed(message)
+    assert host.effects == effects
+    assert host.status == status
+    assert host.unit_dict == unit_before
+    assert "backup_tool.backup" not in " ".join(host.calls)
+
+
+@pytest.mark.parametrize("bad", ["weekly", "FULL", "diff", "incr"])
+def test_backup_type_is_validated_first(bad: str) -> None:
+    host = backup_host(status=UnitStatus.blocked("anything"))
+    assert backups.on_create_backup(host, {"type": bad}) == ActionFailed(
+        f"Invalid backup type: {bad}. Possible values: full, differential, incremental."
+    )
+    assert host.calls == []
+
+
+@pytest.mark.parametrize(
+    ("given", "tool_type", "result_type"),
+    [
+        ({}, "full", "full"),
+        ({"type": ""}, "full", "full"),
+        ({"type": "full"}, "full", "full"),
+        ({"type": " differential "}, "diff", "differential"),
+        ({"type": "incremental"}, "incr", "incremental"),
+    ],
+)
+def test_backup_types_map_to_pgbackrest(
+    given: dict[str, str], tool_type: str, result_type: str
+) -> None:
+    host = backup_host()
+    outcome = backups.on_create_backup(host, given)
+    assert isinstance(outcome, ActionResults)
+    assert outcome.results["type"] == result_type
+    assert f"backup_tool.backup({tool_type}, on_primary=True)" in host.calls
+
+
+def test_primary_of_multi_unit_cluster_without_tls_backs_up() -> None:
+    host = backup_host(planned_units=3)
+    assert isinstance(backups.on_create_backup(host, {}), ActionResults)
+    assert "backup_tool.backup(full, on_primary=True)" in host.calls
+
+
+# ---------------------------------------------------------------------------
+# The backup fails, or its logs cannot be uploaded
+
+
+@dataclass
+class FailureCase:
+    result: CommandResult
+    message: str
+    log_id: str
+    info_error: str | None = None
+    put_errors: dict[str, str] = field(default_factory=dict)
+    reads_info: bool = False
+
+
+FAILURES = {
+    "backup-fails-label-announced": FailureCase(
+        CommandResult(
+            ("pgbackrest",),
+            56,
+            "P00   INFO: new backup label = 20261128-150002F\n",
+            "ERROR: [056]: unable to find primary cluster - cannot proceed\n",
+        ),
+        f"{msg.FAILED_TO_BACKUP}: ERROR: [056]: unable to find primary cluster - cannot proceed",
+        "2026-11-28T15:00:02Z",
+    ),
+    "backup-fails-diff-label-announced": FailureCase(
+        CommandResult(
+            ("pgbackrest",),
+            56,
+            "new backup label = 20261127-150000F_20261128-150003D\n",
+            "ERROR: [056]: x\n",
+        ),
+        f"{msg.FAILED_TO_BACKUP}: ERROR: [056]: x",
+        "2026-11-28T15:00:03Z",
+    ),
+    "backup-fails-no-label": FailureCase(
+        failed("ERROR: [050]: unable to acquire lock on file"),
+        f"{msg.FAILED_TO_BACKUP}: ERROR: [050]: unable to acquire lock on file",
+        NEW_ID,
+    ),
+    "backup-fails-and-log-upload-fails": FailureCase(
+        failed("ERROR: [050]: lock"),
+        f"{msg.FAILED_TO_BACKUP}: ERROR: [050]: lock",
+        NEW_ID,
+        put_errors={"backup.log": "AccessDenied"},
+    ),
+    "log-upload-fails": FailureCase(
+        ok(),
+        f"{msg.FAILED_TO_UPLOAD_LOGS}: backup {NEW_ID}",
+        NEW_ID,
+        put_errors={"backup.log": "AccessDenied"},
+        reads_info=True,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", FAILURES.values(), ids=FAILURES.keys())
+def test_backup_failures_upload_logs_and_always_restore(case: FailureCase) -> None:
+    host = backup_host(replica=True, status=UnitStatus.active("Replica"))
+    host.fake_tool.backup_result = case.result
+    host.store.put_errors = case.put_errors
+    assert backups.on_create_backup(host, {}) == ActionFailed(case.message)
+    info = [f"backup_tool.info({STANZA})"] if case.reads_info else []
+    assert host.effects == [
+        LATEST,
+        "unit_data[connectivity]='off'",
+        f"unit_data[creating-backup]={NEW_ID!r}",
+        HIDDEN,
+        MAINTENANCE,
+        "backup_tool.backup(full, on_primary=False)",
+        *info,
+        log_put(case.log_id),
+        *ALWAYS,
+        CONFIG_TLS,
+        "set_status(active: Replica)",
+    ]
+    assert host.unit_dict == {}
+
+
+def test_success_id_falls_back_to_the_announced_label_when_info_fails() -> None:
+    host = backup_host()
+    host.fake_tool.info_error = "ERROR: [039]: HTTP"
+    host.fake_tool.backup_result = ok(stdout="new backup label = 20261128-150009F\n")
+    outcome = backups.on_create_backup(host, {})
+    assert isinstance(outcome, ActionResults)
+    assert outcome.results["backup-id"] == "2026-11-28T15:00:09Z"
+    assert log_put("2026-11-28T15:00:09Z") in host.calls
+
+
+def test_success_id_is_the_newest_backup_not_the_last_listed() -> None:
+    host = backup_host()
+    host.fake_tool.new_backup = None
+    host.fake_tool.stanzas = [
+        stanza_info(
+            backups=[backup("20261127-150000F"), backup(NEW_LABEL), backup("20261101-000000F")]
+        ),
+    ]
+    outcome = backups.on_create_backup(host, {})
+    assert isinstance(outcome, ActionResults)
+    assert outcome.results["backup-id"] == NEW_ID
+
+
+def test_same_id_form_for_success_and_failure_log_keys() -> None:
+    ok_host = backup_host()
+    backups.on_create_backup(ok_host, {})
+    failed_host = backup_host()
+    failed_host.fake_tool.backup_result = CommandResult(
+        ("pgbackrest",), 56, f"new backup label = {NEW_LABEL}\n", "ERROR: [056]: x\n"
+    )
+    backups.on_create_backup(failed_host, {})
+    assert log_put(NEW_ID) in ok_host.calls
+    assert log_put(NEW_ID) in failed_host.calls
+
+
+# ---------------------------------------------------------------------------
+# "Always" means always (SPEC §3, §9)
+
+
+def test_always_step_runs_when_the_backup_raises() -> None:
+    host = backup_host(replica=True, status=UnitStatus.active("Replica"))
+    host.fake_tool.backup_raises = RuntimeError("pgbackrest vanished")
+    with pytest.raises(RuntimeError, match="vanished"):
+        backups.on_create_backup(host, {})
+    assert host.effects[-4:] == [*ALWAYS, CONFIG_TLS, "set_status(active: Replica)"]
+    assert host.unit_dict == {}
+    assert host.fake_workload.configs[-1].connectivity
+
+
+def test_always_step_restores_status_even_when_apply_config_raises() -> None:
+    host = backup_host(replica=True, status=UnitStatus.active("Replica"))
+    host.fake_workload.on_apply = [None, OSError("patroni reload failed")]
+    with pytest.raises(OSError, match="reload"):
+        backups.on_create_backup(host, {})
+    assert host.status == UnitStatus.active("Replica")
+    assert host.unit_dict == {}
+
+
+def test_always_step_does_not_depend_on_the_role_after_the_backup() -> None:
+    host = backup_host(replica=True)
+    real_backup = host.fake_tool.backup
+
+    def switchover_meanwhile(backup_type: str, *, on_primary: bool) -> CommandResult:
+        host.fake_workload.primary = True  # this replica was promoted during the backup
+        return real_backup(backup_type, on_primary=on_primary)
+
+    host.fake_tool.backup = switchover_meanwhile  # type: ignore[method-assign]
+    assert isinstance(backups.on_create_backup(host, {}), ActionResults)
+    assert host.unit_dict == {}
+    assert host.fake_workload.configs[-1].connectivity
+    assert not host.fake_workload.configs[-1].creating_backup
+
+
+def test_second_backup_is_refused_while_the_first_runs() -> None:
+    host = backup_host(replica=True)
+    second: list[object] = []
+    real_backup = host.fake_tool.backup
+
+    def meanwhile(backup_type: str, *, on_primary: bool) -> CommandResult:
+        second.append(backups.on_create_backup(host, {}))
+        return real_backup(backup_type, on_primary=on_primary)
+
+    host.fake_tool.backup = meanwhile  # type: ignore[method-assign]
+    assert isinstance(backups.on_create_backup(host, {}), ActionResults)
+    assert second == [ActionFailed(f"{msg.BACKUP_ALREADY_RUNNING}: main/0 started one at {NEW_ID}")]
+    assert host.calls.count(LATEST) == 1, "the refused request must not overwrite `latest`"
+
+
+def test_failures_are_logged_with_prefix(caplog: pytest.LogCaptureFixture) -> None:
+    host = backup_host()
+    host.fake_tool.backup_result = failed("ERROR: [050]: lock")
+    with caplog.at_level(logging.INFO):
+        backups.on_create_backup(host, {})
+    assert "Backup failed: Failed to backup PostgreSQL: ERROR: [050]: lock" in caplog.text
+    assert "A full backup has been requested on unit main/0" in caplog.text
