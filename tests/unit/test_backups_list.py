@@ -1,0 +1,214 @@
+"""list-backups (SPEC §4): every branch, the exact table, JSON, an empty repository, and
+timelines sorted as numbers (SPEC §9)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from fakes import STANZA, FakeHost, backup, stanza_info, timeline
+
+from pgbackups import backups
+from pgbackups import messages as msg
+from pgbackups.host import ActionFailed, ActionResults
+from pgbackups.listing import COLUMNS
+
+HEADER = (
+    "backup-id            | action              | status   | reference-backup-id  | "
+    "LSN start/stop          | start-time           | finish-time          | timeline | "
+    "backup-path"
+)
+TOP = ["Storage bucket name: backups", "Backups base path: /pg/backup/", "", HEADER, "-" * 173]
+ROWS = [
+    "2026-11-28T14:39:26Z | full backup         | finished | None                 | "
+    "0/2000028 / 0/2000100   | 2026-11-28T14:39:26Z | 2026-11-28T14:44:26Z | 1        | "
+    "/local.main/20261128-143926F",
+    "2026-11-28T14:44:35Z | differential backup | finished | 2026-11-28T14:39:26Z | "
+    "0/2000028 / 0/2000100   | 2026-11-28T14:44:35Z | 2026-11-28T14:49:35Z | 1        | "
+    "/local.main/20261128-143926F_20261128-144435D",
+    "2026-11-28T14:50:00Z | restore             | finished | None                 | "
+    "n/a                     | 2026-11-28T14:50:00Z | n/a                  | 2        | n/a",
+    "2026-11-28T15:00:00Z | incremental backup  | failed: ERROR: [056]: x | "
+    "2026-11-28T14:39:26Z | 0/2000028 / 0/2000100   | 2026-11-28T15:00:00Z | "
+    "2026-11-28T15:05:00Z | 2        | /local.main/20261128-143926F_20261128-150000I",
+]
+
+
+def listing_host() -> FakeHost:
+    host = FakeHost()
+    host.fake_tool.stanzas = [
+        stanza_info(
+            backups=[
+                backup("20261128-143926F"),
+                backup("20261128-143926F_20261128-144435D"),
+                backup(
+                    "20261128-143926F_20261128-150000I",
+                    error=True,
+                    error_message="ERROR: [056]: x",
+                    timeline=2,
+                ),
+            ]
+        )
+    ]
+    host.fake_tool.timeline_records = {
+        STANZA: [timeline(2, datetime(2026, 11, 28, 14, 50, tzinfo=UTC))]
+    }
+    return host
+
+
+def test_table_full_call_sequence_and_exact_text() -> None:
+    host = listing_host()
+    outcome = backups.on_list_backups(host, {})
+    assert outcome == ActionResults({"backups": "\n".join([*TOP, *ROWS])})
+    assert host.calls == ["backup_tool.info()", f"backup_tool.timelines({STANZA})"]
+
+
+def test_table_is_the_default_format() -> None:
+    assert backups.on_list_backups(listing_host(), {"format": "table"}) == (
+        backups.on_list_backups(listing_host(), {})
+    )
+
+
+def test_empty_repository_lists_a_header_and_no_rows() -> None:
+    host = FakeHost()
+    assert backups.on_list_backups(host, {}) == ActionResults({"backups": "\n".join(TOP)})
+    assert host.calls == ["backup_tool.info()"]
+
+
+def test_stanza_never_created_lists_no_rows_and_no_timelines() -> None:
+    host = FakeHost()
+    host.fake_tool.stanzas = [stanza_info(status_code=1, system_ids=())]
+    assert backups.on_list_backups(host, {}) == ActionResults({"backups": "\n".join(TOP)})
+    assert host.calls == ["backup_tool.info()"]
+
+
+def test_json_has_the_same_rows() -> None:
+    outcome = backups.on_list_backups(listing_host(), {"format": "json"})
+    assert isinstance(outcome, ActionResults)
+    rows = json.loads(outcome.results["backups"])
+    assert [list(r) for r in rows] == [list(COLUMNS)] * 4
+    assert [r["action"] for r in rows] == [
+        "full backup",
+        "differential backup",
+        "restore",
+        "incremental backup",
+    ]
+    assert rows[3]["status"] == "failed: ERROR: [056]: x"
+    assert rows[3]["timeline"] == "2"
+    assert rows[1]["reference-backup-id"] == "2026-11-28T14:39:26Z"
+
+
+def test_json_of_an_empty_repository_is_an_empty_list() -> None:
+    outcome = backups.on_list_backups(FakeHost(), {"format": "json"})
+    assert outcome == ActionResults({"backups": "[]"})
+
+
+def test_root_path_base() -> None:
+    host = FakeHost(s3={"bucket": "b", "access-key": "a", "secret-key": "s"})
+    outcome = backups.on_list_backups(host, {})
+    assert isinstance(outcome, ActionResults)
+    assert outcome.results["backups"].splitlines()[:2] == [
+        "Storage bucket name: b",
+        "Backups base path: /backup/",
+    ]
+
+
+def test_foreign_stanza_is_listed_too() -> None:
+    host = FakeHost()
+    host.fake_tool.stanzas = [
+        stanza_info("old.main", backups=[backup("20261001-000000F", stanza="old.main")]),
+        stanza_info(backups=[backup("20261128-143926F")]),
+    ]
+    outcome = backups.on_list_backups(host, {"format": "json"})
+    assert isinstance(outcome, ActionResults)
+    paths = [r["backup-path"] for r in json.loads(outcome.results["backups"])]
+    assert paths == ["/old.main/20261001-000000F", f"/{STANZA}/20261128-143926F"]
+    assert host.calls == [
+        "backup_tool.info()",
+        "backup_tool.timelines(old.main)",
+        f"backup_tool.timelines({STANZA})",
+    ]
+
+
+def test_twelve_timelines_sort_as_numbers() -> None:
+    host = FakeHost()
+    at = datetime(2026, 11, 28, 12, tzinfo=UTC)
+    # All created within the same second, listed out of order: only the number can order them.
+    host.fake_tool.timeline_records = {
+        STANZA: [timeline(n, at) for n in (10, 2, 12, 9, 11, 3, 4, 5, 6, 7, 8, 1)]
+    }
+    host.fake_tool.stanzas = [stanza_info()]
+    outcome = backups.on_list_backups(host, {"format": "json"})
+    assert isinstance(outcome, ActionResults)
+    numbers = [r["timeline"] for r in json.loads(outcome.results["backups"])]
+    assert numbers == [str(n) for n in range(1, 13)]
+
+
+def test_rows_sort_by_time_not_by_text() -> None:
+    host = FakeHost()
+    base = datetime(2026, 11, 28, 9, tzinfo=UTC)
+    records = [timeline(n, base + timedelta(hours=n)) for n in range(2, 14)]
+    host.fake_tool.timeline_records = {STANZA: list(reversed(records))}
+    host.fake_tool.stanzas = [
+        stanza_info(backups=[backup("20261128-100000F"), backup("20261128-090000F")])
+    ]
+    outcome = backups.on_list_backups(host, {"format": "json"})
+    assert isinstance(outcome, ActionResults)
+    rows = json.loads(outcome.results["backups"])
+    assert [r["backup-id"] for r in rows] == sorted(r["backup-id"] for r in rows)
+    assert [r["timeline"] for r in rows if r["action"] == "restore"] == [
+        str(n) for n in range(2, 14)
+    ]
+    assert rows[0]["action"] == "full backup"
+
+
+FAILURES = [
+    ("no-relation", {"s3": None}, {}, msg.S3_RELATION_MISSING_LIST, []),
+    (
+        "missing-parameters",
+        {"s3": {"bucket": "b", "secret-key": "s"}},
+        {},
+        "Missing S3 parameters: ['access-key']",
+        [],
+    ),
+    (
+        "info-fails",
+        {"info_error": "ERROR: [039]: HTTP request failed"},
+        {},
+        f"{msg.FAILED_TO_LIST_BACKUPS}: ERROR: [039]: HTTP request failed",
+        ["backup_tool.info()"],
+    ),
+    (
+        "timelines-fail",
+        {"timelines_error": "ERROR: [039]: repo-ls failed"},
+        {},
+        f"{msg.FAILED_TO_LIST_BACKUPS}: ERROR: [039]: repo-ls failed",
+        ["backup_tool.info()", f"backup_tool.timelines({STANZA})"],
+    ),
+    (
+        "bad-format",
+        {"s3": None},
+        {"format": "xml"},
+        "Invalid format: xml. Possible values: table, json.",
+        [],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("setup", "params", "message", "calls"),
+    [f[1:] for f in FAILURES],
+    ids=[f[0] for f in FAILURES],
+)
+def test_list_backups_failures(
+    setup: dict[str, object], params: dict[str, str], message: str, calls: list[str]
+) -> None:
+    host = FakeHost()
+    host.fake_tool.stanzas = [stanza_info()]
+    if "s3" in setup:
+        host.s3 = setup["s3"]  # type: ignore[assignment]
+    host.fake_tool.info_error = setup.get("info_error")  # type: ignore[assignment]
+    host.fake_tool.timelines_error = setup.get("timelines_error")  # type: ignore[assignment]
+    assert backups.on_list_backups(host, params) == ActionFailed(message)
+    assert host.calls == calls
