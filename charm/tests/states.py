@@ -104,6 +104,14 @@ def state(
         planned_units=units,
         model=MODEL,
         deferred=deferred or [],
+        networks={
+            testing.Network(
+                "database-peers",
+                bind_addresses=[testing.BindAddress([testing.Address("10.0.0.1")])],
+                ingress_addresses=["10.0.0.1"],
+                egress_subnets=["10.0.0.0/24"],
+            )
+        },
     )
 
 

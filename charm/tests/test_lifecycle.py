@@ -1,0 +1,302 @@
+"""install/start/config-changed/update-status, peers, certificates, and the host's
+mapping of ops onto the core's Host contract."""
+
+from __future__ import annotations
+
+import json
+
+import ops
+import pytest
+from fakes import World
+from ops import testing
+from states import (
+    MODEL,
+    STANZA,
+    app_bag,
+    certificates,
+    ctx,
+    peers,
+    provider_certificates,
+    s3,
+    state,
+    unit_bag,
+)
+
+from charm import AWAITING_MEMBER, INSTALL_FAILED, PASSWORD_KEYS, WAITING_FOR_PEERS
+from charm_host import PeerBag, from_ops_status, to_ops_status
+from pgbackups.host import Peer, UnitStatus
+
+# --- lifecycle -----------------------------------------------------------------------
+
+
+def test_install_installs_the_packages(world: World) -> None:
+    c = ctx()
+    out = c.run(c.on.install(), testing.State())
+    assert world.calls == ["install"]
+    assert out.unit_status == testing.WaitingStatus(AWAITING_MEMBER)
+
+
+def test_failed_install_blocks_and_start_does_nothing(world: World) -> None:
+    world.workload.installed_ok = False
+    c = ctx()
+    out = c.run(c.on.install(), testing.State())
+    assert out.unit_status == testing.BlockedStatus(INSTALL_FAILED)
+    c2 = ctx()
+    out2 = c2.run(c2.on.start(), state(peers(), status=out.unit_status))
+    assert out2.unit_status == testing.BlockedStatus(INSTALL_FAILED)
+    assert "start_database" not in world.calls
+
+
+def test_leader_start_generates_passwords_and_starts_patroni(world: World) -> None:
+    c = ctx()
+    out = c.run(c.on.start(), state(peers(passwords=False, initialised=False)))
+    bag = app_bag(out)
+    assert all(len(bag[k]) >= 24 for k in PASSWORD_KEYS)
+    assert world.calls == ["apply_config", "start_database"]
+    assert world.workload.configs[0].stanza is None
+    assert out.unit_status == testing.WaitingStatus(AWAITING_MEMBER)
+
+
+def test_non_leader_start_waits_for_the_passwords(world: World) -> None:
+    c = ctx()
+    out = c.run(c.on.start(), state(peers(passwords=False), leader=False))
+    assert [d.name for d in out.deferred] == ["start"]
+    assert world.calls == []
+
+
+def test_hooks_wait_for_the_peer_relation(world: World) -> None:
+    c = ctx()
+    out = c.run(c.on.update_status(), testing.State(leader=True))
+    assert [d.name for d in out.deferred] == ["update_status"]
+    c2 = ctx()
+    with pytest.raises(testing.ActionFailed) as info:
+        c2.run(c2.on.action("list-backups"), testing.State(leader=True))
+    assert info.value.message == WAITING_FOR_PEERS
+
+
+def test_update_status_shows_primary_once_the_member_runs(world: World) -> None:
+    c = ctx()
+    out = c.run(c.on.update_status(), state(peers(), status=testing.WaitingStatus(AWAITING_MEMBER)))
+    assert out.unit_status == testing.ActiveStatus("Primary")
+
+
+def test_update_status_replica_and_member_down(world: World) -> None:
+    world.workload.primary = False
+    c = ctx()
+    out = c.run(c.on.update_status(), state(peers(), leader=False))
+    assert out.unit_status == testing.ActiveStatus("")
+    world.workload.running = False
+    c2 = ctx()
+    out2 = c2.run(c2.on.update_status(), state(peers(), leader=False))
+    assert out2.unit_status == testing.WaitingStatus(AWAITING_MEMBER)
+
+
+def test_update_status_leaves_core_statuses_alone(world: World) -> None:
+    c = ctx()
+    creating = testing.MaintenanceStatus("creating backup")
+    out = c.run(c.on.update_status(), state(peers(), status=creating, leader=False))
+    assert out.unit_status == creating
+
+
+def test_update_status_marks_the_cluster_initialised_on_the_leader_only(world: World) -> None:
+    c = ctx()
+    out = c.run(c.on.update_status(), state(peers(initialised=False), leader=False))
+    assert "cluster_initialised" not in app_bag(out)
+    c2 = ctx()
+    out2 = c2.run(c2.on.update_status(), state(peers(initialised=False)))
+    assert app_bag(out2)["cluster_initialised"] == "True"
+
+
+def test_config_changed_renders_the_configuration(world: World) -> None:
+    c = ctx()
+    c.run(c.on.config_changed(), state(peers({"stanza": STANZA}), s3()))
+    assert world.calls == ["apply_config"]
+    assert world.workload.configs[0].stanza == STANZA
+
+
+# --- peers ---------------------------------------------------------------------------
+
+
+def test_peer_joined_reconciles_the_tls_server(world: World) -> None:
+    world.with_tls()
+    pr = peers(others=1)
+    c = ctx()
+    c.run(c.on.relation_changed(pr, remote_unit=1), state(pr, certificates()))
+    assert world.calls[-1] == "start_tls_server"
+    assert world.workload.configs[-1].tls_server is True
+
+
+def test_replica_defers_until_the_primary_tls_server_answers_then_re_runs(
+    world: World,
+) -> None:
+    world.with_tls()
+    world.workload.primary = False
+    world.tool.ping = False
+    pr = peers(others=1)
+    c = ctx()
+    out = c.run(c.on.relation_changed(pr, remote_unit=1), state(pr, certificates(), leader=False))
+    assert [d.name for d in out.deferred] == ["database_peers_relation_changed"]
+    assert "start_tls_server" not in world.calls
+
+    world.tool.ping = True
+    c2 = ctx()
+    out2 = c2.run(c2.on.update_status(), out)
+    assert out2.deferred == []
+    assert "start_tls_server" in world.calls
+
+
+def test_peer_departed_forgets_the_raft_member_and_stops_tls_on_one_unit(world: World) -> None:
+    world.with_tls()
+    pr = peers(others=1)
+    c = ctx()
+    out = c.run(
+        c.on.relation_departed(pr, remote_unit=1, departing_unit=1),
+        state(pr, certificates(), planned_units=1),
+    )
+    assert world.workload.forgotten == ["10.0.0.2"]
+    assert world.calls[-1] == "stop_tls_server"
+    assert out.deferred == []
+
+
+# --- certificates --------------------------------------------------------------------
+
+
+def test_certificates_relation_publishes_a_csr(world: World) -> None:
+    rel = certificates()
+    c = ctx()
+    out = c.run(c.on.relation_joined(rel, remote_unit=0), state(peers(), rel))
+    sent = json.loads(out.get_relation(rel.id).local_unit_data["certificate_signing_requests"])
+    assert sent == [{"certificate_signing_request": world.tls_files.csr_pem, "ca": False}]
+    assert world.calls[0].startswith("new_key_and_csr 10.0.0.1")
+    assert "tls" not in unit_bag(out)
+
+
+def test_certificate_for_our_csr_is_stored_and_enables_tls(world: World) -> None:
+    world.tls_files.new_key_and_csr("10.0.0.1", ["10.0.0.1"])
+    csr = world.tls_files.csr_pem
+    assert csr is not None
+    rel = certificates(provider_certificates(csr))
+    pr = peers(others=1)
+    c = ctx()
+    out = c.run(c.on.relation_changed(rel, remote_unit=0), state(pr, rel))
+    assert world.tls_files.cert is not None and "UNIT" in world.tls_files.cert
+    assert unit_bag(out)["tls"] == "enabled"
+    assert world.calls[-1] == "start_tls_server"
+
+
+@pytest.mark.parametrize(
+    "provider",
+    [
+        {"certificates": "{not json"},
+        {"certificates": json.dumps({"a": 1})},
+        {"certificates": json.dumps([{"certificate_signing_request": "someone else's"}])},
+        {"certificates": json.dumps(["nonsense"])},
+    ],
+)
+def test_malformed_or_foreign_certificates_are_ignored(
+    world: World, provider: dict[str, str]
+) -> None:
+    rel = certificates(provider)
+    c = ctx()
+    out = c.run(c.on.relation_changed(rel, remote_unit=0), state(peers(), rel))
+    assert world.tls_files.cert is None
+    assert "tls" not in unit_bag(out)
+    assert out.unit_status == testing.ActiveStatus()
+
+
+def test_revoked_certificate_is_not_used(world: World) -> None:
+    world.tls_files.new_key_and_csr("10.0.0.1", ["10.0.0.1"])
+    rel = certificates(provider_certificates(world.tls_files.csr_pem or "", revoked=True))
+    c = ctx()
+    c.run(c.on.relation_changed(rel, remote_unit=0), state(peers(), rel))
+    assert world.tls_files.cert is None
+
+
+def test_certificates_broken_removes_the_files_and_stops_the_tls_server(world: World) -> None:
+    world.with_tls()
+    rel = certificates()
+    pr = peers(others=1, unit={"tls": "enabled"})
+    c = ctx()
+    out = c.run(c.on.relation_broken(rel), state(pr, rel))
+    assert "clear_tls" in world.calls
+    assert "tls" not in unit_bag(out)
+    assert world.calls[-1] == "stop_tls_server"
+
+
+# --- the host's mapping --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        UnitStatus.active(""),
+        UnitStatus.active("Primary"),
+        UnitStatus.maintenance("creating backup"),
+        UnitStatus.waiting("awaiting"),
+        UnitStatus.blocked("Failed to restore backup"),
+    ],
+)
+def test_status_round_trip(status: UnitStatus) -> None:
+    assert from_ops_status(to_ops_status(status)) == status
+
+
+def test_unknown_status_is_neither_blocked_nor_active() -> None:
+    status = from_ops_status(ops.UnknownStatus())
+    assert not status.is_blocked
+    assert status.kind.value == "maintenance"
+
+
+def test_peer_bag_semantics() -> None:
+    content: dict[str, str] = {"a": "1", "empty": ""}
+    bag = PeerBag(content, writable=True, what="unit bag")  # type: ignore[arg-type]
+    assert dict(bag) == {"a": "1"}
+    bag["b"] = "2"
+    bag["a"] = ""
+    assert content == {"b": "2", "empty": ""}
+    readonly = PeerBag(content, writable=False, what="application peer bag")  # type: ignore[arg-type]
+    assert readonly["b"] == "2"
+    with pytest.raises(PermissionError):
+        readonly["b"] = "3"
+    with pytest.raises(PermissionError):
+        del readonly["b"]
+    absent = PeerBag(None, writable=True, what="unit bag")
+    assert dict(absent) == {} and absent.get("x") is None
+    with pytest.raises(RuntimeError):
+        absent["x"] = "1"
+
+
+def test_host_answers_from_the_juju_model(world: World) -> None:
+    pr = peers({"stanza": STANZA}, others=2)
+    rel = s3(**{"s3-uri-style": "path"})
+    c = ctx()
+    with c(c.on.update_status(), state(pr, rel, leader=False)) as mgr:
+        host = mgr.charm.host
+        assert host.unit_name == "pgbackups-postgresql/0"
+        assert host.stanza_name == STANZA
+        assert host.cluster_id == f"{MODEL.uuid}/pgbackups-postgresql"
+        assert not host.is_leader()
+        assert host.planned_units() == 3
+        assert list(host.peers()) == [
+            Peer("pgbackups-postgresql/1", "10.0.0.2"),
+            Peer("pgbackups-postgresql/2", "10.0.0.3"),
+        ]
+        assert host.app_data["stanza"] == STANZA
+        with pytest.raises(PermissionError):
+            host.app_data["stanza"] = ""
+        host.unit_data["connectivity"] = "off"
+        assert host.unit_data["connectivity"] == "off"
+        params = host.s3_parameters()
+        assert params is not None and params["s3-uri-style"] == "path"
+        assert host.tls() is None
+        assert host.now().tzinfo is not None
+        described = host.describe()
+        assert described["model"] == "prod" and described["unit"] == host.unit_name
+        assert "secret" not in json.dumps(described)
+        mgr.run()
+
+
+def test_host_without_s3_relation(world: World) -> None:
+    c = ctx()
+    with c(c.on.update_status(), state(peers())) as mgr:
+        assert mgr.charm.host.s3_parameters() is None
+        mgr.run()
