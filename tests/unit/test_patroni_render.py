@@ -1,0 +1,266 @@
+"""Rendering of Patroni's YAML from a WorkloadConfig, and parsing of its REST answers."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import replace
+from typing import Any
+
+import pytest
+import yaml
+
+from pgbackups.host import RestoreTarget, WorkloadConfig
+from pgbackups.patroni import (
+    ClusterMember,
+    MemberStatus,
+    PatroniMember,
+    PatroniPasswords,
+    SslFiles,
+    parse_cluster,
+    render_config,
+)
+
+MEMBER = PatroniMember(
+    scope="main",
+    name="main-0",
+    data_dir="/state/units/0/data",
+    host="127.0.0.1",
+    pg_port=20010,
+    rest_port=20011,
+    socket_dir="/state/units/0/sock",
+    etcd_hosts=("127.0.0.1:20000",),
+    passwords=PatroniPasswords("su-secret", "rep-secret", "rw-secret"),
+    pgpass="/state/units/0/pgpass",
+    pgbackrest_config="/state/units/0/pgbackrest.conf",
+)
+PLAIN = WorkloadConfig(s3=None, stanza=None, tls_server=False)
+ARCHIVING = WorkloadConfig(s3=None, stanza="local.main", tls_server=False)
+
+
+def test_archive_command_off_without_stanza() -> None:
+    cfg = render_config(MEMBER, PLAIN)
+    params = cfg["postgresql"]["parameters"]
+    assert params["archive_mode"] == "on"
+    assert params["archive_command"] == "/bin/true"
+    dcs = cfg["bootstrap"]["dcs"]["postgresql"]["parameters"]
+    assert dcs["archive_command"] == "/bin/true"
+    assert cfg["postgresql"]["create_replica_methods"] == ["basebackup"]
+    assert "pgbackrest" not in cfg["postgresql"]
+
+
+def test_archive_command_on_with_stanza() -> None:
+    cfg = render_config(MEMBER, ARCHIVING)
+    expected = (
+        "pgbackrest --config=/state/units/0/pgbackrest.conf --stanza=local.main "
+        'archive-push "%p"'
+    )
+    assert cfg["postgresql"]["parameters"]["archive_command"] == expected
+    assert cfg["bootstrap"]["dcs"]["postgresql"]["parameters"]["archive_command"] == expected
+    assert cfg["postgresql"]["create_replica_methods"] == ["pgbackrest", "basebackup"]
+    method = cfg["postgresql"]["pgbackrest"]
+    assert method["command"] == (
+        "pgbackrest --config=/state/units/0/pgbackrest.conf --stanza=local.main "
+        "--delta restore --type=standby"
+    )
+    assert method["keep_data"] is True
+    assert method["no_params"] is True
+
+
+def test_pg_hba_normal() -> None:
+    hba = render_config(MEMBER, PLAIN)["postgresql"]["pg_hba"]
+    assert hba[0] == "local all all trust"
+    assert not any("reject" in rule for rule in hba)
+    assert "host all all 127.0.0.1/32 scram-sha-256" in hba
+
+
+def test_pg_hba_connectivity_off_rejects_before_normal_rules() -> None:
+    hba = render_config(MEMBER, replace(PLAIN, connectivity=False))["postgresql"]["pg_hba"]
+    reject = hba.index("host all all 0.0.0.0/0 reject")
+    assert hba.index("host all all 127.0.0.1/32 reject") > reject
+    normal = hba.index("host all all 127.0.0.1/32 scram-sha-256")
+    assert reject < normal
+    # the unix socket (pgBackRest) and replication come first
+    assert hba.index("local all all trust") < reject
+    replication = [i for i, r in enumerate(hba) if r.startswith("host replication")]
+    assert replication
+    assert max(replication) < reject
+
+
+def test_tags_follow_creating_backup() -> None:
+    assert render_config(MEMBER, PLAIN)["tags"]["nofailover"] is False
+    tags = render_config(MEMBER, replace(PLAIN, creating_backup=True))["tags"]
+    assert tags["nofailover"] is True
+    assert tags["noloadbalance"] is True
+
+
+def test_initdb_without_restore() -> None:
+    boot = render_config(MEMBER, PLAIN)["bootstrap"]
+    assert boot["initdb"] == [{"encoding": "UTF8"}, "data-checksums"]
+    assert "method" not in boot
+
+
+BASE = (
+    "pgbackrest --config=/state/units/0/pgbackrest.conf --stanza=local.old "
+    "--pg1-path=/state/units/0/data"
+)
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        (
+            RestoreTarget(stanza="local.old", label="20240101-000000F"),
+            f"{BASE} --set=20240101-000000F --type=immediate --target-action=promote restore",
+        ),
+        (
+            RestoreTarget(
+                stanza="local.old",
+                type="time",
+                target="2026-11-28 14:41:00.942862+00",
+                target_timeline=2,
+            ),
+            f"{BASE} --type=time '--target=2026-11-28 14:41:00.942862+00' "
+            "--target-action=promote --target-timeline=2 restore",
+        ),
+        (
+            RestoreTarget(stanza="local.old", type="default", target_action="promote"),
+            f"{BASE} --type=default restore",
+        ),
+        (
+            RestoreTarget(stanza="local.old", type="default", target_timeline=3),
+            f"{BASE} --type=default --target-timeline=3 restore",
+        ),
+    ],
+)
+def test_restore_command(target: RestoreTarget, expected: str) -> None:
+    boot = render_config(MEMBER, replace(PLAIN, restore=target))["bootstrap"]
+    assert boot["method"] == "pgbackrest"
+    assert "initdb" not in boot
+    assert boot["pgbackrest"] == {
+        "command": expected,
+        "no_params": True,
+        "keep_existing_recovery_conf": True,
+    }
+    # Patroni shlex-splits the command: the time target stays one argument
+    if target.target:
+        assert f"--target={target.target}" in shlex.split(expected)
+
+
+def test_ssl_parameters() -> None:
+    member = replace(MEMBER, ssl=SslFiles("/t/u.crt", "/t/u.key", "/t/ca.crt"))
+    params = render_config(member, PLAIN)["postgresql"]["parameters"]
+    assert params["ssl"] == "on"
+    assert params["ssl_cert_file"] == "/t/u.crt"
+    assert params["ssl_key_file"] == "/t/u.key"
+    assert params["ssl_ca_file"] == "/t/ca.crt"
+    assert "ssl" not in render_config(MEMBER, PLAIN)["postgresql"]["parameters"]
+
+
+def test_yaml_round_trip() -> None:
+    cfg = render_config(
+        MEMBER,
+        replace(
+            ARCHIVING,
+            connectivity=False,
+            restore=RestoreTarget(stanza="s", type="time", target="2026-01-01 00:00:00+00"),
+        ),
+    )
+    assert yaml.safe_load(yaml.safe_dump(cfg)) == cfg
+    assert cfg["etcd3"] == {"hosts": ["127.0.0.1:20000"]}
+    assert cfg["restapi"]["listen"] == "127.0.0.1:20011"
+
+
+def test_passwords_not_in_repr() -> None:
+    assert "su-secret" not in repr(MEMBER)
+
+
+# --- REST parsing ---------------------------------------------------------
+
+CLUSTER_302: dict[str, Any] = json.loads("""
+{"members": [
+  {"name": "main-0", "role": "leader", "state": "running",
+   "api_url": "http://127.0.0.1:20011/patroni", "host": "127.0.0.1", "port": 20010,
+   "timeline": 1},
+  {"name": "main-1", "role": "replica", "state": "running",
+   "api_url": "http://127.0.0.1:20014/patroni", "host": "127.0.0.1", "port": 20013,
+   "timeline": 1, "lag": 0, "tags": {"nofailover": true}},
+  {"name": "main-2", "role": "replica", "state": "stopped",
+   "api_url": "http://127.0.0.1:20017/patroni", "host": "127.0.0.1", "port": 20016,
+   "lag": "unknown"}
+]}
+""")
+
+CLUSTER_4X: dict[str, Any] = json.loads("""
+{"members": [
+  {"name": "main-0", "role": "leader", "state": "running",
+   "api_url": "http://127.0.0.1:20011/patroni", "host": "127.0.0.1", "port": 20010,
+   "timeline": 2},
+  {"name": "main-1", "role": "replica", "state": "streaming",
+   "api_url": "http://127.0.0.1:20014/patroni", "host": "127.0.0.1", "port": 20013,
+   "timeline": 2, "receive_lag": 0, "replay_lag": 16, "lag": 16,
+   "lsn": "0/3000060", "receive_lsn": "0/3000060", "replay_lsn": "0/3000050"}
+], "scope": "main"}
+""")
+
+
+def test_parse_cluster_302() -> None:
+    members = parse_cluster(CLUSTER_302)
+    assert [m.name for m in members] == ["main-0", "main-1", "main-2"]
+    leader, replica, stopped = members
+    assert leader.is_primary
+    assert not leader.is_streaming
+    assert leader.lag is None
+    assert replica.is_streaming
+    assert replica.lag == 0
+    assert replica.tags == {"nofailover": True}
+    assert replica.port == 20013
+    assert not stopped.is_streaming
+    assert stopped.lag is None
+    assert stopped.timeline is None
+
+
+def test_parse_cluster_4x() -> None:
+    leader, replica = parse_cluster(CLUSTER_4X)
+    assert leader.is_primary
+    assert leader.timeline == 2
+    assert replica.is_streaming
+    assert replica.receive_lag == 0
+    assert replica.replay_lag == 16
+    assert replica.tags == {}
+
+
+def test_member_status_302_and_4x() -> None:
+    old = MemberStatus.from_json(
+        {
+            "state": "running",
+            "role": "master",
+            "server_version": 150018,
+            "timeline": 1,
+            "database_system_identifier": "7312345678901234567",
+            "patroni": {"version": "3.0.2", "scope": "main"},
+        }
+    )
+    assert old.is_primary
+    assert old.is_running
+    assert old.system_identifier == 7312345678901234567
+    assert old.patroni_version == "3.0.2"
+    new = MemberStatus.from_json(
+        {
+            "state": "streaming",
+            "role": "replica",
+            "timeline": 2,
+            "replication_state": "streaming",
+            "patroni": {"version": "4.1.5", "scope": "main", "name": "main-1"},
+        }
+    )
+    assert not new.is_primary
+    assert new.is_running
+    assert new.replication_state == "streaming"
+
+
+def test_cluster_member_tolerates_missing_fields() -> None:
+    m = ClusterMember.from_json({"name": "x"})
+    assert m.role == ""
+    assert m.host is None
+    assert not m.is_streaming
