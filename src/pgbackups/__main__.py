@@ -1,0 +1,5 @@
+import sys
+
+from pgbackups.cli import main
+
+sys.exit(main())

@@ -1,0 +1,206 @@
+"""CLI subcommands of the local cluster: up, status, down, add-unit, remove-unit,
+switchover, psql. :func:`register` adds them to the top-level parser (see cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+
+from pgbackups.local import cluster as cluster_mod
+from pgbackups.local import status as status_mod
+from pgbackups.local.cluster import DEFAULT_NAME, Cluster
+from pgbackups.local.progress import Progress
+
+
+def _parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    help_text: str,
+    description: str,
+    example: str,
+) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        name,
+        help=help_text,
+        description=description,
+        epilog="example:\n" + textwrap.indent(textwrap.dedent(example).strip(), "  "),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return p
+
+
+def add_name(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--name", default=DEFAULT_NAME, help="cluster name (default: main)")
+
+
+def _print_status(cluster: Cluster) -> None:
+    print(status_mod.render_table(status_mod.collect(cluster)))
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    cluster = cluster_mod.up(
+        args.name, units=args.units, tls=True if args.tls else None, progress=Progress()
+    )
+    _print_status(cluster)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    view = status_mod.collect(Cluster.load(args.name))
+    if args.json:
+        print(json.dumps(status_mod.to_json(view), indent=2))
+    else:
+        print(status_mod.render_table(view))
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    progress = Progress()
+    cluster = Cluster.load(args.name)
+    if args.purge:
+        print(f"purging cluster {args.name}: removing", file=sys.stderr)
+        print(f"  {cluster.paths.root}", file=sys.stderr)
+        for unit in cluster.units():
+            print(f"    {unit.name} data: {unit.data_dir}", file=sys.stderr)
+        print(f"    S3 data: {cluster.paths.s3_data}", file=sys.stderr)
+        print(f"    etcd data: {cluster.paths.etcd_data}", file=sys.stderr)
+        print(f"    CA, certificates, keys, passwords: {cluster.paths.tls_dir},"
+              f" {cluster.paths.secrets_dir}", file=sys.stderr)  # fmt: skip
+    cluster_mod.down(args.name, purge=args.purge, progress=progress)
+    progress.say(f"cluster {args.name} " + ("purged" if args.purge else "stopped"))
+    return 0
+
+
+def cmd_add_unit(args: argparse.Namespace) -> int:
+    cluster = Cluster.load(args.name)
+    with cluster.operation("add-unit"):
+        unit = cluster.add_unit(Progress())
+    print(f"added {unit.name}")
+    _print_status(cluster)
+    return 0
+
+
+def cmd_remove_unit(args: argparse.Namespace) -> int:
+    cluster = Cluster.load(args.name)
+    with cluster.operation("remove-unit"):
+        cluster.remove_unit(args.unit, Progress())
+    _print_status(cluster)
+    return 0
+
+
+def cmd_switchover(args: argparse.Namespace) -> int:
+    cluster = Cluster.load(args.name)
+    with cluster.operation("switchover"):
+        cluster.switchover(args.unit, Progress())
+    _print_status(cluster)
+    return 0
+
+
+def cmd_psql(args: argparse.Namespace) -> int:
+    cluster = Cluster.load(args.name)
+    unit = cluster.unit(args.unit)
+    sys.stdout.flush()
+    unit.exec_psql(args.psql_args)
+    return 0  # not reached
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = _parser(
+        sub,
+        "up",
+        "start a local cluster (create it when new)",
+        "Start etcd, an S3 server (TLS) and N units of PostgreSQL 15 under Patroni.\n"
+        "Returns when the primary accepts writes and every replica streams.\n"
+        "A stopped cluster starts again with its data, ports and keys.",
+        """
+        pgbackups up                      # cluster 'main', one unit
+        pgbackups up --name demo --units 3 --tls
+        """,
+    )
+    add_name(p)
+    p.add_argument("--units", type=int, default=None, help="number of units (default 1)")
+    p.add_argument("--tls", action="store_true", help="issue unit certificates; PostgreSQL TLS")
+    p.set_defaults(func=cmd_up)
+
+    p = _parser(
+        sub,
+        "status",
+        "show the units of a cluster",
+        "One row per unit: leader flag, Patroni role and state, unit status and\n"
+        "message, address and data directory; plus the etcd and S3 endpoints.",
+        """
+        pgbackups status
+        pgbackups status --name demo --json
+        """,
+    )
+    add_name(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_status)
+
+    p = _parser(
+        sub,
+        "down",
+        "stop a cluster (--purge: delete it)",
+        "Stop every process the cluster started, by PID. Data (S3 too) stays;\n"
+        "--purge deletes all of the cluster, S3 data included, after listing it.",
+        """
+        pgbackups down
+        pgbackups down --name demo --purge
+        """,
+    )
+    add_name(p)
+    p.add_argument("--purge", action="store_true", help="delete all data of the cluster")
+    p.set_defaults(func=cmd_down)
+
+    p = _parser(
+        sub,
+        "add-unit",
+        "add a replica unit",
+        "Add the next unit; it joins as a streaming replica.",
+        "pgbackups add-unit --name main",
+    )
+    add_name(p)
+    p.set_defaults(func=cmd_add_unit)
+
+    p = _parser(
+        sub,
+        "remove-unit",
+        "stop and delete a unit",
+        "Stop a unit and delete its files. A primary hands over to another unit first.",
+        """
+        pgbackups remove-unit main/1
+        pgbackups remove-unit 1            # same
+        """,
+    )
+    add_name(p)
+    p.add_argument("unit", help="NAME/N or N")
+    p.set_defaults(func=cmd_remove_unit)
+
+    p = _parser(
+        sub,
+        "switchover",
+        "make a unit the primary",
+        "Patroni switchover to UNIT; waits until the other units stream from it.",
+        "pgbackups switchover main/1",
+    )
+    add_name(p)
+    p.add_argument("unit", help="NAME/N or N")
+    p.set_defaults(func=cmd_switchover)
+
+    p = _parser(
+        sub,
+        "psql",
+        "psql on a unit, as the superuser",
+        "Run psql on UNIT as the PostgreSQL superuser, over the unix socket.\n"
+        "Arguments after UNIT go to psql.",
+        """
+        pgbackups psql main/0
+        pgbackups psql 1 -c 'select pg_is_in_recovery()'
+        """,
+    )
+    add_name(p)
+    p.add_argument("unit", help="NAME/N or N")
+    p.add_argument("psql_args", nargs=argparse.REMAINDER, help="arguments for psql")
+    p.set_defaults(func=cmd_psql)

@@ -1,0 +1,66 @@
+"""The cluster's S3 server: ``rclone serve s3`` over TLS, with generated credentials.
+
+The credentials reach rclone through its environment (``RCLONE_AUTH_KEY``; rclone reads
+every flag from ``RCLONE_<FLAG>``), never through its command line.
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import ssl
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_BUCKET = "pgbackups"
+ACCESS_KEY_LEN = 20
+SECRET_KEY_LEN = 40
+
+
+@dataclass(frozen=True)
+class S3Credentials:
+    access_key: str
+    secret_key: str = field(repr=False)
+
+    @classmethod
+    def generate(cls) -> S3Credentials:
+        upper = string.ascii_uppercase + string.digits
+        alnum = string.ascii_letters + string.digits
+        return cls(
+            "".join(secrets.choice(upper) for _ in range(ACCESS_KEY_LEN)),
+            "".join(secrets.choice(alnum) for _ in range(SECRET_KEY_LEN)),
+        )
+
+
+def argv(
+    rclone: Path, *, data_dir: Path, port: int, cert: Path, key: Path, cache_dir: Path
+) -> list[str]:
+    return [
+        str(rclone), "serve", "s3", str(data_dir),
+        "--addr", f"127.0.0.1:{port}",
+        "--cert", str(cert),
+        "--key", str(key),
+        "--vfs-cache-mode", "writes",
+        "--cache-dir", str(cache_dir),
+        "--config", "/dev/null",
+    ]  # fmt: skip
+
+
+def env(credentials: S3Credentials) -> dict[str, str]:
+    # rclone reads a list flag from the environment as CSV: quote the pair so that it
+    # stays one "key,secret" entry.
+    return {"RCLONE_AUTH_KEY": f'"{credentials.access_key},{credentials.secret_key}"'}
+
+
+def is_ready(port: int, ca_file: Path, timeout: float = 1.0) -> bool:
+    """The server completes a TLS handshake for ``localhost`` with a cert from our CA."""
+    ctx = ssl.create_default_context(cafile=str(ca_file))
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw,
+            ctx.wrap_socket(raw, server_hostname="localhost"),
+        ):
+            return True
+    except (OSError, ssl.SSLError):
+        return False
