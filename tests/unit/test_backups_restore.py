@@ -1,0 +1,536 @@
+"""restore (SPEC §7): every branch of the chart in order, nothing deleted before the
+restore is known to work, and the completion/failure detection on update-status."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from fakes import (
+    MARKER_KEY,
+    MOVED_DATA,
+    STANZA,
+    FakeHost,
+    backup,
+    marker_body,
+    stanza_info,
+)
+
+from pgbackups import backups
+from pgbackups import messages as msg
+from pgbackups.host import ActionFailed, ActionResults, Done, UnitStatus
+
+LABEL = "20261128-143926F"
+BACKUP_ID = "2026-11-28T14:39:26Z"
+MAINTENANCE = "set_status(maintenance: restoring backup)"
+RECORD = [
+    f"app_data[restoring-backup]={LABEL!r}",
+    f"app_data[restore-stanza]={STANZA!r}",
+    "app_data[restore-type]='immediate'",
+    "app_data[restore-to-time]=''",
+    "app_data[restore-timeline]=''",
+    f"app_data[restore-moved-data]={MOVED_DATA!r}",
+    "app_data[s3-block-message]=''",
+]
+RESTORE_CONFIG = f"workload.apply_config(stanza={STANZA}, restore={LABEL}@{STANZA})"
+PRIMARY = UnitStatus.active("Primary")
+
+
+def restore_host(**kwargs: object) -> FakeHost:
+    kwargs.setdefault("app", {"stanza": STANZA})
+    kwargs.setdefault("status", PRIMARY)
+    host = FakeHost(**kwargs)  # type: ignore[arg-type]
+    host.fake_tool.stanzas = [
+        stanza_info(
+            backups=[
+                backup(LABEL),
+                backup("20261128-143926F_20261128-150000I", error=True, error_message="x"),
+            ]
+        )
+    ]
+    return host
+
+
+# ---------------------------------------------------------------------------
+# The happy path, every call
+
+
+def test_restore_full_call_sequence() -> None:
+    host = restore_host()
+    outcome = backups.on_restore(host, {"backup-id": BACKUP_ID})
+    assert outcome == ActionResults({"restore-status": "restore started"})
+    assert host.calls == [
+        "workload.is_cluster_initialised",
+        "backup_tool.info()",
+        MAINTENANCE,
+        "workload.stop_database",
+        "workload.remove_dcs_state",
+        "workload.move_data_aside",
+        *RECORD,
+        RESTORE_CONFIG,
+        "workload.start_database",
+    ]
+    assert host.status == UnitStatus.maintenance(msg.RESTORING_BACKUP)
+    restore = host.fake_workload.configs[-1].restore
+    assert restore is not None
+    assert (restore.stanza, restore.label, restore.type, restore.target_action) == (
+        STANZA,
+        LABEL,
+        "immediate",
+        "promote",
+    )
+    assert host.app_dict["restore-moved-data"] == MOVED_DATA
+
+
+@pytest.mark.parametrize("given", [LABEL, BACKUP_ID, f" {BACKUP_ID} "])
+def test_either_id_form_is_accepted(given: str) -> None:
+    host = restore_host()
+    assert isinstance(backups.on_restore(host, {"backup-id": given}), ActionResults)
+    assert host.app_dict["restoring-backup"] == LABEL
+
+
+# ---------------------------------------------------------------------------
+# Refusals before anything is touched, in chart order
+
+Setup = Callable[[FakeHost], None]
+
+
+def _nothing(host: FakeHost) -> None:
+    pass
+
+
+def _unavailable(host: FakeHost) -> None:
+    host.fake_workload.unavailable = True
+
+
+def _not_initialised(host: FakeHost) -> None:
+    host.fake_workload.cluster_initialised = False
+
+
+def _blocked(message: str) -> Setup:
+    def setup(host: FakeHost) -> None:
+        host.status = UnitStatus.blocked(message)
+
+    return setup
+
+
+def _two_units(host: FakeHost) -> None:
+    host.planned = 2
+
+
+def _two_units_and_blocked(host: FakeHost) -> None:
+    host.planned = 2
+    host.status = UnitStatus.blocked(msg.FAILED_TO_INITIALIZE_STANZA)
+
+
+def _not_leader(host: FakeHost) -> None:
+    host.set_leader(False)
+
+
+def _no_relation(host: FakeHost) -> None:
+    host.s3 = None
+
+
+def _missing_keys(host: FakeHost) -> None:
+    host.s3 = {"bucket": "b"}
+
+
+def _info_fails(host: FakeHost) -> None:
+    host.fake_tool.info_error = "ERROR: [039]: HTTP request failed"
+
+
+ASKED = ["workload.is_cluster_initialised"]
+INFO = [*ASKED, "backup_tool.info()"]
+REFUSALS: list[tuple[str, Setup, dict[str, str], str, list[str]]] = [
+    ("no-backup-id", _nothing, {}, msg.MISSING_BACKUP_ID, []),
+    ("empty-backup-id", _nothing, {"backup-id": "  "}, msg.MISSING_BACKUP_ID, []),
+    (
+        "workload-unavailable",
+        _unavailable,
+        {"backup-id": BACKUP_ID},
+        msg.WORKLOAD_NOT_ACCESSIBLE,
+        ASKED,
+    ),
+    (
+        "not-initialised",
+        _not_initialised,
+        {"backup-id": BACKUP_ID},
+        msg.WORKLOAD_NOT_ACCESSIBLE,
+        ASKED,
+    ),
+    (
+        "blocked-by-stanza-failure",
+        _blocked(msg.FAILED_TO_INITIALIZE_STANZA),
+        {"backup-id": BACKUP_ID},
+        msg.RESTORE_UNIT_BLOCKED,
+        ASKED,
+    ),
+    (
+        "blocked-by-bucket",
+        _blocked(msg.FAILED_TO_ACCESS_CREATE_BUCKET + ": x"),
+        {"backup-id": BACKUP_ID},
+        msg.RESTORE_UNIT_BLOCKED,
+        ASKED,
+    ),
+    (
+        "blocked-by-something-else",
+        _blocked("Patroni failed to start"),
+        {"backup-id": BACKUP_ID},
+        msg.RESTORE_UNIT_BLOCKED,
+        ASKED,
+    ),
+    (
+        "more-than-one-unit",
+        _two_units,
+        {"backup-id": BACKUP_ID},
+        msg.RESTORE_MORE_THAN_ONE_UNIT,
+        ASKED,
+    ),
+    (
+        "blocked-before-unit-count",
+        _two_units_and_blocked,
+        {"backup-id": BACKUP_ID},
+        msg.RESTORE_UNIT_BLOCKED,
+        ASKED,
+    ),
+    ("not-leader", _not_leader, {"backup-id": BACKUP_ID}, msg.RESTORE_NOT_LEADER, ASKED),
+    ("malformed-id", _nothing, {"backup-id": "yesterday"}, "Invalid backup-id: yesterday", ASKED),
+    (
+        "unknown-id",
+        _nothing,
+        {"backup-id": "2026-01-01T00:00:00Z"},
+        "Invalid backup-id: 2026-01-01T00:00:00Z",
+        INFO,
+    ),
+    (
+        "failed-backup-id",
+        _nothing,
+        {"backup-id": "2026-11-28T15:00:00Z"},
+        "Invalid backup-id: 2026-11-28T15:00:00Z",
+        INFO,
+    ),
+    (
+        "no-s3-relation",
+        _no_relation,
+        {"backup-id": BACKUP_ID},
+        msg.S3_RELATION_MISSING_RESTORE,
+        ASKED,
+    ),
+    (
+        "missing-s3-keys",
+        _missing_keys,
+        {"backup-id": BACKUP_ID},
+        "Missing S3 parameters: ['access-key', 'secret-key']",
+        ASKED,
+    ),
+    (
+        "info-fails",
+        _info_fails,
+        {"backup-id": BACKUP_ID},
+        f"{msg.FAILED_TO_LIST_BACKUPS}: ERROR: [039]: HTTP request failed",
+        INFO,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("setup", "params", "message", "calls"),
+    [r[1:] for r in REFUSALS],
+    ids=[r[0] for r in REFUSALS],
+)
+def test_restore_refusals(
+    setup: Setup, params: dict[str, str], message: str, calls: list[str]
+) -> None:
+    host = restore_host()
+    setup(host)
+    status, app = host.status, host.app_dict
+    assert backups.on_restore(host, params) == ActionFailed(message)
+    assert host.calls == calls
+    assert host.status == status
+    assert host.app_dict == app
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        msg.ANOTHER_CLUSTER_REPOSITORY,
+        msg.FAILED_TO_RESTORE_BACKUP,
+        msg.FAILED_TO_RESTORE_BACKUP + f": old data kept at {MOVED_DATA}",
+        msg.CANNOT_RESTORE_PITR,
+    ],
+)
+def test_blocks_that_allow_a_restore(block: str) -> None:
+    host = restore_host(status=UnitStatus.blocked(block))
+    assert isinstance(backups.on_restore(host, {"backup-id": BACKUP_ID}), ActionResults)
+
+
+# ---------------------------------------------------------------------------
+# Failures while restoring: never delete, start the database again
+
+
+def _fail_message(reason: str) -> str:
+    return f"{msg.FAILED_TO_RESTORE_BACKUP}: {reason}"
+
+
+def test_stop_fails() -> None:
+    host = restore_host()
+    host.fake_workload.stop_ok = False
+    outcome = backups.on_restore(host, {"backup-id": BACKUP_ID})
+    assert outcome == ActionFailed(_fail_message("could not stop the database"))
+    assert host.effects == [
+        "backup_tool.info()",
+        MAINTENANCE,
+        "workload.stop_database",
+        "set_status(active: Primary)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("dcs_ok", "moved", "reason", "steps"),
+    [
+        (
+            False,
+            MOVED_DATA,
+            "could not remove the previous cluster from the DCS",
+            ["workload.remove_dcs_state"],
+        ),
+        (
+            True,
+            None,
+            "could not move the data directory aside",
+            ["workload.remove_dcs_state", "workload.move_data_aside"],
+        ),
+    ],
+    ids=["dcs-removal-fails", "move-aside-fails"],
+)
+@pytest.mark.parametrize("starts_again", [True, False], ids=["starts-again", "does-not-start"])
+def test_failure_before_data_moved_starts_the_database_again(
+    dcs_ok: bool, moved: str | None, reason: str, steps: list[str], starts_again: bool
+) -> None:
+    host = restore_host()
+    host.fake_workload.remove_dcs_ok = dcs_ok
+    host.fake_workload.moved_path = moved
+    host.fake_workload.start_results = [starts_again]
+    outcome = backups.on_restore(host, {"backup-id": BACKUP_ID})
+    if starts_again:
+        message, status = _fail_message(reason), PRIMARY
+    else:
+        message = _fail_message(f"{reason}; the database did not start again")
+        status = UnitStatus.blocked(message)
+    assert outcome == ActionFailed(message)
+    assert host.effects == [
+        "backup_tool.info()",
+        MAINTENANCE,
+        "workload.stop_database",
+        *steps,
+        "workload.start_database",
+        f"set_status({status})",
+    ]
+    assert "restoring-backup" not in host.app_dict
+    assert not any("remove_moved_data" in c for c in host.calls)
+
+
+def test_database_does_not_start_after_data_moved() -> None:
+    host = restore_host()
+    host.fake_workload.start_results = [False]
+    outcome = backups.on_restore(host, {"backup-id": BACKUP_ID})
+    message = _fail_message(f"the database did not start; old data kept at {MOVED_DATA}")
+    assert outcome == ActionFailed(message)
+    assert host.effects[-3:] == [
+        RESTORE_CONFIG,
+        "workload.start_database",
+        f"set_status(blocked: {message})",
+    ]
+    # The keys stay: update-status keeps watching, and the old data is never touched.
+    assert host.app_dict["restoring-backup"] == LABEL
+    assert host.app_dict["restore-moved-data"] == MOVED_DATA
+    assert not any("move_data_back" in c or "remove_moved" in c for c in host.calls)
+
+
+def test_a_new_restore_after_a_failed_one_keeps_the_original_data_path() -> None:
+    host = restore_host(
+        status=UnitStatus.blocked(msg.FAILED_TO_RESTORE_BACKUP),
+        app={"stanza": STANZA, "restoring-backup": LABEL, "restore-moved-data": "/orig"},
+    )
+    host.fake_workload.moved_path = "/failed-attempt"
+    assert isinstance(backups.on_restore(host, {"backup-id": BACKUP_ID}), ActionResults)
+    assert host.app_dict["restore-moved-data"] == "/orig"
+
+
+def test_backup_of_another_stanza_is_restored_from_that_stanza() -> None:
+    host = restore_host(status=UnitStatus.blocked(msg.ANOTHER_CLUSTER_REPOSITORY), app={})
+    host.fake_tool.stanzas = [stanza_info("old.main", backups=[backup(LABEL, stanza="old.main")])]
+    assert isinstance(backups.on_restore(host, {"backup-id": LABEL}), ActionResults)
+    assert host.app_dict["restore-stanza"] == "old.main"
+    assert host.effects[-2] == f"workload.apply_config(stanza=-, restore={LABEL}@old.main)"
+
+
+def test_own_stanza_wins_when_two_stanzas_have_the_same_id() -> None:
+    host = restore_host()
+    host.fake_tool.stanzas = [
+        stanza_info("old.main", backups=[backup(LABEL, stanza="old.main")]),
+        stanza_info(backups=[backup(LABEL)]),
+    ]
+    backups.on_restore(host, {"backup-id": BACKUP_ID})
+    assert host.app_dict["restore-stanza"] == STANZA
+
+
+# ---------------------------------------------------------------------------
+# Completion and failure detection (update-status)
+
+RESTORING = {
+    "stanza": STANZA,
+    "restoring-backup": LABEL,
+    "restore-stanza": STANZA,
+    "restore-type": "immediate",
+    "restore-moved-data": MOVED_DATA,
+}
+CLEAR_KEYS = [
+    "app_data[restoring-backup]=''",
+    "app_data[restore-stanza]=''",
+    "app_data[restore-to-time]=''",
+    "app_data[restore-timeline]=''",
+    "app_data[restore-type]=''",
+]
+
+
+def restoring_host(**kwargs: object) -> FakeHost:
+    kwargs.setdefault("app", RESTORING)
+    kwargs.setdefault("status", UnitStatus.maintenance(msg.RESTORING_BACKUP))
+    host = FakeHost(**kwargs)  # type: ignore[arg-type]
+    host.fake_tool.stanzas = [stanza_info(backups=[backup(LABEL)])]
+    host.store.objects[MARKER_KEY] = marker_body()
+    return host
+
+
+def test_completion_full_call_sequence() -> None:
+    host = restoring_host()
+    host.fake_workload.timeline = 2
+    assert backups.on_update_status(host) == Done()
+    assert host.calls == [
+        "workload.member_state",
+        "workload.bootstrap_failed",
+        "workload.is_member_running",
+        "workload.current_timeline",
+        *CLEAR_KEYS,
+        f"workload.apply_config(stanza={STANZA})",
+        "backup_tool.info()",
+        f"object_store.get({MARKER_KEY})",
+        "workload.system_identifier",
+        "workload.system_identifier",
+        f"object_store.put({MARKER_KEY})",
+        "app_data[s3-block-message]=''",
+        f"workload.remove_moved_data({MOVED_DATA})",
+        "app_data[restore-moved-data]=''",
+        "set_status(active)",
+    ]
+    assert host.app_dict == {"cluster_initialised": "True", "stanza": STANZA}
+    assert host.fake_workload.configs[-1].restore is None
+
+
+def test_completion_of_a_restore_from_another_cluster_blocks_and_stops_archiving() -> None:
+    host = restoring_host(app={**RESTORING, "restore-stanza": "old.main"})
+    host.fake_tool.stanzas = [stanza_info("old.main", backups=[backup(LABEL, stanza="old.main")])]
+    host.store.objects[MARKER_KEY] = marker_body(stanza="old.main", cluster_id="cluster-old")
+    backups.on_update_status(host)
+    blocked = UnitStatus.blocked(msg.ANOTHER_CLUSTER_REPOSITORY)
+    assert host.status == blocked
+    assert host.effects[-7:] == [
+        f"object_store.get({MARKER_KEY})",
+        "app_data[stanza]=''",
+        "workload.apply_config(stanza=-)",
+        f"app_data[s3-block-message]={msg.ANOTHER_CLUSTER_REPOSITORY!r}",
+        f"set_status({blocked})",
+        f"workload.remove_moved_data({MOVED_DATA})",
+        "app_data[restore-moved-data]=''",
+    ]
+    assert "stanza" not in host.app_dict
+
+
+def test_completion_without_s3_settings_skips_the_ownership_check() -> None:
+    host = restoring_host(s3=None)
+    backups.on_update_status(host)
+    assert host.effects == [
+        *CLEAR_KEYS,
+        f"workload.apply_config(stanza={STANZA}, s3=-)",
+        f"workload.remove_moved_data({MOVED_DATA})",
+        "app_data[restore-moved-data]=''",
+        "set_status(active)",
+    ]
+
+
+def _member_failed(host: FakeHost) -> None:
+    host.fake_workload.state = "start failed"
+
+
+def _bootstrap_failed(host: FakeHost) -> None:
+    host.fake_workload.failed_bootstrap = True
+
+
+def _not_running_yet(host: FakeHost) -> None:
+    host.fake_workload.member_running = False
+    host.fake_workload.state = "starting"
+
+
+def _timeline_unreadable(host: FakeHost) -> None:
+    host.fake_workload.timeline = None
+
+
+def _patroni_down(host: FakeHost) -> None:
+    host.fake_workload.unavailable = True
+
+
+def _not_leader(host_: FakeHost) -> None:
+    host_.set_leader(False)
+
+
+FAILED_STATUS = UnitStatus.blocked(f"{msg.FAILED_TO_RESTORE_BACKUP}: old data kept at {MOVED_DATA}")
+WAITING: list[tuple[str, Setup, UnitStatus, list[str]]] = [
+    ("member-failed", _member_failed, FAILED_STATUS, [f"set_status({FAILED_STATUS})"]),
+    ("bootstrap-failed", _bootstrap_failed, FAILED_STATUS, [f"set_status({FAILED_STATUS})"]),
+    ("not-running-yet", _not_running_yet, UnitStatus.maintenance(msg.RESTORING_BACKUP), []),
+    ("timeline-unreadable", _timeline_unreadable, UnitStatus.maintenance(msg.RESTORING_BACKUP), []),
+    ("patroni-down", _patroni_down, UnitStatus.maintenance(msg.RESTORING_BACKUP), []),
+    ("non-leader", _not_leader, UnitStatus.maintenance(msg.RESTORING_BACKUP), []),
+]
+
+
+@pytest.mark.parametrize(
+    ("setup", "status", "effects"), [w[1:] for w in WAITING], ids=[w[0] for w in WAITING]
+)
+def test_restore_not_finished_or_failed(
+    setup: Setup, status: UnitStatus, effects: list[str]
+) -> None:
+    host = restoring_host()
+    setup(host)
+    assert backups.on_update_status(host) == Done()
+    assert host.status == status
+    assert host.effects == effects
+    assert host.app_dict == {"cluster_initialised": "True", **RESTORING}, "keys and data kept"
+
+
+def test_failed_restore_is_reported_once() -> None:
+    host = restoring_host()
+    _member_failed(host)
+    backups.on_update_status(host)
+    host.calls.clear()
+    backups.on_update_status(host)
+    assert host.effects == []
+
+
+def test_failed_restore_without_moved_data_says_so() -> None:
+    host = restoring_host(app={k: v for k, v in RESTORING.items() if k != "restore-moved-data"})
+    _bootstrap_failed(host)
+    backups.on_update_status(host)
+    assert host.status == UnitStatus.blocked(msg.FAILED_TO_RESTORE_BACKUP)
+
+
+def test_restore_then_completion_end_to_end() -> None:
+    host = restore_host()
+    backups.on_restore(host, {"backup-id": BACKUP_ID})
+    host.store.objects[MARKER_KEY] = marker_body()
+    host.fake_workload.timeline = 2
+    backups.on_update_status(host)
+    assert host.status == UnitStatus.active()
+    assert host.app_dict == {"cluster_initialised": "True", "stanza": STANZA}
+    assert f"workload.remove_moved_data({MOVED_DATA})" in host.calls
