@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 CHARM_ROOT = Path(__file__).resolve().parent.parent
-for p in (CHARM_ROOT / "src", Path(__file__).resolve().parent):
+for p in (CHARM_ROOT / "src", Path(__file__).resolve().parent):  # src, and these helpers
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from fakes import World  # noqa: E402
+from charm_fakes import World  # noqa: E402
 
 from charm import PgBackupsCharm  # noqa: E402
 from charm_host import Adapters  # noqa: E402

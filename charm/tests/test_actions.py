@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from fakes import World, backup_record, failed, stanza_info
+from charm_fakes import World, backup_record, failed, stanza_info
+from charm_states import GOOD_S3, STANZA, app_bag, certificates, ctx, peers, s3, state, unit_bag
 from ops import testing
-from states import GOOD_S3, STANZA, app_bag, certificates, ctx, peers, s3, state, unit_bag
 
 from charm import PgBackupsCharm
 from pgbackups import messages as msg

@@ -7,9 +7,8 @@ import json
 
 import ops
 import pytest
-from fakes import World
-from ops import testing
-from states import (
+from charm_fakes import World
+from charm_states import (
     MODEL,
     STANZA,
     app_bag,
@@ -21,6 +20,7 @@ from states import (
     state,
     unit_bag,
 )
+from ops import testing
 
 from charm import AWAITING_MEMBER, INSTALL_FAILED, PASSWORD_KEYS, WAITING_FOR_PEERS
 from charm_host import PeerBag, from_ops_status, to_ops_status

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from fakes import World, failed, stanza_info
+from charm_fakes import World, failed, stanza_info
+from charm_states import GOOD_S3, PEM, STANZA, app_bag, certificates, ctx, peers, s3, state
 from ops import testing
-from states import GOOD_S3, PEM, STANZA, app_bag, certificates, ctx, peers, s3, state
 
 from charm import PgBackupsCharm
 from pgbackups import messages as msg
