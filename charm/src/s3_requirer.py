@@ -42,7 +42,7 @@ class S3RequirerEvents(ops.ObjectEvents):
 
 
 class S3Requirer(ops.Object):
-    on = S3RequirerEvents()  # type: ignore[reportAssignmentType]
+    on = S3RequirerEvents()  # type: ignore[misc, unused-ignore]
 
     def __init__(self, charm: ops.CharmBase, relation_name: str):
         super().__init__(charm, relation_name)

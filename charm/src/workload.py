@@ -158,7 +158,9 @@ def raft_section(facts: UnitFacts, paths: MachinePaths) -> dict[str, Any]:
     }
 
 
-def with_raft_dcs(rendered: dict[str, Any], facts: UnitFacts, paths: MachinePaths) -> dict:
+def with_raft_dcs(
+    rendered: dict[str, Any], facts: UnitFacts, paths: MachinePaths
+) -> dict[str, Any]:
     """The core's Patroni YAML speaks etcd3; on a machine the DCS is Raft."""
     out = dict(rendered)
     for key in ("etcd", "etcd3"):
