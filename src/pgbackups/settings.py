@@ -81,7 +81,8 @@ def _parse_ca_chain(value: str) -> tuple[str, ...] | str:
     value = value.strip()
     if not value:
         return ()
-    if value.startswith("["):
+    # Any JSON value is judged as JSON: only a list of PEM strings is a chain.
+    if value.startswith(("[", "{", '"')):
         try:
             items = json.loads(value)
         except json.JSONDecodeError:
