@@ -182,6 +182,36 @@ def _own_flag_set(host: FakeHost) -> None:
     host.calls.clear()
 
 
+def _tls_primary_not_running(host: FakeHost) -> None:
+    _primary_of_tls_cluster(host)
+    _not_running(host)
+
+
+def _replica_without_tls_not_running(host: FakeHost) -> None:
+    _replica_without_tls(host)
+    _not_running(host)
+
+
+def _not_running_no_stanza(host: FakeHost) -> None:
+    _not_running(host)
+    _no_stanza(host)
+
+
+def _no_stanza_no_relation(host: FakeHost) -> None:
+    _no_stanza(host)
+    _no_relation(host)
+
+
+def _no_relation_and_peer_backing_up(host: FakeHost) -> None:
+    _no_relation(host)
+    _peer_backing_up(host)
+
+
+def _peer_backing_up_and_metadata_fails(host: FakeHost) -> None:
+    _peer_backing_up(host)
+    _metadata_fails(host)
+
+
 def _metadata_fails(host: FakeHost) -> None:
     host.store.put_errors = {"/latest": "AccessDenied"}
 
@@ -216,6 +246,23 @@ REFUSALS: list[tuple[str, Setup, str, list[str]]] = [
         [],
     ),
     ("metadata-upload-fails", _metadata_fails, msg.FAILED_TO_UPLOAD_METADATA, [LATEST]),
+    # Pairs of failing checks: the earlier box of the chart wins.
+    ("primary-check-before-running", _tls_primary_not_running, msg.BACKUP_ON_PRIMARY, []),
+    ("tls-check-before-running", _replica_without_tls_not_running, msg.BACKUP_TLS_DISABLED, []),
+    ("running-before-stanza", _not_running_no_stanza, msg.BACKUP_NOT_RUNNING, []),
+    ("stanza-before-relation", _no_stanza_no_relation, msg.STANZA_NOT_INITIALISED, []),
+    (
+        "relation-before-running-backup",
+        _no_relation_and_peer_backing_up,
+        msg.S3_RELATION_MISSING,
+        [],
+    ),
+    (
+        "running-backup-before-metadata",
+        _peer_backing_up_and_metadata_fails,
+        f"{msg.BACKUP_ALREADY_RUNNING}: main/1 started one at 2026-11-28T14:00:00Z",
+        [],
+    ),
 ]
 
 

@@ -127,6 +127,19 @@ def _not_leader(host: FakeHost) -> None:
     host.set_leader(False)
 
 
+def _two_units_not_leader(host: FakeHost) -> None:
+    host.planned = 2
+    host.set_leader(False)
+
+
+def _not_leader_unknown_id(host: FakeHost) -> None:
+    host.set_leader(False)
+
+
+def _no_id_and_unavailable(host: FakeHost) -> None:
+    host.fake_workload.unavailable = True
+
+
 def _no_relation(host: FakeHost) -> None:
     host.s3 = None
 
@@ -194,6 +207,21 @@ REFUSALS: list[tuple[str, Setup, dict[str, str], str, list[str]]] = [
         ASKED,
     ),
     ("not-leader", _not_leader, {"backup-id": BACKUP_ID}, msg.RESTORE_NOT_LEADER, ASKED),
+    (
+        "unit-count-before-leadership",
+        _two_units_not_leader,
+        {"backup-id": BACKUP_ID},
+        msg.RESTORE_MORE_THAN_ONE_UNIT,
+        ASKED,
+    ),
+    (
+        "leadership-before-id",
+        _not_leader_unknown_id,
+        {"backup-id": "yesterday"},
+        msg.RESTORE_NOT_LEADER,
+        ASKED,
+    ),
+    ("id-before-workload", _no_id_and_unavailable, {}, msg.MISSING_BACKUP_ID, []),
     ("malformed-id", _nothing, {"backup-id": "yesterday"}, "Invalid backup-id: yesterday", ASKED),
     (
         "unknown-id",
