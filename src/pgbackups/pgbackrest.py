@@ -67,6 +67,7 @@ _SECRET_OPTION_RE = re.compile(
 )
 _ERROR_LINE_RE = re.compile(r"(ERROR: \[\d+\]: .*?)\s*$")
 _LOG_PREFIX_RE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3} P\d+\s+")
+_S3_CODE_RE = re.compile(r"<Code>([^<]{1,100})</Code>")
 _HISTORY_RE = re.compile(r"(?:^|/)([0-9A-Fa-f]{8})\.history$")
 _VERSION_RE = re.compile(r"pgBackRest (\d+)\.(\d+)")
 
@@ -422,7 +423,7 @@ def _stanza_info(raw: Mapping[str, Any]) -> StanzaInfo:
     message = str(status.get("message") or "")
     if code == 99:
         details = [
-            str((repo.get("status") or {}).get("message") or "")
+            condense(str((repo.get("status") or {}).get("message") or ""))
             for repo in raw.get("repo") or ()
             if _int((repo.get("status") or {}).get("code")) != 0
         ]
@@ -508,6 +509,20 @@ def scrub(text: str, secrets: Iterable[str] = ()) -> str:
     return _SECRET_OPTION_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
 
 
+def condense(block: str) -> str:
+    """The first line of a multi-line pgBackRest message, plus the S3 error code of an
+    HTTP failure found in its continuation (``... 403 (Forbidden): SignatureDoesNotMatch``).
+    """
+    lines = block.strip().splitlines()
+    if not lines:
+        return ""
+    first = lines[0].rstrip()
+    code = _S3_CODE_RE.search("\n".join(lines[1:]))
+    if code:
+        return f"{first.rstrip(':')}: {code.group(1)}"
+    return first.rstrip(":") if len(lines) > 1 else first
+
+
 def extract_error_line(result: CommandResult, secrets: Iterable[str] = ()) -> str:
     """The ``ERROR: [NNN]: …`` line(s) of a command's output, joined by ``'; '``.
 
@@ -517,10 +532,19 @@ def extract_error_line(result: CommandResult, secrets: Iterable[str] = ()) -> st
     """
     found: list[str] = []
     for stream in (result.stderr, result.stdout):
-        for line in stream.splitlines():
+        lines = stream.splitlines()
+        for index, line in enumerate(lines):
             match = _ERROR_LINE_RE.search(line)
-            if match and match.group(1) not in found:
-                found.append(match.group(1))
+            if match is None:
+                continue
+            block = [match.group(1)]
+            for following in lines[index + 1 : index + 60]:
+                if _ERROR_LINE_RE.search(following) or _LOG_PREFIX_RE.match(following):
+                    break
+                block.append(following)
+            text = condense("\n".join(block))
+            if text not in found:
+                found.append(text)
     if found:
         text = "; ".join(found)
     else:
@@ -595,11 +619,18 @@ class PgBackRest:
     def secrets(self) -> tuple[str, ...]:
         return self._secrets + read_config_secrets(self.config_path)
 
-    def argv(self, command: str, *options: str, stanza: str | None = None) -> list[str]:
+    def argv(
+        self,
+        command: str,
+        *options: str,
+        stanza: str | None = None,
+        params: Sequence[str] = (),
+    ) -> list[str]:
+        """``pgbackrest --config=… [--stanza=…] <options> <command> <params>``."""
         args = [self.program, f"--config={self.config_path}"]
         if stanza:
             args.append(f"--stanza={stanza}")
-        return [*args, *options, command]
+        return [*args, *options, command, *params]
 
     def run(self, argv: Sequence[str], timeout: float) -> CommandResult:
         """Run as the database user; the result's output is scrubbed of secrets."""
@@ -668,9 +699,8 @@ class PgBackRest:
     def timelines(self, stanza: str) -> list[TimelineRecord]:
         """Timelines from the ``.history`` files under ``archive/<stanza>/`` only."""
         base = f"archive/{stanza}"
-        argv = self.argv(
-            "repo-ls", base, "--recurse", r"--filter=\.history$", "--output=json", *self._io()
-        )
+        options = ["--recurse", r"--filter=\.history$", "--output=json", *self._io()]
+        argv = self.argv("repo-ls", *options, params=[base])
         result = self.run(argv, self.timeouts.info)
         if not result.ok:
             raise BackupToolError(self.error_line(result))
@@ -684,10 +714,11 @@ class PgBackRest:
         name, port = host, ""
         if host.count(":") == 1 and host.rsplit(":", 1)[1].isdigit():
             name, port = host.rsplit(":", 1)
-        options = [f"--io-timeout={max(1, int(self.timeouts.ping))}"]
+        # pgBackRest retries a refused connection for about twice the I/O timeout.
+        options = [f"--io-timeout={max(1, int(self.timeouts.ping / 3))}"]
         if port:
             options.append(f"--tls-server-port={port}")
-        argv = [self.program, f"--config={self.config_path}", *options, "server-ping", name]
+        argv = self.argv("server-ping", *options, params=[name])
         return self.run(argv, self.timeouts.ping + 5).ok
 
     def error_line(self, result: CommandResult) -> str:

@@ -321,3 +321,42 @@ def test_read_config_secrets(tmp_path: Any) -> None:
     conf.write_text("[global]\nrepo1-s3-key=AK1\nrepo1-s3-key-secret=SK/1+x\nrepo1-path=/p\n")
     assert set(read_config_secrets(conf)) == {"AK1", "SK/1+x"}
     assert read_config_secrets(tmp_path / "absent.conf") == ()
+
+
+S3_403 = """\
+ERROR: [039]: HTTP request failed with 403 (Forbidden):
+       *** Path/Query ***:
+       GET /pgbr/?delimiter=%2F&list-type=2&prefix=it%2Fbackup%2F
+       *** Request Headers ***:
+       authorization: <redacted>
+       host: localhost
+       x-amz-date: <redacted>
+       *** Response Headers ***:
+       content-length: 220
+       *** Response Content ***:
+       <?xml version="1.0" encoding="UTF-8"?>
+       <Error><Code>SignatureDoesNotMatch</Code><Message>The request signature we \
+calculated does not match.</Message></Error>
+"""
+
+
+def test_http_failure_carries_the_s3_code() -> None:
+    result = _result(
+        stdout="2026-11-28 15:27:59.001 P00   INFO: stanza-create command begin 2.45\n"
+        "2026-11-28 15:27:59.101 P00  ERROR: [039]: HTTP request failed with 403 (Forbidden):\n"
+        + "".join(f"       {ln}\n" for ln in S3_403.splitlines()[1:])
+        + "2026-11-28 15:27:59.102 P00   INFO: stanza-create command end: aborted\n",
+        stderr=S3_403,
+    )
+    assert extract_error_line(result) == (
+        "ERROR: [039]: HTTP request failed with 403 (Forbidden): SignatureDoesNotMatch"
+    )
+
+
+def test_unreadable_repository_message_is_condensed() -> None:
+    data = json.loads(UNREADABLE)
+    data[0]["repo"][0]["status"]["message"] = "[ProtocolError] " + S3_403.split(": ", 2)[2]
+    [stanza] = parse_info(json.dumps(data))
+    assert stanza.status_message == (
+        "other: [ProtocolError] HTTP request failed with 403 (Forbidden): SignatureDoesNotMatch"
+    )

@@ -407,8 +407,8 @@ def test_timelines_argv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
     [record] = tool.timelines("local.demo")
     assert record.timeline == 3 and record.key == "archive/local.demo/15-1/00000003.history"
     argv = fake.calls[0][0]
-    assert argv[2:6] == ["archive/local.demo", "--recurse", r"--filter=\.history$", "--output=json"]
-    assert argv[-1] == "repo-ls"
+    assert argv[2:5] == ["--recurse", r"--filter=\.history$", "--output=json"]
+    assert argv[-2:] == ["repo-ls", "archive/local.demo"]
 
 
 def test_server_ping_argv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -1,0 +1,214 @@
+"""PgBackRest and postgres adapters against real PostgreSQL 15, pgBackRest and rclone S3."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from realservers import Certs, Postgres, S3Server, free_port, owned_dir, wait_for
+
+from pgbackups import postgres, processes
+from pgbackups.host import BackupToolError
+from pgbackups.pgbackrest import (
+    PgBackRest,
+    PgBackRestConfig,
+    Timeouts,
+    TlsServerConfig,
+    detect_features,
+    render_config,
+    write_ca_chain,
+    write_config,
+)
+from pgbackups.processes import OsUser
+from pgbackups.s3 import S3Bucket
+
+pytestmark = pytest.mark.real
+
+STANZA = "it.adapters"
+TIMEOUTS = Timeouts(command=90, backup=120, info=30, ping=5, io=10)
+
+
+@dataclass(frozen=True)
+class Setup:
+    pg: Postgres
+    tool: PgBackRest
+    base: Path
+    config: PgBackRestConfig
+
+
+def _config(base: Path, pg: Postgres, s3: S3Server, stanza: str, **kw: object) -> PgBackRestConfig:
+    settings = kw.pop("settings", None) or s3.settings("it-pgbr", path="/it-repo")
+    return PgBackRestConfig(
+        stanza=stanza,
+        pg_path=str(pg.data_dir),
+        s3=settings,  # type: ignore[arg-type]
+        pg_port=pg.port,
+        pg_socket_path=str(pg.socket_dir),
+        log_path=str(base / "log"),
+        lock_path=str(base / "lock"),
+        spool_path=str(base / "spool"),
+        ca_file=str(base / "s3-ca.pem"),
+        process_max=2,
+        restore_process_max=2,
+        io_timeout=10,
+        features=detect_features(),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture(scope="module")
+def setup(
+    workdir: Path,
+    db_user: OsUser,
+    s3: S3Server,
+    make_postgres: Callable[[str, dict[str, str]], Postgres],
+) -> Iterator[Setup]:
+    base = owned_dir(workdir / "pgbr", db_user, 0o750)
+    for sub in ("log", "lock", "spool"):
+        owned_dir(base / sub, db_user)
+    conf = base / "pgbackrest.conf"
+    settings = s3.settings("it-pgbr", path="/it-repo")
+    assert write_ca_chain(settings, base / "s3-ca.pem", db_user) == str(base / "s3-ca.pem")
+    S3Bucket(settings).ensure_bucket()  # pgBackRest does not create buckets
+    pg = make_postgres(
+        "main",
+        {
+            "archive_mode": "on",
+            "archive_command": f"'pgbackrest --config={conf} --stanza={STANZA} archive-push %p'",
+        },
+    )
+    config = _config(base, pg, s3, STANZA)
+    write_config(render_config(config), conf, db_user)
+    yield Setup(pg, PgBackRest(conf, STANZA, user=db_user, timeouts=TIMEOUTS), base, config)
+
+
+def test_postgres_facts(setup: Setup) -> None:
+    pg = setup.pg
+    from_controldata = postgres.system_identifier(str(pg.data_dir))
+    assert from_controldata is not None and from_controldata > 0
+    with postgres.connect(str(pg.socket_dir), pg.port) as conn:
+        assert postgres.system_identifier(conn) == from_controldata
+        assert postgres.current_timeline(conn) == 1
+        assert postgres.in_recovery(conn) is False
+    assert postgres.accepts_connections(str(pg.socket_dir), pg.port)
+    assert not postgres.accepts_connections(str(pg.socket_dir), free_port(), connect_timeout=1)
+    assert postgres.system_identifier(str(setup.base / "no-such-dir")) is None
+
+
+def test_stanza_backups_info_timelines(setup: Setup, db_user: OsUser, s3: S3Server) -> None:
+    tool, pg = setup.tool, setup.pg
+    assert tool.version() == setup.config.features.version
+
+    [before] = tool.info(STANZA)
+    assert before.name == STANZA and not before.exists
+
+    created = tool.stanza_create()
+    assert created.ok, tool.error_line(created)
+    checked = tool.check()
+    assert checked.ok, tool.error_line(checked)
+
+    full = tool.backup("full", on_primary=True)
+    assert full.ok, tool.error_line(full)
+    pg.psql("CREATE TABLE t AS SELECT g FROM generate_series(1, 10000) g", db_user)
+    time.sleep(1)  # labels have a one-second resolution
+    incr = tool.backup("incr", on_primary=True)
+    assert incr.ok, tool.error_line(incr)
+
+    [stanza] = tool.info(STANZA)
+    assert stanza.exists and stanza.status_code == 0
+    assert stanza.system_ids == (postgres.system_identifier(str(pg.data_dir)),)
+    first, second = stanza.backups
+    assert (first.type, second.type) == ("full", "incr")
+    assert second.reference == (first.label,) and second.prior == first.label
+    assert second.label.startswith(first.label + "_") and second.label.endswith("I")
+    assert first.timeline == second.timeline == 1
+    assert first.finished and second.finished
+    assert second.start >= first.stop and second.start.tzinfo is not None
+    assert stanza.archive_min is not None and not stanza.backup_lock_held
+
+    assert [s.name for s in tool.info()] == [STANZA]
+    assert tool.timelines(STANZA) == []
+
+    # Every pgBackRest output is free of the S3 keys.
+    for result in (created, checked, full, incr):
+        text = result.stdout + result.stderr + " ".join(result.args)
+        assert s3.credentials.secret_key not in text
+        assert s3.credentials.access_key not in text
+
+
+def test_wrong_secret_gives_the_error_code_not_the_secret(
+    setup: Setup, db_user: OsUser, s3: S3Server
+) -> None:
+    wrong = "WrongSecretValue0123456789abcdefghijklmn"
+    settings = s3.settings("it-pgbr", path="/it-wrong", secret_key=wrong)
+    config = _config(setup.base, setup.pg, s3, "it.wrong", settings=settings)
+    conf = setup.base / "wrong.conf"
+    write_config(render_config(config), conf, db_user)
+    tool = PgBackRest(conf, "it.wrong", user=db_user, timeouts=TIMEOUTS)
+
+    result = tool.stanza_create()
+    assert not result.ok
+    line = tool.error_line(result)
+    # A HEAD has no body: the S3 error code is there only for requests that have one.
+    assert line.startswith("ERROR: [039]: HTTP request failed with 403 (Forbidden)")
+    assert wrong not in line and wrong not in result.stdout + result.stderr
+    assert s3.credentials.access_key not in line
+
+    with pytest.raises(BackupToolError) as caught:
+        tool.info()
+    assert wrong not in str(caught.value)
+    assert "HTTP request failed with 403 (Forbidden)" in str(caught.value)
+
+
+def test_tls_server_starts_and_answers_ping(
+    setup: Setup, db_user: OsUser, s3: S3Server, certs: Certs
+) -> None:
+    cert, key = certs.issue("it-unit-0", db_user)
+    port = free_port()
+    tls = TlsServerConfig(
+        address="localhost",
+        port=port,
+        cert_file=str(cert),
+        key_file=str(key),
+        ca_file=str(certs.ca_cert),
+        allowed_clients=("it-unit-1",),
+    )
+    config = _config(setup.base, setup.pg, s3, STANZA, tls=tls)
+    conf = setup.base / "server.conf"
+    write_config(render_config(config), conf, db_user)
+    tool = PgBackRest(conf, STANZA, user=db_user, timeouts=TIMEOUTS)
+
+    assert tool.server_ping(f"localhost:{port}") is False
+    pid = tool.start_server(setup.base / "log" / "server.log")
+    try:
+        wait_for(lambda: tool.server_ping(f"localhost:{port}"), 15, "pgbackrest server")
+        assert processes.is_alive(pid)
+    finally:
+        assert processes.stop(pid, timeout=10)
+    assert tool.server_ping(f"localhost:{port}") is False
+
+
+def test_timelines_from_history_objects(setup: Setup, s3: S3Server) -> None:
+    """repo-ls lists only ``archive/<stanza>/``'s ``.history`` files (put there by hand)."""
+    bucket = S3Bucket(s3.settings("it-pgbr"))
+    for key in (
+        "it-repo/archive/it.hist/15-1/00000002.history",
+        "it-repo/archive/it.hist/15-1/0000000A.history",
+        "it-repo/archive/it.hist/15-1/0000000A0000000000000003-0123456789abcdef.zst",
+        "it-repo/archive/it.hist/15-1/000000010000000000000002.00000028.backup",
+        "it-repo/archive/it.hist/archive.info",
+        "it-repo/archive/it.histX/15-1/00000003.history",
+        "it-repo/backup/it.hist/00000004.history",
+    ):
+        bucket.put(key, b"1\t0/3000000\tno recovery target specified\n")
+    records = setup.tool.timelines("it.hist")
+    assert [r.timeline for r in records] == [2, 10]
+    assert [r.key for r in records] == [
+        "archive/it.hist/15-1/00000002.history",
+        "archive/it.hist/15-1/0000000A.history",
+    ]
+    assert all(r.stanza == "it.hist" and r.created.tzinfo is not None for r in records)
+    assert abs(time.time() - records[0].created.timestamp()) < 600
