@@ -208,6 +208,40 @@ def test_bad_arguments(pair: Cluster, run_cli: Callable[..., Any]) -> None:
         assert "example:" in res.stdout
 
 
+def test_apply_config_reloads_without_restart(pair: Cluster) -> None:
+    from pgbackups.host import WorkloadConfig
+
+    replica = pair.unit("1")
+    started = replica.query("select pg_postmaster_start_time()")
+
+    def tcp_ok() -> bool:
+        try:
+            with psycopg.connect(
+                host="127.0.0.1",
+                port=replica.pg_port,
+                user="postgres",
+                password=pair.passwords().superuser,
+                dbname="postgres",
+                connect_timeout=3,
+            ):
+                return True
+        except psycopg.OperationalError:
+            return False
+
+    off = WorkloadConfig(s3=None, stanza="local.pair", tls_server=False, connectivity=False)
+    replica.apply_config(off)
+    try:
+        assert wait_for(lambda: not tcp_ok(), timeout=20)
+        assert wait_for(
+            lambda: "archive-push" in replica.query("show archive_command")[0][0], timeout=20
+        )
+        assert replica.query("select 1") == [(1,)]  # the unix socket still works
+    finally:
+        replica.apply_config(WorkloadConfig(s3=None, stanza=None, tls_server=False))
+    assert wait_for(tcp_ok, timeout=20)
+    assert replica.query("select pg_postmaster_start_time()") == started
+
+
 def test_add_switchover_remove(pair: Cluster, run_cli: Callable[..., Any]) -> None:
     res = run_cli("add-unit", "--name", "pair")
     assert res.returncode == 0, res.stderr
