@@ -52,8 +52,7 @@ def test_archive_command_off_without_stanza() -> None:
 def test_archive_command_on_with_stanza() -> None:
     cfg = render_config(MEMBER, ARCHIVING)
     expected = (
-        "pgbackrest --config=/state/units/0/pgbackrest.conf --stanza=local.main "
-        'archive-push "%p"'
+        'pgbackrest --config=/state/units/0/pgbackrest.conf --stanza=local.main archive-push "%p"'
     )
     assert cfg["postgresql"]["parameters"]["archive_command"] == expected
     assert cfg["bootstrap"]["dcs"]["postgresql"]["parameters"]["archive_command"] == expected
