@@ -1,0 +1,275 @@
+"""The workload of one local unit, as the core sees it (``host.Workload``).
+
+PostgreSQL runs under a Patroni we start and stop by PID; the pgBackRest TLS server is a
+daemon we start and stop by PID too. Configuration is rendered by the adapters
+(:mod:`pgbackups.patroni`, :mod:`pgbackups.pgbackrest`); this module only supplies the
+topology of the local cluster: paths, ports, certificates, the other units.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+
+from pgbackups import patroni, pgbackrest, postgres, processes
+from pgbackups.host import WorkloadConfig, WorkloadUnavailable
+from pgbackups.local import programs
+from pgbackups.local.cluster import Cluster
+from pgbackups.local.state import ProcessRecord
+from pgbackups.local.unit import Unit
+from pgbackups.patroni import PatroniUnavailable
+
+log = logging.getLogger(__name__)
+
+# Loopback S3: an I/O stall of 20 s means the server is gone; fail instead of waiting 60 s.
+IO_TIMEOUT_SECONDS = 20
+MOVED_ASIDE_MARK = ".before-restore-"
+TLS_SERVER_PREFIX = "pgbackrest-server:"
+
+
+def stanza_name(cluster: Cluster) -> str:
+    return f"local.{cluster.name}"
+
+
+def tls_server_key(unit: Unit) -> str:
+    """The cluster-state key under which a unit's TLS server PID is recorded."""
+    return TLS_SERVER_PREFIX + unit.name
+
+
+def tls_server_address(unit: Unit) -> str:
+    """``localhost:PORT``: pgBackRest 2.45 checks DNS names only, and every unit is local."""
+    return f"localhost:{unit.pgbackrest_port}"
+
+
+class LocalWorkload:
+    def __init__(self, cluster: Cluster, unit: Unit) -> None:
+        self.cluster = cluster
+        self.unit = unit
+
+    # --- Patroni and PostgreSQL facts ---------------------------------------------
+
+    def is_cluster_initialised(self) -> bool:
+        return self.cluster.state().bootstrapped
+
+    def is_primary(self) -> bool:
+        if not self.unit.is_running():
+            raise WorkloadUnavailable(f"{self.unit.name}: Patroni is not running")
+        return self.unit.client(timeout=5).is_primary()
+
+    def is_member_running(self) -> bool:
+        if not self.unit.is_running():
+            return False
+        try:
+            return self.unit.client(timeout=5).is_running()
+        except PatroniUnavailable:
+            return False
+
+    def member_state(self) -> str | None:
+        if not self.unit.is_running():
+            return None
+        try:
+            return self.unit.client(timeout=5).member().state
+        except PatroniUnavailable:
+            return None
+
+    def primary_address(self) -> str | None:
+        primary = self.cluster.primary()
+        return tls_server_address(primary) if primary is not None else None
+
+    def system_identifier(self) -> int | None:
+        return postgres.system_identifier(
+            str(self.unit.data_dir),
+            user=self.cluster.db_user,
+            bin_dir=str(programs.pg_bin_dir()),
+        )
+
+    def current_timeline(self) -> int | None:
+        try:
+            with self.unit.connect() as conn:
+                return postgres.current_timeline(conn)
+        except psycopg.Error as exc:
+            log.debug("%s: timeline not readable: %s", self.unit.name, exc)
+            return None
+
+    # --- database process ------------------------------------------------------------
+
+    def stop_database(self) -> bool:
+        return self.unit.stop()
+
+    def start_database(self) -> bool:
+        try:
+            self.unit.start()
+        except Exception as exc:  # noqa: BLE001 - any failure to start is reported as False
+            log.error("%s: could not start Patroni: %s", self.unit.name, exc)
+            return False
+        return self.unit.is_running()
+
+    def remove_dcs_state(self) -> bool:
+        result = patroni.remove_dcs_state(
+            str(self.unit.paths.patroni_config), self.cluster.name, user=self.cluster.db_user
+        )
+        if not result.ok:
+            log.error(
+                "%s: patronictl remove failed: %s",
+                self.unit.name,
+                (result.stderr or result.stdout).strip()[-500:],
+            )
+        return result.ok
+
+    def move_data_aside(self) -> str | None:
+        """Rename the data directory beside itself; nothing is deleted here."""
+        data = self.unit.data_dir
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        moved = data.with_name(f"{data.name}{MOVED_ASIDE_MARK}{stamp}")
+        try:
+            data.rename(moved)
+        except OSError as exc:
+            log.error("%s: could not move %s aside: %s", self.unit.name, data, exc)
+            return None
+        log.info("%s: moved %s aside to %s", self.unit.name, data, moved)
+        return str(moved)
+
+    def move_data_back(self, moved_path: str) -> bool:
+        moved = Path(moved_path)
+        data = self.unit.data_dir
+        if not moved.is_dir():
+            return False
+        if data.exists():
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+            data.rename(data.with_name(f"{data.name}.failed-restore-{stamp}"))
+        moved.rename(data)
+        return True
+
+    def remove_moved_data(self, moved_path: str) -> None:
+        """Delete a directory this workload moved aside (and nothing else)."""
+        moved = Path(moved_path)
+        data = self.unit.data_dir
+        if moved.parent != data.parent or not moved.name.startswith(data.name + MOVED_ASIDE_MARK):
+            log.error("%s: refusing to delete %s: not a moved-aside copy", self.unit.name, moved)
+            return
+        shutil.rmtree(moved, ignore_errors=True)
+        log.info("%s: removed the old data directory %s", self.unit.name, moved)
+
+    def bootstrap_failed(self) -> bool:
+        """Patroni exits when its bootstrap fails (e.g. an unreachable PITR target)."""
+        return self.unit.process() is not None and not self.unit.is_running()
+
+    # --- configuration ------------------------------------------------------------------
+
+    def pgbackrest_config(self, config: WorkloadConfig) -> pgbackrest.PgBackRestConfig:
+        unit, paths, user = self.unit, self.unit.paths, self.cluster.db_user
+        ca_file: str | None = None
+        if config.s3 is not None and config.s3.tls_ca_chain:
+            ca_path = paths.pgbackrest_dir / "s3-ca-chain.pem"
+            pgbackrest.write_ca_chain(config.s3, ca_path, owner=user)
+            ca_file = str(ca_path)
+        tls_server = None
+        peers: tuple[pgbackrest.PeerHost, ...] = ()
+        material = unit.tls()
+        if config.tls_server and material is not None:
+            others = [u for u in self.cluster.units() if u.name != unit.name]
+            tls_server = pgbackrest.TlsServerConfig(
+                address="127.0.0.1",
+                port=unit.pgbackrest_port,
+                cert_file=material.cert_file,
+                key_file=material.key_file,
+                ca_file=material.ca_file,
+                allowed_clients=tuple(u.member_name for u in others),
+            )
+            peers = tuple(
+                pgbackrest.PeerHost(
+                    host="localhost",
+                    port=u.pgbackrest_port,
+                    pg_path=str(u.data_dir),
+                    pg_port=u.pg_port,
+                    pg_socket_path=str(u.socket_dir),
+                )
+                for u in others
+            )
+        return pgbackrest.PgBackRestConfig(
+            stanza=stanza_name(self.cluster),
+            pg_path=str(unit.data_dir),
+            s3=config.s3,
+            pg_port=unit.pg_port,
+            pg_socket_path=str(unit.socket_dir),
+            log_path=str(paths.pgbackrest_log),
+            lock_path=str(paths.pgbackrest_lock),
+            spool_path=str(paths.pgbackrest_spool),
+            ca_file=ca_file,
+            io_timeout=IO_TIMEOUT_SECONDS,
+            tls=tls_server,
+            peers=peers,
+            features=_features(),
+        )
+
+    def apply_config(self, config: WorkloadConfig) -> None:
+        self.unit.prepare()
+        text = pgbackrest.render_config(self.pgbackrest_config(config))
+        pgbackrest.write_config(text, self.unit.pgbackrest_config, owner=self.cluster.db_user)
+        self.unit.apply_config(config)
+
+    # --- pgBackRest TLS server ------------------------------------------------------------
+
+    def _tls_server_record(self) -> ProcessRecord | None:
+        return self.cluster.state().processes.get(tls_server_key(self.unit))
+
+    def _record_tls_server(self, record: ProcessRecord | None) -> None:
+        with self.cluster.store.transaction() as state:
+            if record is None:
+                state.processes.pop(tls_server_key(self.unit), None)
+            else:
+                state.processes[tls_server_key(self.unit)] = record
+
+    def start_tls_server(self) -> bool:
+        """(Re)start: the server reads its certificates and peers only when it starts."""
+        self.stop_tls_server()
+        tool = pgbackrest.PgBackRest(
+            self.unit.pgbackrest_config, stanza_name(self.cluster), user=self.cluster.db_user
+        )
+        log_file = self.unit.paths.pgbackrest_log / "tls-server.log"
+        pid = tool.start_server(log_file)
+        self._record_tls_server(ProcessRecord.of(pid))
+        for _ in range(50):
+            if tool.server_ping(tls_server_address(self.unit)):
+                log.info("%s: pgBackRest TLS server up (pid %d)", self.unit.name, pid)
+                return True
+            if not processes.is_alive(pid):
+                break
+            time.sleep(0.2)
+        log.error("%s: the pgBackRest TLS server did not come up; see %s", self.unit.name, log_file)
+        return False
+
+    def stop_tls_server(self) -> None:
+        record = self._tls_server_record()
+        if record is None:
+            return
+        if record.is_ours():
+            processes.stop(record.pid, timeout=30)
+        self._record_tls_server(None)
+
+
+def stop_tls_servers(cluster: Cluster) -> list[str]:
+    """Stop every recorded TLS server of ``cluster`` (used by ``down`` and ``remove-unit``)."""
+    stopped = []
+    for unit in cluster.units():
+        workload = LocalWorkload(cluster, unit)
+        record = workload._tls_server_record()
+        if record is not None:
+            workload.stop_tls_server()
+            stopped.append(f"{unit.name} pgBackRest TLS server (pid {record.pid})")
+    return stopped
+
+
+_FEATURES: list[pgbackrest.PgBackRestFeatures] = []
+
+
+def _features() -> pgbackrest.PgBackRestFeatures:
+    """What the installed pgBackRest supports, asked once per process."""
+    if not _FEATURES:
+        _FEATURES.append(pgbackrest.detect_features())
+    return _FEATURES[0]
