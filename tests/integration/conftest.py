@@ -33,6 +33,8 @@ from pgbackups.local import s3server, tls
 from pgbackups.local.programs import rclone_source
 from pgbackups.processes import OsUser
 
+MakePostgres = Callable[..., Postgres]
+
 
 @pytest.fixture(scope="session")
 def db_user() -> OsUser:
@@ -94,22 +96,26 @@ def s3(workdir: Path, certs: Certs, db_user: OsUser) -> Iterator[S3Server]:
 
 
 @pytest.fixture(scope="module")
-def make_postgres(
-    workdir: Path, db_user: OsUser
-) -> Iterator[Callable[[str, dict[str, str]], Postgres]]:
-    """Start a plain PostgreSQL 15 (unix socket only) with extra settings; stopped by PID."""
+def make_postgres(workdir: Path, db_user: OsUser) -> Iterator[MakePostgres]:
+    """Start a plain PostgreSQL 15 (unix socket only) with extra settings; stopped by PID.
+
+    With ``replica_of``, the new server is a streaming replica made by pg_basebackup.
+    """
     started: list[int] = []
 
-    def make(name: str, settings: dict[str, str]) -> Postgres:
+    def make(name: str, settings: dict[str, str], replica_of: Postgres | None = None) -> Postgres:
         base = owned_dir(workdir / "pg" / name, db_user, 0o755)
         data = base / "data"
         sock = owned_dir(base / "sock", db_user, 0o755)
         port = free_port()
-        init = processes.run(
-            [str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-N"],
-            user=db_user,
-            timeout=120,
-        )
+        if replica_of is None:
+            argv = [str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"]
+            argv.append("-N")
+        else:
+            argv = [str(PG_BIN / "pg_basebackup"), "-D", str(data), "-h",
+                    str(replica_of.socket_dir), "-p", str(replica_of.port), "-U", "postgres",
+                    "-X", "stream", "-R", "-c", "fast"]  # fmt: skip
+        init = processes.run(argv, user=db_user, timeout=120)
         assert init.ok, init.stderr
         conf = {
             "listen_addresses": "''",

@@ -13,6 +13,7 @@ from realservers import Certs, Postgres, S3Server, free_port, owned_dir, wait_fo
 from pgbackups import postgres, processes
 from pgbackups.host import BackupToolError
 from pgbackups.pgbackrest import (
+    PeerHost,
     PgBackRest,
     PgBackRestConfig,
     Timeouts,
@@ -64,7 +65,7 @@ def setup(
     workdir: Path,
     db_user: OsUser,
     s3: S3Server,
-    make_postgres: Callable[[str, dict[str, str]], Postgres],
+    make_postgres: Callable[..., Postgres],
 ) -> Iterator[Setup]:
     base = owned_dir(workdir / "pgbr", db_user, 0o750)
     for sub in ("log", "lock", "spool"):
@@ -212,3 +213,93 @@ def test_timelines_from_history_objects(setup: Setup, s3: S3Server) -> None:
     ]
     assert all(r.stanza == "it.hist" and r.created.tzinfo is not None for r in records)
     assert abs(time.time() - records[0].created.timestamp()) < 600
+
+
+def test_backup_from_the_standby_over_tls(
+    setup: Setup,
+    db_user: OsUser,
+    s3: S3Server,
+    certs: Certs,
+    make_postgres: Callable[..., Postgres],
+) -> None:
+    """Two units, each with its TLS server: the replica backs up with backup-standby,
+    reaching the primary through the primary's TLS server; the primary with
+    --no-backup-standby."""
+    stanza = "it.standby"
+    units = {}
+    for name in ("it-primary", "it-replica"):
+        base = owned_dir(setup.base / name, db_user, 0o750)
+        for sub in ("log", "lock", "spool"):
+            owned_dir(base / sub, db_user)
+        units[name] = base
+    primary_conf = units["it-primary"] / "pgbackrest.conf"
+    primary = make_postgres(
+        "standby-primary",
+        {
+            "archive_mode": "on",
+            "archive_command": f"'pgbackrest --config={primary_conf} --stanza={stanza} "
+            "archive-push %p'",
+        },
+    )
+    replica = make_postgres("standby-replica", {}, replica_of=primary)
+    with postgres.connect(str(replica.socket_dir), replica.port) as conn:
+        assert postgres.in_recovery(conn) is True
+
+    tls_ports = {"it-primary": free_port(), "it-replica": free_port()}
+    pgs = {"it-primary": primary, "it-replica": replica}
+    tools: dict[str, PgBackRest] = {}
+    for name, other in (("it-primary", "it-replica"), ("it-replica", "it-primary")):
+        cert, key = certs.issue(name, db_user)
+        base = units[name]
+        write_ca_chain(s3.settings("it-pgbr"), base / "s3-ca.pem", db_user)
+        config = _config(
+            base,
+            pgs[name],
+            s3,
+            stanza,
+            tls=TlsServerConfig(
+                address="localhost",
+                port=tls_ports[name],
+                cert_file=str(cert),
+                key_file=str(key),
+                ca_file=str(certs.ca_cert),
+                allowed_clients=(other,),
+            ),
+            peers=(
+                PeerHost(
+                    host="localhost",
+                    port=tls_ports[other],
+                    pg_path=str(pgs[other].data_dir),
+                    pg_port=pgs[other].port,
+                    pg_socket_path=str(pgs[other].socket_dir),
+                ),
+            ),
+        )
+        assert config.ca_file == str(base / "s3-ca.pem")
+        write_config(render_config(config), base / "pgbackrest.conf", db_user)
+        tools[name] = PgBackRest(base / "pgbackrest.conf", stanza, user=db_user, timeouts=TIMEOUTS)
+
+    servers = [tools[name].start_server(units[name] / "log" / "server.log") for name in tools]
+    try:
+        for name in tools:
+            address = f"localhost:{tls_ports[name]}"
+            wait_for(lambda a=address: tools["it-primary"].server_ping(a), 15, "TLS server")
+        created = tools["it-primary"].stanza_create()
+        assert created.ok, tools["it-primary"].error_line(created)
+        checked = tools["it-replica"].check()
+        assert checked.ok, tools["it-replica"].error_line(checked)
+
+        standby_full = tools["it-replica"].backup("full", on_primary=False)
+        assert standby_full.ok, tools["it-replica"].error_line(standby_full)
+        assert "wait for replay on the standby" in standby_full.stdout
+        time.sleep(1)
+        primary_incr = tools["it-primary"].backup("incr", on_primary=True)
+        assert primary_incr.ok, tools["it-primary"].error_line(primary_incr)
+    finally:
+        for pid in servers:
+            processes.stop(pid, timeout=10)
+
+    [info] = tools["it-replica"].info(stanza)
+    full, incr = info.backups
+    assert (full.type, incr.type) == ("full", "incr")
+    assert incr.reference == (full.label,)
