@@ -159,6 +159,17 @@ class PeerHost:
 
 
 @dataclass(frozen=True)
+class LocalPeer:
+    """Another PostgreSQL instance of the cluster on this same machine (``pgN-path`` with no
+    ``pgN-host``): pgBackRest reaches it directly. The local runtime uses this so that a
+    leader that is not the primary finds the primary without a TLS server."""
+
+    pg_path: str
+    pg_port: int
+    pg_socket_path: str | None = None
+
+
+@dataclass(frozen=True)
 class PgBackRestConfig:
     stanza: str
     pg_path: str
@@ -179,6 +190,7 @@ class PgBackRestConfig:
     io_timeout: int | None = None  # seconds; pgBackRest's default is 60
     tls: TlsServerConfig | None = None
     peers: tuple[PeerHost, ...] = ()
+    local_peers: tuple[LocalPeer, ...] = ()  # numbered after ``peers``
     features: PgBackRestFeatures = field(default_factory=PgBackRestFeatures)
     extra_global: tuple[tuple[str, str], ...] = ()  # appended to [global] as given
 
@@ -295,6 +307,14 @@ def render_config(cfg: PgBackRestConfig) -> str:
             (f"{pg}-path", peer.pg_path),
             (f"{pg}-port", peer.pg_port),
             (f"{pg}-socket-path", peer.pg_socket_path),
+            (f"{pg}-user", cfg.pg_user),
+        ]
+    for index, local in enumerate(cfg.local_peers, start=2 + len(cfg.peers)):
+        pg = f"pg{index}"
+        stanza_opts += [
+            (f"{pg}-path", local.pg_path),
+            (f"{pg}-port", local.pg_port),
+            (f"{pg}-socket-path", local.pg_socket_path),
             (f"{pg}-user", cfg.pg_user),
         ]
 

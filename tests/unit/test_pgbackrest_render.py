@@ -12,6 +12,7 @@ import pytest
 from pgbackups import processes
 from pgbackups.host import BackupToolError, CommandResult
 from pgbackups.pgbackrest import (
+    LocalPeer,
     PeerHost,
     PgBackRest,
     PgBackRestConfig,
@@ -247,6 +248,22 @@ def test_tls_server_without_peers_has_no_backup_standby() -> None:
 def test_peers_without_tls_are_refused() -> None:
     with pytest.raises(ValueError, match="TLS"):
         render_config(_cfg(peers=(PeerHost(host="h", pg_path="/p"),)))
+
+
+def test_local_peers_are_numbered_after_tls_peers_and_have_no_host() -> None:
+    local = (LocalPeer(pg_path="/srv/pg/u3", pg_port=6004, pg_socket_path="/s3"),)
+    text = render_config(_cfg(local_peers=local))
+    assert _options(text, "local.demo")[4:] == [
+        "pg2-path=/srv/pg/u3",
+        "pg2-port=6004",
+        "pg2-socket-path=/s3",
+        "pg2-user=postgres",
+    ]
+    assert "backup-standby" not in text and "pg2-host" not in text
+    peers = (PeerHost(host="localhost", port=8433, pg_path="/srv/pg/u1", pg_port=6002),)
+    both = _options(render_config(_cfg(tls=TLS, peers=peers, local_peers=local)), "local.demo")
+    assert "pg2-host=localhost" in both and "pg3-path=/srv/pg/u3" in both
+    assert not any(line.startswith("pg3-host") for line in both)
 
 
 def test_line_breaks_in_values_are_refused() -> None:
