@@ -66,8 +66,14 @@ class Row:
             self.backup_path,
         )
 
-    def as_dict(self) -> dict[str, str]:
-        return dict(zip(COLUMNS, self.values(), strict=True))
+    def as_dict(self) -> dict[str, str | int | None]:
+        """The row for JSON: the same keys as the table's columns, typed for scripts —
+        the timeline is a number, and "None"/"n/a" cells are null."""
+        typed: dict[str, str | int | None] = {}
+        for column, value in zip(COLUMNS, self.values(), strict=True):
+            typed[column] = None if value in (NO_REFERENCE, NOT_APPLICABLE) else value
+        typed["timeline"] = self.timeline
+        return typed
 
 
 def backup_row(record: BackupRecord) -> Row:

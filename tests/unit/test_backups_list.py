@@ -95,8 +95,10 @@ def test_json_has_the_same_rows() -> None:
         "incremental backup",
     ]
     assert rows[3]["status"] == "failed: ERROR: [056]: x"
-    assert rows[3]["timeline"] == "2"
+    assert rows[3]["timeline"] == 2
     assert rows[1]["reference-backup-id"] == "2026-11-28T14:39:26Z"
+    assert rows[0]["reference-backup-id"] is None
+    assert rows[2]["LSN start/stop"] is None and rows[2]["finish-time"] is None
 
 
 def test_json_of_an_empty_repository_is_an_empty_list() -> None:
@@ -142,7 +144,7 @@ def test_twelve_timelines_sort_as_numbers() -> None:
     outcome = backups.on_list_backups(host, {"format": "json"})
     assert isinstance(outcome, ActionResults)
     numbers = [r["timeline"] for r in json.loads(outcome.results["backups"])]
-    assert numbers == [str(n) for n in range(1, 13)]
+    assert numbers == list(range(1, 13))
 
 
 def test_rows_sort_by_time_not_by_text() -> None:
@@ -157,9 +159,7 @@ def test_rows_sort_by_time_not_by_text() -> None:
     assert isinstance(outcome, ActionResults)
     rows = json.loads(outcome.results["backups"])
     assert [r["backup-id"] for r in rows] == sorted(r["backup-id"] for r in rows)
-    assert [r["timeline"] for r in rows if r["action"] == "restore"] == [
-        str(n) for n in range(2, 14)
-    ]
+    assert [r["timeline"] for r in rows if r["action"] == "restore"] == list(range(2, 14))
     assert rows[0]["action"] == "full backup"
 
 
