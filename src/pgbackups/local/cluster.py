@@ -563,6 +563,10 @@ class Cluster:
             else:
                 progress.say(f"{unit.name} (pid {pid}) did not stop")
 
+        # Other daemons recorded for this cluster (the pgBackRest TLS servers) go first.
+        for key in sorted(self.state().processes):
+            if key not in (ETCD, S3):
+                self._stop_service(key, progress)
         with ThreadPoolExecutor(max_workers=4) as pool:
             list(pool.map(stop_unit, replicas))
         if primary is not None:
@@ -652,6 +656,8 @@ class Cluster:
             if target is not None:
                 self.switchover(target.name, progress)
         pid = _pid(unit)
+        for key in [k for k in self.state().processes if k.endswith(":" + unit.name)]:
+            self._stop_service(key, progress)  # the unit's own daemons (TLS server)
         if not unit.stop():
             raise PgbackupsError(f"{unit.name} (pid {pid}) did not stop; not removing it")
         progress.say(f"stopped {unit.name}" + (f" (pid {pid})" if pid else ""))

@@ -4,6 +4,7 @@ switchover, psql. :func:`register` adds them to the top-level parser (see cli.py
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import textwrap
@@ -11,10 +12,12 @@ import textwrap
 from pgbackups.local import cluster as cluster_mod
 from pgbackups.local import status as status_mod
 from pgbackups.local.cluster import DEFAULT_NAME, Cluster
+from pgbackups.local.errors import PgbackupsError
+from pgbackups.local.host import Runtime
 from pgbackups.local.progress import Progress
 
 
-def _parser(
+def subcommand(
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
     name: str,
     help_text: str,
@@ -40,15 +43,29 @@ def _print_status(cluster: Cluster) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    progress = Progress()
     cluster = cluster_mod.up(
-        args.name, units=args.units, tls=True if args.tls else None, progress=Progress()
+        args.name, units=args.units, tls=True if args.tls else None, progress=progress
     )
+    with cluster.operation("up"):
+        runtime = Runtime(cluster)
+        if cluster.tls_enabled:
+            progress.say("certificates-changed on every unit (pgBackRest TLS servers)")
+            runtime.certificates_changed()
+        else:
+            runtime.rerun_all_deferred()
     _print_status(cluster)
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    view = status_mod.collect(Cluster.load(args.name))
+    cluster = Cluster.load(args.name)
+    if cluster.any_running() and not args.no_update:
+        # Like Juju's update-status: deferred events re-run, restores are detected
+        # complete or failed, S3 blocks retried. Skipped while another command works.
+        with contextlib.suppress(PgbackupsError), cluster.operation("status"):
+            Runtime(cluster).update_status()
+    view = status_mod.collect(cluster)
     if args.json:
         print(json.dumps(status_mod.to_json(view), indent=2))
     else:
@@ -75,8 +92,14 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def cmd_add_unit(args: argparse.Namespace) -> int:
     cluster = Cluster.load(args.name)
+    progress = Progress()
     with cluster.operation("add-unit"):
-        unit = cluster.add_unit(Progress())
+        unit = cluster.add_unit(progress)
+        # Juju fires peer-relation events on every unit when one joins: the new unit
+        # gets the cluster's configuration (archiving, pgBackRest) and TLS servers learn
+        # about their new peer.
+        progress.say("peer-changed on every unit")
+        Runtime(cluster).peers_changed()
     print(f"added {unit.name}")
     _print_status(cluster)
     return 0
@@ -84,16 +107,28 @@ def cmd_add_unit(args: argparse.Namespace) -> int:
 
 def cmd_remove_unit(args: argparse.Namespace) -> int:
     cluster = Cluster.load(args.name)
+    progress = Progress()
     with cluster.operation("remove-unit"):
-        cluster.remove_unit(args.unit, Progress())
+        name = cluster.unit(args.unit).name
+        was_leader = cluster.leader == name
+        cluster.remove_unit(args.unit, progress)
+        runtime = Runtime(cluster)
+        runtime.forget_unit(name)
+        if was_leader:
+            progress.say(f"leadership moves to {cluster.leader}: leader-elected")
+            runtime.fire(cluster.leader, "leader-elected")
+        progress.say("peer-changed on every unit")
+        runtime.peers_changed()
     _print_status(cluster)
     return 0
 
 
 def cmd_switchover(args: argparse.Namespace) -> int:
     cluster = Cluster.load(args.name)
+    progress = Progress()
     with cluster.operation("switchover"):
-        cluster.switchover(args.unit, Progress())
+        cluster.switchover(args.unit, progress)
+        Runtime(cluster).peers_changed()
     _print_status(cluster)
     return 0
 
@@ -107,7 +142,7 @@ def cmd_psql(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = _parser(
+    p = subcommand(
         sub,
         "up",
         "start a local cluster (create it when new)",
@@ -124,7 +159,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--tls", action="store_true", help="issue unit certificates; PostgreSQL TLS")
     p.set_defaults(func=cmd_up)
 
-    p = _parser(
+    p = subcommand(
         sub,
         "status",
         "show the units of a cluster",
@@ -137,9 +172,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     add_name(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--no-update", action="store_true", help="do not run update-status on the units first"
+    )
     p.set_defaults(func=cmd_status)
 
-    p = _parser(
+    p = subcommand(
         sub,
         "down",
         "stop a cluster (--purge: delete it)",
@@ -154,7 +192,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--purge", action="store_true", help="delete all data of the cluster")
     p.set_defaults(func=cmd_down)
 
-    p = _parser(
+    p = subcommand(
         sub,
         "add-unit",
         "add a replica unit",
@@ -164,7 +202,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_name(p)
     p.set_defaults(func=cmd_add_unit)
 
-    p = _parser(
+    p = subcommand(
         sub,
         "remove-unit",
         "stop and delete a unit",
@@ -178,7 +216,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("unit", help="NAME/N or N")
     p.set_defaults(func=cmd_remove_unit)
 
-    p = _parser(
+    p = subcommand(
         sub,
         "switchover",
         "make a unit the primary",
@@ -189,7 +227,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("unit", help="NAME/N or N")
     p.set_defaults(func=cmd_switchover)
 
-    p = _parser(
+    p = subcommand(
         sub,
         "psql",
         "psql on a unit, as the superuser",

@@ -207,7 +207,19 @@ class Runtime:
 
     def peers_changed(self) -> dict[str, Outcome]:
         """What Juju fires when the peer bags or the set of units change."""
-        return self.fire_all("peer-changed", self.units_primary_first())
+        return self._fire_primary_first("peer-changed")
+
+    def certificates_changed(self) -> dict[str, Outcome]:
+        """What the TLS certificates operator causes when certificates arrive or go."""
+        return self._fire_primary_first("certificates-changed")
+
+    def _fire_primary_first(self, event: str) -> dict[str, Outcome]:
+        # A replica's TLS-server step waits for the primary's server: primary first.
+        return {name: self.dispatcher.fire(name, event) for name in self.units_primary_first()}
+
+    def rerun_all_deferred(self) -> None:
+        for name in self.units_primary_first():
+            self.dispatcher.rerun_deferred(name)
 
     def update_status(self) -> dict[str, Outcome]:
         return {name: self.dispatcher.fire(name, "update-status") for name in self._names()}

@@ -12,7 +12,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pgbackups.local.cluster import ETCD, S3, Cluster
+from pgbackups.local.host import peer_store, read_s3_parameters
 from pgbackups.patroni import PatroniUnavailable
+from pgbackups.settings import S3Settings, parse_s3_settings
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,8 @@ class ClusterView:
     bucket: str
     ca_file: str
     units: list[UnitView] = field(default_factory=list)
+    # What `pgbackups s3 set` configured (no secret), and the stanza archiving pushes to.
+    backups: dict[str, str] = field(default_factory=dict)
 
 
 def collect(cluster: Cluster) -> ClusterView:
@@ -92,7 +96,22 @@ def collect(cluster: Cluster) -> ClusterView:
         bucket=state.bucket,
         ca_file=str(cluster.ca_file),
         units=units,
+        backups=_backup_settings(cluster),
     )
+
+
+def _backup_settings(cluster: Cluster) -> dict[str, str]:
+    raw = read_s3_parameters(cluster)
+    if raw is None:
+        return {}
+    parsed = parse_s3_settings(raw)
+    view = {"endpoint": raw.get("endpoint", ""), "bucket": raw.get("bucket", "")}
+    if isinstance(parsed, S3Settings):
+        view.update(endpoint=parsed.endpoint, bucket=parsed.bucket, path=parsed.path)
+    app = peer_store(cluster).app_bag(writable=False)
+    view["stanza"] = app.get("stanza", "")
+    view["archiving"] = "on" if view["stanza"] else "off"
+    return view
 
 
 def to_json(view: ClusterView) -> dict[str, Any]:
@@ -107,6 +126,7 @@ def to_json(view: ClusterView) -> dict[str, Any]:
             "ca_file": view.ca_file,
             "running": view.s3.running,
             "pid": view.s3.pid,
+            "backups": view.backups,
         },
         "units": [
             {k: v for k, v in asdict(u).items() if k != "pid"} | {"pid": u.pid} for u in view.units
@@ -121,6 +141,20 @@ def _table(rows: list[list[str]]) -> str:
     )
 
 
+def _backups_line(backups: dict[str, str]) -> str:
+    if not backups:
+        return "backups not configured (pgbackups s3 set)"
+    return (
+        f"backups {backups.get('endpoint', '')}  bucket: {backups.get('bucket', '')}  "
+        f"path: {backups.get('path', '?')}  stanza: {backups.get('stanza') or '-'}  "
+        f"WAL archiving: {backups.get('archiving', 'off')}"
+    )
+
+
+def print_unit_statuses(cluster: Cluster) -> None:
+    print(render_table(collect(cluster)))
+
+
 def render_table(view: ClusterView) -> str:
     def up(s: ServiceView) -> str:
         return f"running (pid {s.pid})" if s.running else "stopped"
@@ -129,6 +163,7 @@ def render_table(view: ClusterView) -> str:
         f"cluster {view.name}  tls: {'on' if view.tls else 'off'}  uuid: {view.uuid}",
         f"etcd    {view.etcd.endpoint}  {up(view.etcd)}",
         f"s3      {view.s3.endpoint}  bucket: {view.bucket}  {up(view.s3)}  ca: {view.ca_file}",
+        _backups_line(view.backups),
         "",
     ]
     rows = [["UNIT", "LEADER", "ROLE", "STATE", "STATUS", "MESSAGE", "ADDRESS", "DATA"]]

@@ -26,8 +26,10 @@ from pgbackups.patroni import PatroniUnavailable
 
 log = logging.getLogger(__name__)
 
-# Loopback S3: an I/O stall of 20 s means the server is gone; fail instead of waiting 60 s.
-IO_TIMEOUT_SECONDS = 20
+# Everything is on loopback: an I/O stall of 10 s means the peer is gone. pgBackRest
+# retries a refused connection for about twice this, so the default 60 s would make a
+# stopped TLS server or S3 server cost minutes per command.
+IO_TIMEOUT_SECONDS = 10
 MOVED_ASIDE_MARK = ".before-restore-"
 TLS_SERVER_PREFIX = "pgbackrest-server:"
 
@@ -170,9 +172,10 @@ class LocalWorkload:
             ca_file = str(ca_path)
         tls_server = None
         peers: tuple[pgbackrest.PeerHost, ...] = ()
+        local_peers: tuple[pgbackrest.LocalPeer, ...] = ()
         material = unit.tls()
+        others = [u for u in self.cluster.units() if u.name != unit.name]
         if config.tls_server and material is not None:
-            others = [u for u in self.cluster.units() if u.name != unit.name]
             tls_server = pgbackrest.TlsServerConfig(
                 address="127.0.0.1",
                 port=unit.pgbackrest_port,
@@ -191,6 +194,13 @@ class LocalWorkload:
                 )
                 for u in others
             )
+        else:
+            # Without TLS servers the other units are still on this machine: pgBackRest
+            # reaches them directly, so a leader that is a replica can find the primary
+            # for stanza-create and check. (Backups from a replica still need TLS: SPEC §3.)
+            local_peers = tuple(
+                pgbackrest.LocalPeer(str(u.data_dir), u.pg_port, str(u.socket_dir)) for u in others
+            )
         return pgbackrest.PgBackRestConfig(
             stanza=stanza_name(self.cluster),
             pg_path=str(unit.data_dir),
@@ -204,6 +214,7 @@ class LocalWorkload:
             io_timeout=IO_TIMEOUT_SECONDS,
             tls=tls_server,
             peers=peers,
+            local_peers=local_peers,
             features=_features(),
         )
 

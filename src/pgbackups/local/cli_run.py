@@ -1,0 +1,186 @@
+"""``pgbackups run UNIT ACTION [key=value …]``: the local twin of ``juju run``.
+
+The action's results are printed (``--json`` for scripts); a failed action prints its
+message and exits 1. ``restore --wait`` then runs update-status on the unit until the
+restore is detected complete or failed, with progress.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+from collections.abc import Mapping
+
+from pgbackups import backups
+from pgbackups.host import ActionFailed, ActionResults, Deferred, Outcome, StatusKind
+from pgbackups.local.cluster import Cluster
+from pgbackups.local.commands import add_name, subcommand
+from pgbackups.local.errors import PgbackupsError, UsageError
+from pgbackups.local.host import Runtime
+from pgbackups.local.progress import Progress
+
+# Parameters each action accepts (the charm's actions.yaml has the same).
+ACTION_PARAMS: dict[str, tuple[str, ...]] = {
+    "create-backup": ("type",),
+    "list-backups": ("format",),
+    "restore": ("backup-id", "restore-to-time"),
+}
+RESTORE_WAIT_TIMEOUT = 1800.0
+
+
+class ActionError(PgbackupsError):
+    """The action ran and failed: its message is the error line."""
+
+
+def parse_params(action: str, pairs: list[str]) -> dict[str, str]:
+    if action not in ACTION_PARAMS:
+        raise UsageError(
+            f"unknown action {action!r}; available: {', '.join(sorted(ACTION_PARAMS))}"
+        )
+    accepted = ACTION_PARAMS[action]
+    params: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"parameter {pair!r} is not key=value (e.g. type=full)")
+        if key not in accepted:
+            names = ", ".join(accepted) if accepted else "none"
+            raise UsageError(f"{action} has no parameter {key!r}; it accepts: {names}")
+        params[key] = value
+    return params
+
+
+class _Ticker:
+    """Says "still running" every few seconds while a long action runs."""
+
+    def __init__(self, progress: Progress, what: str, every: float = 10.0) -> None:
+        self._progress, self._what, self._every = progress, what, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        while not self._stop.wait(self._every):
+            self._progress.say(f"{self._what}: still running ({time.monotonic() - started:.0f}s)")
+
+    def __enter__(self) -> _Ticker:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def wait_for_restore(runtime: Runtime, unit: str, progress: Progress, timeout: float) -> str:
+    """Run update-status on ``unit`` until the restore ends; the final status message.
+
+    Raises ActionError when the restore failed (Blocked) or did not end in time.
+    """
+    cluster = runtime.cluster
+    deadline = time.monotonic() + timeout
+    progress.say(f"waiting for {unit} to finish the restore")
+    while True:
+        runtime.fire(unit, "update-status")
+        status, message = cluster.get_status(unit)
+        app = runtime.store.app_bag(writable=False)
+        in_progress = bool(app.get(backups.RESTORING_BACKUP) or app.get(backups.RESTORE_TO_TIME))
+        if status == StatusKind.BLOCKED.value:
+            raise ActionError(
+                f"restore failed on {unit}: {message} "
+                f"(see: pgbackups logs {unit}; pgbackups status --name {cluster.name})"
+            )
+        if not in_progress:
+            progress.say(f"restore complete on {unit}: {status} {message}".rstrip())
+            return message
+        if time.monotonic() > deadline:
+            raise ActionError(
+                f"the restore on {unit} did not finish within {timeout:g}s; it may still "
+                f"complete: pgbackups status --name {cluster.name}"
+            )
+        member = runtime.host_for(unit).workload.member_state() or "starting"
+        progress.say(f"restoring: Patroni member state {member}")
+        time.sleep(3)
+
+
+def print_outcome(
+    action: str, unit: str, params: Mapping[str, str], outcome: Outcome, *, as_json: bool
+) -> None:
+    if as_json:
+        doc: dict[str, object] = {"unit": unit, "action": action, "params": dict(params)}
+        if isinstance(outcome, ActionResults):
+            results: dict[str, object] = dict(outcome.results)
+            if action == "list-backups" and params.get("format") == "json":
+                results["backups"] = json.loads(outcome.results["backups"])
+            doc.update(status="completed", results=results)
+        elif isinstance(outcome, ActionFailed):
+            doc.update(status="failed", message=outcome.message)
+        print(json.dumps(doc, indent=2))
+        return
+    if isinstance(outcome, ActionResults):
+        for key, value in outcome.results.items():
+            if "\n" in value:
+                print(value)
+            else:
+                print(f"{key}: {value}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cluster = Cluster.load(args.name)
+    unit = cluster.unit(args.unit).name
+    params = parse_params(args.action, args.params)
+    if args.wait and args.action != "restore":
+        raise UsageError("--wait is for restore; the other actions finish before they return")
+    runtime = Runtime(cluster)
+    progress = Progress(quiet=args.json)
+    with cluster.operation(f"run {args.action}"):
+        progress.say(f"running {args.action} on {unit}")
+        with _Ticker(progress, args.action):
+            outcome = runtime.run_action(unit, args.action, params)
+        if isinstance(outcome, Deferred):  # an action never defers; a host bug if it does
+            outcome = ActionFailed(f"{args.action} could not run now: {outcome.reason}")
+        print_outcome(args.action, unit, params, outcome, as_json=args.json)
+        if isinstance(outcome, ActionFailed):
+            if args.json:
+                return 1
+            raise ActionError(f"{args.action} failed on {unit}: {outcome.message}")
+        progress.say(f"{args.action} on {unit} completed")
+        if args.wait:
+            wait_for_restore(runtime, unit, progress, args.timeout)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subcommand(
+        sub,
+        "run",
+        "run an action on a unit (create-backup, list-backups, restore)",
+        "Run an action on UNIT, like `juju run`. Parameters are key=value:\n"
+        "  create-backup  type=full|differential|incremental (default full)\n"
+        "  list-backups   format=table|json (default table)\n"
+        "  restore        backup-id=ID (YYYY-MM-DDTHH:MM:SSZ or a pgBackRest label)\n"
+        "Results are printed; a failure prints its message and exits 1.\n"
+        "restore --wait waits until the restore is complete (or failed).",
+        """
+        pgbackups run main/1 create-backup type=full
+        pgbackups run main/0 list-backups
+        pgbackups run main/0 list-backups format=json --json
+        pgbackups run main/0 restore backup-id=2026-11-28T14:39:26Z --wait
+        """,
+    )
+    add_name(p)
+    p.add_argument("unit", help="NAME/N or N")
+    p.add_argument("action", choices=sorted(ACTION_PARAMS), help="the action to run")
+    p.add_argument("params", nargs="*", metavar="key=value", help="action parameters")
+    p.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    p.add_argument("--wait", action="store_true", help="restore: wait until it is complete")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=RESTORE_WAIT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long --wait waits (default {RESTORE_WAIT_TIMEOUT:g})",
+    )
+    p.set_defaults(func=cmd_run)
