@@ -249,6 +249,9 @@ class CharmHost:
     def now(self) -> datetime:
         return datetime.now(UTC)
 
+    def log_hint(self) -> str:
+        return "juju debug-log"
+
     def describe(self) -> Mapping[str, str]:
         try:
             pgbackups_version = version("pgbackups")

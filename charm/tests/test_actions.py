@@ -247,7 +247,7 @@ def test_restore_failure_detected_on_update_status(world: World) -> None:
 @pytest.mark.parametrize(
     ("params", "setup", "expected"),
     [
-        ({}, None, msg.MISSING_BACKUP_ID),
+        ({}, None, msg.MISSING_RESTORE_TARGET),
         ({"backup-id": BACKUP_ID}, "not-initialised", msg.WORKLOAD_NOT_ACCESSIBLE),
         ({"backup-id": BACKUP_ID}, "blocked", msg.RESTORE_UNIT_BLOCKED),
         ({"backup-id": BACKUP_ID}, "two-units", msg.RESTORE_MORE_THAN_ONE_UNIT),

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from pgbackups import messages as msg
+from pgbackups import targets
 from pgbackups.backup_ids import format_id, is_label, label_to_id, normalise_id
 from pgbackups.host import (
     ActionFailed,
@@ -99,18 +100,24 @@ def desired_config(host: Host) -> WorkloadConfig:
 
 
 def _restore_target(app: Mapping[str, str], own_stanza: str) -> RestoreTarget | None:
+    """The app bag's restore keys as Patroni's pgBackRest bootstrap (docs/restore.md).
+
+    pgBackRest 2.45 accepts ``--target`` only with ``--type=time``, ``--target-timeline``
+    not with ``--type=immediate`` (it writes ``recovery_target_timeline = 'current'``
+    itself), and ``--target-action`` not with ``--type=default``.
+    """
     if not _restore_in_progress(app):
         return None
-    restore_type = app.get(RESTORE_TYPE) or "immediate"
+    restore_type = app.get(RESTORE_TYPE) or targets.IMMEDIATE
     timeline = app.get(RESTORE_TIMELINE)
+    to_time = app.get(RESTORE_TO_TIME)
     return RestoreTarget(
         stanza=app.get(RESTORE_STANZA) or own_stanza,
         label=app.get(RESTORING_BACKUP) or None,
         type=restore_type,
-        target=app.get(RESTORE_TO_TIME) or None,
-        target_timeline=int(timeline) if timeline else None,
-        # --target-action is not valid with --type=default (pgBackRest).
-        target_action=None if restore_type == "default" else "promote",
+        target=to_time if restore_type == targets.TIME and to_time else None,
+        target_timeline=(int(timeline) if timeline and restore_type != targets.IMMEDIATE else None),
+        target_action=None if restore_type == targets.DEFAULT else "promote",
     )
 
 
@@ -412,10 +419,17 @@ def _detect_restore_end(host: Host) -> Outcome:
     moved = host.app_data.get(RESTORE_MOVED_DATA, "")
     try:
         state = workload.member_state()
-        if workload.bootstrap_failed() or (state is not None and "failed" in state):
+        if workload.bootstrap_failed():
+            if host.app_data.get(RESTORE_TO_TIME):
+                return _pitr_failed(host, moved)
+            return _restore_failed(host, moved, state or "bootstrap failed")
+        if state is not None and "failed" in state:
             return _restore_failed(host, moved, state)
-        running = workload.is_member_running()
-        timeline = workload.current_timeline() if running else None
+        # Done once Patroni holds the leader key with the restored database: after a
+        # pgBackRest bootstrap Patroni restarts PostgreSQL out of recovery before it takes
+        # the key, and the timeline is readable (too early) in between.
+        ready = workload.is_member_running() and workload.is_primary()
+        timeline = workload.current_timeline() if ready else None
     except WorkloadUnavailable:
         return Done()
     if timeline is None:
@@ -434,14 +448,43 @@ def _restore_failed(host: Host, moved: str, state: str | None) -> Done:
     return Done()
 
 
+def _pitr_failed(host: Host, moved: str) -> Done:
+    """Patroni's bootstrap gave up on a point-in-time target (PostgreSQL: "recovery ended
+    before configured recovery target was reached", or a timeline that is not a child of
+    the backup's): Blocked ``cannot restore PITR, <where the logs are> for details``, once.
+    The restore keys stay (a new restore with other parameters is allowed) and the data
+    from before the restore stays where it was moved."""
+    message = msg.cannot_restore_pitr(host.log_hint())
+    if host.get_status() != UnitStatus.blocked(message):
+        app = host.app_data
+        log.error(
+            "Restore failed: the database did not reach the point-in-time target "
+            "(backup %s, type %s, target %s, timeline %s). You can launch another restore "
+            "with different parameters. The data from before the restore is kept at %s",
+            app.get(RESTORING_BACKUP) or "-",
+            app.get(RESTORE_TYPE) or "-",
+            app.get(RESTORE_TO_TIME) or "-",
+            app.get(RESTORE_TIMELINE) or "-",
+            moved or "(nothing was moved)",
+        )
+        host.set_status(UnitStatus.blocked(message))
+    return Done()
+
+
 def _restore_succeeded(host: Host, moved: str, timeline: int) -> None:
     """Clear the flags, normal bootstrap again, re-check ownership (§7.1), remove the
     moved-aside data, Active (or the S3 block the ownership check set)."""
     label = host.app_data.get(RESTORING_BACKUP, "")
+    to_time = host.app_data.get(RESTORE_TO_TIME, "")
     for key in RESTORE_KEYS:
         host.app_data[key] = ""
     _apply_config(host)
-    log.info("Restored backup %s; now on timeline %d", label or "(none)", timeline)
+    log.info(
+        "Restored backup %s%s; now on the new timeline %d",
+        label or "(none)",
+        f" to {to_time}" if to_time else "",
+        timeline,
+    )
     blocked = _recheck_repository_after_restore(host)
     if moved:
         host.workload.remove_moved_data(moved)
@@ -671,24 +714,21 @@ def on_list_backups(host: Host, params: Mapping[str, str]) -> Outcome:
 # restore (SPEC §7)
 
 
-@dataclass(frozen=True)
-class _Chosen:
-    label: str
-    stanza: str
-
-
 def on_restore(host: Host, params: Mapping[str, str]) -> Outcome:
-    """SPEC §7, in chart order. Nothing is deleted: the data directory is moved aside and
-    removed only once update-status has seen the restored cluster healthy.
+    """SPEC §7, in chart order, with point-in-time recovery (docs/restore.md): the first
+    box takes ``backup-id`` and/or ``restore-to-time`` and checks the time's form, and
+    "Is backup id valid" became "Is the restore target valid" (targets.choose_target).
 
-    If the database does not start after the data was moved aside, the restore keys stay
-    set and the unit is Blocked ``Failed to restore backup: ...`` naming where the old data
-    is; update-status keeps watching (Patroni may still come up), and a new restore is
-    allowed. The data is not moved back automatically: that is the user's call.
+    Nothing is deleted: the data directory is moved aside and removed only once
+    update-status has seen the restored cluster healthy. If the database does not start
+    after the data was moved aside, the restore keys stay set and the unit is Blocked
+    ``Failed to restore backup: ...`` naming where the old data is; update-status keeps
+    watching (Patroni may still come up), and a new restore is allowed. The data is not
+    moved back automatically: that is the user's call.
     """
-    requested = (params.get("backup-id") or "").strip()
-    if not requested:
-        return _restore_refused(msg.MISSING_BACKUP_ID)
+    request = _restore_request(host, params)
+    if isinstance(request, ActionFailed):
+        return request
     if not _is_workload_accessible(host):
         return _restore_refused(msg.WORKLOAD_NOT_ACCESSIBLE)
     if _is_blocked_for_restore(host):
@@ -697,7 +737,7 @@ def on_restore(host: Host, params: Mapping[str, str]) -> Outcome:
         return _restore_refused(msg.RESTORE_MORE_THAN_ONE_UNIT)
     if not host.is_leader():
         return _restore_refused(msg.RESTORE_NOT_LEADER)
-    chosen = _find_backup(host, requested)
+    chosen = _find_backup(host, request)
     if isinstance(chosen, ActionFailed):
         return chosen
     before = host.get_status()
@@ -714,10 +754,11 @@ def on_restore(host: Host, params: Mapping[str, str]) -> Outcome:
     _record_restore(host, chosen, moved)
     _apply_config(host)  # Patroni now bootstraps from the pgBackRest backup
     if not workload.start_database():
-        message = _restore_failure(f"the database did not start; old data kept at {moved}")
+        kept = host.app_data.get(RESTORE_MOVED_DATA) or moved
+        message = _restore_failure(f"the database did not start; old data kept at {kept}")
         host.set_status(UnitStatus.blocked(message))
         return _restore_refused(message)
-    log.info("Restore of %s (stanza %s) started", chosen.label, chosen.stanza)
+    log.info("Restore started: %s (stanza %s)", chosen.description, chosen.stanza)
     return ActionResults({msg.RESULT_RESTORE_STATUS: msg.RESTORE_STARTED})
 
 
@@ -728,6 +769,19 @@ def _restore_refused(message: str) -> ActionFailed:
 
 def _restore_failure(reason: str) -> str:
     return msg.with_reason(msg.FAILED_TO_RESTORE_BACKUP, reason)
+
+
+def _restore_request(host: Host, params: Mapping[str, str]) -> targets.Request | ActionFailed:
+    """ "Has the user asked for a restore target?" ``backup-id``, ``restore-to-time`` or
+    both; a time must be well-formed and not in the future. Nothing else is asked yet."""
+    backup_id = (params.get("backup-id") or "").strip()
+    to_time = (params.get("restore-to-time") or "").strip()
+    if not backup_id and not to_time:
+        return _restore_refused(msg.MISSING_RESTORE_TARGET)
+    request = targets.parse_request(backup_id, to_time, host.now())
+    if isinstance(request, str):
+        return _restore_refused(request)
+    return request
 
 
 def _is_workload_accessible(host: Host) -> bool:
@@ -742,22 +796,20 @@ def _is_blocked_for_restore(host: Host) -> bool:
     status = host.get_status()
     if not status.is_blocked:
         return False
-    allowed = (
-        msg.ANOTHER_CLUSTER_REPOSITORY,
-        msg.FAILED_TO_RESTORE_BACKUP,
-        msg.CANNOT_RESTORE_PITR,
-    )
+    allowed = (msg.ANOTHER_CLUSTER_REPOSITORY, msg.FAILED_TO_RESTORE_BACKUP)
+    if msg.is_cannot_restore_pitr(status.message):
+        return False
     return not any(msg.has_prefix(status.message, m) for m in allowed)
 
 
-def _find_backup(host: Host, requested: str) -> _Chosen | ActionFailed:
-    """A known, finished backup of any stanza (either id form). Our own stanza first when
-    two stanzas hold a backup of the same second; then an exact label match."""
-    invalid = f"{msg.INVALID_BACKUP_ID}: {requested}"
-    try:
-        wanted = normalise_id(requested)
-    except ValueError:
-        return _restore_refused(invalid)
+def _find_backup(host: Host, request: targets.Request) -> targets.Chosen | ActionFailed:
+    """ "Is the restore target valid?" The repository's finished backups and the
+    timelines restores created, and targets.choose_target's pick among them."""
+    if request.backup_id:
+        try:
+            normalise_id(request.backup_id)
+        except ValueError:
+            return _restore_refused(f"{msg.INVALID_BACKUP_ID}: {request.backup_id}")
     settings = _parse(host.s3_parameters())
     if settings is None:
         return _restore_refused(msg.S3_RELATION_MISSING_RESTORE)
@@ -765,18 +817,24 @@ def _find_backup(host: Host, requested: str) -> _Chosen | ActionFailed:
         return _restore_refused(settings.message())
     try:
         stanzas = host.backup_tool.info()
+        records = [b for s in stanzas for b in s.backups]
+        timelines: list[TimelineRecord] = []
+        if request.has_time or not _names_a_backup(records, request.backup_id):
+            for stanza in stanzas:
+                if stanza.exists:
+                    timelines += host.backup_tool.timelines(stanza.name)
     except BackupToolError as exc:
         return _restore_refused(msg.with_reason(msg.FAILED_TO_LIST_BACKUPS, str(exc)))
-    candidates: list[BackupRecord] = [
-        b for s in stanzas for b in s.backups if b.finished and b.backup_id == wanted
-    ]
-    if not candidates:
-        return _restore_refused(invalid)
-    best = min(
-        candidates,
-        key=lambda b: (b.stanza != host.stanza_name, b.label != requested),
-    )
-    return _Chosen(label=best.label, stanza=best.stanza)
+    chosen = targets.choose_target(records, timelines, request, own_stanza=host.stanza_name)
+    if isinstance(chosen, str):
+        return _restore_refused(chosen)
+    return chosen
+
+
+def _names_a_backup(records: list[BackupRecord], backup_id: str) -> bool:
+    """A finished backup has this id: the timelines need not be listed."""
+    wanted = normalise_id(backup_id) if backup_id else None
+    return any(b.finished and b.backup_id == wanted for b in records)
 
 
 def _start_again(host: Host, before: UnitStatus, reason: str) -> ActionFailed:
@@ -789,20 +847,28 @@ def _start_again(host: Host, before: UnitStatus, reason: str) -> ActionFailed:
     return _restore_refused(message)
 
 
-def _record_restore(host: Host, chosen: _Chosen, moved: str) -> None:
+def _record_restore(host: Host, chosen: targets.Chosen, moved: str) -> None:
     """The restore keys; desired_config turns them into Patroni's pgBackRest bootstrap.
 
     When a failed restore already moved the original data aside, that path is kept (it
-    holds the cluster's real data); the failed attempt's directory is only logged.
+    holds the cluster's real data): it is never replaced, and never removed before a
+    restore succeeded. ``moved`` is then the failed attempt's directory ("" when there was
+    none: Patroni moves a failed bootstrap's data to ``<data>.failed`` itself); it is only
+    logged.
     """
     app = host.app_data
     previous = app.get(RESTORE_MOVED_DATA)
     if previous:
-        log.warning("Earlier data kept at %s; the failed restore's data is at %s", previous, moved)
+        log.warning(
+            "The data from before the first restore is kept at %s; the failed restore's "
+            "data is at %s",
+            previous,
+            moved or "(none)",
+        )
     app[RESTORING_BACKUP] = chosen.label
     app[RESTORE_STANZA] = chosen.stanza
-    app[RESTORE_TYPE] = "immediate"
-    app[RESTORE_TO_TIME] = ""
-    app[RESTORE_TIMELINE] = ""
+    app[RESTORE_TYPE] = chosen.type
+    app[RESTORE_TO_TIME] = chosen.restore_to_time
+    app[RESTORE_TIMELINE] = str(chosen.timeline) if chosen.timeline is not None else ""
     app[RESTORE_MOVED_DATA] = previous or moved
     app[S3_BLOCK_MESSAGE] = ""

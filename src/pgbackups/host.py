@@ -248,7 +248,9 @@ class Workload(Protocol):
         ...
 
     def move_data_aside(self) -> str | None:
-        """Rename the data directory to a sibling; return the new path, None on failure."""
+        """Rename the data directory to a sibling; return the new path, None on failure,
+        "" when there is no data directory to move (Patroni renames the data of a failed
+        bootstrap to ``<data>.failed`` itself)."""
         ...
 
     def move_data_back(self, moved_path: str) -> bool: ...
@@ -266,7 +268,8 @@ class Workload(Protocol):
     def stop_tls_server(self) -> None: ...
 
     def bootstrap_failed(self) -> bool:
-        """Patroni gave up bootstrapping (e.g. a PITR target that cannot be reached)."""
+        """Patroni gave up bootstrapping (e.g. a PITR target that cannot be reached):
+        it logs ``Failed to bootstrap cluster`` and exits."""
         ...
 
 
@@ -335,4 +338,10 @@ class Host(Protocol):
 
     def describe(self) -> Mapping[str, str]:
         """Who asked for what, for the backup metadata object (host name, versions...)."""
+        ...
+
+    def log_hint(self) -> str:
+        """Where a person reads this unit's detailed logs, for a Blocked message that
+        must stay short: ``juju debug-log`` under Juju, ``pgbackups logs main/0`` under
+        the local runtime."""
         ...

@@ -25,7 +25,8 @@ S3_BLOCK_MESSAGES = (
 
 # Blocked, restore
 FAILED_TO_RESTORE_BACKUP = "Failed to restore backup"
-CANNOT_RESTORE_PITR = "cannot restore PITR, juju debug-log for details"
+CANNOT_RESTORE_PITR_PREFIX = "cannot restore PITR"
+CANNOT_RESTORE_PITR = "cannot restore PITR, juju debug-log for details"  # under Juju
 
 # create-backup action failures
 BACKUP_UNIT_BLOCKED = "Unit is in a blocking state"
@@ -45,6 +46,8 @@ INVALID_BACKUP_TYPE = "Invalid backup type"  # followed by ": <t>. Possible valu
 
 # restore action failures
 MISSING_BACKUP_ID = "Missing backup-id to restore"
+# Neither backup-id nor restore-to-time: the reference's message, with what to give.
+MISSING_RESTORE_TARGET = MISSING_BACKUP_ID + ": give backup-id, restore-to-time, or both"
 RESTORE_UNIT_BLOCKED = "Cluster or unit is in a blocking state"
 RESTORE_MORE_THAN_ONE_UNIT = (
     "Unit cannot restore backup as there are more than one unit in the cluster"
@@ -78,3 +81,14 @@ def has_prefix(text: str, message: str) -> bool:
 def is_s3_block_message(text: str) -> bool:
     """True for the Blocked messages that S3 initialisation sets (and may clear)."""
     return any(has_prefix(text, m) for m in S3_BLOCK_MESSAGES)
+
+
+def cannot_restore_pitr(log_hint: str) -> str:
+    """The Blocked message of an unreachable point-in-time target, naming where the
+    details are (``Host.log_hint``): under Juju exactly :data:`CANNOT_RESTORE_PITR`."""
+    return f"{CANNOT_RESTORE_PITR_PREFIX}, {log_hint} for details"
+
+
+def is_cannot_restore_pitr(text: str) -> bool:
+    """True for :func:`cannot_restore_pitr` with any host's hint."""
+    return text == CANNOT_RESTORE_PITR_PREFIX or text.startswith(CANNOT_RESTORE_PITR_PREFIX + ",")

@@ -80,7 +80,15 @@ def archive_command(member: PatroniMember, stanza: str | None) -> str:
 
 
 def restore_command(member: PatroniMember, restore: RestoreTarget) -> str:
-    """The custom-bootstrap command: every option inline (Patroni 3.0.2 ignores extra keys)."""
+    """The custom-bootstrap command: every option inline (Patroni 3.0.2 ignores extra keys).
+
+    What pgBackRest 2.45 accepts (verified on this project's machine, docs/restore.md):
+    ``--target`` with ``--type=time`` only, in the form ``YYYY-MM-DD HH:MM:SS[.ffffff]+00``
+    (its backup-set selection rejects ``T``/``Z``); ``--target-timeline`` (written as is to
+    ``recovery_target_timeline``, so a decimal number) with every type but ``immediate``;
+    ``--target-action`` with every type but ``default``. The command is ``shlex``-quoted:
+    Patroni splits it, so a time target with a space stays one argument.
+    """
     argv = [
         "pgbackrest",
         f"--config={member.pgbackrest_config}",
@@ -90,13 +98,12 @@ def restore_command(member: PatroniMember, restore: RestoreTarget) -> str:
     if restore.label:
         argv.append(f"--set={restore.label}")
     argv.append(f"--type={restore.type}")
-    if restore.target:
+    if restore.target and restore.type == "time":
         argv.append(f"--target={restore.target}")
-    # pgBackRest rejects --target-action with --type=default ([031]).
     if restore.target_action and restore.type != "default":
         argv.append(f"--target-action={restore.target_action}")
-    if restore.target_timeline is not None:
-        argv.append(f"--target-timeline={restore.target_timeline}")
+    if restore.target_timeline is not None and restore.type != "immediate":
+        argv.append(f"--target-timeline={int(restore.target_timeline)}")
     argv.append("restore")
     return shlex.join(argv)
 

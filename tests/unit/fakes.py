@@ -52,6 +52,7 @@ VALID_S3 = {
     "endpoint": "https://s3.example.com",
     "path": S3_PATH,
 }
+LOG_HINT = "pgbackups logs main/0"
 TLS = TlsMaterial(ca_file="/tls/ca.pem", cert_file="/tls/cert.pem", key_file="/tls/key.pem")
 
 # Reads of the workload: left out of ``FakeHost.effects``.
@@ -525,6 +526,9 @@ class FakeHost:
 
     def describe(self) -> Mapping[str, str]:
         return {"Host": "test-host", "pgbackups Version": "0.1.0"}
+
+    def log_hint(self) -> str:
+        return LOG_HINT
 
 
 def _conforms(host: FakeHost) -> None:

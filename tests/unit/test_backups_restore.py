@@ -154,9 +154,10 @@ def _info_fails(host: FakeHost) -> None:
 
 ASKED = ["workload.is_cluster_initialised"]
 INFO = [*ASKED, "backup_tool.info()"]
+INFO_AND_TIMELINES = [*INFO, f"backup_tool.timelines({STANZA})"]
 REFUSALS: list[tuple[str, Setup, dict[str, str], str, list[str]]] = [
-    ("no-backup-id", _nothing, {}, msg.MISSING_BACKUP_ID, []),
-    ("empty-backup-id", _nothing, {"backup-id": "  "}, msg.MISSING_BACKUP_ID, []),
+    ("no-backup-id", _nothing, {}, msg.MISSING_RESTORE_TARGET, []),
+    ("empty-backup-id", _nothing, {"backup-id": "  "}, msg.MISSING_RESTORE_TARGET, []),
     (
         "workload-unavailable",
         _unavailable,
@@ -221,21 +222,21 @@ REFUSALS: list[tuple[str, Setup, dict[str, str], str, list[str]]] = [
         msg.RESTORE_NOT_LEADER,
         ASKED,
     ),
-    ("id-before-workload", _no_id_and_unavailable, {}, msg.MISSING_BACKUP_ID, []),
+    ("id-before-workload", _no_id_and_unavailable, {}, msg.MISSING_RESTORE_TARGET, []),
     ("malformed-id", _nothing, {"backup-id": "yesterday"}, "Invalid backup-id: yesterday", ASKED),
     (
         "unknown-id",
         _nothing,
         {"backup-id": "2026-01-01T00:00:00Z"},
         "Invalid backup-id: 2026-01-01T00:00:00Z",
-        INFO,
+        INFO_AND_TIMELINES,
     ),
     (
         "failed-backup-id",
         _nothing,
         {"backup-id": "2026-11-28T15:00:00Z"},
         "Invalid backup-id: 2026-11-28T15:00:00Z",
-        INFO,
+        INFO_AND_TIMELINES,
     ),
     (
         "no-s3-relation",
@@ -439,6 +440,7 @@ def test_completion_full_call_sequence() -> None:
         "workload.member_state",
         "workload.bootstrap_failed",
         "workload.is_member_running",
+        "workload.is_primary",
         "workload.current_timeline",
         *CLEAR_KEYS,
         f"workload.apply_config(stanza={STANZA})",

@@ -158,7 +158,7 @@ def test_desired_config_unit_bag() -> None:
                 stanza=STANZA,
                 label="20261128-143926F",
                 type="default",
-                target="latest",
+                target=None,
                 target_timeline=11,
                 target_action=None,
             ),

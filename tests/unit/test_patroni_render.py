@@ -19,6 +19,7 @@ from pgbackups.patroni import (
     SslFiles,
     parse_cluster,
     render_config,
+    restore_command,
 )
 
 MEMBER = PatroniMember(
@@ -144,6 +145,17 @@ def test_restore_command(target: RestoreTarget, expected: str) -> None:
     # Patroni shlex-splits the command: the time target stays one argument
     if target.target:
         assert f"--target={target.target}" in shlex.split(expected)
+
+
+def test_restore_command_drops_what_pgbackrest_245_rejects() -> None:
+    """--target-timeline with immediate, --target-action with default and --target
+    without time are pgBackRest [031] errors: never rendered, whatever the target holds."""
+    immediate = RestoreTarget(stanza="local.old", label="L", type="immediate", target_timeline=4)
+    assert restore_command(MEMBER, immediate) == (
+        f"{BASE} --set=L --type=immediate --target-action=promote restore"
+    )
+    default = RestoreTarget(stanza="local.old", type="default", target="latest", target_timeline=12)
+    assert restore_command(MEMBER, default) == f"{BASE} --type=default --target-timeline=12 restore"
 
 
 def test_ssl_parameters() -> None:

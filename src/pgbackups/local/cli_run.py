@@ -88,9 +88,12 @@ def wait_for_restore(runtime: Runtime, unit: str, progress: Progress, timeout: f
         app = runtime.store.app_bag(writable=False)
         in_progress = bool(app.get(backups.RESTORING_BACKUP) or app.get(backups.RESTORE_TO_TIME))
         if status == StatusKind.BLOCKED.value:
+            moved = app.get(backups.RESTORE_MOVED_DATA)
+            kept = f"; the data from before the restore is kept at {moved}" if moved else ""
             raise ActionError(
-                f"restore failed on {unit}: {message} "
-                f"(see: pgbackups logs {unit}; pgbackups status --name {cluster.name})"
+                f"restore failed on {unit}: {message}{kept} "
+                f"(see: pgbackups logs --name {cluster.name} {unit}; "
+                f"pgbackups status --name {cluster.name})"
             )
         if not in_progress:
             progress.say(f"restore complete on {unit}: {status} {message}".rstrip())
@@ -160,14 +163,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "Run an action on UNIT, like `juju run`. Parameters are key=value:\n"
         "  create-backup  type=full|differential|incremental (default full)\n"
         "  list-backups   format=table|json (default table)\n"
-        "  restore        backup-id=ID (YYYY-MM-DDTHH:MM:SSZ or a pgBackRest label)\n"
+        "  restore        backup-id=ID and/or restore-to-time=TIME|latest\n"
+        "                 ID: a backup (YYYY-MM-DDTHH:MM:SSZ or a pgBackRest label) or a\n"
+        "                 timeline (a `restore` row of list-backups; needs restore-to-time)\n"
+        "                 TIME: 'YYYY-MM-DD HH:MM:SS[.ffffff][+HH[:MM]]' or ISO 8601\n"
+        "                 (2026-11-28T14:00:00Z); a time without a zone is UTC.\n"
+        "                 backup-id alone: the end of that backup; with a TIME: that\n"
+        "                 backup's timeline up to TIME; with latest: all of its timeline's\n"
+        "                 WAL; TIME alone: the nearest backup or timeline before TIME;\n"
+        "                 latest alone: the end of the newest timeline.\n"
         "Results are printed; a failure prints its message and exits 1.\n"
-        "restore --wait waits until the restore is complete (or failed).",
+        "restore --wait waits until the restore is complete, or failed (exit 1; e.g. a\n"
+        "point-in-time target the archived WAL does not reach).",
         """
         pgbackups run main/1 create-backup type=full
         pgbackups run main/0 list-backups
         pgbackups run main/0 list-backups format=json --json
         pgbackups run main/0 restore backup-id=2026-11-28T14:39:26Z --wait
+        pgbackups run main/0 restore "restore-to-time=2026-11-28 14:45:00" --wait
+        pgbackups run main/0 restore backup-id=2026-11-28T14:39:26Z restore-to-time=latest
         """,
     )
     add_name(p)

@@ -25,7 +25,7 @@ from pgbackups.host import (
     TlsMaterial,
     UnitStatus,
 )
-from pgbackups.local.cluster import Cluster
+from pgbackups.local.cluster import DEFAULT_NAME, Cluster
 from pgbackups.local.dispatch import Dispatcher
 from pgbackups.local.paths import write_file
 from pgbackups.local.peerdata import PeerDataStore
@@ -152,6 +152,12 @@ class LocalHost:
 
     def now(self) -> datetime:
         return datetime.now(UTC)
+
+    def log_hint(self) -> str:
+        """The command that shows this unit's logs (``--name`` unless the default)."""
+        if self.cluster.name == DEFAULT_NAME:
+            return f"pgbackups logs {self.unit.name}"
+        return f"pgbackups logs --name {self.cluster.name} {self.unit.name}"
 
     def describe(self) -> Mapping[str, str]:
         return {

@@ -124,8 +124,16 @@ class LocalWorkload:
         return result.ok
 
     def move_data_aside(self) -> str | None:
-        """Rename the data directory beside itself; nothing is deleted here."""
+        """Rename the data directory beside itself; nothing is deleted here.
+
+        "" when there is no data directory: after a failed bootstrap (an unreachable PITR
+        target) Patroni renamed it to ``<data>.failed`` itself, and the data from before
+        the first restore is already aside.
+        """
         data = self.unit.data_dir
+        if not data.exists():
+            log.info("%s: no data directory at %s: nothing to move aside", self.unit.name, data)
+            return ""
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         moved = data.with_name(f"{data.name}{MOVED_ASIDE_MARK}{stamp}")
         try:
@@ -158,7 +166,10 @@ class LocalWorkload:
         log.info("%s: removed the old data directory %s", self.unit.name, moved)
 
     def bootstrap_failed(self) -> bool:
-        """Patroni exits when its bootstrap fails (e.g. an unreachable PITR target)."""
+        """Patroni exits when its bootstrap fails (e.g. an unreachable PITR target): it
+        logs ``Failed to bootstrap cluster``, renames the data directory to
+        ``<data>.failed`` and raises PatroniFatalException. Our Patroni was started
+        (its PID is recorded) and is no longer running."""
         return self.unit.process() is not None and not self.unit.is_running()
 
     # --- configuration ------------------------------------------------------------------
