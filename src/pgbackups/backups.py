@@ -153,7 +153,10 @@ def on_s3_credentials_changed(host: Host) -> Outcome:
     store = host.object_store(settings)
     if not _could_initialise_stanza(host, settings, store):
         return Done()
-    if not _is_wal_archiving_to_s3_working(host, settings, store):
+    working = _is_wal_archiving_to_s3_working(host, settings, store)
+    if working is None:
+        return Deferred("waiting for the primary to archive with pgBackRest")
+    if not working:
         return Done()
     _tls_server_steps(host)  # the chart returns after every TLS branch
     return Done()
@@ -269,16 +272,27 @@ def _create_stanza(host: Host) -> bool:
     return False
 
 
-def _is_wal_archiving_to_s3_working(host: Host, settings: S3Settings, store: ObjectStore) -> bool:
+def _is_wal_archiving_to_s3_working(
+    host: Host, settings: S3Settings, store: ObjectStore
+) -> bool | None:
     """Archiving on (``stanza``), reload, ``pgbackrest check`` with retries; on failure
     archiving off again and Blocked. On success the marker is written and the leader is
-    Active."""
+    Active.
+
+    None means "not known yet": a leader that is not the primary turned archiving on in
+    the app bag, but the primary renders its ``archive_command`` only when it sees that
+    bag, which is after this hook ends (Juju commits peer data at the end of a hook). The
+    hook then defers, keeping ``stanza``, and its re-run decides.
+    """
     host.set_status(UnitStatus.maintenance(msg.CHECKING_STANZA))
     host.app_data[STANZA] = host.stanza_name
     _apply_config(host)
     result = _check_with_retries(host)
     if not result.ok:
         reason = host.backup_tool.error_line(result)
+        if _primary_not_archiving_yet(host, reason):
+            log.info("The primary does not archive with pgBackRest yet; checking again later")
+            return None
         log.error("pgBackRest check failed: %s", reason)
         _block_s3(host, msg.with_reason(msg.FAILED_TO_INITIALIZE_STANZA, reason))
         return False
@@ -289,11 +303,24 @@ def _is_wal_archiving_to_s3_working(host: Host, settings: S3Settings, store: Obj
     return True
 
 
+# pgBackRest's error 068: "archive_command '...' must contain pgbackrest".
+_ARCHIVE_COMMAND_NOT_PGBACKREST = "[068]"
+
+
+def _primary_not_archiving_yet(host: Host, reason: str) -> bool:
+    if _ARCHIVE_COMMAND_NOT_PGBACKREST not in reason:
+        return False
+    try:
+        return not host.workload.is_primary()
+    except WorkloadUnavailable:
+        return False
+
+
 def _check_with_retries(host: Host) -> CommandResult:
     result = host.backup_tool.check()
     for _ in range(CHECK_ATTEMPTS - 1):
-        if result.ok:
-            break
+        if result.ok or _primary_not_archiving_yet(host, host.backup_tool.error_line(result)):
+            break  # success, or nothing this hook can change by waiting
         SLEEP(CHECK_RETRY_DELAY_SECONDS)
         result = host.backup_tool.check()
     return result

@@ -445,6 +445,34 @@ CASES: list[tuple[str, Setup, object, UnitStatus, list[str]]] = [
 ]
 
 
+def test_non_primary_leader_waits_for_the_primary_to_archive() -> None:
+    """Error 068 on a leader that is a replica: the primary has not rendered the
+    archive_command yet (it sees the app bag after this hook). Defer, keep the stanza."""
+    host = FakeHost()
+    host.fake_workload.primary = False
+    not_yet = failed("ERROR: [068]: archive_command '/bin/true' must contain pgbackrest", 68)
+    host.fake_tool.check_results = [not_yet]
+    result = backups.on_s3_credentials_changed(host)
+    assert isinstance(result, Deferred)
+    assert host.status == UnitStatus.maintenance(msg.CHECKING_STANZA)
+    assert host.app_dict.get("stanza") == STANZA
+    assert "s3-block-message" not in host.app_dict
+    assert host.calls.count("backup_tool.check") == 1  # no retry can help inside this hook
+    # The re-run, after the primary picked up the configuration, completes.
+    host.fake_tool.check_results = [ok()]
+    assert isinstance(backups.on_s3_credentials_changed(host), Done)
+    assert host.status == UnitStatus.active()
+
+
+def test_error_068_on_the_primary_itself_blocks() -> None:
+    host = FakeHost()
+    not_yet = failed("ERROR: [068]: archive_command '/bin/true' must contain pgbackrest", 68)
+    host.fake_tool.check_results = [not_yet]
+    assert isinstance(backups.on_s3_credentials_changed(host), Done)
+    assert host.status.is_blocked and host.status.message.startswith(STANZA_MSG)
+    assert "stanza" not in host.app_dict
+
+
 @pytest.mark.parametrize(
     ("setup", "outcome", "status", "effects"),
     [c[1:] for c in CASES],
