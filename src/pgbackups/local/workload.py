@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 # stopped TLS server or S3 server cost minutes per command.
 IO_TIMEOUT_SECONDS = 10
 MOVED_ASIDE_MARK = ".before-restore-"
+TAGS_TIMEOUT_SECONDS = 20.0  # several Patroni loops (loop_wait is 3 s)
 TLS_SERVER_PREFIX = "pgbackrest-server:"
 
 
@@ -233,7 +234,37 @@ class LocalWorkload:
         self.unit.prepare()
         text = pgbackrest.render_config(self.pgbackrest_config(config))
         pgbackrest.write_config(text, self.unit.pgbackrest_config, owner=self.cluster.db_user)
+        hiding_changes = self._creating_backup_tag() not in (None, config.creating_backup)
         self.unit.apply_config(config)
+        if hiding_changes:
+            self._wait_for_tags(config.creating_backup)
+
+    def _creating_backup_tag(self) -> bool | None:
+        """Whether Patroni publishes this member as hidden (nofailover), None if unknown."""
+        if not self.unit.is_running():
+            return None
+        try:
+            members = self.unit.client(timeout=5).cluster()
+        except PatroniUnavailable:
+            return None
+        me = next((m for m in members if m.name == self.unit.member_name), None)
+        return None if me is None else bool(me.tags.get("nofailover"))
+
+    def _wait_for_tags(self, hidden: bool) -> None:
+        """A reload takes effect on Patroni's next loop. Hiding a replica for a backup (tags
+        and pg_hba) must be in force before the backup starts, and lifted before the action
+        returns: Patroni publishes the tags after writing pg_hba in the same reload."""
+        deadline = time.monotonic() + TAGS_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if self._creating_backup_tag() == hidden:
+                return
+            time.sleep(0.3)
+        log.warning(
+            "%s: Patroni did not publish nofailover=%s within %ss",
+            self.unit.name,
+            hidden,
+            TAGS_TIMEOUT_SECONDS,
+        )
 
     # --- pgBackRest TLS server ------------------------------------------------------------
 
