@@ -1,0 +1,531 @@
+"""The measurements. Each returns plain data (seconds, bytes) for the report.
+
+Pairs are measured back to back in the same run, their order alternating between
+repetitions, so that the ratio of their medians is what the machine's noise leaves alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from benchmarks import fabricate
+from benchmarks.env import Bench, BenchError, log, now, timed
+
+BYTES_PER_RANDOM_ROW = 1170  # 1 KiB of gen_random_bytes plus tuple overhead, measured
+BYTES_PER_PGBENCH_SCALE = 15_700_000  # pgbench -i -s 1, tables and indexes, measured
+BARMAN_PREFIX = "barman"
+# The directly restored PostgreSQL listens on its own unix socket directory only.
+DIRECT_PORT = 5432
+PGBACKUPS_TYPES = {"full": "full", "diff": "differential", "incr": "incremental"}
+
+
+@dataclass
+class Samples:
+    """Seconds per repetition for named measurements."""
+
+    values: dict[str, list[float]] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, name: str, seconds: float) -> None:
+        self.values.setdefault(name, []).append(round(seconds, 3))
+
+
+# ---------------------------------------------------------------------------
+# Data
+
+
+def generate_data(bench: Bench, size_bytes: int) -> dict[str, int]:
+    """A ``postgres`` database of about ``size_bytes``: half pgbench tables (compressible),
+    the rest a table of ``gen_random_bytes`` (incompressible)."""
+    half = size_bytes // 2
+    scale = max(1, round(half / BYTES_PER_PGBENCH_SCALE))
+    bench.pgbench("-i", "-q", "-s", str(scale), timeout=3600)
+    bench.sql("create extension if not exists pgcrypto")
+    bench.sql("drop table if exists bench_random")
+    current = int(bench.sql("select pg_database_size('postgres')")[0][0])
+    rows = max(1, (size_bytes - current) // BYTES_PER_RANDOM_ROW)
+    bench.sql("create table bench_random(id int, payload bytea)")
+    chunk = 100_000
+    for first in range(1, rows + 1, chunk):
+        last = min(rows, first + chunk - 1)
+        bench.sql(
+            "insert into bench_random select g, gen_random_bytes(1024) "
+            "from generate_series(%s::int, %s::int) g",
+            (first, last),
+        )
+    bench.sql("checkpoint")
+    sizes = bench.sql(
+        "select pg_database_size('postgres'), pg_total_relation_size('bench_random')"
+    )[0]
+    return {
+        "pgbench_scale": scale,
+        "random_rows": rows,
+        "database_bytes": int(sizes[0]),
+        "random_bytes": int(sizes[1]),
+    }
+
+
+def change_some_data(bench: Bench, transactions: int = 2000) -> None:
+    """The same amount of change before each differential/incremental pair."""
+    bench.pgbench("-n", "-c", "2", "-j", "2", "-t", str(transactions // 2), timeout=600)
+
+
+# ---------------------------------------------------------------------------
+# Backups
+
+
+def backup_pgbackups(bench: Bench, kind: str) -> tuple[float, str]:
+    """``pgbackups run bench/0 create-backup type=…``: seconds, backup-id."""
+    seconds, out = timed(
+        lambda: bench.pgbackups(
+            "run",
+            "--name",
+            "bench",
+            "0",
+            "create-backup",
+            f"type={PGBACKUPS_TYPES[kind]}",
+            "--json",
+        )
+    )
+    doc = json.loads(out)
+    if doc.get("status") != "completed":
+        raise BenchError(f"create-backup {kind}: {doc}")
+    return seconds, str(doc["results"]["backup-id"])
+
+
+def backup_direct(bench: Bench, kind: str, *options: str) -> float:
+    """``pgbackrest backup`` with the same configuration file, as the database user."""
+    seconds, _ = timed(lambda: bench.pgbackrest("backup", f"--type={kind}", *options))
+    return seconds
+
+
+def backup_barman(bench: Bench, name: str, *options: str) -> tuple[float, int]:
+    """``barman-cloud-backup`` into the same S3 server: seconds, bytes stored."""
+    s3 = bench.s3()
+    unit = bench.unit
+    server = f"bench-{name}"
+    argv = [
+        "barman-cloud-backup",
+        "--endpoint-url",
+        s3.endpoint,
+        "-h",
+        str(unit.socket_dir),
+        "-p",
+        str(unit.pg_port),
+        "-U",
+        "postgres",
+        "--immediate-checkpoint",
+        "-J",
+        str(os.cpu_count() or 1),
+        *options,
+        f"s3://{s3.bucket}/{BARMAN_PREFIX}",
+        server,
+    ]
+    prefix = f"{BARMAN_PREFIX}/{server}/base/"
+    before = bench.prefix_size(prefix)
+    seconds, _ = timed(lambda: bench.run_db(argv, env=bench.s3_env()))
+    return seconds, bench.prefix_size(prefix) - before
+
+
+def newest(bench: Bench) -> dict[str, Any]:
+    backups = bench.info()
+    if not backups:
+        raise BenchError("no backup in the repository")
+    return backups[-1]
+
+
+def measure_backups(
+    bench: Bench, repeat: int, *, kinds: tuple[str, ...], barman: bool
+) -> tuple[Samples, str]:
+    """Per kind and repetition: through pgbackups, then directly (order alternating);
+    fulls also against barman-cloud-backup. Returns samples and the newest full's id."""
+    samples = Samples()
+    last_full_id = ""
+    for rep in range(repeat):
+        for kind in kinds:
+            order = ["pgbackups", "direct"] if rep % 2 == 0 else ["direct", "pgbackups"]
+            if kind == "full" and barman:
+                order.insert(rep % 3, "barman")
+            for position, who in enumerate(order):
+                # A differential copies what changed since the full: one change serves
+                # both; an incremental copies what changed since the previous backup.
+                if kind == "incr" or (kind == "diff" and position == 0):
+                    change_some_data(bench)
+                bench.wait_archived()
+                if who == "pgbackups":
+                    seconds, backup_id = backup_pgbackups(bench, kind)
+                    if kind == "full":
+                        last_full_id = backup_id
+                    info = newest(bench)["info"]
+                    samples.extra.setdefault(f"{kind}_size", []).append(info["size"])
+                    samples.extra.setdefault(f"{kind}_repo_size", []).append(
+                        info["repository"]["size"]
+                    )
+                elif who == "direct":
+                    seconds = backup_direct(bench, kind)
+                else:
+                    seconds, stored = backup_barman(bench, "none")
+                    samples.extra.setdefault("barman_repo_size", []).append(stored)
+                samples.add(f"{kind}:{who}", seconds)
+                log(f"backup {kind} via {who}: {seconds:.2f}s")
+    return samples, last_full_id
+
+
+# ---------------------------------------------------------------------------
+# Restores
+
+
+def restore_pgbackups(bench: Bench, backup_id: str) -> float:
+    """``pgbackups run … restore --wait``, then until the primary commits a write."""
+    start = now()
+    bench.pgbackups(
+        "run", "--name", "bench", "0", "restore", f"backup-id={backup_id}", "--wait", "--json"
+    )
+    bench.wait_writable()
+    return now() - start
+
+
+def restore_direct(
+    bench: Bench, label: str, options: tuple[str, ...] = (), *, start_postgres: bool = True
+) -> float:
+    """``pgbackrest restore`` into an empty directory, then ``postgres`` until it commits
+    a write (recovery to consistency, promoted). Same options as the pgbackups restore."""
+    root = bench.home / "direct-restore"
+    data = bench.make_db_dir(root / "data")
+    sock = bench.make_db_dir(root / "sock")
+    start = now()
+    bench.pgbackrest(
+        "restore",
+        f"--pg1-path={data}",
+        f"--set={label}",
+        "--type=immediate",
+        "--target-action=promote",
+        "--archive-mode=off",
+        *options,
+    )
+    if not start_postgres:
+        seconds = now() - start
+        shutil.rmtree(root, ignore_errors=True)
+        return seconds
+    port = DIRECT_PORT
+    argv = [
+        bench.pg_tool("postgres"),
+        "-D",
+        str(data),
+        "-c",
+        f"port={port}",
+        "-c",
+        "listen_addresses=",
+        "-c",
+        f"unix_socket_directories={sock}",
+        "-c",
+        "archive_mode=off",
+        "-c",
+        f"hba_file={data}/pg_hba.conf",
+        "-c",
+        f"ident_file={data}/pg_ident.conf",
+        "-c",
+        "cluster_name=bench-direct",
+    ]
+    pid = bench.spawn_db(argv, root / "postgres.log")
+    try:
+        probe = _DirectUnit(sock, port)
+        deadline = now() + 600
+        while not probe.writable():
+            if now() > deadline:
+                raise BenchError(f"the directly restored PostgreSQL did not accept writes; {root}")
+            time.sleep(0.05)
+        seconds = now() - start
+    finally:
+        bench.stop_spawned(pid)
+    shutil.rmtree(root, ignore_errors=True)
+    return seconds
+
+
+class _DirectUnit:
+    def __init__(self, sock: Path, port: int) -> None:
+        self.sock, self.port = sock, port
+
+    def writable(self) -> bool:
+        try:
+            with psycopg.connect(
+                host=str(self.sock), port=self.port, user="postgres", dbname="postgres",
+                connect_timeout=2, autocommit=True,
+            ) as conn:  # fmt: skip
+                row = conn.execute("select pg_is_in_recovery()").fetchone()
+                if row is None or row[0] is not False:
+                    return False
+                conn.execute("create table if not exists bench_probe(at timestamptz)")
+                conn.execute("insert into bench_probe values (now())")
+                return True
+        except psycopg.Error:
+            return False
+
+
+def label_of(bench: Bench, backup_id: str) -> str:
+    for record in reversed(bench.info()):
+        stamp = datetime.fromtimestamp(record["timestamp"]["start"], UTC)
+        if stamp.strftime("%Y-%m-%dT%H:%M:%SZ") == backup_id or record["label"] == backup_id:
+            return str(record["label"])
+    raise BenchError(f"backup {backup_id} is not in the repository")
+
+
+def measure_restores(bench: Bench, repeat: int, backup_id: str) -> Samples:
+    samples = Samples()
+    label = label_of(bench, backup_id)
+    for rep in range(repeat):
+        order = ["pgbackups", "direct"] if rep % 2 == 0 else ["direct", "pgbackups"]
+        for who in order:
+            if who == "pgbackups":
+                seconds = restore_pgbackups(bench, backup_id)
+            else:
+                seconds = restore_direct(bench, label)
+            samples.add(f"restore:{who}", seconds)
+            log(f"restore via {who}: {seconds:.2f}s")
+    return samples
+
+
+# ---------------------------------------------------------------------------
+# Settings: compression, process-max, bundling (direct pgBackRest, same data)
+
+
+def measure_settings(bench: Bench, repeat: int, cpus: int) -> Samples:
+    """Full backups with one option changed from the rendered defaults; restores at
+    process-max 1 and ``cpus``. Repository sizes from pgBackRest info."""
+    samples = Samples()
+    variants: list[tuple[str, tuple[str, ...]]] = [
+        ("zst p=1", ("--compress-type=zst", "--process-max=1")),
+        ("lz4 p=1", ("--compress-type=lz4", "--process-max=1")),
+        ("gz p=1", ("--compress-type=gz", "--process-max=1")),
+        (f"zst p={cpus}", ("--compress-type=zst", f"--process-max={cpus}")),
+        (f"lz4 p={cpus}", ("--compress-type=lz4", f"--process-max={cpus}")),
+        (f"gz p={cpus}", ("--compress-type=gz", f"--process-max={cpus}")),
+        (f"none p={cpus}", ("--compress-type=none", f"--process-max={cpus}")),
+        (f"zst p={cpus} no bundle", ("--compress-type=zst", f"--process-max={cpus}",
+                                     "--no-repo1-bundle")),
+    ]  # fmt: skip
+    zst_label = ""
+    for rep in range(repeat):
+        order = variants if rep % 2 == 0 else list(reversed(variants))
+        for name, options in order:
+            bench.wait_archived()
+            seconds = backup_direct(bench, "full", *options)
+            record = newest(bench)
+            samples.add(f"backup:{name}", seconds)
+            samples.extra.setdefault(f"repo_size:{name}", []).append(
+                record["info"]["repository"]["size"]
+            )
+            if name == f"zst p={cpus}":
+                zst_label = str(record["label"])
+            log(f"settings: full backup {name}: {seconds:.2f}s")
+        for p in (1, cpus) if rep % 2 == 0 else (cpus, 1):
+            seconds = restore_direct(
+                bench, zst_label, (f"--process-max={p}",), start_postgres=False
+            )
+            samples.add(f"restore:p={p}", seconds)
+            log(f"settings: restore (files only) process-max={p}: {seconds:.2f}s")
+    return samples
+
+
+# ---------------------------------------------------------------------------
+# Loss window under load
+
+
+def measure_loss_window(bench: Bench, seconds: float, rate: int | None) -> dict[str, Any]:
+    """pgbench for ``seconds`` (``-R rate`` when given); at random moments the age of the
+    newest archived WAL (``now() - pg_stat_archiver.last_archived_time``) and the number
+    of segments waiting (``.ready``)."""
+    unit = bench.unit
+    bench.wait_archived()
+    argv = [
+        bench.pg_tool("pgbench"),
+        "-n",
+        "-h",
+        str(unit.socket_dir),
+        "-p",
+        str(unit.pg_port),
+        "-U",
+        "postgres",
+        "-c",
+        "2",
+        "-j",
+        "2",
+        "-T",
+        str(int(seconds)),
+    ]
+    if rate:
+        argv += ["-R", str(rate)]
+    argv.append("postgres")
+    lsn_start = bench.sql("select pg_current_wal_lsn()")[0][0]
+    started = now()
+    proc = bench.popen_db(argv)
+    ages: list[float] = []
+    ready: list[int] = []
+    rng = random.Random()
+    try:
+        time.sleep(min(2.0, seconds / 10))
+        while proc.poll() is None:
+            row = bench.sql(
+                "select extract(epoch from now() - last_archived_time)::float8, "
+                "(select count(*) from pg_ls_archive_statusdir() where name like '%%.ready') "
+                "from pg_stat_archiver"
+            )[0]
+            if row[0] is not None:
+                ages.append(round(float(row[0]), 3))
+                ready.append(int(row[1]))
+            time.sleep(rng.uniform(0.2, 1.5))
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=30)
+    if proc.returncode != 0:
+        raise BenchError(f"pgbench load exited {proc.returncode}: {err[-500:]}")
+    elapsed = now() - started
+    wal = bench.sql("select pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)", (lsn_start,))
+    tps = re.search(r"tps = ([\d.]+)", out)
+    return {
+        "seconds": round(elapsed, 1),
+        "rate_limit_tps": rate,
+        "tps": round(float(tps.group(1)), 1) if tps else None,
+        "wal_bytes_per_second": float(wal[0][0]) / elapsed,
+        "ages": ages,
+        "ready": ready,
+        "archive_timeout": str(bench.sql("show archive_timeout")[0][0]),
+    }
+
+
+# ---------------------------------------------------------------------------
+# list-backups on a repository with many backups
+
+
+def _copy_objects(bench: Bench, base: str, copies: list[fabricate.Copy]) -> None:
+    client = bench.s3_client()
+    bucket = bench.s3().bucket
+    listing: dict[str, list[tuple[str, int]]] = {}
+    for template in {c.template for c in copies}:
+        prefix = f"{base}/{template}/"
+        keys: list[tuple[str, int]] = []
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            keys += [(o["Key"], int(o["Size"])) for o in page.get("Contents", [])]
+        listing[template] = keys
+    manifests = {
+        t: client.get_object(Bucket=bucket, Key=f"{base}/{t}/backup.manifest")["Body"]
+        .read()
+        .decode()
+        for t in listing
+    }
+
+    def one(copy: fabricate.Copy) -> None:
+        text = fabricate.rewrite_manifest(manifests[copy.template], copy.template, copy)
+        for key, _size in listing[copy.template]:
+            rel = key[len(f"{base}/{copy.template}/") :]
+            dest = f"{base}/{copy.label}/{rel}"
+            if rel in ("backup.manifest", "backup.manifest.copy"):
+                client.put_object(Bucket=bucket, Key=dest, Body=text.encode())
+            else:
+                client.copy_object(
+                    Bucket=bucket, Key=dest, CopySource={"Bucket": bucket, "Key": key}
+                )
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(one, copies))
+
+
+def _delete_prefixes(bench: Bench, prefixes: list[str]) -> None:
+    client = bench.s3_client()
+    bucket = bench.s3().bucket
+    keys: list[str] = []
+    for prefix in prefixes:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            keys += [o["Key"] for o in page.get("Contents", [])]
+
+    def one(key: str) -> None:
+        client.delete_object(Bucket=bucket, Key=key)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(one, keys))
+
+
+def time_listing(bench: Bench, repeat: int) -> Samples:
+    samples = Samples()
+    for rep in range(repeat):
+        order = ["pgbackups", "info"] if rep % 2 == 0 else ["info", "pgbackups"]
+        for who in order:
+            if who == "pgbackups":
+                seconds, out = timed(
+                    lambda: bench.pgbackups(
+                        "run", "--name", "bench", "0", "list-backups", "format=json", "--json"
+                    )
+                )
+                count = len(json.loads(out)["results"]["backups"])
+                samples.extra["listed"] = count
+            else:
+                seconds, _ = timed(lambda: bench.pgbackrest("info", "--output=json"))
+            samples.add(f"list:{who}", seconds)
+    return samples
+
+
+def measure_list_backups(bench: Bench, count: int, repeat: int) -> dict[str, Any]:
+    """Two real backups of the (still tiny) database, ``count`` in all with copies; the
+    copies are removed afterwards and ``backup.info`` put back as it was."""
+    bench.pgbench("-i", "-q", "-s", "1")  # a tiny database: small backups
+    backup_pgbackups(bench, "full")
+    bench.sql("create table bench_tiny(x int); insert into bench_tiny values (1)")
+    backup_pgbackups(bench, "diff")
+    real = bench.info()
+    full = next(b for b in real if b["type"] == "full")
+    diff = next(b for b in real if b["type"] == "diff")
+    few = time_listing(bench, repeat)
+    client = bench.s3_client()
+    bucket = bench.s3().bucket
+    base = f"backup/{bench.stanza}"
+    info_key = f"{base}/backup.info"
+    original = client.get_object(Bucket=bucket, Key=info_key)["Body"].read()
+    copies = fabricate.plan_copies(
+        count - len(real),
+        before=fabricate.label_time(full["label"]),
+        full_template=full["label"],
+        diff_template=diff["label"],
+    )
+    started = now()
+    _copy_objects(bench, base, copies)
+    text, total = fabricate.add_to_backup_info(
+        original.decode(), copies, {full["label"]: None, diff["label"]: full["label"]}
+    )
+    for key in (info_key, f"{info_key}.copy"):
+        client.put_object(Bucket=bucket, Key=key, Body=text.encode())
+    fabricate_seconds = now() - started
+    try:
+        listed = len(bench.info())
+        if listed != total:
+            raise BenchError(f"pgBackRest info lists {listed} backups, expected {total}")
+        # A copy must be a real backup: pgBackRest verifies one's manifest checksum here.
+        bench.pgbackrest("info", f"--set={copies[-1].label}")
+        many = time_listing(bench, repeat)
+    finally:
+        for key in (info_key, f"{info_key}.copy"):
+            client.put_object(Bucket=bucket, Key=key, Body=original)
+        _delete_prefixes(bench, [f"{base}/{c.label}/" for c in copies])
+    if len(bench.info()) != len(real):
+        raise BenchError("the copied backups were not all removed")
+    return {
+        "backups": total,
+        "real_backups": len(real),
+        "fabricate_seconds": round(fabricate_seconds, 1),
+        "listed_by_pgbackups": many.extra.get("listed"),
+        "few": few.values,
+        "many": many.values,
+    }

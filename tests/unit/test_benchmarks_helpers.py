@@ -1,0 +1,208 @@
+"""The benchmark package imports, parses its arguments, and its pure helpers compute
+what docs/performance.md says they compute. (Not the benchmark itself: make bench.)"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from benchmarks import cli, fabricate, report, stats
+
+# A real backup.info written by pgBackRest 2.45 (S3 key-free: it holds none).
+BACKUP_INFO = """[backrest]
+backrest-format=5
+backrest-version="2.45"
+
+[backup:current]
+20261128-154154F={"backrest-format":5,"backrest-version":"2.45","backup-archive-start":"000000010000000000000002","backup-archive-stop":"000000010000000000000003","backup-error":false,"backup-info-repo-size":2847134,"backup-info-repo-size-delta":2847134,"backup-info-size":23267234,"backup-info-size-delta":23267234,"backup-lsn-start":"0/2000028","backup-lsn-stop":"0/3000050","backup-timestamp-start":1795880514,"backup-timestamp-stop":1795880516,"backup-type":"full","db-id":1,"option-archive-check":true,"option-archive-copy":false,"option-backup-standby":false,"option-checksum-page":true,"option-compress":true,"option-hardlink":false,"option-online":true}
+
+[db]
+db-catalog-version=202209061
+db-control-version=1300
+db-id=1
+db-system-id=7713248041118509082
+db-version="15"
+
+[db:history]
+1={"db-catalog-version":202209061,"db-control-version":1300,"db-system-id":7713248041118509082,"db-version":"15"}
+
+[backrest]
+backrest-checksum="760445276445403e9631205dd5aad7d3b6f128e1"
+"""
+
+
+# --- stats ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("500", 500_000_000),
+        ("500MB", 500_000_000),
+        ("1.5GB", 1_500_000_000),
+        ("64MiB", 64 * 1024**2),
+        (" 30 mb ", 30_000_000),
+    ],
+)
+def test_parse_size(text: str, expected: int) -> None:
+    assert stats.parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "abc", "-5", "0", "5 parsecs"])
+def test_parse_size_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        stats.parse_size(text)
+
+
+def test_parse_sizes_sorted_and_distinct() -> None:
+    assert stats.parse_sizes("60,30,60MB") == [30_000_000, 60_000_000]
+
+
+def test_median_and_ratio() -> None:
+    assert stats.median([3.0, 1.0, 2.0]) == 2.0
+    assert stats.median([1.0, 2.0, 3.0, 10.0]) == 2.5
+    with pytest.raises(ValueError):
+        stats.median([])
+    assert stats.ratio(3.0, 2.0) == 1.5
+    assert stats.ratio(1.0, 0.0) is None
+    assert stats.ratio(None, 2.0) is None
+    assert stats.fmt_ratio(1.5) == "1.50x"
+    assert stats.fmt_ratio(None) == "n/a"
+
+
+def test_throughput_and_percentile() -> None:
+    assert stats.throughput(100 * stats.MB, 4.0) == 25.0
+    assert stats.throughput(1, 0) is None
+    assert stats.percentile([5.0, 1.0, 3.0, 2.0, 4.0], 0.5) == 3.0
+    assert stats.percentile([1.0, 2.0], 1.0) == 2.0
+
+
+def test_render_table() -> None:
+    text = stats.render_table(["a", "bb"], [["x", "1"], ["yyy", "22"]])
+    assert text.splitlines()[0] == "| a   | bb |"
+    assert text.splitlines()[3] == "| yyy | 22 |"
+    with pytest.raises(ValueError):
+        stats.render_table(["a"], [["1", "2"]])
+
+
+# --- arguments ---------------------------------------------------------------
+
+
+def test_quick_defaults() -> None:
+    settings = cli.parse_args(["--quick"])
+    assert settings.quick
+    assert settings.repeat == 1
+    assert settings.sizes == [30_000_000, 60_000_000]
+    assert settings.list_backups == 500
+
+
+def test_full_defaults_and_overrides() -> None:
+    settings = cli.parse_args([])
+    assert settings.repeat == 3
+    assert settings.sizes[-1] == 500_000_000
+    assert len(settings.sizes) >= 2
+    custom = cli.parse_args(["--size", "200MB", "--sizes", "50,100,400", "--repeat", "5"])
+    assert custom.sizes == [50_000_000, 100_000_000, 200_000_000]
+    assert custom.repeat == 5
+
+
+@pytest.mark.parametrize("argv", [["--repeat", "0"], ["--size", "huge"], ["--list-backups", "1"]])
+def test_bad_arguments_exit(argv: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.parse_args(argv)
+
+
+# --- fabricated backups ------------------------------------------------------------
+
+
+def test_info_checksum_matches_pgbackrest() -> None:
+    assert fabricate.checksum_ok(BACKUP_INFO)
+    assert not fabricate.checksum_ok(BACKUP_INFO.replace("23267234", "23267235", 1))
+    # Rendering what was parsed gives a file with the same checksum.
+    again = fabricate.render_info(fabricate.parse_info(BACKUP_INFO))
+    assert fabricate.checksum_ok(again)
+    assert '"760445276445403e9631205dd5aad7d3b6f128e1"' in again
+
+
+def test_plan_copies_backdated_groups() -> None:
+    before = datetime(2026, 11, 28, 15, 41, 54, tzinfo=UTC)
+    copies = fabricate.plan_copies(
+        12, before=before, full_template="F", diff_template="D", group=10
+    )
+    assert [c.type for c in copies].count("full") == 2
+    assert all(c.start < before for c in copies)
+    assert [c.label for c in copies] == sorted(c.label for c in copies)
+    assert copies[1].prior == copies[0].label
+    assert copies[1].label.startswith(copies[0].label + "_")
+    assert fabricate.label_time(copies[1].label) == copies[1].start
+
+
+def test_add_to_backup_info_rewrites_entry() -> None:
+    full = "20261128-154154F"
+    before = fabricate.label_time(full)
+    copies = fabricate.plan_copies(3, before=before, full_template=full, diff_template=full)
+    copies = [c for c in copies if c.type == "full"]
+    text, count = fabricate.add_to_backup_info(BACKUP_INFO, copies, {full: None})
+    assert count == 2
+    assert fabricate.checksum_ok(text)
+    entry = json.loads(fabricate.parse_info(text)["backup:current"][copies[0].label])
+    assert entry["backup-timestamp-start"] == int(copies[0].start.timestamp())
+
+
+def test_rewrite_manifest_references() -> None:
+    full, diff = "20261128-155127F", "20261128-155127F_20261128-155130D"
+    manifest = fabricate.render_info(
+        {
+            "backup": {
+                "backup-label": f'"{diff}"',
+                "backup-prior": f'"{full}"',
+                "backup-reference": f'"{full},{diff}"',
+                "backup-timestamp-start": "1795881090",
+                "backup-timestamp-stop": "1795881091",
+                "backup-type": '"diff"',
+            },
+            "target:file": {"pg_data/PG_VERSION": f'{{"reference":"{full}","size":3}}'},
+        }
+    )
+    copy = fabricate.Copy(
+        "20261101-000000F_20261101-010000D",
+        "diff",
+        diff,
+        "20261101-000000F",
+        datetime(2026, 11, 1, 1, tzinfo=UTC),
+    )
+    text = fabricate.rewrite_manifest(manifest, diff, copy)
+    assert fabricate.checksum_ok(text)
+    sections = fabricate.parse_info(text)
+    assert sections["backup"]["backup-label"] == f'"{copy.label}"'
+    assert sections["backup"]["backup-reference"] == f'"{copy.prior},{copy.label}"'
+    assert '"reference":"20261101-000000F"' in sections["target:file"]["pg_data/PG_VERSION"]
+    assert sections["backup"]["backup-timestamp-stop"] == str(int(copy.start.timestamp()) + 1)
+
+
+# --- summary ---------------------------------------------------------------------
+
+
+def test_summarize_ratios() -> None:
+    results = {
+        "sizes": [
+            {
+                "data": {"database_bytes": 60 * stats.MB},
+                "backups": {"full:pgbackups": [4.0, 2.0, 3.0], "full:direct": [2.0, 2.0, 2.0]},
+                "backup_extra": {"full_size": [60 * stats.MB]},
+                "restores": {"restore:pgbackups": [9.0], "restore:direct": [3.0]},
+            }
+        ]
+    }
+    summary = report.summarize(results)
+    ratios = {r["measure"].split(" (")[0]: r["ratio"] for r in summary["ratios"]}
+    assert ratios["pgbackups create-backup full"] == 1.5
+    assert ratios["pgbackups restore --wait, until writable"] == 3.0
+    assert summary["scaling"][0]["backup pgbackups MB/s"] == 20.0
+    assert "1.50x" in report.render_text(summary, 3)
