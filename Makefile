@@ -12,7 +12,7 @@ APT_PACKAGES := postgresql-15 postgresql-client-15 pgbackrest etcd-server etcd-c
                 patroni python3-venv python3-psycopg2 openssl curl ca-certificates procps
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: help setup apt venv test lint unit demo bench clean
+.PHONY: help setup apt venv test lint unit demo bench bench-setup clean
 
 help:
 	@echo "make demo   - set up, then run the backup/restore demo on a local cluster"
@@ -60,7 +60,15 @@ unit: setup
 demo: setup
 	$(VENV)/bin/pgbackups demo
 
-bench: setup
+# The benchmark compares with barman-cloud (Debian) and plots with matplotlib (the `bench` extra).
+bench-setup: setup
+	@dpkg-query -W -f='$${Status}\n' barman-cli-cloud 2>/dev/null | grep -q '^install ok installed' || { \
+	  echo "bench-setup: installing barman-cli-cloud"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends barman-cli-cloud; }
+	@$(PY) -c 'import matplotlib' 2>/dev/null || $(PY) -m pip install -q -e '.[dev,bench]'
+
+bench: bench-setup
 	$(PY) -m benchmarks $(BENCH_ARGS)
 
 clean:
