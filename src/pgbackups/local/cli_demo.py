@@ -6,9 +6,11 @@ import argparse
 
 from pgbackups.local.commands import subcommand
 from pgbackups.local.demo import Demo
+from pgbackups.local.paths import validate_name
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    validate_name(args.name)  # bad input is a usage error before anything runs
     return Demo(name=args.name, keep=args.keep).run()
 
 
