@@ -24,6 +24,7 @@ from pgbackups.local.cluster import Cluster, down, up
 from pgbackups.local.errors import PgbackupsError
 
 CliRunner = Callable[..., "subprocess.CompletedProcess[str]"]
+
 ClusterMaker = Callable[..., Cluster]
 
 

@@ -19,6 +19,7 @@ import psycopg
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError, SSLError
+from e2e_helpers import tcp_connect
 
 from pgbackups import processes
 from pgbackups.local.cluster import Cluster
@@ -216,17 +217,10 @@ def test_apply_config_reloads_without_restart(pair: Cluster) -> None:
 
     def tcp_ok() -> bool:
         try:
-            with psycopg.connect(
-                host="127.0.0.1",
-                port=replica.pg_port,
-                user="postgres",
-                password=pair.passwords().superuser,
-                dbname="postgres",
-                connect_timeout=3,
-            ):
-                return True
+            tcp_connect(pair, replica.name, timeout=3)
         except psycopg.OperationalError:
             return False
+        return True
 
     off = WorkloadConfig(s3=None, stanza="local.pair", tls_server=False, connectivity=False)
     replica.apply_config(off)

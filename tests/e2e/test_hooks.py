@@ -21,6 +21,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from e2e_helpers import tcp_connect
 
 from pgbackups import messages, processes
 from pgbackups.local.cluster import S3, Cluster
@@ -160,24 +161,11 @@ def test_tls2_restore_refused_with_two_units(tls2: Driver) -> None:
     assert tls2.status()["units"][0]["state"] == "running"
 
 
-def _tcp_connect(cluster: Cluster, unit_ref: str) -> None:
-    unit = cluster.unit(unit_ref)
-    with psycopg.connect(
-        host="127.0.0.1",
-        port=unit.pg_port,
-        user="postgres",
-        password=cluster.passwords().superuser,
-        dbname="postgres",
-        connect_timeout=5,
-    ) as conn:
-        conn.execute("select 1")
-
-
 def _rejected_within(cluster: Cluster, unit_ref: str, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
-            _tcp_connect(cluster, unit_ref)
+            tcp_connect(cluster, unit_ref)
         except psycopg.OperationalError as exc:
             if "pg_hba.conf rejects connection" in str(exc):
                 return True
@@ -197,7 +185,7 @@ def test_tls2_backup_fails_midway_when_s3_stops(tls2: Driver) -> None:
     tls2.sql(primary, "checkpoint")
     before = tls2.rows(primary)
     cluster = tls2.cluster
-    _tcp_connect(cluster, replica)  # clients are served before the backup
+    tcp_connect(cluster, replica)  # clients are served before the backup
     result: dict[str, Any] = {}
     runner = threading.Thread(
         target=lambda: result.update(tls2.action(replica, "create-backup", "type=full"))
@@ -214,7 +202,7 @@ def test_tls2_backup_fails_midway_when_s3_stops(tls2: Driver) -> None:
     assert result["message"].startswith(messages.FAILED_TO_BACKUP + ": ")
     assert "ERROR:" in result["message"]
     # Always: connections allowed again and the status restored.
-    _tcp_connect(cluster, replica)
+    tcp_connect(cluster, replica)
     tls2.ok("up")  # brings the S3 server back
     assert tls2.unit_status(replica) == ("active", "")
     assert tls2.rows(primary) == before
