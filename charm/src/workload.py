@@ -348,9 +348,13 @@ class MachineWorkload:
         return bool(result.ok)
 
     def move_data_aside(self) -> str | None:
+        """Rename the data directory beside itself. "" when there is none: after a failed
+        bootstrap Patroni renamed it to ``<data>.failed``, and the data from before the
+        first restore is already aside (a second restore must be possible)."""
         src = Path(self.paths.data_dir)
         if not src.exists():
-            return None
+            log.info("no data directory at %s: nothing to move aside", src)
+            return ""
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         dest = src.with_name(src.name + MOVED_SUFFIX + stamp)
         try:
