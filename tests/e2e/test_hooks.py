@@ -322,3 +322,35 @@ def test_solo_bad_parameters_are_usage_errors(solo: Driver, run_cli: Cli) -> Non
     proc = run_cli("s3", "set", "--name", "solo", "--endpoint", "https://s3.example.com")
     assert proc.returncode == 2 and "needs its own keys" in proc.stderr
     assert solo.unit_status("solo/0") == ("active", "")
+
+
+def test_plain2_tls_enable_allows_replica_backups_and_disable_stops_servers(
+    plain2: Driver,
+) -> None:
+    cluster = plain2.cluster
+    servers = [k for k in cluster.state().processes if k.startswith("pgbackrest-server:")]
+    assert servers == []
+    plain2.ok("tls", "enable")
+    state = cluster.state()
+    servers = sorted(k for k in state.processes if k.startswith("pgbackrest-server:"))
+    assert servers == [f"pgbackrest-server:{u}" for u in sorted(state.units)]
+    assert all(state.processes[k].is_ours() for k in servers)
+    assert plain2.sql(plain2.role("primary"), "show ssl") == "on"
+    doc = plain2.action(plain2.role("replica"), "create-backup", "type=incremental")
+    assert doc["status"] == "completed", doc
+    plain2.ok("tls", "disable")
+    state = cluster.state()
+    assert not [k for k in state.processes if k.startswith("pgbackrest-server:")]
+    assert plain2.sql(plain2.role("primary"), "show ssl") == "off"
+    doc = plain2.action(plain2.role("replica"), "create-backup")
+    assert doc["message"] == messages.BACKUP_TLS_DISABLED
+
+
+def test_plain2_logs_show_patroni_postgresql_and_pgbackrest(plain2: Driver) -> None:
+    primary = plain2.role("primary")
+    out = plain2.ok("logs", primary, "--lines", "5")
+    assert f"==> {primary} patroni+postgresql: " in out
+    assert f"==> {primary} pgbackrest " in out  # a command's log, e.g. archive-push
+    only = plain2.ok("logs", primary, "--source", "pgbackrest", "--lines", "1")
+    assert "patroni+postgresql" not in only
+    assert plain2.cli("logs", "--name", "plain2", "--lines", "0").returncode == 2

@@ -9,11 +9,34 @@ from __future__ import annotations
 
 import argparse
 
+import psycopg
+
 from pgbackups.local.cluster import Cluster
 from pgbackups.local.commands import add_name, subcommand
 from pgbackups.local.host import Runtime
 from pgbackups.local.progress import Progress
 from pgbackups.local.status import print_unit_statuses
+from pgbackups.local.unit import Unit
+
+SSL_TIMEOUT_SECONDS = 30.0
+
+
+def wait_for_ssl(cluster: Cluster, setting: str, progress: Progress) -> None:
+    """Patroni applies a reload on its next loop: return once PostgreSQL serves it."""
+    for unit in cluster.units():
+        if unit.is_running():
+            progress.wait(
+                f"{unit.name}: ssl {setting}",
+                lambda unit=unit: _ssl(unit) == setting,  # type: ignore[misc]
+                timeout=SSL_TIMEOUT_SECONDS,
+            )
+
+
+def _ssl(unit: Unit) -> str | None:
+    try:
+        return str(unit.query("show ssl")[0][0])
+    except psycopg.Error:
+        return None
 
 
 def cmd_enable(args: argparse.Namespace) -> int:
@@ -26,6 +49,7 @@ def cmd_enable(args: argparse.Namespace) -> int:
         cluster.set_tls_flag(True)
         progress.say("certificates-changed on every unit")
         Runtime(cluster).certificates_changed()
+        wait_for_ssl(cluster, "on", progress)
     print_unit_statuses(cluster)
     return 0
 
@@ -37,6 +61,7 @@ def cmd_disable(args: argparse.Namespace) -> int:
         cluster.set_tls_flag(False)
         progress.say("certificates-changed on every unit")
         Runtime(cluster).certificates_changed()
+        wait_for_ssl(cluster, "off", progress)
         for unit in cluster.units():
             cluster.remove_unit_tls(unit)
             progress.say(f"{unit.name}: certificate removed")
