@@ -35,7 +35,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pgbackups",
         description="Backups of clustered PostgreSQL with pgBackRest into S3, and a local "
         "PostgreSQL HA cluster (Patroni, etcd, S3 over TLS) to run them on.",
-        epilog="example:\n  pgbackups up --units 2\n  pgbackups status\n  pgbackups down",
+        epilog="example (a first session):\n"
+        "  pgbackups up --units 2 --tls\n"
+        "  pgbackups s3 set\n"
+        "  pgbackups run main/1 create-backup type=full\n"
+        "  pgbackups run main/0 list-backups\n"
+        "  pgbackups status\n"
+        "  pgbackups down\n"
+        "or the whole story at once: pgbackups demo\n"
+        "every command has --help with examples",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

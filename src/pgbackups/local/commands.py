@@ -163,8 +163,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         sub,
         "status",
         "show the units of a cluster",
-        "One row per unit: leader flag, Patroni role and state, unit status and\n"
-        "message, address and data directory; plus the etcd and S3 endpoints.",
+        "Runs update-status on every unit first (as Juju does periodically): deferred\n"
+        "events re-run, a restore is detected complete or failed, S3 blocks are retried.\n"
+        "Then one row per unit: leader flag, Patroni role and state, unit status and\n"
+        "message, address and data directory; plus etcd, the S3 server and the backup\n"
+        "settings (bucket, path, stanza, whether WAL archiving is on).",
         """
         pgbackups status
         pgbackups status --name demo --json
