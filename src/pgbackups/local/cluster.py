@@ -116,7 +116,13 @@ class Cluster:
     def load(cls, name: str = DEFAULT_NAME, home: Path | None = None) -> Cluster:
         cluster = cls(name, home)
         if not cluster.store.exists():
-            raise ClusterNotFound(f"no cluster named {name!r} (in {cluster.home})")
+            others = list_clusters(cluster.home)
+            known = f"; clusters here: {', '.join(others)}" if others else ""
+            flag = "" if name == DEFAULT_NAME else f" --name {name}"
+            raise ClusterNotFound(
+                f"no cluster named {name!r} (in {cluster.home}){known}; "
+                f"create it with: pgbackups up{flag}"
+            )
         return cluster
 
     def exists(self) -> bool:
