@@ -205,10 +205,14 @@ def restore_direct(
     root = bench.home / "direct-restore"
     data = bench.make_db_dir(root / "data")
     sock = bench.make_db_dir(root / "sock")
+    # Its own spool path: pgBackRest restore empties the spool's archive queue, and the
+    # live cluster's asynchronous archive-push keeps its acknowledgements there.
+    spool = bench.make_db_dir(root / "spool")
     start = now()
     bench.pgbackrest(
         "restore",
         f"--pg1-path={data}",
+        f"--spool-path={spool}",
         f"--set={label}",
         "--type=immediate",
         "--target-action=promote",

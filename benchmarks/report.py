@@ -16,8 +16,11 @@ from benchmarks.stats import (
     throughput,
 )
 
-# (section, label, measured key, baseline key, what the ratio means)
-Pair = tuple[str, str, str, str, str]
+LEGEND = {
+    "pgbackups": "pgbackups run",
+    "direct": "pgBackRest alone",
+    "barman": "barman-cloud-backup",
+}
 
 
 def _med(samples: dict[str, list[float]], key: str) -> float | None:
@@ -271,7 +274,8 @@ def plot(summary: dict[str, Any], path: Path) -> Path | None:
             values = [p.get(key) for p in points]
             xs = [s for s, v in zip(sizes, values, strict=True) if v is not None]
             ys = [v for v in values if v is not None]
-            axis.plot(xs, ys, marker="o", label=key.replace(f"{prefix} ", "").replace(" MB/s", ""))
+            who = key.replace(f"{prefix} ", "").replace(" MB/s", "")
+            axis.plot(xs, ys, marker="o", label=LEGEND.get(who, who))
         axis.set_title(f"{title} throughput")
         axis.set_xlabel("database size (MB)")
         axis.set_ylabel("MB/s")
