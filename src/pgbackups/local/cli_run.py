@@ -28,6 +28,8 @@ ACTION_PARAMS: dict[str, tuple[str, ...]] = {
     "restore": ("backup-id", "restore-to-time"),
 }
 RESTORE_WAIT_TIMEOUT = 1800.0
+# update-status is cheap here (a few REST calls): poll often, the restore's end shows sooner.
+RESTORE_POLL_SECONDS = 1.0
 
 
 class ActionError(PgbackupsError):
@@ -105,7 +107,7 @@ def wait_for_restore(runtime: Runtime, unit: str, progress: Progress, timeout: f
             )
         member = runtime.host_for(unit).workload.member_state() or "starting"
         progress.say(f"restoring: Patroni member state {member}")
-        time.sleep(3)
+        time.sleep(RESTORE_POLL_SECONDS)
 
 
 def print_outcome(
