@@ -225,17 +225,7 @@ class Bench:
 
     def pgbench(self, *args: str, timeout: float = 3600) -> str:
         unit = self.unit
-        argv = [
-            self.pg_tool("pgbench"),
-            "-h",
-            str(unit.socket_dir),
-            "-p",
-            str(unit.pg_port),
-            "-U",
-            "postgres",
-            *args,
-            "postgres",
-        ]
+        argv = [self.pg_tool("pgbench"), *unit.client_args(), *args, "postgres"]
         return self.run_db(argv, timeout=timeout)
 
     def spawn_db(self, argv: Sequence[str], log_file: Path) -> int:

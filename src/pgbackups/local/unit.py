@@ -256,15 +256,13 @@ class Unit:
             return False
         return bool(rows) and rows[0][0] == "streaming"
 
+    def client_args(self) -> list[str]:
+        """libpq client options (psql, pgbench, barman-cloud…): the superuser over the
+        unix socket."""
+        return ["-h", str(self.socket_dir), "-p", str(self.pg_port), "-U", SUPERUSER]
+
     def psql_argv(self, args: Sequence[str] = ()) -> list[str]:
-        return [
-            str(programs.psql()),
-            "-h", str(self.socket_dir),
-            "-p", str(self.pg_port),
-            "-U", SUPERUSER,
-            "-d", "postgres",
-            *args,
-        ]  # fmt: skip
+        return [str(programs.psql()), *self.client_args(), "-d", "postgres", *args]
 
     def exec_psql(self, args: Sequence[str] = ()) -> None:
         """Replace this process with psql (interactive use)."""
