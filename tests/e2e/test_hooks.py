@@ -23,6 +23,7 @@ import psycopg
 import pytest
 from e2e_helpers import tcp_connect
 
+from conftest import ClusterFactory
 from pgbackups import messages, processes
 from pgbackups.local.cluster import S3, Cluster
 
@@ -72,29 +73,29 @@ class Driver:
         return next(u["name"] for u in self.status()["units"] if u["role"] == role)
 
 
-def _driver(cli: Cli, home: Path, name: str, *up_args: str) -> Iterator[Driver]:
-    driver = Driver(cli, home, name)
-    try:
-        driver.ok("up", *up_args, timeout=300)
-        yield driver
-    finally:
-        if Cluster(name, home).exists():
-            cli("down", "--name", name, "--purge", timeout=300)
+def _driver(cli: Cli, factory: ClusterFactory, name: str, *up_args: str) -> Iterator[Driver]:
+    """Up through the CLI (as a user does: it fires the certificates event); down through
+    the shared factory, which stops every recorded PID even when `down` is refused (an
+    interrupted command may still hold the cluster's operation lock)."""
+    factory.clusters.append(Cluster(name, factory.home))
+    driver = Driver(cli, factory.home, name)
+    driver.ok("up", *up_args, timeout=300)
+    yield driver
 
 
 @pytest.fixture(scope="module")
-def tls2(run_cli: Cli, pgbackups_home: Path) -> Iterator[Driver]:
-    yield from _driver(run_cli, pgbackups_home, "tls2", "--units", "2", "--tls")
+def tls2(run_cli: Cli, make_module_cluster: ClusterFactory) -> Iterator[Driver]:
+    yield from _driver(run_cli, make_module_cluster, "tls2", "--units", "2", "--tls")
 
 
 @pytest.fixture(scope="module")
-def plain2(run_cli: Cli, pgbackups_home: Path) -> Iterator[Driver]:
-    yield from _driver(run_cli, pgbackups_home, "plain2", "--units", "2")
+def plain2(run_cli: Cli, make_module_cluster: ClusterFactory) -> Iterator[Driver]:
+    yield from _driver(run_cli, make_module_cluster, "plain2", "--units", "2")
 
 
 @pytest.fixture(scope="module")
-def solo(run_cli: Cli, pgbackups_home: Path) -> Iterator[Driver]:
-    yield from _driver(run_cli, pgbackups_home, "solo")
+def solo(run_cli: Cli, make_module_cluster: ClusterFactory) -> Iterator[Driver]:
+    yield from _driver(run_cli, make_module_cluster, "solo")
 
 
 # --- 2 units with TLS ------------------------------------------------------------------
