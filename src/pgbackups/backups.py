@@ -421,9 +421,11 @@ def on_s3_credentials_gone(host: Host) -> Outcome:
 
 
 def on_update_status(host: Host) -> Outcome:
-    """(a) a restore in progress: detect its end; (b) the leader blocked by S3: retry S3
-    initialisation (SPEC §9: the reference never self-heals); otherwise nothing (a moved
-    data directory still recorded after a finished restore is left alone)."""
+    """(a) a backup left this unit hidden: bring it back; (b) a restore in progress:
+    detect its end; (c) the leader blocked by S3: retry S3 initialisation (SPEC §9: the
+    reference never self-heals); otherwise nothing (a moved data directory still recorded
+    after a finished restore is left alone)."""
+    _bring_back_after_interrupted_backup(host)
     if _restore_in_progress(host.app_data):
         if not host.is_leader():
             return Done()
@@ -432,6 +434,20 @@ def on_update_status(host: Host) -> Outcome:
         log.info("Retrying S3 initialisation")
         return on_s3_credentials_changed(host)
     return Done()
+
+
+def _bring_back_after_interrupted_backup(host: Host) -> None:
+    """The "Always" step of create-backup, for a backup whose process was killed before it
+    could run it (SIGKILL, a lost machine). Hooks and actions on one unit never overlap,
+    so flags still set when update-status runs belong to a backup that is gone (SPEC §9:
+    no replica is left rejecting clients)."""
+    unit = host.unit_data
+    if not unit.get(CREATING_BACKUP) and unit.get(CONNECTIVITY) != "off":
+        return
+    log.warning("A backup on this unit ended without cleaning up: accepting clients again")
+    status = host.get_status()
+    after = UnitStatus.active() if status == UnitStatus.maintenance(msg.CREATING_BACKUP) else status
+    _restore_unit_after_backup(host, after)
 
 
 def _has_s3_block(host: Host) -> bool:

@@ -81,6 +81,37 @@ def test_update_status_does_nothing(app: dict[str, str], status: UnitStatus, lea
     assert host.status == status
 
 
+@pytest.mark.parametrize(
+    ("unit", "status", "after"),
+    [
+        (
+            {"creating-backup": "2026-11-28T15:00:00Z", "connectivity": "off"},
+            UnitStatus.maintenance(msg.CREATING_BACKUP),
+            UnitStatus.active(),
+        ),
+        ({"connectivity": "off"}, UnitStatus.active("Primary"), UnitStatus.active("Primary")),
+        ({"creating-backup": "x"}, UnitStatus.blocked("other"), UnitStatus.blocked("other")),
+    ],
+)
+def test_update_status_brings_back_a_unit_a_killed_backup_left_hidden(
+    unit: dict[str, str], status: UnitStatus, after: UnitStatus
+) -> None:
+    """The "Always" step for a backup whose process was killed (SPEC §9)."""
+    host = FakeHost(unit=unit, status=status)
+    host.fake_workload.primary = False
+    assert backups.on_update_status(host) == Done()
+    assert host.unit_dict == {}
+    assert host.status == after
+    assert host.effects == [
+        "unit_data[connectivity]=''",
+        "unit_data[creating-backup]=''",
+        "workload.apply_config(stanza=-)",
+        f"set_status({after})",
+    ]
+    config = host.fake_workload.configs[-1]
+    assert config.connectivity and not config.creating_backup
+
+
 def test_update_status_retry_defers_like_the_hook_when_the_cluster_is_gone() -> None:
     host = FakeHost(status=UnitStatus.blocked(msg.FAILED_TO_INITIALIZE_STANZA))
     host.app_data["cluster_initialised"] = ""
