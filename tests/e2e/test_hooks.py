@@ -12,7 +12,10 @@ After every refused action the cluster's data is checked unchanged.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -355,3 +358,32 @@ def test_plain2_logs_show_patroni_postgresql_and_pgbackrest(plain2: Driver) -> N
     only = plain2.ok("logs", primary, "--source", "pgbackrest", "--lines", "1")
     assert "patroni+postgresql" not in only
     assert plain2.cli("logs", "--name", "plain2", "--lines", "0").returncode == 2
+
+
+def test_tls2_status_brings_back_a_replica_whose_backup_was_killed(
+    tls2: Driver, run_cli: Cli, pgbackups_home: Path
+) -> None:
+    """SIGKILL leaves no chance to the "Always" step; the next update-status does it."""
+    replica, primary = tls2.role("replica"), tls2.role("primary")
+    cluster = tls2.cluster
+    before = tls2.rows(primary)
+    env = dict(os.environ, PGBACKUPS_HOME=str(pgbackups_home))
+    backup = subprocess.Popen(
+        [sys.executable, "-m", "pgbackups", "run", "--name", "tls2", replica, "create-backup"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: the CLI and its pgBackRest
+    )
+    try:
+        assert _rejected_within(cluster, replica, seconds=30), "replica not hidden"
+    finally:
+        os.killpg(backup.pid, signal.SIGKILL)
+        backup.wait(30)
+    with pytest.raises(psycopg.OperationalError):
+        tcp_connect(cluster, replica)  # still hidden: nothing has run since
+    assert tls2.unit_status(replica) == ("active", "")  # `status` runs update-status
+    tcp_connect(cluster, replica)
+    assert tls2.rows(primary) == before
+    doc = tls2.action(replica, "create-backup", "type=incremental")
+    assert doc["status"] == "completed", doc  # the one-backup flag is gone too

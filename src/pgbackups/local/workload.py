@@ -234,10 +234,44 @@ class LocalWorkload:
         self.unit.prepare()
         text = pgbackrest.render_config(self.pgbackrest_config(config))
         pgbackrest.write_config(text, self.unit.pgbackrest_config, owner=self.cluster.db_user)
-        hiding_changes = self._creating_backup_tag() not in (None, config.creating_backup)
+        # Compared with what Patroni and a client see now, not with what was last asked:
+        # a killed command may have left either half applied.
+        tags_change = self._creating_backup_tag() not in (None, config.creating_backup)
+        clients_change = self._accepts_tcp_clients() not in (None, config.connectivity)
         self.unit.apply_config(config)
-        if hiding_changes:
+        if tags_change:
             self._wait_for_tags(config.creating_backup)
+        if clients_change:
+            self._wait_for_clients(accepted=config.connectivity)
+
+    def _accepts_tcp_clients(self) -> bool | None:
+        """What a TCP client sees now: True accepted, False rejected by pg_hba, None other."""
+        if not self.unit.is_running():
+            return None
+        try:
+            with psycopg.connect(
+                host=self.unit.host,
+                port=self.unit.pg_port,
+                user="postgres",
+                password=self.cluster.passwords().superuser,
+                dbname="postgres",
+                connect_timeout=3,
+            ):
+                return True
+        except psycopg.OperationalError as exc:
+            return False if "pg_hba.conf rejects" in str(exc) else None
+
+    def _wait_for_clients(self, *, accepted: bool) -> None:
+        """PostgreSQL reloads pg_hba a moment after Patroni publishes the tags: wait until a
+        client sees the intended state, so that a command never returns before it holds."""
+        deadline = time.monotonic() + TAGS_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if self._accepts_tcp_clients() is accepted:
+                return
+            time.sleep(0.2)
+        log.warning(
+            "%s: TCP clients still not %s", self.unit.name, "accepted" if accepted else "rejected"
+        )
 
     def _creating_backup_tag(self) -> bool | None:
         """Whether Patroni publishes this member as hidden (nofailover), None if unknown."""
