@@ -26,7 +26,6 @@ import psycopg
 import pytest
 from e2e_helpers import tcp_connect
 
-from conftest import ClusterFactory
 from pgbackups import messages, processes
 from pgbackups.local.cluster import S3, Cluster
 
@@ -79,7 +78,8 @@ class Driver:
 def _driver(cli: Cli, factory: ClusterFactory, name: str, *up_args: str) -> Iterator[Driver]:
     """Up through the CLI (as a user does: it fires the certificates event); down through
     the shared factory, which stops every recorded PID even when `down` is refused (an
-    interrupted command may still hold the cluster's operation lock)."""
+    interrupted command may still hold the cluster's operation lock). ``factory`` is
+    tests/conftest.py's ClusterFactory (not imported: charm/tests has a conftest too)."""
     factory.clusters.append(Cluster(name, factory.home))
     driver = Driver(cli, factory.home, name)
     driver.ok("up", *up_args, timeout=300)
@@ -87,17 +87,17 @@ def _driver(cli: Cli, factory: ClusterFactory, name: str, *up_args: str) -> Iter
 
 
 @pytest.fixture(scope="module")
-def tls2(run_cli: Cli, make_module_cluster: ClusterFactory) -> Iterator[Driver]:
+def tls2(run_cli: Cli, make_module_cluster: Any) -> Iterator[Driver]:
     yield from _driver(run_cli, make_module_cluster, "tls2", "--units", "2", "--tls")
 
 
 @pytest.fixture(scope="module")
-def plain2(run_cli: Cli, make_module_cluster: ClusterFactory) -> Iterator[Driver]:
+def plain2(run_cli: Cli, make_module_cluster: Any) -> Iterator[Driver]:
     yield from _driver(run_cli, make_module_cluster, "plain2", "--units", "2")
 
 
 @pytest.fixture(scope="module")
-def solo(run_cli: Cli, make_module_cluster: ClusterFactory) -> Iterator[Driver]:
+def solo(run_cli: Cli, make_module_cluster: Any) -> Iterator[Driver]:
     yield from _driver(run_cli, make_module_cluster, "solo")
 
 
