@@ -75,7 +75,7 @@ class Driver:
         return next(u["name"] for u in self.status()["units"] if u["role"] == role)
 
 
-def _driver(cli: Cli, factory: ClusterFactory, name: str, *up_args: str) -> Iterator[Driver]:
+def _driver(cli: Cli, factory: Any, name: str, *up_args: str) -> Iterator[Driver]:
     """Up through the CLI (as a user does: it fires the certificates event); down through
     the shared factory, which stops every recorded PID even when `down` is refused (an
     interrupted command may still hold the cluster's operation lock). ``factory`` is
