@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import yaml
 
-from pgbackups import processes
+from pgbackups import postgres, processes
 from pgbackups.host import TlsMaterial, WorkloadConfig
 from pgbackups.local import ports as ports_mod
 from pgbackups.local import programs
@@ -224,16 +224,11 @@ class Unit:
 
     # --- SQL ----------------------------------------------------------------
 
-    def connect(self, dbname: str = "postgres", timeout: int = 5) -> psycopg.Connection[Any]:
+    def connect(self, dbname: str = "postgres", timeout: int = 5) -> postgres.Connection:
         """A superuser connection over the unix socket (local trust; the socket directory
         is reachable only by the database user and root)."""
-        return psycopg.connect(
-            host=str(self.socket_dir),
-            port=self.pg_port,
-            user=SUPERUSER,
-            dbname=dbname,
-            connect_timeout=timeout,
-            autocommit=True,
+        return postgres.connect(
+            str(self.socket_dir), self.pg_port, SUPERUSER, dbname, connect_timeout=timeout
         )
 
     def query(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
