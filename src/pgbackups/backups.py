@@ -462,12 +462,16 @@ def _detect_restore_end(host: Host) -> Outcome:
     moved = host.app_data.get(RESTORE_MOVED_DATA, "")
     try:
         state = workload.member_state()
-        if workload.bootstrap_failed():
-            if host.app_data.get(RESTORE_TO_TIME):
+        failed = workload.bootstrap_failed() or (state is not None and "failed" in state)
+        if failed:
+            if _restore_failure_reported(host):
+                return Done()  # once: a later look (Patroni gone, state None) says no more
+            # An unreachable target shows first as Patroni's "start failed" (PostgreSQL
+            # ended recovery before the target), seconds later as a Patroni that exited:
+            # whichever is seen first must give the PITR message.
+            if host.app_data.get(RESTORE_TO_TIME) and state != _RESTORE_COMMAND_FAILED:
                 return _pitr_failed(host, moved)
             return _restore_failed(host, moved, state or "bootstrap failed")
-        if state is not None and "failed" in state:
-            return _restore_failed(host, moved, state)
         # Done once Patroni holds the leader key with the restored database: after a
         # pgBackRest bootstrap Patroni restarts PostgreSQL out of recovery before it takes
         # the key, and the timeline is readable (too early) in between.
@@ -481,36 +485,46 @@ def _detect_restore_end(host: Host) -> Outcome:
     return Done()
 
 
+# Patroni's member state when its bootstrap command (pgbackrest restore) exited non-zero:
+# the restore itself failed, whatever its target.
+_RESTORE_COMMAND_FAILED = "custom bootstrap failed"
+
+
+def _restore_failure_reported(host: Host) -> bool:
+    status = host.get_status()
+    return status.is_blocked and (
+        status.message.startswith(msg.FAILED_TO_RESTORE_BACKUP)
+        or msg.is_cannot_restore_pitr(status.message)
+    )
+
+
 def _restore_failed(host: Host, moved: str, state: str | None) -> Done:
     """Blocked, the restore keys kept (a new restore is allowed), the old data kept."""
     reason = f"old data kept at {moved}" if moved else ""
     message = msg.with_reason(msg.FAILED_TO_RESTORE_BACKUP, reason)
-    if host.get_status() != UnitStatus.blocked(message):
-        log.error("Restore failed: Patroni member state %s; %s", state, reason or "no old data")
-        host.set_status(UnitStatus.blocked(message))
+    log.error("Restore failed: Patroni member state %s; %s", state, reason or "no old data")
+    host.set_status(UnitStatus.blocked(message))
     return Done()
 
 
 def _pitr_failed(host: Host, moved: str) -> Done:
     """Patroni's bootstrap gave up on a point-in-time target (PostgreSQL: "recovery ended
     before configured recovery target was reached", or a timeline that is not a child of
-    the backup's): Blocked ``cannot restore PITR, <where the logs are> for details``, once.
+    the backup's): Blocked ``cannot restore PITR, <where the logs are> for details``.
     The restore keys stay (a new restore with other parameters is allowed) and the data
     from before the restore stays where it was moved."""
-    message = msg.cannot_restore_pitr(host.log_hint())
-    if host.get_status() != UnitStatus.blocked(message):
-        app = host.app_data
-        log.error(
-            "Restore failed: the database did not reach the point-in-time target "
-            "(backup %s, type %s, target %s, timeline %s). You can launch another restore "
-            "with different parameters. The data from before the restore is kept at %s",
-            app.get(RESTORING_BACKUP) or "-",
-            app.get(RESTORE_TYPE) or "-",
-            app.get(RESTORE_TO_TIME) or "-",
-            app.get(RESTORE_TIMELINE) or "-",
-            moved or "(nothing was moved)",
-        )
-        host.set_status(UnitStatus.blocked(message))
+    app = host.app_data
+    log.error(
+        "Restore failed: the database did not reach the point-in-time target "
+        "(backup %s, type %s, target %s, timeline %s). You can launch another restore "
+        "with different parameters. The data from before the restore is kept at %s",
+        app.get(RESTORING_BACKUP) or "-",
+        app.get(RESTORE_TYPE) or "-",
+        app.get(RESTORE_TO_TIME) or "-",
+        app.get(RESTORE_TIMELINE) or "-",
+        moved or "(nothing was moved)",
+    )
+    host.set_status(UnitStatus.blocked(msg.cannot_restore_pitr(host.log_hint())))
     return Done()
 
 

@@ -260,6 +260,36 @@ def test_unreachable_target_blocks_with_the_hosts_log_hint() -> None:
     assert host.effects == [], "reported once"
 
 
+def test_unreachable_target_seen_first_as_start_failed_gives_the_same_block() -> None:
+    """The race CI met: PostgreSQL ends recovery short of the target, Patroni reports
+    ``start failed`` for a few seconds before it exits; the first look must already say
+    PITR, and the later look (Patroni gone) must not change the message."""
+    host = pitr_host(app=PITR_RESTORING, status=UnitStatus.maintenance(msg.RESTORING_BACKUP))
+    host.fake_workload.state = "start failed"
+    backups.on_update_status(host)
+    assert host.status == PITR_BLOCK
+    host.fake_workload.state = None
+    host.fake_workload.failed_bootstrap = True
+    host.calls.clear()
+    backups.on_update_status(host)
+    assert host.effects == [], "reported once"
+    assert host.status == PITR_BLOCK
+
+
+def test_a_failed_restore_command_is_not_a_pitr_block_even_with_a_time() -> None:
+    """``custom bootstrap failed``: pgbackrest restore itself exited non-zero, the target
+    was never tried; the message stays the one seen first once Patroni exits."""
+    host = pitr_host(app=PITR_RESTORING, status=UnitStatus.maintenance(msg.RESTORING_BACKUP))
+    host.fake_workload.state = "custom bootstrap failed"
+    backups.on_update_status(host)
+    failed = UnitStatus.blocked(f"{msg.FAILED_TO_RESTORE_BACKUP}: old data kept at {MOVED_DATA}")
+    assert host.status == failed
+    host.fake_workload.state = None
+    host.fake_workload.failed_bootstrap = True
+    backups.on_update_status(host)
+    assert host.status == failed
+
+
 def test_the_charm_message_is_the_references() -> None:
     assert msg.cannot_restore_pitr("juju debug-log") == msg.CANNOT_RESTORE_PITR
     assert msg.is_cannot_restore_pitr(msg.CANNOT_RESTORE_PITR)
