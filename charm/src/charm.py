@@ -106,6 +106,7 @@ class PgBackupsCharm(ops.CharmBase):
         observe(self.on.create_backup_action, self._on_create_backup)
         observe(self.on.list_backups_action, self._on_list_backups)
         observe(self.on.restore_action, self._on_restore)
+        observe(self.on.rollback_restore_action, self._on_rollback_restore)
 
     # --- the host ------------------------------------------------------------------
 
@@ -334,6 +335,9 @@ class PgBackupsCharm(ops.CharmBase):
 
     def _on_restore(self, event: ops.ActionEvent) -> None:
         self._run(event, backups.on_restore, _params(event.params))
+
+    def _on_rollback_restore(self, event: ops.ActionEvent) -> None:
+        self._run(event, backups.on_rollback_restore, _params(event.params))
 
 
 def _params(params: Mapping[str, Any]) -> dict[str, str]:

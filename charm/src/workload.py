@@ -366,9 +366,13 @@ class MachineWorkload:
 
     def move_data_back(self, moved_path: str) -> bool:
         src, dest = Path(moved_path), Path(self.paths.data_dir)
+        if MOVED_SUFFIX not in src.name or src.parent != dest.parent:
+            log.error("%s is not a moved-aside data directory", src)
+            return False
         try:
-            if dest.exists():
-                dest.rename(dest.with_name(dest.name + ".pgbackups-failed-restore"))
+            if dest.exists():  # what a failed restore left: aside too, never deleted
+                stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+                dest.rename(dest.with_name(f"{dest.name}.pgbackups-failed-restore-{stamp}"))
             src.rename(dest)
         except OSError as exc:
             log.error("could not move %s back: %s", src, exc)

@@ -1,4 +1,4 @@
-"""The three actions (SPEC §3, §4, §7): every branch of each chart ends in the same
+"""The actions (SPEC §3, §4, §7, and rollback-restore): every branch of each chart ends in the same
 outcome as in the core's tests, with the reference's messages, as results or failures."""
 
 from __future__ import annotations
@@ -242,6 +242,35 @@ def test_restore_failure_detected_on_update_status(world: World) -> None:
         f"{msg.FAILED_TO_RESTORE_BACKUP}: old data kept at /old"
     )
     assert app_bag(out)["restore-moved-data"] == "/old"
+
+
+def test_rollback_restore_puts_the_old_data_back_and_starts(world: World) -> None:
+    pr = peers(
+        {
+            "stanza": STANZA,
+            "restoring-backup": LABEL,
+            "restore-stanza": STANZA,
+            "restore-type": "time",
+            "restore-to-time": "2026-11-28 10:30:00.000000+00",
+            "restore-moved-data": "/old",
+        }
+    )
+    blocked = testing.BlockedStatus(msg.CANNOT_RESTORE_PITR)
+    c, out = run_action("rollback-restore", state(pr, s3(), status=blocked))
+    assert c.action_results == {msg.RESULT_ROLLBACK_STATUS: msg.ROLLED_BACK}
+    order = [call for call in world.calls if not call.startswith(("info", "apply"))]
+    assert order == ["stop_database", "remove_dcs_state", "move_data_back /old", "start_database"]
+    bag = app_bag(out)
+    assert bag["stanza"] == STANZA
+    assert not {"restoring-backup", "restore-to-time", "restore-moved-data"} & set(bag)
+    assert world.workload.configs[-1].restore is None
+    assert out.unit_status == testing.ActiveStatus()
+
+
+def test_rollback_restore_without_a_failed_restore_is_refused(world: World) -> None:
+    message = fail_message("rollback-restore", ready())
+    assert message == f"{msg.NO_FAILED_RESTORE}: the unit is active"
+    assert world.calls == []
 
 
 @pytest.mark.parametrize(

@@ -492,10 +492,7 @@ _RESTORE_COMMAND_FAILED = "custom bootstrap failed"
 
 def _restore_failure_reported(host: Host) -> bool:
     status = host.get_status()
-    return status.is_blocked and (
-        status.message.startswith(msg.FAILED_TO_RESTORE_BACKUP)
-        or msg.is_cannot_restore_pitr(status.message)
-    )
+    return status.is_blocked and msg.is_failed_restore(status.message)
 
 
 def _restore_failed(host: Host, moved: str, state: str | None) -> Done:
@@ -781,7 +778,7 @@ def on_restore(host: Host, params: Mapping[str, str]) -> Outcome:
     after the data was moved aside, the restore keys stay set and the unit is Blocked
     ``Failed to restore backup: ...`` naming where the old data is; update-status keeps
     watching (Patroni may still come up), and a new restore is allowed. The data is not
-    moved back automatically: that is the user's call.
+    moved back automatically: that is the user's call (rollback-restore).
     """
     request = _restore_request(host, params)
     if isinstance(request, ActionFailed):
@@ -853,10 +850,9 @@ def _is_blocked_for_restore(host: Host) -> bool:
     status = host.get_status()
     if not status.is_blocked:
         return False
-    allowed = (msg.ANOTHER_CLUSTER_REPOSITORY, msg.FAILED_TO_RESTORE_BACKUP)
-    if msg.is_cannot_restore_pitr(status.message):
+    if msg.is_failed_restore(status.message):
         return False
-    return not any(msg.has_prefix(status.message, m) for m in allowed)
+    return not msg.has_prefix(status.message, msg.ANOTHER_CLUSTER_REPOSITORY)
 
 
 def _find_backup(host: Host, request: targets.Request) -> targets.Chosen | ActionFailed:
@@ -929,3 +925,80 @@ def _record_restore(host: Host, chosen: targets.Chosen, moved: str) -> None:
     app[RESTORE_TIMELINE] = str(chosen.timeline) if chosen.timeline is not None else ""
     app[RESTORE_MOVED_DATA] = previous or moved
     app[S3_BLOCK_MESSAGE] = ""
+
+
+# ===========================================================================
+# rollback-restore (ours; docs/restore.md "Rolling back a failed restore")
+#
+# SPEC §7: the data from before a restore "is moved back if the restore fails and the
+# user asks to roll back". The chart:
+#
+#   rollback-restore
+#     Is the unit blocked by a failed restore?      no  -> fail (nothing to roll back)
+#     Is the data from before the restore recorded? no  -> fail (nothing to move back)
+#     Is current unit leader?                       no  -> fail
+#     Maintenance: rolling back the restore
+#     Has the database stopped?                     no  -> status as before, fail
+#     Was the failed restore removed from the DCS?  no  -> status as before, fail
+#     Was the data moved back?                      no  -> status as before, fail
+#     Clear the restore keys, normal bootstrap, start the database
+#     Did it start?                                 no  -> Blocked, fail
+#     Active; results: rollback-status
+
+
+def on_rollback_restore(host: Host, params: Mapping[str, str]) -> Outcome:
+    """Put the data from before a failed restore back and start the database on it.
+
+    Nothing is deleted: whatever the failed attempt left in the data directory is renamed
+    aside by ``Workload.move_data_back``. The archive and the stanza are untouched; the
+    cluster goes on on the timeline it had before the restore.
+    """
+    if params:
+        return _rollback_refused(
+            f"{msg.FAILED_TO_ROLL_BACK}: it takes no parameters (got {', '.join(sorted(params))})"
+        )
+    before = host.get_status()
+    if not (before.is_blocked and msg.is_failed_restore(before.message)):
+        why = (
+            "a restore is in progress"
+            if _restore_in_progress(host.app_data)
+            else (
+                f"the unit is {before.kind.value}"
+                + (f" ({before.message})" if before.message else "")
+            )
+        )
+        return _rollback_refused(msg.with_reason(msg.NO_FAILED_RESTORE, why))
+    moved = host.app_data.get(RESTORE_MOVED_DATA, "")
+    if not moved:
+        return _rollback_refused(
+            msg.with_reason(msg.NO_FAILED_RESTORE, "no data from before the restore is kept")
+        )
+    if not host.is_leader():
+        return _rollback_refused(msg.ROLLBACK_NOT_LEADER)
+    host.set_status(UnitStatus.maintenance(msg.ROLLING_BACK_RESTORE))
+    workload = host.workload
+    for step, done in (
+        ("could not stop the database", workload.stop_database),
+        ("could not remove the failed restore from the DCS", workload.remove_dcs_state),
+        (f"could not move {moved} back", lambda: workload.move_data_back(moved)),
+    ):
+        if not done():
+            host.set_status(before)
+            return _rollback_refused(msg.with_reason(msg.FAILED_TO_ROLL_BACK, step))
+    for key in (*RESTORE_KEYS, RESTORE_MOVED_DATA):
+        host.app_data[key] = ""
+    _apply_config(host)  # Patroni's normal bootstrap: it starts the data that is back
+    if not workload.start_database():
+        message = msg.with_reason(
+            msg.FAILED_TO_ROLL_BACK, "the data is back but the database did not start"
+        )
+        host.set_status(UnitStatus.blocked(message))
+        return _rollback_refused(message)
+    log.info("Rolled back the failed restore: the data from %s is back", moved)
+    host.set_status(UnitStatus.active())
+    return ActionResults({msg.RESULT_ROLLBACK_STATUS: msg.ROLLED_BACK})
+
+
+def _rollback_refused(message: str) -> ActionFailed:
+    log.error("Rollback of the restore failed: %s", message)
+    return ActionFailed(message)

@@ -12,6 +12,7 @@ INITIALISING_STANZA = "initialising stanza"
 CHECKING_STANZA = "checking stanza"
 CREATING_BACKUP = "creating backup"
 RESTORING_BACKUP = "restoring backup"
+ROLLING_BACK_RESTORE = "rolling back the restore"
 
 # Blocked, S3 initialisation: s3-credentials-changed (and update-status) exist to clear these.
 FAILED_TO_ACCESS_CREATE_BUCKET = "failed to access/create the bucket, check your S3 settings"
@@ -56,6 +57,11 @@ RESTORE_NOT_LEADER = "Unit cannot restore backup as it was not elected the leade
 INVALID_BACKUP_ID = "Invalid backup-id"  # followed by ": <id>"
 WORKLOAD_NOT_ACCESSIBLE = "Workload is not accessible yet"
 
+# rollback-restore (ours: SPEC §7 "moved back if the restore fails and the user asks")
+NO_FAILED_RESTORE = "No failed restore to roll back"  # followed by ": <why>"
+ROLLBACK_NOT_LEADER = "Unit cannot roll back the restore as it is not the leader unit"
+FAILED_TO_ROLL_BACK = "Failed to roll back the restore"  # followed by ": <why>"
+
 # list-backups action failures
 FAILED_TO_LIST_BACKUPS = "Failed to list PostgreSQL backups with error"  # followed by ": <error>"
 
@@ -64,6 +70,8 @@ RESULT_BACKUP_STATUS = "backup-status"
 BACKUP_CREATED = "backup created"
 RESULT_RESTORE_STATUS = "restore-status"
 RESTORE_STARTED = "restore started"
+RESULT_ROLLBACK_STATUS = "rollback-status"
+ROLLED_BACK = "the data from before the restore is back"
 RESULT_BACKUPS = "backups"
 
 
@@ -92,3 +100,8 @@ def cannot_restore_pitr(log_hint: str) -> str:
 def is_cannot_restore_pitr(text: str) -> bool:
     """True for :func:`cannot_restore_pitr` with any host's hint."""
     return text == CANNOT_RESTORE_PITR_PREFIX or text.startswith(CANNOT_RESTORE_PITR_PREFIX + ",")
+
+
+def is_failed_restore(text: str) -> bool:
+    """True for the Blocked messages a failed restore leaves (plain or point-in-time)."""
+    return has_prefix(text, FAILED_TO_RESTORE_BACKUP) or is_cannot_restore_pitr(text)

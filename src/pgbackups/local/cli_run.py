@@ -2,7 +2,8 @@
 
 The action's results are printed (``--json`` for scripts); a failed action prints its
 message and exits 1. ``restore --wait`` then runs update-status on the unit until the
-restore is detected complete or failed, with progress.
+restore is detected complete or failed, with progress; ``rollback-restore --wait`` waits
+until the unit runs as the primary again on the data that was put back.
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ import time
 from collections.abc import Mapping
 
 from pgbackups import backups
-from pgbackups.host import ActionFailed, ActionResults, Deferred, Outcome, StatusKind
+from pgbackups.host import (
+    ActionFailed,
+    ActionResults,
+    Deferred,
+    Outcome,
+    StatusKind,
+    WorkloadUnavailable,
+)
 from pgbackups.local.cluster import Cluster
 from pgbackups.local.commands import add_name, subcommand
 from pgbackups.local.errors import PgbackupsError, UsageError
@@ -26,6 +34,7 @@ ACTION_PARAMS: dict[str, tuple[str, ...]] = {
     "create-backup": ("type",),
     "list-backups": ("format",),
     "restore": ("backup-id", "restore-to-time"),
+    "rollback-restore": (),
 }
 RESTORE_WAIT_TIMEOUT = 1800.0
 # update-status is cheap here (a few REST calls): poll often, the restore's end shows sooner.
@@ -110,6 +119,35 @@ def wait_for_restore(runtime: Runtime, unit: str, progress: Progress, timeout: f
         time.sleep(RESTORE_POLL_SECONDS)
 
 
+def wait_for_rollback(runtime: Runtime, unit: str, progress: Progress, timeout: float) -> int:
+    """Wait until Patroni runs ``unit`` as the primary on the data put back; its timeline.
+
+    The action returns once Patroni is started; this is the part a script waits for.
+    """
+    cluster = runtime.cluster
+    workload = runtime.host_for(unit).workload
+    deadline = time.monotonic() + timeout
+    progress.say(f"waiting for {unit} to run as the primary again")
+    while True:
+        try:
+            state = workload.member_state() or "starting"
+            ready = workload.is_member_running() and workload.is_primary()
+            timeline = workload.current_timeline() if ready else None
+        except WorkloadUnavailable:
+            state, timeline = "starting", None
+        if timeline is not None:
+            progress.say(f"rollback complete on {unit}: primary on timeline {timeline}")
+            return timeline
+        if time.monotonic() > deadline:
+            raise ActionError(
+                f"{unit} did not run as the primary within {timeout:g}s after the rollback "
+                f"(Patroni member state {state}; see: pgbackups logs --name {cluster.name} "
+                f"{unit}; pgbackups status --name {cluster.name})"
+            )
+        progress.say(f"starting: Patroni member state {state}")
+        time.sleep(RESTORE_POLL_SECONDS)
+
+
 def print_outcome(
     action: str, unit: str, params: Mapping[str, str], outcome: Outcome, *, as_json: bool
 ) -> None:
@@ -136,8 +174,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     cluster = Cluster.load(args.name)
     unit = cluster.unit(args.unit).name
     params = parse_params(args.action, args.params)
-    if args.wait and args.action != "restore":
-        raise UsageError("--wait is for restore; the other actions finish before they return")
+    if args.wait and args.action not in WAITERS:
+        raise UsageError(
+            "--wait is for restore and rollback-restore; the other actions finish before "
+            "they return"
+        )
     runtime = Runtime(cluster)
     progress = Progress(quiet=args.json)
     with cluster.operation(f"run {args.action}"):
@@ -153,15 +194,18 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise ActionError(f"{args.action} failed on {unit}: {outcome.message}")
         progress.say(f"{args.action} on {unit} completed")
         if args.wait:
-            wait_for_restore(runtime, unit, progress, args.timeout)
+            WAITERS[args.action](runtime, unit, progress, args.timeout)
     return 0
+
+
+WAITERS = {"restore": wait_for_restore, "rollback-restore": wait_for_rollback}
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subcommand(
         sub,
         "run",
-        "run an action on a unit (create-backup, list-backups, restore)",
+        "run an action on a unit (create-backup, list-backups, restore, rollback-restore)",
         "Run an action on UNIT, like `juju run`. Parameters are key=value:\n"
         "  create-backup  type=full|differential|incremental (default full)\n"
         "  list-backups   format=table|json (default table)\n"
@@ -174,9 +218,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "                 backup's timeline up to TIME; with latest: all of its timeline's\n"
         "                 WAL; TIME alone: the nearest backup or timeline before TIME;\n"
         "                 latest alone: the end of the newest timeline.\n"
+        "  rollback-restore  (no parameters) after a failed restore: put the data from\n"
+        "                 before it back and start the database on it.\n"
         "Results are printed; a failure prints its message and exits 1.\n"
         "restore --wait waits until the restore is complete, or failed (exit 1; e.g. a\n"
-        "point-in-time target the archived WAL does not reach).",
+        "point-in-time target the archived WAL does not reach); rollback-restore --wait\n"
+        "until the unit runs as the primary again.",
         """
         pgbackups run main/1 create-backup type=full
         pgbackups run main/0 list-backups
@@ -184,6 +231,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         pgbackups run main/0 restore backup-id=2026-11-28T14:39:26Z --wait
         pgbackups run main/0 restore "restore-to-time=2026-11-28 14:45:00" --wait
         pgbackups run main/0 restore backup-id=2026-11-28T14:39:26Z restore-to-time=latest
+        pgbackups run main/0 rollback-restore --wait
         """,
     )
     add_name(p)
@@ -191,7 +239,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("action", choices=sorted(ACTION_PARAMS), help="the action to run")
     p.add_argument("params", nargs="*", metavar="key=value", help="action parameters")
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
-    p.add_argument("--wait", action="store_true", help="restore: wait until it is complete")
+    p.add_argument(
+        "--wait", action="store_true", help="restore, rollback-restore: wait until it is done"
+    )
     p.add_argument(
         "--timeout",
         type=float,

@@ -34,6 +34,7 @@ ACTIONS: dict[str, ActionHandler] = {
     "create-backup": backups.on_create_backup,
     "list-backups": backups.on_list_backups,
     "restore": backups.on_restore,
+    "rollback-restore": backups.on_rollback_restore,
 }
 
 

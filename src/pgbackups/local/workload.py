@@ -146,21 +146,32 @@ class LocalWorkload:
         return str(moved)
 
     def move_data_back(self, moved_path: str) -> bool:
+        """Rename a moved-aside copy back to the data directory. Whatever a failed restore
+        left there is renamed aside too (``<data>.failed-restore-<stamp>``), not deleted."""
         moved = Path(moved_path)
         data = self.unit.data_dir
-        if not moved.is_dir():
+        if not self._is_moved_aside_copy(moved) or not moved.is_dir():
+            log.error("%s: %s is not a moved-aside data directory", self.unit.name, moved)
             return False
-        if data.exists():
-            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-            data.rename(data.with_name(f"{data.name}.failed-restore-{stamp}"))
-        moved.rename(data)
+        try:
+            if data.exists():
+                stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+                data.rename(data.with_name(f"{data.name}.failed-restore-{stamp}"))
+            moved.rename(data)
+        except OSError as exc:
+            log.error("%s: could not move %s back: %s", self.unit.name, moved, exc)
+            return False
+        log.info("%s: moved %s back to %s", self.unit.name, moved, data)
         return True
+
+    def _is_moved_aside_copy(self, path: Path) -> bool:
+        data = self.unit.data_dir
+        return path.parent == data.parent and path.name.startswith(data.name + MOVED_ASIDE_MARK)
 
     def remove_moved_data(self, moved_path: str) -> None:
         """Delete a directory this workload moved aside (and nothing else)."""
         moved = Path(moved_path)
-        data = self.unit.data_dir
-        if moved.parent != data.parent or not moved.name.startswith(data.name + MOVED_ASIDE_MARK):
+        if not self._is_moved_aside_copy(moved):
             log.error("%s: refusing to delete %s: not a moved-aside copy", self.unit.name, moved)
             return
         shutil.rmtree(moved, ignore_errors=True)
