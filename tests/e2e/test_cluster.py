@@ -276,6 +276,8 @@ def test_down_then_up_keeps_data_ports_and_keys(solo: Cluster, run_cli: Callable
     # a taken port on restart: a clear error, and nothing left half-started
     unit_port = solo.unit("0").pg_port
     with socket.socket() as blocker:
+        # As any server does: the port may still hold TIME_WAIT connections from `down`.
+        blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         blocker.bind(("127.0.0.1", unit_port))
         blocker.listen()
         res = run_cli("up", "--name", "solo")
