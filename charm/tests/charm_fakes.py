@@ -18,7 +18,7 @@ from pgbackups.host import (
     WorkloadConfig,
     WorkloadUnavailable,
 )
-from pgbackups.repository import BackupRecord, StanzaInfo, TimelineRecord
+from pgbackups.repository import BackupRecord, StanzaInfo, TimelineBranch, TimelineRecord
 from pgbackups.settings import S3Settings
 
 OK = CommandResult(("pgbackrest",), 0, "", "")
@@ -194,6 +194,10 @@ class FakeBackupTool:
 
     def timelines(self, stanza: str) -> list[TimelineRecord]:
         return []
+
+    def history(self, record: TimelineRecord) -> tuple[TimelineBranch, ...]:
+        self.calls.append(f"history {record.timeline}")
+        return ()
 
     def server_ping(self, host: str) -> bool:
         self.calls.append(f"server_ping {host}")

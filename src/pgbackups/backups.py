@@ -38,7 +38,7 @@ from pgbackups.host import (
 )
 from pgbackups.listing import FORMATS, build_rows, format_json, format_table
 from pgbackups.marker import ClusterMarker, marker_key, object_key, ownership_problem
-from pgbackups.repository import BackupRecord, TimelineRecord
+from pgbackups.repository import BackupRecord, TimelineBranch, TimelineRecord
 from pgbackups.settings import S3Settings, S3SettingsProblem, parse_s3_settings
 
 log = logging.getLogger(__name__)
@@ -878,10 +878,26 @@ def _find_backup(host: Host, request: targets.Request) -> targets.Chosen | Actio
                     timelines += host.backup_tool.timelines(stanza.name)
     except BackupToolError as exc:
         return _restore_refused(msg.with_reason(msg.FAILED_TO_LIST_BACKUPS, str(exc)))
-    chosen = targets.choose_target(records, timelines, request, own_stanza=host.stanza_name)
+    chosen = targets.choose_target(
+        records,
+        timelines,
+        request,
+        own_stanza=host.stanza_name,
+        ancestry=lambda row: _read_history(host, row),
+    )
     if isinstance(chosen, str):
         return _restore_refused(chosen)
     return chosen
+
+
+def _read_history(host: Host, row: TimelineRecord) -> tuple[TimelineBranch, ...] | None:
+    """A timeline's parents, or None (then targets falls back to timestamps, which can
+    pick a backup PostgreSQL refuses: the restore ends Blocked, nothing lost)."""
+    try:
+        return host.backup_tool.history(row)
+    except BackupToolError as exc:
+        log.warning("Could not read %s (%s): choosing its base backup by time", row.key, exc)
+        return None
 
 
 def _names_a_backup(records: list[BackupRecord], backup_id: str) -> bool:

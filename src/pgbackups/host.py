@@ -17,7 +17,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
-from pgbackups.repository import StanzaInfo, TimelineRecord
+from pgbackups.repository import StanzaInfo, TimelineBranch, TimelineRecord
 from pgbackups.settings import S3Settings
 
 # ---------------------------------------------------------------------------
@@ -188,6 +188,10 @@ class BackupTool(Protocol):
 
     def timelines(self, stanza: str) -> list[TimelineRecord]:
         """Timelines created by restores, from ``.history`` files under ``archive/``."""
+        ...
+
+    def history(self, record: TimelineRecord) -> tuple[TimelineBranch, ...]:
+        """The branches written in a timeline's ``.history`` file. Raises BackupToolError."""
         ...
 
     def server_ping(self, host: str) -> bool: ...

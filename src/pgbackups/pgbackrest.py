@@ -46,7 +46,13 @@ from pgbackups import processes
 from pgbackups.backup_ids import label_to_id
 from pgbackups.host import BackupToolError, CommandResult
 from pgbackups.processes import OsUser
-from pgbackups.repository import BackupRecord, StanzaInfo, TimelineRecord
+from pgbackups.repository import (
+    BackupRecord,
+    StanzaInfo,
+    TimelineBranch,
+    TimelineRecord,
+    lsn_value,
+)
 from pgbackups.settings import S3Settings
 
 log = logging.getLogger(__name__)
@@ -507,6 +513,23 @@ def parse_info(json_text: str) -> list[StanzaInfo]:
         raise ValueError(f"pgBackRest info printed an unexpected shape ({exc!r})") from exc
 
 
+def parse_history_file(text: str) -> tuple[TimelineBranch, ...]:
+    """A PostgreSQL ``.history`` file: ``<parent timeline>\t<switch LSN>\t<reason>`` per
+    line, oldest first; comments (``#``) and blank lines are skipped. Raises ValueError."""
+    branches = []
+    for number, line in enumerate(text.splitlines(), 1):
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        try:
+            parent, switch_lsn = int(fields[0]), fields[1]
+            lsn_value(switch_lsn)
+        except (ValueError, IndexError) as exc:
+            raise ValueError(f"history file line {number} is not 'timeline LSN': {line!r}") from exc
+        branches.append(TimelineBranch(parent, switch_lsn))
+    return tuple(branches)
+
+
 def parse_history_listing(stanza: str, json_text: str, base: str) -> list[TimelineRecord]:
     """``repo-ls <base> --recurse --output=json`` → the timelines of its ``.history`` files.
 
@@ -749,6 +772,18 @@ class PgBackRest:
             return parse_history_listing(stanza, result.stdout, base)
         except ValueError as exc:
             raise BackupToolError(str(exc)) from exc
+
+    def history(self, record: TimelineRecord) -> tuple[TimelineBranch, ...]:
+        """The branches in ``record``'s ``.history`` file (``repo-get``, as the stanza's
+        repository holds it: history files are stored uncompressed)."""
+        argv = self.argv("repo-get", *self._io(), params=[record.key])
+        result = self.run(argv, self.timeouts.info)
+        if not result.ok:
+            raise BackupToolError(self.error_line(result))
+        try:
+            return parse_history_file(result.stdout)
+        except ValueError as exc:
+            raise BackupToolError(f"{record.key}: {exc}") from exc
 
     def server_ping(self, host: str) -> bool:
         """Whether the TLS server at ``host`` (``name`` or ``name:port``) answers."""

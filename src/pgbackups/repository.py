@@ -63,3 +63,20 @@ class TimelineRecord:
     timeline: int
     created: datetime  # the history object's mtime, aware, UTC
     key: str  # the repository path of the history file
+
+
+@dataclass(frozen=True)
+class TimelineBranch:
+    """One line of a ``.history`` file: the timeline was left at ``switch_lsn`` (X/Y)."""
+
+    parent: int
+    switch_lsn: str
+
+
+def lsn_value(lsn: str) -> int:
+    """A PostgreSQL LSN ``X/Y`` (hex) as a number, to compare positions in the WAL.
+    Raises ValueError for anything else."""
+    high, sep, low = lsn.strip().partition("/")
+    if not sep:
+        raise ValueError(f"not an LSN: {lsn!r}")
+    return (int(high, 16) << 32) + int(low, 16)

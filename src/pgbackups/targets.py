@@ -22,14 +22,18 @@ the one form pgBackRest 2.45 itself parses. Timelines are integers everywhere.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 
 from pgbackups.backup_ids import format_id, normalise_id
-from pgbackups.repository import BackupRecord, TimelineRecord
+from pgbackups.repository import BackupRecord, TimelineBranch, TimelineRecord, lsn_value
 
 LATEST = "latest"
+
+# What a timeline's ``.history`` file says (its parents and where it left each), or None
+# when it could not be read: then the choice falls back to timestamps.
+Ancestry = Callable[[TimelineRecord], Sequence[TimelineBranch] | None]
 
 # Restore types (pgBackRest's --type)
 IMMEDIATE = "immediate"
@@ -194,16 +198,18 @@ def choose_target(
     request: Request,
     *,
     own_stanza: str,
+    ancestry: Ancestry | None = None,
 ) -> Chosen | str:
     """Which backup set, type, target and timeline reach ``request``; or why none does.
 
     Failed backups are never chosen. ``backup-id`` may name a backup (either id form) or
-    a timeline (the ``restore`` row of list-backups).
+    a timeline (the ``restore`` row of list-backups). ``ancestry`` is asked only when a
+    restore onto a timeline needs a base backup from before the timeline began.
     """
     finished = [b for b in backups if b.finished]
     histories = list(timelines)
     if request.backup_id:
-        return _from_id(finished, histories, request, own_stanza)
+        return _from_id(finished, histories, request, own_stanza, ancestry)
     stanza = _stanza_for_time(finished, own_stanza)
     if stanza is None:
         stanzas = sorted({b.stanza for b in finished})
@@ -215,7 +221,7 @@ def choose_target(
     if request.latest:
         return _latest(finished, histories, stanza)
     assert request.time is not None
-    return _nearest(finished, histories, request.time, stanza)
+    return _nearest(finished, histories, request.time, stanza, ancestry)
 
 
 def _stanza_for_time(finished: Sequence[BackupRecord], own: str) -> str | None:
@@ -233,6 +239,7 @@ def _from_id(
     histories: Sequence[TimelineRecord],
     request: Request,
     own_stanza: str,
+    ancestry: Ancestry | None,
 ) -> Chosen | str:
     invalid = f"{INVALID_BACKUP_ID}: {request.backup_id}"
     try:
@@ -246,7 +253,7 @@ def _from_id(
     rows = [t for t in histories if format_id(t.created) == wanted]
     if rows:
         row = min(rows, key=lambda t: (t.stanza != own_stanza, -t.timeline))
-        return _from_timeline(finished, row, request)
+        return _from_timeline(finished, row, request, ancestry)
     return invalid
 
 
@@ -288,11 +295,14 @@ def _time_target(base: BackupRecord, timeline: int, moment: datetime) -> Chosen 
 
 
 def _from_timeline(
-    finished: Sequence[BackupRecord], row: TimelineRecord, request: Request
+    finished: Sequence[BackupRecord],
+    row: TimelineRecord,
+    request: Request,
+    ancestry: Ancestry | None,
 ) -> Chosen | str:
     if not request.has_time:
         return TIMELINE_NEEDS_TIME
-    base = _base_for_timeline(finished, row)
+    base = _base_for_timeline(finished, row, ancestry)
     if base is None:
         return f"{NO_BASE_FOR_TIMELINE}: timeline {row.timeline}"
     if request.latest:
@@ -313,18 +323,37 @@ def _from_timeline(
 
 
 def _base_for_timeline(
-    finished: Sequence[BackupRecord], row: TimelineRecord
+    finished: Sequence[BackupRecord], row: TimelineRecord, ancestry: Ancestry | None
 ) -> BackupRecord | None:
     """The backup set a restore onto ``row``'s timeline starts from: the newest finished
-    backup of its stanza that ended before the timeline began, on that timeline or an
-    older one. (Which older timeline is the parent is written in the ``.history`` file,
-    which is not read here: see docs/restore.md, "Limits".)"""
+    backup of its stanza that ended before the timeline began, on the timeline's own path.
+
+    The path is what the ``.history`` file says: a backup on a parent timeline is on it
+    only if it stopped before the timeline left that parent (its ``lsn_stop`` at or before
+    the switch LSN); PostgreSQL refuses any other (``requested timeline N is not a child of
+    this server's history``). Without the file, timestamps decide (docs/restore.md).
+    """
     candidates = [
         b
         for b in finished
         if b.stanza == row.stanza and b.timeline <= row.timeline and b.stop <= row.created
     ]
+    branches = ancestry(row) if ancestry is not None and candidates else None
+    if branches is not None:
+        candidates = [b for b in candidates if _on_path(b, row.timeline, branches)]
     return max(candidates, key=lambda b: (b.stop, b.timeline), default=None)
+
+
+def _on_path(backup: BackupRecord, timeline: int, branches: Sequence[TimelineBranch]) -> bool:
+    if backup.timeline == timeline:
+        return True
+    left_at = [b.switch_lsn for b in branches if b.parent == backup.timeline]
+    if not left_at:
+        return False  # a timeline that is not an ancestor of this one
+    try:
+        return lsn_value(backup.lsn_stop) <= lsn_value(left_at[0])
+    except ValueError:
+        return False  # no stop LSN to compare: never guess
 
 
 def _latest(
@@ -349,6 +378,7 @@ def _nearest(
     histories: Sequence[TimelineRecord],
     moment: datetime,
     stanza: str,
+    ancestry: Ancestry | None,
 ) -> Chosen | str:
     points = [_Point(b.stop, b.timeline, stanza, backup=b) for b in finished]
     points += [_Point(t.created, t.timeline, stanza, history=t) for t in histories]
@@ -364,7 +394,7 @@ def _nearest(
     if point.backup is not None:
         return _time_target(point.backup, point.timeline, moment)
     assert point.history is not None
-    base = _base_for_timeline(finished, point.history)
+    base = _base_for_timeline(finished, point.history, ancestry)
     if base is None:
         return f"{NO_BASE_FOR_TIMELINE}: timeline {point.timeline}"
     return _time_target(base, point.timeline, moment)

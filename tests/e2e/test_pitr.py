@@ -1,6 +1,7 @@
 """Point-in-time recovery over five timelines, on a real one-unit local cluster.
 
-Timeline 1: table, backup b1, d1, t1, d2, WAL switched and archived.
+Timeline 1: table, backup b1, d1, t1, d2, WAL switched and archived, backup b2 (after the
+point timeline 2 branches at: never the base of a restore onto timeline 2).
 - a malformed time fails and changes nothing;
 - b1 + a past time after the last archived commit cannot be reached: Blocked PITR, the
   data from before the restore kept aside, `--wait` exits 1;
@@ -114,6 +115,11 @@ def test_five_timelines(
     t1 = now_utc(cluster)
     sql(cluster, "insert into t values ('d2')")
     switch_and_archive(cluster)
+    # b2 ends after the point timeline 2 will branch at (t1) but before timeline 2 exists:
+    # older than timeline 2, yet not on its path. Only the .history file tells them apart.
+    time.sleep(1.1)  # backup ids are seconds
+    res = run_cli("run", "--name", NAME, UNIT, "create-backup", "--json")
+    assert res.returncode == 0, res.stderr
     assert timeline(cluster) == 1
     marks["timeline 1 ready"] = time.monotonic() - started
 
@@ -165,7 +171,7 @@ def test_five_timelines(
     assert rows(cluster) == {"d1", "d2"}
     marks["timeline 3"] = time.monotonic() - started
 
-    # --- timeline 3: the timeline-2 row + latest ---------------------------------------
+    # --- timeline 3: the timeline-2 row + latest (base b1 by the .history file, not b2) ---
     wait_for_restore_row(run_cli, 3)
     res = restore(run_cli, f"backup-id={tl2_row['backup-id']}", "restore-to-time=latest")
     assert res.returncode == 0, res.stdout + res.stderr

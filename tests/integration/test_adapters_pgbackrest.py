@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -24,6 +24,7 @@ from pgbackups.pgbackrest import (
     write_config,
 )
 from pgbackups.processes import OsUser
+from pgbackups.repository import TimelineBranch
 from pgbackups.s3 import S3Bucket
 
 pytestmark = pytest.mark.real
@@ -213,6 +214,12 @@ def test_timelines_from_history_objects(setup: Setup, s3: S3Server) -> None:
     ]
     assert all(r.stanza == "it.hist" and r.created.tzinfo is not None for r in records)
     assert abs(time.time() - records[0].created.timestamp()) < 600
+    # repo-get reads a history file back as the timeline's branches.
+    assert setup.tool.history(records[0]) == (TimelineBranch(1, "0/3000000"),)
+    missing = replace(records[0], key="archive/it.hist/15-1/00000009.history")
+    with pytest.raises(BackupToolError) as info:
+        setup.tool.history(missing)
+    assert "00000009.history" in str(info.value)
 
 
 def test_backup_from_the_standby_over_tls(

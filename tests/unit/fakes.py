@@ -33,7 +33,7 @@ from pgbackups.host import (
     WorkloadUnavailable,
 )
 from pgbackups.marker import ClusterMarker
-from pgbackups.repository import BackupRecord, StanzaInfo, TimelineRecord
+from pgbackups.repository import BackupRecord, StanzaInfo, TimelineBranch, TimelineRecord
 from pgbackups.settings import S3Settings
 
 STANZA = "local.main"
@@ -325,6 +325,8 @@ class FakeBackupTool:
     info_error: str | None = None
     timeline_records: dict[str, list[TimelineRecord]] = field(default_factory=dict)
     timelines_error: str | None = None
+    # timeline -> its .history branches; a timeline not here cannot be read (an error)
+    histories: dict[int, tuple[TimelineBranch, ...]] = field(default_factory=dict)
     ping_ok: bool = True
 
     def stanza_create(self) -> CommandResult:
@@ -361,6 +363,12 @@ class FakeBackupTool:
         if self.timelines_error is not None:
             raise BackupToolError(self.timelines_error)
         return list(self.timeline_records.get(stanza, []))
+
+    def history(self, record: TimelineRecord) -> tuple[TimelineBranch, ...]:
+        self.calls.append(f"backup_tool.history({record.timeline})")
+        if record.timeline not in self.histories:
+            raise BackupToolError(f"ERROR: [055]: unable to open missing file '{record.key}'")
+        return self.histories[record.timeline]
 
     def server_ping(self, host: str) -> bool:
         self.calls.append(f"backup_tool.server_ping({host})")

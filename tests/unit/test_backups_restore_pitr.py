@@ -14,6 +14,7 @@ from pgbackups import backups
 from pgbackups import messages as msg
 from pgbackups.host import ActionFailed, ActionResults, RestoreTarget, UnitStatus
 from pgbackups.patroni import PatroniMember, PatroniPasswords, restore_command
+from pgbackups.repository import TimelineBranch
 
 B1 = "20261128-100000F"  # timeline 1, 10:00-10:05
 B2 = "20261128-120000F"  # timeline 2, 12:00-12:05
@@ -153,6 +154,29 @@ def test_each_target_shape(  # noqa: PLR0917 - one parametrised row
         target_action=None if kind == "default" else "promote",
     )
     assert restore_command(MEMBER, restore) == f"{BASE} {tail}"
+
+
+def test_the_base_of_a_timeline_follows_its_history_file_and_falls_back_to_time(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """11:45 is on timeline 2 (began 11:30): its base comes from B1, on its path."""
+    params = {"restore-to-time": "2026-11-28 11:45:00"}
+    host = pitr_host()
+    host.fake_tool.histories = {2: (TimelineBranch(1, "0/3000000"),)}
+    assert isinstance(backups.on_restore(host, params), ActionResults)
+    assert "backup_tool.history(2)" in host.calls
+    assert host.app_dict["restoring-backup"] == B1
+    # B1 stopped after the branch point: not on timeline 2's path, no base at all.
+    host = pitr_host()
+    host.fake_tool.histories = {2: (TimelineBranch(1, "0/1000000"),)}
+    outcome = backups.on_restore(host, params)
+    assert outcome == ActionFailed("There is no backup to restore the timeline from: timeline 2")
+    assert not any(c.startswith(("set_status", "workload.stop")) for c in host.calls)
+    # The file cannot be read: timestamps decide, and the log says so.
+    host = pitr_host()
+    assert isinstance(backups.on_restore(host, params), ActionResults)
+    assert host.app_dict["restoring-backup"] == B1
+    assert "choosing its base backup by time" in caplog.text
 
 
 def test_a_restore_with_a_time_lists_the_timelines() -> None:

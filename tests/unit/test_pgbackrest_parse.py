@@ -12,11 +12,13 @@ from pgbackups.host import CommandResult
 from pgbackups.pgbackrest import (
     UNKNOWN_ERROR,
     extract_error_line,
+    parse_history_file,
     parse_history_listing,
     parse_info,
     read_config_secrets,
     scrub,
 )
+from pgbackups.repository import TimelineBranch, lsn_value
 
 
 def _backup(
@@ -360,3 +362,33 @@ def test_unreadable_repository_message_is_condensed() -> None:
     assert stanza.status_message == (
         "other: [ProtocolError] HTTP request failed with 403 (Forbidden): SignatureDoesNotMatch"
     )
+
+
+def test_history_file_lines_become_branches_oldest_first() -> None:
+    # What PostgreSQL 15 writes on promotion (tabs), with a comment and a blank line.
+    text = (
+        "1\t0/5000000\tno recovery target specified\n"
+        "\n"
+        "# a comment\n"
+        "2\t1/A0000028\tbefore 2026-11-28 10:30:00+00\n"
+    )
+    assert parse_history_file(text) == (
+        TimelineBranch(1, "0/5000000"),
+        TimelineBranch(2, "1/A0000028"),
+    )
+    assert parse_history_file("") == ()
+
+
+@pytest.mark.parametrize("text", ["1\n", "x\t0/1\n", "1\tnot-an-lsn\n", "1\t0/XYZ\n"])
+def test_a_malformed_history_file_is_an_error(text: str) -> None:
+    with pytest.raises(ValueError, match="history file line 1"):
+        parse_history_file(text)
+
+
+def test_lsns_compare_as_numbers() -> None:
+    assert lsn_value("0/5000000") == 0x5000000
+    assert lsn_value("1/0") == 1 << 32
+    assert lsn_value("0/FFFFFFFF") < lsn_value("1/0")
+    assert lsn_value("9/0") < lsn_value("10/0")
+    with pytest.raises(ValueError):
+        lsn_value("5000000")

@@ -3,12 +3,14 @@ and timeline for every shape of request."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from fakes import STANZA, backup, timeline
 
 from pgbackups import targets
+from pgbackups.repository import TimelineBranch, TimelineRecord
 from pgbackups.targets import Chosen, Request, choose_target, parse_request, parse_time
 
 NOW = datetime(2026, 11, 28, 15, 0, 0, tzinfo=UTC)
@@ -356,3 +358,67 @@ def test_own_stanza_is_preferred_for_time_alone() -> None:
     chosen = choose(found, [timeline(2, at(11), stanza="old.main")], "", "2026-11-28 12:00:00")
     assert isinstance(chosen, Chosen)
     assert (chosen.stanza, chosen.label, chosen.timeline) == (STANZA, "20261128-090000F", 1)
+
+
+# ---------------------------------------------------------------------------
+# The base backup of a timeline follows its .history file (parents and switch LSNs)
+
+# Timeline 1: b1 (10:00-10:05, stops at 0/3000100), then b2 (11:00-11:05, 0/7000100).
+# At 11:30 a restore of b1 to 10:30 (WAL position 0/5000000) made timeline 2: b2, although
+# older than timeline 2, is not on its path, and PostgreSQL refuses to start from it.
+B2_AFTER_BRANCH = "20261128-110000F"
+BRANCHED = [
+    replace(backup(B1), lsn_stop="0/3000100"),
+    replace(backup(B2_AFTER_BRANCH), lsn_stop="0/7000100"),
+]
+TL2_AT_1130 = [timeline(2, at(11, 30))]
+TL2_HISTORY = (TimelineBranch(1, "0/5000000"),)
+
+
+def choose_with(
+    histories: dict[int, tuple[TimelineBranch, ...] | None], backup_id: str, to_time: str
+) -> Chosen | str:
+    asked: list[int] = []
+
+    def ancestry(row: TimelineRecord) -> tuple[TimelineBranch, ...] | None:
+        asked.append(row.timeline)
+        return histories.get(row.timeline)
+
+    request = parse_request(backup_id, to_time, NOW)
+    assert isinstance(request, Request)
+    chosen = choose_target(BRANCHED, TL2_AT_1130, request, own_stanza=STANZA, ancestry=ancestry)
+    assert asked == [2], "only the timeline whose base is needed is read"
+    return chosen
+
+
+@pytest.mark.parametrize(
+    ("backup_id", "to_time"),
+    [("2026-11-28T11:30:00Z", "latest"), ("", "2026-11-28 12:00:00")],
+    ids=["timeline-row", "nearest-point"],
+)
+def test_a_backup_after_the_branch_point_is_not_a_base(backup_id: str, to_time: str) -> None:
+    chosen = choose_with({2: TL2_HISTORY}, backup_id, to_time)
+    assert isinstance(chosen, Chosen)
+    assert (chosen.label, chosen.timeline) == (B1, 2)
+
+
+def test_without_the_history_file_timestamps_decide() -> None:
+    chosen = choose_with({2: None}, "2026-11-28T11:30:00Z", "latest")
+    assert isinstance(chosen, Chosen)
+    assert chosen.label == B2_AFTER_BRANCH, "the documented fallback (docs/restore.md)"
+
+
+def test_a_timeline_that_is_not_a_parent_gives_no_base() -> None:
+    # Timeline 2 branched from a timeline 7 that holds none of these backups.
+    chosen = choose_with({2: (TimelineBranch(7, "0/9000000"),)}, "2026-11-28T11:30:00Z", "latest")
+    assert chosen == "There is no backup to restore the timeline from: timeline 2"
+
+
+def test_a_deeper_history_checks_each_parent_at_its_own_switch_point() -> None:
+    # 1 left at 0/5000000 for 2, 2 left at 0/8000000 for 3: a timeline-2 backup that
+    # stopped at 0/7000000 is on timeline 3's path, the timeline-1 b2 (0/7000100) is not.
+    tl2_backup = replace(backup("20261128-120000F", timeline=2), lsn_stop="0/7000000")
+    branches = (TimelineBranch(1, "0/5000000"), TimelineBranch(2, "0/8000000"))
+    on_path = [targets._on_path(b, 3, branches) for b in (*BRANCHED, tl2_backup)]
+    assert on_path == [True, False, True]
+    assert not targets._on_path(replace(BRANCHED[0], lsn_stop=""), 3, branches), "no guessing"
