@@ -30,6 +30,7 @@ from pgbackups.host import (
     Host,
     ObjectStore,
     ObjectStoreError,
+    ObjectStoreForbidden,
     Outcome,
     RestoreTarget,
     UnitStatus,
@@ -221,9 +222,16 @@ def _could_initialise_stanza(host: Host, settings: S3Settings, store: ObjectStor
 
 
 def _ensure_bucket(host: Host, store: ObjectStore) -> bool:
+    """True to go on. A 403 on the bucket check (wrong keys, or keys without access) says
+    neither that the bucket exists nor that it does not: the next step, pgBackRest reading
+    the repository with the same keys, fails with its own error line (issue 4: a wrong
+    secret key blocks with ``failed to initialize stanza``). Nothing is written before
+    that read succeeds."""
     try:
         if store.ensure_bucket():
             log.info("Created the S3 bucket")
+    except ObjectStoreForbidden as exc:
+        log.warning("S3 refused the bucket check (%s): pgBackRest will tell why", exc)
     except ObjectStoreError as exc:
         log.error("S3 bucket cannot be accessed or created: %s", exc)
         _block_s3(host, msg.with_reason(msg.FAILED_TO_ACCESS_CREATE_BUCKET, str(exc)))

@@ -166,6 +166,11 @@ class ObjectStoreError(Exception):
     """The object store could not be reached or refused; ``str()`` is boto's short reason."""
 
 
+class ObjectStoreForbidden(ObjectStoreError):
+    """The bucket check was answered 403: wrong keys, or keys without access to it. A HEAD
+    response has no body, so S3 cannot say which, nor whether the bucket exists."""
+
+
 # ---------------------------------------------------------------------------
 # Adapters, as the core uses them
 
@@ -206,7 +211,8 @@ class ObjectStore(Protocol):
 
     def ensure_bucket(self) -> bool:
         """Create the bucket when it does not exist. True if it was created.
-        Raises ObjectStoreError when it can neither be reached nor created."""
+        Raises ObjectStoreForbidden when the check is answered 403, ObjectStoreError when
+        the bucket can neither be reached nor created."""
         ...
 
     def put(self, key: str, body: bytes) -> None:

@@ -23,7 +23,7 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config
 
-from pgbackups.host import ObjectStoreError
+from pgbackups.host import ObjectStoreError, ObjectStoreForbidden
 from pgbackups.settings import S3Settings
 
 if TYPE_CHECKING:
@@ -36,6 +36,9 @@ T = TypeVar("T")
 _NOT_FOUND = frozenset({"404", "NoSuchBucket", "NotFound", "NoSuchKey"})
 _BAD_LOCATION = frozenset({"InvalidLocationConstraint", "IllegalLocationConstraintException"})
 _ALREADY_EXISTS = frozenset({"BucketAlreadyExists", "BucketAlreadyOwnedByYou"})
+_FORBIDDEN = frozenset(
+    {"403", "Forbidden", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
+)
 _MAX_REASON = 240
 _REDACTED = "<redacted>"
 
@@ -174,6 +177,8 @@ class S3Bucket:
             self.client.head_bucket(Bucket=bucket)
             return False
         except botocore.exceptions.ClientError as exc:
+            if _error_code(exc) in _FORBIDDEN:
+                raise ObjectStoreForbidden(describe_error(exc, self.settings)) from None
             if _error_code(exc) not in _NOT_FOUND:
                 raise ObjectStoreError(describe_error(exc, self.settings)) from None
         except botocore.exceptions.BotoCoreError as exc:

@@ -255,7 +255,10 @@ def test_solo_wrong_secret_blocks_and_the_right_one_clears(solo: Driver, tmp_pat
     status, message = solo.unit_status("solo/0")
     assert status == "blocked"
     assert messages.is_s3_block_message(message), message
-    assert message.startswith(messages.FAILED_TO_ACCESS_CREATE_BUCKET)  # SPEC §2: bucket first
+    # S3 answers the bucket check 403 (cannot tell whether it exists); pgBackRest then
+    # reads the repository with the same keys and says why: the stanza message (issue 4).
+    assert message.startswith(messages.FAILED_TO_INITIALIZE_STANZA + ": "), message
+    assert "403" in message or "SignatureDoesNotMatch" in message, message
     assert "x" * 40 not in json.dumps(solo.status())
     assert solo.sql("0", "show archive_command") == "/bin/true"
     solo.ok("s3", "set")

@@ -26,6 +26,7 @@ from pgbackups.host import (
     BackupToolError,
     CommandResult,
     ObjectStoreError,
+    ObjectStoreForbidden,
     Peer,
     TlsMaterial,
     UnitStatus,
@@ -391,6 +392,7 @@ class FakeObjectStore:
     calls: list[str]
     objects: dict[str, bytes] = field(default_factory=dict)
     ensure_error: str | None = None
+    ensure_forbidden: str | None = None  # the bucket check answered 403
     created: bool = False
     get_error: str | None = None
     put_errors: dict[str, str] = field(default_factory=dict)  # key suffix -> reason
@@ -399,6 +401,8 @@ class FakeObjectStore:
         self.calls.append("object_store.ensure_bucket")
         if self.ensure_error is not None:
             raise ObjectStoreError(self.ensure_error)
+        if self.ensure_forbidden is not None:
+            raise ObjectStoreForbidden(self.ensure_forbidden)
         return self.created
 
     def put(self, key: str, body: bytes) -> None:

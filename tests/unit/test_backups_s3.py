@@ -699,3 +699,31 @@ def test_cluster_id_is_in_the_marker() -> None:
     backups.on_s3_credentials_changed(host)
     assert CLUSTER_ID.encode() in host.store.objects[MARKER_KEY]
     assert str(SYSTEM_ID).encode() in host.store.objects[MARKER_KEY]
+
+
+def test_a_403_on_the_bucket_check_lets_pgbackrest_say_why() -> None:
+    """Issue 4: a wrong secret key blocks with the stanza message and pgBackRest's reason;
+    nothing is written before pgBackRest could read the repository."""
+    host = FakeHost()
+    host.store.ensure_forbidden = "403: Forbidden"
+    reason = "ERROR: [029]: S3 request failed with 403: Forbidden"
+    host.fake_tool.info_error = reason
+    assert backups.on_s3_credentials_changed(host) == Done()
+    message = f"{msg.FAILED_TO_INITIALIZE_STANZA}: {reason}"
+    assert host.status == UnitStatus.blocked(message)
+    assert host.effects == [
+        CONFIG_OFF,
+        INITIALISING,
+        "object_store.ensure_bucket",
+        "backup_tool.info()",
+        *blocked_calls(message),
+    ]
+
+
+def test_a_403_then_a_readable_repository_goes_on_like_an_existing_bucket() -> None:
+    """Keys that may not HEAD the bucket but may use it: the chart goes on as usual."""
+    host = FakeHost()
+    host.store.ensure_forbidden = "403: Forbidden"
+    assert backups.on_s3_credentials_changed(host) == Done()
+    assert host.status == UnitStatus.active()
+    assert host.effects == [*START, *SUCCESS, "workload.stop_tls_server"]

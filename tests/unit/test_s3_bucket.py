@@ -14,7 +14,7 @@ import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
-from pgbackups.host import ObjectStoreError
+from pgbackups.host import ObjectStoreError, ObjectStoreForbidden
 from pgbackups.s3 import S3Bucket, describe_error, object_key
 from pgbackups.settings import S3Settings
 
@@ -116,7 +116,7 @@ def test_race_on_create_counts_as_existing(stubbed: tuple[S3Bucket, Stubber], co
 def test_forbidden_bucket(stubbed: tuple[S3Bucket, Stubber]) -> None:
     bucket, stubber = stubbed
     stubber.add_client_error("head_bucket", "403", "", 403)
-    with pytest.raises(ObjectStoreError, match=r"^403: Forbidden$"):
+    with pytest.raises(ObjectStoreForbidden, match=r"^403: Forbidden$"):
         bucket.ensure_bucket()
 
 
@@ -124,8 +124,9 @@ def test_create_refused(stubbed: tuple[S3Bucket, Stubber]) -> None:
     bucket, stubber = stubbed
     stubber.add_client_error("head_bucket", "404", "Not Found", 404)
     stubber.add_client_error("create_bucket", "AccessDenied", "Access Denied", 403)
-    with pytest.raises(ObjectStoreError, match=r"^AccessDenied: Access Denied$"):
+    with pytest.raises(ObjectStoreError, match=r"^AccessDenied: Access Denied$") as info:
         bucket.ensure_bucket()
+    assert not isinstance(info.value, ObjectStoreForbidden), "creation refused: a bucket error"
 
 
 def test_put_get_and_missing(stubbed: tuple[S3Bucket, Stubber]) -> None:
