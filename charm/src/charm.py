@@ -35,13 +35,14 @@ from pgbackups.host import (
     Outcome,
     WorkloadUnavailable,
 )
+from pgbackups.patroni import PatroniPasswords
 from pgbackups.pgbackrest import PgBackRest
 from pgbackups.s3 import S3Bucket
 from pgbackups.settings import S3Settings
 from s3_requirer import S3Requirer
 from tls_files import DiskTlsFiles
 from tls_requirer import TlsFiles, TlsRequirer
-from workload import MachinePaths, MachineWorkload, Passwords, UnitFacts
+from workload import MachinePaths, MachineWorkload, UnitFacts
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ class PgBackupsCharm(ops.CharmBase):
             tls=self.certs.material,
         )
 
-    def passwords(self) -> Passwords | None:
+    def passwords(self) -> PatroniPasswords | None:
         relation = self.model.get_relation(PEER_RELATION)
         if relation is None:
             return None
@@ -133,7 +134,7 @@ class PgBackupsCharm(ops.CharmBase):
         values = [bag.get(k, "") for k in PASSWORD_KEYS]
         if not all(values):
             return None
-        return Passwords(*values)
+        return PatroniPasswords(*values)
 
     def _ensure_passwords(self) -> None:
         """The leader generates the database passwords once, in the app peer bag."""

@@ -88,13 +88,6 @@ class MachinePaths:
 
 
 @dataclass(frozen=True)
-class Passwords:
-    superuser: str
-    replication: str
-    rewind: str
-
-
-@dataclass(frozen=True)
 class UnitFacts:
     """What the workload needs to know from Juju; read afresh for every call."""
 
@@ -103,7 +96,7 @@ class UnitFacts:
     address: str  # this unit's address on the peer relation
     peers: Sequence[Peer]
     tls: TlsMaterial | None
-    passwords: Passwords | None  # None until the leader has generated them
+    passwords: patroni.PatroniPasswords | None  # None until the leader has generated them
     stanza_name: str
 
 
@@ -264,9 +257,6 @@ class MachineWorkload:
 
     def _member(self, facts: UnitFacts) -> patroni.PatroniMember:
         assert facts.passwords is not None
-        ssl = None
-        if facts.tls is not None:
-            ssl = patroni.SslFiles(facts.tls.cert_file, facts.tls.key_file, facts.tls.ca_file)
         return patroni.PatroniMember(
             scope=facts.scope,
             name=facts.member,
@@ -276,16 +266,12 @@ class MachineWorkload:
             rest_port=REST_PORT,
             socket_dir=self.paths.socket_dir,
             etcd_hosts=(),
-            passwords=patroni.PatroniPasswords(
-                superuser=facts.passwords.superuser,
-                replication=facts.passwords.replication,
-                rewind=facts.passwords.rewind,
-            ),
+            passwords=facts.passwords,
             pgpass=self.paths.pgpass,
             pgbackrest_config=self.paths.pgbackrest_config,
             bin_dir=self.paths.bin_dir,
             log_dir=self.paths.log_dir,
-            ssl=ssl,
+            ssl=facts.tls,
         )
 
     def is_cluster_initialised(self) -> bool:

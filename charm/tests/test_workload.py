@@ -13,13 +13,13 @@ import yaml
 
 from pgbackups import patroni, pgbackrest, processes
 from pgbackups.host import Peer, TlsMaterial, WorkloadConfig
+from pgbackups.patroni import PatroniPasswords
 from pgbackups.settings import S3Settings
 from tls_files import DiskTlsFiles
 from workload import (
     RAFT_PORT,
     MachinePaths,
     MachineWorkload,
-    Passwords,
     UnitFacts,
     patroni_unit,
     raft_section,
@@ -40,7 +40,7 @@ def facts(*, tls: bool = False, peers: int = 1) -> UnitFacts:
             Peer(f"pgbackups-postgresql/{i}", f"10.0.0.{i + 1}") for i in range(1, peers + 1)
         ),
         tls=TlsMaterial("/tls/ca.crt", "/tls/unit.crt", "/tls/unit.key") if tls else None,
-        passwords=Passwords("su", "repl", "rew"),
+        passwords=PatroniPasswords("su", "repl", "rew"),
         stanza_name=STANZA,
     )
 

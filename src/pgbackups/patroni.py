@@ -19,7 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pgbackups import processes
-from pgbackups.host import CommandResult, RestoreTarget, WorkloadConfig, WorkloadUnavailable
+from pgbackups.host import (
+    CommandResult,
+    RestoreTarget,
+    TlsMaterial,
+    WorkloadConfig,
+    WorkloadUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +50,6 @@ class PatroniPasswords:
 
 
 @dataclass(frozen=True)
-class SslFiles:
-    """PostgreSQL server TLS material of a member (paths)."""
-
-    cert_file: str
-    key_file: str
-    ca_file: str
-
-
-@dataclass(frozen=True)
 class PatroniMember:
     """The static facts of one Patroni member; the WorkloadConfig supplies the rest."""
 
@@ -70,7 +67,7 @@ class PatroniMember:
     namespace: str = "/service/"
     bin_dir: str = DEFAULT_BIN_DIR
     log_dir: str | None = None  # None: Patroni logs to stderr (the spawn log file)
-    ssl: SslFiles | None = None
+    ssl: TlsMaterial | None = None  # PostgreSQL serves TLS with these files
     superuser: str = "postgres"
 
 

@@ -10,13 +10,12 @@ from typing import Any
 import pytest
 import yaml
 
-from pgbackups.host import RestoreTarget, WorkloadConfig
+from pgbackups.host import RestoreTarget, TlsMaterial, WorkloadConfig
 from pgbackups.patroni import (
     ClusterMember,
     MemberStatus,
     PatroniMember,
     PatroniPasswords,
-    SslFiles,
     parse_cluster,
     render_config,
     restore_command,
@@ -159,7 +158,9 @@ def test_restore_command_drops_what_pgbackrest_245_rejects() -> None:
 
 
 def test_ssl_parameters() -> None:
-    member = replace(MEMBER, ssl=SslFiles("/t/u.crt", "/t/u.key", "/t/ca.crt"))
+    member = replace(
+        MEMBER, ssl=TlsMaterial(ca_file="/t/ca.crt", cert_file="/t/u.crt", key_file="/t/u.key")
+    )
     params = render_config(member, PLAIN)["postgresql"]["parameters"]
     assert params["ssl"] == "on"
     assert params["ssl_cert_file"] == "/t/u.crt"

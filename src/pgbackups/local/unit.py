@@ -19,7 +19,7 @@ from pgbackups.local import programs
 from pgbackups.local.errors import PgbackupsError
 from pgbackups.local.paths import UnitPaths, ensure_dir, write_file
 from pgbackups.local.state import ProcessRecord, UnitRecord
-from pgbackups.patroni import PatroniClient, PatroniMember, SslFiles, render_config
+from pgbackups.patroni import PatroniClient, PatroniMember, render_config
 
 if TYPE_CHECKING:
     from pgbackups.local.cluster import Cluster
@@ -100,7 +100,7 @@ class Unit:
             pgpass=str(self.paths.pgpass),
             pgbackrest_config=str(self.pgbackrest_config),
             bin_dir=str(programs.pg_bin_dir()),
-            ssl=SslFiles(tls.cert_file, tls.key_file, tls.ca_file) if tls else None,
+            ssl=tls,
             superuser=SUPERUSER,
         )
 
