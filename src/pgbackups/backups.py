@@ -34,6 +34,7 @@ from pgbackups.host import (
     Outcome,
     RestoreTarget,
     UnitStatus,
+    Workload,
     WorkloadConfig,
     WorkloadUnavailable,
 )
@@ -465,6 +466,15 @@ def _has_s3_block(host: Host) -> bool:
     return bool(host.app_data.get(S3_BLOCK_MESSAGE))
 
 
+def primary_timeline(workload: Workload) -> int | None:
+    """The timeline once Patroni runs this member as the primary (it holds the leader
+    key), else None. After a pgBackRest bootstrap Patroni restarts PostgreSQL out of
+    recovery before it takes the key, and the timeline is readable (too early) in
+    between. Raises WorkloadUnavailable."""
+    ready = workload.is_member_running() and workload.is_primary()
+    return workload.current_timeline() if ready else None
+
+
 def _detect_restore_end(host: Host) -> Outcome:
     workload = host.workload
     moved = host.app_data.get(RESTORE_MOVED_DATA, "")
@@ -480,11 +490,7 @@ def _detect_restore_end(host: Host) -> Outcome:
             if host.app_data.get(RESTORE_TO_TIME) and state != _RESTORE_COMMAND_FAILED:
                 return _pitr_failed(host, moved)
             return _restore_failed(host, moved, state or "bootstrap failed")
-        # Done once Patroni holds the leader key with the restored database: after a
-        # pgBackRest bootstrap Patroni restarts PostgreSQL out of recovery before it takes
-        # the key, and the timeline is readable (too early) in between.
-        ready = workload.is_member_running() and workload.is_primary()
-        timeline = workload.current_timeline() if ready else None
+        timeline = primary_timeline(workload)
     except WorkloadUnavailable:
         return Done()
     if timeline is None:
@@ -974,8 +980,9 @@ def on_rollback_restore(host: Host, params: Mapping[str, str]) -> Outcome:
     """Put the data from before a failed restore back and start the database on it.
 
     Nothing is deleted: whatever the failed attempt left in the data directory is renamed
-    aside by ``Workload.move_data_back``. The archive and the stanza are untouched; the
-    cluster goes on on the timeline it had before the restore.
+    aside by ``Workload.move_data_back``. The archive and the stanza are untouched. With
+    no DCS state Patroni starts the data as a replica and promotes it: the cluster goes
+    on on the next timeline, from the data's own history.
     """
     if params:
         return _rollback_refused(
@@ -983,15 +990,7 @@ def on_rollback_restore(host: Host, params: Mapping[str, str]) -> Outcome:
         )
     before = host.get_status()
     if not (before.is_blocked and msg.is_failed_restore(before.message)):
-        why = (
-            "a restore is in progress"
-            if _restore_in_progress(host.app_data)
-            else (
-                f"the unit is {before.kind.value}"
-                + (f" ({before.message})" if before.message else "")
-            )
-        )
-        return _rollback_refused(msg.with_reason(msg.NO_FAILED_RESTORE, why))
+        return _rollback_refused(msg.with_reason(msg.NO_FAILED_RESTORE, _no_failure(host)))
     moved = host.app_data.get(RESTORE_MOVED_DATA, "")
     if not moved:
         return _rollback_refused(
@@ -1021,6 +1020,16 @@ def on_rollback_restore(host: Host, params: Mapping[str, str]) -> Outcome:
     log.info("Rolled back the failed restore: the data from %s is back", moved)
     host.set_status(UnitStatus.active())
     return ActionResults({msg.RESULT_ROLLBACK_STATUS: msg.ROLLED_BACK})
+
+
+def _no_failure(host: Host) -> str:
+    """Why there is nothing to roll back, for the refusal."""
+    if _restore_in_progress(host.app_data):
+        return "a restore is in progress"
+    status = host.get_status()
+    if status.message:
+        return f"the unit is {status.kind.value} ({status.message})"
+    return f"the unit is {status.kind.value}"
 
 
 def _rollback_refused(message: str) -> ActionFailed:

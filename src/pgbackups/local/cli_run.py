@@ -131,8 +131,7 @@ def wait_for_rollback(runtime: Runtime, unit: str, progress: Progress, timeout: 
     while True:
         try:
             state = workload.member_state() or "starting"
-            ready = workload.is_member_running() and workload.is_primary()
-            timeline = workload.current_timeline() if ready else None
+            timeline = backups.primary_timeline(workload)
         except WorkloadUnavailable:
             state, timeline = "starting", None
         if timeline is not None:
