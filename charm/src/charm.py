@@ -38,7 +38,6 @@ from pgbackups.host import (
 from pgbackups.patroni import PatroniPasswords
 from pgbackups.pgbackrest import PgBackRest
 from pgbackups.s3 import S3Bucket
-from pgbackups.settings import S3Settings
 from s3_requirer import S3Requirer
 from tls_files import DiskTlsFiles
 from tls_requirer import TlsFiles, TlsRequirer
@@ -62,13 +61,10 @@ def machine_adapters(charm: PgBackupsCharm) -> Adapters:
     """The real adapters: PostgreSQL/Patroni on this machine, pgBackRest, S3."""
     paths = MachinePaths()
     workload = MachineWorkload(charm.unit_facts, paths)
-
-    def object_store(settings: S3Settings) -> S3Bucket:
-        return S3Bucket(settings, ca_file=workload.s3_ca_file())
-
-    stanza = f"{charm.model.name}.{charm.app.name}"
-    tool = PgBackRest(paths.pgbackrest_config, stanza, user=processes.db_user())
-    return Adapters(workload=workload, backup_tool=tool, object_store=object_store)
+    tool = PgBackRest(paths.pgbackrest_config, charm.host.stanza_name, user=processes.db_user())
+    # S3Bucket keeps its own private copy of the CA chain: the workload's file is
+    # pgBackRest's, written atomically while archive-push may be reading it.
+    return Adapters(workload=workload, backup_tool=tool, object_store=S3Bucket)
 
 
 def machine_tls_files(charm: PgBackupsCharm) -> TlsFiles:
@@ -265,16 +261,12 @@ class PgBackupsCharm(ops.CharmBase):
             return
         if not self._configure_and_start(event):
             return
-        if not self.host.workload.start_database():
-            self.unit.status = ops.WaitingStatus(AWAITING_MEMBER)
-            event.defer()
-            return
         self.unit.status = ops.WaitingStatus(AWAITING_MEMBER)
+        if not self.host.workload.start_database():
+            event.defer()
 
     def _on_config_changed(self, event: ops.ConfigChangedEvent) -> None:
-        if self.passwords() is None or self.model.get_relation(PEER_RELATION) is None:
-            return  # start renders the configuration once the passwords exist
-        self._configure_and_start(event)
+        self._reconfigure()  # before the passwords exist, start renders it
 
     def _on_update_status(self, event: ops.UpdateStatusEvent) -> None:
         if self.model.get_relation(PEER_RELATION) is not None:
@@ -288,7 +280,7 @@ class PgBackupsCharm(ops.CharmBase):
     # --- peers and TLS -------------------------------------------------------------
 
     def _reconfigure(self) -> None:
-        """Peers or certificates changed: Raft partners, TLS peers, SSL files."""
+        """Render the configuration the core wants, once the passwords exist."""
         if self.passwords() is None:
             return
         host = self.host
@@ -296,8 +288,7 @@ class PgBackupsCharm(ops.CharmBase):
 
     def _on_peers_changed(self, event: ops.RelationEvent) -> None:
         self._ensure_passwords()
-        self._reconfigure()
-        self._run(event, backups.reconcile_tls_server)
+        self._run(event, backups.reconcile_tls_server)  # it renders the configuration first
 
     def _on_peer_departed(self, event: ops.RelationDepartedEvent) -> None:
         departing = event.departing_unit
@@ -308,14 +299,12 @@ class PgBackupsCharm(ops.CharmBase):
             forget = getattr(self.adapters.workload, "forget_raft_member", None)
             if address and forget is not None:
                 forget(address)
-        self._reconfigure()
         self._run(event, backups.reconcile_tls_server)
 
     def _on_certificates_changed(self, event: ops.RelationEvent) -> None:
         self.certs.sync(self.host.unit_address(), socket.getfqdn())
         if self.model.get_relation(PEER_RELATION) is not None:
             self.host.unit_data[TLS_FLAG] = "enabled" if self.certs.material() else ""
-        self._reconfigure()
         self._run(event, backups.reconcile_tls_server)
 
     # --- S3 ------------------------------------------------------------------------
