@@ -94,8 +94,6 @@ def resolve(args: argparse.Namespace) -> Settings:
     if args.size:
         main = parse_size(args.size)
         sizes = sorted({s for s in sizes if s < main} | {main})
-    elif not args.sizes and not args.quick:
-        sizes = parse_sizes(str(base["sizes"]))
     repeat = args.repeat if args.repeat is not None else int(base["repeat"])
     if repeat < 1:
         raise ValueError("--repeat must be at least 1")

@@ -97,12 +97,6 @@ def checksum_ok(text: str) -> bool:
 # Labels
 
 
-def label_time(label: str) -> datetime:
-    """``20261128-154154F`` or ``…F_20261128-160000D`` → the backup's start (UTC)."""
-    last = label.rsplit("_", maxsplit=1)[-1]
-    return datetime.strptime(last[:15], "%Y%m%d-%H%M%S").replace(tzinfo=UTC)
-
-
 def _stamp(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y%m%d-%H%M%S")
 

@@ -14,7 +14,6 @@ import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import psycopg
 
 from benchmarks import fabricate
 from benchmarks.env import Bench, BenchError, log, now, timed
+from pgbackups.backup_ids import label_time, label_to_id
 
 BYTES_PER_RANDOM_ROW = 1170  # 1 KiB of gen_random_bytes plus tuple overhead, measured
 BYTES_PER_PGBENCH_SCALE = 15_700_000  # pgbench -i -s 1, tables and indexes, measured
@@ -275,8 +275,7 @@ class _DirectUnit:
 
 def label_of(bench: Bench, backup_id: str) -> str:
     for record in reversed(bench.info()):
-        stamp = datetime.fromtimestamp(record["timestamp"]["start"], UTC)
-        if stamp.strftime("%Y-%m-%dT%H:%M:%SZ") == backup_id or record["label"] == backup_id:
+        if backup_id in (record["label"], label_to_id(record["label"])):
             return str(record["label"])
     raise BenchError(f"backup {backup_id} is not in the repository")
 
@@ -490,7 +489,7 @@ def measure_list_backups(bench: Bench, count: int, repeat: int) -> dict[str, Any
     original = client.get_object(Bucket=bucket, Key=info_key)["Body"].read()
     copies = fabricate.plan_copies(
         count - len(real),
-        before=fabricate.label_time(full["label"]),
+        before=label_time(full["label"]),
         full_template=full["label"],
         diff_template=diff["label"],
     )

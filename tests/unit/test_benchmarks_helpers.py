@@ -14,6 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks import cli, fabricate, report, stats
 
+from pgbackups.backup_ids import label_time
+
 # A real backup.info written by pgBackRest 2.45 (S3 key-free: it holds none).
 BACKUP_INFO = """[backrest]
 backrest-format=5
@@ -140,12 +142,12 @@ def test_plan_copies_backdated_groups() -> None:
     assert [c.label for c in copies] == sorted(c.label for c in copies)
     assert copies[1].prior == copies[0].label
     assert copies[1].label.startswith(copies[0].label + "_")
-    assert fabricate.label_time(copies[1].label) == copies[1].start
+    assert label_time(copies[1].label) == copies[1].start
 
 
 def test_add_to_backup_info_rewrites_entry() -> None:
     full = "20261128-154154F"
-    before = fabricate.label_time(full)
+    before = label_time(full)
     copies = fabricate.plan_copies(3, before=before, full_template=full, diff_template=full)
     copies = [c for c in copies if c.type == "full"]
     text, count = fabricate.add_to_backup_info(BACKUP_INFO, copies, {full: None})
