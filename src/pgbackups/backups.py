@@ -40,7 +40,7 @@ from pgbackups.host import (
 )
 from pgbackups.listing import FORMATS, build_rows, format_json, format_table
 from pgbackups.marker import ClusterMarker, marker_key, object_key, ownership_problem
-from pgbackups.repository import BackupRecord, TimelineBranch, TimelineRecord
+from pgbackups.repository import BackupRecord, StanzaInfo, TimelineBranch, TimelineRecord
 from pgbackups.settings import S3Settings, S3SettingsProblem, parse_s3_settings
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ def desired_config(host: Host) -> WorkloadConfig:
     return WorkloadConfig(
         s3=settings if isinstance(settings, S3Settings) else None,
         stanza=app.get(STANZA) or None,
-        tls_server=host.tls() is not None and host.planned_units() > 1,
+        tls_server=_tls_server_wanted(host),
         connectivity=unit.get(CONNECTIVITY) != "off",
         creating_backup=bool(unit.get(CREATING_BACKUP)),
         restore=_restore_target(app, host.stanza_name),
@@ -252,10 +252,7 @@ def _repository_problem(host: Host, settings: S3Settings, store: ObjectStore) ->
     except ObjectStoreError as exc:
         log.error("The cluster marker cannot be read: %s", exc)
         return msg.with_reason(msg.FAILED_TO_ACCESS_CREATE_BUCKET, str(exc))
-    try:
-        system_id = host.workload.system_identifier()
-    except WorkloadUnavailable:
-        system_id = None
+    system_id = _system_identifier(host)
     problem = ownership_problem(
         stanzas=stanzas,
         marker_body=body,
@@ -339,10 +336,7 @@ def _write_marker(host: Host, settings: S3Settings, store: ObjectStore) -> None:
     """Claim the repository. A failure is logged, not blocked: a repository holding our
     stanza with our system identifier is ours even without the marker (§7.1), and the
     marker is written again after the next successful check."""
-    try:
-        system_id = host.workload.system_identifier()
-    except WorkloadUnavailable:
-        system_id = None
+    system_id = _system_identifier(host)
     if system_id is None:
         log.warning("Cluster marker not written: the system identifier cannot be read")
         return
@@ -351,6 +345,14 @@ def _write_marker(host: Host, settings: S3Settings, store: ObjectStore) -> None:
         store.put(marker_key(settings.path), marker.encode())
     except ObjectStoreError as exc:
         log.warning("Cluster marker not written: %s", exc)
+
+
+def _system_identifier(host: Host) -> int | None:
+    """The cluster's system identifier, or None while PostgreSQL cannot tell it."""
+    try:
+        return host.workload.system_identifier()
+    except WorkloadUnavailable:
+        return None
 
 
 def _block_s3(host: Host, message: str) -> None:
@@ -379,7 +381,7 @@ def reconcile_tls_server(host: Host) -> Outcome:
 
 def _tls_server_steps(host: Host) -> bool:
     """False when the TLS server could not be started (yet)."""
-    if _is_tls_disabled_or_single_unit(host):
+    if not _tls_server_wanted(host):
         host.workload.stop_tls_server()
         return True
     try:
@@ -395,8 +397,10 @@ def _tls_server_steps(host: Host) -> bool:
     return True
 
 
-def _is_tls_disabled_or_single_unit(host: Host) -> bool:
-    return host.tls() is None or host.planned_units() <= 1
+def _tls_server_wanted(host: Host) -> bool:
+    """The pgBackRest TLS server runs only with TLS and more than one unit (SPEC §6): the
+    configuration, the server itself and create-backup's refusal on a primary agree."""
+    return host.tls() is not None and host.planned_units() > 1
 
 
 def _is_replica(host: Host) -> bool:
@@ -482,7 +486,7 @@ def _detect_restore_end(host: Host) -> Outcome:
         state = workload.member_state()
         failed = workload.bootstrap_failed() or (state is not None and "failed" in state)
         if failed:
-            if _restore_failure_reported(host):
+            if _is_failed_restore_status(host.get_status()):
                 return Done()  # once: a later look (Patroni gone, state None) says no more
             # An unreachable target shows first as Patroni's "start failed" (PostgreSQL
             # ended recovery before the target), seconds later as a Patroni that exited:
@@ -504,8 +508,9 @@ def _detect_restore_end(host: Host) -> Outcome:
 _RESTORE_COMMAND_FAILED = "custom bootstrap failed"
 
 
-def _restore_failure_reported(host: Host) -> bool:
-    status = host.get_status()
+def _is_failed_restore_status(status: UnitStatus) -> bool:
+    """The unit shows a failed restore: what update-status reports once and what
+    rollback-restore requires."""
     return status.is_blocked and msg.is_failed_restore(status.message)
 
 
@@ -602,7 +607,7 @@ def on_create_backup(host: Host, params: Mapping[str, str]) -> Outcome:
         on_primary = host.workload.is_primary()
     except WorkloadUnavailable:
         return _backup_refused(msg.BACKUP_NOT_RUNNING)
-    if on_primary and host.planned_units() > 1 and host.tls() is not None:
+    if on_primary and _tls_server_wanted(host):
         return _backup_refused(msg.BACKUP_ON_PRIMARY)
     if not on_primary and host.tls() is None:
         return _backup_refused(msg.BACKUP_TLS_DISABLED)
@@ -763,10 +768,7 @@ def on_list_backups(host: Host, params: Mapping[str, str]) -> Outcome:
         return ActionFailed(settings.message())
     try:
         stanzas = host.backup_tool.info()
-        timelines: list[TimelineRecord] = []
-        for stanza in stanzas:
-            if stanza.exists:
-                timelines += host.backup_tool.timelines(stanza.name)
+        timelines = _restore_timelines(host, stanzas)
     except BackupToolError as exc:
         log.error("list-backups: %s", exc)
         return ActionFailed(msg.with_reason(msg.FAILED_TO_LIST_BACKUPS, str(exc)))
@@ -780,6 +782,16 @@ def on_list_backups(host: Host, params: Mapping[str, str]) -> Outcome:
 
 # ===========================================================================
 # restore (SPEC §7)
+
+
+def _restore_timelines(host: Host, stanzas: list[StanzaInfo]) -> list[TimelineRecord]:
+    """The timelines restores created, of every stanza that exists (list-backups and the
+    restore target read the same ones). Raises BackupToolError."""
+    timelines: list[TimelineRecord] = []
+    for stanza in stanzas:
+        if stanza.exists:
+            timelines += host.backup_tool.timelines(stanza.name)
+    return timelines
 
 
 def on_restore(host: Host, params: Mapping[str, str]) -> Outcome:
@@ -887,9 +899,7 @@ def _find_backup(host: Host, request: targets.Request) -> targets.Chosen | Actio
         records = [b for s in stanzas for b in s.backups]
         timelines: list[TimelineRecord] = []
         if request.has_time or not _names_a_backup(records, request.backup_id):
-            for stanza in stanzas:
-                if stanza.exists:
-                    timelines += host.backup_tool.timelines(stanza.name)
+            timelines = _restore_timelines(host, stanzas)
     except BackupToolError as exc:
         return _restore_refused(msg.with_reason(msg.FAILED_TO_LIST_BACKUPS, str(exc)))
     chosen = targets.choose_target(
@@ -989,7 +999,7 @@ def on_rollback_restore(host: Host, params: Mapping[str, str]) -> Outcome:
             f"{msg.FAILED_TO_ROLL_BACK}: it takes no parameters (got {', '.join(sorted(params))})"
         )
     before = host.get_status()
-    if not (before.is_blocked and msg.is_failed_restore(before.message)):
+    if not _is_failed_restore_status(before):
         return _rollback_refused(msg.with_reason(msg.NO_FAILED_RESTORE, _no_failure(host)))
     moved = host.app_data.get(RESTORE_MOVED_DATA, "")
     if not moved:

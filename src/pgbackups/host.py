@@ -12,7 +12,7 @@ host can record the calls in order and the tests can check them against the char
 from __future__ import annotations
 
 from collections.abc import Mapping, MutableMapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
@@ -151,7 +151,6 @@ class WorkloadConfig:
     connectivity: bool = True  # False: client connections rejected (a replica taking a backup)
     creating_backup: bool = False  # Patroni tags nofailover + noloadbalance
     restore: RestoreTarget | None = None  # bootstrap from pgBackRest instead of initdb
-    extra: Mapping[str, str] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------

@@ -37,13 +37,6 @@ class S3Settings:
     def endpoint_host(self) -> str:
         return urlsplit(self.endpoint).hostname or ""
 
-    @property
-    def endpoint_port(self) -> int:
-        parts = urlsplit(self.endpoint)
-        if parts.port:
-            return parts.port
-        return 80 if parts.scheme == "http" else 443
-
     def redacted(self) -> dict[str, str]:
         """A view that is safe for logs and status output: no secret."""
         return {

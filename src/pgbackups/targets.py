@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 
+from pgbackups import messages as msg
 from pgbackups.backup_ids import format_id, normalise_id
 from pgbackups.repository import BackupRecord, TimelineBranch, TimelineRecord, lsn_value
 
@@ -50,7 +51,6 @@ ACCEPTED_FORMS = (
 BAD_FORMAT = "Bad restore-to-time format"
 TIMELINE_NEEDS_TIME = "Cannot restore to the timeline without restore-to-time parameter"
 NO_BASE_ON_LATEST = "There is no base backup created from the latest timeline"
-INVALID_BACKUP_ID = "Invalid backup-id"
 NO_BACKUPS = "There is no finished backup to restore"
 BEFORE_FIRST = "restore-to-time is before the first backup ended"
 BEFORE_BACKUP_END = "restore-to-time is before the end of the backup"
@@ -241,7 +241,7 @@ def _from_id(
     own_stanza: str,
     ancestry: Ancestry | None,
 ) -> Chosen | str:
-    invalid = f"{INVALID_BACKUP_ID}: {request.backup_id}"
+    invalid = f"{msg.INVALID_BACKUP_ID}: {request.backup_id}"
     try:
         wanted = normalise_id(request.backup_id)
     except ValueError:

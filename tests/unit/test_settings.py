@@ -29,7 +29,7 @@ def test_defaults() -> None:
     assert (s.endpoint, s.region, s.path, s.uri_style) == (DEFAULT_ENDPOINT, "", "/", "host")
     assert s.tls_ca_chain == ()
     assert s.delete_older_than_days == DEFAULT_DELETE_OLDER_THAN_DAYS
-    assert (s.endpoint_host, s.endpoint_port) == ("s3.amazonaws.com", 443)
+    assert s.endpoint_host == "s3.amazonaws.com"
 
 
 @pytest.mark.parametrize(
@@ -43,11 +43,7 @@ def test_path_gets_exactly_one_leading_slash(raw: str, expected: str) -> None:
 def test_strings_are_stripped_and_endpoint_loses_trailing_slash() -> None:
     s = parsed(bucket=" /backups/ ", endpoint=" http://minio:9000/ ", region=" eu-1 ")
     assert (s.bucket, s.endpoint, s.region) == ("backups", "http://minio:9000", "eu-1")
-    assert (s.endpoint_host, s.endpoint_port) == ("minio", 9000)
-
-
-def test_http_endpoint_default_port() -> None:
-    assert parsed(endpoint="http://minio").endpoint_port == 80
+    assert s.endpoint_host == "minio"
 
 
 @pytest.mark.parametrize(
