@@ -14,7 +14,7 @@ import logging
 import shlex
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -417,10 +417,6 @@ class PatroniClient:
     def is_running(self) -> bool:
         return self.member().is_running
 
-    def health(self) -> bool:
-        """PostgreSQL is up on this member (``/health``)."""
-        return self.status_code("/health") == 200
-
     def reload(self) -> None:
         status, text = self._request("POST", "/reload")
         if status not in (200, 202):
@@ -453,7 +449,3 @@ def remove_dcs_state(
         input_text=f"{scope}\nYes I am aware\n",
         timeout=timeout,
     )
-
-
-def member_names(members: Sequence[ClusterMember]) -> list[str]:
-    return [m.name for m in members]

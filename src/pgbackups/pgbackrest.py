@@ -30,6 +30,7 @@ installed program (``pgbackrest help backup <option>``):
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -109,18 +110,42 @@ def parse_version(text: str) -> tuple[int, int] | None:
 def detect_features(
     *, user: OsUser | None = None, program: str = PROGRAM, timeout: float = 15.0
 ) -> PgBackRestFeatures:
-    """Ask the installed pgBackRest its version and options (falls back to 2.45's)."""
+    """Ask the installed pgBackRest its version and options (falls back to 2.45's).
+
+    The answer is cached per arguments: it costs two subprocesses, and the charm asks on
+    every configuration change. A failed probe is not cached, so a probe made before
+    pgBackRest is installed does not stick.
+    """
+    try:
+        return _probe_features(user, program, timeout)
+    except _ProbeFailed as failed:
+        return failed.fallback
+
+
+class _ProbeFailed(Exception):
+    """A probe command failed; ``fallback`` is what to use this time, without caching it."""
+
+    def __init__(self, fallback: PgBackRestFeatures) -> None:
+        super().__init__("pgBackRest probe failed")
+        self.fallback = fallback
+
+
+@functools.cache
+def _probe_features(user: OsUser | None, program: str, timeout: float) -> PgBackRestFeatures:
+    # functools.cache keeps only returned values: raising keeps a failed probe out of it.
     result = processes.run([program, "version"], user=user, timeout=timeout)
     version = parse_version(result.stdout) if result.ok else None
     if version is None:
         log.warning("could not read the pgBackRest version; assuming 2.45")
-        version = (2, 45)
     storage_class: str | None = None
     listing = processes.run([program, "help", "backup"], user=user, timeout=timeout)
     if listing.ok:
         match = re.search(r"--(repo-(?:s3-)?storage-class)\b", listing.stdout)
         storage_class = match.group(1) if match else None
-    return PgBackRestFeatures(version=version, storage_class_option=storage_class)
+    features = PgBackRestFeatures(version=version or (2, 45), storage_class_option=storage_class)
+    if version is None or not listing.ok:
+        raise _ProbeFailed(features)
+    return features
 
 
 # ---------------------------------------------------------------------------
@@ -389,14 +414,18 @@ def write_config(
     _write_atomically(text, Path(path), owner, mode)
 
 
+def ca_chain_text(settings: S3Settings) -> str:
+    """The settings' CA chain as one PEM file's text (also what :mod:`pgbackups.s3` writes)."""
+    return "\n".join(pem.strip() for pem in settings.tls_ca_chain) + "\n"
+
+
 def write_ca_chain(
     settings: S3Settings, path: str | os.PathLike[str], owner: OsUser | None
 ) -> str | None:
     """Write the settings' CA chain (PEM) to ``path``; return the path, None without a chain."""
     if not settings.tls_ca_chain:
         return None
-    text = "\n".join(pem.strip() for pem in settings.tls_ca_chain) + "\n"
-    _write_atomically(text, Path(path), owner, 0o644)
+    _write_atomically(ca_chain_text(settings), Path(path), owner, 0o644)
     return str(path)
 
 
@@ -802,11 +831,11 @@ class PgBackRest:
 
     # -- TLS server ---------------------------------------------------------
 
-    def start_server_argv(self) -> list[str]:
-        return server_argv(self.config_path, self.program)
-
     def start_server(self, log_file: str | os.PathLike[str]) -> int:
         """Start the TLS server as the database user; return its PID (stop it by PID)."""
         return processes.spawn(
-            self.start_server_argv(), log_file=Path(log_file), user=self.user, env=self._env
+            server_argv(self.config_path, self.program),
+            log_file=Path(log_file),
+            user=self.user,
+            env=self._env,
         )

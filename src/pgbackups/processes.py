@@ -155,6 +155,14 @@ def spawn(
     return proc.pid
 
 
+def _stat_fields(pid: int) -> list[str]:
+    """``/proc/<pid>/stat`` after the command name (which may hold spaces and ``)``).
+
+    Raises OSError or IndexError when it cannot be read.
+    """
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def is_alive(pid: int) -> bool:
     """True while ``pid`` exists and is not a zombie of ours."""
     if pid <= 0:
@@ -168,7 +176,7 @@ def is_alive(pid: int) -> bool:
     except OSError as exc:
         return exc.errno == errno.EPERM
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        state = _stat_fields(pid)[0]
     except (OSError, IndexError):
         return True
     return state != "Z"
@@ -177,10 +185,20 @@ def is_alive(pid: int) -> bool:
 def process_start_time(pid: int) -> int | None:
     """Kernel start time of ``pid`` (clock ticks since boot): tells a PID from its reuse."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = _stat_fields(pid)
     except (OSError, IndexError):
         return None
     return int(fields[19])
+
+
+def _wait_gone(pid: int, seconds: float) -> bool:
+    """Poll every 0.1 s, for up to ``seconds``, until ``pid`` is gone. True if it went."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not is_alive(pid):
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def stop(pid: int, *, timeout: float = 60.0, sig: int = signal.SIGTERM) -> bool:
@@ -189,16 +207,9 @@ def stop(pid: int, *, timeout: float = 60.0, sig: int = signal.SIGTERM) -> bool:
         return True
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not is_alive(pid):
-            return True
-        time.sleep(0.1)
+    if _wait_gone(pid, timeout):
+        return True
     log.warning("pid %d did not stop after %ss; killing it", pid, timeout)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    for _ in range(50):
-        if not is_alive(pid):
-            return True
-        time.sleep(0.1)
-    return False
+    return _wait_gone(pid, 5.0)

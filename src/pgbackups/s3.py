@@ -24,6 +24,7 @@ import botocore.exceptions
 from botocore.config import Config
 
 from pgbackups.host import ObjectStoreError, ObjectStoreForbidden
+from pgbackups.pgbackrest import ca_chain_text
 from pgbackups.settings import S3Settings
 
 if TYPE_CHECKING:
@@ -41,16 +42,6 @@ _FORBIDDEN = frozenset(
 )
 _MAX_REASON = 240
 _REDACTED = "<redacted>"
-
-
-def object_key(settings: S3Settings, *parts: str) -> str:
-    """A key relative to the bucket root under the settings' path: no leading ``/``.
-
-    ``object_key(settings, "backup", stanza, "latest")`` with path ``/pg`` is
-    ``pg/backup/<stanza>/latest``; with path ``/`` it is ``backup/<stanza>/latest``.
-    """
-    pieces = [settings.path.strip("/"), *(p.strip("/") for p in parts)]
-    return "/".join(p for p in pieces if p)
 
 
 def _scrub(text: str, settings: S3Settings) -> str:
@@ -94,8 +85,6 @@ def describe_error(exc: BaseException, settings: S3Settings) -> str:
         | botocore.exceptions.ReadTimeoutError,
     ):
         reason = f"{type(exc).__name__}: cannot reach {settings.endpoint}"
-    elif isinstance(exc, botocore.exceptions.BotoCoreError):
-        reason = f"{type(exc).__name__}: {exc}"
     else:
         reason = f"{type(exc).__name__}: {exc}"
     return _short(_scrub(reason, settings))
@@ -142,8 +131,10 @@ class S3Bucket:
         )
 
     def _write_chain(self, path: str | os.PathLike[str] | None) -> str:
-        text = "\n".join(pem.strip() for pem in self.settings.tls_ca_chain) + "\n"
+        text = ca_chain_text(self.settings)
         if path is not None:
+            # In place, not pgbackrest.write_ca_chain: in the charm this is pgBackRest's
+            # file, owned by the database user; rewriting it keeps that owner and mode.
             Path(path).write_text(text, encoding="utf-8")
             return str(path)
         fd, name = tempfile.mkstemp(prefix="pgbackups-s3-ca-", suffix=".pem")

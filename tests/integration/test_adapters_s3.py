@@ -6,7 +6,8 @@ import pytest
 from realservers import S3Server, free_port
 
 from pgbackups.host import ObjectStoreError
-from pgbackups.s3 import S3Bucket, object_key
+from pgbackups.marker import object_key
+from pgbackups.s3 import S3Bucket
 
 pytestmark = pytest.mark.real
 
@@ -17,13 +18,13 @@ def test_with_the_ca_create_put_get(s3: S3Server) -> None:
     try:
         assert bucket.ensure_bucket() is True
         assert bucket.ensure_bucket() is False
-        key = object_key(settings, "backup", "local.it", "latest")
+        key = object_key(settings.path, "backup/local.it/latest")
         assert key == "it/backup/local.it/latest"
         bucket.put(key, b"requested by the integration test\n")
         assert bucket.get(key) == b"requested by the integration test\n"
         bucket.put(key, b"overwritten")
         assert bucket.get(key) == b"overwritten"
-        assert bucket.get(object_key(settings, "backup", "absent")) is None
+        assert bucket.get(object_key(settings.path, "backup/absent")) is None
         assert bucket.list_keys("it/") == [key]
     finally:
         bucket.close()

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pgbackups import processes
+from pgbackups import pgbackrest, processes
 from pgbackups.host import BackupToolError, CommandResult
 from pgbackups.pgbackrest import (
     LocalPeer,
@@ -20,6 +20,7 @@ from pgbackups.pgbackrest import (
     Timeouts,
     TlsServerConfig,
     default_process_max,
+    detect_features,
     parse_version,
     render_config,
     server_argv,
@@ -438,6 +439,28 @@ def test_server_ping_argv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
     assert first[-2:] == ["server-ping", "localhost"] and "--tls-server-port=8433" in first
     assert second[-2:] == ["server-ping", "u1.local"]
     assert not any(a.startswith("--tls-server-port") for a in second)
+
+
+def test_detect_features_caches_a_success_but_not_a_failed_probe(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    help_text = "  --repo-storage-class  storage class\n"
+    fake = FakeRun(
+        CommandResult(("pgbackrest",), 127, "", "pgbackrest: program not found"),
+        CommandResult(("pgbackrest",), 127, "", "pgbackrest: program not found"),
+        _ok("pgBackRest 2.54.0\n"),
+        _ok(help_text),
+    )
+    monkeypatch.setattr(processes, "run", fake)
+    pgbackrest._probe_features.cache_clear()  # the cache is per process: start empty
+    try:
+        assert detect_features() == PgBackRestFeatures()  # not installed yet: 2.45's
+        found = detect_features()  # asked again, not the cached fallback
+        assert found == PgBackRestFeatures((2, 54), "repo-storage-class")
+        assert detect_features() is found  # no third probe: FakeRun has no answers left
+        assert len(fake.calls) == 4
+    finally:
+        pgbackrest._probe_features.cache_clear()
 
 
 def test_server_argv() -> None:

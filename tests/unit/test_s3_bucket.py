@@ -15,7 +15,9 @@ from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
 from pgbackups.host import ObjectStoreError, ObjectStoreForbidden
-from pgbackups.s3 import S3Bucket, describe_error, object_key
+from pgbackups.marker import object_key
+from pgbackups.pgbackrest import ca_chain_text
+from pgbackups.s3 import S3Bucket, describe_error
 from pgbackups.settings import S3Settings
 
 PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"
@@ -42,9 +44,10 @@ def stubbed() -> Iterator[tuple[S3Bucket, Stubber]]:
 
 
 def test_object_key() -> None:
-    assert object_key(_settings(path="/"), "backup", "s", "latest") == "backup/s/latest"
-    assert object_key(_settings(path="/a/b"), "/backup/", "s") == "a/b/backup/s"
-    assert object_key(_settings(path="/x")) == "x"
+    # Keys under the settings' path come from pgbackups.marker.object_key.
+    assert object_key(_settings(path="/").path, "backup/s/latest") == "backup/s/latest"
+    assert object_key(_settings(path="/a/b").path, "backup/s") == "a/b/backup/s"
+    assert object_key(_settings(path="/x/").path, "k") == "x/k"
 
 
 def test_client_configuration() -> None:
@@ -69,6 +72,8 @@ def test_ca_chain_goes_to_a_private_temp_file_or_the_given_path(tmp_path: Path) 
     assert not os.path.exists(bucket.ca_file)
     given = S3Bucket(_settings(tls_ca_chain=(PEM,)), ca_file=tmp_path / "ca.pem")
     assert given.ca_file == str(tmp_path / "ca.pem") and (tmp_path / "ca.pem").exists()
+    # The same text pgbackrest.write_ca_chain puts in the charm's shared CA file.
+    assert (tmp_path / "ca.pem").read_text() == ca_chain_text(given.settings)
     assert S3Bucket(_settings()).ca_file is None
 
 
