@@ -30,7 +30,6 @@ installed program (``pgbackrest help backup <option>``):
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -112,27 +111,13 @@ def detect_features(
 ) -> PgBackRestFeatures:
     """Ask the installed pgBackRest its version and options (falls back to 2.45's).
 
-    The answer is cached per arguments: it costs two subprocesses, and the charm asks on
-    every configuration change. A failed probe is not cached, so a probe made before
-    pgBackRest is installed does not stick.
+    A successful answer is kept per (user, program) for the life of the process: it costs
+    two subprocesses, and the charm asks on every configuration change. A failed probe
+    is not kept, so a probe made before pgBackRest is installed does not stick.
     """
-    try:
-        return _probe_features(user, program, timeout)
-    except _ProbeFailed as failed:
-        return failed.fallback
-
-
-class _ProbeFailed(Exception):
-    """A probe command failed; ``fallback`` is what to use this time, without caching it."""
-
-    def __init__(self, fallback: PgBackRestFeatures) -> None:
-        super().__init__("pgBackRest probe failed")
-        self.fallback = fallback
-
-
-@functools.cache
-def _probe_features(user: OsUser | None, program: str, timeout: float) -> PgBackRestFeatures:
-    # functools.cache keeps only returned values: raising keeps a failed probe out of it.
+    key = (user, program)
+    if key in _PROBED_FEATURES:
+        return _PROBED_FEATURES[key]
     result = processes.run([program, "version"], user=user, timeout=timeout)
     version = parse_version(result.stdout) if result.ok else None
     if version is None:
@@ -143,9 +128,12 @@ def _probe_features(user: OsUser | None, program: str, timeout: float) -> PgBack
         match = re.search(r"--(repo-(?:s3-)?storage-class)\b", listing.stdout)
         storage_class = match.group(1) if match else None
     features = PgBackRestFeatures(version=version or (2, 45), storage_class_option=storage_class)
-    if version is None or not listing.ok:
-        raise _ProbeFailed(features)
+    if version is not None and listing.ok:
+        _PROBED_FEATURES[key] = features
     return features
+
+
+_PROBED_FEATURES: dict[tuple[OsUser | None, str], PgBackRestFeatures] = {}
 
 
 # ---------------------------------------------------------------------------

@@ -452,7 +452,7 @@ def test_detect_features_caches_a_success_but_not_a_failed_probe(
         _ok(help_text),
     )
     monkeypatch.setattr(processes, "run", fake)
-    pgbackrest._probe_features.cache_clear()  # the cache is per process: start empty
+    pgbackrest._PROBED_FEATURES.clear()  # the cache is per process: start empty
     try:
         assert detect_features() == PgBackRestFeatures()  # not installed yet: 2.45's
         found = detect_features()  # asked again, not the cached fallback
@@ -460,7 +460,7 @@ def test_detect_features_caches_a_success_but_not_a_failed_probe(
         assert detect_features() is found  # no third probe: FakeRun has no answers left
         assert len(fake.calls) == 4
     finally:
-        pgbackrest._probe_features.cache_clear()
+        pgbackrest._PROBED_FEATURES.clear()
 
 
 def test_server_argv() -> None:
