@@ -16,7 +16,6 @@ import re
 import tempfile
 import weakref
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import boto3
@@ -101,7 +100,6 @@ class S3Bucket:
         self,
         settings: S3Settings,
         *,
-        ca_file: str | os.PathLike[str] | None = None,
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
         max_attempts: int = 2,
@@ -109,7 +107,7 @@ class S3Bucket:
         self.settings = settings
         self.ca_file: str | None = None
         if settings.tls_ca_chain:
-            self.ca_file = self._write_chain(ca_file)
+            self.ca_file = self._write_chain()
         verify: str | bool = self.ca_file if self.ca_file else True
         config = Config(
             region_name=settings.region or "us-east-1",
@@ -130,13 +128,10 @@ class S3Bucket:
             config=config,
         )
 
-    def _write_chain(self, path: str | os.PathLike[str] | None) -> str:
+    def _write_chain(self) -> str:
+        """A private copy of the CA chain, removed with this object: never a file that
+        pgBackRest reads (rewriting one could cut short an archive-push reading it)."""
         text = ca_chain_text(self.settings)
-        if path is not None:
-            # In place, not pgbackrest.write_ca_chain: in the charm this is pgBackRest's
-            # file, owned by the database user; rewriting it keeps that owner and mode.
-            Path(path).write_text(text, encoding="utf-8")
-            return str(path)
         fd, name = tempfile.mkstemp(prefix="pgbackups-s3-ca-", suffix=".pem")
         with os.fdopen(fd, "w", encoding="utf-8") as handle:  # mkstemp: mode 0600
             handle.write(text)

@@ -63,17 +63,15 @@ def test_client_configuration() -> None:
     assert virtual.client.meta.region_name == "eu-west-3"
 
 
-def test_ca_chain_goes_to_a_private_temp_file_or_the_given_path(tmp_path: Path) -> None:
+def test_ca_chain_goes_to_a_private_temp_file() -> None:
     bucket = S3Bucket(_settings(tls_ca_chain=(PEM,)))
     assert bucket.ca_file is not None
     assert stat.S_IMODE(os.stat(bucket.ca_file).st_mode) == 0o600
     assert "BEGIN CERTIFICATE" in Path(bucket.ca_file).read_text()
+    # The same text pgbackrest.write_ca_chain puts in pgBackRest's CA file.
+    assert Path(bucket.ca_file).read_text() == ca_chain_text(bucket.settings)
     bucket.close()
     assert not os.path.exists(bucket.ca_file)
-    given = S3Bucket(_settings(tls_ca_chain=(PEM,)), ca_file=tmp_path / "ca.pem")
-    assert given.ca_file == str(tmp_path / "ca.pem") and (tmp_path / "ca.pem").exists()
-    # The same text pgbackrest.write_ca_chain puts in the charm's shared CA file.
-    assert (tmp_path / "ca.pem").read_text() == ca_chain_text(given.settings)
     assert S3Bucket(_settings()).ca_file is None
 
 
