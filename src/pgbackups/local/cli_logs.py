@@ -17,6 +17,7 @@ from pathlib import Path
 from pgbackups.local.cluster import Cluster
 from pgbackups.local.commands import add_name, subcommand
 from pgbackups.local.errors import UsageError
+from pgbackups.local.logfiles import tail
 from pgbackups.local.unit import Unit
 
 SOURCES = ("patroni", "pgbackrest", "all")
@@ -37,18 +38,6 @@ def log_files(units: Iterable[Unit], source: str) -> list[LogFile]:
             for path in sorted(unit.paths.pgbackrest_log.glob("*.log")):
                 files.append(LogFile(f"{unit.name} pgbackrest {path.stem}", path))
     return files
-
-
-def tail(path: Path, lines: int) -> list[str]:
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, 2)
-            size = handle.tell()
-            handle.seek(max(0, size - 256 * 1024))
-            text = handle.read().decode(errors="replace")
-    except OSError:
-        return []
-    return text.splitlines()[-lines:]
 
 
 def follow(files: list[LogFile], poll: float = 0.5) -> None:
@@ -81,7 +70,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     for f in files:
         lines = tail(f.path, args.lines)
         print(f"==> {f.label}: {f.path} <==")
-        print("\n".join(lines) if lines else "(empty)")
+        print("\n".join(lines) if lines else "(empty)")  # unreadable shows as empty too
         print()
     sys.stdout.flush()
     if args.follow:

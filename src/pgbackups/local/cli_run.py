@@ -46,11 +46,7 @@ class ActionError(PgbackupsError):
 
 
 def parse_params(action: str, pairs: list[str]) -> dict[str, str]:
-    if action not in ACTION_PARAMS:
-        raise UsageError(
-            f"unknown action {action!r}; available: {', '.join(sorted(ACTION_PARAMS))}"
-        )
-    accepted = ACTION_PARAMS[action]
+    accepted = ACTION_PARAMS[action]  # argparse's choices let only known actions through
     params: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")

@@ -32,8 +32,8 @@ from pathlib import Path
 from pgbackups import processes
 from pgbackups.host import TlsMaterial, WorkloadConfig
 from pgbackups.local import etcd as etcd_mod
+from pgbackups.local import logfiles, programs, s3server, tls
 from pgbackups.local import ports as ports_mod
-from pgbackups.local import programs, s3server, tls
 from pgbackups.local.errors import (
     ClusterNotFound,
     PgbackupsError,
@@ -65,6 +65,7 @@ S3_REGION = "us-east-1"
 PRIMARY_TIMEOUT = 120.0
 REPLICA_TIMEOUT = 180.0
 START_FAILED_PREFIX = "failed to start"
+TLS_SERVER_PREFIX = "pgbackrest-server:"
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,12 @@ class S3Endpoint:
             "s3-uri-style": self.uri_style,
             "tls-ca-chain": json.dumps([Path(self.ca_file).read_text()]),
         }
+
+
+def tls_server_key(unit: Unit) -> str:
+    """The cluster-state key under which a unit's pgBackRest TLS server PID is recorded
+    (here rather than in workload.py, so that remove_unit can stop it)."""
+    return TLS_SERVER_PREFIX + unit.name
 
 
 def list_clusters(home: Path | None = None) -> list[str]:
@@ -241,14 +248,15 @@ class Cluster:
 
     # --- processes -------------------------------------------------------------------
 
-    def _service(self, key: str) -> ProcessRecord | None:
+    def service(self, key: str) -> ProcessRecord | None:
+        """The process recorded under ``key`` (etcd, S3, a unit's TLS server)."""
         return self.state().processes.get(key)
 
     def service_running(self, key: str) -> bool:
-        proc = self._service(key)
+        proc = self.service(key)
         return proc is not None and proc.is_ours()
 
-    def _record_service(self, key: str, proc: ProcessRecord | None) -> None:
+    def record_service(self, key: str, proc: ProcessRecord | None) -> None:
         with self.store.transaction() as state:
             if proc is None:
                 state.processes.pop(key, None)
@@ -357,10 +365,7 @@ class Cluster:
     def _start_etcd(self, progress: Progress) -> None:
         state = self.state()
         for port in (state.etcd_client_port, state.etcd_peer_port):
-            if not ports_mod.port_is_free(port):
-                raise PgbackupsError(
-                    f"port {port} (etcd of {self.name}) is taken by another program"
-                )
+            ports_mod.require_free(port, f"etcd of {self.name}")
         pid = processes.spawn(
             etcd_mod.argv(
                 programs.find("etcd"),
@@ -372,7 +377,7 @@ class Cluster:
             log_file=self.paths.etcd_log,
             user=self.db_user,
         )
-        self._record_service(ETCD, ProcessRecord.of(pid))
+        self.record_service(ETCD, ProcessRecord.of(pid))
         progress.wait(
             f"etcd on 127.0.0.1:{state.etcd_client_port} (pid {pid})",
             lambda: etcd_mod.is_healthy(state.etcd_client_port),
@@ -382,10 +387,7 @@ class Cluster:
 
     def _start_s3(self, progress: Progress) -> None:
         state = self.state()
-        if not ports_mod.port_is_free(state.s3_port):
-            raise PgbackupsError(
-                f"port {state.s3_port} (S3 of {self.name}) is taken by another program"
-            )
+        ports_mod.require_free(state.s3_port, f"S3 of {self.name}")
         rclone = programs.install_rclone(self.home)
         (self.paths.s3_data / state.bucket).mkdir(parents=True, exist_ok=True)
         pid = processes.spawn(
@@ -401,7 +403,7 @@ class Cluster:
             user=self.db_user,
             env=s3server.env(self.s3_credentials()),
         )
-        self._record_service(S3, ProcessRecord.of(pid))
+        self.record_service(S3, ProcessRecord.of(pid))
         progress.wait(
             f"S3 server on https://localhost:{state.s3_port} (pid {pid})",
             lambda: s3server.is_ready(state.s3_port, self.paths.ca_cert),
@@ -410,7 +412,7 @@ class Cluster:
         )
 
     def _check_service(self, key: str, what: str, log_file: Path) -> None:
-        proc = self._service(key)
+        proc = self.service(key)
         if proc is not None and not proc.is_ours():
             raise StartError(f"{what} exited during start; {_tail(log_file)}")
 
@@ -492,11 +494,12 @@ class Cluster:
                 raise PgbackupsError(f"cluster {self.name} has no units")
             stopped = [u for u in units if not u.is_running()]
             for unit in stopped:
+                # A postmaster left by this unit's dead Patroni may hold its ports:
+                # unit.start() stops it first, so they are not checked then.
+                if unit.postmaster_pid() is not None:
+                    continue
                 for port, what in ((unit.pg_port, "PostgreSQL"), (unit.rest_port, "Patroni REST")):
-                    if not ports_mod.port_is_free(port) and unit.postmaster_pid() is None:
-                        raise PgbackupsError(
-                            f"port {port} ({unit.name} {what}) is taken by another program"
-                        )
+                    ports_mod.require_free(port, f"{unit.name} {what}")
             if fresh:
                 # Unit 0 bootstraps alone, so that it becomes the primary; then the rest.
                 first = units[0]
@@ -541,10 +544,12 @@ class Cluster:
             if name in units:
                 units[name].stop()
             else:
-                self._stop_service(name, progress)
+                self.stop_service(name, progress)
 
-    def _stop_service(self, key: str, progress: Progress) -> None:
-        proc = self._service(key)
+    def stop_service(self, key: str, progress: Progress | None = None) -> None:
+        """Stop the process recorded under ``key`` if it is still ours; forget the record."""
+        progress = progress or Progress(quiet=True)
+        proc = self.service(key)
         if proc is None:
             return
         if proc.is_ours():
@@ -552,7 +557,7 @@ class Cluster:
             progress.say(f"stopped {key} (pid {proc.pid})")
         elif processes.is_alive(proc.pid):
             log.warning("%s: pid %d belongs to another process now; not stopping it", key, proc.pid)
-        self._record_service(key, None)
+        self.record_service(key, None)
 
     def stop(self, progress: Progress | None = None) -> None:
         """Stop every process this cluster started, by PID: replicas, the primary, S3, etcd."""
@@ -572,26 +577,30 @@ class Cluster:
         # Other daemons recorded for this cluster (the pgBackRest TLS servers) go first.
         for key in sorted(self.state().processes):
             if key not in (ETCD, S3):
-                self._stop_service(key, progress)
+                self.stop_service(key, progress)
         with ThreadPoolExecutor(max_workers=4) as pool:
             list(pool.map(stop_unit, replicas))
         if primary is not None:
             stop_unit(primary)
-        self._stop_service(S3, progress)
-        self._stop_service(ETCD, progress)
+        self.stop_service(S3, progress)
+        self.stop_service(ETCD, progress)
+
+    def purge_listing(self) -> list[str]:
+        """What :meth:`purge` deletes, one line each, indented as ``down --purge`` prints it."""
+        return [
+            f"  {self.paths.root}",
+            *(f"    {u.name} data: {u.data_dir}" for u in self.units()),
+            f"    S3 data: {self.paths.s3_data}",
+            f"    etcd data: {self.paths.etcd_data}",
+            f"    CA, certificates, keys, passwords: {self.paths.tls_dir},"
+            f" {self.paths.secrets_dir}",
+        ]
 
     def purge(self, progress: Progress | None = None) -> list[str]:
         """Stop everything and delete the cluster's directory; returns what was removed."""
         progress = progress or Progress(quiet=True)
         self.stop(progress)
-        removed = [
-            f"{self.paths.root} (the whole cluster directory), including:",
-            *(f"  {u.name}: data directory {u.data_dir}" for u in self.units()),
-            f"  S3 data: {self.paths.s3_data}",
-            f"  etcd data: {self.paths.etcd_data}",
-            f"  CA, certificates and keys: {self.paths.tls_dir}",
-            f"  passwords and S3 keys: {self.paths.secrets_dir}",
-        ]
+        removed = self.purge_listing()
         shutil.rmtree(self.paths.root)
         return removed
 
@@ -617,10 +626,7 @@ class Cluster:
             index = state.next_index
             pg, rest, pgbr = ports_mod.unit_ports(state.base_port, slot)
             for port in (pg, rest):
-                if not ports_mod.port_is_free(port):
-                    raise PgbackupsError(
-                        f"port {port} (for a new unit) is taken by another program"
-                    )
+                ports_mod.require_free(port, "for a new unit")
             name = f"{self.name}/{index}"
             state.units[name] = UnitRecord(index, pg, rest, pgbr)
             state.next_index = index + 1
@@ -662,8 +668,7 @@ class Cluster:
             if target is not None:
                 self.switchover(target.name, progress)
         pid = _pid(unit)
-        for key in [k for k in self.state().processes if k.endswith(":" + unit.name)]:
-            self._stop_service(key, progress)  # the unit's own daemons (TLS server)
+        self.stop_service(tls_server_key(unit), progress)  # the unit's own TLS server
         if not unit.stop():
             raise PgbackupsError(f"{unit.name} (pid {pid}) did not stop; not removing it")
         progress.say(f"stopped {unit.name}" + (f" (pid {pid})" if pid else ""))
@@ -701,9 +706,8 @@ def _pid(unit: Unit) -> int | None:
 
 
 def _tail(log_file: Path, lines: int = 12) -> str:
-    try:
-        text = log_file.read_text(errors="replace").splitlines()[-lines:]
-    except OSError:
+    text = logfiles.tail(log_file, lines)
+    if text is None:
         return f"no log at {log_file}"
     body = "\n".join("    " + line for line in text)
     return f"last lines of {log_file}:\n{body}"

@@ -78,13 +78,8 @@ def cmd_down(args: argparse.Namespace) -> int:
     cluster = Cluster.load(args.name)
     if args.purge:
         print(f"purging cluster {args.name}: removing", file=sys.stderr)
-        print(f"  {cluster.paths.root}", file=sys.stderr)
-        for unit in cluster.units():
-            print(f"    {unit.name} data: {unit.data_dir}", file=sys.stderr)
-        print(f"    S3 data: {cluster.paths.s3_data}", file=sys.stderr)
-        print(f"    etcd data: {cluster.paths.etcd_data}", file=sys.stderr)
-        print(f"    CA, certificates, keys, passwords: {cluster.paths.tls_dir},"
-              f" {cluster.paths.secrets_dir}", file=sys.stderr)  # fmt: skip
+        for line in cluster.purge_listing():
+            print(line, file=sys.stderr)
     cluster_mod.down(args.name, purge=args.purge, progress=progress)
     progress.say(f"cluster {args.name} " + ("purged" if args.purge else "stopped"))
     return 0

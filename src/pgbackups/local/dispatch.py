@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
 from pgbackups import backups
 from pgbackups.host import ActionFailed, Deferred, Host, Outcome
@@ -38,13 +37,6 @@ ACTIONS: dict[str, ActionHandler] = {
 }
 
 
-@dataclass(frozen=True)
-class Delivery:
-    unit: str
-    event: str
-    outcome: Outcome
-
-
 class Dispatcher:
     """Runs hooks and actions on units; ``host_for(unit)`` builds a fresh Host per event."""
 
@@ -69,14 +61,11 @@ class Dispatcher:
         log.info("%s %s -> %s", unit, action, type(outcome).__name__)
         return outcome
 
-    def rerun_deferred(self, unit: str) -> list[Delivery]:
+    def rerun_deferred(self, unit: str) -> None:
         """Run what ``unit`` deferred, oldest first; what defers again is queued again."""
-        deliveries = []
         for deferred in self._store.take_deferred(unit):
             log.info("%s: re-running deferred %s (%s)", unit, deferred.name, deferred.reason)
-            outcome = self._run_hook(unit, deferred.name, deferred.params)
-            deliveries.append(Delivery(unit, deferred.name, outcome))
-        return deliveries
+            self._run_hook(unit, deferred.name, deferred.params)
 
     def _run_hook(self, unit: str, event: str, params: Mapping[str, str]) -> Outcome:
         outcome = HOOKS[event](self._host_for(unit))

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pgbackups import __version__
+from pgbackups.backups import CLUSTER_INITIALISED
 from pgbackups.host import (
     Outcome,
     Peer,
@@ -41,8 +42,6 @@ from pgbackups.s3 import S3Bucket
 from pgbackups.settings import S3Settings
 
 log = logging.getLogger(__name__)
-
-CLUSTER_INITIALISED = "cluster_initialised"
 
 
 def peer_store(cluster: Cluster) -> PeerDataStore:
@@ -178,9 +177,11 @@ class Runtime:
         self.cluster = cluster
         self.store = peer_store(cluster)
         self.dispatcher = Dispatcher(self.store, self.host_for)
+        # Once per Runtime: only Cluster.start sets ``bootstrapped`` (never back), and no
+        # event delivered through a Runtime calls it.
+        self._mark_initialised()
 
     def host_for(self, unit_name: str) -> LocalHost:
-        self._mark_initialised()
         return LocalHost(self.cluster, self.cluster.unit(unit_name), self.store)
 
     def _mark_initialised(self) -> None:

@@ -229,13 +229,6 @@ def write_file(path: Path, text: str, *, mode: int = 0o600, owner: OsUser | None
     os.replace(tmp, path)
 
 
-def set_owner(path: Path, owner: OsUser | None, mode: int | None = None) -> None:
-    if mode is not None:
-        os.chmod(path, mode)
-    if owner is not None and not owner.is_current:
-        os.chown(path, owner.uid, owner.gid)
-
-
 def check_traversable(path: Path, user: OsUser) -> None:
     """The database user must be able to enter every parent of ``path``."""
     if user.is_current:

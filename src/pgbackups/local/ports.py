@@ -22,7 +22,7 @@ import logging
 import os
 import socket
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from pgbackups.local.errors import PgbackupsError
@@ -67,15 +67,19 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def claimed_bases(home: Path, *, exclude: str | None = None) -> set[int]:
+def require_free(port: int, what: str) -> None:
+    """Refuse to start ``what`` on a port another program holds (one message everywhere)."""
+    if not port_is_free(port):
+        raise PgbackupsError(f"port {port} ({what}) is taken by another program")
+
+
+def claimed_bases(home: Path) -> set[int]:
     """Block bases recorded in the state of every cluster under ``home``."""
     bases: set[int] = set()
     root = clusters_dir(home)
     if not root.is_dir():
         return bases
     for entry in root.iterdir():
-        if entry.name == exclude:
-            continue
         try:
             data = json.loads((entry / "state.json").read_text())
             bases.add(int(data["ports"]["base"]))
@@ -112,10 +116,10 @@ def block_ports(base: int, units: int) -> list[int]:
     return ports
 
 
-def allocate_block(home: Path, units: int, *, exclude: Iterable[int] = ()) -> int:
+def allocate_block(home: Path, units: int) -> int:
     """A free block for a cluster of ``units`` units. Call under :func:`allocation_lock`
     and record the base in the cluster state before releasing it."""
-    claimed = claimed_bases(home) | set(exclude)
+    claimed = claimed_bases(home)
     n_blocks = (RANGE_END - RANGE_START) // BLOCK_SIZE
     start = _first_block(home)
     for k in range(n_blocks):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -100,8 +99,3 @@ def issue_cert(
 def remove_cert(cert: Path, key: Path) -> None:
     for path in (cert, key):
         path.unlink(missing_ok=True)
-
-
-def copy_public(src: Path, dest: Path) -> None:
-    shutil.copyfile(src, dest)
-    os.chmod(dest, 0o644)

@@ -16,7 +16,6 @@ from pgbackups import postgres, processes
 from pgbackups.host import TlsMaterial, WorkloadConfig
 from pgbackups.local import ports as ports_mod
 from pgbackups.local import programs
-from pgbackups.local.errors import PgbackupsError
 from pgbackups.local.paths import UnitPaths, ensure_dir, write_file
 from pgbackups.local.state import ProcessRecord, UnitRecord
 from pgbackups.patroni import PatroniClient, PatroniMember, render_config
@@ -165,10 +164,7 @@ class Unit:
             self.write_config(config or DEFAULT_CONFIG)
         self._stop_orphan_postmaster()
         for port, what in ((self.pg_port, "PostgreSQL"), (self.rest_port, "Patroni REST")):
-            if not ports_mod.port_is_free(port):
-                raise PgbackupsError(
-                    f"port {port} ({self.name} {what}) is taken by another program"
-                )
+            ports_mod.require_free(port, f"{self.name} {what}")
         pid = processes.spawn(
             [programs.find("patroni"), str(self.paths.patroni_config)],
             log_file=self.log_file,
@@ -214,13 +210,6 @@ class Unit:
         if str(self.data_dir).encode() in cmdline and processes.is_alive(pid):
             return pid
         return None
-
-    def log_tail(self, lines: int = 15) -> str:
-        try:
-            text = self.log_file.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
 
     # --- SQL ----------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import psycopg
 from pgbackups import patroni, pgbackrest, postgres, processes
 from pgbackups.host import WorkloadConfig, WorkloadUnavailable
 from pgbackups.local import programs
-from pgbackups.local.cluster import Cluster
+from pgbackups.local.cluster import Cluster, tls_server_key
 from pgbackups.local.state import ProcessRecord
 from pgbackups.local.unit import Unit
 from pgbackups.patroni import PatroniUnavailable
@@ -32,16 +33,10 @@ log = logging.getLogger(__name__)
 IO_TIMEOUT_SECONDS = 10
 MOVED_ASIDE_MARK = ".before-restore-"
 TAGS_TIMEOUT_SECONDS = 20.0  # several Patroni loops (loop_wait is 3 s)
-TLS_SERVER_PREFIX = "pgbackrest-server:"
 
 
 def stanza_name(cluster: Cluster) -> str:
     return f"local.{cluster.name}"
-
-
-def tls_server_key(unit: Unit) -> str:
-    """The cluster-state key under which a unit's TLS server PID is recorded."""
-    return TLS_SERVER_PREFIX + unit.name
 
 
 def tls_server_address(unit: Unit) -> str:
@@ -238,7 +233,7 @@ class LocalWorkload:
             tls=tls_server,
             peers=peers,
             local_peers=local_peers,
-            features=_features(),
+            features=pgbackrest.detect_features(),
         )
 
     def apply_config(self, config: WorkloadConfig) -> None:
@@ -275,11 +270,8 @@ class LocalWorkload:
     def _wait_for_clients(self, *, accepted: bool) -> None:
         """PostgreSQL reloads pg_hba a moment after Patroni publishes the tags: wait until a
         client sees the intended state, so that a command never returns before it holds."""
-        deadline = time.monotonic() + TAGS_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            if self._accepts_tcp_clients() is accepted:
-                return
-            time.sleep(0.2)
+        if _poll(lambda: self._accepts_tcp_clients() is accepted, TAGS_TIMEOUT_SECONDS, 0.2):
+            return
         log.warning(
             "%s: TCP clients still not %s", self.unit.name, "accepted" if accepted else "rejected"
         )
@@ -299,11 +291,8 @@ class LocalWorkload:
         """A reload takes effect on Patroni's next loop. Hiding a replica for a backup (tags
         and pg_hba) must be in force before the backup starts, and lifted before the action
         returns: Patroni publishes the tags after writing pg_hba in the same reload."""
-        deadline = time.monotonic() + TAGS_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            if self._creating_backup_tag() == hidden:
-                return
-            time.sleep(0.3)
+        if _poll(lambda: self._creating_backup_tag() == hidden, TAGS_TIMEOUT_SECONDS, 0.3):
+            return
         log.warning(
             "%s: Patroni did not publish nofailover=%s within %ss",
             self.unit.name,
@@ -313,16 +302,6 @@ class LocalWorkload:
 
     # --- pgBackRest TLS server ------------------------------------------------------------
 
-    def _tls_server_record(self) -> ProcessRecord | None:
-        return self.cluster.state().processes.get(tls_server_key(self.unit))
-
-    def _record_tls_server(self, record: ProcessRecord | None) -> None:
-        with self.cluster.store.transaction() as state:
-            if record is None:
-                state.processes.pop(tls_server_key(self.unit), None)
-            else:
-                state.processes[tls_server_key(self.unit)] = record
-
     def start_tls_server(self) -> bool:
         """(Re)start: the server reads its certificates and peers only when it starts."""
         self.stop_tls_server()
@@ -331,7 +310,7 @@ class LocalWorkload:
         )
         log_file = self.unit.paths.pgbackrest_log / "tls-server.log"
         pid = tool.start_server(log_file)
-        self._record_tls_server(ProcessRecord.of(pid))
+        self.cluster.record_service(tls_server_key(self.unit), ProcessRecord.of(pid))
         for _ in range(50):
             if tool.server_ping(tls_server_address(self.unit)):
                 log.info("%s: pgBackRest TLS server up (pid %d)", self.unit.name, pid)
@@ -343,31 +322,14 @@ class LocalWorkload:
         return False
 
     def stop_tls_server(self) -> None:
-        record = self._tls_server_record()
-        if record is None:
-            return
-        if record.is_ours():
-            processes.stop(record.pid, timeout=30)
-        self._record_tls_server(None)
+        self.cluster.stop_service(tls_server_key(self.unit))
 
 
-def stop_tls_servers(cluster: Cluster) -> list[str]:
-    """Stop every recorded TLS server of ``cluster`` (used by ``down`` and ``remove-unit``)."""
-    stopped = []
-    for unit in cluster.units():
-        workload = LocalWorkload(cluster, unit)
-        record = workload._tls_server_record()
-        if record is not None:
-            workload.stop_tls_server()
-            stopped.append(f"{unit.name} pgBackRest TLS server (pid {record.pid})")
-    return stopped
-
-
-_FEATURES: list[pgbackrest.PgBackRestFeatures] = []
-
-
-def _features() -> pgbackrest.PgBackRestFeatures:
-    """What the installed pgBackRest supports, asked once per process."""
-    if not _FEATURES:
-        _FEATURES.append(pgbackrest.detect_features())
-    return _FEATURES[0]
+def _poll(pred: Callable[[], bool], timeout: float, interval: float) -> bool:
+    """Ask ``pred`` every ``interval`` seconds until it holds (True) or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(interval)
+    return False
