@@ -18,8 +18,8 @@ from benchmarks import phases
 from benchmarks.env import Bench, BenchError, log
 from benchmarks.report import plot, render_text, summarize
 from benchmarks.stats import MB, parse_size, parse_sizes
-from pgbackups import pgbackrest
-from pgbackups.processes import run as run_program
+from pgbackups.adapters import pgbackrest
+from pgbackups.adapters.processes import run as run_program
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 QUICK = {"sizes": "30,60", "repeat": 1, "load_seconds": 20.0, "light_load_seconds": 75.0}

@@ -23,11 +23,11 @@ import boto3
 import psycopg
 from botocore.config import Config
 
-from pgbackups import processes
-from pgbackups.local import programs
-from pgbackups.local.cluster import Cluster, S3Endpoint
-from pgbackups.local.unit import Unit
-from pgbackups.local.workload import stanza_name
+from pgbackups.adapters import processes
+from pgbackups.local.machinery import programs
+from pgbackups.local.runtime.cluster import Cluster, S3Endpoint
+from pgbackups.local.runtime.unit import Unit
+from pgbackups.local.runtime.workload import stanza_name
 
 NAME = "bench"
 

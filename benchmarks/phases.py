@@ -21,7 +21,7 @@ import psycopg
 
 from benchmarks import fabricate
 from benchmarks.env import Bench, BenchError, log, now, timed
-from pgbackups.backup_ids import label_time, label_to_id
+from pgbackups.core.ids import label_time, label_to_id
 
 BYTES_PER_RANDOM_ROW = 1170  # 1 KiB of gen_random_bytes plus tuple overhead, measured
 BYTES_PER_PGBENCH_SCALE = 15_700_000  # pgbench -i -s 1, tables and indexes, measured

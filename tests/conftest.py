@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from pgbackups import processes
-from pgbackups.local.cluster import Cluster, down, up
+from pgbackups.adapters import processes
 from pgbackups.local.errors import PgbackupsError
+from pgbackups.local.runtime.cluster import Cluster, down, up
 
 CliRunner = Callable[..., "subprocess.CompletedProcess[str]"]
 

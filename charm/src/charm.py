@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """pgbackups-postgresql: the pgbackups core inside an ``ops`` machine charm.
 
-Every Juju event is turned into one call of a core handler (``pgbackups.backups``) with
+Every Juju event is turned into one call of a core handler (``pgbackups.core.backups``) with
 a :class:`charm_host.CharmHost`, and the handler's outcome back into ops:
 ``Deferred`` → ``event.defer()``, ``ActionResults`` → ``event.set_results()``,
 ``ActionFailed`` → ``event.fail()``, ``Done`` → nothing. The charm itself only installs
@@ -26,8 +26,12 @@ from charm_host import (
     Adapters,
     CharmHost,
 )
-from pgbackups import backups, processes
-from pgbackups.host import (
+from pgbackups.adapters import processes
+from pgbackups.adapters.patroni import PatroniPasswords
+from pgbackups.adapters.pgbackrest import PgBackRest
+from pgbackups.adapters.s3 import S3Bucket
+from pgbackups.core import backups
+from pgbackups.core.host import (
     ActionFailed,
     ActionResults,
     Deferred,
@@ -35,9 +39,6 @@ from pgbackups.host import (
     Outcome,
     WorkloadUnavailable,
 )
-from pgbackups.patroni import PatroniPasswords
-from pgbackups.pgbackrest import PgBackRest
-from pgbackups.s3 import S3Bucket
 from s3_requirer import S3Requirer
 from tls_files import DiskTlsFiles
 from tls_requirer import TlsFiles, TlsRequirer

@@ -1,4 +1,4 @@
-"""``CharmHost``: the pgbackups core's :class:`pgbackups.host.Host`, over ``ops``.
+"""``CharmHost``: the pgbackups core's :class:`pgbackups.core.host.Host`, over ``ops``.
 
 Everything Juju-specific the core may ask for is answered here: leadership, the unit
 status, the ``database-peers`` bags, the S3 relation's settings, the TLS files and the
@@ -16,7 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import ops
 
-from pgbackups.host import (
+from pgbackups.core.host import (
     BackupTool,
     ObjectStore,
     Peer,
@@ -25,7 +25,7 @@ from pgbackups.host import (
     UnitStatus,
     Workload,
 )
-from pgbackups.settings import S3Settings
+from pgbackups.core.settings import S3Settings
 
 PEER_RELATION = "database-peers"
 S3_RELATION = "s3-parameters"

@@ -7,7 +7,7 @@ events into the two events the backups core knows:
 - ``credentials_changed``: relation-changed once the provider's bag holds the fields
   the data-platform s3 library requires to emit it (``access-key`` and ``secret-key``).
   Whether *every* required setting is there (``bucket`` too), and whether the values
-  are valid, is the core's decision (``pgbackups.settings.parse_s3_settings``).
+  are valid, is the core's decision (``pgbackups.core.settings.parse_s3_settings``).
 - ``credentials_gone``: relation-broken.
 
 Only the fields of the provider's application bag are read (``bucket``, ``access-key``,

@@ -14,8 +14,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from pgbackups import processes
-from pgbackups.host import CommandResult, TlsMaterial
+from pgbackups.adapters import processes
+from pgbackups.core.host import CommandResult, TlsMaterial
 
 log = logging.getLogger(__name__)
 

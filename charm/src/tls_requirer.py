@@ -30,7 +30,7 @@ from typing import Protocol
 
 import ops
 
-from pgbackups.host import TlsMaterial
+from pgbackups.core.host import TlsMaterial
 
 log = logging.getLogger(__name__)
 

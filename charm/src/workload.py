@@ -1,6 +1,6 @@
 """PostgreSQL 16 under Patroni, and the pgBackRest TLS server, on a Juju machine.
 
-``MachineWorkload`` implements :class:`pgbackups.host.Workload` with packages from the
+``MachineWorkload`` implements :class:`pgbackups.core.host.Workload` with packages from the
 Ubuntu 24.04 archive (``postgresql-16``, ``patroni``, ``python3-pysyncobj``,
 ``pgbackrest``) and two systemd units rendered by the charm:
 
@@ -9,8 +9,9 @@ Ubuntu 24.04 archive (``postgresql-16``, ``patroni``, ``python3-pysyncobj``,
 
 The DCS is Patroni's Raft (pysyncobj) with ``bind_addr`` set to the unit's address; see
 README.md ("The DCS") for why. The configuration files are rendered by the core's
-adapters (``pgbackups.patroni.render_config``, ``pgbackups.pgbackrest``); this module adds
-only what is specific to a Juju machine: paths, the DCS section, systemd.
+adapters (``pgbackups.adapters.patroni.render_config``,
+``pgbackups.adapters.pgbackrest``); this module adds only what is specific to a Juju
+machine: paths, the DCS section, systemd.
 """
 
 from __future__ import annotations
@@ -26,8 +27,14 @@ from typing import Any
 
 import yaml
 
-from pgbackups import patroni, pgbackrest, processes
-from pgbackups.host import CommandResult, Peer, TlsMaterial, WorkloadConfig, WorkloadUnavailable
+from pgbackups.adapters import patroni, pgbackrest, processes
+from pgbackups.core.host import (
+    CommandResult,
+    Peer,
+    TlsMaterial,
+    WorkloadConfig,
+    WorkloadUnavailable,
+)
 
 log = logging.getLogger(__name__)
 

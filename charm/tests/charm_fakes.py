@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from pgbackups.backup_ids import label_to_id
-from pgbackups.host import (
+from pgbackups.core.host import (
     BackupToolError,
     CommandResult,
     ObjectStoreError,
@@ -18,8 +17,9 @@ from pgbackups.host import (
     WorkloadConfig,
     WorkloadUnavailable,
 )
-from pgbackups.repository import BackupRecord, StanzaInfo, TimelineBranch, TimelineRecord
-from pgbackups.settings import S3Settings
+from pgbackups.core.ids import label_to_id
+from pgbackups.core.repository import BackupRecord, StanzaInfo, TimelineBranch, TimelineRecord
+from pgbackups.core.settings import S3Settings
 
 OK = CommandResult(("pgbackrest",), 0, "", "")
 

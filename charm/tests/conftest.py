@@ -20,7 +20,7 @@ from charm_fakes import World  # noqa: E402
 
 from charm import PgBackupsCharm  # noqa: E402
 from charm_host import Adapters  # noqa: E402
-from pgbackups import backups  # noqa: E402
+from pgbackups.core import backups  # noqa: E402
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from charm_states import GOOD_S3, STANZA, app_bag, certificates, ctx, peers, s3,
 from ops import testing
 
 from charm import PgBackupsCharm
-from pgbackups import messages as msg
+from pgbackups.core import messages as msg
 
 LABEL = "20261128-143926F"
 BACKUP_ID = "2026-11-28T14:39:26Z"

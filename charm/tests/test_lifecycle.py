@@ -24,7 +24,7 @@ from ops import testing
 
 from charm import AWAITING_MEMBER, INSTALL_FAILED, PASSWORD_KEYS, WAITING_FOR_PEERS
 from charm_host import PeerBag, from_ops_status, to_ops_status
-from pgbackups.host import Peer, UnitStatus
+from pgbackups.core.host import Peer, UnitStatus
 
 # --- lifecycle -----------------------------------------------------------------------
 

@@ -11,8 +11,8 @@ from charm_states import GOOD_S3, PEM, STANZA, app_bag, certificates, ctx, peers
 from ops import testing
 
 from charm import PgBackupsCharm
-from pgbackups import messages as msg
-from pgbackups.marker import marker_key
+from pgbackups.core import messages as msg
+from pgbackups.core.marker import marker_key
 
 S3_EVENT = "credentials_changed"
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pgbackups import patroni, pgbackrest, processes
-from pgbackups.host import Peer, TlsMaterial, WorkloadConfig
-from pgbackups.patroni import PatroniPasswords
-from pgbackups.settings import S3Settings
+from pgbackups.adapters import patroni, pgbackrest, processes
+from pgbackups.adapters.patroni import PatroniPasswords
+from pgbackups.core.host import Peer, TlsMaterial, WorkloadConfig
+from pgbackups.core.settings import S3Settings
 from tls_files import DiskTlsFiles
 from workload import (
     RAFT_PORT,

@@ -1,5 +1,5 @@
 import sys
 
-from pgbackups.cli import main
+from pgbackups.local.cli.main import main
 
 sys.exit(main())

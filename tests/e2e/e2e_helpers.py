@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psycopg
 
-from pgbackups.local.cluster import Cluster
+from pgbackups.local.runtime.cluster import Cluster
 
 
 def tcp_connect(cluster: Cluster, unit_ref: str, timeout: int = 5) -> None:

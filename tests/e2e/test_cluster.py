@@ -21,8 +21,8 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, SSLError
 from e2e_helpers import tcp_connect
 
-from pgbackups import processes
-from pgbackups.local.cluster import Cluster
+from pgbackups.adapters import processes
+from pgbackups.local.runtime.cluster import Cluster
 
 pytestmark = pytest.mark.real
 
@@ -210,7 +210,7 @@ def test_bad_arguments(pair: Cluster, run_cli: Callable[..., Any]) -> None:
 
 
 def test_apply_config_reloads_without_restart(pair: Cluster) -> None:
-    from pgbackups.host import WorkloadConfig
+    from pgbackups.core.host import WorkloadConfig
 
     replica = pair.unit("1")
     started = replica.query("select pg_postmaster_start_time()")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pgbackups.local.cluster import Cluster
+from pgbackups.local.runtime.cluster import Cluster
 
 pytestmark = pytest.mark.real
 

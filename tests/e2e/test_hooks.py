@@ -26,8 +26,9 @@ import psycopg
 import pytest
 from e2e_helpers import tcp_connect
 
-from pgbackups import messages, processes
-from pgbackups.local.cluster import S3, Cluster
+from pgbackups.adapters import processes
+from pgbackups.core import messages
+from pgbackups.local.runtime.cluster import S3, Cluster
 
 pytestmark = pytest.mark.real
 

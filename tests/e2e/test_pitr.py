@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from pgbackups.local.cluster import Cluster
+from pgbackups.local.runtime.cluster import Cluster
 
 pytestmark = pytest.mark.real
 

@@ -3,8 +3,8 @@
 Everything runs as the database user (``postgres`` when the suite runs as root), under
 a private directory in /tmp that the database user can traverse, and is stopped by the
 PID recorded when it was started. Certificates and the S3 server's command line and
-environment come from the local runtime (:mod:`pgbackups.local.tls`,
-:mod:`pgbackups.local.s3server`); the credentials reach rclone through its environment.
+environment come from the local runtime (:mod:`pgbackups.local.machinery.tls`,
+:mod:`pgbackups.local.machinery.s3server`); the credentials reach rclone through its environment.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from realservers import (
     wait_for,
 )
 
-from pgbackups import postgres, processes
-from pgbackups.local import s3server, tls
-from pgbackups.local.programs import rclone_source
-from pgbackups.processes import OsUser
+from pgbackups.adapters import postgres, processes
+from pgbackups.adapters.processes import OsUser
+from pgbackups.local.machinery import s3server, tls
+from pgbackups.local.machinery.programs import rclone_source
 
 MakePostgres = Callable[..., Postgres]
 

@@ -9,10 +9,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pgbackups import processes
-from pgbackups.local import s3server, tls
-from pgbackups.processes import OsUser
-from pgbackups.settings import S3Settings
+from pgbackups.adapters import processes
+from pgbackups.adapters.processes import OsUser
+from pgbackups.core.settings import S3Settings
+from pgbackups.local.machinery import s3server, tls
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 

@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 from realservers import Certs, Postgres, S3Server, free_port, owned_dir, wait_for
 
-from pgbackups import postgres, processes
-from pgbackups.host import BackupToolError
-from pgbackups.pgbackrest import (
+from pgbackups.adapters import postgres, processes
+from pgbackups.adapters.pgbackrest import (
     PeerHost,
     PgBackRest,
     PgBackRestConfig,
@@ -23,9 +22,10 @@ from pgbackups.pgbackrest import (
     write_ca_chain,
     write_config,
 )
-from pgbackups.processes import OsUser
-from pgbackups.repository import TimelineBranch
-from pgbackups.s3 import S3Bucket
+from pgbackups.adapters.processes import OsUser
+from pgbackups.adapters.s3 import S3Bucket
+from pgbackups.core.host import BackupToolError
+from pgbackups.core.repository import TimelineBranch
 
 pytestmark = pytest.mark.real
 

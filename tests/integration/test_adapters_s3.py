@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from realservers import S3Server, free_port
 
-from pgbackups.host import ObjectStoreError
-from pgbackups.marker import object_key
-from pgbackups.s3 import S3Bucket
+from pgbackups.adapters.s3 import S3Bucket
+from pgbackups.core.host import ObjectStoreError
+from pgbackups.core.marker import object_key
 
 pytestmark = pytest.mark.real
 

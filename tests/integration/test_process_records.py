@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pgbackups import processes
-from pgbackups.local.cluster import Cluster
-from pgbackups.local.state import ClusterState, ProcessRecord
+from pgbackups.adapters import processes
+from pgbackups.local.machinery.state import ClusterState, ProcessRecord
+from pgbackups.local.runtime.cluster import Cluster
 
 pytestmark = pytest.mark.real
 

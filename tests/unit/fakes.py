@@ -1,6 +1,6 @@
 """A fake host for the hook handlers: every call the core makes, in one ordered list.
 
-``FakeHost`` implements :class:`pgbackups.host.Host`; its ``FakeWorkload``,
+``FakeHost`` implements :class:`pgbackups.core.host.Host`; its ``FakeWorkload``,
 ``FakeBackupTool`` and ``FakeObjectStore`` append to the host's ``calls`` list, and so do
 status changes and peer-bag writes, e.g.::
 
@@ -21,8 +21,7 @@ from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
-from pgbackups.backup_ids import label_time, label_to_id
-from pgbackups.host import (
+from pgbackups.core.host import (
     BackupToolError,
     CommandResult,
     ObjectStoreError,
@@ -33,9 +32,10 @@ from pgbackups.host import (
     WorkloadConfig,
     WorkloadUnavailable,
 )
-from pgbackups.marker import ClusterMarker
-from pgbackups.repository import BackupRecord, StanzaInfo, TimelineBranch, TimelineRecord
-from pgbackups.settings import S3Settings
+from pgbackups.core.ids import label_time, label_to_id
+from pgbackups.core.marker import ClusterMarker
+from pgbackups.core.repository import BackupRecord, StanzaInfo, TimelineBranch, TimelineRecord
+from pgbackups.core.settings import S3Settings
 
 STANZA = "local.main"
 CLUSTER_ID = "cluster-0001"
@@ -545,6 +545,6 @@ class FakeHost:
 
 def _conforms(host: FakeHost) -> None:
     """mypy checks that FakeHost is a Host (``mypy tests/unit/fakes.py``)."""
-    from pgbackups.host import Host
+    from pgbackups.core.host import Host
 
     _: Host = host

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from pgbackups.backup_ids import (
+from pgbackups.core.ids import (
     format_id,
     is_label,
     is_user_id,

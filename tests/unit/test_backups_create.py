@@ -19,9 +19,9 @@ from fakes import (
     stanza_info,
 )
 
-from pgbackups import backups
-from pgbackups import messages as msg
-from pgbackups.host import ActionFailed, ActionResults, CommandResult, UnitStatus
+from pgbackups.core import backups
+from pgbackups.core import messages as msg
+from pgbackups.core.host import ActionFailed, ActionResults, CommandResult, UnitStatus
 
 NEW_LABEL = "20261128-150000F"
 NEW_ID = "2026-11-28T15:00:00Z"

@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fakes import STANZA, FakeHost, backup, stanza_info, timeline
 
-from pgbackups import backups
-from pgbackups import messages as msg
-from pgbackups.host import ActionFailed, ActionResults
-from pgbackups.listing import COLUMNS
+from pgbackups.core import backups
+from pgbackups.core import messages as msg
+from pgbackups.core.host import ActionFailed, ActionResults
+from pgbackups.core.listing import COLUMNS
 
 HEADER = (
     "backup-id            | action              | status   | reference-backup-id  | "

@@ -7,14 +7,14 @@ import json
 import pytest
 from fakes import CLUSTER_ID, OTHER_SYSTEM_ID, STANZA, SYSTEM_ID, marker_body, stanza_info
 
-from pgbackups.marker import (
+from pgbackups.core.marker import (
     ClusterMarker,
     decode_marker,
     marker_key,
     object_key,
     ownership_problem,
 )
-from pgbackups.repository import StanzaInfo
+from pgbackups.core.repository import StanzaInfo
 
 
 @pytest.mark.parametrize(

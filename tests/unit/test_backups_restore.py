@@ -16,9 +16,9 @@ from fakes import (
     stanza_info,
 )
 
-from pgbackups import backups
-from pgbackups import messages as msg
-from pgbackups.host import ActionFailed, ActionResults, Done, UnitStatus
+from pgbackups.core import backups
+from pgbackups.core import messages as msg
+from pgbackups.core.host import ActionFailed, ActionResults, Done, UnitStatus
 
 LABEL = "20261128-143926F"
 BACKUP_ID = "2026-11-28T14:39:26Z"

@@ -10,11 +10,11 @@ import pytest
 from fakes import LOG_HINT, MARKER_KEY, MOVED_DATA, STANZA, FakeHost, backup, stanza_info
 from fakes import timeline as timeline_record
 
-from pgbackups import backups
-from pgbackups import messages as msg
-from pgbackups.host import ActionFailed, ActionResults, RestoreTarget, UnitStatus
-from pgbackups.patroni import PatroniMember, PatroniPasswords, restore_command
-from pgbackups.repository import TimelineBranch
+from pgbackups.adapters.patroni import PatroniMember, PatroniPasswords, restore_command
+from pgbackups.core import backups
+from pgbackups.core import messages as msg
+from pgbackups.core.host import ActionFailed, ActionResults, RestoreTarget, UnitStatus
+from pgbackups.core.repository import TimelineBranch
 
 B1 = "20261128-100000F"  # timeline 1, 10:00-10:05
 B2 = "20261128-120000F"  # timeline 2, 12:00-12:05

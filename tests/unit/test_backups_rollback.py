@@ -9,9 +9,9 @@ from collections.abc import Callable
 import pytest
 from fakes import LOG_HINT, MOVED_DATA, STANZA, FakeHost
 
-from pgbackups import backups
-from pgbackups import messages as msg
-from pgbackups.host import ActionFailed, ActionResults, UnitStatus
+from pgbackups.core import backups
+from pgbackups.core import messages as msg
+from pgbackups.core.host import ActionFailed, ActionResults, UnitStatus
 
 FAILED = UnitStatus.blocked(f"{msg.FAILED_TO_RESTORE_BACKUP}: old data kept at {MOVED_DATA}")
 PITR_FAILED = UnitStatus.blocked(msg.cannot_restore_pitr(LOG_HINT))

@@ -24,9 +24,9 @@ from fakes import (
     stanza_info,
 )
 
-from pgbackups import backups
-from pgbackups import messages as msg
-from pgbackups.host import Deferred, Done, StatusKind, TlsMaterial, UnitStatus
+from pgbackups.core import backups
+from pgbackups.core import messages as msg
+from pgbackups.core.host import Deferred, Done, StatusKind, TlsMaterial, UnitStatus
 
 CONFIG_OFF = "workload.apply_config(stanza=-)"
 CONFIG_ON = f"workload.apply_config(stanza={STANZA})"

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from fakes import MARKER_KEY, STANZA, TLS, VALID_S3, FakeHost
 
-from pgbackups import backups
-from pgbackups import messages as msg
-from pgbackups.host import Deferred, Done, RestoreTarget, UnitStatus
+from pgbackups.core import backups
+from pgbackups.core import messages as msg
+from pgbackups.core.host import Deferred, Done, RestoreTarget, UnitStatus
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks import cli, fabricate, report, stats
 
-from pgbackups.backup_ids import label_time
+from pgbackups.core.ids import label_time
 
 # A real backup.info written by pgBackRest 2.45 (S3 key-free: it holds none).
 BACKUP_INFO = """[backrest]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pgbackups import messages as msg
+from pgbackups.core import messages as msg
 
 
 def test_verbatim_catalogue() -> None:

@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pgbackups.host import RestoreTarget, TlsMaterial, WorkloadConfig
-from pgbackups.patroni import (
+from pgbackups.adapters.patroni import (
     ClusterMember,
     MemberStatus,
     PatroniMember,
@@ -20,6 +19,7 @@ from pgbackups.patroni import (
     render_config,
     restore_command,
 )
+from pgbackups.core.host import RestoreTarget, TlsMaterial, WorkloadConfig
 
 MEMBER = PatroniMember(
     scope="main",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pgbackups.local.peerdata import DeferredEvent, PeerDataStore
+from pgbackups.local.runtime.peerdata import DeferredEvent, PeerDataStore
 
 
 def test_bags_persist_and_empty_string_deletes(tmp_path: Path) -> None:

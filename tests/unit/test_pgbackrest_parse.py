@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from pgbackups.host import CommandResult
-from pgbackups.pgbackrest import (
+from pgbackups.adapters.pgbackrest import (
     UNKNOWN_ERROR,
     extract_error_line,
     parse_history_file,
@@ -18,7 +17,8 @@ from pgbackups.pgbackrest import (
     read_config_secrets,
     scrub,
 )
-from pgbackups.repository import TimelineBranch, lsn_value
+from pgbackups.core.host import CommandResult
+from pgbackups.core.repository import TimelineBranch, lsn_value
 
 
 def _backup(

@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 
-from pgbackups import pgbackrest, processes
-from pgbackups.host import BackupToolError, CommandResult
-from pgbackups.pgbackrest import (
+from pgbackups.adapters import pgbackrest, processes
+from pgbackups.adapters.pgbackrest import (
     LocalPeer,
     PeerHost,
     PgBackRest,
@@ -27,7 +26,8 @@ from pgbackups.pgbackrest import (
     write_ca_chain,
     write_config,
 )
-from pgbackups.settings import S3Settings
+from pgbackups.core.host import BackupToolError, CommandResult
+from pgbackups.core.settings import S3Settings
 
 PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pgbackups.postgres import parse_controldata_system_id
+from pgbackups.adapters.postgres import parse_controldata_system_id
 
 CONTROLDATA = """\
 pg_control version number:            1300

@@ -14,11 +14,10 @@ import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
-from pgbackups.host import ObjectStoreError, ObjectStoreForbidden
-from pgbackups.marker import object_key
-from pgbackups.pgbackrest import ca_chain_text
-from pgbackups.s3 import S3Bucket, describe_error
-from pgbackups.settings import S3Settings
+from pgbackups.adapters.s3 import S3Bucket, describe_error
+from pgbackups.core.host import ObjectStoreError, ObjectStoreForbidden
+from pgbackups.core.marker import object_key
+from pgbackups.core.settings import S3Settings, ca_chain_text
 
 PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"
 
@@ -44,7 +43,7 @@ def stubbed() -> Iterator[tuple[S3Bucket, Stubber]]:
 
 
 def test_object_key() -> None:
-    # Keys under the settings' path come from pgbackups.marker.object_key.
+    # Keys under the settings' path come from pgbackups.core.marker.object_key.
     assert object_key(_settings(path="/").path, "backup/s/latest") == "backup/s/latest"
     assert object_key(_settings(path="/a/b").path, "backup/s") == "a/b/backup/s"
     assert object_key(_settings(path="/x/").path, "k") == "x/k"

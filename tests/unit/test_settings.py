@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pgbackups.settings import (
+from pgbackups.core.settings import (
     DEFAULT_DELETE_OLDER_THAN_DAYS,
     DEFAULT_ENDPOINT,
     S3Settings,

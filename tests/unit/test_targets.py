@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fakes import STANZA, backup, timeline
 
-from pgbackups import targets
-from pgbackups.repository import TimelineBranch, TimelineRecord
-from pgbackups.targets import Chosen, Request, choose_target, parse_request, parse_time
+from pgbackups.core import targets
+from pgbackups.core.repository import TimelineBranch, TimelineRecord
+from pgbackups.core.targets import Chosen, Request, choose_target, parse_request, parse_time
 
 NOW = datetime(2026, 11, 28, 15, 0, 0, tzinfo=UTC)
 B1 = "20261128-100000F"  # 10:00-10:05, timeline 1

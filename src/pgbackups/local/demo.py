@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pgbackups.local.cluster import Cluster
+from pgbackups.local.runtime.cluster import Cluster
 
 FIRST_ROWS = 10
 MORE_ROWS = 5

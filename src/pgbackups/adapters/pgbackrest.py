@@ -1,0 +1,824 @@
+"""pgBackRest: the configuration file, the commands, and what they answer.
+
+Three layers, each usable alone:
+
+- :func:`render_config` turns a :class:`PgBackRestConfig` into the text of
+  ``pgbackrest.conf`` (pure); :func:`write_config` and :func:`write_ca_chain` put
+  files on disk, owned by the database user, atomically.
+- :func:`parse_info` turns ``pgbackrest info --output=json`` into
+  :class:`~pgbackups.core.repository.StanzaInfo` records (pure);
+  :func:`parse_history_listing` does the same for ``repo-ls`` of ``.history`` files.
+- :class:`PgBackRest` runs the commands as the database user with timeouts and
+  implements :class:`pgbackups.core.host.BackupTool`.
+
+Facts about pgBackRest 2.45 (Debian 12) this module relies on, all checked against the
+installed program (``pgbackrest help backup <option>``):
+
+- ``repo-bundle`` exists (since 2.39); ``repo-retention-full-type=time`` exists;
+  ``archive-async`` / ``archive-push-queue-max`` exist (they need ``spool-path``).
+- ``repo-block`` exists in 2.45 but is marked "FOR BETA TESTING ONLY": it is rendered
+  only for 2.46 and later (see :class:`PgBackRestFeatures`).
+- 2.45 has no S3 storage-class option: ``storage-class`` is rendered only when the
+  installed build lists such an option (:func:`detect_features`).
+- The S3 driver is HTTPS only and does not match IP SANs: ``repo1-s3-endpoint`` is the
+  endpoint's host name (use ``localhost``, not ``127.0.0.1``), the port goes into
+  ``repo1-storage-port``.
+- ``info`` exits 0 for a missing stanza and for an unreachable repository; the JSON
+  ``status.code`` says what happened (1 missing stanza path, 2 no valid backups,
+  3 missing stanza data, 99 other: the repository could not be read).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pgbackups.adapters import processes
+from pgbackups.adapters.processes import OsUser
+from pgbackups.core.host import BackupToolError, CommandResult
+from pgbackups.core.ids import label_to_id
+from pgbackups.core.repository import (
+    BackupRecord,
+    StanzaInfo,
+    TimelineBranch,
+    TimelineRecord,
+    lsn_value,
+)
+from pgbackups.core.settings import S3Settings, ca_chain_text
+
+log = logging.getLogger(__name__)
+
+PROGRAM = "pgbackrest"
+# pgBackRest refuses an S3 repository without a region; AWS's default region is what
+# every S3-compatible server (MinIO, Ceph, rclone...) accepts when it has no notion of one.
+DEFAULT_REGION = "us-east-1"
+BACKUP_TYPES = ("full", "diff", "incr")
+UNKNOWN_ERROR = "unknown error, see the pgBackRest log"
+REDACTED = "<redacted>"
+
+# Options whose values are secrets, wherever they appear (config file, argv, output).
+_SECRET_OPTION_RE = re.compile(
+    r"\b((?:repo\d+-)?(?:s3-key|s3-key-secret|s3-token|cipher-pass|azure-key|gcs-key)"
+    r"|key-secret|secret-key|access-key)(\s*[=:]\s*)(?!<redacted>)(\S+)",
+    re.IGNORECASE,
+)
+_ERROR_LINE_RE = re.compile(r"(ERROR: \[\d+\]: .*?)\s*$")
+_LOG_PREFIX_RE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3} P\d+\s+")
+_S3_CODE_RE = re.compile(r"<Code>([^<]{1,100})</Code>")
+_HISTORY_RE = re.compile(r"(?:^|/)([0-9A-Fa-f]{8})\.history$")
+_VERSION_RE = re.compile(r"pgBackRest (\d+)\.(\d+)")
+
+
+# ---------------------------------------------------------------------------
+# Versions and features
+
+
+@dataclass(frozen=True)
+class PgBackRestFeatures:
+    """What the installed pgBackRest accepts (the renderer only emits what it accepts)."""
+
+    version: tuple[int, int] = (2, 45)
+    # The name of the S3 storage-class option when the build has one (2.45 has none).
+    storage_class_option: str | None = None
+
+    @property
+    def bundle(self) -> bool:
+        return self.version >= (2, 39)
+
+    @property
+    def block_incremental(self) -> bool:
+        # Present but "FOR BETA TESTING ONLY" in 2.45; production-ready from 2.46.
+        return self.version >= (2, 46)
+
+
+def parse_version(text: str) -> tuple[int, int] | None:
+    """``pgBackRest 2.45`` (or ``pgBackRest 2.58.0``) → ``(2, 45)``."""
+    match = _VERSION_RE.search(text)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def detect_features(
+    *, user: OsUser | None = None, program: str = PROGRAM, timeout: float = 15.0
+) -> PgBackRestFeatures:
+    """Ask the installed pgBackRest its version and options (falls back to 2.45's).
+
+    A successful answer is kept per (user, program) for the life of the process: it costs
+    two subprocesses, and the charm asks on every configuration change. A failed probe
+    is not kept, so a probe made before pgBackRest is installed does not stick.
+    """
+    key = (user, program)
+    if key in _PROBED_FEATURES:
+        return _PROBED_FEATURES[key]
+    result = processes.run([program, "version"], user=user, timeout=timeout)
+    version = parse_version(result.stdout) if result.ok else None
+    if version is None:
+        log.warning("could not read the pgBackRest version; assuming 2.45")
+    storage_class: str | None = None
+    listing = processes.run([program, "help", "backup"], user=user, timeout=timeout)
+    if listing.ok:
+        match = re.search(r"--(repo-(?:s3-)?storage-class)\b", listing.stdout)
+        storage_class = match.group(1) if match else None
+    features = PgBackRestFeatures(version=version or (2, 45), storage_class_option=storage_class)
+    if version is not None and listing.ok:
+        _PROBED_FEATURES[key] = features
+    return features
+
+
+_PROBED_FEATURES: dict[tuple[OsUser | None, str], PgBackRestFeatures] = {}
+
+
+# ---------------------------------------------------------------------------
+# Configuration
+
+
+def default_process_max(cpus: int | None = None) -> int:
+    """``min(4, max(1, cpus))``: enough parallelism without starving PostgreSQL.
+
+    Used for backup and for restore. Measured on 2 CPUs (docs/performance.md, 517 MB
+    database, zst, rclone S3): a full backup at process-max 1 took 1.23x the time it took
+    at 2, a restore 1.39x. Beyond 2 CPUs nothing was measured here: hence the cap of 4,
+    which leaves PostgreSQL CPUs on larger machines while a backup runs.
+    """
+    count = cpus if cpus is not None else (os.cpu_count() or 1)
+    return min(4, max(1, count))
+
+
+@dataclass(frozen=True)
+class TlsServerConfig:
+    """This unit's pgBackRest TLS server, and the client certificate it presents to peers.
+
+    ``address`` is where the server listens. ``allowed_clients`` are the common names of
+    the client certificates allowed to use this stanza (``tls-server-auth``). The same
+    certificate and key are used as the client certificate when reaching a peer.
+    """
+
+    address: str
+    cert_file: str
+    key_file: str
+    ca_file: str
+    port: int = 8432
+    allowed_clients: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PeerHost:
+    """Another unit's PostgreSQL, reached through its pgBackRest TLS server (``pgN-host``).
+
+    ``host`` must be a DNS name: pgBackRest 2.45 does not match IP SANs.
+    """
+
+    host: str
+    pg_path: str
+    port: int = 8432  # its TLS server port
+    pg_port: int = 5432
+    pg_socket_path: str | None = None
+
+
+@dataclass(frozen=True)
+class LocalPeer:
+    """Another PostgreSQL instance of the cluster on this same machine (``pgN-path`` with no
+    ``pgN-host``): pgBackRest reaches it directly. The local runtime uses this so that a
+    leader that is not the primary finds the primary without a TLS server."""
+
+    pg_path: str
+    pg_port: int
+    pg_socket_path: str | None = None
+
+
+@dataclass(frozen=True)
+class PgBackRestConfig:
+    stanza: str
+    pg_path: str
+    s3: S3Settings | None = None  # None: no repository (pg and TLS server sections only)
+    pg_port: int = 5432
+    pg_socket_path: str | None = None
+    pg_user: str = "postgres"
+    log_path: str = "/var/log/pgbackrest"
+    lock_path: str = "/tmp/pgbackrest"
+    spool_path: str = "/var/spool/pgbackrest"
+    ca_file: str | None = None  # the S3 CA chain on disk (see write_ca_chain)
+    # zst: the smallest repository, near lz4's speed, twice gz's. Full backup of a 517 MB
+    # database, half incompressible (docs/performance.md): repository zst 228 MB, gz 232,
+    # lz4 248, none 518; time vs zst at process-max 1 / 2: lz4 0.80x / 0.86x, gz 1.94x /
+    # 1.79x, none 1.31x at 2. lz4 is faster on loopback; zst's 8% fewer bytes are what an
+    # S3 bill and a real network see (not measured here).
+    compress_type: str = "zst"
+    process_max: int = field(default_factory=default_process_max)  # see default_process_max
+    restore_process_max: int = field(default_factory=default_process_max)
+    # Asynchronous archive-push (batches, process-max workers, a spool queue): under pgbench
+    # at full speed (1966 tps, 4.94 MB/s of WAL) at most 1 segment waited to be archived and
+    # the newest archived WAL was at most 10.7 s old (docs/performance.md).
+    archive_async: bool = True
+    # The queue cap is what keeps an unreachable S3 from filling pg_wal: past it WAL is
+    # dropped (a PITR gap, logged) instead of accumulating. 1 GiB holds 3.6 minutes of the
+    # heaviest load measured here (4.94 MB/s of WAL), 80 minutes at 0.22 MB/s (5 tps).
+    archive_push_queue_max: str = "1GiB"
+    retention_history_days: int = 365
+    io_timeout: int | None = None  # seconds; pgBackRest's default is 60
+    tls: TlsServerConfig | None = None
+    peers: tuple[PeerHost, ...] = ()
+    local_peers: tuple[LocalPeer, ...] = ()  # numbered after ``peers``
+    features: PgBackRestFeatures = field(default_factory=PgBackRestFeatures)
+    extra_global: tuple[tuple[str, str], ...] = ()  # appended to [global] as given
+
+
+def _check_value(key: str, value: str) -> str:
+    if "\n" in value or "\r" in value:
+        raise ValueError(f"pgbackrest.conf option {key} has a line break in its value")
+    return value
+
+
+def _section(name: str, options: Iterable[tuple[str, object]]) -> list[str]:
+    lines = [f"[{name}]"]
+    for key, value in options:
+        if value is None:
+            continue
+        text = ("y" if value else "n") if isinstance(value, bool) else str(value)
+        lines.append(f"{key}={_check_value(key, text)}")
+    return lines
+
+
+def _repo_options(s3: S3Settings, cfg: PgBackRestConfig) -> list[tuple[str, object]]:
+    endpoint_port = _explicit_port(s3.endpoint)
+    options: list[tuple[str, object]] = [
+        ("repo1-type", "s3"),
+        ("repo1-path", s3.path or "/"),
+        ("repo1-s3-bucket", s3.bucket),
+        ("repo1-s3-endpoint", s3.endpoint_host),
+        ("repo1-storage-port", endpoint_port),
+        ("repo1-s3-region", s3.region or DEFAULT_REGION),
+        ("repo1-s3-uri-style", s3.uri_style),
+        ("repo1-s3-key", s3.access_key),
+        ("repo1-s3-key-secret", s3.secret_key),
+        ("repo1-storage-ca-file", cfg.ca_file if s3.tls_ca_chain and cfg.ca_file else None),
+    ]
+    if s3.storage_class and cfg.features.storage_class_option:
+        option = cfg.features.storage_class_option.replace("repo-", "repo1-", 1)
+        options.append((option, s3.storage_class))
+    options += [
+        ("repo1-retention-full-type", "time"),
+        ("repo1-retention-full", s3.delete_older_than_days),
+        ("repo1-retention-history", cfg.retention_history_days),
+    ]
+    # Bundling packs small files into few S3 objects: without it a full backup of a 517 MB
+    # database took 1.58x as long (about 1000 files, one request each; docs/performance.md).
+    if cfg.features.bundle:
+        options.append(("repo1-bundle", True))
+    # Block incremental (2.46+) is detected, not assumed: Debian 12's 2.45 has it only as a
+    # beta, so the benchmark could not measure it here and it is not rendered there.
+    if cfg.features.block_incremental:
+        options.append(("repo1-block", True))
+    return options
+
+
+def _explicit_port(endpoint: str) -> int | None:
+    try:
+        return urlsplit(endpoint).port
+    except ValueError:
+        return None
+
+
+def render_config(cfg: PgBackRestConfig) -> str:
+    """The text of ``pgbackrest.conf`` for ``cfg``. Pure: same input, same text.
+
+    It holds the S3 secret: write it with :func:`write_config` (0640, database user).
+    """
+    if cfg.peers and cfg.tls is None:
+        raise ValueError("peers are reached over the TLS server: a TLS configuration is needed")
+    if not cfg.stanza or any(c in cfg.stanza for c in "[]\n\r"):
+        raise ValueError(f"invalid stanza name {cfg.stanza!r}")
+
+    global_opts: list[tuple[str, object]] = []
+    if cfg.s3 is not None:
+        global_opts += _repo_options(cfg.s3, cfg)
+    global_opts += [
+        ("log-path", cfg.log_path),
+        ("lock-path", cfg.lock_path),
+        ("spool-path", cfg.spool_path),
+        ("log-level-console", "info"),
+        ("log-level-file", "detail"),
+        ("start-fast", True),
+        ("compress-type", cfg.compress_type),
+        ("process-max", cfg.process_max),
+        ("archive-async", cfg.archive_async),
+        ("io-timeout", cfg.io_timeout),
+    ]
+    if cfg.peers:
+        global_opts.append(("backup-standby", True))
+    if cfg.tls is not None:
+        global_opts += [
+            ("tls-server-address", cfg.tls.address),
+            ("tls-server-port", cfg.tls.port),
+            ("tls-server-cert-file", cfg.tls.cert_file),
+            ("tls-server-key-file", cfg.tls.key_file),
+            ("tls-server-ca-file", cfg.tls.ca_file),
+        ]
+        global_opts += [
+            ("tls-server-auth", f"{_check_value('tls-server-auth', cn)}={cfg.stanza}")
+            for cn in cfg.tls.allowed_clients
+        ]
+    global_opts += list(cfg.extra_global)
+
+    stanza_opts: list[tuple[str, object]] = [
+        ("pg1-path", cfg.pg_path),
+        ("pg1-port", cfg.pg_port),
+        ("pg1-socket-path", cfg.pg_socket_path),
+        ("pg1-user", cfg.pg_user),
+    ]
+    for index, peer in enumerate(cfg.peers, start=2):
+        assert cfg.tls is not None
+        pg = f"pg{index}"
+        stanza_opts += [
+            (f"{pg}-host", peer.host),
+            (f"{pg}-host-type", "tls"),
+            (f"{pg}-host-port", peer.port),
+            (f"{pg}-host-ca-file", cfg.tls.ca_file),
+            (f"{pg}-host-cert-file", cfg.tls.cert_file),
+            (f"{pg}-host-key-file", cfg.tls.key_file),
+            (f"{pg}-path", peer.pg_path),
+            (f"{pg}-port", peer.pg_port),
+            (f"{pg}-socket-path", peer.pg_socket_path),
+            (f"{pg}-user", cfg.pg_user),
+        ]
+    for index, local in enumerate(cfg.local_peers, start=2 + len(cfg.peers)):
+        pg = f"pg{index}"
+        stanza_opts += [
+            (f"{pg}-path", local.pg_path),
+            (f"{pg}-port", local.pg_port),
+            (f"{pg}-socket-path", local.pg_socket_path),
+            (f"{pg}-user", cfg.pg_user),
+        ]
+
+    lines = [
+        "# Written by pgbackups; it is rewritten whenever the settings change.",
+        "# It holds the S3 secret key: keep it readable by the database user only.",
+    ]
+    sections = [_section("global", global_opts)]
+    if cfg.archive_async:
+        queue = [("archive-push-queue-max", cfg.archive_push_queue_max)]
+        sections.append(_section("global:archive-push", queue))
+    sections.append(_section("global:restore", [("process-max", cfg.restore_process_max)]))
+    sections.append(_section(cfg.stanza, stanza_opts))
+    lines += "\n\n".join("\n".join(s) for s in sections).splitlines()
+    return "\n".join(lines) + "\n"
+
+
+def _write_atomically(text: str, path: Path, owner: OsUser | None, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        if owner is not None and os.geteuid() == 0:
+            os.fchown(fd, owner.uid, owner.gid)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def write_config(
+    text: str, path: str | os.PathLike[str], owner: OsUser | None, *, mode: int = 0o640
+) -> None:
+    """Write ``pgbackrest.conf`` atomically, ``mode`` (0640 or 0600), owned by ``owner``.
+
+    The file is created with its final mode and owner before the secret is written into
+    it, then renamed over the old one, so no reader ever sees a partial or open file.
+    """
+    if mode & 0o007:
+        raise ValueError("pgbackrest.conf holds a secret: it must not be world-accessible")
+    _write_atomically(text, Path(path), owner, mode)
+
+
+def write_ca_chain(
+    settings: S3Settings, path: str | os.PathLike[str], owner: OsUser | None
+) -> str | None:
+    """Write the settings' CA chain (PEM) to ``path``; return the path, None without a chain."""
+    if not settings.tls_ca_chain:
+        return None
+    _write_atomically(ca_chain_text(settings), Path(path), owner, 0o644)
+    return str(path)
+
+
+# ---------------------------------------------------------------------------
+# Parsing
+
+
+def _aware(epoch: Any) -> datetime:
+    return datetime.fromtimestamp(int(epoch or 0), UTC)
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _timeline_of(wal: str) -> int:
+    try:
+        return int(wal[:8], 16)
+    except ValueError:
+        return 0
+
+
+def _backup_record(stanza: str, raw: Mapping[str, Any]) -> BackupRecord:
+    label = str(raw["label"])
+    archive = raw.get("archive") or {}
+    lsn = raw.get("lsn") or {}
+    timestamp = raw.get("timestamp") or {}
+    info = raw.get("info") or {}
+    repository = info.get("repository") or {}
+    error = bool(raw.get("error", False))
+    error_message = ""
+    if error:
+        files = raw.get("error-list") or []
+        if isinstance(files, list) and files:
+            shown = ", ".join(str(f) for f in files[:3])
+            more = f" and {len(files) - 3} more" if len(files) > 3 else ""
+            error_message = f"page checksum errors in {shown}{more}"
+        else:
+            error_message = f"the backup has errors (see pgbackrest info --set={label})"
+    wal_start = str(archive.get("start") or "")
+    return BackupRecord(
+        label=label,
+        backup_id=label_to_id(label),
+        type=str(raw.get("type") or ""),
+        stanza=stanza,
+        error=error,
+        error_message=error_message,
+        lsn_start=str(lsn.get("start") or ""),
+        lsn_stop=str(lsn.get("stop") or ""),
+        timeline=_timeline_of(wal_start) if wal_start else 0,
+        wal_start=wal_start,
+        wal_stop=str(archive.get("stop") or ""),
+        reference=tuple(str(r) for r in (raw.get("reference") or ())),
+        prior=str(raw["prior"]) if raw.get("prior") else None,
+        start=_aware(timestamp.get("start")),
+        stop=_aware(timestamp.get("stop")),
+        size=_int(info.get("size")),
+        delta=_int(info.get("delta")),
+        repo_size=_int(repository.get("size")),
+        repo_delta=_int(repository.get("delta")),
+    )
+
+
+def _stanza_info(raw: Mapping[str, Any]) -> StanzaInfo:
+    name = str(raw.get("name") or "")
+    status = raw.get("status") or {}
+    code = _int(status.get("code"))
+    message = str(status.get("message") or "")
+    if code == 99:
+        details = [
+            condense(str((repo.get("status") or {}).get("message") or ""))
+            for repo in raw.get("repo") or ()
+            if _int((repo.get("status") or {}).get("code")) != 0
+        ]
+        details = [d for d in dict.fromkeys(details) if d and d != message]
+        if details:
+            message = f"{message}: {'; '.join(details)}" if message else "; ".join(details)
+    lock = ((status.get("lock") or {}).get("backup") or {}).get("held")
+    backups = sorted(
+        (_backup_record(name, b) for b in raw.get("backup") or ()),
+        key=lambda b: (b.start, b.label),
+    )
+    mins = [str(a["min"]) for a in raw.get("archive") or () if a.get("min")]
+    maxes = [str(a["max"]) for a in raw.get("archive") or () if a.get("max")]
+    return StanzaInfo(
+        name=name,
+        status_code=code,
+        status_message=message,
+        system_ids=tuple(int(db["system-id"]) for db in raw.get("db") or () if "system-id" in db),
+        backup_lock_held=bool(lock),
+        backups=tuple(backups),
+        archive_min=min(mins) if mins else None,
+        archive_max=max(maxes) if maxes else None,
+    )
+
+
+def parse_info(json_text: str) -> list[StanzaInfo]:
+    """``pgbackrest info --output=json`` → one :class:`StanzaInfo` per stanza.
+
+    Raises ValueError when the text is not the JSON list pgBackRest prints.
+    """
+    try:
+        data = json.loads(json_text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"pgBackRest info did not print JSON ({exc.msg})") from exc
+    if not isinstance(data, list) or not all(isinstance(s, dict) for s in data):
+        raise ValueError("pgBackRest info printed JSON that is not a list of stanzas")
+    try:
+        return [_stanza_info(s) for s in data]
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"pgBackRest info printed an unexpected shape ({exc!r})") from exc
+
+
+def parse_history_file(text: str) -> tuple[TimelineBranch, ...]:
+    """A PostgreSQL ``.history`` file: ``<parent timeline>\t<switch LSN>\t<reason>`` per
+    line, oldest first; comments (``#``) and blank lines are skipped. Raises ValueError."""
+    branches = []
+    for number, line in enumerate(text.splitlines(), 1):
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        try:
+            parent, switch_lsn = int(fields[0]), fields[1]
+            lsn_value(switch_lsn)
+        except (ValueError, IndexError) as exc:
+            raise ValueError(f"history file line {number} is not 'timeline LSN': {line!r}") from exc
+        branches.append(TimelineBranch(parent, switch_lsn))
+    return tuple(branches)
+
+
+def parse_history_listing(stanza: str, json_text: str, base: str) -> list[TimelineRecord]:
+    """``repo-ls <base> --recurse --output=json`` → the timelines of its ``.history`` files.
+
+    ``base`` is the path given to ``repo-ls`` (``archive/<stanza>``); keys in the result
+    are repository paths. ``backup.history`` files and anything else are skipped.
+    """
+    try:
+        data = json.loads(json_text) if json_text.strip() else {}
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"pgBackRest repo-ls did not print JSON ({exc.msg})") from exc
+    if not isinstance(data, dict):
+        raise ValueError("pgBackRest repo-ls printed JSON that is not an object")
+    records = []
+    for name, entry in data.items():
+        if not isinstance(entry, dict) or entry.get("type") != "file":
+            continue
+        if name.endswith("backup.history"):
+            continue
+        match = _HISTORY_RE.search(name)
+        if match is None:
+            continue
+        records.append(
+            TimelineRecord(
+                stanza=stanza,
+                timeline=int(match.group(1), 16),
+                created=_aware(entry.get("time")),
+                key=f"{base.rstrip('/')}/{name}",
+            )
+        )
+    return sorted(records, key=lambda r: (r.timeline, r.key))
+
+
+# ---------------------------------------------------------------------------
+# Error lines and secrets
+
+
+def scrub(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` without the given secret values nor any ``<secret option>=value``."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return _SECRET_OPTION_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+
+
+def condense(block: str) -> str:
+    """The first line of a multi-line pgBackRest message, plus the S3 error code of an
+    HTTP failure found in its continuation (``... 403 (Forbidden): SignatureDoesNotMatch``).
+    """
+    lines = block.strip().splitlines()
+    if not lines:
+        return ""
+    first = lines[0].rstrip()
+    code = _S3_CODE_RE.search("\n".join(lines[1:]))
+    if code:
+        return f"{first.rstrip(':')}: {code.group(1)}"
+    return first.rstrip(":") if len(lines) > 1 else first
+
+
+def extract_error_line(result: CommandResult, secrets: Iterable[str] = ()) -> str:
+    """The ``ERROR: [NNN]: …`` line(s) of a command's output, joined by ``'; '``.
+
+    stderr is read first, then stdout; a message printed to both counts once. Without
+    an ERROR line, the last non-empty line; without output, :data:`UNKNOWN_ERROR`.
+    Never contains a secret.
+    """
+    found: list[str] = []
+    for stream in (result.stderr, result.stdout):
+        lines = stream.splitlines()
+        for index, line in enumerate(lines):
+            match = _ERROR_LINE_RE.search(line)
+            if match is None:
+                continue
+            block = [match.group(1)]
+            for following in lines[index + 1 : index + 60]:
+                if _ERROR_LINE_RE.search(following) or _LOG_PREFIX_RE.match(following):
+                    break
+                block.append(following)
+            text = condense("\n".join(block))
+            if text not in found:
+                found.append(text)
+    if found:
+        text = "; ".join(found)
+    else:
+        last = ""
+        for stream in (result.stderr, result.stdout):
+            lines = [ln.strip() for ln in stream.splitlines() if ln.strip()]
+            if lines:
+                last = _LOG_PREFIX_RE.sub("", lines[-1])
+                break
+        text = last or UNKNOWN_ERROR
+    return scrub(text, secrets)
+
+
+def read_config_secrets(path: str | os.PathLike[str]) -> tuple[str, ...]:
+    """The secret values in a pgbackrest.conf (to scrub them from any output)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError:
+        return ()
+    values = []
+    for line in text.splitlines():
+        match = _SECRET_OPTION_RE.match(line.strip())
+        if match and match.group(3):
+            values.append(match.group(3))
+    return tuple(values)
+
+
+# ---------------------------------------------------------------------------
+# Commands
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds. ``io`` is passed as ``--io-timeout`` to the commands that reach S3."""
+
+    command: float = 300.0  # stanza-create, check (check waits for a WAL to archive)
+    backup: float = 6 * 3600.0
+    info: float = 60.0
+    ping: float = 10.0
+    io: int | None = None
+
+
+def server_argv(config_path: str | os.PathLike[str], program: str = PROGRAM) -> list[str]:
+    """How to start this unit's pgBackRest TLS server (a daemon; run it as the db user)."""
+    return [program, f"--config={config_path}", "server"]
+
+
+class PgBackRest:
+    """pgBackRest run as the database user with one configuration file and stanza."""
+
+    def __init__(
+        self,
+        config_path: str | os.PathLike[str],
+        stanza: str,
+        *,
+        user: OsUser | None = None,
+        timeouts: Timeouts | None = None,
+        secrets: Sequence[str] = (),
+        program: str = PROGRAM,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.config_path = str(config_path)
+        self.stanza = stanza
+        self.user = user if user is not None else processes.db_user()
+        self.timeouts = timeouts or Timeouts()
+        self.program = program
+        self._secrets = tuple(secrets)
+        self._env = dict(env or {})
+
+    # -- plumbing ---------------------------------------------------------
+
+    def secrets(self) -> tuple[str, ...]:
+        return self._secrets + read_config_secrets(self.config_path)
+
+    def argv(
+        self,
+        command: str,
+        *options: str,
+        stanza: str | None = None,
+        params: Sequence[str] = (),
+    ) -> list[str]:
+        """``pgbackrest --config=… [--stanza=…] <options> <command> <params>``."""
+        args = [self.program, f"--config={self.config_path}"]
+        if stanza:
+            args.append(f"--stanza={stanza}")
+        return [*args, *options, command, *params]
+
+    def run(self, argv: Sequence[str], timeout: float) -> CommandResult:
+        """Run as the database user; the result's output is scrubbed of secrets."""
+        result = processes.run(argv, user=self.user, timeout=timeout, env=self._env)
+        secrets = self.secrets()
+        clean = CommandResult(
+            args=tuple(scrub(a, secrets) for a in result.args),
+            returncode=result.returncode,
+            stdout=scrub(result.stdout, secrets),
+            stderr=scrub(result.stderr, secrets),
+            timed_out=result.timed_out,
+        )
+        if not clean.ok:
+            log.info(
+                "pgbackrest %s failed (%s): %s",
+                argv[-1],
+                "timed out" if clean.timed_out else f"exit {clean.returncode}",
+                self.error_line(clean),
+            )
+        return clean
+
+    def _io(self) -> list[str]:
+        return [f"--io-timeout={self.timeouts.io}"] if self.timeouts.io else []
+
+    # -- BackupTool -------------------------------------------------------
+
+    def version(self) -> tuple[int, int] | None:
+        result = self.run([self.program, "version"], self.timeouts.ping)
+        return parse_version(result.stdout) if result.ok else None
+
+    def stanza_create(self) -> CommandResult:
+        argv = self.argv("stanza-create", *self._io(), stanza=self.stanza)
+        return self.run(argv, self.timeouts.command)
+
+    def check(self) -> CommandResult:
+        return self.run(self.argv("check", *self._io(), stanza=self.stanza), self.timeouts.command)
+
+    def backup(self, backup_type: str, *, on_primary: bool) -> CommandResult:
+        if backup_type not in BACKUP_TYPES:
+            raise ValueError(f"backup type {backup_type!r} is not one of {', '.join(BACKUP_TYPES)}")
+        options = [f"--type={backup_type}", "--log-level-console=info", *self._io()]
+        if on_primary:
+            options.append("--no-backup-standby")
+        return self.run(self.argv("backup", *options, stanza=self.stanza), self.timeouts.backup)
+
+    def info(self, stanza: str | None = None) -> list[StanzaInfo]:
+        """Every stanza in the repository, or just ``stanza`` (a missing one has code 1).
+
+        Raises BackupToolError when pgBackRest fails, times out, prints something that is
+        not its JSON, or cannot read the repository (status code 99).
+        """
+        argv = self.argv("info", "--output=json", *self._io(), stanza=stanza)
+        result = self.run(argv, self.timeouts.info)
+        if not result.ok:
+            raise BackupToolError(self.error_line(result))
+        try:
+            stanzas = parse_info(result.stdout)
+        except ValueError as exc:
+            raise BackupToolError(str(exc)) from exc
+        for item in stanzas:
+            if item.status_code == 99:
+                reason = scrub(item.status_message, self.secrets())
+                raise BackupToolError(f"pgBackRest could not read the repository: {reason}")
+        return stanzas
+
+    def timelines(self, stanza: str) -> list[TimelineRecord]:
+        """Timelines from the ``.history`` files under ``archive/<stanza>/`` only."""
+        base = f"archive/{stanza}"
+        options = ["--recurse", r"--filter=\.history$", "--output=json", *self._io()]
+        argv = self.argv("repo-ls", *options, params=[base])
+        result = self.run(argv, self.timeouts.info)
+        if not result.ok:
+            raise BackupToolError(self.error_line(result))
+        try:
+            return parse_history_listing(stanza, result.stdout, base)
+        except ValueError as exc:
+            raise BackupToolError(str(exc)) from exc
+
+    def history(self, record: TimelineRecord) -> tuple[TimelineBranch, ...]:
+        """The branches in ``record``'s ``.history`` file (``repo-get``, as the stanza's
+        repository holds it: history files are stored uncompressed)."""
+        argv = self.argv("repo-get", *self._io(), params=[record.key])
+        result = self.run(argv, self.timeouts.info)
+        if not result.ok:
+            raise BackupToolError(self.error_line(result))
+        try:
+            return parse_history_file(result.stdout)
+        except ValueError as exc:
+            raise BackupToolError(f"{record.key}: {exc}") from exc
+
+    def server_ping(self, host: str) -> bool:
+        """Whether the TLS server at ``host`` (``name`` or ``name:port``) answers."""
+        name, port = host, ""
+        if host.count(":") == 1 and host.rsplit(":", 1)[1].isdigit():
+            name, port = host.rsplit(":", 1)
+        # pgBackRest retries a refused connection for about twice the I/O timeout.
+        options = [f"--io-timeout={max(1, int(self.timeouts.ping / 3))}"]
+        if port:
+            options.append(f"--tls-server-port={port}")
+        argv = self.argv("server-ping", *options, params=[name])
+        return self.run(argv, self.timeouts.ping + 5).ok
+
+    def error_line(self, result: CommandResult) -> str:
+        return extract_error_line(result, self.secrets())
+
+    # -- TLS server ---------------------------------------------------------
+
+    def start_server(self, log_file: str | os.PathLike[str]) -> int:
+        """Start the TLS server as the database user; return its PID (stop it by PID)."""
+        return processes.spawn(
+            server_argv(self.config_path, self.program),
+            log_file=Path(log_file),
+            user=self.user,
+            env=self._env,
+        )

@@ -1,0 +1,113 @@
+"""PostgreSQL facts the hooks need: system identifier, timeline, recovery, liveness.
+
+The system identifier comes from ``pg_controldata <data dir>`` (run as the database
+user: it works while the server is stopped) or from SQL; the rest from SQL over the
+unix socket with psycopg 3, always with a connect timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, LiteralString
+
+import psycopg
+
+from pgbackups.adapters import processes
+from pgbackups.adapters.processes import OsUser
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BIN_DIR = "/usr/lib/postgresql/15/bin"
+CONNECT_TIMEOUT = 5  # seconds
+_SYSTEM_ID_RE = re.compile(r"^Database system identifier:\s*(\d+)\s*$", re.MULTILINE)
+
+Connection = psycopg.Connection[tuple[Any, ...]]
+
+
+def connect(
+    socket_dir: str,
+    port: int,
+    user: str = "postgres",
+    dbname: str = "postgres",
+    *,
+    connect_timeout: int = CONNECT_TIMEOUT,
+) -> Connection:
+    """An autocommit connection over the unix socket in ``socket_dir``."""
+    return psycopg.connect(
+        host=socket_dir,
+        port=port,
+        user=user,
+        dbname=dbname,
+        connect_timeout=connect_timeout,
+        autocommit=True,
+        application_name="pgbackups",
+    )
+
+
+def parse_controldata_system_id(text: str) -> int | None:
+    match = _SYSTEM_ID_RE.search(text)
+    return int(match.group(1)) if match else None
+
+
+def _scalar(conn: Connection, query: LiteralString) -> Any:
+    # Queries here are literals of this module, never built from input.
+    row = conn.execute(query).fetchone()
+    if row is None:
+        raise psycopg.DataError(f"no row from {query!r}")
+    return row[0]
+
+
+def system_identifier(
+    source: str | Connection,
+    *,
+    user: OsUser | None = None,
+    bin_dir: str = DEFAULT_BIN_DIR,
+    timeout: float = 30.0,
+) -> int | None:
+    """The cluster's system identifier, from a data directory or a connection.
+
+    With a path, ``pg_controldata`` runs as ``user`` (default: the database user).
+    None when it cannot be read (logged).
+    """
+    if not isinstance(source, str):
+        try:
+            return int(_scalar(source, "SELECT system_identifier FROM pg_control_system()"))
+        except psycopg.Error as exc:
+            log.warning("could not read the system identifier: %s", exc)
+            return None
+    run_as = user if user is not None else processes.db_user()
+    result = processes.run([f"{bin_dir}/pg_controldata", source], user=run_as, timeout=timeout)
+    if not result.ok:
+        log.warning(
+            "pg_controldata %s failed: %s", source, (result.stderr or result.stdout).strip()
+        )
+        return None
+    return parse_controldata_system_id(result.stdout)
+
+
+def current_timeline(conn: Connection) -> int:
+    """The timeline of the last checkpoint (a number, never compared as text)."""
+    return int(_scalar(conn, "SELECT timeline_id FROM pg_control_checkpoint()"))
+
+
+def in_recovery(conn: Connection) -> bool:
+    return bool(_scalar(conn, "SELECT pg_is_in_recovery()"))
+
+
+def accepts_connections(
+    socket_dir: str,
+    port: int,
+    user: str = "postgres",
+    dbname: str = "postgres",
+    *,
+    connect_timeout: int = CONNECT_TIMEOUT,
+) -> bool:
+    """Whether a client can connect and run a query right now."""
+    try:
+        with connect(socket_dir, port, user, dbname, connect_timeout=connect_timeout) as conn:
+            _scalar(conn, "SELECT 1")
+            return True
+    except psycopg.Error as exc:
+        log.debug("postgres on %s:%s does not accept connections: %s", socket_dir, port, exc)
+        return False

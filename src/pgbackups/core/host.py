@@ -1,0 +1,356 @@
+"""The core's view of its host: what the hook handlers may ask and do, and what they return.
+
+The handlers in :mod:`pgbackups.core.backups` know nothing of Juju or of the local runtime.
+A host (the ``ops`` charm, or :mod:`pgbackups.local`) implements :class:`Host` and
+runs a handler; the handler returns an :data:`Outcome` and the host turns it into
+``event.defer()``, ``event.set_results()``, ``event.fail()`` or their local twins.
+
+Everything a handler does to the world goes through this interface, so that a fake
+host can record the calls in order and the tests can check them against the charts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, MutableMapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+from pgbackups.core.repository import StanzaInfo, TimelineBranch, TimelineRecord
+from pgbackups.core.settings import S3Settings
+
+# ---------------------------------------------------------------------------
+# Status
+
+
+class StatusKind(StrEnum):
+    ACTIVE = "active"
+    MAINTENANCE = "maintenance"
+    WAITING = "waiting"
+    BLOCKED = "blocked"
+
+
+@dataclass(frozen=True)
+class UnitStatus:
+    kind: StatusKind
+    message: str = ""
+
+    @classmethod
+    def active(cls, message: str = "") -> UnitStatus:
+        return cls(StatusKind.ACTIVE, message)
+
+    @classmethod
+    def maintenance(cls, message: str) -> UnitStatus:
+        return cls(StatusKind.MAINTENANCE, message)
+
+    @classmethod
+    def waiting(cls, message: str) -> UnitStatus:
+        return cls(StatusKind.WAITING, message)
+
+    @classmethod
+    def blocked(cls, message: str) -> UnitStatus:
+        return cls(StatusKind.BLOCKED, message)
+
+    @property
+    def is_blocked(self) -> bool:
+        return self.kind is StatusKind.BLOCKED
+
+    def __str__(self) -> str:
+        return f"{self.kind.value}: {self.message}" if self.message else self.kind.value
+
+
+# ---------------------------------------------------------------------------
+# Outcomes
+
+
+@dataclass(frozen=True)
+class Done:
+    """The hook ran to its end."""
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """Run this hook again before the unit's next event (and on the next update-status)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class ActionResults:
+    results: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class ActionFailed:
+    message: str
+
+
+Outcome = Done | Deferred | ActionResults | ActionFailed
+
+
+# ---------------------------------------------------------------------------
+# Values the host hands over
+
+
+@dataclass(frozen=True)
+class TlsMaterial:
+    """This unit's certificate, key and the CA that signed every unit's (paths on disk)."""
+
+    ca_file: str
+    cert_file: str
+    key_file: str
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Another unit of the cluster, as pgBackRest reaches it."""
+
+    name: str
+    address: str  # DNS name or address of its pgBackRest TLS server
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """A finished external command. ``stdout``/``stderr`` never contain a secret."""
+
+    args: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and not self.timed_out
+
+
+@dataclass(frozen=True)
+class RestoreTarget:
+    """How Patroni must bootstrap from pgBackRest (every option goes into ``command``)."""
+
+    stanza: str
+    label: str | None = None  # --set
+    type: str = "immediate"  # --type: immediate | time | default
+    target: str | None = None  # --target, for type=time
+    target_timeline: int | None = None  # --target-timeline
+    target_action: str | None = "promote"  # --target-action (not valid with type=default)
+
+
+@dataclass(frozen=True)
+class WorkloadConfig:
+    """The configuration the core wants on this unit; the host renders and reloads it.
+
+    The core derives it from the peer bags (see ``backups.desired_config``): archiving is
+    on exactly while ``stanza`` is set (SPEC §1).
+    """
+
+    s3: S3Settings | None  # the repository for pgbackrest.conf; None: no repository
+    stanza: str | None  # WAL archiving pushes into this stanza; None: archive_command no-op
+    tls_server: bool  # TLS server and pgN-host sections (TLS on and more than one unit)
+    connectivity: bool = True  # False: client connections rejected (a replica taking a backup)
+    creating_backup: bool = False  # Patroni tags nofailover + noloadbalance
+    restore: RestoreTarget | None = None  # bootstrap from pgBackRest instead of initdb
+
+
+# ---------------------------------------------------------------------------
+# Errors the adapters raise
+
+
+class BackupToolError(Exception):
+    """pgBackRest could not answer; ``str()`` is its meaningful ERROR line, never a secret."""
+
+
+class ObjectStoreError(Exception):
+    """The object store could not be reached or refused; ``str()`` is boto's short reason."""
+
+
+class ObjectStoreForbidden(ObjectStoreError):
+    """The bucket check was answered 403: wrong keys, or keys without access to it. A HEAD
+    response has no body, so S3 cannot say which, nor whether the bucket exists."""
+
+
+# ---------------------------------------------------------------------------
+# Adapters, as the core uses them
+
+
+class BackupTool(Protocol):
+    """pgBackRest, run as the database user with the rendered configuration."""
+
+    def stanza_create(self) -> CommandResult: ...
+
+    def check(self) -> CommandResult: ...
+
+    def backup(self, backup_type: str, *, on_primary: bool) -> CommandResult:
+        """``backup_type`` is pgBackRest's: full | diff | incr. On the primary the backup
+        runs with ``--no-backup-standby``; on a replica with ``backup-standby``."""
+        ...
+
+    def info(self, stanza: str | None = None) -> list[StanzaInfo]:
+        """Every stanza in the repository (or just ``stanza``). Raises BackupToolError."""
+        ...
+
+    def timelines(self, stanza: str) -> list[TimelineRecord]:
+        """Timelines created by restores, from ``.history`` files under ``archive/``."""
+        ...
+
+    def history(self, record: TimelineRecord) -> tuple[TimelineBranch, ...]:
+        """The branches written in a timeline's ``.history`` file. Raises BackupToolError."""
+        ...
+
+    def server_ping(self, host: str) -> bool: ...
+
+    def error_line(self, result: CommandResult) -> str:
+        """The meaningful ERROR line of a failed command, for a message."""
+        ...
+
+
+class ObjectStore(Protocol):
+    """The S3 bucket of the current settings (boto3, with the CA of the settings)."""
+
+    def ensure_bucket(self) -> bool:
+        """Create the bucket when it does not exist. True if it was created.
+        Raises ObjectStoreForbidden when the check is answered 403, ObjectStoreError when
+        the bucket can neither be reached nor created."""
+        ...
+
+    def put(self, key: str, body: bytes) -> None:
+        """``key`` is relative to the bucket root. Raises ObjectStoreError."""
+        ...
+
+    def get(self, key: str) -> bytes | None:
+        """None when the object does not exist. Raises ObjectStoreError."""
+        ...
+
+
+class Workload(Protocol):
+    """PostgreSQL under Patroni on this unit, and the pgBackRest TLS server beside it."""
+
+    def is_cluster_initialised(self) -> bool: ...
+
+    def is_primary(self) -> bool:
+        """Raises WorkloadUnavailable when Patroni cannot tell."""
+        ...
+
+    def is_member_running(self) -> bool:
+        """Patroni reports this member running (3.0.2) or streaming (4.x)."""
+        ...
+
+    def member_state(self) -> str | None:
+        """Patroni's state for this member (``running``, ``start failed``...), None if unknown."""
+        ...
+
+    def primary_address(self) -> str | None:
+        """Where the primary's pgBackRest TLS server is reached, None if no primary."""
+        ...
+
+    def system_identifier(self) -> int | None: ...
+
+    def current_timeline(self) -> int | None: ...
+
+    def stop_database(self) -> bool: ...
+
+    def start_database(self) -> bool: ...
+
+    def remove_dcs_state(self) -> bool:
+        """Remove the cluster's keys from the DCS so that a re-bootstrap can happen."""
+        ...
+
+    def move_data_aside(self) -> str | None:
+        """Rename the data directory to a sibling; return the new path, None on failure,
+        "" when there is no data directory to move (Patroni renames the data of a failed
+        bootstrap to ``<data>.failed`` itself)."""
+        ...
+
+    def move_data_back(self, moved_path: str) -> bool: ...
+
+    def remove_moved_data(self, moved_path: str) -> None: ...
+
+    def apply_config(self, config: WorkloadConfig) -> None:
+        """Render pgbackrest.conf and the Patroni configuration, then reload Patroni."""
+        ...
+
+    def start_tls_server(self) -> bool:
+        """(Re)start the pgBackRest TLS server with the current certificates and peers."""
+        ...
+
+    def stop_tls_server(self) -> None: ...
+
+    def bootstrap_failed(self) -> bool:
+        """Patroni gave up bootstrapping (e.g. a PITR target that cannot be reached):
+        it logs ``Failed to bootstrap cluster`` and exits."""
+        ...
+
+
+class WorkloadUnavailable(Exception):
+    """The workload cannot be asked right now (Patroni down, REST unreachable)."""
+
+
+class Host(Protocol):
+    """Leadership, status, peer data, settings and the workload of one unit."""
+
+    @property
+    def unit_name(self) -> str: ...
+
+    @property
+    def stanza_name(self) -> str:
+        """``<model>.<app>`` under Juju, ``local.<cluster>`` under the local runtime."""
+        ...
+
+    @property
+    def cluster_id(self) -> str:
+        """Identifies this deployment (model UUID + app; the local cluster's uuid)."""
+        ...
+
+    def is_leader(self) -> bool: ...
+
+    def get_status(self) -> UnitStatus: ...
+
+    def set_status(self, status: UnitStatus) -> None: ...
+
+    @property
+    def app_data(self) -> MutableMapping[str, str]:
+        """The application peer bag. Writing it on a non-leader raises PermissionError.
+        Setting a key to "" deletes it, as in Juju."""
+        ...
+
+    @property
+    def unit_data(self) -> MutableMapping[str, str]:
+        """This unit's peer bag."""
+        ...
+
+    def peer_data(self) -> Mapping[str, Mapping[str, str]]:
+        """The bags of the other units, by unit name (read only)."""
+        ...
+
+    def planned_units(self) -> int: ...
+
+    def peers(self) -> Sequence[Peer]: ...
+
+    def s3_parameters(self) -> Mapping[str, str] | None:
+        """The raw S3 settings, or None when no S3 relation (no ``s3 set``) exists."""
+        ...
+
+    def tls(self) -> TlsMaterial | None: ...
+
+    @property
+    def workload(self) -> Workload: ...
+
+    @property
+    def backup_tool(self) -> BackupTool: ...
+
+    def object_store(self, settings: S3Settings) -> ObjectStore: ...
+
+    def now(self) -> datetime:
+        """Aware UTC time (a host may freeze it in tests)."""
+        ...
+
+    def describe(self) -> Mapping[str, str]:
+        """Who asked for what, for the backup metadata object (host name, versions...)."""
+        ...
+
+    def log_hint(self) -> str:
+        """Where a person reads this unit's detailed logs, for a Blocked message that
+        must stay short: ``juju debug-log`` under Juju, ``pgbackups logs main/0`` under
+        the local runtime."""
+        ...

@@ -1,0 +1,247 @@
+"""``pgbackups run UNIT ACTION [key=value …]``: the local twin of ``juju run``.
+
+The action's results are printed (``--json`` for scripts); a failed action prints its
+message and exits 1. ``restore --wait`` then runs update-status on the unit until the
+restore is detected complete or failed, with progress; ``rollback-restore --wait`` waits
+until the unit runs as the primary again on the data that was put back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+from collections.abc import Mapping
+
+from pgbackups.core import backups
+from pgbackups.core.host import (
+    ActionFailed,
+    ActionResults,
+    Deferred,
+    Outcome,
+    StatusKind,
+    WorkloadUnavailable,
+)
+from pgbackups.local.cli.cluster import add_name, subcommand
+from pgbackups.local.errors import PgbackupsError, UsageError
+from pgbackups.local.progress import Progress
+from pgbackups.local.runtime.cluster import Cluster
+from pgbackups.local.runtime.host import Runtime
+
+# Parameters each action accepts (the charm's actions.yaml has the same).
+ACTION_PARAMS: dict[str, tuple[str, ...]] = {
+    "create-backup": ("type",),
+    "list-backups": ("format",),
+    "restore": ("backup-id", "restore-to-time"),
+    "rollback-restore": (),
+}
+RESTORE_WAIT_TIMEOUT = 1800.0
+# update-status is cheap here (a few REST calls): poll often, the restore's end shows sooner.
+RESTORE_POLL_SECONDS = 1.0
+
+
+class ActionError(PgbackupsError):
+    """The action ran and failed: its message is the error line."""
+
+
+def parse_params(action: str, pairs: list[str]) -> dict[str, str]:
+    accepted = ACTION_PARAMS[action]  # argparse's choices let only known actions through
+    params: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"parameter {pair!r} is not key=value (e.g. type=full)")
+        if key not in accepted:
+            names = ", ".join(accepted) if accepted else "none"
+            raise UsageError(f"{action} has no parameter {key!r}; it accepts: {names}")
+        params[key] = value
+    return params
+
+
+class _Ticker:
+    """Says "still running" every few seconds while a long action runs."""
+
+    def __init__(self, progress: Progress, what: str, every: float = 10.0) -> None:
+        self._progress, self._what, self._every = progress, what, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        while not self._stop.wait(self._every):
+            self._progress.say(f"{self._what}: still running ({time.monotonic() - started:.0f}s)")
+
+    def __enter__(self) -> _Ticker:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def wait_for_restore(runtime: Runtime, unit: str, progress: Progress, timeout: float) -> str:
+    """Run update-status on ``unit`` until the restore ends; the final status message.
+
+    Raises ActionError when the restore failed (Blocked) or did not end in time.
+    """
+    cluster = runtime.cluster
+    deadline = time.monotonic() + timeout
+    progress.say(f"waiting for {unit} to finish the restore")
+    while True:
+        runtime.fire(unit, "update-status")
+        status, message = cluster.get_status(unit)
+        app = runtime.store.app_bag(writable=False)
+        in_progress = bool(app.get(backups.RESTORING_BACKUP) or app.get(backups.RESTORE_TO_TIME))
+        if status == StatusKind.BLOCKED.value:
+            moved = app.get(backups.RESTORE_MOVED_DATA)
+            kept = f"; the data from before the restore is kept at {moved}" if moved else ""
+            raise ActionError(
+                f"restore failed on {unit}: {message}{kept} "
+                f"(see: pgbackups logs --name {cluster.name} {unit}; "
+                f"pgbackups status --name {cluster.name})"
+            )
+        if not in_progress:
+            progress.say(f"restore complete on {unit}: {status} {message}".rstrip())
+            return message
+        if time.monotonic() > deadline:
+            raise ActionError(
+                f"the restore on {unit} did not finish within {timeout:g}s; it may still "
+                f"complete: pgbackups status --name {cluster.name}"
+            )
+        member = runtime.host_for(unit).workload.member_state() or "starting"
+        progress.say(f"restoring: Patroni member state {member}")
+        time.sleep(RESTORE_POLL_SECONDS)
+
+
+def wait_for_rollback(runtime: Runtime, unit: str, progress: Progress, timeout: float) -> int:
+    """Wait until Patroni runs ``unit`` as the primary on the data put back; its timeline.
+
+    The action returns once Patroni is started; this is the part a script waits for.
+    """
+    cluster = runtime.cluster
+    workload = runtime.host_for(unit).workload
+    deadline = time.monotonic() + timeout
+    progress.say(f"waiting for {unit} to run as the primary again")
+    while True:
+        try:
+            state = workload.member_state() or "starting"
+            timeline = backups.primary_timeline(workload)
+        except WorkloadUnavailable:
+            state, timeline = "starting", None
+        if timeline is not None:
+            progress.say(f"rollback complete on {unit}: primary on timeline {timeline}")
+            return timeline
+        if time.monotonic() > deadline:
+            raise ActionError(
+                f"{unit} did not run as the primary within {timeout:g}s after the rollback "
+                f"(Patroni member state {state}; see: pgbackups logs --name {cluster.name} "
+                f"{unit}; pgbackups status --name {cluster.name})"
+            )
+        progress.say(f"starting: Patroni member state {state}")
+        time.sleep(RESTORE_POLL_SECONDS)
+
+
+def print_outcome(
+    action: str, unit: str, params: Mapping[str, str], outcome: Outcome, *, as_json: bool
+) -> None:
+    if as_json:
+        doc: dict[str, object] = {"unit": unit, "action": action, "params": dict(params)}
+        if isinstance(outcome, ActionResults):
+            results: dict[str, object] = dict(outcome.results)
+            if action == "list-backups" and params.get("format") == "json":
+                results["backups"] = json.loads(outcome.results["backups"])
+            doc.update(status="completed", results=results)
+        elif isinstance(outcome, ActionFailed):
+            doc.update(status="failed", message=outcome.message)
+        print(json.dumps(doc, indent=2))
+        return
+    if isinstance(outcome, ActionResults):
+        for key, value in outcome.results.items():
+            if "\n" in value:
+                print(value)
+            else:
+                print(f"{key}: {value}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cluster = Cluster.load(args.name)
+    unit = cluster.unit(args.unit).name
+    params = parse_params(args.action, args.params)
+    if args.wait and args.action not in WAITERS:
+        raise UsageError(
+            "--wait is for restore and rollback-restore; the other actions finish before "
+            "they return"
+        )
+    runtime = Runtime(cluster)
+    progress = Progress(quiet=args.json)
+    with cluster.operation(f"run {args.action}"):
+        progress.say(f"running {args.action} on {unit}")
+        with _Ticker(progress, args.action):
+            outcome = runtime.run_action(unit, args.action, params)
+        if isinstance(outcome, Deferred):  # an action never defers; a host bug if it does
+            outcome = ActionFailed(f"{args.action} could not run now: {outcome.reason}")
+        print_outcome(args.action, unit, params, outcome, as_json=args.json)
+        if isinstance(outcome, ActionFailed):
+            if args.json:
+                return 1
+            raise ActionError(f"{args.action} failed on {unit}: {outcome.message}")
+        progress.say(f"{args.action} on {unit} completed")
+        if args.wait:
+            WAITERS[args.action](runtime, unit, progress, args.timeout)
+    return 0
+
+
+WAITERS = {"restore": wait_for_restore, "rollback-restore": wait_for_rollback}
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subcommand(
+        sub,
+        "run",
+        "run an action on a unit (create-backup, list-backups, restore, rollback-restore)",
+        "Run an action on UNIT, like `juju run`. Parameters are key=value:\n"
+        "  create-backup  type=full|differential|incremental (default full)\n"
+        "  list-backups   format=table|json (default table)\n"
+        "  restore        backup-id=ID and/or restore-to-time=TIME|latest\n"
+        "                 ID: a backup (YYYY-MM-DDTHH:MM:SSZ or a pgBackRest label) or a\n"
+        "                 timeline (a `restore` row of list-backups; needs restore-to-time)\n"
+        "                 TIME: 'YYYY-MM-DD HH:MM:SS[.ffffff][+HH[:MM]]' or ISO 8601\n"
+        "                 (2026-11-28T14:00:00Z); a time without a zone is UTC.\n"
+        "                 backup-id alone: the end of that backup; with a TIME: that\n"
+        "                 backup's timeline up to TIME; with latest: all of its timeline's\n"
+        "                 WAL; TIME alone: the nearest backup or timeline before TIME;\n"
+        "                 latest alone: the end of the newest timeline.\n"
+        "  rollback-restore  (no parameters) after a failed restore: put the data from\n"
+        "                 before it back and start the database on it.\n"
+        "Results are printed; a failure prints its message and exits 1.\n"
+        "restore --wait waits until the restore is complete, or failed (exit 1; e.g. a\n"
+        "point-in-time target the archived WAL does not reach); rollback-restore --wait\n"
+        "until the unit runs as the primary again.",
+        """
+        pgbackups run main/1 create-backup type=full
+        pgbackups run main/0 list-backups
+        pgbackups run main/0 list-backups format=json --json
+        pgbackups run main/0 restore backup-id=2026-11-28T14:39:26Z --wait
+        pgbackups run main/0 restore "restore-to-time=2026-11-28 14:45:00" --wait
+        pgbackups run main/0 restore backup-id=2026-11-28T14:39:26Z restore-to-time=latest
+        pgbackups run main/0 rollback-restore --wait
+        """,
+    )
+    add_name(p)
+    p.add_argument("unit", help="NAME/N or N")
+    p.add_argument("action", choices=sorted(ACTION_PARAMS), help="the action to run")
+    p.add_argument("params", nargs="*", metavar="key=value", help="action parameters")
+    p.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    p.add_argument(
+        "--wait", action="store_true", help="restore, rollback-restore: wait until it is done"
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=RESTORE_WAIT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long --wait waits (default {RESTORE_WAIT_TIMEOUT:g})",
+    )
+    p.set_defaults(func=cmd_run)

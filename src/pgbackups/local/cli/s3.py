@@ -1,0 +1,221 @@
+"""``pgbackups s3 set|unset|show``: the local twin of relating the S3 integrator.
+
+``set`` validates the settings, stores them (0600) and fires ``s3-credentials-changed``
+on every unit, then ``peer-changed`` (the leader's application bag changed). With no
+option it points at the cluster's own S3 server. The secret key never has to appear on
+a command line: it is read from a file or from standard input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from pgbackups.core.host import Outcome
+from pgbackups.core.settings import URI_STYLES, S3Settings, parse_s3_settings
+from pgbackups.local.cli.cluster import add_name, subcommand
+from pgbackups.local.errors import UsageError
+from pgbackups.local.progress import Progress
+from pgbackups.local.runtime.cluster import Cluster
+from pgbackups.local.runtime.host import Runtime, read_s3_parameters, write_s3_parameters
+from pgbackups.local.runtime.status import print_unit_statuses
+
+OPTION_KEYS = {
+    "bucket": "bucket",
+    "endpoint": "endpoint",
+    "region": "region",
+    "path": "path",
+    "uri_style": "s3-uri-style",
+    "storage_class": "storage-class",
+    "delete_older_than_days": "delete-older-than-days",
+    "access_key": "access-key",
+}
+
+
+def _read_secret(source: str) -> str:
+    if source == "-":
+        text = sys.stdin.readline()
+    else:
+        try:
+            text = Path(source).read_text()
+        except OSError as exc:
+            raise UsageError(f"cannot read --secret-key-file {source}: {exc.strerror}") from exc
+    secret = text.strip()
+    if not secret:
+        raise UsageError("the secret key is empty (--secret-key-file: a file or - for stdin)")
+    return secret
+
+
+def _read_ca(path: str) -> str:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise UsageError(f"cannot read --ca-file {path}: {exc.strerror}") from exc
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise UsageError(f"--ca-file {path} holds no PEM certificate")
+    return text
+
+
+def build_parameters(cluster: Cluster, args: argparse.Namespace) -> dict[str, str]:
+    """The raw settings: the cluster's own S3 server, overridden by the options.
+
+    Pointing at another endpoint drops the own server's keys and CA, so that they are
+    never sent anywhere else: that endpoint's keys must then be given.
+    """
+    own = cluster.s3()
+    params = own.parameters()
+    if args.endpoint and args.endpoint.rstrip("/") != own.endpoint:
+        for key in ("access-key", "secret-key", "tls-ca-chain", "region"):
+            params.pop(key, None)
+        if not args.access_key or not args.secret_key_file:
+            raise UsageError(
+                "another endpoint needs its own keys: --access-key K --secret-key-file F "
+                "(F may be - to read the secret from standard input)"
+            )
+    for attr, key in OPTION_KEYS.items():
+        value = getattr(args, attr)
+        if value is not None:
+            params[key] = str(value)
+    if args.secret_key_file:
+        params["secret-key"] = _read_secret(args.secret_key_file)
+    if args.ca_file:
+        params["tls-ca-chain"] = json.dumps([_read_ca(args.ca_file)])
+    return params
+
+
+def _report(outcomes: dict[str, Outcome], progress: Progress, event: str) -> None:
+    for unit, outcome in outcomes.items():
+        progress.say(f"{unit}: {event} -> {type(outcome).__name__.lower()}")
+
+
+def cmd_set(args: argparse.Namespace) -> int:
+    cluster = Cluster.load(args.name)
+    params = build_parameters(cluster, args)
+    checked = parse_s3_settings(params)
+    if not isinstance(checked, S3Settings):
+        raise UsageError(checked.message())
+    progress = Progress()
+    with cluster.operation("s3 set"):
+        write_s3_parameters(cluster, params)
+        progress.say(
+            f"S3 settings stored: bucket {checked.bucket} at {checked.endpoint}, "
+            f"path {checked.path}"
+        )
+        runtime = Runtime(cluster)
+        _report(runtime.fire_all("s3-credentials-changed"), progress, "s3-credentials-changed")
+        _report(runtime.peers_changed(), progress, "peer-changed")
+    print_unit_statuses(cluster)
+    return 0
+
+
+def cmd_unset(args: argparse.Namespace) -> int:
+    cluster = Cluster.load(args.name)
+    progress = Progress()
+    with cluster.operation("s3 unset"):
+        if read_s3_parameters(cluster) is None:
+            progress.say("no S3 settings were set")
+        write_s3_parameters(cluster, None)
+        runtime = Runtime(cluster)
+        _report(runtime.fire_all("s3-credentials-gone"), progress, "s3-credentials-gone")
+    print_unit_statuses(cluster)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    cluster = Cluster.load(args.name)
+    raw = read_s3_parameters(cluster)
+    if raw is None:
+        print("no S3 settings (pgbackups s3 set)")
+        return 0
+    checked = parse_s3_settings(raw)
+    if isinstance(checked, S3Settings):
+        view = checked.redacted()
+    else:
+        view = {k: ("<redacted>" if k == "secret-key" else v) for k, v in raw.items()}
+        view["problem"] = checked.message()
+    if args.json:
+        print(json.dumps(view, indent=2, sort_keys=True))
+    else:
+        width = max(len(k) for k in view)
+        for key, value in sorted(view.items()):
+            print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    s3 = subcommand(
+        sub,
+        "s3",
+        "set, unset or show the S3 settings of a cluster",
+        "The local twin of relating the S3 integrator: `set` fires s3-credentials-changed\n"
+        "on every unit (stanza-create, WAL archiving on), `unset` fires\n"
+        "s3-credentials-gone (archiving off, S3 blocks cleared).",
+        """
+        pgbackups s3 set                          # the cluster's own S3 server
+        pgbackups s3 set --bucket other --path /prod
+        pgbackups s3 set --endpoint https://s3.example.com --region eu-west-1 \\
+            --bucket b --access-key AKIA... --secret-key-file ~/.s3-secret
+        printf '%s\\n' "$SECRET" | pgbackups s3 set --access-key K --secret-key-file -
+        pgbackups s3 show
+        pgbackups s3 unset
+        """,
+    )
+    verbs = s3.add_subparsers(dest="s3_command", metavar="VERB", required=True)
+
+    p = subcommand(
+        verbs,
+        "set",
+        "store S3 settings and fire s3-credentials-changed",
+        "Store S3 settings (validated first; nothing changes on bad input) and fire\n"
+        "s3-credentials-changed on every unit. Without options: the cluster's own S3\n"
+        "server. Options override single settings. The secret key is read from a file\n"
+        "or from standard input (-), never from the command line.",
+        """
+        pgbackups s3 set
+        pgbackups s3 set --bucket backups --path /main --uri-style path
+        pgbackups s3 set --access-key K --secret-key-file /root/s3-secret
+        """,
+    )
+    add_name(p)
+    p.add_argument("--bucket", help="bucket name")
+    p.add_argument("--endpoint", help="https URL of the S3 endpoint (default: own server)")
+    p.add_argument("--region", help="region (e.g. us-east-1)")
+    p.add_argument("--path", help="base path in the bucket (normalised to a leading /)")
+    p.add_argument("--uri-style", choices=URI_STYLES, help="path or host (virtual) style")
+    p.add_argument("--ca-file", help="PEM CA that signed the endpoint's certificate")
+    p.add_argument("--access-key", help="access key id")
+    p.add_argument(
+        "--secret-key-file", metavar="FILE", help="file holding the secret key (- for stdin)"
+    )
+    p.add_argument("--storage-class", help="S3 storage class")
+    p.add_argument(
+        "--delete-older-than-days",
+        type=int,
+        metavar="DAYS",
+        help="expire backups older than DAYS (time-based retention)",
+    )
+    p.set_defaults(func=cmd_set)
+
+    p = subcommand(
+        verbs,
+        "unset",
+        "remove S3 settings and fire s3-credentials-gone",
+        "Remove the S3 settings: WAL archiving turns off and S3 blocks clear.\n"
+        "The backups in S3 are not touched.",
+        "pgbackups s3 unset",
+    )
+    add_name(p)
+    p.set_defaults(func=cmd_unset)
+
+    p = subcommand(
+        verbs,
+        "show",
+        "show the S3 settings (secrets redacted)",
+        "Show the stored S3 settings; the keys are redacted.",
+        "pgbackups s3 show --json",
+    )
+    add_name(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_show)

@@ -1,0 +1,777 @@
+"""A local cluster: etcd, an S3 server and N units, started and stopped by PID.
+
+Python API (the local host builds on it)::
+
+    cluster = up("main", units=2, tls=True)     # or Cluster.load("main")
+    cluster.units(); cluster.unit("main/1"); cluster.unit("1")
+    cluster.primary(); cluster.leader; cluster.set_leader("main/1")
+    cluster.s3() -> S3Endpoint (endpoint, port, bucket, keys, ca_file)
+    cluster.etcd_endpoint; cluster.ca_file; cluster.issue_unit_tls(unit)
+    cluster.get_status(unit) / set_status(unit, status, message)
+    cluster.add_unit(); cluster.remove_unit("main/1"); cluster.switchover("main/1")
+    down("main", purge=False)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import secrets
+import shutil
+import uuid
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pgbackups.adapters import processes
+from pgbackups.adapters.patroni import PatroniPasswords, PatroniUnavailable
+from pgbackups.adapters.processes import OsUser
+from pgbackups.core.host import TlsMaterial, WorkloadConfig
+from pgbackups.local.errors import (
+    ClusterNotFound,
+    PgbackupsError,
+    StartError,
+    UnitNotFound,
+    UsageError,
+)
+from pgbackups.local.machinery import etcd as etcd_mod
+from pgbackups.local.machinery import logfiles, programs, s3server, tls
+from pgbackups.local.machinery import ports as ports_mod
+from pgbackups.local.machinery.paths import (
+    ClusterPaths,
+    check_traversable,
+    clusters_dir,
+    ensure_dir,
+    pgbackups_home,
+    validate_name,
+    write_file,
+)
+from pgbackups.local.machinery.state import ClusterState, ProcessRecord, StateStore, UnitRecord
+from pgbackups.local.progress import Progress
+from pgbackups.local.runtime.unit import Unit
+
+log = logging.getLogger(__name__)
+
+ETCD = "etcd"
+S3 = "s3"
+DEFAULT_NAME = "main"
+S3_REGION = "us-east-1"
+PRIMARY_TIMEOUT = 120.0
+REPLICA_TIMEOUT = 180.0
+START_FAILED_PREFIX = "failed to start"
+TLS_SERVER_PREFIX = "pgbackrest-server:"
+
+
+@dataclass(frozen=True)
+class S3Endpoint:
+    """The cluster's own S3 server, as a client reaches it."""
+
+    endpoint: str  # https://localhost:PORT (a name: pgBackRest 2.45 ignores IP SANs)
+    host: str
+    port: int
+    bucket: str
+    region: str
+    access_key: str
+    secret_key: str = field(repr=False)
+    ca_file: str = ""
+    uri_style: str = "path"
+
+    def parameters(self) -> dict[str, str]:
+        """The S3 settings map (SPEC §1 keys) that points at this server."""
+        return {
+            "bucket": self.bucket,
+            "access-key": self.access_key,
+            "secret-key": self.secret_key,
+            "endpoint": self.endpoint,
+            "region": self.region,
+            "s3-uri-style": self.uri_style,
+            "tls-ca-chain": json.dumps([Path(self.ca_file).read_text()]),
+        }
+
+
+def tls_server_key(unit: Unit) -> str:
+    """The cluster-state key under which a unit's pgBackRest TLS server PID is recorded
+    (here rather than in workload.py, so that remove_unit can stop it)."""
+    return TLS_SERVER_PREFIX + unit.name
+
+
+def list_clusters(home: Path | None = None) -> list[str]:
+    root = clusters_dir(home or pgbackups_home())
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "state.json").is_file())
+
+
+class Cluster:
+    def __init__(self, name: str, home: Path | None = None) -> None:
+        self.name = validate_name(name)
+        self.home = home or pgbackups_home()
+        self.paths = ClusterPaths(self.home, self.name)
+        self.store = StateStore(self.paths.state_file, self.paths.lock_file)
+        self.db_user: OsUser = processes.db_user()
+
+    def __repr__(self) -> str:
+        return f"Cluster({self.name!r}, home={str(self.home)!r})"
+
+    @classmethod
+    def load(cls, name: str = DEFAULT_NAME, home: Path | None = None) -> Cluster:
+        cluster = cls(name, home)
+        if not cluster.store.exists():
+            others = list_clusters(cluster.home)
+            known = f"; clusters here: {', '.join(others)}" if others else ""
+            flag = "" if name == DEFAULT_NAME else f" --name {name}"
+            raise ClusterNotFound(
+                f"no cluster named {name!r} (in {cluster.home}){known}; "
+                f"create it with: pgbackups up{flag}"
+            )
+        return cluster
+
+    def exists(self) -> bool:
+        return self.store.exists()
+
+    def state(self) -> ClusterState:
+        return self.store.load()
+
+    # --- units ----------------------------------------------------------------
+
+    def units(self) -> list[Unit]:
+        return [Unit(self, n, r) for n, r in self.state().sorted_units()]
+
+    def unit_name(self, ref: str) -> str:
+        """``main/1`` or a bare ``1`` -> ``main/1``."""
+        return f"{self.name}/{ref}" if ref.isdigit() else ref
+
+    def unit(self, ref: str) -> Unit:
+        name = self.unit_name(ref)
+        state = self.state()
+        record = state.units.get(name)
+        if record is None:
+            known = ", ".join(n for n, _ in state.sorted_units()) or "none"
+            raise UnitNotFound(f"unknown unit {ref!r} in cluster {self.name} (units: {known})")
+        return Unit(self, name, record)
+
+    def primary(self) -> Unit | None:
+        """The unit Patroni runs as primary now (asked over REST), None if none answers."""
+        for unit in self.units():
+            if not unit.is_running():
+                continue
+            with contextlib.suppress(PatroniUnavailable):
+                if unit.client(timeout=3).is_primary():
+                    return unit
+        return None
+
+    # --- leadership and statuses ------------------------------------------------
+
+    @property
+    def leader(self) -> str:
+        return self.state().leader
+
+    def set_leader(self, unit_ref: str) -> None:
+        name = self.unit(unit_ref).name
+        with self.store.transaction() as state:
+            state.leader = name
+
+    def get_status(self, unit_ref: str) -> tuple[str, str]:
+        name = self.unit_name(unit_ref)
+        entry = self.state().statuses.get(name, {})
+        return entry.get("status", "active"), entry.get("message", "")
+
+    def set_status(self, unit_ref: str, status: str, message: str = "") -> None:
+        name = self.unit_name(unit_ref)
+        with self.store.transaction() as state:
+            state.statuses[name] = {"status": status, "message": message}
+
+    # --- secrets, S3, etcd, TLS ---------------------------------------------------
+
+    def passwords(self) -> PatroniPasswords:
+        data = json.loads(self.paths.passwords_file.read_text())
+        return PatroniPasswords(data["superuser"], data["replication"], data["rewind"])
+
+    def s3(self) -> S3Endpoint:
+        state = self.state()
+        return S3Endpoint(
+            endpoint=f"https://localhost:{state.s3_port}",
+            host="localhost",
+            port=state.s3_port,
+            bucket=state.bucket,
+            region=S3_REGION,
+            access_key=self.paths.s3_access_key_file.read_text().strip(),
+            secret_key=self.paths.s3_secret_key_file.read_text().strip(),
+            ca_file=str(self.paths.ca_cert),
+        )
+
+    def s3_credentials(self) -> s3server.S3Credentials:
+        s3 = self.s3()
+        return s3server.S3Credentials(s3.access_key, s3.secret_key)
+
+    @property
+    def etcd_endpoint(self) -> str:
+        return f"127.0.0.1:{self.state().etcd_client_port}"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.paths.ca_cert
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.state().tls
+
+    def set_tls_flag(self, enabled: bool) -> None:
+        with self.store.transaction() as state:
+            state.tls = enabled
+
+    def issue_unit_tls(self, unit: Unit) -> TlsMaterial:
+        """Certificate + key for a unit (CN ``<cluster>-<i>``, SAN localhost/127.0.0.1,
+        serverAuth + clientAuth), key 0600 owned by the database user."""
+        unit.prepare()
+        tls.issue_cert(
+            ca_cert=self.paths.ca_cert,
+            ca_key=self.paths.ca_key,
+            cert=unit.paths.tls_cert,
+            key=unit.paths.tls_key,
+            common_name=unit.member_name,
+            client_auth=True,
+            owner=self.db_user,
+        )
+        material = unit.tls()
+        assert material is not None
+        return material
+
+    def remove_unit_tls(self, unit: Unit) -> None:
+        tls.remove_cert(unit.paths.tls_cert, unit.paths.tls_key)
+
+    # --- processes -------------------------------------------------------------------
+
+    def service(self, key: str) -> ProcessRecord | None:
+        """The process recorded under ``key`` (etcd, S3, a unit's TLS server)."""
+        return self.state().processes.get(key)
+
+    def service_running(self, key: str) -> bool:
+        proc = self.service(key)
+        return proc is not None and proc.is_ours()
+
+    def record_service(self, key: str, proc: ProcessRecord | None) -> None:
+        with self.store.transaction() as state:
+            if proc is None:
+                state.processes.pop(key, None)
+            else:
+                state.processes[key] = proc
+
+    def running_parts(self) -> dict[str, bool]:
+        parts = {ETCD: self.service_running(ETCD), S3: self.service_running(S3)}
+        for unit in self.units():
+            parts[unit.name] = unit.is_running()
+        return parts
+
+    def is_running(self) -> bool:
+        return all(self.running_parts().values())
+
+    def any_running(self) -> bool:
+        return any(self.running_parts().values())
+
+    @contextlib.contextmanager
+    def operation(self, what: str) -> Iterator[None]:
+        """One changing command at a time per cluster (``status`` does not take it)."""
+        ensure_dir(self.paths.root)
+        fd = os.open(self.paths.op_lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EACCES):
+                    raise PgbackupsError(
+                        f"another pgbackups command is changing cluster {self.name}; "
+                        f"{what} again when it has finished"
+                    ) from exc
+                raise
+            yield
+        finally:
+            os.close(fd)
+
+    # --- creation -------------------------------------------------------------------
+
+    def _create(self, units: int, tls_on: bool) -> None:
+        """Allocate ports, write the state, secrets, CA and certificates."""
+        owner = self.db_user
+        ensure_dir(self.home)
+        ensure_dir(clusters_dir(self.home))
+        with ports_mod.allocation_lock(self.home):
+            base = ports_mod.allocate_block(self.home, units)
+            ensure_dir(self.paths.root)
+            etcd_client, etcd_peer, s3_port = ports_mod.shared_ports(base)
+            unit_records = {}
+            for i in range(units):
+                pg, rest, pgbr = ports_mod.unit_ports(base, i)
+                unit_records[f"{self.name}/{i}"] = UnitRecord(i, pg, rest, pgbr)
+            self.store.create(
+                ClusterState(
+                    name=self.name,
+                    uuid=str(uuid.uuid4()),
+                    created=datetime.now(UTC).isoformat(timespec="seconds"),
+                    base_port=base,
+                    etcd_client_port=etcd_client,
+                    etcd_peer_port=etcd_peer,
+                    s3_port=s3_port,
+                    bucket=s3server.DEFAULT_BUCKET,
+                    tls=tls_on,
+                    leader=f"{self.name}/0",
+                    units=unit_records,
+                    next_index=units,
+                )
+            )
+        ensure_dir(self.paths.secrets_dir, mode=0o700, owner=owner)
+        write_file(
+            self.paths.passwords_file,
+            json.dumps(
+                {
+                    "superuser": secrets.token_urlsafe(24),
+                    "replication": secrets.token_urlsafe(24),
+                    "rewind": secrets.token_urlsafe(24),
+                }
+            ),
+            owner=owner,
+        )
+        creds = s3server.S3Credentials.generate()
+        write_file(self.paths.s3_access_key_file, creds.access_key + "\n", owner=owner)
+        write_file(self.paths.s3_secret_key_file, creds.secret_key + "\n", owner=owner)
+        ensure_dir(self.paths.tls_dir, mode=0o755)
+        tls.create_ca(self.paths.ca_cert, self.paths.ca_key, f"pgbackups {self.name} CA")
+        tls.issue_cert(
+            ca_cert=self.paths.ca_cert,
+            ca_key=self.paths.ca_key,
+            cert=self.paths.s3_cert,
+            key=self.paths.s3_key,
+            common_name="localhost",
+            owner=owner,
+        )
+        ensure_dir(self.paths.etcd_dir, mode=0o700, owner=owner)
+        ensure_dir(self.paths.s3_dir, mode=0o700, owner=owner)
+        ensure_dir(self.paths.s3_data, mode=0o700, owner=owner)
+        ensure_dir(self.paths.s3_data / s3server.DEFAULT_BUCKET, mode=0o700, owner=owner)
+        ensure_dir(self.paths.s3_cache, mode=0o700, owner=owner)
+        for unit in self.units():
+            unit.prepare()
+            if tls_on:
+                self.issue_unit_tls(unit)
+
+    # --- start -------------------------------------------------------------------------
+
+    def _start_etcd(self, progress: Progress) -> None:
+        state = self.state()
+        for port in (state.etcd_client_port, state.etcd_peer_port):
+            ports_mod.require_free(port, f"etcd of {self.name}")
+        pid = processes.spawn(
+            etcd_mod.argv(
+                programs.find("etcd"),
+                name=self.name,
+                data_dir=self.paths.etcd_data,
+                client_port=state.etcd_client_port,
+                peer_port=state.etcd_peer_port,
+            ),
+            log_file=self.paths.etcd_log,
+            user=self.db_user,
+        )
+        self.record_service(ETCD, ProcessRecord.of(pid))
+        progress.wait(
+            f"etcd on 127.0.0.1:{state.etcd_client_port} (pid {pid})",
+            lambda: etcd_mod.is_healthy(state.etcd_client_port),
+            timeout=30,
+            check=lambda: self._check_service(ETCD, "etcd", self.paths.etcd_log),
+        )
+
+    def _start_s3(self, progress: Progress) -> None:
+        state = self.state()
+        ports_mod.require_free(state.s3_port, f"S3 of {self.name}")
+        rclone = programs.install_rclone(self.home)
+        (self.paths.s3_data / state.bucket).mkdir(parents=True, exist_ok=True)
+        pid = processes.spawn(
+            s3server.argv(
+                rclone,
+                data_dir=self.paths.s3_data,
+                port=state.s3_port,
+                cert=self.paths.s3_cert,
+                key=self.paths.s3_key,
+                cache_dir=self.paths.s3_cache,
+            ),
+            log_file=self.paths.s3_log,
+            user=self.db_user,
+            env=s3server.env(self.s3_credentials()),
+        )
+        self.record_service(S3, ProcessRecord.of(pid))
+        progress.wait(
+            f"S3 server on https://localhost:{state.s3_port} (pid {pid})",
+            lambda: s3server.is_ready(state.s3_port, self.paths.ca_cert),
+            timeout=30,
+            check=lambda: self._check_service(S3, "S3 server (rclone)", self.paths.s3_log),
+        )
+
+    def _check_service(self, key: str, what: str, log_file: Path) -> None:
+        proc = self.service(key)
+        if proc is not None and not proc.is_ours():
+            raise StartError(f"{what} exited during start; {_tail(log_file)}")
+
+    def _check_unit(self, unit: Unit) -> None:
+        proc = unit.process()
+        if proc is not None and not proc.is_ours():
+            raise StartError(
+                f"unit {unit.name}: patroni exited during start; {_tail(unit.log_file)}"
+            )
+
+    def _is_primary(self, unit: Unit) -> bool:
+        try:
+            if not unit.client(timeout=2).is_primary():
+                return False
+        except PatroniUnavailable:
+            return False
+        return unit.accepts_writes()
+
+    def _wait_primary(self, candidates: Sequence[Unit], progress: Progress) -> Unit:
+        found: list[Unit] = []
+
+        def ready() -> bool:
+            found[:] = [u for u in candidates if self._is_primary(u)]
+            return bool(found)
+
+        def check() -> None:
+            alive = [u for u in candidates if u.process() is None or u.is_running()]
+            if not alive:
+                self._check_unit(candidates[0])
+
+        what = (
+            f"{candidates[0].name} to become primary"
+            if len(candidates) == 1
+            else "a primary that accepts writes"
+        )
+        progress.wait(what, ready, timeout=PRIMARY_TIMEOUT, check=check)
+        return found[0]
+
+    def _wait_replicas(self, replicas: Sequence[Unit], progress: Progress) -> list[str]:
+        """Wait for each replica to stream. Returns the failures (one line each) and marks
+        those units with a start-failure status, so that ``status`` shows them."""
+        failures: list[str] = []
+        for unit in replicas:
+            try:
+                progress.wait(
+                    f"{unit.name} to stream from the primary",
+                    unit.is_streaming,
+                    timeout=REPLICA_TIMEOUT,
+                    check=lambda u=unit: self._check_unit(u),  # type: ignore[misc]
+                )
+                self._clear_start_failure(unit)
+            except StartError as exc:
+                failures.append(str(exc))
+                self.set_status(unit.name, "blocked", f"{START_FAILED_PREFIX}: see {unit.log_file}")
+        return failures
+
+    def _clear_start_failure(self, unit: Unit) -> None:
+        _status, message = self.get_status(unit.name)
+        if message.startswith(START_FAILED_PREFIX):
+            with self.store.transaction() as state:
+                state.statuses.pop(unit.name, None)
+
+    def start(self, progress: Progress | None = None, *, fresh: bool = False) -> None:
+        """Start whatever of this cluster is not running, and wait until the primary
+        accepts writes and every replica streams. On a failure of etcd, S3 or every
+        unit, what this call started is stopped again; a replica that fails is left as
+        ``status`` shows it."""
+        progress = progress or Progress(quiet=True)
+        started: list[str] = []
+        try:
+            if not self.service_running(ETCD):
+                started.append(ETCD)
+                self._start_etcd(progress)
+            if not self.service_running(S3):
+                started.append(S3)
+                self._start_s3(progress)
+            units = self.units()
+            if not units:
+                raise PgbackupsError(f"cluster {self.name} has no units")
+            stopped = [u for u in units if not u.is_running()]
+            for unit in stopped:
+                # A postmaster left by this unit's dead Patroni may hold its ports:
+                # unit.start() stops it first, so they are not checked then.
+                if unit.postmaster_pid() is not None:
+                    continue
+                for port, what in ((unit.pg_port, "PostgreSQL"), (unit.rest_port, "Patroni REST")):
+                    ports_mod.require_free(port, f"{unit.name} {what}")
+            if fresh:
+                # Unit 0 bootstraps alone, so that it becomes the primary; then the rest.
+                first = units[0]
+                started.append(first.name)
+                first.start()
+                progress.say(f"{first.name}: patroni started (pid {_pid(first)})")
+                primary = self._wait_primary([first], progress)
+                with self.store.transaction() as state:
+                    state.bootstrapped = True
+                rest = units[1:]
+            else:
+                running = [u for u in units if u not in stopped]
+                for unit in stopped:
+                    started.append(unit.name)
+                    unit.start()
+                    progress.say(f"{unit.name}: patroni started (pid {_pid(unit)})")
+                primary = self._wait_primary(running + stopped, progress)
+                rest = []
+            for unit in rest:
+                started.append(unit.name)
+                unit.start()
+                progress.say(f"{unit.name}: patroni started (pid {_pid(unit)})")
+            self._clear_start_failure(primary)
+        except (PgbackupsError, OSError, KeyboardInterrupt):
+            progress.say("start failed; stopping what this command started")
+            self._stop_parts(started, progress)
+            raise
+        failures = self._wait_replicas(
+            [u for u in self.units() if u.name != primary.name], progress
+        )
+        if failures:
+            raise StartError(
+                "; ".join(failures)
+                + f" -- the other units are up (see pgbackups status --name {self.name})"
+            )
+
+    # --- stop ------------------------------------------------------------------------
+
+    def _stop_parts(self, names: Sequence[str], progress: Progress) -> None:
+        units = {u.name: u for u in self.units()}
+        for name in reversed(names):
+            if name in units:
+                units[name].stop()
+            else:
+                self.stop_service(name, progress)
+
+    def stop_service(self, key: str, progress: Progress | None = None) -> None:
+        """Stop the process recorded under ``key`` if it is still ours; forget the record."""
+        progress = progress or Progress(quiet=True)
+        proc = self.service(key)
+        if proc is None:
+            return
+        if proc.is_ours():
+            processes.stop(proc.pid, timeout=30)
+            progress.say(f"stopped {key} (pid {proc.pid})")
+        elif processes.is_alive(proc.pid):
+            log.warning("%s: pid %d belongs to another process now; not stopping it", key, proc.pid)
+        self.record_service(key, None)
+
+    def stop(self, progress: Progress | None = None) -> None:
+        """Stop every process this cluster started, by PID: replicas, the primary, S3, etcd."""
+        progress = progress or Progress(quiet=True)
+        units = self.units()
+        primary = self.primary()
+        replicas = [u for u in units if primary is None or u.name != primary.name]
+
+        def stop_unit(unit: Unit) -> None:
+            pid = _pid(unit)
+            if unit.stop():
+                if pid:
+                    progress.say(f"stopped {unit.name} (pid {pid})")
+            else:
+                progress.say(f"{unit.name} (pid {pid}) did not stop")
+
+        # Other daemons recorded for this cluster (the pgBackRest TLS servers) go first.
+        for key in sorted(self.state().processes):
+            if key not in (ETCD, S3):
+                self.stop_service(key, progress)
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(stop_unit, replicas))
+        if primary is not None:
+            stop_unit(primary)
+        self.stop_service(S3, progress)
+        self.stop_service(ETCD, progress)
+
+    def purge_listing(self) -> list[str]:
+        """What :meth:`purge` deletes, one line each, indented as ``down --purge`` prints it."""
+        return [
+            f"  {self.paths.root}",
+            *(f"    {u.name} data: {u.data_dir}" for u in self.units()),
+            f"    S3 data: {self.paths.s3_data}",
+            f"    etcd data: {self.paths.etcd_data}",
+            f"    CA, certificates, keys, passwords: {self.paths.tls_dir},"
+            f" {self.paths.secrets_dir}",
+        ]
+
+    def purge(self, progress: Progress | None = None) -> list[str]:
+        """Stop everything and delete the cluster's directory; returns what was removed."""
+        progress = progress or Progress(quiet=True)
+        self.stop(progress)
+        removed = self.purge_listing()
+        shutil.rmtree(self.paths.root)
+        return removed
+
+    # --- membership ------------------------------------------------------------------
+
+    def add_unit(
+        self, progress: Progress | None = None, config: WorkloadConfig | None = None
+    ) -> Unit:
+        """A new unit (next number) that joins as a replica; waits until it streams."""
+        progress = progress or Progress(quiet=True)
+        if self.primary() is None:
+            raise PgbackupsError(
+                f"cluster {self.name} has no running primary; run `pgbackups up` first"
+            )
+        with self.store.transaction() as state:
+            used = {
+                (r.pg_port - state.base_port - ports_mod.UNIT_OFFSET) // ports_mod.PORTS_PER_UNIT
+                for r in state.units.values()
+            }
+            slot = next((s for s in range(ports_mod.MAX_UNITS) if s not in used), None)
+            if slot is None:
+                raise PgbackupsError(f"a local cluster has at most {ports_mod.MAX_UNITS} units")
+            index = state.next_index
+            pg, rest, pgbr = ports_mod.unit_ports(state.base_port, slot)
+            for port in (pg, rest):
+                ports_mod.require_free(port, "for a new unit")
+            name = f"{self.name}/{index}"
+            state.units[name] = UnitRecord(index, pg, rest, pgbr)
+            state.next_index = index + 1
+        unit = self.unit(name)
+        if unit.paths.root.exists():  # left over from an old unit with this number
+            shutil.rmtree(unit.paths.root)
+        unit.prepare()
+        if self.tls_enabled:
+            self.issue_unit_tls(unit)
+        try:
+            unit.start(config)
+        except PgbackupsError:
+            self._forget_unit(unit)
+            raise
+        progress.say(f"{unit.name}: patroni started (pid {_pid(unit)})")
+        failures = self._wait_replicas([unit], progress)
+        if failures:
+            raise StartError(failures[0])
+        return unit
+
+    def _forget_unit(self, unit: Unit) -> None:
+        with self.store.transaction() as state:
+            state.units.pop(unit.name, None)
+            state.statuses.pop(unit.name, None)
+            if state.leader == unit.name:
+                remaining = state.sorted_units()
+                state.leader = remaining[0][0] if remaining else ""
+
+    def remove_unit(self, ref: str, progress: Progress | None = None) -> None:
+        """Stop a unit (switching the primary role away first) and delete its files."""
+        progress = progress or Progress(quiet=True)
+        unit = self.unit(ref)
+        others = [u for u in self.units() if u.name != unit.name]
+        if not others:
+            raise PgbackupsError(f"{unit.name} is the last unit; use `pgbackups down --purge`")
+        primary = self.primary()
+        if primary is not None and primary.name == unit.name:
+            target = next((u for u in others if u.is_running()), None)
+            if target is not None:
+                self.switchover(target.name, progress)
+        pid = _pid(unit)
+        self.stop_service(tls_server_key(unit), progress)  # the unit's own TLS server
+        if not unit.stop():
+            raise PgbackupsError(f"{unit.name} (pid {pid}) did not stop; not removing it")
+        progress.say(f"stopped {unit.name}" + (f" (pid {pid})" if pid else ""))
+        self._forget_unit(unit)
+        shutil.rmtree(unit.paths.root, ignore_errors=True)
+        progress.say(f"removed {unit.name} and {unit.paths.root}")
+
+    def switchover(self, ref: str, progress: Progress | None = None) -> None:
+        """Make ``ref`` the primary (Patroni switchover) and wait until the others stream."""
+        progress = progress or Progress(quiet=True)
+        target = self.unit(ref)
+        primary = self.primary()
+        if primary is None:
+            raise PgbackupsError(f"cluster {self.name} has no running primary")
+        if primary.name == target.name:
+            raise PgbackupsError(f"{target.name} is already the primary")
+        if not target.is_running():
+            raise PgbackupsError(f"{target.name} is not running")
+        progress.say(f"switchover {primary.name} -> {target.name}")
+        try:
+            primary.client(timeout=90).switchover(primary.member_name, target.member_name)
+        except PatroniUnavailable as exc:
+            raise PgbackupsError(f"switchover to {target.name} failed: {exc}") from exc
+        self._wait_primary([target], progress)
+        failures = self._wait_replicas(
+            [u for u in self.units() if u.name != target.name and u.is_running()], progress
+        )
+        if failures:
+            raise StartError("; ".join(failures))
+
+
+def _pid(unit: Unit) -> int | None:
+    proc = unit.process()
+    return proc.pid if proc else None
+
+
+def _tail(log_file: Path, lines: int = 12) -> str:
+    text = logfiles.tail(log_file, lines)
+    if text is None:
+        return f"no log at {log_file}"
+    body = "\n".join("    " + line for line in text)
+    return f"last lines of {log_file}:\n{body}"
+
+
+# --- module-level commands ------------------------------------------------------------
+
+
+def up(
+    name: str = DEFAULT_NAME,
+    *,
+    units: int | None = None,
+    tls: bool | None = None,
+    home: Path | None = None,
+    progress: Progress | None = None,
+) -> Cluster:
+    """Create (or restart) cluster ``name`` and return it once the primary accepts writes
+    and every replica streams."""
+    progress = progress or Progress(quiet=True)
+    cluster = Cluster(name, home)
+    if units is not None and not 1 <= units <= ports_mod.MAX_UNITS:
+        raise UsageError(f"--units must be between 1 and {ports_mod.MAX_UNITS} (got {units})")
+    programs.check_all()
+    check_traversable(cluster.home, cluster.db_user)
+    with cluster.operation("up"):
+        if cluster.exists():
+            state = cluster.state()
+            if units is not None and units != len(state.units):
+                raise UsageError(
+                    f"cluster {name} exists with {len(state.units)} unit(s); "
+                    "use add-unit/remove-unit to change that"
+                )
+            if tls is not None and tls != state.tls:
+                raise UsageError(f"cluster {name} exists with tls={'on' if state.tls else 'off'}")
+            if cluster.is_running():
+                raise PgbackupsError(
+                    f"cluster {name} is already running (pgbackups status --name {name})"
+                )
+            progress.say(
+                f"starting cluster {name} ({len(state.units)} unit(s)) from {cluster.paths.root}"
+            )
+            # A cluster whose first start failed before unit 0 bootstrapped starts as new.
+            cluster.start(progress, fresh=not state.bootstrapped)
+        else:
+            n = units if units is not None else 1
+            progress.say(f"creating cluster {name} with {n} unit(s) in {cluster.paths.root}")
+            cluster._create(n, bool(tls))
+            cluster.start(progress, fresh=True)
+    return cluster
+
+
+def down(
+    name: str = DEFAULT_NAME,
+    *,
+    purge: bool = False,
+    home: Path | None = None,
+    progress: Progress | None = None,
+) -> list[str]:
+    """Stop the cluster's processes (by PID). With ``purge``, delete everything of it
+    (returns the list of what was removed)."""
+    progress = progress or Progress(quiet=True)
+    cluster = Cluster.load(name, home)
+    with cluster.operation("down"):
+        if purge:
+            return cluster.purge(progress)
+        cluster.stop(progress)
+    return []

@@ -1,0 +1,75 @@
+"""Delivering events to units of a local cluster, the way Juju does.
+
+Before a unit's next event (and on every update-status) the events it deferred run
+again, oldest first; one that defers again stays queued. Hooks end in ``Done`` or
+``Deferred``; actions in results or a failure, which the caller prints.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+
+from pgbackups.core import backups
+from pgbackups.core.host import ActionFailed, Deferred, Host, Outcome
+from pgbackups.local.runtime.peerdata import DeferredEvent, PeerDataStore
+
+log = logging.getLogger(__name__)
+
+HookHandler = Callable[[Host], Outcome]
+ActionHandler = Callable[[Host, Mapping[str, str]], Outcome]
+
+HOOKS: dict[str, HookHandler] = {
+    "s3-credentials-changed": backups.on_s3_credentials_changed,
+    "s3-credentials-gone": backups.on_s3_credentials_gone,
+    "leader-elected": backups.on_leader_elected,
+    "update-status": backups.on_update_status,
+    # The pgBackRest TLS server is reconciled when certificates or peers change (SPEC §6).
+    "certificates-changed": backups.reconcile_tls_server,
+    "peer-changed": backups.reconcile_tls_server,
+}
+
+ACTIONS: dict[str, ActionHandler] = {
+    "create-backup": backups.on_create_backup,
+    "list-backups": backups.on_list_backups,
+    "restore": backups.on_restore,
+    "rollback-restore": backups.on_rollback_restore,
+}
+
+
+class Dispatcher:
+    """Runs hooks and actions on units; ``host_for(unit)`` builds a fresh Host per event."""
+
+    def __init__(self, store: PeerDataStore, host_for: Callable[[str], Host]) -> None:
+        self._store = store
+        self._host_for = host_for
+
+    def fire(self, unit: str, event: str, params: Mapping[str, str] | None = None) -> Outcome:
+        """Deliver hook ``event`` to ``unit`` after the unit's deferred events."""
+        if event not in HOOKS:
+            raise ValueError(f"unknown hook {event!r}; known: {', '.join(sorted(HOOKS))}")
+        self.rerun_deferred(unit)
+        return self._run_hook(unit, event, params or {})
+
+    def run_action(self, unit: str, action: str, params: Mapping[str, str]) -> Outcome:
+        if action not in ACTIONS:
+            return ActionFailed(
+                f"unknown action {action!r}; available: {', '.join(sorted(ACTIONS))}"
+            )
+        self.rerun_deferred(unit)
+        outcome = ACTIONS[action](self._host_for(unit), params)
+        log.info("%s %s -> %s", unit, action, type(outcome).__name__)
+        return outcome
+
+    def rerun_deferred(self, unit: str) -> None:
+        """Run what ``unit`` deferred, oldest first; what defers again is queued again."""
+        for deferred in self._store.take_deferred(unit):
+            log.info("%s: re-running deferred %s (%s)", unit, deferred.name, deferred.reason)
+            self._run_hook(unit, deferred.name, deferred.params)
+
+    def _run_hook(self, unit: str, event: str, params: Mapping[str, str]) -> Outcome:
+        outcome = HOOKS[event](self._host_for(unit))
+        if isinstance(outcome, Deferred):
+            log.info("%s: %s deferred: %s", unit, event, outcome.reason)
+            self._store.defer(unit, DeferredEvent(event, dict(params), outcome.reason))
+        return outcome

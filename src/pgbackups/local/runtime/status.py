@@ -1,0 +1,183 @@
+"""``pgbackups status``: collect the facts of a cluster, then render them.
+
+Collection (:func:`collect`) and rendering (:func:`render_table`, :func:`to_json`) are
+separate so that other commands can add data (e.g. run update-status first) and reuse
+the rendering.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pgbackups.adapters.patroni import PatroniUnavailable
+from pgbackups.core.settings import S3Settings, parse_s3_settings
+from pgbackups.local.runtime.cluster import ETCD, S3, Cluster
+from pgbackups.local.runtime.host import peer_store, read_s3_parameters
+
+
+@dataclass(frozen=True)
+class UnitView:
+    name: str
+    leader: bool
+    role: str  # primary | replica | "" (unknown / stopped)
+    state: str  # Patroni's state, or "stopped"
+    status: str
+    message: str
+    host: str
+    port: int
+    data_dir: str
+    pid: int | None = None
+
+
+@dataclass(frozen=True)
+class ServiceView:
+    endpoint: str
+    running: bool
+    pid: int | None
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    name: str
+    uuid: str
+    tls: bool
+    leader: str
+    etcd: ServiceView
+    s3: ServiceView
+    bucket: str
+    ca_file: str
+    units: list[UnitView] = field(default_factory=list)
+    # What `pgbackups s3 set` configured (no secret), and the stanza archiving pushes to.
+    backups: dict[str, str] = field(default_factory=dict)
+
+
+def collect(cluster: Cluster) -> ClusterView:
+    state = cluster.state()
+    units: list[UnitView] = []
+    for unit in cluster.units():
+        role, pstate, pid = "", "stopped", None
+        proc = unit.process()
+        if proc is not None and proc.is_ours():
+            pid = proc.pid
+            pstate = "starting"
+            with contextlib.suppress(PatroniUnavailable):
+                member = unit.client(timeout=2).member()
+                role, pstate = member.role, member.state
+        entry = state.statuses.get(unit.name, {})
+        units.append(
+            UnitView(
+                name=unit.name,
+                leader=unit.name == state.leader,
+                role=role,
+                state=pstate,
+                status=entry.get("status", "active"),
+                message=entry.get("message", ""),
+                host=unit.host,
+                port=unit.pg_port,
+                data_dir=str(unit.data_dir),
+                pid=pid,
+            )
+        )
+
+    def service(key: str, endpoint: str) -> ServiceView:
+        proc = state.processes.get(key)
+        running = proc is not None and proc.is_ours()
+        return ServiceView(endpoint, running, proc.pid if proc and running else None)
+
+    return ClusterView(
+        name=state.name,
+        uuid=state.uuid,
+        tls=state.tls,
+        leader=state.leader,
+        etcd=service(ETCD, f"http://127.0.0.1:{state.etcd_client_port}"),
+        s3=service(S3, f"https://localhost:{state.s3_port}"),
+        bucket=state.bucket,
+        ca_file=str(cluster.ca_file),
+        units=units,
+        backups=_backup_settings(cluster),
+    )
+
+
+def _backup_settings(cluster: Cluster) -> dict[str, str]:
+    raw = read_s3_parameters(cluster)
+    if raw is None:
+        return {}
+    parsed = parse_s3_settings(raw)
+    view = {"endpoint": raw.get("endpoint", ""), "bucket": raw.get("bucket", "")}
+    if isinstance(parsed, S3Settings):
+        view.update(endpoint=parsed.endpoint, bucket=parsed.bucket, path=parsed.path)
+    app = peer_store(cluster).app_bag(writable=False)
+    view["stanza"] = app.get("stanza", "")
+    view["archiving"] = "on" if view["stanza"] else "off"
+    return view
+
+
+def to_json(view: ClusterView) -> dict[str, Any]:
+    return {
+        "cluster": view.name,
+        "uuid": view.uuid,
+        "tls": view.tls,
+        "etcd": asdict(view.etcd),
+        "s3": {
+            "endpoint": view.s3.endpoint,
+            "bucket": view.bucket,
+            "ca_file": view.ca_file,
+            "running": view.s3.running,
+            "pid": view.s3.pid,
+            "backups": view.backups,
+        },
+        "units": [
+            {k: v for k, v in asdict(u).items() if k != "pid"} | {"pid": u.pid} for u in view.units
+        ],
+    }
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
+
+
+def _backups_line(backups: dict[str, str]) -> str:
+    if not backups:
+        return "backups not configured (pgbackups s3 set)"
+    return (
+        f"backups {backups.get('endpoint', '')}  bucket: {backups.get('bucket', '')}  "
+        f"path: {backups.get('path', '?')}  stanza: {backups.get('stanza') or '-'}  "
+        f"WAL archiving: {backups.get('archiving', 'off')}"
+    )
+
+
+def print_unit_statuses(cluster: Cluster) -> None:
+    print(render_table(collect(cluster)))
+
+
+def render_table(view: ClusterView) -> str:
+    def up(s: ServiceView) -> str:
+        return f"running (pid {s.pid})" if s.running else "stopped"
+
+    head = [
+        f"cluster {view.name}  tls: {'on' if view.tls else 'off'}  uuid: {view.uuid}",
+        f"etcd    {view.etcd.endpoint}  {up(view.etcd)}",
+        f"s3      {view.s3.endpoint}  bucket: {view.bucket}  {up(view.s3)}  ca: {view.ca_file}",
+        _backups_line(view.backups),
+        "",
+    ]
+    rows = [["UNIT", "LEADER", "ROLE", "STATE", "STATUS", "MESSAGE", "ADDRESS", "DATA"]]
+    for u in view.units:
+        rows.append(
+            [
+                u.name,
+                "*" if u.leader else "",
+                u.role or "-",
+                u.state,
+                u.status,
+                u.message or "-",
+                f"{u.host}:{u.port}",
+                u.data_dir,
+            ]
+        )
+    return "\n".join(head) + _table(rows)

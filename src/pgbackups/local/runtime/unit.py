@@ -1,0 +1,254 @@
+"""One unit of a local cluster: PostgreSQL under a Patroni we start and stop by PID."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+import yaml
+
+from pgbackups.adapters import postgres, processes
+from pgbackups.adapters.patroni import PatroniClient, PatroniMember, render_config
+from pgbackups.core.host import TlsMaterial, WorkloadConfig
+from pgbackups.local.machinery import ports as ports_mod
+from pgbackups.local.machinery import programs
+from pgbackups.local.machinery.paths import UnitPaths, ensure_dir, write_file
+from pgbackups.local.machinery.state import ProcessRecord, UnitRecord
+
+if TYPE_CHECKING:
+    from pgbackups.local.runtime.cluster import Cluster
+
+log = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+SUPERUSER = "postgres"
+DEFAULT_CONFIG = WorkloadConfig(s3=None, stanza=None, tls_server=False)
+
+
+class Unit:
+    """A unit by name (``main/0``). Reads its process record from the cluster state
+    each time, so that a Unit object stays valid while other commands run."""
+
+    def __init__(self, cluster: Cluster, name: str, record: UnitRecord) -> None:
+        self.cluster = cluster
+        self.name = name
+        self.index = record.index
+        self.pg_port = record.pg_port
+        self.rest_port = record.rest_port
+        self.pgbackrest_port = record.pgbackrest_port
+        self.host = HOST
+        self.paths: UnitPaths = cluster.paths.unit(record.index)
+
+    def __repr__(self) -> str:
+        return f"Unit({self.name!r}, pg_port={self.pg_port}, rest_port={self.rest_port})"
+
+    # --- static facts -----------------------------------------------------
+
+    @property
+    def member_name(self) -> str:
+        """Patroni's member name (no ``/``: it becomes an etcd key)."""
+        return f"{self.cluster.name}-{self.index}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.paths.data_dir
+
+    @property
+    def pgbackrest_config(self) -> Path:
+        """Reserved for pgbackrest.conf; rendering it is the pgBackRest adapter's job."""
+        return self.paths.pgbackrest_config
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.paths.socket_dir
+
+    @property
+    def log_file(self) -> Path:
+        return self.paths.patroni_log
+
+    def client(self, timeout: float = 5.0) -> PatroniClient:
+        return PatroniClient(self.host, self.rest_port, timeout=timeout)
+
+    def tls(self) -> TlsMaterial | None:
+        """This unit's certificate, key and the cluster CA, when it has them."""
+        if self.paths.tls_cert.is_file() and self.paths.tls_key.is_file():
+            return TlsMaterial(
+                ca_file=str(self.cluster.ca_file),
+                cert_file=str(self.paths.tls_cert),
+                key_file=str(self.paths.tls_key),
+            )
+        return None
+
+    def member(self) -> PatroniMember:
+        tls = self.tls() if self.cluster.tls_enabled else None
+        return PatroniMember(
+            scope=self.cluster.name,
+            name=self.member_name,
+            data_dir=str(self.data_dir),
+            host=self.host,
+            pg_port=self.pg_port,
+            rest_port=self.rest_port,
+            socket_dir=str(self.socket_dir),
+            etcd_hosts=(self.cluster.etcd_endpoint,),
+            passwords=self.cluster.passwords(),
+            pgpass=str(self.paths.pgpass),
+            pgbackrest_config=str(self.pgbackrest_config),
+            bin_dir=str(programs.pg_bin_dir()),
+            ssl=tls,
+            superuser=SUPERUSER,
+        )
+
+    # --- configuration ----------------------------------------------------
+
+    def prepare(self) -> None:
+        """Create the unit's directories, owned by the database user."""
+        owner = self.cluster.db_user
+        ensure_dir(self.cluster.paths.units_dir, mode=0o755)
+        ensure_dir(self.paths.root, mode=0o750, owner=owner)
+        for d in (
+            self.paths.log_dir,
+            self.paths.socket_dir,
+            self.paths.pgbackrest_dir,
+            self.paths.pgbackrest_log,
+            self.paths.pgbackrest_lock,
+            self.paths.pgbackrest_spool,
+        ):
+            ensure_dir(d, mode=0o700, owner=owner)
+        ensure_dir(self.paths.tls_dir, mode=0o750, owner=owner)
+
+    def render(self, config: WorkloadConfig) -> dict[str, Any]:
+        return render_config(self.member(), config)
+
+    def write_config(self, config: WorkloadConfig) -> None:
+        """Render patroni.yml (0600, db user: it holds passwords). No reload."""
+        self.prepare()
+        text = yaml.safe_dump(self.render(config), sort_keys=False)
+        write_file(self.paths.patroni_config, text, mode=0o600, owner=self.cluster.db_user)
+
+    def apply_config(self, config: WorkloadConfig) -> None:
+        """Render patroni.yml and ask a running Patroni to reload it (never a restart)."""
+        self.write_config(config)
+        if self.is_running():
+            self.client().reload()
+
+    # --- process ----------------------------------------------------------
+
+    def process(self) -> ProcessRecord | None:
+        record = self.cluster.state().units.get(self.name)
+        return record.process if record else None
+
+    def is_running(self) -> bool:
+        """Our Patroni is alive (the recorded PID, with its recorded start time)."""
+        proc = self.process()
+        return proc is not None and proc.is_ours()
+
+    def _record(self, proc: ProcessRecord | None) -> None:
+        with self.cluster.store.transaction() as state:
+            if self.name in state.units:
+                state.units[self.name].process = proc
+
+    def start(self, config: WorkloadConfig | None = None) -> int:
+        """Spawn Patroni as the database user and record its PID. ``config`` renders
+        patroni.yml first; without it an existing patroni.yml is kept as it is."""
+        if self.is_running():
+            proc = self.process()
+            assert proc is not None
+            return proc.pid
+        self.prepare()
+        if config is not None or not self.paths.patroni_config.exists():
+            self.write_config(config or DEFAULT_CONFIG)
+        self._stop_orphan_postmaster()
+        for port, what in ((self.pg_port, "PostgreSQL"), (self.rest_port, "Patroni REST")):
+            ports_mod.require_free(port, f"{self.name} {what}")
+        pid = processes.spawn(
+            [programs.find("patroni"), str(self.paths.patroni_config)],
+            log_file=self.log_file,
+            user=self.cluster.db_user,
+        )
+        self._record(ProcessRecord.of(pid))
+        log.info("%s: patroni started, pid %d", self.name, pid)
+        return pid
+
+    def stop(self, timeout: float = 90.0) -> bool:
+        """SIGTERM our Patroni (it stops PostgreSQL) and wait. A PID that now belongs to
+        another process is never signalled. True when nothing of ours runs any more."""
+        proc = self.process()
+        ok = True
+        if proc is not None:
+            if proc.is_ours():
+                ok = processes.stop(proc.pid, timeout=timeout)
+            elif processes.is_alive(proc.pid):
+                log.warning(
+                    "%s: pid %d is another process now; not stopping it", self.name, proc.pid
+                )
+        self._stop_orphan_postmaster()
+        if ok:
+            self._record(None)
+        return ok
+
+    def _stop_orphan_postmaster(self) -> None:
+        """A postmaster left behind by a Patroni that died (PostgreSQL is detached).
+        Identified by its postmaster.pid and a command line naming our data dir."""
+        pid = self.postmaster_pid()
+        if pid is None:
+            return
+        log.warning("%s: stopping orphan postmaster %d", self.name, pid)
+        processes.stop(pid, timeout=60, sig=signal.SIGINT)
+
+    def postmaster_pid(self) -> int | None:
+        try:
+            first = (self.data_dir / "postmaster.pid").read_text().splitlines()[0]
+            pid = int(first.strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            return None
+        if str(self.data_dir).encode() in cmdline and processes.is_alive(pid):
+            return pid
+        return None
+
+    # --- SQL ----------------------------------------------------------------
+
+    def connect(self, dbname: str = "postgres", timeout: int = 5) -> postgres.Connection:
+        """A superuser connection over the unix socket (local trust; the socket directory
+        is reachable only by the database user and root)."""
+        return postgres.connect(
+            str(self.socket_dir), self.pg_port, SUPERUSER, dbname, connect_timeout=timeout
+        )
+
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        with self.connect() as conn, conn.cursor() as cur:
+            cur.execute(sql.encode(), params)
+            return cur.fetchall() if cur.description else []
+
+    def accepts_writes(self) -> bool:
+        try:
+            rows = self.query("select pg_is_in_recovery(), txid_current()")
+        except psycopg.Error:
+            return False
+        return bool(rows) and rows[0][0] is False
+
+    def is_streaming(self) -> bool:
+        """A replica whose WAL receiver streams from the primary."""
+        try:
+            rows = self.query("select status from pg_stat_wal_receiver")
+        except psycopg.Error:
+            return False
+        return bool(rows) and rows[0][0] == "streaming"
+
+    def client_args(self) -> list[str]:
+        """libpq client options (psql, pgbench, barman-cloud…): the superuser over the
+        unix socket."""
+        return ["-h", str(self.socket_dir), "-p", str(self.pg_port), "-U", SUPERUSER]
+
+    def psql_argv(self, args: Sequence[str] = ()) -> list[str]:
+        return [str(programs.psql()), *self.client_args(), "-d", "postgres", *args]
+
+    def exec_psql(self, args: Sequence[str] = ()) -> None:
+        """Replace this process with psql (interactive use)."""
+        argv = self.psql_argv(args)
+        os.execv(argv[0], argv)  # noqa: S606 - argv is ours plus the user's own psql args
