@@ -24,6 +24,7 @@ from pgbackups.adapters.pgbackrest import (
 )
 from pgbackups.adapters.processes import OsUser
 from pgbackups.adapters.s3 import S3Bucket
+from pgbackups.core import archive
 from pgbackups.core.host import BackupToolError
 from pgbackups.core.repository import TimelineBranch
 
@@ -139,6 +140,36 @@ def test_stanza_backups_info_timelines(setup: Setup, db_user: OsUser, s3: S3Serv
         text = result.stdout + result.stderr + " ".join(result.args)
         assert s3.credentials.secret_key not in text
         assert s3.credentials.access_key not in text
+
+
+def test_archive_segments_as_stored(setup: Setup, s3: S3Server) -> None:
+    """repo-ls gives every archived segment with its stored size; the chain from the
+    lowest to the highest is whole, and an empty object put in by hand is seen as such."""
+    [stanza] = setup.tool.info(STANZA)
+    segments = setup.tool.archive_segments(STANZA)
+    assert segments, "the backups above archived WAL"
+    names = [s.name for s in segments]
+    assert names[0] == stanza.archive_min and names[-1] == stanza.archive_max
+    assert all(s.size > 0 and s.key.startswith(f"archive/{STANZA}/15-1/") for s in segments)
+    first = segments[0]
+    chain = archive.follow(segments, first.segno, archive.Lineage.of(first.timeline))
+    assert chain.complete and chain.end == stanza.archive_max
+    # A lost write as the old local S3 server left it: the object is there, with no bytes.
+    bucket = S3Bucket(s3.settings("it-pgbr"))
+    after = archive.segment_name(1, segments[-1].segno + 1)
+    key = f"it-repo/archive/{STANZA}/15-1/{after[:16]}/{after}-{'0' * 40}.zst"
+    bucket.put(key, b"")
+    try:
+        listed = {s.name: s.size for s in setup.tool.archive_segments(STANZA)}
+        assert listed[after] == 0
+        chain = archive.follow(
+            setup.tool.archive_segments(STANZA), first.segno, archive.Lineage.of(1)
+        )
+        assert [p.describe() for p in chain.problems] == [
+            f"WAL segment {after} is empty in the repository"
+        ]
+    finally:
+        bucket.client.delete_object(Bucket=bucket.settings.bucket, Key=key)
 
 
 def test_wrong_secret_gives_the_error_code_not_the_secret(

@@ -44,6 +44,7 @@ from urllib.parse import urlsplit
 
 from pgbackups.adapters import processes
 from pgbackups.adapters.processes import OsUser
+from pgbackups.core.archive import ArchivedSegment, parse_segment_name
 from pgbackups.core.host import BackupToolError, CommandResult
 from pgbackups.core.ids import label_to_id
 from pgbackups.core.repository import (
@@ -574,6 +575,34 @@ def parse_history_listing(stanza: str, json_text: str, base: str) -> list[Timeli
     return sorted(records, key=lambda r: (r.timeline, r.key))
 
 
+# A WAL segment object: ``<timeline+segment, 24 hex>-<sha1>[.ext]`` (``.partial`` and
+# ``.backup`` files and ``.history`` files do not match).
+_SEGMENT_OBJECT_RE = re.compile(r"(?:^|/)([0-9A-F]{24})-[0-9a-f]{40}(?:\.[a-z0-9]+)?$")
+
+
+def parse_archive_listing(json_text: str, base: str) -> list[ArchivedSegment]:
+    """``repo-ls <base> --recurse --output=json`` → the WAL segment objects with their
+    stored sizes (an empty object is what a lost write looks like)."""
+    try:
+        data = json.loads(json_text) if json_text.strip() else {}
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"pgBackRest repo-ls did not print JSON ({exc.msg})") from exc
+    if not isinstance(data, dict):
+        raise ValueError("pgBackRest repo-ls printed JSON that is not an object")
+    segments = []
+    for name, entry in data.items():
+        if not isinstance(entry, dict) or entry.get("type") != "file":
+            continue
+        match = _SEGMENT_OBJECT_RE.search(name)
+        parsed = parse_segment_name(match.group(1)) if match else None
+        if parsed is None:
+            continue
+        timeline, segno = parsed
+        key = f"{base.rstrip('/')}/{name}"
+        segments.append(ArchivedSegment(timeline, segno, _int(entry.get("size")), key))
+    return sorted(segments, key=lambda s: (s.timeline, s.segno))
+
+
 # ---------------------------------------------------------------------------
 # Error lines and secrets
 
@@ -782,6 +811,19 @@ class PgBackRest:
             raise BackupToolError(self.error_line(result))
         try:
             return parse_history_listing(stanza, result.stdout, base)
+        except ValueError as exc:
+            raise BackupToolError(str(exc)) from exc
+
+    def archive_segments(self, stanza: str) -> list[ArchivedSegment]:
+        """Every WAL segment object under ``archive/<stanza>/``, with its stored size."""
+        base = f"archive/{stanza}"
+        options = ["--recurse", r"--filter=[0-9A-F]{24}-", "--output=json", *self._io()]
+        argv = self.argv("repo-ls", *options, params=[base])
+        result = self.run(argv, self.timeouts.info)
+        if not result.ok:
+            raise BackupToolError(self.error_line(result))
+        try:
+            return parse_archive_listing(result.stdout, base)
         except ValueError as exc:
             raise BackupToolError(str(exc)) from exc
 

@@ -91,6 +91,18 @@ def current_timeline(conn: Connection) -> int:
     return int(_scalar(conn, "SELECT timeline_id FROM pg_control_checkpoint()"))
 
 
+def timeline_history(conn: Connection, timeline: int) -> str | None:
+    """The text of ``timeline``'s ``.history`` file in ``pg_wal`` (where recovery ended
+    and which parent it branched from); None for timeline 1, which has none, or when the
+    file is not there."""
+    if timeline <= 1:
+        return None
+    row = conn.execute(
+        "SELECT pg_read_file(%s, 0, 1048576, true)", (f"pg_wal/{timeline:08X}.history",)
+    ).fetchone()
+    return None if row is None or row[0] is None else str(row[0])
+
+
 def in_recovery(conn: Connection) -> bool:
     return bool(_scalar(conn, "SELECT pg_is_in_recovery()"))
 

@@ -17,6 +17,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
+from pgbackups.core.archive import ArchivedSegment
 from pgbackups.core.repository import StanzaInfo, TimelineBranch, TimelineRecord
 from pgbackups.core.settings import S3Settings
 
@@ -196,6 +197,11 @@ class BackupTool(Protocol):
 
     def history(self, record: TimelineRecord) -> tuple[TimelineBranch, ...]:
         """The branches written in a timeline's ``.history`` file. Raises BackupToolError."""
+        ...
+
+    def archive_segments(self, stanza: str) -> list[ArchivedSegment]:
+        """Every WAL segment object of the stanza's archive with its stored size
+        (:mod:`pgbackups.core.archive` follows them). Raises BackupToolError."""
         ...
 
     def server_ping(self, host: str) -> bool: ...
