@@ -142,7 +142,7 @@ def test_s3_relation_missing(world: World) -> None:
 
 
 def test_s3_parameters_missing(world: World) -> None:
-    st = state(peers({"stanza": STANZA}), s3({"bucket": "b", "access-key": "a"}))
+    st = state(peers({"stanza": STANZA}), s3({"bucket": "bkt", "access-key": "a"}))
     assert fail_message("create-backup", st) == f"{msg.MISSING_S3_PARAMETERS}: ['secret-key']"
 
 
