@@ -146,7 +146,8 @@ def test_every_setting_is_refused_by_name_or_rendered_into_its_own_option(
         assert not result.missing or field in ("bucket", *SECRETS)
         for reason in result.invalid:
             assert reason.startswith(f"{field} "), reason
-            if field in SECRETS and value.strip():
+            # (A value of a few characters may be a word of the message by chance.)
+            if field in SECRETS and len(value.strip()) >= 6:
                 assert value.strip() not in reason
         return
     assert_only_own_options_changed(field, result)
@@ -176,5 +177,5 @@ def test_the_renderer_refuses_what_a_caller_built_around_the_parser(
     try:
         assert_only_own_options_changed(name, settings)
     except ValueError as exc:  # the renderer's refusal: a ValueError, never another error
-        if attribute in ("access_key", "secret_key") and value:
+        if attribute in ("access_key", "secret_key") and len(value) >= 6:
             assert value not in str(exc)
