@@ -39,6 +39,7 @@ from pgbackups.core.host import (
     Outcome,
     WorkloadUnavailable,
 )
+from pgbackups.core.params import check_action_params
 from s3_requirer import S3Requirer
 from tls_files import DiskTlsFiles
 from tls_requirer import TlsFiles, TlsRequirer
@@ -186,6 +187,14 @@ class PgBackupsCharm(ops.CharmBase):
         *args: Any,
     ) -> None:
         """Run one core handler for ``event`` and apply its outcome."""
+        if isinstance(event, ops.ActionEvent):
+            # Juju checks the schema of charmcraft.yaml; this is the same allow-list as
+            # the local runtime's, so that a bad parameter changes nothing here either.
+            action = event.handle.kind.removesuffix("_action").replace("_", "-")
+            problem = check_action_params(action, args[0] if args else {})
+            if problem is not None:
+                event.fail(problem)
+                return
         host = self.host
         is_action = isinstance(event, ops.ActionEvent)
         if host.peer_relation is None:

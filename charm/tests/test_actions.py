@@ -142,7 +142,7 @@ def test_s3_relation_missing(world: World) -> None:
 
 
 def test_s3_parameters_missing(world: World) -> None:
-    st = state(peers({"stanza": STANZA}), s3({"bucket": "b", "access-key": "a"}))
+    st = state(peers({"stanza": STANZA}), s3({"bucket": "bkt", "access-key": "a"}))
     assert fail_message("create-backup", st) == f"{msg.MISSING_S3_PARAMETERS}: ['secret-key']"
 
 
@@ -345,3 +345,27 @@ def test_actions_fail_cleanly_when_patroni_does_not_answer(world: World) -> None
     world.workload.unavailable = True
     message = fail_message("create-backup", ready())
     assert message == msg.BACKUP_NOT_RUNNING
+
+
+# --- parameters: the allow-list runs before anything (core/params.py) ----------------
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "message"),
+    [
+        (
+            "restore",
+            {"backup-id": "2026-11-28T14:39:26Z", "restore-to-time": ""},
+            "restore-to-time is empty",
+        ),
+        ("restore", {"backup-id": ""}, "backup-id is empty"),
+        ("create-backup", {"type": "full\u2028"}, "type must be printable ASCII"),
+    ],
+)
+def test_a_bad_parameter_fails_the_action_and_nothing_runs(
+    world: World, name: str, params: dict[str, str], message: str
+) -> None:
+    st = ready()
+    assert message in fail_message(name, st, params)
+    assert world.calls == []
+    assert world.workload.configs == []

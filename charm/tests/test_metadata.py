@@ -60,3 +60,17 @@ def test_the_core_never_imports_ops() -> None:
             stripped = line.strip()
             assert not stripped.startswith(("import ops", "from ops")), path
             assert not stripped.startswith(("import scenario", "from scenario")), path
+
+
+def test_every_action_refuses_unknown_parameters_and_the_values_are_constrained() -> None:
+    actions = testing.Context(PgBackupsCharm).charm_spec.actions
+    assert actions is not None
+    for name, spec in actions.items():
+        assert spec.get("additionalProperties") is False, name
+    assert actions["create-backup"]["params"]["type"]["enum"] == [
+        "full",
+        "differential",
+        "incremental",
+    ]
+    for param in ("backup-id", "restore-to-time"):
+        assert actions["restore"]["params"][param]["pattern"].startswith("^")

@@ -11,6 +11,7 @@ from charm_states import GOOD_S3, PEM, STANZA, app_bag, certificates, ctx, peers
 from ops import testing
 
 from charm import PgBackupsCharm
+from pgbackups.adapters import pgbackrest
 from pgbackups.core import messages as msg
 from pgbackups.core.marker import marker_key
 
@@ -270,3 +271,40 @@ def test_update_status_retries_an_s3_block_and_clears_it(world: World) -> None:
     assert out.unit_status == testing.ActiveStatus()
     assert app_bag(out)["stanza"] == STANZA
     assert "s3-block-message" not in app_bag(out)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("region", "us-east-1\x1crepo1-s3-verify-tls=n"),  # the security issue's exploit
+        ("path", "/pg\x0brepo1-host=evil.example.com\x0bcmd-ssh=/tmp/x.sh"),
+        ("endpoint", "http://s3.example.com"),
+        ("delete-older-than-days", "99999999"),
+    ],
+)
+def test_an_injected_value_blocks_naming_the_field_and_is_never_rendered(
+    world: World, field: str, value: str
+) -> None:
+    c = ctx()
+    rel = s3(**{field: value})
+    out = c.run(changed(c, rel), state(peers(), rel))  # no hook error
+    assert isinstance(out.unit_status, testing.BlockedStatus)
+    assert out.unit_status.message.startswith(
+        f"{msg.FAILED_TO_ACCESS_CREATE_BUCKET}: Invalid S3 parameters: {field} "
+    )
+    assert "ensure_bucket" not in world.calls
+    assert "stanza" not in app_bag(out)
+    # A non-leader neither: refused settings are never rendered (a configuration applied
+    # later has no repository), and what the real renderer makes of any configuration
+    # applied holds none of the injected options.
+    c2 = ctx()
+    out2 = c2.run(changed(c2, rel), state(peers(), rel, leader=False))
+    assert out2.unit_status == testing.ActiveStatus()
+    assert "apply_config" not in world.calls
+    for config in world.workload.configs:
+        assert config.s3 is None
+        text = pgbackrest.render_config(
+            pgbackrest.PgBackRestConfig(stanza=STANZA, pg_path="/data", s3=config.s3)
+        )
+        assert "verify-tls" not in text
+        assert "cmd-ssh" not in text

@@ -107,11 +107,11 @@ def test_json_of_an_empty_repository_is_an_empty_list() -> None:
 
 
 def test_root_path_base() -> None:
-    host = FakeHost(s3={"bucket": "b", "access-key": "a", "secret-key": "s"})
+    host = FakeHost(s3={"bucket": "bkt", "access-key": "a", "secret-key": "s"})
     outcome = backups.on_list_backups(host, {})
     assert isinstance(outcome, ActionResults)
     assert outcome.results["backups"].splitlines()[:2] == [
-        "Storage bucket name: b",
+        "Storage bucket name: bkt",
         "Backups base path: /backup/",
     ]
 
@@ -167,7 +167,7 @@ FAILURES = [
     ("no-relation", {"s3": None}, {}, msg.S3_RELATION_MISSING_LIST, []),
     (
         "missing-parameters",
-        {"s3": {"bucket": "b", "secret-key": "s"}},
+        {"s3": {"bucket": "bkt", "secret-key": "s"}},
         {},
         "Missing S3 parameters: ['access-key']",
         [],

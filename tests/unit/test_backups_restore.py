@@ -145,7 +145,7 @@ def _no_relation(host: FakeHost) -> None:
 
 
 def _missing_keys(host: FakeHost) -> None:
-    host.s3 = {"bucket": "b"}
+    host.s3 = {"bucket": "bkt"}
 
 
 def _info_fails(host: FakeHost) -> None:

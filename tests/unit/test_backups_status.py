@@ -139,7 +139,12 @@ def test_archiving_is_on_exactly_while_stanza_is_set() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "has_s3"),
-    [(VALID_S3, True), (None, False), ({"bucket": "b"}, False), ({**VALID_S3, "path": "x"}, True)],
+    [
+        (VALID_S3, True),
+        (None, False),
+        ({"bucket": "bkt"}, False),
+        ({**VALID_S3, "path": "x"}, True),
+    ],
 )
 def test_desired_config_s3(raw: dict[str, str] | None, has_s3: bool) -> None:
     assert (backups.desired_config(FakeHost(s3=raw)).s3 is not None) is has_s3

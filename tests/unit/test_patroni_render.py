@@ -276,3 +276,28 @@ def test_cluster_member_tolerates_missing_fields() -> None:
     assert m.role == ""
     assert m.host is None
     assert not m.is_streaming
+
+
+# --- Second line of defence: no value may carry a line or a control character --------
+
+
+@pytest.mark.parametrize("bad", ["\n", "\r", "\x0b", "\x1c", "\x85", "\u2028", "\x00", "é"])
+def test_a_stanza_that_is_not_printable_ascii_is_refused(bad: str) -> None:
+    config = replace(ARCHIVING, stanza=f"local.main{bad}archive_mode=off")
+    with pytest.raises(ValueError, match="archive_command is not printable ASCII"):
+        render_config(MEMBER, config)
+
+
+def test_a_restore_target_that_is_not_printable_ascii_is_refused() -> None:
+    target = RestoreTarget(
+        stanza="local.old", type="time", target="2026-11-28 14:41:00+00\x1crestore_command=x"
+    )
+    with pytest.raises(ValueError, match=r"bootstrap\.pgbackrest\.command is not printable"):
+        render_config(MEMBER, replace(PLAIN, restore=target))
+
+
+def test_the_refusal_never_shows_a_password() -> None:
+    member = replace(MEMBER, passwords=PatroniPasswords("su\nsecret", "rep", "rw"))
+    with pytest.raises(ValueError, match=r"superuser\.password") as caught:
+        render_config(member, PLAIN)
+    assert "secret" not in str(caught.value)

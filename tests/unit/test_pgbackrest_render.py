@@ -268,7 +268,7 @@ def test_local_peers_are_numbered_after_tls_peers_and_have_no_host() -> None:
 
 
 def test_line_breaks_in_values_are_refused() -> None:
-    with pytest.raises(ValueError, match="line break"):
+    with pytest.raises(ValueError, match="not printable ASCII"):
         render_config(_cfg(s3=_s3(secret_key="abc\nrepo1-path=/evil")))
     with pytest.raises(ValueError):
         render_config(_cfg(stanza="a]\n[b"))
@@ -465,3 +465,41 @@ def test_detect_features_caches_a_success_but_not_a_failed_probe(
 
 def test_server_argv() -> None:
     assert server_argv("/etc/p.conf") == ["pgbackrest", "--config=/etc/p.conf", "server"]
+
+
+# --- Second line of defence: whatever a caller builds, no value adds a line ----------
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029", "\x00", "é"],
+)
+def test_a_value_that_is_not_printable_ascii_is_refused(bad: str) -> None:
+    settings = _s3(region=f"us-east-1{bad}repo1-s3-verify-tls=n")
+    with pytest.raises(ValueError, match="repo1-s3-region has a value that is not printable"):
+        render_config(_cfg(s3=settings))
+
+
+def test_the_refusal_never_shows_the_value() -> None:
+    settings = _s3(secret_key="s3cr3t\x0bcmd-ssh=/tmp/x")
+    with pytest.raises(ValueError, match="repo1-s3-key-secret") as caught:
+        render_config(_cfg(s3=settings))
+    assert "s3cr3t" not in str(caught.value)
+
+
+@pytest.mark.parametrize("key", ["Repo1-path", "repo1 path", "x=y", "cmd-ssh\x1crepo1-host", ""])
+def test_an_option_name_that_is_not_a_name_is_refused(key: str) -> None:
+    with pytest.raises(ValueError, match="option name"):
+        render_config(_cfg(extra_global=((key, "1"),)))
+
+
+@pytest.mark.parametrize("stanza", ["", "a]b", "main\x1c[x]", "-main", "ma in"])
+def test_a_stanza_that_is_not_a_name_is_refused(stanza: str) -> None:
+    with pytest.raises(ValueError, match="invalid stanza name"):
+        render_config(_cfg(stanza=stanza))
+
+
+def test_the_text_is_printable_ascii_lines() -> None:
+    text = render_config(_cfg(tls=TLS, peers=(PeerHost("db-1.example", "/srv/pg"),)))
+    assert all(" " <= c <= "~" or c == "\n" for c in text)
+    assert text.splitlines() == text.split("\n")[:-1]

@@ -41,8 +41,8 @@ def test_path_gets_exactly_one_leading_slash(raw: str, expected: str) -> None:
 
 
 def test_strings_are_stripped_and_endpoint_loses_trailing_slash() -> None:
-    s = parsed(bucket=" /backups/ ", endpoint=" http://minio:9000/ ", region=" eu-1 ")
-    assert (s.bucket, s.endpoint, s.region) == ("backups", "http://minio:9000", "eu-1")
+    s = parsed(bucket=" /backups/ ", endpoint=" https://minio:9000/ ", region=" eu-1 ")
+    assert (s.bucket, s.endpoint, s.region) == ("backups", "https://minio:9000", "eu-1")
     assert s.endpoint_host == "minio"
 
 
@@ -50,7 +50,7 @@ def test_strings_are_stripped_and_endpoint_loses_trailing_slash() -> None:
     ("raw", "missing"),
     [
         ({}, ("bucket", "access-key", "secret-key")),
-        ({"bucket": "b"}, ("access-key", "secret-key")),
+        ({"bucket": "bkt"}, ("access-key", "secret-key")),
         ({**BASE, "secret-key": "  "}, ("secret-key",)),
     ],
 )
@@ -85,7 +85,7 @@ def test_invalid_settings(extra: dict[str, str], fragment: str) -> None:
 
 
 def test_missing_and_invalid_together() -> None:
-    problem = parse_s3_settings({"bucket": "b", "s3-uri-style": "x"})
+    problem = parse_s3_settings({"bucket": "bkt", "s3-uri-style": "x"})
     assert isinstance(problem, S3SettingsProblem)
     assert problem.missing and problem.invalid
     assert problem.message().startswith("Missing S3 parameters: ['access-key', 'secret-key']; ")
@@ -114,3 +114,136 @@ def test_secrets_never_in_repr_or_redacted_view() -> None:
     assert "very-secret" not in str(view)
     assert view["secret-key"] == "<redacted>"
     assert view["bucket"] == "backups"
+
+
+# --- Allow-lists (docs/security.md, "Input validation") ----------------------------
+
+# The two exploits of the security issue: a region and a path whose line-breaking
+# characters (which str.splitlines knows and "\n"-only checks do not) carried options.
+REGION_EXPLOIT = "us-east-1\x1crepo1-s3-verify-tls=n"
+PATH_EXPLOIT = "/pg\x0brepo1-host=evil.example.com\x0bcmd-ssh=/tmp/x.sh"
+
+
+def refusal(**extra: str) -> str:
+    problem = parse_s3_settings({**BASE, **extra})
+    assert isinstance(problem, S3SettingsProblem), problem
+    assert not problem.missing
+    assert len(problem.invalid) == 1, problem.invalid
+    return problem.invalid[0]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("region", REGION_EXPLOIT),
+        ("region", "EU-WEST-1"),
+        ("region", "eu west"),
+        ("region", "a" * 65),
+        ("path", PATH_EXPLOIT),
+        ("path", "/a/../b"),
+        ("path", "/a/./b"),
+        ("path", "/with space"),
+        ("path", "/caf\u00e9"),
+        ("path", "/" + "a" * 1024),
+        ("bucket", "b"),
+        ("bucket", "Backups"),
+        ("bucket", "my_bucket"),
+        ("bucket", "-bucket"),
+        ("bucket", "bucket-"),
+        ("bucket", "a..b"),
+        ("bucket", "192.168.1.10"),
+        ("bucket", "b" * 64),
+        ("bucket", "bkt\u2028x"),
+        ("endpoint", "s3.example.com"),
+        ("endpoint", "http://minio:9000"),
+        ("endpoint", "ftp://x"),
+        ("endpoint", "https://"),
+        ("endpoint", "https://user:pw@s3.example.com"),
+        ("endpoint", "https://s3.example.com/prefix"),
+        ("endpoint", "https://s3.example.com?x=1"),
+        ("endpoint", "https://s3.example.com#frag"),
+        ("endpoint", "https://s3.example.com:99999"),
+        ("endpoint", "https://s3.example.com:0"),
+        ("endpoint", "https://s3.exa\tmple.com"),
+        ("endpoint", "https://s3.example.com\x85repo1-host=x"),
+        ("endpoint", "https://[::1"),
+        ("endpoint", "https://s3_example.com"),
+        ("s3-uri-style", "virtual"),
+        ("s3-uri-style", "path\x1c"),
+        ("storage-class", "STANDARD IA"),
+        ("storage-class", "STANDARD\x1dx=y"),
+        ("delete-older-than-days", "0"),
+        ("delete-older-than-days", "36501"),
+        ("delete-older-than-days", "99999999"),
+        ("delete-older-than-days", "-5"),
+        ("delete-older-than-days", "+5"),
+        ("delete-older-than-days", "1_0"),
+        ("delete-older-than-days", "\uff15"),  # a full-width 5: int() would take it
+        ("tls-ca-chain", "hello"),
+        ("tls-ca-chain", f"preamble\n{PEM}"),
+        ("tls-ca-chain", f"{PEM}\nrepo1-host=x"),
+        ("tls-ca-chain", PEM.replace("MIIB", "MI!B")),
+        ("tls-ca-chain", "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----"),
+    ],
+)
+def test_a_value_outside_its_allow_list_is_refused_naming_the_field(field: str, value: str) -> None:
+    reason = refusal(**{field: value})
+    assert reason.startswith(f"{field} "), reason
+    assert value.strip() not in reason or value.strip().isprintable()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("access-key", "AKIA EXAMPLE"),
+        ("access-key", "AKIA\x1cEXAMPLE"),
+        ("access-key", "A" * 129),
+        ("secret-key", "s3cr3t\nrepo1-host=x"),
+        ("secret-key", "s3cr3t\u2029x"),
+        ("secret-key", "s3cr\u00e9t"),
+        ("secret-key", "s" * 257),
+    ],
+)
+def test_a_bad_key_is_named_but_never_shown(field: str, value: str) -> None:
+    reason = refusal(**{field: value})
+    assert reason.startswith(f"{field} must be printable ASCII"), reason
+    assert value not in reason
+    assert value[:4] not in reason
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("bucket", "my.backups-2026"),
+        ("bucket", "abc"),
+        ("bucket", "a" * 63),
+        ("region", "eu-west-1"),
+        ("region", "garage"),
+        ("path", "/prod/pg-15_main@site:1"),
+        ("endpoint", "https://s3.example.com"),
+        ("endpoint", "https://S3.Example.com:9000/"),
+        ("endpoint", "https://10.0.0.5:9000"),
+        ("s3-uri-style", "path"),
+        ("storage-class", "GLACIER_IR"),
+        ("delete-older-than-days", "1"),
+        ("delete-older-than-days", "36500"),
+        ("access-key", "A" * 128),
+        ("secret-key", "wJalrXUtnFEMI/K7MDENG/bPxRfiCY+EXAMPLEKEY=!#$%"),
+    ],
+)
+def test_a_value_inside_its_allow_list_is_accepted(field: str, value: str) -> None:
+    parsed(**{field: value})
+
+
+def test_the_ca_chain_keeps_each_certificate_of_a_bundle() -> None:
+    bundle = f"{PEM}\r\n\r\n{PEM.replace('MIIB', 'MIIC')}\n"
+    assert parsed(**{"tls-ca-chain": bundle}).tls_ca_chain == (
+        PEM,
+        PEM.replace("MIIB", "MIIC"),
+    )
+
+
+def test_no_days_keeps_everything_at_pgbackrest_s_maximum() -> None:
+    # pgBackRest 2.45: repo1-retention-full is 1..9999999; its help says to use the
+    # maximum for indefinite retention. The user's own range stops at 100 years.
+    assert parsed().delete_older_than_days == DEFAULT_DELETE_OLDER_THAN_DAYS == 9999999

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shlex
 import urllib.error
 import urllib.request
@@ -40,6 +41,7 @@ REWIND_USER = "rewind_user"
 # at most 59.9 s old (median 25.8 s); at full speed (1966 tps) at most 10.7 s, segments
 # filling first. Each forced switch is one more WAL object in S3: at most 1440 a day.
 ARCHIVE_TIMEOUT_SECONDS = 60
+_PRINTABLE_RE = re.compile(r"[\x20-\x7e]*")
 
 
 @dataclass(frozen=True)
@@ -239,7 +241,32 @@ def render_config(member: PatroniMember, config: WorkloadConfig) -> dict[str, An
         rendered["log"] = {"level": "INFO", "dir": member.log_dir}
     else:
         rendered["log"] = {"level": "INFO"}
+    check_printable(rendered)
     return rendered
+
+
+def check_printable(node: object, where: str = "") -> None:
+    """Refuse any key or string value of the document that is not printable ASCII.
+
+    Values from outside (a stanza, paths, a restore target from the application bag)
+    end up inside commands Patroni splits and in postgresql.conf lines Patroni writes:
+    a line break or a control character there could add a parameter or a word. The
+    settings are checked where they enter; this is the second line, whatever a caller
+    builds. The value is never shown (passwords live in the same document).
+    """
+    if isinstance(node, str):
+        if _PRINTABLE_RE.fullmatch(node) is None:
+            raise ValueError(
+                f"Patroni configuration {where or 'value'} is not printable ASCII "
+                "(a line break or a control character)"
+            )
+    elif isinstance(node, Mapping):
+        for key, value in node.items():
+            check_printable(str(key), f"key under {where or 'the top'}")
+            check_printable(value, f"{where}.{key}" if where else str(key))
+    elif isinstance(node, list | tuple):
+        for index, item in enumerate(node):
+            check_printable(item, f"{where}[{index}]")
 
 
 # ---------------------------------------------------------------------------

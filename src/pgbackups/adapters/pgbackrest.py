@@ -232,9 +232,29 @@ class PgBackRestConfig:
     extra_global: tuple[tuple[str, str], ...] = ()  # appended to [global] as given
 
 
+# pgBackRest's option names, and the printable ASCII its values are made of here. The
+# settings are checked when they are parsed (core.settings); this is the second line:
+# no value may hold a character that ends a line (pgBackRest splits on "\n", Python's
+# splitlines on eight more) or that is not plain text, and no key may be anything but a
+# name, whatever a caller builds.
+_OPTION_KEY_RE = re.compile(r"[a-z0-9][a-z0-9-]*")
+_OPTION_VALUE_RE = re.compile(r"[\x20-\x7e]*")
+_STANZA_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _check_key(key: str) -> str:
+    if _OPTION_KEY_RE.fullmatch(key) is None:
+        raise ValueError(f"pgbackrest.conf option name {key!r} is not [a-z0-9-]")
+    return key
+
+
 def _check_value(key: str, value: str) -> str:
-    if "\n" in value or "\r" in value:
-        raise ValueError(f"pgbackrest.conf option {key} has a line break in its value")
+    if _OPTION_VALUE_RE.fullmatch(value) is None:
+        # The value is not shown: it may be a secret.
+        raise ValueError(
+            f"pgbackrest.conf option {key} has a value that is not printable ASCII "
+            "(a line break or a control character)"
+        )
     return value
 
 
@@ -244,7 +264,7 @@ def _section(name: str, options: Iterable[tuple[str, object]]) -> list[str]:
         if value is None:
             continue
         text = ("y" if value else "n") if isinstance(value, bool) else str(value)
-        lines.append(f"{key}={_check_value(key, text)}")
+        lines.append(f"{_check_key(key)}={_check_value(key, text)}")
     return lines
 
 
@@ -295,7 +315,7 @@ def render_config(cfg: PgBackRestConfig) -> str:
     """
     if cfg.peers and cfg.tls is None:
         raise ValueError("peers are reached over the TLS server: a TLS configuration is needed")
-    if not cfg.stanza or any(c in cfg.stanza for c in "[]\n\r"):
+    if _STANZA_RE.fullmatch(cfg.stanza) is None:
         raise ValueError(f"invalid stanza name {cfg.stanza!r}")
 
     global_opts: list[tuple[str, object]] = []
@@ -369,7 +389,10 @@ def render_config(cfg: PgBackRestConfig) -> str:
         sections.append(_section("global:archive-push", queue))
     sections.append(_section("global:restore", [("process-max", cfg.restore_process_max)]))
     sections.append(_section(cfg.stanza, stanza_opts))
-    lines += "\n\n".join("\n".join(s) for s in sections).splitlines()
+    # Joined, never re-split: splitting rendered text would turn any line-breaking
+    # character a value might hold into a line of its own.
+    for index, section in enumerate(sections):
+        lines += [*([""] if index else []), *section]
     return "\n".join(lines) + "\n"
 
 

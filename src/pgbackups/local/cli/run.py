@@ -23,19 +23,13 @@ from pgbackups.core.host import (
     StatusKind,
     WorkloadUnavailable,
 )
+from pgbackups.core.params import ACTION_PARAMS, check_action_params
 from pgbackups.local.cli.cluster import add_name, subcommand
 from pgbackups.local.errors import PgbackupsError, UsageError
 from pgbackups.local.progress import Progress
 from pgbackups.local.runtime.cluster import Cluster
 from pgbackups.local.runtime.host import Runtime
 
-# Parameters each action accepts (the charm's actions.yaml has the same).
-ACTION_PARAMS: dict[str, tuple[str, ...]] = {
-    "create-backup": ("type",),
-    "list-backups": ("format",),
-    "restore": ("backup-id", "restore-to-time"),
-    "rollback-restore": (),
-}
 RESTORE_WAIT_TIMEOUT = 1800.0
 # update-status is cheap here (a few REST calls): poll often, the restore's end shows sooner.
 RESTORE_POLL_SECONDS = 1.0
@@ -55,7 +49,13 @@ def parse_params(action: str, pairs: list[str]) -> dict[str, str]:
         if key not in accepted:
             names = ", ".join(accepted) if accepted else "none"
             raise UsageError(f"{action} has no parameter {key!r}; it accepts: {names}")
+        if key in params:
+            raise UsageError(f"parameter {key!r} is given twice")
         params[key] = value
+    # Checked here, before the cluster is locked or any unit runs anything (exit 2).
+    problem = check_action_params(action, params)
+    if problem is not None:
+        raise UsageError(problem)
     return params
 
 

@@ -58,6 +58,19 @@ def _read_ca(path: str) -> str:
     return text
 
 
+def refuse_empty_options(args: argparse.Namespace) -> None:
+    """An option given as ``''`` is refused, never read as "not given".
+
+    ``--endpoint ''`` once fell through to the default endpoint, AWS, with this cluster's
+    own keys; an empty ``--region`` or ``--path`` would as silently mean the default.
+    """
+    for attr in (*OPTION_KEYS, "secret_key_file", "ca_file"):
+        value = getattr(args, attr, None)
+        if value is not None and not str(value).strip():
+            flag = "--" + attr.replace("_", "-")
+            raise UsageError(f"{flag} is empty: give a value, or leave the option out")
+
+
 def build_parameters(cluster: Cluster, args: argparse.Namespace) -> dict[str, str]:
     """The raw settings: the cluster's own S3 server, overridden by the options.
 
@@ -91,8 +104,11 @@ def _report(outcomes: dict[str, Outcome], progress: Progress, event: str) -> Non
 
 
 def cmd_set(args: argparse.Namespace) -> int:
+    refuse_empty_options(args)
     cluster = Cluster.load(args.name)
     params = build_parameters(cluster, args)
+    # Every value through the same allow-lists as the charm's relation data, before
+    # anything is written (exit 2).
     checked = parse_s3_settings(params)
     if not isinstance(checked, S3Settings):
         raise UsageError(checked.message())
@@ -180,7 +196,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     add_name(p)
     p.add_argument("--bucket", help="bucket name")
-    p.add_argument("--endpoint", help="https URL of the S3 endpoint (default: own server)")
+    p.add_argument(
+        "--endpoint", help="https://HOST[:PORT] of the S3 endpoint (default: own server)"
+    )
     p.add_argument("--region", help="region (e.g. us-east-1)")
     p.add_argument("--path", help="base path in the bucket (normalised to a leading /)")
     p.add_argument("--uri-style", choices=URI_STYLES, help="path or host (virtual) style")
@@ -190,11 +208,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--secret-key-file", metavar="FILE", help="file holding the secret key (- for stdin)"
     )
     p.add_argument("--storage-class", help="S3 storage class")
+    # A string, not type=int: int() takes " 5", "+5", "1_0" and non-ASCII digits; the
+    # settings' own check (digits, 1..36500) is the one that decides.
     p.add_argument(
         "--delete-older-than-days",
-        type=int,
         metavar="DAYS",
-        help="expire backups older than DAYS (time-based retention)",
+        help="expire backups older than DAYS, 1 to 36500 (time-based retention)",
     )
     p.set_defaults(func=cmd_set)
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 
 from pgbackups.core import backups
 from pgbackups.core.host import ActionFailed, Deferred, Host, Outcome
+from pgbackups.core.params import check_action_params
 from pgbackups.local.runtime.peerdata import DeferredEvent, PeerDataStore
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,10 @@ class Dispatcher:
             return ActionFailed(
                 f"unknown action {action!r}; available: {', '.join(sorted(ACTIONS))}"
             )
+        # Before anything runs, deferred events included: a bad parameter changes nothing.
+        problem = check_action_params(action, params)
+        if problem is not None:
+            return ActionFailed(problem)
         self.rerun_deferred(unit)
         outcome = ACTIONS[action](self._host_for(unit), params)
         log.info("%s %s -> %s", unit, action, type(outcome).__name__)
