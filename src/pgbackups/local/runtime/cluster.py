@@ -44,6 +44,7 @@ from pgbackups.local.machinery import etcd as etcd_mod
 from pgbackups.local.machinery import logfiles, programs, s3server, tls
 from pgbackups.local.machinery import ports as ports_mod
 from pgbackups.local.machinery.paths import (
+    DEFAULT_NAME,
     ClusterPaths,
     check_traversable,
     clusters_dir,
@@ -61,7 +62,6 @@ log = logging.getLogger(__name__)
 
 ETCD = "etcd"
 S3 = "s3"
-DEFAULT_NAME = "main"
 S3_REGION = "us-east-1"
 PRIMARY_TIMEOUT = 120.0
 REPLICA_TIMEOUT = 180.0
