@@ -22,9 +22,21 @@ from pgbackups.adapters import pgbackrest
 from pgbackups.adapters.processes import run as run_program
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-QUICK = {"sizes": "30,60", "repeat": 1, "load_seconds": 20.0, "light_load_seconds": 75.0}
-FULL = {"sizes": "150,500", "repeat": 3, "load_seconds": 60.0, "light_load_seconds": 150.0}
 LIGHT_LOAD_TPS = 5
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """What a run does when an option is not given (--quick or the full suite)."""
+
+    sizes: str
+    repeat: int
+    load_seconds: float
+    light_load_seconds: float
+
+
+QUICK = Defaults(sizes="30,60", repeat=1, load_seconds=20.0, light_load_seconds=75.0)
+FULL = Defaults(sizes="150,500", repeat=3, load_seconds=60.0, light_load_seconds=150.0)
 
 
 @dataclass(frozen=True)
@@ -90,20 +102,18 @@ def build_parser() -> argparse.ArgumentParser:
 def resolve(args: argparse.Namespace) -> Settings:
     """Arguments → settings, quick-mode defaults filled in; raises ValueError."""
     base = QUICK if args.quick else FULL
-    sizes = parse_sizes(args.sizes or str(base["sizes"]))
+    sizes = parse_sizes(args.sizes or base.sizes)
     if args.size:
         main = parse_size(args.size)
         sizes = sorted({s for s in sizes if s < main} | {main})
-    repeat = args.repeat if args.repeat is not None else int(base["repeat"])
+    repeat = args.repeat if args.repeat is not None else base.repeat
     if repeat < 1:
         raise ValueError("--repeat must be at least 1")
     if args.list_backups < 3:
         raise ValueError("--list-backups must be at least 3")
-    load = args.load_seconds if args.load_seconds is not None else float(base["load_seconds"])
+    load = args.load_seconds if args.load_seconds is not None else base.load_seconds
     light = (
-        args.light_load_seconds
-        if args.light_load_seconds is not None
-        else float(base["light_load_seconds"])
+        args.light_load_seconds if args.light_load_seconds is not None else base.light_load_seconds
     )
     if load < 5 or light < 0:
         raise ValueError("--load-seconds must be >= 5 and --light-load-seconds >= 0")

@@ -73,7 +73,8 @@ class Driver:
         return self.sql(unit, "select count(*), coalesce(sum(id), 0) from t")
 
     def role(self, role: str) -> str:
-        return next(u["name"] for u in self.status()["units"] if u["role"] == role)
+        name: str = next(u["name"] for u in self.status()["units"] if u["role"] == role)
+        return name
 
 
 def _driver(cli: Cli, factory: Any, name: str, *up_args: str) -> Iterator[Driver]:

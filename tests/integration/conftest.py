@@ -5,6 +5,8 @@ a private directory in /tmp that the database user can traverse, and is stopped 
 PID recorded when it was started. Certificates and the S3 server's command line and
 environment come from the local runtime (:mod:`pgbackups.local.machinery.tls`,
 :mod:`pgbackups.local.machinery.s3server`); the credentials reach rclone through its environment.
+rclone runs from a copy in that directory, as the runtime's does: the checkout (and its
+virtualenv) may be somewhere the database user cannot enter, such as /root.
 """
 
 from __future__ import annotations
@@ -30,8 +32,7 @@ from realservers import (
 
 from pgbackups.adapters import postgres, processes
 from pgbackups.adapters.processes import OsUser
-from pgbackups.local.machinery import s3server, tls
-from pgbackups.local.machinery.programs import rclone_source
+from pgbackups.local.machinery import programs, s3server, tls
 
 MakePostgres = Callable[..., Postgres]
 
@@ -77,7 +78,7 @@ def s3(workdir: Path, certs: Certs, db_user: OsUser) -> Iterator[S3Server]:
     port = free_port()
     credentials = s3server.S3Credentials.generate()
     argv = s3server.argv(
-        rclone_source(),
+        programs.install_rclone(workdir),
         data_dir=data,
         port=port,
         cert=certs.s3_cert,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -321,7 +322,7 @@ def test_backup_from_the_standby_over_tls(
     try:
         for name in tools:
             address = f"localhost:{tls_ports[name]}"
-            wait_for(lambda a=address: tools["it-primary"].server_ping(a), 15, "TLS server")
+            wait_for(partial(tools["it-primary"].server_ping, address), 15, "TLS server")
         created = tools["it-primary"].stanza_create()
         assert created.ok, tools["it-primary"].error_line(created)
         checked = tools["it-replica"].check()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -172,7 +173,8 @@ def test_a_hostile_setting_is_refused_by_name_and_pgbackrest_never_sees_more(
     }.get(field)
     if attribute is None:
         return
-    rendered = render_or_refuse(place, replace(good, **{attribute: value}))
+    changed: dict[str, Any] = {attribute: value}
+    rendered = render_or_refuse(place, replace(good, **changed))
     if rendered is None:
         return  # refused by the renderer: nothing to read
     path, _ = rendered

@@ -1,5 +1,5 @@
 """CLI subcommands of the local cluster: up, status, down, add-unit, remove-unit,
-switchover, psql. :func:`register` adds them to the top-level parser (see cli.py)."""
+switchover, psql. :func:`register` adds them to the top-level parser (see main.py)."""
 
 from __future__ import annotations
 
@@ -7,42 +7,26 @@ import argparse
 import contextlib
 import json
 import sys
-import textwrap
+from typing import TYPE_CHECKING
 
+from pgbackups.local.cli.common import Subparsers, add_name, subcommand
 from pgbackups.local.errors import PgbackupsError
 from pgbackups.local.progress import Progress
-from pgbackups.local.runtime import cluster as cluster_mod
-from pgbackups.local.runtime import status as status_mod
-from pgbackups.local.runtime.cluster import DEFAULT_NAME, Cluster
-from pgbackups.local.runtime.host import Runtime
 
-
-def subcommand(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser],
-    name: str,
-    help_text: str,
-    description: str,
-    example: str,
-) -> argparse.ArgumentParser:
-    p = sub.add_parser(
-        name,
-        help=help_text,
-        description=description,
-        epilog="example:\n" + textwrap.indent(textwrap.dedent(example).strip(), "  "),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    return p
-
-
-def add_name(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--name", default=DEFAULT_NAME, help="cluster name (default: main)")
+if TYPE_CHECKING:
+    from pgbackups.local.runtime.cluster import Cluster
 
 
 def _print_status(cluster: Cluster) -> None:
+    from pgbackups.local.runtime import status as status_mod
+
     print(status_mod.render_table(status_mod.collect(cluster)))
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from pgbackups.local.runtime import cluster as cluster_mod
+    from pgbackups.local.runtime.host import Runtime
+
     progress = Progress()
     cluster = cluster_mod.up(
         args.name, units=args.units, tls=True if args.tls else None, progress=progress
@@ -59,6 +43,10 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from pgbackups.local.runtime import status as status_mod
+    from pgbackups.local.runtime.cluster import Cluster
+    from pgbackups.local.runtime.host import Runtime
+
     cluster = Cluster.load(args.name)
     if cluster.any_running() and not args.no_update:
         # Like Juju's update-status: deferred events re-run, restores are detected
@@ -74,8 +62,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
+    from pgbackups.local.runtime import cluster as cluster_mod
+
     progress = Progress()
-    cluster = Cluster.load(args.name)
+    cluster = cluster_mod.Cluster.load(args.name)
     if args.purge:
         print(f"purging cluster {args.name}: removing", file=sys.stderr)
         for line in cluster.purge_listing():
@@ -86,6 +76,9 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_add_unit(args: argparse.Namespace) -> int:
+    from pgbackups.local.runtime.cluster import Cluster
+    from pgbackups.local.runtime.host import Runtime
+
     cluster = Cluster.load(args.name)
     progress = Progress()
     with cluster.operation("add-unit"):
@@ -101,6 +94,9 @@ def cmd_add_unit(args: argparse.Namespace) -> int:
 
 
 def cmd_remove_unit(args: argparse.Namespace) -> int:
+    from pgbackups.local.runtime.cluster import Cluster
+    from pgbackups.local.runtime.host import Runtime
+
     cluster = Cluster.load(args.name)
     progress = Progress()
     with cluster.operation("remove-unit"):
@@ -119,6 +115,9 @@ def cmd_remove_unit(args: argparse.Namespace) -> int:
 
 
 def cmd_switchover(args: argparse.Namespace) -> int:
+    from pgbackups.local.runtime.cluster import Cluster
+    from pgbackups.local.runtime.host import Runtime
+
     cluster = Cluster.load(args.name)
     progress = Progress()
     with cluster.operation("switchover"):
@@ -129,6 +128,8 @@ def cmd_switchover(args: argparse.Namespace) -> int:
 
 
 def cmd_psql(args: argparse.Namespace) -> int:
+    from pgbackups.local.runtime.cluster import Cluster
+
     cluster = Cluster.load(args.name)
     unit = cluster.unit(args.unit)
     sys.stdout.flush()
@@ -136,7 +137,7 @@ def cmd_psql(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Subparsers) -> None:
     p = subcommand(
         sub,
         "up",

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import argparse
 
-from pgbackups.local.cli.cluster import subcommand
-from pgbackups.local.demo import Demo
+from pgbackups.local.cli.common import Subparsers, subcommand
 from pgbackups.local.machinery.paths import validate_name
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from pgbackups.local.demo import Demo
+
     validate_name(args.name)  # bad input is a usage error before anything runs
     return Demo(name=args.name, keep=args.keep).run()
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Subparsers) -> None:
     p = subcommand(
         sub,
         "demo",

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import argparse
 
-from pgbackups.local.cli.cluster import add_name, subcommand
+from pgbackups.local.cli.common import Subparsers, add_name, subcommand
 from pgbackups.local.progress import Progress
-from pgbackups.local.runtime.cluster import Cluster
-from pgbackups.local.runtime.host import Runtime
-from pgbackups.local.runtime.status import print_unit_statuses
 
 
 def cmd_leader(args: argparse.Namespace) -> int:
+    from pgbackups.local.runtime.cluster import Cluster
+    from pgbackups.local.runtime.host import Runtime
+    from pgbackups.local.runtime.status import print_unit_statuses
+
     cluster = Cluster.load(args.name)
     if args.unit is None:
         print(cluster.leader)
@@ -34,7 +35,7 @@ def cmd_leader(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Subparsers) -> None:
     p = subcommand(
         sub,
         "leader",

@@ -13,12 +13,14 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pgbackups.local.cli.cluster import add_name, subcommand
+from pgbackups.local.cli.common import Subparsers, add_name, subcommand
 from pgbackups.local.errors import UsageError
 from pgbackups.local.machinery.logfiles import tail
-from pgbackups.local.runtime.cluster import Cluster
-from pgbackups.local.runtime.unit import Unit
+
+if TYPE_CHECKING:
+    from pgbackups.local.runtime.unit import Unit
 
 SOURCES = ("patroni", "pgbackrest", "all")
 
@@ -62,6 +64,8 @@ def follow(files: list[LogFile], poll: float = 0.5) -> None:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
+    from pgbackups.local.runtime.cluster import Cluster
+
     cluster = Cluster.load(args.name)
     units = [cluster.unit(args.unit)] if args.unit else cluster.units()
     if args.lines < 1:
@@ -81,7 +85,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Subparsers) -> None:
     p = subcommand(
         sub,
         "logs",

@@ -1,32 +1,35 @@
 """The ``pgbackups`` command line.
 
-Subcommands live in their own modules; each exposes ``register(subparsers)``. Add a
-module to :data:`COMMAND_MODULES` to add its subcommands (a module that does not exist
-yet is skipped, so that parts can land independently).
+Subcommands live in command-group modules; each exposes ``register(subparsers)`` (see
+:mod:`pgbackups.local.cli.common`). To add a group, import its module here and list it
+in :data:`COMMAND_GROUPS`: a missing module fails at import, one without ``register``
+fails mypy, and a test checks the whole set of subcommands.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import sys
 from collections.abc import Sequence
 
 from pgbackups import __version__
+from pgbackups.local.cli import cluster, demo, leader, logs, run, s3, tls
+from pgbackups.local.cli.common import CommandGroup
 from pgbackups.local.errors import PgbackupsError
 
 log = logging.getLogger("pgbackups")
 
-COMMAND_MODULES = (
-    "pgbackups.local.cli.cluster",  # up status down add-unit remove-unit switchover psql
-    "pgbackups.local.cli.s3",
-    "pgbackups.local.cli.run",
-    "pgbackups.local.cli.leader",
-    "pgbackups.local.cli.logs",
-    "pgbackups.local.cli.tls",
-    "pgbackups.local.cli.demo",
+# In the order `pgbackups --help` lists them.
+COMMAND_GROUPS: tuple[CommandGroup, ...] = (
+    cluster,  # up status down add-unit remove-unit switchover psql
+    s3,
+    run,
+    leader,
+    logs,
+    tls,
+    demo,
 )
 
 
@@ -49,14 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"pgbackups {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        module.register(sub)
+    for group in COMMAND_GROUPS:
+        group.register(sub)
     return parser
 
 

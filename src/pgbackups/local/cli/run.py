@@ -13,6 +13,7 @@ import json
 import threading
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from pgbackups.core import backups
 from pgbackups.core.host import (
@@ -24,11 +25,12 @@ from pgbackups.core.host import (
     WorkloadUnavailable,
 )
 from pgbackups.core.params import ACTION_PARAMS, check_action_params
-from pgbackups.local.cli.cluster import add_name, subcommand
+from pgbackups.local.cli.common import Subparsers, add_name, subcommand
 from pgbackups.local.errors import PgbackupsError, UsageError
 from pgbackups.local.progress import Progress
-from pgbackups.local.runtime.cluster import Cluster
-from pgbackups.local.runtime.host import Runtime
+
+if TYPE_CHECKING:
+    from pgbackups.local.runtime.host import Runtime
 
 RESTORE_WAIT_TIMEOUT = 1800.0
 # update-status is cheap here (a few REST calls): poll often, the restore's end shows sooner.
@@ -166,6 +168,9 @@ def print_outcome(
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from pgbackups.local.runtime.cluster import Cluster
+    from pgbackups.local.runtime.host import Runtime
+
     cluster = Cluster.load(args.name)
     unit = cluster.unit(args.unit).name
     params = parse_params(args.action, args.params)
@@ -196,7 +201,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 WAITERS = {"restore": wait_for_restore, "rollback-restore": wait_for_rollback}
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Subparsers) -> None:
     p = subcommand(
         sub,
         "run",

@@ -12,15 +12,16 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pgbackups.core.host import Outcome
 from pgbackups.core.settings import URI_STYLES, S3Settings, parse_s3_settings
-from pgbackups.local.cli.cluster import add_name, subcommand
+from pgbackups.local.cli.common import Subparsers, add_name, subcommand
 from pgbackups.local.errors import UsageError
 from pgbackups.local.progress import Progress
-from pgbackups.local.runtime.cluster import Cluster
-from pgbackups.local.runtime.host import Runtime, read_s3_parameters, write_s3_parameters
-from pgbackups.local.runtime.status import print_unit_statuses
+
+if TYPE_CHECKING:
+    from pgbackups.local.runtime.cluster import Cluster
 
 OPTION_KEYS = {
     "bucket": "bucket",
@@ -105,6 +106,10 @@ def _report(outcomes: dict[str, Outcome], progress: Progress, event: str) -> Non
 
 def cmd_set(args: argparse.Namespace) -> int:
     refuse_empty_options(args)
+    from pgbackups.local.runtime.cluster import Cluster
+    from pgbackups.local.runtime.host import Runtime, write_s3_parameters
+    from pgbackups.local.runtime.status import print_unit_statuses
+
     cluster = Cluster.load(args.name)
     params = build_parameters(cluster, args)
     # Every value through the same allow-lists as the charm's relation data, before
@@ -127,6 +132,10 @@ def cmd_set(args: argparse.Namespace) -> int:
 
 
 def cmd_unset(args: argparse.Namespace) -> int:
+    from pgbackups.local.runtime.cluster import Cluster
+    from pgbackups.local.runtime.host import Runtime, read_s3_parameters, write_s3_parameters
+    from pgbackups.local.runtime.status import print_unit_statuses
+
     cluster = Cluster.load(args.name)
     progress = Progress()
     with cluster.operation("s3 unset"):
@@ -140,6 +149,9 @@ def cmd_unset(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from pgbackups.local.runtime.cluster import Cluster
+    from pgbackups.local.runtime.host import read_s3_parameters
+
     cluster = Cluster.load(args.name)
     raw = read_s3_parameters(cluster)
     if raw is None:
@@ -160,7 +172,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Subparsers) -> None:
     s3 = subcommand(
         sub,
         "s3",

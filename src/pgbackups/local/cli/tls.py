@@ -8,15 +8,14 @@ away. Either way ``certificates-changed`` fires on every unit: PostgreSQL's ssl 
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-import psycopg
-
-from pgbackups.local.cli.cluster import add_name, subcommand
+from pgbackups.local.cli.common import Subparsers, add_name, subcommand
 from pgbackups.local.progress import Progress
-from pgbackups.local.runtime.cluster import Cluster
-from pgbackups.local.runtime.host import Runtime
-from pgbackups.local.runtime.status import print_unit_statuses
-from pgbackups.local.runtime.unit import Unit
+
+if TYPE_CHECKING:
+    from pgbackups.local.runtime.cluster import Cluster
+    from pgbackups.local.runtime.unit import Unit
 
 SSL_TIMEOUT_SECONDS = 30.0
 
@@ -33,6 +32,8 @@ def wait_for_ssl(cluster: Cluster, setting: str, progress: Progress) -> None:
 
 
 def _ssl(unit: Unit) -> str | None:
+    import psycopg
+
     try:
         return str(unit.query("show ssl")[0][0])
     except psycopg.Error:
@@ -40,6 +41,10 @@ def _ssl(unit: Unit) -> str | None:
 
 
 def cmd_enable(args: argparse.Namespace) -> int:
+    from pgbackups.local.runtime.cluster import Cluster
+    from pgbackups.local.runtime.host import Runtime
+    from pgbackups.local.runtime.status import print_unit_statuses
+
     cluster = Cluster.load(args.name)
     progress = Progress()
     with cluster.operation("tls enable"):
@@ -55,6 +60,10 @@ def cmd_enable(args: argparse.Namespace) -> int:
 
 
 def cmd_disable(args: argparse.Namespace) -> int:
+    from pgbackups.local.runtime.cluster import Cluster
+    from pgbackups.local.runtime.host import Runtime
+    from pgbackups.local.runtime.status import print_unit_statuses
+
     cluster = Cluster.load(args.name)
     progress = Progress()
     with cluster.operation("tls disable"):
@@ -69,7 +78,7 @@ def cmd_disable(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Subparsers) -> None:
     tls = subcommand(
         sub,
         "tls",

@@ -24,6 +24,7 @@ from pgbackups.adapters.processes import OsUser
 from pgbackups.local.errors import PgbackupsError, UsageError
 
 NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,30}")
+DEFAULT_NAME = "main"  # the cluster a command means without --name
 DEFAULT_ROOT_HOME = Path("/var/lib/pgbackups")
 
 

@@ -53,10 +53,10 @@ def rclone_source() -> Path:
     return Path(find("rclone"))
 
 
-def install_rclone(home: Path) -> Path:
-    """Copy rclone to ``$PGBACKUPS_HOME/bin``: the database user runs it, and the
-    virtualenv may live somewhere it cannot enter (/root)."""
-    src = rclone_source()
+def install_rclone(home: Path, source: Path | None = None) -> Path:
+    """Copy rclone (``source``, else :func:`rclone_source`) to ``home/bin``: the database
+    user runs it, and the virtualenv may live somewhere it cannot enter (/root)."""
+    src = source or rclone_source()
     dest_dir = home / "bin"
     dest_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(dest_dir, 0o755)  # noqa: S103 - the database user runs rclone from here

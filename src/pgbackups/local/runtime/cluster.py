@@ -44,6 +44,7 @@ from pgbackups.local.machinery import etcd as etcd_mod
 from pgbackups.local.machinery import logfiles, programs, s3server, tls
 from pgbackups.local.machinery import ports as ports_mod
 from pgbackups.local.machinery.paths import (
+    DEFAULT_NAME,
     ClusterPaths,
     check_traversable,
     clusters_dir,
@@ -54,13 +55,13 @@ from pgbackups.local.machinery.paths import (
 )
 from pgbackups.local.machinery.state import ClusterState, ProcessRecord, StateStore, UnitRecord
 from pgbackups.local.progress import Progress
+from pgbackups.local.runtime.facts import ClusterFacts
 from pgbackups.local.runtime.unit import Unit
 
 log = logging.getLogger(__name__)
 
 ETCD = "etcd"
 S3 = "s3"
-DEFAULT_NAME = "main"
 S3_REGION = "us-east-1"
 PRIMARY_TIMEOUT = 120.0
 REPLICA_TIMEOUT = 180.0
@@ -115,6 +116,8 @@ class Cluster:
         self.paths = ClusterPaths(self.home, self.name)
         self.store = StateStore(self.paths.state_file, self.paths.lock_file)
         self.db_user: OsUser = processes.db_user()
+        # What each of its units is given of it (a unit never holds the cluster).
+        self.facts = ClusterFacts(self.name, self.paths, self.store, self.db_user)
 
     def __repr__(self) -> str:
         return f"Cluster({self.name!r}, home={str(self.home)!r})"
@@ -136,12 +139,12 @@ class Cluster:
         return self.store.exists()
 
     def state(self) -> ClusterState:
-        return self.store.load()
+        return self.facts.state()
 
     # --- units ----------------------------------------------------------------
 
     def units(self) -> list[Unit]:
-        return [Unit(self, n, r) for n, r in self.state().sorted_units()]
+        return [Unit(self.facts, n, r) for n, r in self.state().sorted_units()]
 
     def unit_name(self, ref: str) -> str:
         """``main/1`` or a bare ``1`` -> ``main/1``."""
@@ -154,7 +157,7 @@ class Cluster:
         if record is None:
             known = ", ".join(n for n, _ in state.sorted_units()) or "none"
             raise UnitNotFound(f"unknown unit {ref!r} in cluster {self.name} (units: {known})")
-        return Unit(self, name, record)
+        return Unit(self.facts, name, record)
 
     def primary(self) -> Unit | None:
         """The unit Patroni runs as primary now (asked over REST), None if none answers."""
@@ -190,8 +193,7 @@ class Cluster:
     # --- secrets, S3, etcd, TLS ---------------------------------------------------
 
     def passwords(self) -> PatroniPasswords:
-        data = json.loads(self.paths.passwords_file.read_text())
-        return PatroniPasswords(data["superuser"], data["replication"], data["rewind"])
+        return self.facts.passwords()
 
     def s3(self) -> S3Endpoint:
         state = self.state()
@@ -212,15 +214,15 @@ class Cluster:
 
     @property
     def etcd_endpoint(self) -> str:
-        return f"127.0.0.1:{self.state().etcd_client_port}"
+        return self.facts.etcd_endpoint
 
     @property
     def ca_file(self) -> Path:
-        return self.paths.ca_cert
+        return self.facts.ca_file
 
     @property
     def tls_enabled(self) -> bool:
-        return self.state().tls
+        return self.facts.tls_enabled
 
     def set_tls_flag(self, enabled: bool) -> None:
         with self.store.transaction() as state:

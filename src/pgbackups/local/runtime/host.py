@@ -29,8 +29,8 @@ from pgbackups.core.host import (
     UnitStatus,
 )
 from pgbackups.core.settings import S3Settings
-from pgbackups.local.machinery.paths import write_file
-from pgbackups.local.runtime.cluster import DEFAULT_NAME, Cluster
+from pgbackups.local.machinery.paths import DEFAULT_NAME, write_file
+from pgbackups.local.runtime.cluster import Cluster
 from pgbackups.local.runtime.dispatch import Dispatcher
 from pgbackups.local.runtime.peerdata import PeerDataStore
 from pgbackups.local.runtime.unit import Unit

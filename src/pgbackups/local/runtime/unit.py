@@ -7,7 +7,7 @@ import os
 import signal
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psycopg
 import yaml
@@ -19,9 +19,7 @@ from pgbackups.local.machinery import ports as ports_mod
 from pgbackups.local.machinery import programs
 from pgbackups.local.machinery.paths import UnitPaths, ensure_dir, write_file
 from pgbackups.local.machinery.state import ProcessRecord, UnitRecord
-
-if TYPE_CHECKING:
-    from pgbackups.local.runtime.cluster import Cluster
+from pgbackups.local.runtime.facts import ClusterFacts
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +32,7 @@ class Unit:
     """A unit by name (``main/0``). Reads its process record from the cluster state
     each time, so that a Unit object stays valid while other commands run."""
 
-    def __init__(self, cluster: Cluster, name: str, record: UnitRecord) -> None:
+    def __init__(self, cluster: ClusterFacts, name: str, record: UnitRecord) -> None:
         self.cluster = cluster
         self.name = name
         self.index = record.index

@@ -1,0 +1,91 @@
+"""The ``pgbackups`` command line: every subcommand registered, each with an example in
+its ``--help``, and ``--help`` fast (the runtime is imported only when a command runs)."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from pgbackups.local.cli.main import build_parser, main
+
+COMMANDS = {
+    "up",
+    "status",
+    "down",
+    "add-unit",
+    "remove-unit",
+    "switchover",
+    "psql",
+    "s3",
+    "run",
+    "leader",
+    "logs",
+    "tls",
+    "demo",
+}
+VERBS = {"s3": {"set", "unset", "show"}, "tls": {"enable", "disable"}}
+# What `pgbackups --help` must not import: the runtime and what it drags in.
+HEAVY = ("psycopg", "boto3", "botocore", "yaml", "pgbackups.local.runtime", "pgbackups.adapters.s3")
+
+
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return {name: p for action in actions for name, p in action.choices.items()}
+
+
+def leaf_commands() -> list[tuple[str, ...]]:
+    top = subcommands(build_parser())
+    leaves: list[tuple[str, ...]] = []
+    for name, parser in sorted(top.items()):
+        verbs = subcommands(parser)
+        leaves += [(name, verb) for verb in sorted(verbs)] or [(name,)]
+    return leaves
+
+
+def test_every_command_group_registers_its_subcommands() -> None:
+    top = subcommands(build_parser())
+    assert set(top) == COMMANDS
+    for name, verbs in VERBS.items():
+        assert set(subcommands(top[name])) == verbs
+
+
+@pytest.mark.parametrize("argv", leaf_commands(), ids=" ".join)
+def test_each_subcommand_has_help_with_an_example(
+    argv: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as done:
+        main([*argv, "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    example = text.split("\nexample:\n", 1)[1]
+    assert example.startswith(f"  pgbackups {argv[0]}")
+
+
+def test_each_subcommand_runs_a_function() -> None:
+    for argv in leaf_commands():
+        args = [*argv, "main/0"] if argv[0] in ("remove-unit", "switchover", "psql") else argv
+        if argv[0] == "run":
+            args = ["run", "main/0", "list-backups"]
+        assert callable(build_parser().parse_args(args).func)
+
+
+def test_help_imports_no_runtime() -> None:
+    probe = (
+        "import sys\n"
+        "from pgbackups.local.cli.main import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('\\n'.join(sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    loaded = done.stdout.split("\n")
+    assert "pgbackups.local.cli.main" in loaded  # the probe did import the CLI
+    heavy = [m for m in loaded if any(m == h or m.startswith(h + ".") for h in HEAVY)]
+    assert heavy == []
