@@ -1,6 +1,6 @@
 """The core's view of its host: what the hook handlers may ask and do, and what they return.
 
-The handlers in :mod:`pgbackups.core.backups` know nothing of Juju or of the local runtime.
+The handlers in :mod:`pgbackups.core.handlers` know nothing of Juju or of the local runtime.
 A host (the ``ops`` charm, or :mod:`pgbackups.local`) implements :class:`Host` and
 runs a handler; the handler returns an :data:`Outcome` and the host turns it into
 ``event.defer()``, ``event.set_results()``, ``event.fail()`` or their local twins.
@@ -141,7 +141,7 @@ class RestoreTarget:
 class WorkloadConfig:
     """The configuration the core wants on this unit; the host renders and reloads it.
 
-    The core derives it from the peer bags (see ``backups.desired_config``): archiving is
+    The core derives it from the peer bags (see ``handlers.desired_config``): archiving is
     on exactly while ``stanza`` is set (SPEC §1).
     """
 

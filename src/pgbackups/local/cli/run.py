@@ -14,7 +14,8 @@ import threading
 import time
 from collections.abc import Mapping
 
-from pgbackups.core import backups
+from pgbackups.core.events import ACTION_PARAMS
+from pgbackups.core.handlers import primary_timeline
 from pgbackups.core.host import (
     ActionFailed,
     ActionResults,
@@ -23,19 +24,13 @@ from pgbackups.core.host import (
     StatusKind,
     WorkloadUnavailable,
 )
+from pgbackups.core.restore_state import RestoreState
 from pgbackups.local.cli.cluster import add_name, subcommand
 from pgbackups.local.errors import PgbackupsError, UsageError
 from pgbackups.local.progress import Progress
 from pgbackups.local.runtime.cluster import Cluster
 from pgbackups.local.runtime.host import Runtime
 
-# Parameters each action accepts (the charm's actions.yaml has the same).
-ACTION_PARAMS: dict[str, tuple[str, ...]] = {
-    "create-backup": ("type",),
-    "list-backups": ("format",),
-    "restore": ("backup-id", "restore-to-time"),
-    "rollback-restore": (),
-}
 RESTORE_WAIT_TIMEOUT = 1800.0
 # update-status is cheap here (a few REST calls): poll often, the restore's end shows sooner.
 RESTORE_POLL_SECONDS = 1.0
@@ -92,17 +87,16 @@ def wait_for_restore(runtime: Runtime, unit: str, progress: Progress, timeout: f
     while True:
         runtime.fire(unit, "update-status")
         status, message = cluster.get_status(unit)
-        app = runtime.store.app_bag(writable=False)
-        in_progress = bool(app.get(backups.RESTORING_BACKUP) or app.get(backups.RESTORE_TO_TIME))
+        restore = RestoreState.read(runtime.store.app_bag(writable=False))
         if status == StatusKind.BLOCKED.value:
-            moved = app.get(backups.RESTORE_MOVED_DATA)
+            moved = restore.moved_data if restore is not None else ""
             kept = f"; the data from before the restore is kept at {moved}" if moved else ""
             raise ActionError(
                 f"restore failed on {unit}: {message}{kept} "
                 f"(see: pgbackups logs --name {cluster.name} {unit}; "
                 f"pgbackups status --name {cluster.name})"
             )
-        if not in_progress:
+        if restore is None or not restore.in_progress:
             progress.say(f"restore complete on {unit}: {status} {message}".rstrip())
             return message
         if time.monotonic() > deadline:
@@ -127,7 +121,7 @@ def wait_for_rollback(runtime: Runtime, unit: str, progress: Progress, timeout: 
     while True:
         try:
             state = workload.member_state() or "starting"
-            timeline = backups.primary_timeline(workload)
+            timeline = primary_timeline(workload)
         except WorkloadUnavailable:
             state, timeline = "starting", None
         if timeline is not None:

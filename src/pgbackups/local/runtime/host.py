@@ -20,7 +20,6 @@ from pathlib import Path
 from pgbackups import __version__
 from pgbackups.adapters.pgbackrest import PgBackRest, Timeouts
 from pgbackups.adapters.s3 import S3Bucket
-from pgbackups.core.backups import CLUSTER_INITIALISED
 from pgbackups.core.host import (
     Outcome,
     Peer,
@@ -28,6 +27,7 @@ from pgbackups.core.host import (
     TlsMaterial,
     UnitStatus,
 )
+from pgbackups.core.peer_keys import CLUSTER_INITIALISED
 from pgbackups.core.settings import S3Settings
 from pgbackups.local.machinery.paths import write_file
 from pgbackups.local.runtime.cluster import DEFAULT_NAME, Cluster
