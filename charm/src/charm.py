@@ -32,14 +32,8 @@ from pgbackups.adapters.pgbackrest import PgBackRest
 from pgbackups.adapters.s3 import S3Bucket
 from pgbackups.core import events
 from pgbackups.core.handlers import desired_config
-from pgbackups.core.host import (
-    ActionFailed,
-    ActionResults,
-    Deferred,
-    Done,
-    Outcome,
-    WorkloadUnavailable,
-)
+from pgbackups.core.host import WorkloadUnavailable
+from pgbackups.core.outcomes import ActionFailed, ActionResults, Deferred, Done, Outcome
 from pgbackups.core.peer_keys import CLUSTER_INITIALISED
 from s3_requirer import S3Requirer
 from tls_files import DiskTlsFiles

@@ -21,7 +21,8 @@ from fakes import (
 
 from pgbackups.core import messages as msg
 from pgbackups.core.handlers.create_backup import on_create_backup
-from pgbackups.core.host import ActionFailed, ActionResults, CommandResult, UnitStatus
+from pgbackups.core.host import CommandResult, UnitStatus
+from pgbackups.core.outcomes import ActionFailed, ActionResults
 
 NEW_LABEL = "20261128-150000F"
 NEW_ID = "2026-11-28T15:00:00Z"

@@ -11,8 +11,8 @@ from fakes import STANZA, FakeHost, backup, stanza_info, timeline
 
 from pgbackups.core import messages as msg
 from pgbackups.core.handlers.list_backups import on_list_backups
-from pgbackups.core.host import ActionFailed, ActionResults
 from pgbackups.core.listing import COLUMNS
+from pgbackups.core.outcomes import ActionFailed, ActionResults
 
 HEADER = (
     "backup-id            | action              | status   | reference-backup-id  | "

@@ -19,7 +19,8 @@ from fakes import (
 from pgbackups.core import messages as msg
 from pgbackups.core.handlers.restore import on_restore
 from pgbackups.core.handlers.update_status import on_update_status
-from pgbackups.core.host import ActionFailed, ActionResults, Done, UnitStatus
+from pgbackups.core.host import UnitStatus
+from pgbackups.core.outcomes import ActionFailed, ActionResults, Done
 
 LABEL = "20261128-143926F"
 BACKUP_ID = "2026-11-28T14:39:26Z"

@@ -14,7 +14,8 @@ from pgbackups.adapters.patroni import PatroniMember, PatroniPasswords, restore_
 from pgbackups.core import messages as msg
 from pgbackups.core.handlers.restore import on_restore
 from pgbackups.core.handlers.update_status import on_update_status
-from pgbackups.core.host import ActionFailed, ActionResults, RestoreTarget, UnitStatus
+from pgbackups.core.host import RestoreTarget, UnitStatus
+from pgbackups.core.outcomes import ActionFailed, ActionResults
 from pgbackups.core.repository import TimelineBranch
 
 B1 = "20261128-100000F"  # timeline 1, 10:00-10:05

@@ -12,7 +12,8 @@ from fakes import LOG_HINT, MOVED_DATA, STANZA, FakeHost
 from pgbackups.core import messages as msg
 from pgbackups.core.handlers.rollback import on_rollback_restore
 from pgbackups.core.handlers.update_status import on_update_status
-from pgbackups.core.host import ActionFailed, ActionResults, UnitStatus
+from pgbackups.core.host import UnitStatus
+from pgbackups.core.outcomes import ActionFailed, ActionResults
 
 FAILED = UnitStatus.blocked(f"{msg.FAILED_TO_RESTORE_BACKUP}: old data kept at {MOVED_DATA}")
 PITR_FAILED = UnitStatus.blocked(msg.cannot_restore_pitr(LOG_HINT))

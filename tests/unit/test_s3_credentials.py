@@ -29,7 +29,8 @@ from pgbackups.core.handlers.s3_credentials import (
     on_s3_credentials_changed,
     on_s3_credentials_gone,
 )
-from pgbackups.core.host import Deferred, Done, StatusKind, UnitStatus
+from pgbackups.core.host import StatusKind, UnitStatus
+from pgbackups.core.outcomes import Deferred, Done
 
 CONFIG_OFF = "workload.apply_config(stanza=-)"
 CONFIG_ON = f"workload.apply_config(stanza={STANZA})"

@@ -11,7 +11,8 @@ from fakes import PRIMARY_ADDRESS, TLS, FakeHost
 from pgbackups.core.handlers import s3_credentials
 from pgbackups.core.handlers.s3_credentials import on_s3_credentials_changed
 from pgbackups.core.handlers.tls_server import reconcile_tls_server
-from pgbackups.core.host import Deferred, Done, TlsMaterial
+from pgbackups.core.host import TlsMaterial
+from pgbackups.core.outcomes import Deferred, Done
 
 # The last effect of a successful s3-credentials-changed before its TLS steps.
 S3_CHART_SUCCEEDED = "set_status(active)"

@@ -9,7 +9,8 @@ from fakes import MARKER_KEY, STANZA, FakeHost
 from pgbackups.core import messages as msg
 from pgbackups.core.handlers import s3_credentials
 from pgbackups.core.handlers.update_status import on_update_status
-from pgbackups.core.host import Deferred, Done, UnitStatus
+from pgbackups.core.host import UnitStatus
+from pgbackups.core.outcomes import Deferred, Done
 
 
 @pytest.fixture(autouse=True)

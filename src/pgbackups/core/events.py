@@ -13,7 +13,8 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 from pgbackups.core import handlers
-from pgbackups.core.host import Host, Outcome
+from pgbackups.core.host import Host
+from pgbackups.core.outcomes import Outcome
 
 HookHandler = Callable[[Host], Outcome]
 ActionHandler = Callable[[Host, Mapping[str, str]], Outcome]

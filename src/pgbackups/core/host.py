@@ -2,8 +2,9 @@
 
 The handlers in :mod:`pgbackups.core.handlers` know nothing of Juju or of the local runtime.
 A host (the ``ops`` charm, or :mod:`pgbackups.local`) implements :class:`Host` and
-runs a handler; the handler returns an :data:`Outcome` and the host turns it into
-``event.defer()``, ``event.set_results()``, ``event.fail()`` or their local twins.
+runs a handler; the handler returns an :data:`~pgbackups.core.outcomes.Outcome` and the
+host turns it into ``event.defer()``, ``event.set_results()``, ``event.fail()`` or their
+local twins.
 
 Everything a handler does to the world goes through this interface, so that a fake
 host can record the calls in order and the tests can check them against the charts.
@@ -58,35 +59,6 @@ class UnitStatus:
 
     def __str__(self) -> str:
         return f"{self.kind.value}: {self.message}" if self.message else self.kind.value
-
-
-# ---------------------------------------------------------------------------
-# Outcomes
-
-
-@dataclass(frozen=True)
-class Done:
-    """The hook ran to its end."""
-
-
-@dataclass(frozen=True)
-class Deferred:
-    """Run this hook again before the unit's next event (and on the next update-status)."""
-
-    reason: str
-
-
-@dataclass(frozen=True)
-class ActionResults:
-    results: Mapping[str, str]
-
-
-@dataclass(frozen=True)
-class ActionFailed:
-    message: str
-
-
-Outcome = Done | Deferred | ActionResults | ActionFailed
 
 
 # ---------------------------------------------------------------------------

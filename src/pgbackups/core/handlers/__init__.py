@@ -2,7 +2,7 @@
 
 Each handler reads top to bottom like its chart: the guard clauses come in the chart's
 order and each box is one small named step. A handler takes a :class:`~pgbackups.core.host.Host`
-and returns an :data:`~pgbackups.core.host.Outcome`; everything it does to the world goes
+and returns an :data:`~pgbackups.core.outcomes.Outcome`; everything it does to the world goes
 through the host, its workload, its backup tool and its object store. Steps several charts
 share are in :mod:`._steps`, with :func:`desired_config`, the one place where the peer
 bags become the configuration of a unit. Which event or action runs which handler is

@@ -11,19 +11,17 @@ from dataclasses import dataclass
 from pgbackups.core import messages as msg
 from pgbackups.core.handlers._steps import apply_config, parse_settings, tls_server_wanted
 from pgbackups.core.host import (
-    ActionFailed,
-    ActionResults,
     BackupToolError,
     CommandResult,
     Host,
     ObjectStore,
     ObjectStoreError,
-    Outcome,
     UnitStatus,
     WorkloadUnavailable,
 )
 from pgbackups.core.ids import format_id, is_label, label_to_id
 from pgbackups.core.marker import object_key
+from pgbackups.core.outcomes import ActionFailed, ActionResults, Outcome
 from pgbackups.core.peer_keys import CONNECTIVITY, CREATING_BACKUP, STANZA
 from pgbackups.core.settings import S3Settings, S3SettingsProblem
 

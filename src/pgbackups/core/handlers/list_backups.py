@@ -8,8 +8,9 @@ from collections.abc import Mapping
 
 from pgbackups.core import messages as msg
 from pgbackups.core.handlers._steps import parse_settings, restore_timelines
-from pgbackups.core.host import ActionFailed, ActionResults, BackupToolError, Host, Outcome
+from pgbackups.core.host import BackupToolError, Host
 from pgbackups.core.listing import FORMATS, build_rows, format_json, format_table
+from pgbackups.core.outcomes import ActionFailed, ActionResults, Outcome
 from pgbackups.core.settings import S3SettingsProblem
 
 log = logging.getLogger(__name__)

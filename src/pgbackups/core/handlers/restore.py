@@ -27,18 +27,9 @@ from pgbackups.core.handlers._steps import (
     restore_timelines,
     write_marker,
 )
-from pgbackups.core.host import (
-    ActionFailed,
-    ActionResults,
-    BackupToolError,
-    Done,
-    Host,
-    Outcome,
-    UnitStatus,
-    Workload,
-    WorkloadUnavailable,
-)
+from pgbackups.core.host import BackupToolError, Host, UnitStatus, Workload, WorkloadUnavailable
 from pgbackups.core.ids import normalise_id
+from pgbackups.core.outcomes import ActionFailed, ActionResults, Done, Outcome
 from pgbackups.core.peer_keys import S3_BLOCK_MESSAGE, STANZA
 from pgbackups.core.repository import BackupRecord, TimelineBranch, TimelineRecord
 from pgbackups.core.restore_state import RestoreState

@@ -24,7 +24,8 @@ from collections.abc import Mapping
 from pgbackups.core import messages as msg
 from pgbackups.core.handlers._steps import apply_config
 from pgbackups.core.handlers.restore import is_failed_restore_status
-from pgbackups.core.host import ActionFailed, ActionResults, Host, Outcome, UnitStatus
+from pgbackups.core.host import Host, UnitStatus
+from pgbackups.core.outcomes import ActionFailed, ActionResults, Outcome
 from pgbackups.core.restore_state import RestoreState, restore_in_progress
 
 log = logging.getLogger(__name__)

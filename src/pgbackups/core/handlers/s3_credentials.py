@@ -22,16 +22,14 @@ from pgbackups.core.handlers._steps import (
 from pgbackups.core.handlers.tls_server import tls_server_steps
 from pgbackups.core.host import (
     CommandResult,
-    Deferred,
-    Done,
     Host,
     ObjectStore,
     ObjectStoreError,
     ObjectStoreForbidden,
-    Outcome,
     UnitStatus,
     WorkloadUnavailable,
 )
+from pgbackups.core.outcomes import Deferred, Done, Outcome
 from pgbackups.core.peer_keys import CLUSTER_INITIALISED, S3_BLOCK_MESSAGE, STANZA
 from pgbackups.core.restore_state import restore_in_progress
 from pgbackups.core.settings import S3Settings

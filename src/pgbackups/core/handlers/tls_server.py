@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 
 from pgbackups.core.handlers._steps import apply_config, tls_server_wanted
-from pgbackups.core.host import Deferred, Done, Host, Outcome, WorkloadUnavailable
+from pgbackups.core.host import Host, WorkloadUnavailable
+from pgbackups.core.outcomes import Deferred, Done, Outcome
 
 log = logging.getLogger(__name__)
 

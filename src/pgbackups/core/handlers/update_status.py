@@ -10,7 +10,8 @@ from pgbackups.core import messages as msg
 from pgbackups.core.handlers.create_backup import bring_back_after_interrupted_backup
 from pgbackups.core.handlers.restore import detect_restore_end
 from pgbackups.core.handlers.s3_credentials import on_s3_credentials_changed
-from pgbackups.core.host import Done, Host, Outcome
+from pgbackups.core.host import Host
+from pgbackups.core.outcomes import Done, Outcome
 from pgbackups.core.peer_keys import S3_BLOCK_MESSAGE
 from pgbackups.core.restore_state import RestoreState
 

@@ -16,14 +16,8 @@ from collections.abc import Mapping
 
 from pgbackups.core.events import ACTION_PARAMS
 from pgbackups.core.handlers import primary_timeline
-from pgbackups.core.host import (
-    ActionFailed,
-    ActionResults,
-    Deferred,
-    Outcome,
-    StatusKind,
-    WorkloadUnavailable,
-)
+from pgbackups.core.host import StatusKind, WorkloadUnavailable
+from pgbackups.core.outcomes import ActionFailed, ActionResults, Deferred, Outcome
 from pgbackups.core.restore_state import RestoreState
 from pgbackups.local.cli.cluster import add_name, subcommand
 from pgbackups.local.errors import PgbackupsError, UsageError

@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from pgbackups.core.host import Outcome
+from pgbackups.core.outcomes import Outcome
 from pgbackups.core.settings import URI_STYLES, S3Settings, parse_s3_settings
 from pgbackups.local.cli.cluster import add_name, subcommand
 from pgbackups.local.errors import UsageError

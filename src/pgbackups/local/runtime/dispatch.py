@@ -11,7 +11,8 @@ import logging
 from collections.abc import Callable, Mapping
 
 from pgbackups.core.events import ACTIONS, HOOKS
-from pgbackups.core.host import ActionFailed, Deferred, Host, Outcome
+from pgbackups.core.host import Host
+from pgbackups.core.outcomes import ActionFailed, Deferred, Outcome
 from pgbackups.local.runtime.peerdata import DeferredEvent, PeerDataStore
 
 log = logging.getLogger(__name__)
