@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import ast
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -17,8 +18,8 @@ CHARMCRAFT = ROOT / "charm" / "charmcraft.yaml"
 CHARM = ROOT / "charm" / "src" / "charm.py"
 
 
-def charm_actions() -> dict[str, dict[str, object]]:
-    actions: dict[str, dict[str, object]] = yaml.safe_load(CHARMCRAFT.read_text())["actions"]
+def charm_actions() -> dict[str, dict[str, Any]]:
+    actions: dict[str, dict[str, Any]] = yaml.safe_load(CHARMCRAFT.read_text())["actions"]
     return actions
 
 

@@ -512,10 +512,6 @@ def _patroni_down(host: FakeHost) -> None:
     host.fake_workload.unavailable = True
 
 
-def _not_leader(host_: FakeHost) -> None:
-    host_.set_leader(False)
-
-
 FAILED_STATUS = UnitStatus.blocked(f"{msg.FAILED_TO_RESTORE_BACKUP}: old data kept at {MOVED_DATA}")
 WAITING: list[tuple[str, Setup, UnitStatus, list[str]]] = [
     ("member-failed", _member_failed, FAILED_STATUS, [f"set_status({FAILED_STATUS})"]),
