@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """pgbackups-postgresql: the pgbackups core inside an ``ops`` machine charm.
 
-Every Juju event is turned into one call of a core handler (``pgbackups.core.backups``) with
+Every Juju event is turned into one call of a core handler (``pgbackups.core.events``) with
 a :class:`charm_host.CharmHost`, and the handler's outcome back into ops:
 ``Deferred`` → ``event.defer()``, ``ActionResults`` → ``event.set_results()``,
 ``ActionFailed`` → ``event.fail()``, ``Done`` → nothing. The charm itself only installs
@@ -30,16 +30,12 @@ from pgbackups.adapters import processes
 from pgbackups.adapters.patroni import PatroniPasswords
 from pgbackups.adapters.pgbackrest import PgBackRest
 from pgbackups.adapters.s3 import S3Bucket
-from pgbackups.core import backups
-from pgbackups.core.host import (
-    ActionFailed,
-    ActionResults,
-    Deferred,
-    Done,
-    Outcome,
-    WorkloadUnavailable,
-)
+from pgbackups.core import events
+from pgbackups.core.handlers import desired_config
+from pgbackups.core.host import WorkloadUnavailable
+from pgbackups.core.outcomes import ActionFailed, ActionResults, Deferred, Done, Outcome
 from pgbackups.core.params import check_action_params
+from pgbackups.core.peer_keys import CLUSTER_INITIALISED
 from s3_requirer import S3Requirer
 from tls_files import DiskTlsFiles
 from tls_requirer import TlsFiles, TlsRequirer
@@ -102,10 +98,8 @@ class PgBackupsCharm(ops.CharmBase):
         observe(certs.relation_joined, self._on_certificates_changed)
         observe(certs.relation_changed, self._on_certificates_changed)
         observe(certs.relation_broken, self._on_certificates_changed)
-        observe(self.on.create_backup_action, self._on_create_backup)
-        observe(self.on.list_backups_action, self._on_list_backups)
-        observe(self.on.restore_action, self._on_restore)
-        observe(self.on.rollback_restore_action, self._on_rollback_restore)
+        for action in events.ACTIONS:  # ops names an action's event <name>_action
+            observe(getattr(self.on, f"{action.replace('-', '_')}_action"), self._on_action)
 
     # --- the host ------------------------------------------------------------------
 
@@ -210,14 +204,14 @@ class PgBackupsCharm(ops.CharmBase):
     def _mark_cluster_initialised(self, host: CharmHost) -> None:
         """The core waits for app ``cluster_initialised``; the leader sets it once Patroni
         reports a primary (the host's job: the core only reads it)."""
-        if not host.is_leader() or host.app_data.get(backups.CLUSTER_INITIALISED):
+        if not host.is_leader() or host.app_data.get(CLUSTER_INITIALISED):
             return
         try:
             initialised = host.workload.is_cluster_initialised()
         except WorkloadUnavailable:
             initialised = False
         if initialised:
-            host.app_data[backups.CLUSTER_INITIALISED] = "True"
+            host.app_data[CLUSTER_INITIALISED] = "True"
 
     def _refresh_status(self, host: CharmHost) -> None:
         """Active (``Primary`` on the primary) once the member runs, Waiting before; only
@@ -261,7 +255,7 @@ class PgBackupsCharm(ops.CharmBase):
             event.defer()
             return False
         host = self.host
-        host.workload.apply_config(backups.desired_config(host))
+        host.workload.apply_config(desired_config(host))
         return True
 
     def _on_start(self, event: ops.StartEvent) -> None:
@@ -281,11 +275,11 @@ class PgBackupsCharm(ops.CharmBase):
     def _on_update_status(self, event: ops.UpdateStatusEvent) -> None:
         if self.model.get_relation(PEER_RELATION) is not None:
             self._refresh_status(self.host)
-        self._run(event, backups.on_update_status)
+        self._run(event, events.HOOKS["update-status"])
 
     def _on_leader_elected(self, event: ops.LeaderElectedEvent) -> None:
         self._ensure_passwords()
-        self._run(event, backups.on_leader_elected)
+        self._run(event, events.HOOKS["leader-elected"])
 
     # --- peers and TLS -------------------------------------------------------------
 
@@ -294,11 +288,11 @@ class PgBackupsCharm(ops.CharmBase):
         if self.passwords() is None:
             return
         host = self.host
-        host.workload.apply_config(backups.desired_config(host))
+        host.workload.apply_config(desired_config(host))
 
     def _on_peers_changed(self, event: ops.RelationEvent) -> None:
         self._ensure_passwords()
-        self._run(event, backups.reconcile_tls_server)  # it renders the configuration first
+        self._run(event, events.HOOKS["peer-changed"])  # it renders the configuration first
 
     def _on_peer_departed(self, event: ops.RelationDepartedEvent) -> None:
         departing = event.departing_unit
@@ -309,35 +303,27 @@ class PgBackupsCharm(ops.CharmBase):
             forget = getattr(self.adapters.workload, "forget_raft_member", None)
             if address and forget is not None:
                 forget(address)
-        self._run(event, backups.reconcile_tls_server)
+        self._run(event, events.HOOKS["peer-changed"])
 
     def _on_certificates_changed(self, event: ops.RelationEvent) -> None:
         self.certs.sync(self.host.unit_address(), socket.getfqdn())
         if self.model.get_relation(PEER_RELATION) is not None:
             self.host.unit_data[TLS_FLAG] = "enabled" if self.certs.material() else ""
-        self._run(event, backups.reconcile_tls_server)
+        self._run(event, events.HOOKS["certificates-changed"])
 
     # --- S3 ------------------------------------------------------------------------
 
     def _on_s3_credentials_changed(self, event: ops.EventBase) -> None:
-        self._run(event, backups.on_s3_credentials_changed)
+        self._run(event, events.HOOKS["s3-credentials-changed"])
 
     def _on_s3_credentials_gone(self, event: ops.EventBase) -> None:
-        self._run(event, backups.on_s3_credentials_gone)
+        self._run(event, events.HOOKS["s3-credentials-gone"])
 
     # --- actions -------------------------------------------------------------------
 
-    def _on_create_backup(self, event: ops.ActionEvent) -> None:
-        self._run(event, backups.on_create_backup, _params(event.params))
-
-    def _on_list_backups(self, event: ops.ActionEvent) -> None:
-        self._run(event, backups.on_list_backups, _params(event.params))
-
-    def _on_restore(self, event: ops.ActionEvent) -> None:
-        self._run(event, backups.on_restore, _params(event.params))
-
-    def _on_rollback_restore(self, event: ops.ActionEvent) -> None:
-        self._run(event, backups.on_rollback_restore, _params(event.params))
+    def _on_action(self, event: ops.ActionEvent) -> None:
+        action = event.handle.kind.removesuffix("_action").replace("_", "-")
+        self._run(event, events.ACTIONS[action], _params(event.params))
 
 
 def _params(params: Mapping[str, Any]) -> dict[str, str]:

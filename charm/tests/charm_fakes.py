@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from pgbackups.core.archive import ArchivedSegment
 from pgbackups.core.host import (
     BackupToolError,
     CommandResult,
@@ -198,6 +199,10 @@ class FakeBackupTool:
     def history(self, record: TimelineRecord) -> tuple[TimelineBranch, ...]:
         self.calls.append(f"history {record.timeline}")
         return ()
+
+    def archive_segments(self, stanza: str) -> list[ArchivedSegment]:
+        self.calls.append(f"archive_segments {stanza}")
+        return []
 
     def server_ping(self, host: str) -> bool:
         self.calls.append(f"server_ping {host}")

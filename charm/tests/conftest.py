@@ -20,7 +20,7 @@ from charm_fakes import World  # noqa: E402
 
 from charm import PgBackupsCharm  # noqa: E402
 from charm_host import Adapters  # noqa: E402
-from pgbackups.core import backups  # noqa: E402
+from pgbackups.core.handlers import s3_credentials  # noqa: E402
 
 
 @pytest.fixture
@@ -32,5 +32,5 @@ def world(monkeypatch: pytest.MonkeyPatch) -> World:
         lambda charm: Adapters(workload=w.workload, backup_tool=w.tool, object_store=w.store_for),
     )
     monkeypatch.setattr(PgBackupsCharm, "tls_files_factory", lambda charm: w.tls_files)
-    monkeypatch.setattr(backups, "SLEEP", lambda seconds: None)
+    monkeypatch.setattr(s3_credentials, "SLEEP", lambda seconds: None)
     return w

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
+from pgbackups.core.archive import ArchivedSegment
 from pgbackups.core.host import (
     BackupToolError,
     CommandResult,
@@ -326,6 +327,7 @@ class FakeBackupTool:
     info_error: str | None = None
     timeline_records: dict[str, list[TimelineRecord]] = field(default_factory=dict)
     timelines_error: str | None = None
+    segments: dict[str, list[ArchivedSegment]] = field(default_factory=dict)
     # timeline -> its .history branches; a timeline not here cannot be read (an error)
     histories: dict[int, tuple[TimelineBranch, ...]] = field(default_factory=dict)
     ping_ok: bool = True
@@ -370,6 +372,10 @@ class FakeBackupTool:
         if record.timeline not in self.histories:
             raise BackupToolError(f"ERROR: [055]: unable to open missing file '{record.key}'")
         return self.histories[record.timeline]
+
+    def archive_segments(self, stanza: str) -> list[ArchivedSegment]:
+        self.calls.append(f"backup_tool.archive_segments({stanza})")
+        return list(self.segments.get(stanza, []))
 
     def server_ping(self, host: str) -> bool:
         self.calls.append(f"backup_tool.server_ping({host})")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from typing import Any
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -113,8 +114,13 @@ def options_as_pgbackrest_reads_them(text: str) -> list[tuple[str, str, str]]:
     return found
 
 
-BASELINE = parse_s3_settings(BASE)
-assert isinstance(BASELINE, S3Settings)
+def _parsed(raw: dict[str, str]) -> S3Settings:
+    parsed = parse_s3_settings(raw)
+    assert isinstance(parsed, S3Settings)
+    return parsed
+
+
+BASELINE = _parsed(BASE)
 BASELINE_OPTIONS = options_as_pgbackrest_reads_them(render_config(config(BASELINE)))
 
 
@@ -171,7 +177,8 @@ def test_the_renderer_refuses_what_a_caller_built_around_the_parser(
     attribute: str, value: str
 ) -> None:
     """Second line: S3Settings built directly (no parse) still add no option."""
-    settings = replace(BASELINE, **{attribute: value})
+    changed: dict[str, Any] = {attribute: value}
+    settings = replace(BASELINE, **changed)
     field = {"access_key": "access-key", "secret_key": "secret-key", "uri_style": "s3-uri-style"}
     name = field.get(attribute, attribute.replace("_", "-"))
     try:

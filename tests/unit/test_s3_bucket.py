@@ -51,14 +51,16 @@ def test_object_key() -> None:
 
 def test_client_configuration() -> None:
     bucket = S3Bucket(_settings())
-    config = bucket.client.meta.config
+    # botocore-stubs' Config does not declare the options it was built with.
+    config: Any = bucket.client.meta.config
     assert config.s3 == {"addressing_style": "path"}
     assert config.request_checksum_calculation == "when_required"
     assert config.response_checksum_validation == "when_required"
     assert bucket.client.meta.region_name == "us-east-1"
     assert bucket.client.meta.endpoint_url == "https://localhost:4569"
     virtual = S3Bucket(_settings(uri_style="host", region="eu-west-3"))
-    assert virtual.client.meta.config.s3 == {"addressing_style": "virtual"}
+    virtual_config: Any = virtual.client.meta.config
+    assert virtual_config.s3 == {"addressing_style": "virtual"}
     assert virtual.client.meta.region_name == "eu-west-3"
 
 
@@ -180,7 +182,7 @@ def test_ssl_and_connection_reasons() -> None:
     ssl = botocore.exceptions.SSLError(
         endpoint_url="https://localhost:4569",
         error="[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: unable to get local "
-        "issuer certificate (_ssl.c:992)",
+        "issuer certificate (_ssl.c:992)",  # type: ignore[arg-type]  # botocore formats it
     )
     assert describe_error(ssl, settings) == (
         "SSL certificate verification failed: unable to get local issuer certificate"

@@ -1,9 +1,10 @@
 """The core's view of its host: what the hook handlers may ask and do, and what they return.
 
-The handlers in :mod:`pgbackups.core.backups` know nothing of Juju or of the local runtime.
+The handlers in :mod:`pgbackups.core.handlers` know nothing of Juju or of the local runtime.
 A host (the ``ops`` charm, or :mod:`pgbackups.local`) implements :class:`Host` and
-runs a handler; the handler returns an :data:`Outcome` and the host turns it into
-``event.defer()``, ``event.set_results()``, ``event.fail()`` or their local twins.
+runs a handler; the handler returns an :data:`~pgbackups.core.outcomes.Outcome` and the
+host turns it into ``event.defer()``, ``event.set_results()``, ``event.fail()`` or their
+local twins.
 
 Everything a handler does to the world goes through this interface, so that a fake
 host can record the calls in order and the tests can check them against the charts.
@@ -62,35 +63,6 @@ class UnitStatus:
 
 
 # ---------------------------------------------------------------------------
-# Outcomes
-
-
-@dataclass(frozen=True)
-class Done:
-    """The hook ran to its end."""
-
-
-@dataclass(frozen=True)
-class Deferred:
-    """Run this hook again before the unit's next event (and on the next update-status)."""
-
-    reason: str
-
-
-@dataclass(frozen=True)
-class ActionResults:
-    results: Mapping[str, str]
-
-
-@dataclass(frozen=True)
-class ActionFailed:
-    message: str
-
-
-Outcome = Done | Deferred | ActionResults | ActionFailed
-
-
-# ---------------------------------------------------------------------------
 # Values the host hands over
 
 
@@ -142,7 +114,7 @@ class RestoreTarget:
 class WorkloadConfig:
     """The configuration the core wants on this unit; the host renders and reloads it.
 
-    The core derives it from the peer bags (see ``backups.desired_config``): archiving is
+    The core derives it from the peer bags (see ``handlers.desired_config``): archiving is
     on exactly while ``stanza`` is set (SPEC §1).
     """
 

@@ -1,8 +1,9 @@
 """Restore targets: what ``backup-id`` and ``restore-to-time`` ask for, as a pgBackRest restore.
 
-Pure functions, no host: the restore action (:func:`pgbackups.core.backups.on_restore`) lists
-the repository, then asks :func:`choose_target` which backup set, recovery type, target
-time and timeline to use. The rules (docs/restore.md):
+Pure functions, no host: the restore action
+(:func:`pgbackups.core.handlers.restore.on_restore`) lists the repository, then asks
+:func:`choose_target` which backup set, recovery type, target time and timeline to use.
+The rules (docs/restore.md):
 
 - ``backup-id`` alone: the end of that backup (``--type=immediate``);
 - ``backup-id`` + a time: that backup's timeline, replayed up to the time;

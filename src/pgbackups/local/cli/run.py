@@ -15,16 +15,11 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from pgbackups.core import backups
-from pgbackups.core.host import (
-    ActionFailed,
-    ActionResults,
-    Deferred,
-    Outcome,
-    StatusKind,
-    WorkloadUnavailable,
-)
+from pgbackups.core.handlers import primary_timeline
+from pgbackups.core.host import StatusKind, WorkloadUnavailable
+from pgbackups.core.outcomes import ActionFailed, ActionResults, Deferred, Outcome
 from pgbackups.core.params import ACTION_PARAMS, check_action_params
+from pgbackups.core.restore_state import RestoreState
 from pgbackups.local.cli.common import Subparsers, add_name, subcommand
 from pgbackups.local.errors import PgbackupsError, UsageError
 from pgbackups.local.progress import Progress
@@ -94,17 +89,16 @@ def wait_for_restore(runtime: Runtime, unit: str, progress: Progress, timeout: f
     while True:
         runtime.fire(unit, "update-status")
         status, message = cluster.get_status(unit)
-        app = runtime.store.app_bag(writable=False)
-        in_progress = bool(app.get(backups.RESTORING_BACKUP) or app.get(backups.RESTORE_TO_TIME))
+        restore = RestoreState.read(runtime.store.app_bag(writable=False))
         if status == StatusKind.BLOCKED.value:
-            moved = app.get(backups.RESTORE_MOVED_DATA)
+            moved = restore.moved_data if restore is not None else ""
             kept = f"; the data from before the restore is kept at {moved}" if moved else ""
             raise ActionError(
                 f"restore failed on {unit}: {message}{kept} "
                 f"(see: pgbackups logs --name {cluster.name} {unit}; "
                 f"pgbackups status --name {cluster.name})"
             )
-        if not in_progress:
+        if restore is None or not restore.in_progress:
             progress.say(f"restore complete on {unit}: {status} {message}".rstrip())
             return message
         if time.monotonic() > deadline:
@@ -129,7 +123,7 @@ def wait_for_rollback(runtime: Runtime, unit: str, progress: Progress, timeout: 
     while True:
         try:
             state = workload.member_state() or "starting"
-            timeline = backups.primary_timeline(workload)
+            timeline = primary_timeline(workload)
         except WorkloadUnavailable:
             state, timeline = "starting", None
         if timeline is not None:

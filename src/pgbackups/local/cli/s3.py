@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pgbackups.core.host import Outcome
+from pgbackups.core.outcomes import Outcome
 from pgbackups.core.settings import URI_STYLES, S3Settings, parse_s3_settings
 from pgbackups.local.cli.common import Subparsers, add_name, subcommand
 from pgbackups.local.errors import UsageError

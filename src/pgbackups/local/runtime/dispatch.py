@@ -10,32 +10,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 
-from pgbackups.core import backups
-from pgbackups.core.host import ActionFailed, Deferred, Host, Outcome
+from pgbackups.core.events import ACTIONS, HOOKS
+from pgbackups.core.host import Host
+from pgbackups.core.outcomes import ActionFailed, Deferred, Outcome
 from pgbackups.core.params import check_action_params
 from pgbackups.local.runtime.peerdata import DeferredEvent, PeerDataStore
 
 log = logging.getLogger(__name__)
-
-HookHandler = Callable[[Host], Outcome]
-ActionHandler = Callable[[Host, Mapping[str, str]], Outcome]
-
-HOOKS: dict[str, HookHandler] = {
-    "s3-credentials-changed": backups.on_s3_credentials_changed,
-    "s3-credentials-gone": backups.on_s3_credentials_gone,
-    "leader-elected": backups.on_leader_elected,
-    "update-status": backups.on_update_status,
-    # The pgBackRest TLS server is reconciled when certificates or peers change (SPEC §6).
-    "certificates-changed": backups.reconcile_tls_server,
-    "peer-changed": backups.reconcile_tls_server,
-}
-
-ACTIONS: dict[str, ActionHandler] = {
-    "create-backup": backups.on_create_backup,
-    "list-backups": backups.on_list_backups,
-    "restore": backups.on_restore,
-    "rollback-restore": backups.on_rollback_restore,
-}
 
 
 class Dispatcher:

@@ -20,14 +20,9 @@ from pathlib import Path
 from pgbackups import __version__
 from pgbackups.adapters.pgbackrest import PgBackRest, Timeouts
 from pgbackups.adapters.s3 import S3Bucket
-from pgbackups.core.backups import CLUSTER_INITIALISED
-from pgbackups.core.host import (
-    Outcome,
-    Peer,
-    StatusKind,
-    TlsMaterial,
-    UnitStatus,
-)
+from pgbackups.core.host import Peer, StatusKind, TlsMaterial, UnitStatus
+from pgbackups.core.outcomes import Outcome
+from pgbackups.core.peer_keys import CLUSTER_INITIALISED
 from pgbackups.core.settings import S3Settings
 from pgbackups.local.machinery.paths import DEFAULT_NAME, write_file
 from pgbackups.local.runtime.cluster import Cluster

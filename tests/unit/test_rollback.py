@@ -9,9 +9,11 @@ from collections.abc import Callable
 import pytest
 from fakes import LOG_HINT, MOVED_DATA, STANZA, FakeHost
 
-from pgbackups.core import backups
 from pgbackups.core import messages as msg
-from pgbackups.core.host import ActionFailed, ActionResults, UnitStatus
+from pgbackups.core.handlers.rollback import on_rollback_restore
+from pgbackups.core.handlers.update_status import on_update_status
+from pgbackups.core.host import UnitStatus
+from pgbackups.core.outcomes import ActionFailed, ActionResults
 
 FAILED = UnitStatus.blocked(f"{msg.FAILED_TO_RESTORE_BACKUP}: old data kept at {MOVED_DATA}")
 PITR_FAILED = UnitStatus.blocked(msg.cannot_restore_pitr(LOG_HINT))
@@ -42,7 +44,7 @@ def failed_host(status: UnitStatus = PITR_FAILED, **kwargs: object) -> FakeHost:
 @pytest.mark.parametrize("status", [FAILED, PITR_FAILED], ids=["plain", "pitr"])
 def test_rollback_full_call_sequence(status: UnitStatus) -> None:
     host = failed_host(status)
-    outcome = backups.on_rollback_restore(host, {})
+    outcome = on_rollback_restore(host, {})
     assert outcome == ActionResults({"rollback-status": msg.ROLLED_BACK})
     assert host.calls == [
         "set_status(maintenance: rolling back the restore)",
@@ -115,14 +117,14 @@ def test_refusals_change_nothing(setup: Setup, message: str) -> None:
     setup(host)
     status, app = host.status, dict(host.app_dict)
     host.calls.clear()
-    assert backups.on_rollback_restore(host, {}) == ActionFailed(message)
+    assert on_rollback_restore(host, {}) == ActionFailed(message)
     assert host.effects == []
     assert (host.status, host.app_dict) == (status, app)
 
 
 def test_parameters_are_refused() -> None:
     host = failed_host()
-    outcome = backups.on_rollback_restore(host, {"backup-id": "x"})
+    outcome = on_rollback_restore(host, {"backup-id": "x"})
     assert isinstance(outcome, ActionFailed)
     assert "takes no parameters (got backup-id)" in outcome.message
     assert host.effects == []
@@ -167,7 +169,7 @@ def test_a_failed_step_keeps_the_failed_restore_state(
 ) -> None:
     host = failed_host()
     setup(host)
-    outcome = backups.on_rollback_restore(host, {})
+    outcome = on_rollback_restore(host, {})
     assert outcome == ActionFailed(f"{msg.FAILED_TO_ROLL_BACK}: {reason}")
     assert host.calls[-2:] == [last_call, f"set_status({PITR_FAILED})"]
     assert host.status == PITR_FAILED
@@ -177,7 +179,7 @@ def test_a_failed_step_keeps_the_failed_restore_state(
 def test_data_back_but_no_start_blocks_and_says_where_things_are() -> None:
     host = failed_host()
     host.fake_workload.start_results = [False]
-    outcome = backups.on_rollback_restore(host, {})
+    outcome = on_rollback_restore(host, {})
     message = f"{msg.FAILED_TO_ROLL_BACK}: the data is back but the database did not start"
     assert outcome == ActionFailed(message)
     assert host.status == UnitStatus.blocked(message)
@@ -186,8 +188,8 @@ def test_data_back_but_no_start_blocks_and_says_where_things_are() -> None:
 
 def test_after_a_rollback_a_new_restore_is_allowed_and_update_status_is_quiet() -> None:
     host = failed_host()
-    backups.on_rollback_restore(host, {})
+    on_rollback_restore(host, {})
     host.calls.clear()
-    backups.on_update_status(host)
+    on_update_status(host)
     assert host.effects == [], "no restore left to watch"
     assert host.status == UnitStatus.active()

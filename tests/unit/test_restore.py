@@ -16,9 +16,11 @@ from fakes import (
     stanza_info,
 )
 
-from pgbackups.core import backups
 from pgbackups.core import messages as msg
-from pgbackups.core.host import ActionFailed, ActionResults, Done, UnitStatus
+from pgbackups.core.handlers.restore import on_restore
+from pgbackups.core.handlers.update_status import on_update_status
+from pgbackups.core.host import UnitStatus
+from pgbackups.core.outcomes import ActionFailed, ActionResults, Done
 
 LABEL = "20261128-143926F"
 BACKUP_ID = "2026-11-28T14:39:26Z"
@@ -57,7 +59,7 @@ def restore_host(**kwargs: object) -> FakeHost:
 
 def test_restore_full_call_sequence() -> None:
     host = restore_host()
-    outcome = backups.on_restore(host, {"backup-id": BACKUP_ID})
+    outcome = on_restore(host, {"backup-id": BACKUP_ID})
     assert outcome == ActionResults({"restore-status": "restore started"})
     assert host.calls == [
         "workload.is_cluster_initialised",
@@ -85,7 +87,7 @@ def test_restore_full_call_sequence() -> None:
 @pytest.mark.parametrize("given", [LABEL, BACKUP_ID, f" {BACKUP_ID} "])
 def test_either_id_form_is_accepted(given: str) -> None:
     host = restore_host()
-    assert isinstance(backups.on_restore(host, {"backup-id": given}), ActionResults)
+    assert isinstance(on_restore(host, {"backup-id": given}), ActionResults)
     assert host.app_dict["restoring-backup"] == LABEL
 
 
@@ -273,7 +275,7 @@ def test_restore_refusals(
     host = restore_host()
     setup(host)
     status, app = host.status, host.app_dict
-    assert backups.on_restore(host, params) == ActionFailed(message)
+    assert on_restore(host, params) == ActionFailed(message)
     assert host.calls == calls
     assert host.status == status
     assert host.app_dict == app
@@ -290,7 +292,7 @@ def test_restore_refusals(
 )
 def test_blocks_that_allow_a_restore(block: str) -> None:
     host = restore_host(status=UnitStatus.blocked(block))
-    assert isinstance(backups.on_restore(host, {"backup-id": BACKUP_ID}), ActionResults)
+    assert isinstance(on_restore(host, {"backup-id": BACKUP_ID}), ActionResults)
 
 
 # ---------------------------------------------------------------------------
@@ -304,7 +306,7 @@ def _fail_message(reason: str) -> str:
 def test_stop_fails() -> None:
     host = restore_host()
     host.fake_workload.stop_ok = False
-    outcome = backups.on_restore(host, {"backup-id": BACKUP_ID})
+    outcome = on_restore(host, {"backup-id": BACKUP_ID})
     assert outcome == ActionFailed(_fail_message("could not stop the database"))
     assert host.effects == [
         "backup_tool.info()",
@@ -340,7 +342,7 @@ def test_failure_before_data_moved_starts_the_database_again(
     host.fake_workload.remove_dcs_ok = dcs_ok
     host.fake_workload.moved_path = moved
     host.fake_workload.start_results = [starts_again]
-    outcome = backups.on_restore(host, {"backup-id": BACKUP_ID})
+    outcome = on_restore(host, {"backup-id": BACKUP_ID})
     if starts_again:
         message, status = _fail_message(reason), PRIMARY
     else:
@@ -362,7 +364,7 @@ def test_failure_before_data_moved_starts_the_database_again(
 def test_database_does_not_start_after_data_moved() -> None:
     host = restore_host()
     host.fake_workload.start_results = [False]
-    outcome = backups.on_restore(host, {"backup-id": BACKUP_ID})
+    outcome = on_restore(host, {"backup-id": BACKUP_ID})
     message = _fail_message(f"the database did not start; old data kept at {MOVED_DATA}")
     assert outcome == ActionFailed(message)
     assert host.effects[-3:] == [
@@ -382,14 +384,14 @@ def test_a_new_restore_after_a_failed_one_keeps_the_original_data_path() -> None
         app={"stanza": STANZA, "restoring-backup": LABEL, "restore-moved-data": "/orig"},
     )
     host.fake_workload.moved_path = "/failed-attempt"
-    assert isinstance(backups.on_restore(host, {"backup-id": BACKUP_ID}), ActionResults)
+    assert isinstance(on_restore(host, {"backup-id": BACKUP_ID}), ActionResults)
     assert host.app_dict["restore-moved-data"] == "/orig"
 
 
 def test_backup_of_another_stanza_is_restored_from_that_stanza() -> None:
     host = restore_host(status=UnitStatus.blocked(msg.ANOTHER_CLUSTER_REPOSITORY), app={})
     host.fake_tool.stanzas = [stanza_info("old.main", backups=[backup(LABEL, stanza="old.main")])]
-    assert isinstance(backups.on_restore(host, {"backup-id": LABEL}), ActionResults)
+    assert isinstance(on_restore(host, {"backup-id": LABEL}), ActionResults)
     assert host.app_dict["restore-stanza"] == "old.main"
     assert host.effects[-2] == f"workload.apply_config(stanza=-, restore={LABEL}@old.main)"
 
@@ -400,7 +402,7 @@ def test_own_stanza_wins_when_two_stanzas_have_the_same_id() -> None:
         stanza_info("old.main", backups=[backup(LABEL, stanza="old.main")]),
         stanza_info(backups=[backup(LABEL)]),
     ]
-    backups.on_restore(host, {"backup-id": BACKUP_ID})
+    on_restore(host, {"backup-id": BACKUP_ID})
     assert host.app_dict["restore-stanza"] == STANZA
 
 
@@ -435,7 +437,7 @@ def restoring_host(**kwargs: object) -> FakeHost:
 def test_completion_full_call_sequence() -> None:
     host = restoring_host()
     host.fake_workload.timeline = 2
-    assert backups.on_update_status(host) == Done()
+    assert on_update_status(host) == Done()
     assert host.calls == [
         "workload.member_state",
         "workload.bootstrap_failed",
@@ -462,7 +464,7 @@ def test_completion_of_a_restore_from_another_cluster_blocks_and_stops_archiving
     host = restoring_host(app={**RESTORING, "restore-stanza": "old.main"})
     host.fake_tool.stanzas = [stanza_info("old.main", backups=[backup(LABEL, stanza="old.main")])]
     host.store.objects[MARKER_KEY] = marker_body(stanza="old.main", cluster_id="cluster-old")
-    backups.on_update_status(host)
+    on_update_status(host)
     blocked = UnitStatus.blocked(msg.ANOTHER_CLUSTER_REPOSITORY)
     assert host.status == blocked
     assert host.effects[-7:] == [
@@ -479,7 +481,7 @@ def test_completion_of_a_restore_from_another_cluster_blocks_and_stops_archiving
 
 def test_completion_without_s3_settings_skips_the_ownership_check() -> None:
     host = restoring_host(s3=None)
-    backups.on_update_status(host)
+    on_update_status(host)
     assert host.effects == [
         *CLEAR_KEYS,
         f"workload.apply_config(stanza={STANZA}, s3=-)",
@@ -510,10 +512,6 @@ def _patroni_down(host: FakeHost) -> None:
     host.fake_workload.unavailable = True
 
 
-def _not_leader(host_: FakeHost) -> None:
-    host_.set_leader(False)
-
-
 FAILED_STATUS = UnitStatus.blocked(f"{msg.FAILED_TO_RESTORE_BACKUP}: old data kept at {MOVED_DATA}")
 WAITING: list[tuple[str, Setup, UnitStatus, list[str]]] = [
     ("member-failed", _member_failed, FAILED_STATUS, [f"set_status({FAILED_STATUS})"]),
@@ -533,7 +531,7 @@ def test_restore_not_finished_or_failed(
 ) -> None:
     host = restoring_host()
     setup(host)
-    assert backups.on_update_status(host) == Done()
+    assert on_update_status(host) == Done()
     assert host.status == status
     assert host.effects == effects
     assert host.app_dict == {"cluster_initialised": "True", **RESTORING}, "keys and data kept"
@@ -542,25 +540,25 @@ def test_restore_not_finished_or_failed(
 def test_failed_restore_is_reported_once() -> None:
     host = restoring_host()
     _member_failed(host)
-    backups.on_update_status(host)
+    on_update_status(host)
     host.calls.clear()
-    backups.on_update_status(host)
+    on_update_status(host)
     assert host.effects == []
 
 
 def test_failed_restore_without_moved_data_says_so() -> None:
     host = restoring_host(app={k: v for k, v in RESTORING.items() if k != "restore-moved-data"})
     _bootstrap_failed(host)
-    backups.on_update_status(host)
+    on_update_status(host)
     assert host.status == UnitStatus.blocked(msg.FAILED_TO_RESTORE_BACKUP)
 
 
 def test_restore_then_completion_end_to_end() -> None:
     host = restore_host()
-    backups.on_restore(host, {"backup-id": BACKUP_ID})
+    on_restore(host, {"backup-id": BACKUP_ID})
     host.store.objects[MARKER_KEY] = marker_body()
     host.fake_workload.timeline = 2
-    backups.on_update_status(host)
+    on_update_status(host)
     assert host.status == UnitStatus.active()
     assert host.app_dict == {"cluster_initialised": "True", "stanza": STANZA}
     assert f"workload.remove_moved_data({MOVED_DATA})" in host.calls

@@ -11,9 +11,11 @@ from fakes import LOG_HINT, MARKER_KEY, MOVED_DATA, STANZA, FakeHost, backup, st
 from fakes import timeline as timeline_record
 
 from pgbackups.adapters.patroni import PatroniMember, PatroniPasswords, restore_command
-from pgbackups.core import backups
 from pgbackups.core import messages as msg
-from pgbackups.core.host import ActionFailed, ActionResults, RestoreTarget, UnitStatus
+from pgbackups.core.handlers.restore import on_restore
+from pgbackups.core.handlers.update_status import on_update_status
+from pgbackups.core.host import RestoreTarget, UnitStatus
+from pgbackups.core.outcomes import ActionFailed, ActionResults
 from pgbackups.core.repository import TimelineBranch
 
 B1 = "20261128-100000F"  # timeline 1, 10:00-10:05
@@ -133,7 +135,7 @@ def test_each_target_shape(  # noqa: PLR0917 - one parametrised row
     params: dict[str, str], label: str, kind: str, to_time: str, tl: str, tail: str
 ) -> None:
     host = pitr_host()
-    assert backups.on_restore(host, params) == ActionResults({"restore-status": "restore started"})
+    assert on_restore(host, params) == ActionResults({"restore-status": "restore started"})
     assert host.app_dict == {
         "cluster_initialised": "True",
         "stanza": STANZA,
@@ -163,25 +165,25 @@ def test_the_base_of_a_timeline_follows_its_history_file_and_falls_back_to_time(
     params = {"restore-to-time": "2026-11-28 11:45:00"}
     host = pitr_host()
     host.fake_tool.histories = {2: (TimelineBranch(1, "0/3000000"),)}
-    assert isinstance(backups.on_restore(host, params), ActionResults)
+    assert isinstance(on_restore(host, params), ActionResults)
     assert "backup_tool.history(2)" in host.calls
     assert host.app_dict["restoring-backup"] == B1
     # B1 stopped after the branch point: not on timeline 2's path, no base at all.
     host = pitr_host()
     host.fake_tool.histories = {2: (TimelineBranch(1, "0/1000000"),)}
-    outcome = backups.on_restore(host, params)
+    outcome = on_restore(host, params)
     assert outcome == ActionFailed("There is no backup to restore the timeline from: timeline 2")
     assert not any(c.startswith(("set_status", "workload.stop")) for c in host.calls)
     # The file cannot be read: timestamps decide, and the log says so.
     host = pitr_host()
-    assert isinstance(backups.on_restore(host, params), ActionResults)
+    assert isinstance(on_restore(host, params), ActionResults)
     assert host.app_dict["restoring-backup"] == B1
     assert "choosing its base backup by time" in caplog.text
 
 
 def test_a_restore_with_a_time_lists_the_timelines() -> None:
     host = pitr_host()
-    backups.on_restore(host, {"backup-id": B1, "restore-to-time": "latest"})
+    on_restore(host, {"backup-id": B1, "restore-to-time": "latest"})
     assert host.calls[:3] == [
         "workload.is_cluster_initialised",
         "backup_tool.info()",
@@ -233,7 +235,7 @@ REFUSALS = [
 def test_refusals_change_nothing(params: dict[str, str], message: str, calls: object) -> None:
     host = pitr_host()
     status, app = host.status, host.app_dict
-    outcome = backups.on_restore(host, params)
+    outcome = on_restore(host, params)
     assert isinstance(outcome, ActionFailed)
     assert outcome.message.startswith(message)
     if calls == "listed":
@@ -251,7 +253,7 @@ def test_refusals_change_nothing(params: dict[str, str], message: str, calls: ob
 def test_a_bad_format_is_refused_before_the_workload_is_asked() -> None:
     host = pitr_host()
     host.fake_workload.unavailable = True
-    outcome = backups.on_restore(host, {"restore-to-time": "noon"})
+    outcome = on_restore(host, {"restore-to-time": "noon"})
     assert isinstance(outcome, ActionFailed)
     assert "YYYY-MM-DD HH:MM:SS" in outcome.message
     assert host.calls == []
@@ -275,12 +277,12 @@ def test_unreachable_target_blocks_with_the_hosts_log_hint() -> None:
     host = pitr_host(app=PITR_RESTORING, status=UnitStatus.maintenance(msg.RESTORING_BACKUP))
     host.fake_workload.failed_bootstrap = True
     host.fake_workload.state = None
-    backups.on_update_status(host)
+    on_update_status(host)
     assert host.status == PITR_BLOCK
     assert host.effects == [f"set_status({PITR_BLOCK})"]
     assert host.app_dict == {"cluster_initialised": "True", **PITR_RESTORING}
     host.calls.clear()
-    backups.on_update_status(host)
+    on_update_status(host)
     assert host.effects == [], "reported once"
 
 
@@ -290,12 +292,12 @@ def test_unreachable_target_seen_first_as_start_failed_gives_the_same_block() ->
     PITR, and the later look (Patroni gone) must not change the message."""
     host = pitr_host(app=PITR_RESTORING, status=UnitStatus.maintenance(msg.RESTORING_BACKUP))
     host.fake_workload.state = "start failed"
-    backups.on_update_status(host)
+    on_update_status(host)
     assert host.status == PITR_BLOCK
     host.fake_workload.state = None
     host.fake_workload.failed_bootstrap = True
     host.calls.clear()
-    backups.on_update_status(host)
+    on_update_status(host)
     assert host.effects == [], "reported once"
     assert host.status == PITR_BLOCK
 
@@ -305,12 +307,12 @@ def test_a_failed_restore_command_is_not_a_pitr_block_even_with_a_time() -> None
     was never tried; the message stays the one seen first once Patroni exits."""
     host = pitr_host(app=PITR_RESTORING, status=UnitStatus.maintenance(msg.RESTORING_BACKUP))
     host.fake_workload.state = "custom bootstrap failed"
-    backups.on_update_status(host)
+    on_update_status(host)
     failed = UnitStatus.blocked(f"{msg.FAILED_TO_RESTORE_BACKUP}: old data kept at {MOVED_DATA}")
     assert host.status == failed
     host.fake_workload.state = None
     host.fake_workload.failed_bootstrap = True
-    backups.on_update_status(host)
+    on_update_status(host)
     assert host.status == failed
 
 
@@ -325,7 +327,7 @@ def test_a_plain_restore_whose_bootstrap_fails_is_not_a_pitr_block() -> None:
     app = {k: v for k, v in PITR_RESTORING.items() if k not in ("restore-to-time",)}
     host = pitr_host(app={**app, "restore-type": "immediate", "restore-timeline": ""})
     host.fake_workload.failed_bootstrap = True
-    backups.on_update_status(host)
+    on_update_status(host)
     assert host.status == UnitStatus.blocked(
         f"{msg.FAILED_TO_RESTORE_BACKUP}: old data kept at {MOVED_DATA}"
     )
@@ -334,7 +336,7 @@ def test_a_plain_restore_whose_bootstrap_fails_is_not_a_pitr_block() -> None:
 def test_a_new_restore_after_a_failed_pitr_keeps_the_original_data() -> None:
     host = pitr_host(app=PITR_RESTORING, status=PITR_BLOCK)
     host.fake_workload.moved_path = ""  # Patroni moved the failed attempt to data.failed
-    outcome = backups.on_restore(host, {"restore-to-time": "2026-11-28 10:30:00"})
+    outcome = on_restore(host, {"restore-to-time": "2026-11-28 10:30:00"})
     assert isinstance(outcome, ActionResults)
     assert host.app_dict["restore-moved-data"] == MOVED_DATA
     assert host.app_dict["restore-to-time"] == "2026-11-28 10:30:00.000000+00"
@@ -342,13 +344,13 @@ def test_a_new_restore_after_a_failed_pitr_keeps_the_original_data() -> None:
     # ... and it is removed only once that restore is seen healthy.
     host.store.objects[MARKER_KEY] = b""
     host.fake_workload.timeline = 4
-    backups.on_update_status(host)
+    on_update_status(host)
     assert f"workload.remove_moved_data({MOVED_DATA})" in host.calls
 
 
 def test_completion_waits_until_patroni_holds_the_leader_key() -> None:
     host = pitr_host(app=PITR_RESTORING, status=UnitStatus.maintenance(msg.RESTORING_BACKUP))
     host.fake_workload.primary = False  # PostgreSQL up, Patroni restarting it after recovery
-    backups.on_update_status(host)
+    on_update_status(host)
     assert host.effects == []
     assert "workload.current_timeline" not in host.calls

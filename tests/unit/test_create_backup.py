@@ -19,9 +19,10 @@ from fakes import (
     stanza_info,
 )
 
-from pgbackups.core import backups
 from pgbackups.core import messages as msg
-from pgbackups.core.host import ActionFailed, ActionResults, CommandResult, UnitStatus
+from pgbackups.core.handlers.create_backup import on_create_backup
+from pgbackups.core.host import CommandResult, UnitStatus
+from pgbackups.core.outcomes import ActionFailed, ActionResults
 
 NEW_LABEL = "20261128-150000F"
 NEW_ID = "2026-11-28T15:00:00Z"
@@ -57,7 +58,7 @@ def backup_host(*, replica: bool = False, **kwargs: object) -> FakeHost:
 
 def test_primary_happy_path_full_call_sequence() -> None:
     host = backup_host(status=UnitStatus.active("Primary"))
-    outcome = backups.on_create_backup(host, {"type": "full"})
+    outcome = on_create_backup(host, {"type": "full"})
     assert outcome == ActionResults(
         {"backup-status": "backup created", "backup-id": NEW_ID, "type": "full"}
     )
@@ -79,7 +80,7 @@ def test_primary_happy_path_full_call_sequence() -> None:
 
 def test_replica_happy_path_full_call_sequence() -> None:
     host = backup_host(replica=True)
-    outcome = backups.on_create_backup(host, {"type": "incremental"})
+    outcome = on_create_backup(host, {"type": "incremental"})
     assert isinstance(outcome, ActionResults)
     assert outcome.results["type"] == "incremental"
     assert host.calls == [
@@ -106,7 +107,7 @@ def test_replica_happy_path_full_call_sequence() -> None:
 
 def test_metadata_object_says_who_asked() -> None:
     host = backup_host()
-    backups.on_create_backup(host, {})
+    on_create_backup(host, {})
     body = host.store.objects[f"pg/backup/{STANZA}/latest"].decode()
     assert f"Date Backup Requested: {NEW_ID}" in body
     assert "Unit Name: main/0" in body
@@ -118,7 +119,7 @@ def test_metadata_object_says_who_asked() -> None:
 def test_logs_hold_stdout_and_stderr() -> None:
     host = backup_host()
     host.fake_tool.backup_result = ok(stdout="new backup label = 20261128-150000F", stderr="warn")
-    backups.on_create_backup(host, {})
+    on_create_backup(host, {})
     body = host.store.objects[f"pg/backup/{STANZA}/{NEW_ID}/backup.log"].decode()
     assert body == "Stdout:\nnew backup label = 20261128-150000F\n\nStderr:\nwarn\n"
 
@@ -275,7 +276,7 @@ def test_create_backup_refusals(setup: Setup, message: str, effects: list[str]) 
     setup(host)
     status = host.status
     unit_before = host.unit_dict
-    assert backups.on_create_backup(host, {"type": "full"}) == ActionFailed(message)
+    assert on_create_backup(host, {"type": "full"}) == ActionFailed(message)
     assert host.effects == effects
     assert host.status == status
     assert host.unit_dict == unit_before
@@ -285,7 +286,7 @@ def test_create_backup_refusals(setup: Setup, message: str, effects: list[str]) 
 @pytest.mark.parametrize("bad", ["weekly", "FULL", "diff", "incr"])
 def test_backup_type_is_validated_first(bad: str) -> None:
     host = backup_host(status=UnitStatus.blocked("anything"))
-    assert backups.on_create_backup(host, {"type": bad}) == ActionFailed(
+    assert on_create_backup(host, {"type": bad}) == ActionFailed(
         f"Invalid backup type: {bad}. Possible values: full, differential, incremental."
     )
     assert host.calls == []
@@ -305,7 +306,7 @@ def test_backup_types_map_to_pgbackrest(
     given: dict[str, str], tool_type: str, result_type: str
 ) -> None:
     host = backup_host()
-    outcome = backups.on_create_backup(host, given)
+    outcome = on_create_backup(host, given)
     assert isinstance(outcome, ActionResults)
     assert outcome.results["type"] == result_type
     assert f"backup_tool.backup({tool_type}, on_primary=True)" in host.calls
@@ -313,7 +314,7 @@ def test_backup_types_map_to_pgbackrest(
 
 def test_primary_of_multi_unit_cluster_without_tls_backs_up() -> None:
     host = backup_host(planned_units=3)
-    assert isinstance(backups.on_create_backup(host, {}), ActionResults)
+    assert isinstance(on_create_backup(host, {}), ActionResults)
     assert "backup_tool.backup(full, on_primary=True)" in host.calls
 
 
@@ -378,7 +379,7 @@ def test_backup_failures_upload_logs_and_always_restore(case: FailureCase) -> No
     host = backup_host(replica=True, status=UnitStatus.active("Replica"))
     host.fake_tool.backup_result = case.result
     host.store.put_errors = case.put_errors
-    assert backups.on_create_backup(host, {}) == ActionFailed(case.message)
+    assert on_create_backup(host, {}) == ActionFailed(case.message)
     info = [f"backup_tool.info({STANZA})"] if case.reads_info else []
     assert host.effects == [
         LATEST,
@@ -400,7 +401,7 @@ def test_success_id_falls_back_to_the_announced_label_when_info_fails() -> None:
     host = backup_host()
     host.fake_tool.info_error = "ERROR: [039]: HTTP"
     host.fake_tool.backup_result = ok(stdout="new backup label = 20261128-150009F\n")
-    outcome = backups.on_create_backup(host, {})
+    outcome = on_create_backup(host, {})
     assert isinstance(outcome, ActionResults)
     assert outcome.results["backup-id"] == "2026-11-28T15:00:09Z"
     assert log_put("2026-11-28T15:00:09Z") in host.calls
@@ -414,19 +415,19 @@ def test_success_id_is_the_newest_backup_not_the_last_listed() -> None:
             backups=[backup("20261127-150000F"), backup(NEW_LABEL), backup("20261101-000000F")]
         ),
     ]
-    outcome = backups.on_create_backup(host, {})
+    outcome = on_create_backup(host, {})
     assert isinstance(outcome, ActionResults)
     assert outcome.results["backup-id"] == NEW_ID
 
 
 def test_same_id_form_for_success_and_failure_log_keys() -> None:
     ok_host = backup_host()
-    backups.on_create_backup(ok_host, {})
+    on_create_backup(ok_host, {})
     failed_host = backup_host()
     failed_host.fake_tool.backup_result = CommandResult(
         ("pgbackrest",), 56, f"new backup label = {NEW_LABEL}\n", "ERROR: [056]: x\n"
     )
-    backups.on_create_backup(failed_host, {})
+    on_create_backup(failed_host, {})
     assert log_put(NEW_ID) in ok_host.calls
     assert log_put(NEW_ID) in failed_host.calls
 
@@ -439,7 +440,7 @@ def test_always_step_runs_when_the_backup_raises() -> None:
     host = backup_host(replica=True, status=UnitStatus.active("Replica"))
     host.fake_tool.backup_raises = RuntimeError("pgbackrest vanished")
     with pytest.raises(RuntimeError, match="vanished"):
-        backups.on_create_backup(host, {})
+        on_create_backup(host, {})
     assert host.effects[-4:] == [*ALWAYS, CONFIG_TLS, "set_status(active: Replica)"]
     assert host.unit_dict == {}
     assert host.fake_workload.configs[-1].connectivity
@@ -449,7 +450,7 @@ def test_always_step_restores_status_even_when_apply_config_raises() -> None:
     host = backup_host(replica=True, status=UnitStatus.active("Replica"))
     host.fake_workload.on_apply = [None, OSError("patroni reload failed")]
     with pytest.raises(OSError, match="reload"):
-        backups.on_create_backup(host, {})
+        on_create_backup(host, {})
     assert host.status == UnitStatus.active("Replica")
     assert host.unit_dict == {}
 
@@ -463,7 +464,7 @@ def test_always_step_does_not_depend_on_the_role_after_the_backup() -> None:
         return real_backup(backup_type, on_primary=on_primary)
 
     host.fake_tool.backup = switchover_meanwhile  # type: ignore[method-assign]
-    assert isinstance(backups.on_create_backup(host, {}), ActionResults)
+    assert isinstance(on_create_backup(host, {}), ActionResults)
     assert host.unit_dict == {}
     assert host.fake_workload.configs[-1].connectivity
     assert not host.fake_workload.configs[-1].creating_backup
@@ -475,11 +476,11 @@ def test_second_backup_is_refused_while_the_first_runs() -> None:
     real_backup = host.fake_tool.backup
 
     def meanwhile(backup_type: str, *, on_primary: bool) -> CommandResult:
-        second.append(backups.on_create_backup(host, {}))
+        second.append(on_create_backup(host, {}))
         return real_backup(backup_type, on_primary=on_primary)
 
     host.fake_tool.backup = meanwhile  # type: ignore[method-assign]
-    assert isinstance(backups.on_create_backup(host, {}), ActionResults)
+    assert isinstance(on_create_backup(host, {}), ActionResults)
     assert second == [ActionFailed(f"{msg.BACKUP_ALREADY_RUNNING}: main/0 started one at {NEW_ID}")]
     assert host.calls.count(LATEST) == 1, "the refused request must not overwrite `latest`"
 
@@ -488,6 +489,6 @@ def test_failures_are_logged_with_prefix(caplog: pytest.LogCaptureFixture) -> No
     host = backup_host()
     host.fake_tool.backup_result = failed("ERROR: [050]: lock")
     with caplog.at_level(logging.INFO):
-        backups.on_create_backup(host, {})
+        on_create_backup(host, {})
     assert "Backup failed: Failed to backup PostgreSQL: ERROR: [050]: lock" in caplog.text
     assert "A full backup has been requested on unit main/0" in caplog.text

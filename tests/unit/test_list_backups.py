@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fakes import STANZA, FakeHost, backup, stanza_info, timeline
 
-from pgbackups.core import backups
 from pgbackups.core import messages as msg
-from pgbackups.core.host import ActionFailed, ActionResults
+from pgbackups.core.handlers.list_backups import on_list_backups
 from pgbackups.core.listing import COLUMNS
+from pgbackups.core.outcomes import ActionFailed, ActionResults
 
 HEADER = (
     "backup-id            | action              | status   | reference-backup-id  | "
@@ -59,32 +59,32 @@ def listing_host() -> FakeHost:
 
 def test_table_full_call_sequence_and_exact_text() -> None:
     host = listing_host()
-    outcome = backups.on_list_backups(host, {})
+    outcome = on_list_backups(host, {})
     assert outcome == ActionResults({"backups": "\n".join([*TOP, *ROWS])})
     assert host.calls == ["backup_tool.info()", f"backup_tool.timelines({STANZA})"]
 
 
 def test_table_is_the_default_format() -> None:
-    assert backups.on_list_backups(listing_host(), {"format": "table"}) == (
-        backups.on_list_backups(listing_host(), {})
+    assert on_list_backups(listing_host(), {"format": "table"}) == (
+        on_list_backups(listing_host(), {})
     )
 
 
 def test_empty_repository_lists_a_header_and_no_rows() -> None:
     host = FakeHost()
-    assert backups.on_list_backups(host, {}) == ActionResults({"backups": "\n".join(TOP)})
+    assert on_list_backups(host, {}) == ActionResults({"backups": "\n".join(TOP)})
     assert host.calls == ["backup_tool.info()"]
 
 
 def test_stanza_never_created_lists_no_rows_and_no_timelines() -> None:
     host = FakeHost()
     host.fake_tool.stanzas = [stanza_info(status_code=1, system_ids=())]
-    assert backups.on_list_backups(host, {}) == ActionResults({"backups": "\n".join(TOP)})
+    assert on_list_backups(host, {}) == ActionResults({"backups": "\n".join(TOP)})
     assert host.calls == ["backup_tool.info()"]
 
 
 def test_json_has_the_same_rows() -> None:
-    outcome = backups.on_list_backups(listing_host(), {"format": "json"})
+    outcome = on_list_backups(listing_host(), {"format": "json"})
     assert isinstance(outcome, ActionResults)
     rows = json.loads(outcome.results["backups"])
     assert [list(r) for r in rows] == [list(COLUMNS)] * 4
@@ -102,13 +102,13 @@ def test_json_has_the_same_rows() -> None:
 
 
 def test_json_of_an_empty_repository_is_an_empty_list() -> None:
-    outcome = backups.on_list_backups(FakeHost(), {"format": "json"})
+    outcome = on_list_backups(FakeHost(), {"format": "json"})
     assert outcome == ActionResults({"backups": "[]"})
 
 
 def test_root_path_base() -> None:
     host = FakeHost(s3={"bucket": "bkt", "access-key": "a", "secret-key": "s"})
-    outcome = backups.on_list_backups(host, {})
+    outcome = on_list_backups(host, {})
     assert isinstance(outcome, ActionResults)
     assert outcome.results["backups"].splitlines()[:2] == [
         "Storage bucket name: bkt",
@@ -122,7 +122,7 @@ def test_foreign_stanza_is_listed_too() -> None:
         stanza_info("old.main", backups=[backup("20261001-000000F", stanza="old.main")]),
         stanza_info(backups=[backup("20261128-143926F")]),
     ]
-    outcome = backups.on_list_backups(host, {"format": "json"})
+    outcome = on_list_backups(host, {"format": "json"})
     assert isinstance(outcome, ActionResults)
     paths = [r["backup-path"] for r in json.loads(outcome.results["backups"])]
     assert paths == ["/old.main/20261001-000000F", f"/{STANZA}/20261128-143926F"]
@@ -141,7 +141,7 @@ def test_twelve_timelines_sort_as_numbers() -> None:
         STANZA: [timeline(n, at) for n in (10, 2, 12, 9, 11, 3, 4, 5, 6, 7, 8, 1)]
     }
     host.fake_tool.stanzas = [stanza_info()]
-    outcome = backups.on_list_backups(host, {"format": "json"})
+    outcome = on_list_backups(host, {"format": "json"})
     assert isinstance(outcome, ActionResults)
     numbers = [r["timeline"] for r in json.loads(outcome.results["backups"])]
     assert numbers == list(range(1, 13))
@@ -155,7 +155,7 @@ def test_rows_sort_by_time_not_by_text() -> None:
     host.fake_tool.stanzas = [
         stanza_info(backups=[backup("20261128-100000F"), backup("20261128-090000F")])
     ]
-    outcome = backups.on_list_backups(host, {"format": "json"})
+    outcome = on_list_backups(host, {"format": "json"})
     assert isinstance(outcome, ActionResults)
     rows = json.loads(outcome.results["backups"])
     assert [r["backup-id"] for r in rows] == sorted(r["backup-id"] for r in rows)
@@ -210,5 +210,5 @@ def test_list_backups_failures(
         host.s3 = setup["s3"]  # type: ignore[assignment]
     host.fake_tool.info_error = setup.get("info_error")  # type: ignore[assignment]
     host.fake_tool.timelines_error = setup.get("timelines_error")  # type: ignore[assignment]
-    assert backups.on_list_backups(host, params) == ActionFailed(message)
+    assert on_list_backups(host, params) == ActionFailed(message)
     assert host.calls == calls

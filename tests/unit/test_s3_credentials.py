@@ -1,21 +1,19 @@
-"""s3-credentials-changed (SPEC §2), leader-elected, s3-credentials-gone, and the TLS
-server steps (SPEC §6): every branch of the chart, with the exact ordered calls."""
+"""s3-credentials-changed (SPEC §2), leader-elected and s3-credentials-gone: every branch
+of the chart, with the exact ordered calls. The TLS-server steps that end the chart are
+in test_tls_server.py."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import pytest
 from fakes import (
     CLUSTER_ID,
     MARKER_KEY,
     OTHER_SYSTEM_ID,
-    PRIMARY_ADDRESS,
     STANZA,
     SYSTEM_ID,
-    TLS,
     VALID_S3,
     FakeHost,
     failed,
@@ -24,9 +22,15 @@ from fakes import (
     stanza_info,
 )
 
-from pgbackups.core import backups
 from pgbackups.core import messages as msg
-from pgbackups.core.host import Deferred, Done, StatusKind, TlsMaterial, UnitStatus
+from pgbackups.core.handlers import s3_credentials
+from pgbackups.core.handlers.s3_credentials import (
+    on_leader_elected,
+    on_s3_credentials_changed,
+    on_s3_credentials_gone,
+)
+from pgbackups.core.host import StatusKind, UnitStatus
+from pgbackups.core.outcomes import Deferred, Done
 
 CONFIG_OFF = "workload.apply_config(stanza=-)"
 CONFIG_ON = f"workload.apply_config(stanza={STANZA})"
@@ -54,7 +58,7 @@ def blocked_calls(message: str, *, stanza_was_set: bool = False) -> list[str]:
 @pytest.fixture(autouse=True)
 def no_sleep(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     sleeps: list[float] = []
-    monkeypatch.setattr(backups, "SLEEP", sleeps.append)
+    monkeypatch.setattr(s3_credentials, "SLEEP", sleeps.append)
     return sleeps
 
 
@@ -64,7 +68,7 @@ def no_sleep(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
 def test_happy_path_full_call_sequence() -> None:
     host = FakeHost()
-    outcome = backups.on_s3_credentials_changed(host)
+    outcome = on_s3_credentials_changed(host)
     assert outcome == Done()
     assert host.calls == [
         CONFIG_OFF,
@@ -452,7 +456,7 @@ def test_non_primary_leader_waits_for_the_primary_to_archive() -> None:
     host.fake_workload.primary = False
     not_yet = failed("ERROR: [068]: archive_command '/bin/true' must contain pgbackrest", 68)
     host.fake_tool.check_results = [not_yet]
-    result = backups.on_s3_credentials_changed(host)
+    result = on_s3_credentials_changed(host)
     assert isinstance(result, Deferred)
     assert host.status == UnitStatus.maintenance(msg.CHECKING_STANZA)
     assert host.app_dict.get("stanza") == STANZA
@@ -460,7 +464,7 @@ def test_non_primary_leader_waits_for_the_primary_to_archive() -> None:
     assert host.calls.count("backup_tool.check") == 1  # no retry can help inside this hook
     # The re-run, after the primary picked up the configuration, completes.
     host.fake_tool.check_results = [ok()]
-    assert isinstance(backups.on_s3_credentials_changed(host), Done)
+    assert isinstance(on_s3_credentials_changed(host), Done)
     assert host.status == UnitStatus.active()
 
 
@@ -468,7 +472,7 @@ def test_error_068_on_the_primary_itself_blocks() -> None:
     host = FakeHost()
     not_yet = failed("ERROR: [068]: archive_command '/bin/true' must contain pgbackrest", 68)
     host.fake_tool.check_results = [not_yet]
-    assert isinstance(backups.on_s3_credentials_changed(host), Done)
+    assert isinstance(on_s3_credentials_changed(host), Done)
     assert host.status.is_blocked and host.status.message.startswith(STANZA_MSG)
     assert "stanza" not in host.app_dict
 
@@ -483,7 +487,7 @@ def test_s3_credentials_changed_branches(
 ) -> None:
     host = FakeHost()
     setup(host)
-    result = backups.on_s3_credentials_changed(host)
+    result = on_s3_credentials_changed(host)
     assert isinstance(result, outcome)
     assert host.status == status
     assert host.effects == effects
@@ -500,15 +504,17 @@ def test_s3_credentials_changed_branches(
 def test_check_retries_wait_between_attempts(no_sleep: list[float]) -> None:
     host = FakeHost()
     _check_fails(host)
-    backups.on_s3_credentials_changed(host)
-    assert no_sleep == [backups.CHECK_RETRY_DELAY_SECONDS] * (backups.CHECK_ATTEMPTS - 1)
+    on_s3_credentials_changed(host)
+    assert no_sleep == [s3_credentials.CHECK_RETRY_DELAY_SECONDS] * (
+        s3_credentials.CHECK_ATTEMPTS - 1
+    )
 
 
 def test_check_attempts_can_be_overridden(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(backups, "CHECK_ATTEMPTS", 1)
+    monkeypatch.setattr(s3_credentials, "CHECK_ATTEMPTS", 1)
     host = FakeHost()
     host.fake_tool.check_results = [failed(), ok()]
-    backups.on_s3_credentials_changed(host)
+    on_s3_credentials_changed(host)
     assert host.effects.count("backup_tool.check") == 1
     assert host.status.is_blocked
 
@@ -516,7 +522,7 @@ def test_check_attempts_can_be_overridden(monkeypatch: pytest.MonkeyPatch) -> No
 def test_missing_settings_are_logged_without_secrets(caplog: pytest.LogCaptureFixture) -> None:
     host = FakeHost(s3={"bucket": "backups", "secret-key": "very-secret"})
     with caplog.at_level(logging.DEBUG):
-        assert backups.on_s3_credentials_changed(host) == Done()
+        assert on_s3_credentials_changed(host) == Done()
     assert "access-key" in caplog.text
     assert "very-secret" not in caplog.text
 
@@ -525,7 +531,7 @@ def test_no_secret_in_any_log_or_status(caplog: pytest.LogCaptureFixture) -> Non
     host = FakeHost()
     host.store.ensure_error = "SignatureDoesNotMatch"
     with caplog.at_level(logging.DEBUG):
-        backups.on_s3_credentials_changed(host)
+        on_s3_credentials_changed(host)
     assert "very-secret" not in caplog.text
     assert "very-secret" not in host.status.message
     assert "very-secret" not in "".join(host.calls)
@@ -534,10 +540,10 @@ def test_no_secret_in_any_log_or_status(caplog: pytest.LogCaptureFixture) -> Non
 def test_corrected_setting_clears_the_s3_block() -> None:
     host = FakeHost()
     host.store.ensure_error = "NoSuchBucket"
-    backups.on_s3_credentials_changed(host)
+    on_s3_credentials_changed(host)
     assert host.status.is_blocked
     host.store.ensure_error = None
-    backups.on_s3_credentials_changed(host)
+    on_s3_credentials_changed(host)
     assert host.status == UnitStatus.active()
     assert "s3-block-message" not in host.app_dict
     assert host.app_dict["stanza"] == STANZA
@@ -545,7 +551,7 @@ def test_corrected_setting_clears_the_s3_block() -> None:
 
 def test_invalid_settings_turn_archiving_off() -> None:
     host = FakeHost(app={"stanza": STANZA}, s3={**VALID_S3, "tls-ca-chain": "not a pem"})
-    backups.on_s3_credentials_changed(host)
+    on_s3_credentials_changed(host)
     assert host.effects[:2] == ["app_data[stanza]=''", "workload.apply_config(stanza=-, s3=-)"]
     assert host.status.is_blocked
     assert "tls-ca-chain" in host.status.message
@@ -554,72 +560,8 @@ def test_invalid_settings_turn_archiving_off() -> None:
 
 def test_leader_elected_reruns_s3_initialisation() -> None:
     host = FakeHost(app={"s3-block-message": msg.ANOTHER_CLUSTER_REPOSITORY})
-    assert backups.on_leader_elected(host) == Done()
+    assert on_leader_elected(host) == Done()
     assert host.effects == [*START, *SUCCESS, "workload.stop_tls_server"]
-
-
-# ---------------------------------------------------------------------------
-# The TLS-server steps at the end of the chart, and reconcile_tls_server (SPEC §6)
-
-
-@dataclass(frozen=True)
-class TlsCase:
-    tls: TlsMaterial | None
-    planned: int
-    primary: bool
-    tail: list[str]
-    reconciled: type = Done
-    ping: bool = True
-    start_ok: bool = True
-
-
-PING = f"backup_tool.server_ping({PRIMARY_ADDRESS})"
-TLS_CASES = {
-    "tls-off": TlsCase(None, 3, False, ["workload.stop_tls_server"]),
-    "single-unit": TlsCase(TLS, 1, True, ["workload.stop_tls_server"]),
-    "primary": TlsCase(TLS, 3, True, ["workload.start_tls_server"]),
-    "replica-primary-answers": TlsCase(TLS, 3, False, [PING, "workload.start_tls_server"]),
-    "replica-primary-silent": TlsCase(TLS, 3, False, [PING], Deferred, ping=False),
-    "start-fails": TlsCase(TLS, 3, True, ["workload.start_tls_server"], Deferred, start_ok=False),
-}
-
-
-def _tls_host(case: TlsCase) -> FakeHost:
-    host = FakeHost(tls=case.tls, planned_units=case.planned)
-    host.fake_workload.primary = case.primary
-    host.fake_tool.ping_ok = case.ping
-    host.fake_workload.start_tls_ok = case.start_ok
-    return host
-
-
-@pytest.mark.parametrize("case", TLS_CASES.values(), ids=TLS_CASES.keys())
-def test_tls_server_steps_end_the_s3_chart(case: TlsCase) -> None:
-    host = _tls_host(case)
-    assert backups.on_s3_credentials_changed(host) == Done()  # the chart just returns
-    assert host.effects[host.effects.index(SUCCESS[-1]) + 1 :] == case.tail
-
-
-@pytest.mark.parametrize("case", TLS_CASES.values(), ids=TLS_CASES.keys())
-def test_reconcile_tls_server(case: TlsCase) -> None:
-    host = _tls_host(case)
-    assert isinstance(backups.reconcile_tls_server(host), case.reconciled)
-    tls_flag = ", tls-server" if case.tls is not None and case.planned > 1 else ""
-    assert host.effects == [f"workload.apply_config(stanza=-{tls_flag})", *case.tail]
-
-
-def test_reconcile_defers_when_patroni_cannot_tell_the_role() -> None:
-    host = FakeHost(tls=TLS, planned_units=2)
-    host.fake_workload.unavailable = True
-    assert isinstance(backups.reconcile_tls_server(host), Deferred)
-    assert "workload.start_tls_server" not in host.calls
-
-
-def test_replica_without_known_primary_waits() -> None:
-    host = FakeHost(tls=TLS, planned_units=2)
-    host.fake_workload.primary = False
-    host.fake_workload.primary_addr = None
-    assert isinstance(backups.reconcile_tls_server(host), Deferred)
-    assert host.effects == ["workload.apply_config(stanza=-, tls-server)"]
 
 
 # ---------------------------------------------------------------------------
@@ -686,7 +628,7 @@ def test_s3_credentials_gone(
         s3=None,
         app={"stanza": STANZA, "s3-block-message": msg.ANOTHER_CLUSTER_REPOSITORY},
     )
-    assert backups.on_s3_credentials_gone(host) == Done()
+    assert on_s3_credentials_gone(host) == Done()
     assert host.effects == effects
     assert host.status == after
     if leader:
@@ -696,7 +638,7 @@ def test_s3_credentials_gone(
 
 def test_cluster_id_is_in_the_marker() -> None:
     host = FakeHost()
-    backups.on_s3_credentials_changed(host)
+    on_s3_credentials_changed(host)
     assert CLUSTER_ID.encode() in host.store.objects[MARKER_KEY]
     assert str(SYSTEM_ID).encode() in host.store.objects[MARKER_KEY]
 
@@ -708,7 +650,7 @@ def test_a_403_on_the_bucket_check_lets_pgbackrest_say_why() -> None:
     host.store.ensure_forbidden = "403: Forbidden"
     reason = "ERROR: [029]: S3 request failed with 403: Forbidden"
     host.fake_tool.info_error = reason
-    assert backups.on_s3_credentials_changed(host) == Done()
+    assert on_s3_credentials_changed(host) == Done()
     message = f"{msg.FAILED_TO_INITIALIZE_STANZA}: {reason}"
     assert host.status == UnitStatus.blocked(message)
     assert host.effects == [
@@ -724,6 +666,6 @@ def test_a_403_then_a_readable_repository_goes_on_like_an_existing_bucket() -> N
     """Keys that may not HEAD the bucket but may use it: the chart goes on as usual."""
     host = FakeHost()
     host.store.ensure_forbidden = "403: Forbidden"
-    assert backups.on_s3_credentials_changed(host) == Done()
+    assert on_s3_credentials_changed(host) == Done()
     assert host.status == UnitStatus.active()
     assert host.effects == [*START, *SUCCESS, "workload.stop_tls_server"]

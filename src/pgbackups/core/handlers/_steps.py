@@ -1,0 +1,174 @@
+"""Steps several charts share, and :func:`desired_config`, the one place where the peer
+bags become the configuration of a unit.
+
+- the configuration: :func:`desired_config`, :func:`apply_config`, :func:`tls_server_wanted`
+  (the configuration, the TLS server and create-backup's refusal on a primary agree);
+- the S3 settings as the host gives them: :func:`parse_settings`;
+- the timelines restores created, which list-backups and restore read alike:
+  :func:`restore_timelines`;
+- the S3 block (s3-credentials-changed, and the restore's re-check of the repository):
+  :func:`block_s3`, :func:`repository_problem` (SPEC §7.1), :func:`write_marker`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from pgbackups.core import messages as msg
+from pgbackups.core import targets
+from pgbackups.core.host import (
+    BackupToolError,
+    Host,
+    ObjectStore,
+    ObjectStoreError,
+    RestoreTarget,
+    UnitStatus,
+    WorkloadConfig,
+    WorkloadUnavailable,
+)
+from pgbackups.core.marker import ClusterMarker, marker_key, ownership_problem
+from pgbackups.core.peer_keys import CONNECTIVITY, CREATING_BACKUP, S3_BLOCK_MESSAGE, STANZA
+from pgbackups.core.repository import StanzaInfo, TimelineRecord
+from pgbackups.core.restore_state import RestoreState
+from pgbackups.core.settings import S3Settings, S3SettingsProblem, parse_s3_settings
+
+log = logging.getLogger(__name__)
+
+
+# ===========================================================================
+# desired_config: the one place where peer bags become the unit's configuration
+
+
+def desired_config(host: Host) -> WorkloadConfig:
+    """The configuration this unit must run with, derived from the peer bags.
+
+    - ``s3``: the parsed S3 settings; None when absent, incomplete or invalid.
+    - ``stanza``: WAL archiving is on exactly while app ``stanza`` is set (SPEC §1).
+      It is not tied to ``s3`` here: a leader clears ``stanza`` whenever the repository
+      cannot be used, and pgBackRest's archive-push itself refuses a missing stanza or one
+      of another system identifier (the WAL then waits on disk, nothing is lost).
+    - ``tls_server``: TLS material present and more than one unit (SPEC §6).
+    - ``connectivity``/``creating_backup``: this unit's bag, set while a replica backs up.
+    - ``restore``: a restore in progress (app bag), as Patroni's pgBackRest bootstrap.
+    """
+    app, unit = host.app_data, host.unit_data
+    settings = parse_settings(host.s3_parameters())
+    return WorkloadConfig(
+        s3=settings if isinstance(settings, S3Settings) else None,
+        stanza=app.get(STANZA) or None,
+        tls_server=tls_server_wanted(host),
+        connectivity=unit.get(CONNECTIVITY) != "off",
+        creating_backup=bool(unit.get(CREATING_BACKUP)),
+        restore=_restore_target(RestoreState.read(app), host.stanza_name),
+    )
+
+
+def _restore_target(state: RestoreState | None, own_stanza: str) -> RestoreTarget | None:
+    """A restore in progress as Patroni's pgBackRest bootstrap (docs/restore.md).
+
+    pgBackRest 2.45 accepts ``--target`` only with ``--type=time``, ``--target-timeline``
+    not with ``--type=immediate`` (it writes ``recovery_target_timeline = 'current'``
+    itself), and ``--target-action`` not with ``--type=default``.
+    """
+    if state is None or not state.in_progress:
+        return None
+    restore_type = state.type or targets.IMMEDIATE
+    return RestoreTarget(
+        stanza=state.stanza or own_stanza,
+        label=state.label or None,
+        type=restore_type,
+        target=state.to_time if restore_type == targets.TIME and state.to_time else None,
+        target_timeline=state.timeline if restore_type != targets.IMMEDIATE else None,
+        target_action=None if restore_type == targets.DEFAULT else "promote",
+    )
+
+
+def apply_config(host: Host) -> None:
+    host.workload.apply_config(desired_config(host))
+
+
+def tls_server_wanted(host: Host) -> bool:
+    """The pgBackRest TLS server runs only with TLS and more than one unit (SPEC §6): the
+    configuration, the server itself and create-backup's refusal on a primary agree."""
+    return host.tls() is not None and host.planned_units() > 1
+
+
+def parse_settings(raw: Mapping[str, str] | None) -> S3Settings | S3SettingsProblem | None:
+    """The host's S3 parameters parsed; None when there are none (no relation)."""
+    return None if raw is None else parse_s3_settings(raw)
+
+
+def restore_timelines(host: Host, stanzas: list[StanzaInfo]) -> list[TimelineRecord]:
+    """The timelines restores created, of every stanza that exists (list-backups and the
+    restore target read the same ones). Raises BackupToolError."""
+    timelines: list[TimelineRecord] = []
+    for stanza in stanzas:
+        if stanza.exists:
+            timelines += host.backup_tool.timelines(stanza.name)
+    return timelines
+
+
+# ===========================================================================
+# The S3 block and the repository's ownership (SPEC §2, §7.1)
+
+
+def block_s3(host: Host, message: str) -> None:
+    """An S3 block on the leader: archiving off, the message kept in the app bag (so that
+    update-status can retry and a new leader shows it), Blocked."""
+    if host.app_data.get(STANZA):
+        host.app_data[STANZA] = ""
+        apply_config(host)
+    host.app_data[S3_BLOCK_MESSAGE] = message
+    host.set_status(UnitStatus.blocked(message))
+
+
+def repository_problem(host: Host, settings: S3Settings, store: ObjectStore) -> str | None:
+    """The Blocked message when the repository is not empty and not ours (SPEC §7.1)."""
+    try:
+        stanzas = host.backup_tool.info()
+    except BackupToolError as exc:
+        log.error("pgBackRest cannot list the repository: %s", exc)
+        return msg.with_reason(msg.FAILED_TO_INITIALIZE_STANZA, str(exc))
+    try:
+        body = store.get(marker_key(settings.path))
+    except ObjectStoreError as exc:
+        log.error("The cluster marker cannot be read: %s", exc)
+        return msg.with_reason(msg.FAILED_TO_ACCESS_CREATE_BUCKET, str(exc))
+    system_id = system_identifier(host)
+    problem = ownership_problem(
+        stanzas=stanzas,
+        marker_body=body,
+        stanza_name=host.stanza_name,
+        cluster_id=host.cluster_id,
+        system_identifier=system_id,
+    )
+    if problem is None:
+        return None
+    log.error("The S3 repository cannot be used: %s", problem.reason)
+    if problem.foreign:
+        return msg.ANOTHER_CLUSTER_REPOSITORY
+    return msg.with_reason(msg.FAILED_TO_INITIALIZE_STANZA, problem.reason)
+
+
+def write_marker(host: Host, settings: S3Settings, store: ObjectStore) -> None:
+    """Claim the repository. A failure is logged, not blocked: a repository holding our
+    stanza with our system identifier is ours even without the marker (§7.1), and the
+    marker is written again after the next successful check."""
+    system_id = system_identifier(host)
+    if system_id is None:
+        log.warning("Cluster marker not written: the system identifier cannot be read")
+        return
+    marker = ClusterMarker(host.stanza_name, host.cluster_id, system_id)
+    try:
+        store.put(marker_key(settings.path), marker.encode())
+    except ObjectStoreError as exc:
+        log.warning("Cluster marker not written: %s", exc)
+
+
+def system_identifier(host: Host) -> int | None:
+    """The cluster's system identifier, or None while PostgreSQL cannot tell it."""
+    try:
+        return host.workload.system_identifier()
+    except WorkloadUnavailable:
+        return None

@@ -1,0 +1,330 @@
+"""restore (SPEC §7, with point-in-time recovery: docs/restore.md), and the detection of
+its end.
+
+The end of a restore is part of this chart, not of update-status's: SPEC §7 draws the
+restore as one chart that goes on after the action returned ("Patroni bootstraps from the
+backup... once the cluster is healthy: keys cleared, normal bootstrap, ownership
+re-checked, the moved-aside data removed, Active"). update-status is only the clock that
+runs :func:`detect_restore_end` on the leader while a restore is in progress; what the end
+means (the PITR block, the old data kept or removed) is decided here, next to the keys
+:func:`on_restore` records. rollback-restore reads the same state
+(:func:`is_failed_restore_status`) and the local ``--wait`` the same readiness
+(:func:`primary_timeline`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from pgbackups.core import messages as msg
+from pgbackups.core import targets
+from pgbackups.core.handlers._steps import (
+    apply_config,
+    block_s3,
+    parse_settings,
+    repository_problem,
+    restore_timelines,
+    write_marker,
+)
+from pgbackups.core.host import BackupToolError, Host, UnitStatus, Workload, WorkloadUnavailable
+from pgbackups.core.ids import normalise_id
+from pgbackups.core.outcomes import ActionFailed, ActionResults, Done, Outcome
+from pgbackups.core.peer_keys import S3_BLOCK_MESSAGE, STANZA
+from pgbackups.core.repository import BackupRecord, TimelineBranch, TimelineRecord
+from pgbackups.core.restore_state import RestoreState
+from pgbackups.core.settings import S3Settings, S3SettingsProblem
+
+log = logging.getLogger(__name__)
+
+
+def on_restore(host: Host, params: Mapping[str, str]) -> Outcome:
+    """SPEC §7, in chart order, with point-in-time recovery (docs/restore.md): the first
+    box takes ``backup-id`` and/or ``restore-to-time`` and checks the time's form, and
+    "Is backup id valid" became "Is the restore target valid" (targets.choose_target).
+
+    Nothing is deleted: the data directory is moved aside and removed only once
+    update-status has seen the restored cluster healthy. If the database does not start
+    after the data was moved aside, the restore keys stay set and the unit is Blocked
+    ``Failed to restore backup: ...`` naming where the old data is; update-status keeps
+    watching (Patroni may still come up), and a new restore is allowed. The data is not
+    moved back automatically: that is the user's call (rollback-restore).
+    """
+    request = _restore_request(host, params)
+    if isinstance(request, ActionFailed):
+        return request
+    if not _is_workload_accessible(host):
+        return _restore_refused(msg.WORKLOAD_NOT_ACCESSIBLE)
+    if _is_blocked_for_restore(host):
+        return _restore_refused(msg.RESTORE_UNIT_BLOCKED)
+    if host.planned_units() > 1:
+        return _restore_refused(msg.RESTORE_MORE_THAN_ONE_UNIT)
+    if not host.is_leader():
+        return _restore_refused(msg.RESTORE_NOT_LEADER)
+    chosen = _find_backup(host, request)
+    if isinstance(chosen, ActionFailed):
+        return chosen
+    before = host.get_status()
+    host.set_status(UnitStatus.maintenance(msg.RESTORING_BACKUP))
+    workload = host.workload
+    if not workload.stop_database():
+        host.set_status(before)
+        return _restore_refused(_restore_failure("could not stop the database"))
+    if not workload.remove_dcs_state():
+        return _start_again(host, before, "could not remove the previous cluster from the DCS")
+    moved = workload.move_data_aside()
+    if moved is None:
+        return _start_again(host, before, "could not move the data directory aside")
+    kept = _record_restore(host, chosen, moved)
+    apply_config(host)  # Patroni now bootstraps from the pgBackRest backup
+    if not workload.start_database():
+        message = _restore_failure(f"the database did not start; old data kept at {kept}")
+        host.set_status(UnitStatus.blocked(message))
+        return _restore_refused(message)
+    log.info("Restore started: %s (stanza %s)", chosen.description, chosen.stanza)
+    return ActionResults({msg.RESULT_RESTORE_STATUS: msg.RESTORE_STARTED})
+
+
+def _restore_refused(message: str) -> ActionFailed:
+    log.error("Restore failed: %s", message)
+    return ActionFailed(message)
+
+
+def _restore_failure(reason: str) -> str:
+    return msg.with_reason(msg.FAILED_TO_RESTORE_BACKUP, reason)
+
+
+def _restore_request(host: Host, params: Mapping[str, str]) -> targets.Request | ActionFailed:
+    """ "Has the user asked for a restore target?" ``backup-id``, ``restore-to-time`` or
+    both; a time must be well-formed and not in the future. Nothing else is asked yet."""
+    backup_id = (params.get("backup-id") or "").strip()
+    to_time = (params.get("restore-to-time") or "").strip()
+    if not backup_id and not to_time:
+        return _restore_refused(msg.MISSING_RESTORE_TARGET)
+    request = targets.parse_request(backup_id, to_time, host.now())
+    if isinstance(request, str):
+        return _restore_refused(request)
+    return request
+
+
+def _is_workload_accessible(host: Host) -> bool:
+    try:
+        return host.workload.is_cluster_initialised()
+    except WorkloadUnavailable:
+        return False
+
+
+def _is_blocked_for_restore(host: Host) -> bool:
+    """Blocked, other than by a foreign repository or a failed restore (SPEC §7)."""
+    status = host.get_status()
+    if not status.is_blocked:
+        return False
+    if msg.is_failed_restore(status.message):
+        return False
+    return not msg.has_prefix(status.message, msg.ANOTHER_CLUSTER_REPOSITORY)
+
+
+def _find_backup(host: Host, request: targets.Request) -> targets.Chosen | ActionFailed:
+    """ "Is the restore target valid?" The repository's finished backups and the
+    timelines restores created, and targets.choose_target's pick among them."""
+    if request.backup_id:
+        try:
+            normalise_id(request.backup_id)
+        except ValueError:
+            return _restore_refused(f"{msg.INVALID_BACKUP_ID}: {request.backup_id}")
+    settings = parse_settings(host.s3_parameters())
+    if settings is None:
+        return _restore_refused(msg.S3_RELATION_MISSING_RESTORE)
+    if isinstance(settings, S3SettingsProblem):
+        return _restore_refused(settings.message())
+    try:
+        stanzas = host.backup_tool.info()
+        records = [b for s in stanzas for b in s.backups]
+        timelines: list[TimelineRecord] = []
+        if request.has_time or not _names_a_backup(records, request.backup_id):
+            timelines = restore_timelines(host, stanzas)
+    except BackupToolError as exc:
+        return _restore_refused(msg.with_reason(msg.FAILED_TO_LIST_BACKUPS, str(exc)))
+    chosen = targets.choose_target(
+        records,
+        timelines,
+        request,
+        own_stanza=host.stanza_name,
+        ancestry=lambda row: _read_history(host, row),
+    )
+    if isinstance(chosen, str):
+        return _restore_refused(chosen)
+    return chosen
+
+
+def _read_history(host: Host, row: TimelineRecord) -> tuple[TimelineBranch, ...] | None:
+    """A timeline's parents, or None (then targets falls back to timestamps, which can
+    pick a backup PostgreSQL refuses: the restore ends Blocked, nothing lost)."""
+    try:
+        return host.backup_tool.history(row)
+    except BackupToolError as exc:
+        log.warning("Could not read %s (%s): choosing its base backup by time", row.key, exc)
+        return None
+
+
+def _names_a_backup(records: list[BackupRecord], backup_id: str) -> bool:
+    """A finished backup has this id: the timelines need not be listed."""
+    wanted = normalise_id(backup_id) if backup_id else None
+    return any(b.finished and b.backup_id == wanted for b in records)
+
+
+def _start_again(host: Host, before: UnitStatus, reason: str) -> ActionFailed:
+    """Nothing was changed on disk: start the database as it was, and fail."""
+    if host.workload.start_database():
+        host.set_status(before)
+        return _restore_refused(_restore_failure(reason))
+    message = _restore_failure(f"{reason}; the database did not start again")
+    host.set_status(UnitStatus.blocked(message))
+    return _restore_refused(message)
+
+
+def _record_restore(host: Host, chosen: targets.Chosen, moved: str) -> str:
+    """The restore state; desired_config turns it into Patroni's pgBackRest bootstrap.
+    Returns where the data from before the restore is kept.
+
+    When a failed restore already moved the original data aside, that path is kept (it
+    holds the cluster's real data): it is never replaced, and never removed before a
+    restore succeeded. ``moved`` is then the failed attempt's directory ("" when there was
+    none: Patroni moves a failed bootstrap's data to ``<data>.failed`` itself); it is only
+    logged.
+    """
+    app = host.app_data
+    previous = RestoreState.read(app)
+    kept_before = previous.moved_data if previous is not None else ""
+    if kept_before:
+        log.warning(
+            "The data from before the first restore is kept at %s; the failed restore's "
+            "data is at %s",
+            kept_before,
+            moved or "(none)",
+        )
+    state = RestoreState(
+        label=chosen.label,
+        stanza=chosen.stanza,
+        type=chosen.type,
+        to_time=chosen.restore_to_time,
+        timeline=chosen.timeline,
+        moved_data=kept_before or moved,
+    )
+    state.write(app)
+    app[S3_BLOCK_MESSAGE] = ""
+    return state.moved_data
+
+
+# ===========================================================================
+# The restore's end, seen by update-status on the leader
+
+
+def detect_restore_end(host: Host, state: RestoreState) -> Outcome:
+    """Still restoring (nothing), failed (Blocked once, everything kept), or done."""
+    workload = host.workload
+    moved = state.moved_data
+    try:
+        member = workload.member_state()
+        failed = workload.bootstrap_failed() or (member is not None and "failed" in member)
+        if failed:
+            if is_failed_restore_status(host.get_status()):
+                return Done()  # once: a later look (Patroni gone, state None) says no more
+            # An unreachable target shows first as Patroni's "start failed" (PostgreSQL
+            # ended recovery before the target), seconds later as a Patroni that exited:
+            # whichever is seen first must give the PITR message.
+            if state.to_time and member != _RESTORE_COMMAND_FAILED:
+                return _pitr_failed(host, state)
+            return _restore_failed(host, moved, member or "bootstrap failed")
+        timeline = primary_timeline(workload)
+    except WorkloadUnavailable:
+        return Done()
+    if timeline is None:
+        return Done()  # still restoring: look again at the next update-status
+    _restore_succeeded(host, state, timeline)
+    return Done()
+
+
+# Patroni's member state when its bootstrap command (pgbackrest restore) exited non-zero:
+# the restore itself failed, whatever its target.
+_RESTORE_COMMAND_FAILED = "custom bootstrap failed"
+
+
+def primary_timeline(workload: Workload) -> int | None:
+    """The timeline once Patroni runs this member as the primary (it holds the leader
+    key), else None. After a pgBackRest bootstrap Patroni restarts PostgreSQL out of
+    recovery before it takes the key, and the timeline is readable (too early) in
+    between. Raises WorkloadUnavailable."""
+    ready = workload.is_member_running() and workload.is_primary()
+    return workload.current_timeline() if ready else None
+
+
+def is_failed_restore_status(status: UnitStatus) -> bool:
+    """The unit shows a failed restore: what update-status reports once and what
+    rollback-restore requires."""
+    return status.is_blocked and msg.is_failed_restore(status.message)
+
+
+def _restore_failed(host: Host, moved: str, state: str | None) -> Done:
+    """Blocked, the restore keys kept (a new restore is allowed), the old data kept."""
+    reason = f"old data kept at {moved}" if moved else ""
+    message = msg.with_reason(msg.FAILED_TO_RESTORE_BACKUP, reason)
+    log.error("Restore failed: Patroni member state %s; %s", state, reason or "no old data")
+    host.set_status(UnitStatus.blocked(message))
+    return Done()
+
+
+def _pitr_failed(host: Host, state: RestoreState) -> Done:
+    """Patroni's bootstrap gave up on a point-in-time target (PostgreSQL: "recovery ended
+    before configured recovery target was reached", or a timeline that is not a child of
+    the backup's): Blocked ``cannot restore PITR, <where the logs are> for details``.
+    The restore keys stay (a new restore with other parameters is allowed) and the data
+    from before the restore stays where it was moved."""
+    log.error(
+        "Restore failed: the database did not reach the point-in-time target "
+        "(backup %s, type %s, target %s, timeline %s). You can launch another restore "
+        "with different parameters. The data from before the restore is kept at %s",
+        state.label or "-",
+        state.type or "-",
+        state.to_time or "-",
+        state.timeline if state.timeline is not None else "-",
+        state.moved_data or "(nothing was moved)",
+    )
+    host.set_status(UnitStatus.blocked(msg.cannot_restore_pitr(host.log_hint())))
+    return Done()
+
+
+def _restore_succeeded(host: Host, state: RestoreState, timeline: int) -> None:
+    """Clear the flags, normal bootstrap again, re-check ownership (§7.1), remove the
+    moved-aside data, Active (or the S3 block the ownership check set)."""
+    RestoreState.clear(host.app_data, keep_moved_data=True)
+    apply_config(host)
+    log.info(
+        "Restored backup %s%s; now on the new timeline %d",
+        state.label or "(none)",
+        f" to {state.to_time}" if state.to_time else "",
+        timeline,
+    )
+    blocked = _recheck_repository_after_restore(host)
+    if state.moved_data:
+        host.workload.remove_moved_data(state.moved_data)
+        RestoreState.forget_moved_data(host.app_data)
+    if not blocked:
+        host.set_status(UnitStatus.active())
+
+
+def _recheck_repository_after_restore(host: Host) -> bool:
+    """True when the repository turned out not to be usable (the S3 block is set)."""
+    settings = parse_settings(host.s3_parameters())
+    if not isinstance(settings, S3Settings):
+        log.info("No usable S3 settings after the restore: repository not re-checked")
+        return False
+    store = host.object_store(settings)
+    problem = repository_problem(host, settings, store)
+    if problem is not None:
+        block_s3(host, problem)
+        return True
+    if host.app_data.get(STANZA):
+        write_marker(host, settings, store)
+    host.app_data[S3_BLOCK_MESSAGE] = ""
+    return False

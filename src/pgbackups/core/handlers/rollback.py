@@ -1,0 +1,92 @@
+"""rollback-restore (ours; docs/restore.md "Rolling back a failed restore").
+
+SPEC §7: the data from before a restore "is moved back if the restore fails and the
+user asks to roll back". The chart:
+
+  rollback-restore
+    Is the unit blocked by a failed restore?      no  -> fail (nothing to roll back)
+    Is the data from before the restore recorded? no  -> fail (nothing to move back)
+    Is current unit leader?                       no  -> fail
+    Maintenance: rolling back the restore
+    Has the database stopped?                     no  -> status as before, fail
+    Was the failed restore removed from the DCS?  no  -> status as before, fail
+    Was the data moved back?                      no  -> status as before, fail
+    Clear the restore keys, normal bootstrap, start the database
+    Did it start?                                 no  -> Blocked, fail
+    Active; results: rollback-status
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from pgbackups.core import messages as msg
+from pgbackups.core.handlers._steps import apply_config
+from pgbackups.core.handlers.restore import is_failed_restore_status
+from pgbackups.core.host import Host, UnitStatus
+from pgbackups.core.outcomes import ActionFailed, ActionResults, Outcome
+from pgbackups.core.restore_state import RestoreState, restore_in_progress
+
+log = logging.getLogger(__name__)
+
+
+def on_rollback_restore(host: Host, params: Mapping[str, str]) -> Outcome:
+    """Put the data from before a failed restore back and start the database on it.
+
+    Nothing is deleted: whatever the failed attempt left in the data directory is renamed
+    aside by ``Workload.move_data_back``. The archive and the stanza are untouched. With
+    no DCS state Patroni starts the data as a replica and promotes it: the cluster goes
+    on on the next timeline, from the data's own history.
+    """
+    if params:
+        return _rollback_refused(
+            f"{msg.FAILED_TO_ROLL_BACK}: it takes no parameters (got {', '.join(sorted(params))})"
+        )
+    before = host.get_status()
+    if not is_failed_restore_status(before):
+        return _rollback_refused(msg.with_reason(msg.NO_FAILED_RESTORE, _no_failure(host)))
+    state = RestoreState.read(host.app_data)
+    moved = state.moved_data if state is not None else ""
+    if not moved:
+        return _rollback_refused(
+            msg.with_reason(msg.NO_FAILED_RESTORE, "no data from before the restore is kept")
+        )
+    if not host.is_leader():
+        return _rollback_refused(msg.ROLLBACK_NOT_LEADER)
+    host.set_status(UnitStatus.maintenance(msg.ROLLING_BACK_RESTORE))
+    workload = host.workload
+    for step, done in (
+        ("could not stop the database", workload.stop_database),
+        ("could not remove the failed restore from the DCS", workload.remove_dcs_state),
+        (f"could not move {moved} back", lambda: workload.move_data_back(moved)),
+    ):
+        if not done():
+            host.set_status(before)
+            return _rollback_refused(msg.with_reason(msg.FAILED_TO_ROLL_BACK, step))
+    RestoreState.clear(host.app_data)
+    apply_config(host)  # Patroni's normal bootstrap: it starts the data that is back
+    if not workload.start_database():
+        message = msg.with_reason(
+            msg.FAILED_TO_ROLL_BACK, "the data is back but the database did not start"
+        )
+        host.set_status(UnitStatus.blocked(message))
+        return _rollback_refused(message)
+    log.info("Rolled back the failed restore: the data from %s is back", moved)
+    host.set_status(UnitStatus.active())
+    return ActionResults({msg.RESULT_ROLLBACK_STATUS: msg.ROLLED_BACK})
+
+
+def _no_failure(host: Host) -> str:
+    """Why there is nothing to roll back, for the refusal."""
+    if restore_in_progress(host.app_data):
+        return "a restore is in progress"
+    status = host.get_status()
+    if status.message:
+        return f"the unit is {status.kind.value} ({status.message})"
+    return f"the unit is {status.kind.value}"
+
+
+def _rollback_refused(message: str) -> ActionFailed:
+    log.error("Rollback of the restore failed: %s", message)
+    return ActionFailed(message)

@@ -1,0 +1,42 @@
+"""update-status: the clock of the other charts. It finishes what they left running: a
+backup killed before its "Always" step (create-backup), a restore in progress (restore),
+and the leader's S3 block (s3-credentials-changed, retried)."""
+
+from __future__ import annotations
+
+import logging
+
+from pgbackups.core import messages as msg
+from pgbackups.core.handlers.create_backup import bring_back_after_interrupted_backup
+from pgbackups.core.handlers.restore import detect_restore_end
+from pgbackups.core.handlers.s3_credentials import on_s3_credentials_changed
+from pgbackups.core.host import Host
+from pgbackups.core.outcomes import Done, Outcome
+from pgbackups.core.peer_keys import S3_BLOCK_MESSAGE
+from pgbackups.core.restore_state import RestoreState
+
+log = logging.getLogger(__name__)
+
+
+def on_update_status(host: Host) -> Outcome:
+    """(a) a backup left this unit hidden: bring it back; (b) a restore in progress:
+    detect its end; (c) the leader blocked by S3: retry S3 initialisation (SPEC §9: the
+    reference never self-heals); otherwise nothing (a moved data directory still recorded
+    after a finished restore is left alone)."""
+    bring_back_after_interrupted_backup(host)
+    restore = RestoreState.read(host.app_data)
+    if restore is not None and restore.in_progress:
+        if not host.is_leader():
+            return Done()
+        return detect_restore_end(host, restore)
+    if host.is_leader() and _has_s3_block(host):
+        log.info("Retrying S3 initialisation")
+        return on_s3_credentials_changed(host)
+    return Done()
+
+
+def _has_s3_block(host: Host) -> bool:
+    status = host.get_status()
+    if status.is_blocked:
+        return msg.is_s3_block_message(status.message)
+    return bool(host.app_data.get(S3_BLOCK_MESSAGE))
