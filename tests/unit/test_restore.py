@@ -562,3 +562,18 @@ def test_restore_then_completion_end_to_end() -> None:
     assert host.status == UnitStatus.active()
     assert host.app_dict == {"cluster_initialised": "True", "stanza": STANZA}
     assert f"workload.remove_moved_data({MOVED_DATA})" in host.calls
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"backup-id": "2026-11-28T14:39:26Z", "restore-to-time": ""},
+        {"backup-id": " ", "restore-to-time": "latest"},
+    ],
+)
+def test_an_empty_parameter_is_refused_and_nothing_changes(params: dict[str, str]) -> None:
+    host = restore_host()
+    outcome = on_restore(host, params)
+    assert isinstance(outcome, ActionFailed)
+    assert "is empty" in outcome.message
+    assert not [c for c in host.calls if c.startswith(("workload.", "app_data["))]
