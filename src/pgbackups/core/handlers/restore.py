@@ -99,8 +99,9 @@ def _restore_request(host: Host, params: Mapping[str, str]) -> targets.Request |
     both; a time must be well-formed and not in the future. Nothing else is asked yet."""
     # A parameter given empty means nothing, never "the default": `backup-id=X
     # restore-to-time=` must not restore to the end of X (the hosts refuse it first too).
+    # (All of them empty is no target at all: the chart's "missing target" refusal.)
     empty = sorted(key for key, value in params.items() if not value.strip())
-    if empty:
+    if empty and len(empty) < len(params):
         return _restore_refused(f"{empty[0]} is empty: give a value or leave the parameter out")
     backup_id = (params.get("backup-id") or "").strip()
     to_time = (params.get("restore-to-time") or "").strip()
