@@ -54,6 +54,7 @@ VALID_S3 = {
     "endpoint": "https://s3.example.com",
     "path": S3_PATH,
 }
+REPOSITORY_ID = f"{VALID_S3['endpoint']}/{VALID_S3['bucket']}{S3_PATH}"
 LOG_HINT = "pgbackups logs main/0"
 TLS = TlsMaterial(ca_file="/tls/ca.pem", cert_file="/tls/cert.pem", key_file="/tls/key.pem")
 
@@ -199,6 +200,8 @@ class Bag(MutableMapping[str, str]):
 
 def describe_config(config: WorkloadConfig) -> str:
     parts = [f"stanza={config.stanza or '-'}"]
+    if config.hold_wal:
+        parts.append("hold-wal")
     if config.s3 is None:
         parts.append("s3=-")
     if config.tls_server:

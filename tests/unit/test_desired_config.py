@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from fakes import STANZA, TLS, VALID_S3, FakeHost
+from fakes import REPOSITORY_ID, STANZA, TLS, VALID_S3, FakeHost, describe_config
 
 from pgbackups.core.handlers import desired_config
 from pgbackups.core.host import RestoreTarget
@@ -106,3 +106,43 @@ def test_desired_config_unit_bag() -> None:
 )
 def test_desired_config_restore(app: dict[str, str], expected: RestoreTarget | None) -> None:
     assert desired_config(FakeHost(app=app)).restore == expected
+
+
+# ---------------------------------------------------------------------------
+# WAL is pushed, held or discarded (docs/reliability.md, "WAL while S3 is blocked")
+
+
+def _config_for(app: dict[str, str], s3: dict[str, str] | None = VALID_S3) -> str:
+    host = FakeHost(app=app, s3=s3)
+    return describe_config(desired_config(host))
+
+
+def test_wal_is_pushed_to_the_verified_repository() -> None:
+    app = {"stanza": STANZA, "repository": REPOSITORY_ID}
+    assert _config_for(app) == f"workload.apply_config(stanza={STANZA})"
+
+
+def test_a_bag_from_before_the_repository_key_keeps_pushing() -> None:
+    assert _config_for({"stanza": STANZA}) == f"workload.apply_config(stanza={STANZA})"
+
+
+def test_settings_naming_another_repository_hold_wal_until_verified() -> None:
+    # Another path: the leader has not checked who owns it; nothing is pushed there yet.
+    app = {"stanza": STANZA, "repository": REPOSITORY_ID}
+    other = {**VALID_S3, "path": "/elsewhere"}
+    assert _config_for(app, other) == "workload.apply_config(stanza=-, hold-wal)"
+    # New keys or a new CA name the same repository: pushing goes on.
+    rotated = {**VALID_S3, "access-key": "AKIA-NEW", "secret-key": "another-secret"}
+    assert _config_for(app, rotated) == f"workload.apply_config(stanza={STANZA})"
+
+
+def test_unusable_settings_hold_wal() -> None:
+    app = {"stanza": STANZA, "repository": REPOSITORY_ID}
+    bad = {**VALID_S3, "tls-ca-chain": "not a pem"}
+    assert _config_for(app, bad) == "workload.apply_config(stanza=-, hold-wal, s3=-)"
+
+
+def test_held_wal_stays_held_and_no_repository_discards() -> None:
+    assert _config_for({"archive-held": STANZA}) == "workload.apply_config(stanza=-, hold-wal)"
+    assert _config_for({}) == "workload.apply_config(stanza=-)"
+    assert _config_for({}, None) == "workload.apply_config(stanza=-, s3=-)"

@@ -467,9 +467,10 @@ def test_completion_of_a_restore_from_another_cluster_blocks_and_stops_archiving
     on_update_status(host)
     blocked = UnitStatus.blocked(msg.ANOTHER_CLUSTER_REPOSITORY)
     assert host.status == blocked
-    assert host.effects[-7:] == [
+    assert host.effects[-8:] == [
         f"object_store.get({MARKER_KEY})",
         "app_data[stanza]=''",
+        "app_data[archive-held]=''",  # another cluster's repository: nothing to hold for
         "workload.apply_config(stanza=-)",
         f"app_data[s3-block-message]={msg.ANOTHER_CLUSTER_REPOSITORY!r}",
         f"set_status({blocked})",
@@ -484,7 +485,8 @@ def test_completion_without_s3_settings_skips_the_ownership_check() -> None:
     on_update_status(host)
     assert host.effects == [
         *CLEAR_KEYS,
-        f"workload.apply_config(stanza={STANZA}, s3=-)",
+        # No settings to push with: WAL is held on the unit until there are.
+        "workload.apply_config(stanza=-, hold-wal, s3=-)",
         f"workload.remove_moved_data({MOVED_DATA})",
         "app_data[restore-moved-data]=''",
         "set_status(active)",

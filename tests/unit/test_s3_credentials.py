@@ -12,6 +12,7 @@ from fakes import (
     CLUSTER_ID,
     MARKER_KEY,
     OTHER_SYSTEM_ID,
+    REPOSITORY_ID,
     STANZA,
     SYSTEM_ID,
     VALID_S3,
@@ -42,6 +43,8 @@ SUCCESS = [
     "backup_tool.stanza_create",
     CHECKING,
     f"app_data[stanza]={STANZA!r}",
+    f"app_data[repository]={REPOSITORY_ID!r}",
+    "app_data[archive-held]=''",
     CONFIG_ON,
     "backup_tool.check",
     f"object_store.put({MARKER_KEY})",
@@ -50,8 +53,17 @@ SUCCESS = [
 ]
 
 
+CONFIG_HELD = "workload.apply_config(stanza=-, hold-wal)"
+
+
 def blocked_calls(message: str, *, stanza_was_set: bool = False) -> list[str]:
-    clear = ["app_data[stanza]=''", CONFIG_OFF] if stanza_was_set else []
+    # The repository was ours: WAL is held (kept on disk), not discarded; another
+    # cluster's repository turns archiving off.
+    foreign = message == msg.ANOTHER_CLUSTER_REPOSITORY
+    held = "" if foreign else STANZA
+    config = CONFIG_OFF if foreign else CONFIG_HELD
+    clear = ["app_data[stanza]=''", f"app_data[archive-held]={held!r}", config]
+    clear = clear if stanza_was_set else []
     return [*clear, f"app_data[s3-block-message]={message!r}", f"set_status(blocked: {message})"]
 
 
@@ -80,6 +92,8 @@ def test_happy_path_full_call_sequence() -> None:
         "backup_tool.stanza_create",
         CHECKING,
         f"app_data[stanza]={STANZA!r}",
+        f"app_data[repository]={REPOSITORY_ID!r}",
+        "app_data[archive-held]=''",
         CONFIG_ON,
         "backup_tool.check",
         "workload.system_identifier",
@@ -89,7 +103,11 @@ def test_happy_path_full_call_sequence() -> None:
         "workload.stop_tls_server",
     ]
     assert host.status == UnitStatus.active()
-    assert host.app_dict == {"cluster_initialised": "True", "stanza": STANZA}
+    assert host.app_dict == {
+        "cluster_initialised": "True",
+        "stanza": STANZA,
+        "repository": REPOSITORY_ID,
+    }
     assert host.store.objects[MARKER_KEY] == marker_body()
     assert host.store_settings[0].bucket == "backups"
 
@@ -416,6 +434,8 @@ CASES: list[tuple[str, Setup, object, UnitStatus, list[str]]] = [
             "backup_tool.stanza_create",
             CHECKING,
             f"app_data[stanza]={STANZA!r}",
+            f"app_data[repository]={REPOSITORY_ID!r}",
+            "app_data[archive-held]=''",
             CONFIG_ON,
             "backup_tool.check",
             "backup_tool.check",
@@ -432,10 +452,10 @@ CASES: list[tuple[str, Setup, object, UnitStatus, list[str]]] = [
         UnitStatus.active(),
         [
             *START,
-            *SUCCESS[:5],
+            *SUCCESS[:7],
             "backup_tool.check",
             "backup_tool.check",
-            *SUCCESS[5:],
+            *SUCCESS[7:],
             "workload.stop_tls_server",
         ],
     ),
@@ -549,10 +569,14 @@ def test_corrected_setting_clears_the_s3_block() -> None:
     assert host.app_dict["stanza"] == STANZA
 
 
-def test_invalid_settings_turn_archiving_off() -> None:
+def test_invalid_settings_hold_wal() -> None:
     host = FakeHost(app={"stanza": STANZA}, s3={**VALID_S3, "tls-ca-chain": "not a pem"})
     on_s3_credentials_changed(host)
-    assert host.effects[:2] == ["app_data[stanza]=''", "workload.apply_config(stanza=-, s3=-)"]
+    assert host.effects[:3] == [
+        "app_data[stanza]=''",
+        f"app_data[archive-held]={STANZA!r}",
+        "workload.apply_config(stanza=-, hold-wal, s3=-)",
+    ]
     assert host.status.is_blocked
     assert "tls-ca-chain" in host.status.message
     assert msg.is_s3_block_message(host.status.message)
@@ -576,6 +600,7 @@ GONE_CASES = [
         UnitStatus.active(),
         [
             "app_data[stanza]=''",
+            "app_data[archive-held]=''",
             "app_data[s3-block-message]=''",
             "workload.apply_config(stanza=-, s3=-)",
             "set_status(active)",
@@ -588,6 +613,7 @@ GONE_CASES = [
         UnitStatus.active(),
         [
             "app_data[stanza]=''",
+            "app_data[archive-held]=''",
             "app_data[s3-block-message]=''",
             "workload.apply_config(stanza=-, s3=-)",
             "set_status(active)",
@@ -600,6 +626,7 @@ GONE_CASES = [
         UnitStatus.blocked(msg.FAILED_TO_RESTORE_BACKUP),
         [
             "app_data[stanza]=''",
+            "app_data[archive-held]=''",
             "app_data[s3-block-message]=''",
             "workload.apply_config(stanza=-, s3=-)",
         ],
@@ -609,7 +636,8 @@ GONE_CASES = [
         False,
         UnitStatus.active(),
         UnitStatus.active(),
-        [f"workload.apply_config(stanza={STANZA}, s3=-)"],
+        # Until the leader clears the stanza, WAL is held: never discarded by a non-leader.
+        ["workload.apply_config(stanza=-, hold-wal, s3=-)"],
     ),
 ]
 

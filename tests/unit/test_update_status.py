@@ -4,7 +4,7 @@ detection of a restore's end is the restore chart's: test_restore.py, test_resto
 from __future__ import annotations
 
 import pytest
-from fakes import MARKER_KEY, STANZA, FakeHost
+from fakes import MARKER_KEY, REPOSITORY_ID, STANZA, FakeHost
 
 from pgbackups.core import messages as msg
 from pgbackups.core.handlers import s3_credentials
@@ -31,7 +31,11 @@ def test_update_status_heals_an_s3_block_once_s3_is_fixed(block: str) -> None:
     host = FakeHost(status=UnitStatus.blocked(block), app={"s3-block-message": block})
     assert on_update_status(host) == Done()
     assert host.status == UnitStatus.active()
-    assert host.app_dict == {"cluster_initialised": "True", "stanza": STANZA}
+    assert host.app_dict == {
+        "cluster_initialised": "True",
+        "stanza": STANZA,
+        "repository": REPOSITORY_ID,
+    }
     assert "backup_tool.stanza_create" in host.calls
     assert f"object_store.put({MARKER_KEY})" in host.calls
 

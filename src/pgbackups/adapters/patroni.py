@@ -34,6 +34,11 @@ DEFAULT_BIN_DIR = "/usr/lib/postgresql/15/bin"
 PATRONICTL = "patronictl"
 # archive_mode stays on so that turning archiving on and off is a reload, not a restart.
 ARCHIVE_OFF_COMMAND = "/bin/true"
+# Fails on purpose, saying why in PostgreSQL's log: the archiver keeps the segment and
+# tries again (every minute after three quick failures), so held WAL is never lost.
+ARCHIVE_HOLD_COMMAND = (
+    "echo 'pgbackups: WAL archiving held until the S3 repository works' >&2; exit 1"
+)
 REPLICATION_USER = "replicator"
 REWIND_USER = "rewind_user"
 # The loss window when WAL comes slowly: a partly filled segment is archived after at most
@@ -73,10 +78,12 @@ class PatroniMember:
     superuser: str = "postgres"
 
 
-def archive_command(member: PatroniMember, stanza: str | None) -> str:
-    """pgBackRest's archive-push while a stanza is set; a no-op otherwise (SPEC §1)."""
+def archive_command(member: PatroniMember, stanza: str | None, *, hold: bool = False) -> str:
+    """pgBackRest's archive-push while a stanza is set; while WAL is held, a command that
+    fails (PostgreSQL then keeps the segment and retries, so nothing is marked archived);
+    a no-op only when the cluster has no repository of its own (docs/reliability.md)."""
     if not stanza:
-        return ARCHIVE_OFF_COMMAND
+        return ARCHIVE_HOLD_COMMAND if hold else ARCHIVE_OFF_COMMAND
     return (
         f"pgbackrest --config={shlex.quote(member.pgbackrest_config)} "
         f'--stanza={shlex.quote(stanza)} archive-push "%p"'
@@ -135,7 +142,7 @@ def pg_hba(member: PatroniMember, *, connectivity: bool) -> list[str]:
 
 def render_config(member: PatroniMember, config: WorkloadConfig) -> dict[str, Any]:
     """The Patroni YAML of ``member`` (a YAML-serialisable dict) for ``config``."""
-    archive = archive_command(member, config.stanza)
+    archive = archive_command(member, config.stanza, hold=config.hold_wal)
     local_params: dict[str, Any] = {
         "unix_socket_directories": member.socket_dir,
         "archive_mode": "on",

@@ -42,4 +42,3 @@ ACTIONS: Mapping[str, ActionHandler] = MappingProxyType(
         "rollback-restore": handlers.on_rollback_restore,
     }
 )
-

@@ -114,8 +114,9 @@ class RestoreTarget:
 class WorkloadConfig:
     """The configuration the core wants on this unit; the host renders and reloads it.
 
-    The core derives it from the peer bags (see ``handlers.desired_config``): archiving is
-    on exactly while ``stanza`` is set (SPEC §1).
+    The core derives it from the peer bags (see ``handlers.desired_config``): WAL is pushed
+    while ``stanza`` is set, held while ``hold_wal`` (docs/reliability.md), and discarded
+    only when neither is: no repository of this cluster's exists.
     """
 
     s3: S3Settings | None  # the repository for pgbackrest.conf; None: no repository
@@ -124,6 +125,9 @@ class WorkloadConfig:
     connectivity: bool = True  # False: client connections rejected (a replica taking a backup)
     creating_backup: bool = False  # Patroni tags nofailover + noloadbalance
     restore: RestoreTarget | None = None  # bootstrap from pgBackRest instead of initdb
+    # WAL held: archive_command fails on purpose, so PostgreSQL keeps every segment and
+    # retries (the repository is this cluster's but cannot be used right now).
+    hold_wal: bool = False
 
 
 # ---------------------------------------------------------------------------

@@ -10,6 +10,13 @@ from __future__ import annotations
 CLUSTER_INITIALISED = "cluster_initialised"  # set by the host once Patroni bootstrapped
 STANZA = "stanza"  # the initialised stanza: WAL archiving is on exactly while it is set
 S3_BLOCK_MESSAGE = "s3-block-message"  # the leader's S3 Blocked message (update-status retries)
+# The repository (S3Settings.repository_id) whose ownership the leader verified before it
+# set ``stanza``: settings naming another repository hold WAL until it is verified too.
+REPOSITORY = "repository"
+# The stanza whose WAL is held on the units: the repository was this cluster's and cannot
+# be used now (an S3 block, or settings not verified yet). PostgreSQL keeps every segment
+# and archives them once archiving works again; nothing is marked archived meanwhile.
+ARCHIVE_HELD = "archive-held"
 
 # Unit bag
 CONNECTIVITY = "connectivity"  # "off" while a replica takes a backup: clients rejected

@@ -39,6 +39,12 @@ class S3Settings:
     delete_older_than_days: int = DEFAULT_DELETE_OLDER_THAN_DAYS
 
     @property
+    def repository_id(self) -> str:
+        """Which repository these settings name (no secret): what ownership is verified
+        for. Keys and the CA may change without changing the repository."""
+        return f"{self.endpoint.rstrip('/')}/{self.bucket}{self.path}"
+
+    @property
     def endpoint_host(self) -> str:
         return urlsplit(self.endpoint).hostname or ""
 

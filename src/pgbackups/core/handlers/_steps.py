@@ -28,7 +28,14 @@ from pgbackups.core.host import (
     WorkloadUnavailable,
 )
 from pgbackups.core.marker import ClusterMarker, marker_key, ownership_problem
-from pgbackups.core.peer_keys import CONNECTIVITY, CREATING_BACKUP, S3_BLOCK_MESSAGE, STANZA
+from pgbackups.core.peer_keys import (
+    ARCHIVE_HELD,
+    CONNECTIVITY,
+    CREATING_BACKUP,
+    REPOSITORY,
+    S3_BLOCK_MESSAGE,
+    STANZA,
+)
 from pgbackups.core.repository import StanzaInfo, TimelineRecord
 from pgbackups.core.restore_state import RestoreState
 from pgbackups.core.settings import S3Settings, S3SettingsProblem, parse_s3_settings
@@ -44,19 +51,29 @@ def desired_config(host: Host) -> WorkloadConfig:
     """The configuration this unit must run with, derived from the peer bags.
 
     - ``s3``: the parsed S3 settings; None when absent, incomplete or invalid.
-    - ``stanza``: WAL archiving is on exactly while app ``stanza`` is set (SPEC §1).
-      It is not tied to ``s3`` here: a leader clears ``stanza`` whenever the repository
-      cannot be used, and pgBackRest's archive-push itself refuses a missing stanza or one
-      of another system identifier (the WAL then waits on disk, nothing is lost).
+    - ``stanza``: WAL is pushed while app ``stanza`` is set and the settings name the
+      repository the leader verified (app ``repository``). The leader moves ``stanza`` to
+      ``archive-held`` when the repository cannot be used; settings that name another
+      repository (or cannot be parsed) hold WAL until the leader has verified it.
+    - ``hold_wal``: WAL is kept on the unit (archive_command fails on purpose) instead of
+      being discarded: only a cluster with no repository of its own discards WAL
+      (docs/reliability.md, "WAL while S3 is blocked").
     - ``tls_server``: TLS material present and more than one unit (SPEC §6).
     - ``connectivity``/``creating_backup``: this unit's bag, set while a replica backs up.
     - ``restore``: a restore in progress (app bag), as Patroni's pgBackRest bootstrap.
     """
     app, unit = host.app_data, host.unit_data
     settings = parse_settings(host.s3_parameters())
+    s3 = settings if isinstance(settings, S3Settings) else None
+    stanza, held = app.get(STANZA) or None, bool(app.get(ARCHIVE_HELD))
+    verified = app.get(REPOSITORY)
+    # A bag from before `repository` existed has none: its stanza was verified as it is.
+    if stanza and (s3 is None or (verified and verified != s3.repository_id)):
+        stanza, held = None, True
     return WorkloadConfig(
-        s3=settings if isinstance(settings, S3Settings) else None,
-        stanza=app.get(STANZA) or None,
+        s3=s3,
+        stanza=stanza,
+        hold_wal=held and stanza is None,
         tls_server=tls_server_wanted(host),
         connectivity=unit.get(CONNECTIVITY) != "off",
         creating_backup=bool(unit.get(CREATING_BACKUP)),
@@ -114,10 +131,19 @@ def restore_timelines(host: Host, stanzas: list[StanzaInfo]) -> list[TimelineRec
 
 
 def block_s3(host: Host, message: str) -> None:
-    """An S3 block on the leader: archiving off, the message kept in the app bag (so that
-    update-status can retry and a new leader shows it), Blocked."""
-    if host.app_data.get(STANZA):
-        host.app_data[STANZA] = ""
+    """An S3 block on the leader: the message kept in the app bag (so that update-status
+    can retry and a new leader shows it), Blocked, and WAL no longer pushed.
+
+    WAL is held, not discarded, while the repository was this cluster's (``stanza`` was
+    set): PostgreSQL keeps the segments and they are archived once the block clears. Only
+    a repository of another cluster's turns archiving off: holding WAL for a repository
+    this cluster may never write into would only fill the disk."""
+    app = host.app_data
+    foreign = message == msg.ANOTHER_CLUSTER_REPOSITORY
+    stanza = app.get(STANZA)
+    if stanza or (foreign and app.get(ARCHIVE_HELD)):
+        app[STANZA] = ""
+        app[ARCHIVE_HELD] = "" if foreign else (stanza or app.get(ARCHIVE_HELD) or "")
         apply_config(host)
     host.app_data[S3_BLOCK_MESSAGE] = message
     host.set_status(UnitStatus.blocked(message))

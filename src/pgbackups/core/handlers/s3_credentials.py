@@ -30,7 +30,13 @@ from pgbackups.core.host import (
     WorkloadUnavailable,
 )
 from pgbackups.core.outcomes import Deferred, Done, Outcome
-from pgbackups.core.peer_keys import CLUSTER_INITIALISED, S3_BLOCK_MESSAGE, STANZA
+from pgbackups.core.peer_keys import (
+    ARCHIVE_HELD,
+    CLUSTER_INITIALISED,
+    REPOSITORY,
+    S3_BLOCK_MESSAGE,
+    STANZA,
+)
 from pgbackups.core.restore_state import restore_in_progress
 from pgbackups.core.settings import S3Settings
 
@@ -168,6 +174,10 @@ def _is_wal_archiving_to_s3_working(
     """
     host.set_status(UnitStatus.maintenance(msg.CHECKING_STANZA))
     host.app_data[STANZA] = host.stanza_name
+    # Ownership was verified for exactly these settings (_could_initialise_stanza): WAL
+    # goes to this repository now, and is held again if the settings name another one.
+    host.app_data[REPOSITORY] = settings.repository_id
+    host.app_data[ARCHIVE_HELD] = ""
     apply_config(host)
     result = _check_with_retries(host)
     if not result.ok:
@@ -216,7 +226,9 @@ def on_s3_credentials_gone(host: Host) -> Outcome:
     """Archiving off (the leader clears ``stanza``), re-render without a repository, and
     clear an S3 block: there is nothing left to fix on the S3 side."""
     if host.is_leader():
+        # The user removed the repository: no backups, so no WAL to keep for one.
         host.app_data[STANZA] = ""
+        host.app_data[ARCHIVE_HELD] = ""
         host.app_data[S3_BLOCK_MESSAGE] = ""
     apply_config(host)
     status = host.get_status()
