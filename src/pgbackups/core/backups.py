@@ -35,7 +35,7 @@ from pgbackups.core.host import (
     UnitStatus,
     Workload,
     WorkloadConfig,
-    WorkloadUnavailable,
+    WorkloadError,
 )
 from pgbackups.core.ids import format_id, is_label, label_to_id, normalise_id
 from pgbackups.core.listing import FORMATS, build_rows, format_json, format_table
@@ -316,10 +316,7 @@ _ARCHIVE_COMMAND_NOT_PGBACKREST = "[068]"
 def _primary_not_archiving_yet(host: Host, reason: str) -> bool:
     if _ARCHIVE_COMMAND_NOT_PGBACKREST not in reason:
         return False
-    try:
-        return not host.workload.is_primary()
-    except WorkloadUnavailable:
-        return False
+    return host.workload.is_primary() is False
 
 
 def _check_with_retries(host: Host) -> CommandResult:
@@ -349,10 +346,7 @@ def _write_marker(host: Host, settings: S3Settings, store: ObjectStore) -> None:
 
 def _system_identifier(host: Host) -> int | None:
     """The cluster's system identifier, or None while PostgreSQL cannot tell it."""
-    try:
-        return host.workload.system_identifier()
-    except WorkloadUnavailable:
-        return None
+    return host.workload.system_identifier()
 
 
 def _block_s3(host: Host, message: str) -> None:
@@ -384,15 +378,17 @@ def _tls_server_steps(host: Host) -> bool:
     if not _tls_server_wanted(host):
         host.workload.stop_tls_server()
         return True
-    try:
-        if _is_replica(host) and not _primary_tls_server_answers(host):
-            log.info("Waiting for the pgBackRest TLS server of the primary")
-            return False
-    except WorkloadUnavailable:
+    replica = _is_replica(host)
+    if replica is None:
         log.info("Patroni cannot tell this unit's role yet")
         return False
-    if not host.workload.start_tls_server():
-        log.error("The pgBackRest TLS server did not start")
+    if replica and not _primary_tls_server_answers(host):
+        log.info("Waiting for the pgBackRest TLS server of the primary")
+        return False
+    try:
+        host.workload.start_tls_server()
+    except WorkloadError as exc:
+        log.error("The pgBackRest TLS server did not start: %s", exc)
         return False
     return True
 
@@ -403,8 +399,9 @@ def _tls_server_wanted(host: Host) -> bool:
     return host.tls() is not None and host.planned_units() > 1
 
 
-def _is_replica(host: Host) -> bool:
-    return not host.workload.is_primary()
+def _is_replica(host: Host) -> bool | None:
+    primary = host.workload.is_primary()
+    return None if primary is None else not primary
 
 
 def _primary_tls_server_answers(host: Host) -> bool:
@@ -474,29 +471,26 @@ def primary_timeline(workload: Workload) -> int | None:
     """The timeline once Patroni runs this member as the primary (it holds the leader
     key), else None. After a pgBackRest bootstrap Patroni restarts PostgreSQL out of
     recovery before it takes the key, and the timeline is readable (too early) in
-    between. Raises WorkloadUnavailable."""
-    ready = workload.is_member_running() and workload.is_primary()
+    between."""
+    ready = workload.is_member_running() is True and workload.is_primary() is True
     return workload.current_timeline() if ready else None
 
 
 def _detect_restore_end(host: Host) -> Outcome:
     workload = host.workload
     moved = host.app_data.get(RESTORE_MOVED_DATA, "")
-    try:
-        state = workload.member_state()
-        failed = workload.bootstrap_failed() or (state is not None and "failed" in state)
-        if failed:
-            if _is_failed_restore_status(host.get_status()):
-                return Done()  # once: a later look (Patroni gone, state None) says no more
-            # An unreachable target shows first as Patroni's "start failed" (PostgreSQL
-            # ended recovery before the target), seconds later as a Patroni that exited:
-            # whichever is seen first must give the PITR message.
-            if host.app_data.get(RESTORE_TO_TIME) and state != _RESTORE_COMMAND_FAILED:
-                return _pitr_failed(host, moved)
-            return _restore_failed(host, moved, state or "bootstrap failed")
-        timeline = primary_timeline(workload)
-    except WorkloadUnavailable:
-        return Done()
+    state = workload.member_state()
+    failed = workload.bootstrap_failed() or (state is not None and "failed" in state)
+    if failed:
+        if _is_failed_restore_status(host.get_status()):
+            return Done()  # once: a later look (Patroni gone, state None) says no more
+        # An unreachable target shows first as Patroni's "start failed" (PostgreSQL
+        # ended recovery before the target), seconds later as a Patroni that exited:
+        # whichever is seen first must give the PITR message.
+        if host.app_data.get(RESTORE_TO_TIME) and state != _RESTORE_COMMAND_FAILED:
+            return _pitr_failed(host, moved)
+        return _restore_failed(host, moved, state or "bootstrap failed")
+    timeline = primary_timeline(workload)
     if timeline is None:
         return Done()  # still restoring: look again at the next update-status
     _restore_succeeded(host, moved, timeline)
@@ -560,7 +554,10 @@ def _restore_succeeded(host: Host, moved: str, timeline: int) -> None:
     )
     blocked = _recheck_repository_after_restore(host)
     if moved:
-        host.workload.remove_moved_data(moved)
+        try:
+            host.workload.remove_moved_data(moved)
+        except WorkloadError as exc:  # the restore stands; the old data is only left over
+            log.warning("The data from before the restore was not removed: %s", exc)
         host.app_data[RESTORE_MOVED_DATA] = ""
     if not blocked:
         host.set_status(UnitStatus.active())
@@ -603,9 +600,8 @@ def on_create_backup(host: Host, params: Mapping[str, str]) -> Outcome:
         )
     if host.get_status().is_blocked:
         return _backup_refused(msg.BACKUP_UNIT_BLOCKED)
-    try:
-        on_primary = host.workload.is_primary()
-    except WorkloadUnavailable:
+    on_primary = host.workload.is_primary()
+    if on_primary is None:
         return _backup_refused(msg.BACKUP_NOT_RUNNING)
     if on_primary and _tls_server_wanted(host):
         return _backup_refused(msg.BACKUP_ON_PRIMARY)
@@ -823,17 +819,19 @@ def on_restore(host: Host, params: Mapping[str, str]) -> Outcome:
     before = host.get_status()
     host.set_status(UnitStatus.maintenance(msg.RESTORING_BACKUP))
     workload = host.workload
-    if not workload.stop_database():
+    if not _done(workload.stop_database):
         host.set_status(before)
         return _restore_refused(_restore_failure("could not stop the database"))
-    if not workload.remove_dcs_state():
+    if not _done(workload.remove_dcs_state):
         return _start_again(host, before, "could not remove the previous cluster from the DCS")
-    moved = workload.move_data_aside()
-    if moved is None:
+    try:
+        moved = workload.move_data_aside() or ""
+    except WorkloadError as exc:
+        log.error("%s", exc)
         return _start_again(host, before, "could not move the data directory aside")
     _record_restore(host, chosen, moved)
     _apply_config(host)  # Patroni now bootstraps from the pgBackRest backup
-    if not workload.start_database():
+    if not _done(workload.start_database):
         kept = host.app_data.get(RESTORE_MOVED_DATA) or moved
         message = _restore_failure(f"the database did not start; old data kept at {kept}")
         host.set_status(UnitStatus.blocked(message))
@@ -865,10 +863,17 @@ def _restore_request(host: Host, params: Mapping[str, str]) -> targets.Request |
 
 
 def _is_workload_accessible(host: Host) -> bool:
+    return host.workload.is_cluster_initialised() is True
+
+
+def _done(action: Callable[[], None]) -> bool:
+    """Run a workload action; False (its reason logged) when it raised WorkloadError."""
     try:
-        return host.workload.is_cluster_initialised()
-    except WorkloadUnavailable:
+        action()
+    except WorkloadError as exc:
+        log.error("%s", exc)
         return False
+    return True
 
 
 def _is_blocked_for_restore(host: Host) -> bool:
@@ -932,7 +937,7 @@ def _names_a_backup(records: list[BackupRecord], backup_id: str) -> bool:
 
 def _start_again(host: Host, before: UnitStatus, reason: str) -> ActionFailed:
     """Nothing was changed on disk: start the database as it was, and fail."""
-    if host.workload.start_database():
+    if _done(host.workload.start_database):
         host.set_status(before)
         return _restore_refused(_restore_failure(reason))
     message = _restore_failure(f"{reason}; the database did not start again")
@@ -1015,13 +1020,13 @@ def on_rollback_restore(host: Host, params: Mapping[str, str]) -> Outcome:
         ("could not remove the failed restore from the DCS", workload.remove_dcs_state),
         (f"could not move {moved} back", lambda: workload.move_data_back(moved)),
     ):
-        if not done():
+        if not _done(done):
             host.set_status(before)
             return _rollback_refused(msg.with_reason(msg.FAILED_TO_ROLL_BACK, step))
     for key in (*RESTORE_KEYS, RESTORE_MOVED_DATA):
         host.app_data[key] = ""
     _apply_config(host)  # Patroni's normal bootstrap: it starts the data that is back
-    if not workload.start_database():
+    if not _done(workload.start_database):
         message = msg.with_reason(
             msg.FAILED_TO_ROLL_BACK, "the data is back but the database did not start"
         )

@@ -21,7 +21,6 @@ from pgbackups.core.host import (
     Deferred,
     Outcome,
     StatusKind,
-    WorkloadUnavailable,
 )
 from pgbackups.local.cli.cluster import add_name, subcommand
 from pgbackups.local.errors import PgbackupsError, UsageError
@@ -125,11 +124,8 @@ def wait_for_rollback(runtime: Runtime, unit: str, progress: Progress, timeout: 
     deadline = time.monotonic() + timeout
     progress.say(f"waiting for {unit} to run as the primary again")
     while True:
-        try:
-            state = workload.member_state() or "starting"
-            timeline = backups.primary_timeline(workload)
-        except WorkloadUnavailable:
-            state, timeline = "starting", None
+        state = workload.member_state() or "starting"
+        timeline = backups.primary_timeline(workload)
         if timeline is not None:
             progress.say(f"rollback complete on {unit}: primary on timeline {timeline}")
             return timeline
