@@ -47,6 +47,7 @@ lint: setup
 	$(VENV)/bin/ruff check src tests charm benchmarks
 	$(VENV)/bin/ruff format --check src tests charm benchmarks
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --config-file charm/mypy.ini
 
 # pytest exits 5 when it collected nothing: that is never a pass here.
 test: setup lint

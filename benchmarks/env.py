@@ -26,8 +26,7 @@ from botocore.config import Config
 from pgbackups.adapters import processes
 from pgbackups.local.machinery import programs
 from pgbackups.local.runtime.cluster import Cluster, S3Endpoint
-from pgbackups.local.runtime.unit import Unit
-from pgbackups.local.runtime.workload import stanza_name
+from pgbackups.local.runtime.unit import Unit, stanza_name
 
 NAME = "bench"
 

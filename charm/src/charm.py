@@ -32,14 +32,15 @@ from pgbackups.adapters.pgbackrest import PgBackRest
 from pgbackups.adapters.s3 import S3Bucket
 from pgbackups.core import events
 from pgbackups.core.handlers import desired_config
-from pgbackups.core.host import WorkloadUnavailable
+from pgbackups.core.host import WorkloadError
 from pgbackups.core.outcomes import ActionFailed, ActionResults, Deferred, Done, Outcome
 from pgbackups.core.params import check_action_params
 from pgbackups.core.peer_keys import CLUSTER_INITIALISED
+from pgbackups.workload.layout import UnitFacts
 from s3_requirer import S3Requirer
 from tls_files import DiskTlsFiles
 from tls_requirer import TlsFiles, TlsRequirer
-from workload import MachinePaths, MachineWorkload, UnitFacts
+from workload import MachinePaths, MachineWorkload, machine_facts
 
 log = logging.getLogger(__name__)
 
@@ -140,14 +141,15 @@ class PgBackupsCharm(ops.CharmBase):
 
     def unit_facts(self) -> UnitFacts:
         host = self.host
-        return UnitFacts(
-            scope=self.app.name,
-            member=self.unit.name.replace("/", "-"),
+        return machine_facts(
+            MachinePaths(),
+            app=self.app.name,
+            unit=self.unit.name,
             address=host.unit_address(),
-            peers=tuple(host.peers()),
+            peers=host.peers(),
             tls=self.certs.material(),
             passwords=self.passwords(),
-            stanza_name=host.stanza_name,
+            stanza=host.stanza_name,
         )
 
     # --- outcomes ------------------------------------------------------------------
@@ -197,7 +199,7 @@ class PgBackupsCharm(ops.CharmBase):
         self._mark_cluster_initialised(host)
         try:
             outcome = handler(host, *args)
-        except WorkloadUnavailable as exc:
+        except WorkloadError as exc:
             outcome = ActionFailed(str(exc)) if is_action else Deferred(str(exc))
         self._apply(event, outcome)
 
@@ -206,11 +208,7 @@ class PgBackupsCharm(ops.CharmBase):
         reports a primary (the host's job: the core only reads it)."""
         if not host.is_leader() or host.app_data.get(CLUSTER_INITIALISED):
             return
-        try:
-            initialised = host.workload.is_cluster_initialised()
-        except WorkloadUnavailable:
-            initialised = False
-        if initialised:
+        if host.workload.is_cluster_initialised():
             host.app_data[CLUSTER_INITIALISED] = "True"
 
     def _refresh_status(self, host: CharmHost) -> None:
@@ -224,11 +222,8 @@ class PgBackupsCharm(ops.CharmBase):
         )
         if not owned or self.passwords() is None:
             return
-        try:
-            running = host.workload.is_member_running()
-            primary = running and host.workload.is_primary()
-        except WorkloadUnavailable:
-            running = primary = False
+        running = host.workload.is_member_running() is True
+        primary = running and host.workload.is_primary() is True
         if not running:
             self.unit.status = ops.WaitingStatus(AWAITING_MEMBER)
         else:
@@ -255,7 +250,12 @@ class PgBackupsCharm(ops.CharmBase):
             event.defer()
             return False
         host = self.host
-        host.workload.apply_config(desired_config(host))
+        try:
+            host.workload.apply_config(desired_config(host))
+        except WorkloadError as exc:
+            log.warning("the configuration is not applied yet: %s", exc)
+            event.defer()
+            return False
         return True
 
     def _on_start(self, event: ops.StartEvent) -> None:
@@ -266,11 +266,14 @@ class PgBackupsCharm(ops.CharmBase):
         if not self._configure_and_start(event):
             return
         self.unit.status = ops.WaitingStatus(AWAITING_MEMBER)
-        if not self.host.workload.start_database():
+        try:
+            self.host.workload.start_database()
+        except WorkloadError as exc:
+            log.warning("Patroni is not started yet: %s", exc)
             event.defer()
 
     def _on_config_changed(self, event: ops.ConfigChangedEvent) -> None:
-        self._reconfigure()  # before the passwords exist, start renders it
+        self._reconfigure(event)  # before the passwords exist, start renders it
 
     def _on_update_status(self, event: ops.UpdateStatusEvent) -> None:
         if self.model.get_relation(PEER_RELATION) is not None:
@@ -283,12 +286,16 @@ class PgBackupsCharm(ops.CharmBase):
 
     # --- peers and TLS -------------------------------------------------------------
 
-    def _reconfigure(self) -> None:
+    def _reconfigure(self, event: ops.EventBase) -> None:
         """Render the configuration the core wants, once the passwords exist."""
         if self.passwords() is None:
             return
         host = self.host
-        host.workload.apply_config(desired_config(host))
+        try:
+            host.workload.apply_config(desired_config(host))
+        except WorkloadError as exc:
+            log.warning("the configuration is not applied yet: %s", exc)
+            event.defer()
 
     def _on_peers_changed(self, event: ops.RelationEvent) -> None:
         self._ensure_passwords()
@@ -300,9 +307,12 @@ class PgBackupsCharm(ops.CharmBase):
             address = event.relation.data[departing].get("ingress-address") or (
                 event.relation.data[departing].get("private-address")
             )
-            forget = getattr(self.adapters.workload, "forget_raft_member", None)
+            forget = getattr(self.adapters.workload, "forget_dcs_member", None)
             if address and forget is not None:
-                forget(address)
+                try:
+                    forget(address)
+                except WorkloadError as exc:
+                    log.warning("the departed unit stays in the DCS: %s", exc)
         self._run(event, events.HOOKS["peer-changed"])
 
     def _on_certificates_changed(self, event: ops.RelationEvent) -> None:

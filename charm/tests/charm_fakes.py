@@ -16,7 +16,7 @@ from pgbackups.core.host import (
     ObjectStoreError,
     TlsMaterial,
     WorkloadConfig,
-    WorkloadUnavailable,
+    WorkloadError,
 )
 from pgbackups.core.ids import label_to_id
 from pgbackups.core.repository import BackupRecord, StanzaInfo, TimelineBranch, TimelineRecord
@@ -70,12 +70,15 @@ def stanza_info(name: str, *backups: BackupRecord, system_id: int = 7) -> Stanza
 
 @dataclass
 class FakeWorkload:
+    """An action scripted to fail raises WorkloadError, as the protocol says
+    (``moved=None``: the move fails; ``""``: nothing to move)."""
+
     calls: list[str]
     installed_ok: bool = True
     initialised: bool = True
     primary: bool = True
     running: bool = True
-    unavailable: bool = False  # Patroni's REST does not answer
+    unavailable: bool = False  # Patroni's REST does not answer: the queries say None
     state: str | None = "running"
     primary_addr: str | None = "10.0.0.1"
     sysid: int | None = 7
@@ -83,29 +86,29 @@ class FakeWorkload:
     stop_ok: bool = True
     start_ok: bool = True
     dcs_ok: bool = True
-    moved: str | None = "/var/lib/postgresql/16/pgbackups.pgbackups-moved-1"
+    moved: str | None = "/var/lib/postgresql/16/pgbackups.before-restore-1"
     failed_bootstrap: bool = False
     tls_server_starts: bool = True
     tls_server_running: bool = False
     configs: list[WorkloadConfig] = field(default_factory=list)
     forgotten: list[str] = field(default_factory=list)
 
-    def _ask(self) -> None:
-        if self.unavailable:
-            raise WorkloadUnavailable("Patroni at 10.0.0.1:8008 unreachable")
+    def _do(self, call: str, ok: bool) -> None:
+        self.calls.append(call)
+        if not ok:
+            raise WorkloadError(f"{call} failed")
 
     def install(self) -> bool:
         self.calls.append("install")
         return self.installed_ok
 
-    def is_cluster_initialised(self) -> bool:
+    def is_cluster_initialised(self) -> bool | None:
         return self.initialised
 
-    def is_primary(self) -> bool:
-        self._ask()
-        return self.primary
+    def is_primary(self) -> bool | None:
+        return None if self.unavailable else self.primary
 
-    def is_member_running(self) -> bool:
+    def is_member_running(self) -> bool | None:
         return self.running and not self.unavailable
 
     def member_state(self) -> str | None:
@@ -120,49 +123,43 @@ class FakeWorkload:
     def current_timeline(self) -> int | None:
         return self.timeline
 
-    def stop_database(self) -> bool:
-        self.calls.append("stop_database")
-        return self.stop_ok
+    def stop_database(self) -> None:
+        self._do("stop_database", self.stop_ok)
 
-    def start_database(self) -> bool:
-        self.calls.append("start_database")
-        return self.start_ok
+    def start_database(self) -> None:
+        self._do("start_database", self.start_ok)
 
-    def remove_dcs_state(self) -> bool:
-        self.calls.append("remove_dcs_state")
-        return self.dcs_ok
+    def remove_dcs_state(self) -> None:
+        self._do("remove_dcs_state", self.dcs_ok)
 
     def move_data_aside(self) -> str | None:
-        self.calls.append("move_data_aside")
-        return self.moved
+        self._do("move_data_aside", self.moved is not None)
+        return self.moved or None
 
-    def move_data_back(self, moved_path: str) -> bool:
-        self.calls.append(f"move_data_back {moved_path}")
-        return True
+    def move_data_back(self, moved_path: str) -> None:
+        self._do(f"move_data_back {moved_path}", True)
 
     def remove_moved_data(self, moved_path: str) -> None:
-        self.calls.append(f"remove_moved_data {moved_path}")
+        self._do(f"remove_moved_data {moved_path}", True)
 
     def apply_config(self, config: WorkloadConfig) -> None:
         self.calls.append("apply_config")
         self.configs.append(config)
 
-    def start_tls_server(self) -> bool:
-        self.calls.append("start_tls_server")
+    def start_tls_server(self) -> None:
         self.tls_server_running = self.tls_server_starts
-        return self.tls_server_starts
+        self._do("start_tls_server", self.tls_server_starts)
 
     def stop_tls_server(self) -> None:
-        self.calls.append("stop_tls_server")
         self.tls_server_running = False
+        self._do("stop_tls_server", True)
 
-    def bootstrap_failed(self) -> bool:
+    def bootstrap_failed(self) -> bool | None:
         return self.failed_bootstrap
 
-    def forget_raft_member(self, address: str) -> bool:
-        self.calls.append(f"forget_raft_member {address}")
+    def forget_dcs_member(self, address: str) -> None:
+        self.calls.append(f"forget_dcs_member {address}")
         self.forgotten.append(address)
-        return True
 
 
 @dataclass

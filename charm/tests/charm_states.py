@@ -60,7 +60,7 @@ def peers(
     )
 
 
-def s3(data: dict[str, str] | None = None, **extra: str) -> testing.Relation:
+def s3(data: dict[str, str] | None = None, /, **extra: str) -> testing.Relation:
     fields = dict(GOOD_S3 if data is None else data)
     fields.update({k.replace("_", "-"): v for k, v in extra.items()})
     return testing.Relation(

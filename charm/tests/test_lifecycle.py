@@ -42,7 +42,7 @@ def test_failed_install_blocks_and_start_does_nothing(world: World) -> None:
     out = c.run(c.on.install(), testing.State())
     assert out.unit_status == testing.BlockedStatus(INSTALL_FAILED)
     c2 = ctx()
-    out2 = c2.run(c2.on.start(), state(peers(), status=out.unit_status))
+    out2 = c2.run(c2.on.start(), state(peers(), status=ops.BlockedStatus(INSTALL_FAILED)))
     assert out2.unit_status == testing.BlockedStatus(INSTALL_FAILED)
     assert "start_database" not in world.calls
 
@@ -165,7 +165,8 @@ def test_certificates_relation_publishes_a_csr(world: World) -> None:
     rel = certificates()
     c = ctx()
     out = c.run(c.on.relation_joined(rel, remote_unit=0), state(peers(), rel))
-    sent = json.loads(out.get_relation(rel.id).local_unit_data["certificate_signing_requests"])
+    bag: dict[str, str] = dict(out.get_relation(rel.id).local_unit_data)
+    sent = json.loads(bag["certificate_signing_requests"])
     assert sent == [{"certificate_signing_request": world.tls_files.csr_pem, "ca": False}]
     assert world.calls[0].startswith("new_key_and_csr 10.0.0.1")
     assert "tls" not in unit_bag(out)
@@ -241,7 +242,7 @@ def test_status_round_trip(status: UnitStatus) -> None:
 
 
 def test_unknown_status_is_neither_blocked_nor_active() -> None:
-    status = from_ops_status(ops.UnknownStatus())
+    status = from_ops_status(ops.StatusBase.from_name("unknown", ""))
     assert not status.is_blocked
     assert status.kind.value == "maintenance"
 

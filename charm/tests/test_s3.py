@@ -4,6 +4,7 @@ through the charm: relation data in, status and peer bags out."""
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import pytest
 from charm_fakes import World, failed, stanza_info
@@ -15,11 +16,15 @@ from pgbackups.adapters import pgbackrest
 from pgbackups.core import messages as msg
 from pgbackups.core.marker import marker_key
 
+if TYPE_CHECKING:
+    from scenario.state import _Event  # what Context.on builds; ops.testing does not name it
+
 S3_EVENT = "credentials_changed"
 
 
-def changed(c: testing.Context[PgBackupsCharm], relation: testing.Relation) -> testing._Event:
-    return c.on.relation_changed(relation, remote_unit=0)
+def changed(c: testing.Context[PgBackupsCharm], relation: testing.Relation) -> _Event:
+    event: _Event = c.on.relation_changed(relation, remote_unit=0)  # ops leaves it untyped
+    return event
 
 
 def test_not_initialised_defers_and_the_deferred_event_re_runs(world: World) -> None:

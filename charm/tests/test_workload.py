@@ -13,44 +13,42 @@ import yaml
 
 from pgbackups.adapters import patroni, pgbackrest, processes
 from pgbackups.adapters.patroni import PatroniPasswords
-from pgbackups.core.host import Peer, TlsMaterial, WorkloadConfig
+from pgbackups.core.host import CommandResult, Peer, TlsMaterial, WorkloadConfig, WorkloadError
 from pgbackups.core.settings import S3Settings
+from pgbackups.workload.dcs import with_dcs
+from pgbackups.workload.layout import UnitFacts
+from pgbackups.workload.services import Service
+from pgbackups.workload.workload import patroni_member, pgbackrest_config
+from raft_dcs import RAFT_PORT, RaftDcs, raft_section
+from systemd_services import SystemdServices, patroni_unit, tls_server_unit
 from tls_files import DiskTlsFiles
-from workload import (
-    RAFT_PORT,
-    MachinePaths,
-    MachineWorkload,
-    UnitFacts,
-    patroni_unit,
-    raft_section,
-    tls_server_unit,
-    with_raft_dcs,
-)
+from workload import MachinePaths, MachineWorkload, machine_facts
 
 STANZA = "prod.pgbackups-postgresql"
 SETTINGS = S3Settings(bucket="backups", access_key="AK", secret_key="SK", path="/pg")
 
 
-def facts(*, tls: bool = False, peers: int = 1) -> UnitFacts:
-    return UnitFacts(
-        scope="pgbackups-postgresql",
-        member="pgbackups-postgresql-0",
+def facts(*, tls: bool = False, peers: int = 1, paths: MachinePaths | None = None) -> UnitFacts:
+    return machine_facts(
+        paths or MachinePaths(),
+        app="pgbackups-postgresql",
+        unit="pgbackups-postgresql/0",
         address="10.0.0.1",
         peers=tuple(
             Peer(f"pgbackups-postgresql/{i}", f"10.0.0.{i + 1}") for i in range(1, peers + 1)
         ),
         tls=TlsMaterial("/tls/ca.crt", "/tls/unit.crt", "/tls/unit.key") if tls else None,
         passwords=PatroniPasswords("su", "repl", "rew"),
-        stanza_name=STANZA,
+        stanza=STANZA,
     )
 
 
 def test_systemd_units_run_as_postgres() -> None:
     paths = MachinePaths()
-    unit = patroni_unit(paths)
+    unit = patroni_unit(paths.patroni_config)
     assert f"ExecStart=/usr/bin/patroni {paths.patroni_config}" in unit
     assert "User=postgres" in unit and "WantedBy=multi-user.target" in unit
-    server = tls_server_unit(paths)
+    server = tls_server_unit(paths.pgbackrest_config)
     assert f"--config={paths.pgbackrest_config} server" in server
 
 
@@ -60,7 +58,7 @@ def test_paths_follow_the_postgresql_version() -> None:
 
 
 def test_raft_binds_to_the_unit_address_never_all_interfaces() -> None:
-    section = raft_section(facts(peers=2), MachinePaths())
+    section = raft_section(facts(peers=2), MachinePaths().raft_dir)
     assert section["self_addr"] == f"10.0.0.1:{RAFT_PORT}"
     assert section["bind_addr"] == section["self_addr"]
     assert section["partner_addrs"] == [f"10.0.0.2:{RAFT_PORT}", f"10.0.0.3:{RAFT_PORT}"]
@@ -71,7 +69,7 @@ def test_patroni_config_from_the_core_renderer_with_raft() -> None:
     w = MachineWorkload(facts)
     f = facts()
     config = WorkloadConfig(s3=SETTINGS, stanza=STANZA, tls_server=False)
-    rendered = with_raft_dcs(patroni.render_config(w._member(f), config), f, w.paths)
+    rendered = with_dcs(patroni.render_config(patroni_member(f), config), w.dcs.patroni_section(f))
     assert "etcd3" not in rendered and "etcd" not in rendered
     assert rendered["raft"]["bind_addr"] == "10.0.0.1:2222"
     assert rendered["postgresql"]["bin_dir"] == "/usr/lib/postgresql/16/bin"
@@ -79,7 +77,7 @@ def test_patroni_config_from_the_core_renderer_with_raft() -> None:
     assert f"--stanza={STANZA}" in params["archive_command"]
     assert w.paths.pgbackrest_config in params["archive_command"]
     off = patroni.render_config(
-        w._member(f), WorkloadConfig(s3=None, stanza=None, tls_server=False)
+        patroni_member(f), WorkloadConfig(s3=None, stanza=None, tls_server=False)
     )
     assert off["postgresql"]["parameters"]["archive_command"] == patroni.ARCHIVE_OFF_COMMAND
 
@@ -90,10 +88,14 @@ def no_probe(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(processes, "db_user", processes.current_user)
 
 
+def render_pgbackrest(config: WorkloadConfig, f: UnitFacts) -> str:
+    features = pgbackrest.detect_features(user=processes.db_user())
+    return pgbackrest.render_config(pgbackrest_config(f, config, ca_file=None, features=features))
+
+
 def test_pgbackrest_config_with_the_tls_server_and_peers(no_probe: None) -> None:
-    w = MachineWorkload(lambda: facts(tls=True, peers=2))
     config = WorkloadConfig(s3=SETTINGS, stanza=STANZA, tls_server=True)
-    text = w.render_pgbackrest(config, facts(tls=True, peers=2))
+    text = render_pgbackrest(config, facts(tls=True, peers=2))
     assert f"[{STANZA}]" in text
     assert "repo1-s3-bucket=backups" in text
     assert "tls-server-address=10.0.0.1" in text
@@ -102,8 +104,7 @@ def test_pgbackrest_config_with_the_tls_server_and_peers(no_probe: None) -> None
 
 
 def test_pgbackrest_config_without_tls_has_no_peers(no_probe: None) -> None:
-    w = MachineWorkload(lambda: facts(tls=True, peers=2))
-    text = w.render_pgbackrest(
+    text = render_pgbackrest(
         WorkloadConfig(s3=None, stanza=None, tls_server=False), facts(tls=True)
     )
     assert "pg2-host" not in text and "tls-server" not in text
@@ -123,20 +124,21 @@ def test_data_is_moved_aside_back_and_removed_only_when_moved(tmp_path: Path) ->
     object.__setattr__(paths, "root", str(tmp_path))
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "PG_VERSION").write_text("16")
-    w = MachineWorkload(facts, paths)
+    w = MachineWorkload(lambda: facts(paths=paths), paths)
     moved = w.move_data_aside()
     assert moved is not None and not (tmp_path / "data").exists()
     assert (Path(moved) / "PG_VERSION").read_text() == "16"
-    assert w.move_data_back(moved)
+    w.move_data_back(moved)  # raises WorkloadError when it fails
     assert (tmp_path / "data" / "PG_VERSION").exists()
-    w.remove_moved_data(str(tmp_path / "data"))  # not a moved-aside directory: refused
+    with pytest.raises(WorkloadError):  # not a moved-aside directory: refused
+        w.remove_moved_data(str(tmp_path / "data"))
     assert (tmp_path / "data").exists()
     moved = w.move_data_aside()
     assert moved is not None
     w.remove_moved_data(moved)
     assert not Path(moved).exists()
     # No data directory (a failed bootstrap renamed it): nothing to move, not a failure.
-    assert w.move_data_aside() == ""
+    assert w.move_data_aside() is None
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
@@ -154,3 +156,60 @@ def test_disk_tls_files_with_openssl(tmp_path: Path) -> None:
     assert material is not None and Path(material.ca_file).read_text() == "CA\nROOT\n"
     files.clear()
     assert files.material() is None and files.csr() is None
+
+
+class RecordingRunner:
+    """Stands in for processes.run: records argv, answers ``fail`` prefixes with rc 1."""
+
+    def __init__(self, *fail: str) -> None:
+        self.argvs: list[str] = []
+        self.fail = fail
+
+    def __call__(self, argv: list[str], **kwargs: object) -> CommandResult:
+        line = " ".join(argv)
+        self.argvs.append(line)
+        code = 1 if any(line.startswith(f) for f in self.fail) else 0
+        return CommandResult(tuple(argv), code, "", "boom" if code else "")
+
+
+def test_systemd_writes_units_then_enables_or_disables(tmp_path: Path) -> None:
+    run = RecordingRunner()
+    services = SystemdServices(
+        patroni_config="/etc/p.yaml",
+        pgbackrest_config="/etc/b.conf",
+        systemd_dir=str(tmp_path),
+        run=run,
+    )
+    services.start(Service.PATRONI)
+    assert (
+        "ExecStart=/usr/bin/patroni /etc/p.yaml"
+        in (tmp_path / "pgbackups-patroni.service").read_text()
+    )
+    assert run.argvs == [
+        "systemctl daemon-reload",
+        "systemctl enable --now pgbackups-patroni.service",
+    ]
+    services.stop(Service.TLS_SERVER)
+    services.restart(Service.TLS_SERVER)
+    assert run.argvs[2:] == [  # the unit files did not change: no daemon-reload
+        "systemctl disable --now pgbackups-pgbackrest-server.service",
+        "systemctl enable pgbackups-pgbackrest-server.service",
+        "systemctl restart pgbackups-pgbackrest-server.service",
+    ]
+
+
+def test_systemd_failure_is_a_workload_error(tmp_path: Path) -> None:
+    run = RecordingRunner("systemctl enable")
+    services = SystemdServices(
+        patroni_config="/p", pgbackrest_config="/b", systemd_dir=str(tmp_path), run=run
+    )
+    with pytest.raises(WorkloadError, match="boom"):
+        services.start(Service.PATRONI)
+
+
+def test_raft_forgets_a_departed_member_through_this_one() -> None:
+    run = RecordingRunner()
+    RaftDcs("/raft", run=run).forget_member(facts(), "10.0.0.3")
+    assert run.argvs == [f"syncobj_admin -conn 10.0.0.1:{RAFT_PORT} -remove 10.0.0.3:{RAFT_PORT}"]
+    with pytest.raises(WorkloadError):
+        RaftDcs("/raft", run=RecordingRunner("syncobj_admin")).forget_member(facts(), "10.0.0.3")

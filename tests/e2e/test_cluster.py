@@ -211,8 +211,10 @@ def test_bad_arguments(pair: Cluster, run_cli: Callable[..., Any]) -> None:
 
 def test_apply_config_reloads_without_restart(pair: Cluster) -> None:
     from pgbackups.core.host import WorkloadConfig
+    from pgbackups.local.runtime.workload import local_workload
 
     replica = pair.unit("1")
+    workload = local_workload(pair, replica)
     started = replica.query("select pg_postmaster_start_time()")
 
     def tcp_ok() -> bool:
@@ -223,7 +225,7 @@ def test_apply_config_reloads_without_restart(pair: Cluster) -> None:
         return True
 
     off = WorkloadConfig(s3=None, stanza="local.pair", tls_server=False, connectivity=False)
-    replica.apply_config(off)
+    workload.apply_config(off)
     try:
         assert wait_for(lambda: not tcp_ok(), timeout=20)
         assert wait_for(
@@ -231,7 +233,7 @@ def test_apply_config_reloads_without_restart(pair: Cluster) -> None:
         )
         assert replica.query("select 1") == [(1,)]  # the unix socket still works
     finally:
-        replica.apply_config(WorkloadConfig(s3=None, stanza=None, tls_server=False))
+        workload.apply_config(WorkloadConfig(s3=None, stanza=None, tls_server=False))
     assert wait_for(tcp_ok, timeout=20)
     assert replica.query("select pg_postmaster_start_time()") == started
 

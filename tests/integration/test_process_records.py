@@ -81,3 +81,16 @@ def test_stop_stops_a_recorded_process_that_is_still_ours(
     # processes.stop reaps its own child: the kernel, not Popen, says it is gone.
     assert not processes.is_alive(sleeper.pid), "stopped by down"
     assert cluster.state().processes == {}
+
+
+def test_spawn_neither_follows_nor_chowns_a_link_at_the_log(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    before = victim.stat()
+    log_file = tmp_path / "log" / "server.log"
+    log_file.parent.mkdir()
+    log_file.symlink_to(victim)
+    with pytest.raises(OSError):
+        processes.spawn(["true"], log_file=log_file, user=processes.db_user())
+    assert victim.read_text() == "precious\n"
+    assert (victim.stat().st_uid, victim.stat().st_gid) == (before.st_uid, before.st_gid)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from pgbackups.core.archive import ArchivedSegment
 from pgbackups.core.host import (
@@ -31,7 +32,7 @@ from pgbackups.core.host import (
     TlsMaterial,
     UnitStatus,
     WorkloadConfig,
-    WorkloadUnavailable,
+    WorkloadError,
 )
 from pgbackups.core.ids import label_time, label_to_id
 from pgbackups.core.marker import ClusterMarker
@@ -56,6 +57,7 @@ VALID_S3 = {
 }
 REPOSITORY_ID = f"{VALID_S3['endpoint']}/{VALID_S3['bucket']}{S3_PATH}"
 LOG_HINT = "pgbackups logs main/0"
+T = TypeVar("T")
 TLS = TlsMaterial(ca_file="/tls/ca.pem", cert_file="/tls/cert.pem", key_file="/tls/key.pem")
 
 # Reads of the workload: left out of ``FakeHost.effects``.
@@ -217,8 +219,11 @@ def describe_config(config: WorkloadConfig) -> str:
 
 @dataclass
 class FakeWorkload:
+    """Scripted by plain attributes; an action scripted to fail raises WorkloadError, as
+    the protocol says (``moved_path=None``: the move fails; ``""``: nothing to move)."""
+
     calls: list[str]
-    unavailable: bool = False  # every query raises WorkloadUnavailable
+    unavailable: bool = False  # every query answers None: Patroni is not answering
     cluster_initialised: bool = True
     primary: bool = True
     member_running: bool = True
@@ -236,65 +241,58 @@ class FakeWorkload:
     configs: list[WorkloadConfig] = field(default_factory=list)
     on_apply: list[object] = field(default_factory=list)  # exceptions to raise, in turn
 
-    def _ask(self, name: str) -> None:
+    def _ask(self, name: str, answer: T) -> T | None:
         self.calls.append(f"workload.{name}")
-        if self.unavailable:
-            raise WorkloadUnavailable("Patroni REST API is not answering")
+        return None if self.unavailable else answer
 
-    def is_cluster_initialised(self) -> bool:
-        self._ask("is_cluster_initialised")
-        return self.cluster_initialised
+    def _do(self, call: str, ok: bool) -> None:
+        self.calls.append(f"workload.{call}")
+        if not ok:
+            raise WorkloadError(f"{call} failed")
 
-    def is_primary(self) -> bool:
-        self._ask("is_primary")
-        return self.primary
+    def is_cluster_initialised(self) -> bool | None:
+        return self._ask("is_cluster_initialised", self.cluster_initialised)
 
-    def is_member_running(self) -> bool:
-        self._ask("is_member_running")
-        return self.member_running
+    def is_primary(self) -> bool | None:
+        return self._ask("is_primary", self.primary)
+
+    def is_member_running(self) -> bool | None:
+        return self._ask("is_member_running", self.member_running)
 
     def member_state(self) -> str | None:
-        self._ask("member_state")
-        return self.state
+        return self._ask("member_state", self.state)
 
     def primary_address(self) -> str | None:
-        self._ask("primary_address")
-        return self.primary_addr
+        return self._ask("primary_address", self.primary_addr)
 
     def system_identifier(self) -> int | None:
-        self._ask("system_identifier")
-        return self.system_id
+        return self._ask("system_identifier", self.system_id)
 
     def current_timeline(self) -> int | None:
-        self._ask("current_timeline")
-        return self.timeline
+        return self._ask("current_timeline", self.timeline)
 
-    def bootstrap_failed(self) -> bool:
-        self._ask("bootstrap_failed")
-        return self.failed_bootstrap
+    def bootstrap_failed(self) -> bool | None:
+        return self._ask("bootstrap_failed", self.failed_bootstrap)
 
-    def stop_database(self) -> bool:
-        self.calls.append("workload.stop_database")
-        return self.stop_ok
+    def stop_database(self) -> None:
+        self._do("stop_database", self.stop_ok)
 
-    def start_database(self) -> bool:
-        self.calls.append("workload.start_database")
-        return self.start_results.pop(0) if len(self.start_results) > 1 else self.start_results[0]
+    def start_database(self) -> None:
+        ok = self.start_results.pop(0) if len(self.start_results) > 1 else self.start_results[0]
+        self._do("start_database", ok)
 
-    def remove_dcs_state(self) -> bool:
-        self.calls.append("workload.remove_dcs_state")
-        return self.remove_dcs_ok
+    def remove_dcs_state(self) -> None:
+        self._do("remove_dcs_state", self.remove_dcs_ok)
 
     def move_data_aside(self) -> str | None:
-        self.calls.append("workload.move_data_aside")
-        return self.moved_path
+        self._do("move_data_aside", self.moved_path is not None)
+        return self.moved_path or None
 
-    def move_data_back(self, moved_path: str) -> bool:
-        self.calls.append(f"workload.move_data_back({moved_path})")
-        return self.move_back_ok
+    def move_data_back(self, moved_path: str) -> None:
+        self._do(f"move_data_back({moved_path})", self.move_back_ok)
 
     def remove_moved_data(self, moved_path: str) -> None:
-        self.calls.append(f"workload.remove_moved_data({moved_path})")
+        self._do(f"remove_moved_data({moved_path})", True)
 
     def apply_config(self, config: WorkloadConfig) -> None:
         self.calls.append(describe_config(config))
@@ -304,12 +302,11 @@ class FakeWorkload:
             if isinstance(error, Exception):
                 raise error
 
-    def start_tls_server(self) -> bool:
-        self.calls.append("workload.start_tls_server")
-        return self.start_tls_ok
+    def start_tls_server(self) -> None:
+        self._do("start_tls_server", self.start_tls_ok)
 
     def stop_tls_server(self) -> None:
-        self.calls.append("workload.stop_tls_server")
+        self._do("stop_tls_server", True)
 
 
 # ---------------------------------------------------------------------------

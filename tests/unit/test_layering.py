@@ -1,5 +1,6 @@
 """The architecture, enforced: ``core`` imports nothing of adapters or hosts, adapters
-import no host, and the charm imports only core and adapters (its bundle holds no more).
+import no host, the shared workload imports no host, and the charm imports only core,
+adapters and workload (its bundle holds no more).
 
 Read from the source with :mod:`ast`, so a lazy import inside a function counts as
 much as one at the top of a module.
@@ -20,7 +21,8 @@ CHARM_SRC = ROOT / "charm" / "src"
 # layer -> the pgbackups layers it must never import
 FORBIDDEN = {
     "core": ("pgbackups.adapters", "pgbackups.local", "pgbackups.workload"),
-    "adapters": ("pgbackups.local",),
+    "adapters": ("pgbackups.local", "pgbackups.workload"),
+    "workload": ("pgbackups.local",),
 }
 
 
@@ -50,7 +52,7 @@ def test_layer_imports_point_inwards(layer: str) -> None:
     assert violations(PACKAGE / layer, FORBIDDEN[layer]) == []
 
 
-def test_charm_uses_only_core_and_adapters() -> None:
+def test_charm_uses_only_core_adapters_and_workload() -> None:
     assert violations(CHARM_SRC, ("pgbackups.local",)) == []
 
 

@@ -34,7 +34,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,6 +42,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pgbackups.adapters import processes
+from pgbackups.adapters.files import write_atomically
 from pgbackups.adapters.processes import OsUser
 from pgbackups.core.archive import ArchivedSegment, parse_segment_name
 from pgbackups.core.host import BackupToolError, CommandResult
@@ -396,23 +396,6 @@ def render_config(cfg: PgBackRestConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_atomically(text: str, path: Path, owner: OsUser | None, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        if owner is not None and os.geteuid() == 0:
-            os.fchown(fd, owner.uid, owner.gid)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
 def write_config(
     text: str, path: str | os.PathLike[str], owner: OsUser | None, *, mode: int = 0o640
 ) -> None:
@@ -423,7 +406,7 @@ def write_config(
     """
     if mode & 0o007:
         raise ValueError("pgbackrest.conf holds a secret: it must not be world-accessible")
-    _write_atomically(text, Path(path), owner, mode)
+    write_atomically(text, path, owner, mode)
 
 
 def write_ca_chain(
@@ -432,7 +415,7 @@ def write_ca_chain(
     """Write the settings' CA chain (PEM) to ``path``; return the path, None without a chain."""
     if not settings.tls_ca_chain:
         return None
-    _write_atomically(ca_chain_text(settings), Path(path), owner, 0o644)
+    write_atomically(ca_chain_text(settings), path, owner, 0o644)
     return str(path)
 
 

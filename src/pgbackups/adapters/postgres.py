@@ -123,3 +123,34 @@ def accepts_connections(
     except psycopg.Error as exc:
         log.debug("postgres on %s:%s does not accept connections: %s", socket_dir, port, exc)
         return False
+
+
+def read_timeline(
+    socket_dir: str, port: int, user: str = "postgres", *, connect_timeout: int = CONNECT_TIMEOUT
+) -> int | None:
+    """:func:`current_timeline` over the unix socket; None when PostgreSQL does not answer."""
+    try:
+        with connect(socket_dir, port, user, connect_timeout=connect_timeout) as conn:
+            return current_timeline(conn)
+    except psycopg.Error as exc:
+        log.debug("timeline not readable on %s:%s: %s", socket_dir, port, exc)
+        return None
+
+
+def admits_tcp_client(
+    host: str, port: int, user: str, password: str, *, connect_timeout: int = 3
+) -> bool | None:
+    """What a TCP client with a password sees now: True let in, False rejected by a
+    ``reject`` rule of pg_hba, None anything else (down, no rule, wrong password)."""
+    try:
+        with psycopg.connect(
+            host=host,
+            port=port,
+            user=user,
+            password=password,
+            dbname="postgres",
+            connect_timeout=connect_timeout,
+        ):
+            return True
+    except psycopg.OperationalError as exc:
+        return False if "pg_hba.conf rejects" in str(exc) else None

@@ -136,9 +136,12 @@ def spawn(
     """
     log_file.parent.mkdir(parents=True, exist_ok=True)
     switch = _switch_to(user)
-    with open(log_file, "ab") as out:
+    # The log's folder may be the database user's: a link planted at the log's name is
+    # neither appended to nor chowned (O_NOFOLLOW, then fchown on what was opened).
+    fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o640)
+    with os.fdopen(fd, "ab") as out:
         if switch:
-            os.chown(log_file, switch.uid, switch.gid)
+            os.fchown(fd, switch.uid, switch.gid)
         proc = subprocess.Popen(
             [str(a) for a in argv],
             stdin=subprocess.DEVNULL,

@@ -205,16 +205,37 @@ class ObjectStore(Protocol):
         ...
 
 
+class WorkloadError(Exception):
+    """A workload action failed; ``str()`` says what and why, for a log line or a message."""
+
+
+class WorkloadUnavailable(WorkloadError):
+    """The workload cannot be asked right now (Patroni down, REST unreachable). Adapters
+    raise it; a :class:`Workload` turns it into None (a query) or lets it out (an action)."""
+
+
 class Workload(Protocol):
-    """PostgreSQL under Patroni on this unit, and the pgBackRest TLS server beside it."""
+    """PostgreSQL under Patroni on this unit, and the pgBackRest TLS server beside it.
 
-    def is_cluster_initialised(self) -> bool: ...
+    One failure convention:
 
-    def is_primary(self) -> bool:
-        """Raises WorkloadUnavailable when Patroni cannot tell."""
+    - A query (``is_*``, ``member_state``, ``primary_address``, ``system_identifier``,
+      ``current_timeline``, ``bootstrap_failed``) never raises: it returns its value, or
+      None when the workload cannot tell right now (Patroni or PostgreSQL not answering).
+    - An action (``start_database``, ``apply_config``, ``move_data_back``...) returns None
+      (``move_data_aside`` returns where the data went) and raises :class:`WorkloadError`
+      with a message when it could not do its job.
+    """
+
+    def is_cluster_initialised(self) -> bool | None:
+        """Patroni bootstrapped this cluster (once; a later failed restore does not undo it)."""
         ...
 
-    def is_member_running(self) -> bool:
+    def is_primary(self) -> bool | None:
+        """Patroni runs this member as the primary; None when Patroni cannot tell."""
+        ...
+
+    def is_member_running(self) -> bool | None:
         """Patroni reports this member running (3.0.2) or streaming (4.x)."""
         ...
 
@@ -230,42 +251,47 @@ class Workload(Protocol):
 
     def current_timeline(self) -> int | None: ...
 
-    def stop_database(self) -> bool: ...
+    def bootstrap_failed(self) -> bool | None:
+        """Patroni gave up bootstrapping (e.g. a PITR target that cannot be reached):
+        it logs ``Failed to bootstrap cluster`` and exits."""
+        ...
 
-    def start_database(self) -> bool: ...
+    def stop_database(self) -> None:
+        """Stop Patroni (and with it PostgreSQL); raises WorkloadError if it still runs."""
+        ...
 
-    def remove_dcs_state(self) -> bool:
+    def start_database(self) -> None:
+        """Start Patroni; raises WorkloadError if it does not run."""
+        ...
+
+    def remove_dcs_state(self) -> None:
         """Remove the cluster's keys from the DCS so that a re-bootstrap can happen."""
         ...
 
     def move_data_aside(self) -> str | None:
-        """Rename the data directory to a sibling; return the new path, None on failure,
-        "" when there is no data directory to move (Patroni renames the data of a failed
-        bootstrap to ``<data>.failed`` itself)."""
+        """Rename the data directory to a sibling and return the new path; None when there
+        is no data directory to move (Patroni renames the data of a failed bootstrap to
+        ``<data>.failed`` itself). Nothing is deleted."""
         ...
 
-    def move_data_back(self, moved_path: str) -> bool: ...
+    def move_data_back(self, moved_path: str) -> None:
+        """Rename a directory :meth:`move_data_aside` made back to the data directory
+        (what is there is renamed aside, not deleted). Refuses any other path."""
+        ...
 
-    def remove_moved_data(self, moved_path: str) -> None: ...
+    def remove_moved_data(self, moved_path: str) -> None:
+        """Delete a directory :meth:`move_data_aside` made, and nothing else."""
+        ...
 
     def apply_config(self, config: WorkloadConfig) -> None:
         """Render pgbackrest.conf and the Patroni configuration, then reload Patroni."""
         ...
 
-    def start_tls_server(self) -> bool:
+    def start_tls_server(self) -> None:
         """(Re)start the pgBackRest TLS server with the current certificates and peers."""
         ...
 
     def stop_tls_server(self) -> None: ...
-
-    def bootstrap_failed(self) -> bool:
-        """Patroni gave up bootstrapping (e.g. a PITR target that cannot be reached):
-        it logs ``Failed to bootstrap cluster`` and exits."""
-        ...
-
-
-class WorkloadUnavailable(Exception):
-    """The workload cannot be asked right now (Patroni down, REST unreachable)."""
 
 
 class Host(Protocol):

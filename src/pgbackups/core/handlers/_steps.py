@@ -13,7 +13,7 @@ bags become the configuration of a unit.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from pgbackups.core import messages as msg
 from pgbackups.core import targets
@@ -25,7 +25,7 @@ from pgbackups.core.host import (
     RestoreTarget,
     UnitStatus,
     WorkloadConfig,
-    WorkloadUnavailable,
+    WorkloadError,
 )
 from pgbackups.core.marker import ClusterMarker, marker_key, ownership_problem
 from pgbackups.core.peer_keys import (
@@ -194,7 +194,15 @@ def write_marker(host: Host, settings: S3Settings, store: ObjectStore) -> None:
 
 def system_identifier(host: Host) -> int | None:
     """The cluster's system identifier, or None while PostgreSQL cannot tell it."""
+    return host.workload.system_identifier()
+
+
+def workload_done(action: Callable[[], object]) -> bool:
+    """Run a workload action; False (its reason logged) when it raised WorkloadError,
+    the protocol's one way of failing (core/host.py, ``Workload``)."""
     try:
-        return host.workload.system_identifier()
-    except WorkloadUnavailable:
-        return None
+        action()
+    except WorkloadError as exc:
+        log.error("%s", exc)
+        return False
+    return True

@@ -17,7 +17,6 @@ from pgbackups.core.host import (
     ObjectStore,
     ObjectStoreError,
     UnitStatus,
-    WorkloadUnavailable,
 )
 from pgbackups.core.ids import format_id, is_label, label_to_id
 from pgbackups.core.marker import object_key
@@ -47,9 +46,8 @@ def on_create_backup(host: Host, params: Mapping[str, str]) -> Outcome:
         )
     if host.get_status().is_blocked:
         return _backup_refused(msg.BACKUP_UNIT_BLOCKED)
-    try:
-        on_primary = host.workload.is_primary()
-    except WorkloadUnavailable:
+    on_primary = host.workload.is_primary()
+    if on_primary is None:
         return _backup_refused(msg.BACKUP_NOT_RUNNING)
     if on_primary and tls_server_wanted(host):
         return _backup_refused(msg.BACKUP_ON_PRIMARY)

@@ -25,9 +25,10 @@ from pgbackups.core.handlers._steps import (
     parse_settings,
     repository_problem,
     restore_timelines,
+    workload_done,
     write_marker,
 )
-from pgbackups.core.host import BackupToolError, Host, UnitStatus, Workload, WorkloadUnavailable
+from pgbackups.core.host import BackupToolError, Host, UnitStatus, Workload, WorkloadError
 from pgbackups.core.ids import normalise_id
 from pgbackups.core.outcomes import ActionFailed, ActionResults, Done, Outcome
 from pgbackups.core.peer_keys import S3_BLOCK_MESSAGE, STANZA
@@ -67,17 +68,19 @@ def on_restore(host: Host, params: Mapping[str, str]) -> Outcome:
     before = host.get_status()
     host.set_status(UnitStatus.maintenance(msg.RESTORING_BACKUP))
     workload = host.workload
-    if not workload.stop_database():
+    if not workload_done(workload.stop_database):
         host.set_status(before)
         return _restore_refused(_restore_failure("could not stop the database"))
-    if not workload.remove_dcs_state():
+    if not workload_done(workload.remove_dcs_state):
         return _start_again(host, before, "could not remove the previous cluster from the DCS")
-    moved = workload.move_data_aside()
-    if moved is None:
+    try:
+        moved = workload.move_data_aside() or ""
+    except WorkloadError as exc:
+        log.error("%s", exc)
         return _start_again(host, before, "could not move the data directory aside")
     kept = _record_restore(host, chosen, moved)
     apply_config(host)  # Patroni now bootstraps from the pgBackRest backup
-    if not workload.start_database():
+    if not workload_done(workload.start_database):
         message = _restore_failure(f"the database did not start; old data kept at {kept}")
         host.set_status(UnitStatus.blocked(message))
         return _restore_refused(message)
@@ -114,10 +117,7 @@ def _restore_request(host: Host, params: Mapping[str, str]) -> targets.Request |
 
 
 def _is_workload_accessible(host: Host) -> bool:
-    try:
-        return host.workload.is_cluster_initialised()
-    except WorkloadUnavailable:
-        return False
+    return host.workload.is_cluster_initialised() is True
 
 
 def _is_blocked_for_restore(host: Host) -> bool:
@@ -181,7 +181,7 @@ def _names_a_backup(records: list[BackupRecord], backup_id: str) -> bool:
 
 def _start_again(host: Host, before: UnitStatus, reason: str) -> ActionFailed:
     """Nothing was changed on disk: start the database as it was, and fail."""
-    if host.workload.start_database():
+    if workload_done(host.workload.start_database):
         host.set_status(before)
         return _restore_refused(_restore_failure(reason))
     message = _restore_failure(f"{reason}; the database did not start again")
@@ -230,21 +230,18 @@ def detect_restore_end(host: Host, state: RestoreState) -> Outcome:
     """Still restoring (nothing), failed (Blocked once, everything kept), or done."""
     workload = host.workload
     moved = state.moved_data
-    try:
-        member = workload.member_state()
-        failed = workload.bootstrap_failed() or (member is not None and "failed" in member)
-        if failed:
-            if is_failed_restore_status(host.get_status()):
-                return Done()  # once: a later look (Patroni gone, state None) says no more
-            # An unreachable target shows first as Patroni's "start failed" (PostgreSQL
-            # ended recovery before the target), seconds later as a Patroni that exited:
-            # whichever is seen first must give the PITR message.
-            if state.to_time and member != _RESTORE_COMMAND_FAILED:
-                return _pitr_failed(host, state)
-            return _restore_failed(host, moved, member or "bootstrap failed")
-        timeline = primary_timeline(workload)
-    except WorkloadUnavailable:
-        return Done()
+    member = workload.member_state()
+    failed = workload.bootstrap_failed() or (member is not None and "failed" in member)
+    if failed:
+        if is_failed_restore_status(host.get_status()):
+            return Done()  # once: a later look (Patroni gone, state None) says no more
+        # An unreachable target shows first as Patroni's "start failed" (PostgreSQL
+        # ended recovery before the target), seconds later as a Patroni that exited:
+        # whichever is seen first must give the PITR message.
+        if state.to_time and member != _RESTORE_COMMAND_FAILED:
+            return _pitr_failed(host, state)
+        return _restore_failed(host, moved, member or "bootstrap failed")
+    timeline = primary_timeline(workload)
     if timeline is None:
         return Done()  # still restoring: look again at the next update-status
     _restore_succeeded(host, state, timeline)
@@ -260,8 +257,8 @@ def primary_timeline(workload: Workload) -> int | None:
     """The timeline once Patroni runs this member as the primary (it holds the leader
     key), else None. After a pgBackRest bootstrap Patroni restarts PostgreSQL out of
     recovery before it takes the key, and the timeline is readable (too early) in
-    between. Raises WorkloadUnavailable."""
-    ready = workload.is_member_running() and workload.is_primary()
+    between."""
+    ready = workload.is_member_running() is True and workload.is_primary() is True
     return workload.current_timeline() if ready else None
 
 
@@ -313,7 +310,10 @@ def _restore_succeeded(host: Host, state: RestoreState, timeline: int) -> None:
     )
     blocked = _recheck_repository_after_restore(host)
     if state.moved_data:
-        host.workload.remove_moved_data(state.moved_data)
+        try:
+            host.workload.remove_moved_data(state.moved_data)
+        except WorkloadError as exc:  # the restore stands; the old data is only left over
+            log.warning("The data from before the restore was not removed: %s", exc)
         RestoreState.forget_moved_data(host.app_data)
     if not blocked:
         host.set_status(UnitStatus.active())

@@ -22,7 +22,7 @@ import logging
 from collections.abc import Mapping
 
 from pgbackups.core import messages as msg
-from pgbackups.core.handlers._steps import apply_config
+from pgbackups.core.handlers._steps import apply_config, workload_done
 from pgbackups.core.handlers.restore import is_failed_restore_status
 from pgbackups.core.host import Host, UnitStatus
 from pgbackups.core.outcomes import ActionFailed, ActionResults, Outcome
@@ -61,12 +61,12 @@ def on_rollback_restore(host: Host, params: Mapping[str, str]) -> Outcome:
         ("could not remove the failed restore from the DCS", workload.remove_dcs_state),
         (f"could not move {moved} back", lambda: workload.move_data_back(moved)),
     ):
-        if not done():
+        if not workload_done(done):
             host.set_status(before)
             return _rollback_refused(msg.with_reason(msg.FAILED_TO_ROLL_BACK, step))
     RestoreState.clear(host.app_data)
     apply_config(host)  # Patroni's normal bootstrap: it starts the data that is back
-    if not workload.start_database():
+    if not workload_done(workload.start_database):
         message = msg.with_reason(
             msg.FAILED_TO_ROLL_BACK, "the data is back but the database did not start"
         )

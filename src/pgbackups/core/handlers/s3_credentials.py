@@ -27,7 +27,6 @@ from pgbackups.core.host import (
     ObjectStoreError,
     ObjectStoreForbidden,
     UnitStatus,
-    WorkloadUnavailable,
 )
 from pgbackups.core.outcomes import Deferred, Done, Outcome
 from pgbackups.core.peer_keys import (
@@ -202,10 +201,7 @@ _ARCHIVE_COMMAND_NOT_PGBACKREST = "[068]"
 def _primary_not_archiving_yet(host: Host, reason: str) -> bool:
     if _ARCHIVE_COMMAND_NOT_PGBACKREST not in reason:
         return False
-    try:
-        return not host.workload.is_primary()
-    except WorkloadUnavailable:
-        return False
+    return host.workload.is_primary() is False
 
 
 def _check_with_retries(host: Host) -> CommandResult:

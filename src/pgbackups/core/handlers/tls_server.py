@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from pgbackups.core.handlers._steps import apply_config, tls_server_wanted
-from pgbackups.core.host import Host, WorkloadUnavailable
+from pgbackups.core.host import Host, WorkloadError
 from pgbackups.core.outcomes import Deferred, Done, Outcome
 
 log = logging.getLogger(__name__)
@@ -31,21 +31,24 @@ def tls_server_steps(host: Host) -> bool:
     if not tls_server_wanted(host):
         host.workload.stop_tls_server()
         return True
-    try:
-        if _is_replica(host) and not _primary_tls_server_answers(host):
-            log.info("Waiting for the pgBackRest TLS server of the primary")
-            return False
-    except WorkloadUnavailable:
+    replica = _is_replica(host)
+    if replica is None:
         log.info("Patroni cannot tell this unit's role yet")
         return False
-    if not host.workload.start_tls_server():
-        log.error("The pgBackRest TLS server did not start")
+    if replica and not _primary_tls_server_answers(host):
+        log.info("Waiting for the pgBackRest TLS server of the primary")
+        return False
+    try:
+        host.workload.start_tls_server()
+    except WorkloadError as exc:
+        log.error("The pgBackRest TLS server did not start: %s", exc)
         return False
     return True
 
 
-def _is_replica(host: Host) -> bool:
-    return not host.workload.is_primary()
+def _is_replica(host: Host) -> bool | None:
+    primary = host.workload.is_primary()
+    return None if primary is None else not primary
 
 
 def _primary_tls_server_answers(host: Host) -> bool:

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from pgbackups.core.handlers import primary_timeline
-from pgbackups.core.host import StatusKind, WorkloadUnavailable
+from pgbackups.core.host import StatusKind
 from pgbackups.core.outcomes import ActionFailed, ActionResults, Deferred, Outcome
 from pgbackups.core.params import ACTION_PARAMS, check_action_params
 from pgbackups.core.restore_state import RestoreState
@@ -121,11 +121,8 @@ def wait_for_rollback(runtime: Runtime, unit: str, progress: Progress, timeout: 
     deadline = time.monotonic() + timeout
     progress.say(f"waiting for {unit} to run as the primary again")
     while True:
-        try:
-            state = workload.member_state() or "starting"
-            timeline = primary_timeline(workload)
-        except WorkloadUnavailable:
-            state, timeline = "starting", None
+        state = workload.member_state() or "starting"
+        timeline = primary_timeline(workload)
         if timeline is not None:
             progress.say(f"rollback complete on {unit}: primary on timeline {timeline}")
             return timeline

@@ -20,6 +20,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from pgbackups.adapters.files import write_atomically
 from pgbackups.adapters.processes import OsUser
 from pgbackups.local.errors import PgbackupsError, UsageError
 
@@ -217,17 +218,9 @@ def ensure_dir(path: Path, *, mode: int = 0o755, owner: OsUser | None = None) ->
 
 
 def write_file(path: Path, text: str, *, mode: int = 0o600, owner: OsUser | None = None) -> None:
-    """Write atomically (tmp + rename); the mode is set before any byte is written."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)
-        if owner is not None and not owner.is_current:
-            os.fchown(fd, owner.uid, owner.gid)
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    """Write atomically (a new temporary file, then rename); the mode and owner are set
+    before any byte is written, and a link planted in a db-user folder is not followed."""
+    write_atomically(text, path, owner, mode)
 
 
 def check_traversable(path: Path, user: OsUser) -> None:

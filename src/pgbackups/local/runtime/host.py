@@ -28,13 +28,14 @@ from pgbackups.local.machinery.paths import DEFAULT_NAME, write_file
 from pgbackups.local.runtime.cluster import Cluster
 from pgbackups.local.runtime.dispatch import Dispatcher
 from pgbackups.local.runtime.peerdata import PeerDataStore
-from pgbackups.local.runtime.unit import Unit
-from pgbackups.local.runtime.workload import (
+from pgbackups.local.runtime.unit import (
     IO_TIMEOUT_SECONDS,
-    LocalWorkload,
+    Unit,
     stanza_name,
     tls_server_address,
 )
+from pgbackups.local.runtime.workload import local_workload
+from pgbackups.workload.workload import UnitWorkload
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class LocalHost:
         self.cluster = cluster
         self.unit = unit
         self.store = store
-        self._workload = LocalWorkload(cluster, unit)
+        self._workload = local_workload(cluster, unit)
 
     @property
     def unit_name(self) -> str:
@@ -129,7 +130,7 @@ class LocalHost:
         return self.unit.tls() if self.cluster.tls_enabled else None
 
     @property
-    def workload(self) -> LocalWorkload:
+    def workload(self) -> UnitWorkload:
         return self._workload
 
     @property

@@ -7,25 +7,46 @@ import os
 import signal
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
-import yaml
 
 from pgbackups.adapters import postgres, processes
-from pgbackups.adapters.patroni import PatroniClient, PatroniMember, render_config
+from pgbackups.adapters.patroni import PatroniClient
 from pgbackups.core.host import TlsMaterial, WorkloadConfig
 from pgbackups.local.machinery import ports as ports_mod
 from pgbackups.local.machinery import programs
-from pgbackups.local.machinery.paths import UnitPaths, ensure_dir, write_file
+from pgbackups.local.machinery.paths import UnitPaths, ensure_dir
 from pgbackups.local.machinery.state import ProcessRecord, UnitRecord
+from pgbackups.local.runtime.dcs import EtcdDcs
 from pgbackups.local.runtime.facts import ClusterFacts
+from pgbackups.workload.layout import PeerLayout, UnitFacts, UnitLayout
+from pgbackups.workload.workload import SUPERUSER, write_patroni_config
 
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
-SUPERUSER = "postgres"
+# pgBackRest 2.45 checks DNS names only, and every unit is on this machine.
+TLS_SERVER_HOST = "localhost"
+# Everything is on loopback: an I/O stall of 10 s means the peer is gone. pgBackRest
+# retries a refused connection for about twice this, so the default 60 s would make a
+# stopped TLS server or S3 server cost minutes per command.
+IO_TIMEOUT_SECONDS = 10
 DEFAULT_CONFIG = WorkloadConfig(s3=None, stanza=None, tls_server=False)
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+def stanza_name(cluster: _Named) -> str:
+    """The cluster's stanza (the cluster or its facts: both have the name)."""
+    return f"local.{cluster.name}"
+
+
+def tls_server_address(unit: Unit) -> str:
+    return f"{TLS_SERVER_HOST}:{unit.pgbackrest_port}"
 
 
 class Unit:
@@ -82,24 +103,62 @@ class Unit:
             )
         return None
 
-    def member(self) -> PatroniMember:
-        tls = self.tls() if self.cluster.tls_enabled else None
-        return PatroniMember(
+    def layout(self) -> UnitLayout:
+        paths = self.paths
+        return UnitLayout(
+            unit=self.name,
             scope=self.cluster.name,
-            name=self.member_name,
+            member=self.member_name,
+            stanza=stanza_name(self.cluster),
+            address=self.host,
             data_dir=str(self.data_dir),
-            host=self.host,
+            socket_dir=str(self.socket_dir),
+            bin_dir=str(programs.pg_bin_dir()),
+            patroni_config=str(paths.patroni_config),
+            pgbackrest_config=str(paths.pgbackrest_config),
+            pgpass=str(paths.pgpass),
+            s3_ca_file=str(paths.pgbackrest_dir / "s3-ca-chain.pem"),
+            pgbackrest_log_dir=str(paths.pgbackrest_log),
+            pgbackrest_lock_dir=str(paths.pgbackrest_lock),
+            pgbackrest_spool_dir=str(paths.pgbackrest_spool),
+            patroni_log_dir=None,  # the spawned process's output is the log file
             pg_port=self.pg_port,
             rest_port=self.rest_port,
-            socket_dir=str(self.socket_dir),
-            etcd_hosts=(self.cluster.etcd_endpoint,),
-            passwords=self.cluster.passwords(),
-            pgpass=str(self.paths.pgpass),
-            pgbackrest_config=str(self.pgbackrest_config),
-            bin_dir=str(programs.pg_bin_dir()),
-            ssl=tls,
-            superuser=SUPERUSER,
+            tls_server_listen=HOST,
+            tls_server_host=TLS_SERVER_HOST,
+            tls_server_port=self.pgbackrest_port,
+            io_timeout=IO_TIMEOUT_SECONDS,
+            peers_share_machine=True,
         )
+
+    def as_peer(self) -> PeerLayout:
+        """This unit as another unit's pgBackRest reaches it (its certificate's common name
+        is its member name)."""
+        return PeerLayout(
+            member=self.member_name,
+            cert_name=self.member_name,
+            address=self.host,
+            tls_server_host=TLS_SERVER_HOST,
+            tls_server_port=self.pgbackrest_port,
+            data_dir=str(self.data_dir),
+            pg_port=self.pg_port,
+            socket_dir=str(self.socket_dir),
+        )
+
+    def facts(self) -> UnitFacts:
+        return UnitFacts(
+            layout=self.layout(),
+            peers=tuple(
+                Unit(self.cluster, name, record).as_peer()
+                for name, record in self.cluster.state().sorted_units()
+                if name != self.name
+            ),
+            tls=self.tls() if self.cluster.tls_enabled else None,
+            passwords=self.cluster.passwords(),
+        )
+
+    def dcs(self) -> EtcdDcs:
+        return EtcdDcs(self.cluster.etcd_endpoint)
 
     # --- configuration ----------------------------------------------------
 
@@ -119,20 +178,11 @@ class Unit:
             ensure_dir(d, mode=0o700, owner=owner)
         ensure_dir(self.paths.tls_dir, mode=0o750, owner=owner)
 
-    def render(self, config: WorkloadConfig) -> dict[str, Any]:
-        return render_config(self.member(), config)
-
     def write_config(self, config: WorkloadConfig) -> None:
-        """Render patroni.yml (0600, db user: it holds passwords). No reload."""
+        """Render patroni.yml (0600, db user: it holds passwords). No reload: the
+        workload's apply_config reloads a running Patroni."""
         self.prepare()
-        text = yaml.safe_dump(self.render(config), sort_keys=False)
-        write_file(self.paths.patroni_config, text, mode=0o600, owner=self.cluster.db_user)
-
-    def apply_config(self, config: WorkloadConfig) -> None:
-        """Render patroni.yml and ask a running Patroni to reload it (never a restart)."""
-        self.write_config(config)
-        if self.is_running():
-            self.client().reload()
+        write_patroni_config(self.facts(), self.dcs(), config, self.cluster.db_user)
 
     # --- process ----------------------------------------------------------
 

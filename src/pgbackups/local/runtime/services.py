@@ -1,0 +1,66 @@
+"""A local unit's services: processes we spawn and record by PID in the cluster state.
+
+Patroni is the unit's own process (:meth:`Unit.start`/:meth:`Unit.stop`); the
+pgBackRest TLS server is recorded under :func:`~.cluster.tls_server_key`, so that
+``down`` and ``remove-unit`` stop it too. Nothing here starts at boot: ``pgbackups up``
+does.
+"""
+
+from __future__ import annotations
+
+from pgbackups.adapters.pgbackrest import PgBackRest
+from pgbackups.core.host import WorkloadError
+from pgbackups.local.machinery.state import ProcessRecord
+from pgbackups.local.runtime.cluster import Cluster, tls_server_key
+from pgbackups.local.runtime.unit import Unit, stanza_name
+from pgbackups.workload.services import Service
+
+
+class UnitServices:
+    """``workload.services.ServiceRunner`` for one unit of a local cluster."""
+
+    def __init__(self, cluster: Cluster, unit: Unit) -> None:
+        self.cluster = cluster
+        self.unit = unit
+
+    def _record(self, service: Service) -> ProcessRecord | None:
+        if service is Service.PATRONI:
+            return self.unit.process()
+        return self.cluster.service(tls_server_key(self.unit))
+
+    def start(self, service: Service) -> None:
+        if self.is_running(service):
+            return
+        try:
+            if service is Service.PATRONI:
+                self.unit.start()
+            else:
+                self._start_tls_server()
+        except Exception as exc:  # any failure to start is the workload's error
+            raise WorkloadError(f"{self.unit.name}: could not start {service}: {exc}") from exc
+
+    def _start_tls_server(self) -> None:
+        tool = PgBackRest(
+            self.unit.pgbackrest_config, stanza_name(self.cluster), user=self.cluster.db_user
+        )
+        pid = tool.start_server(self.unit.paths.pgbackrest_log / "tls-server.log")
+        self.cluster.record_service(tls_server_key(self.unit), ProcessRecord.of(pid))
+
+    def stop(self, service: Service) -> None:
+        if service is Service.TLS_SERVER:
+            self.cluster.stop_service(tls_server_key(self.unit))
+        elif not self.unit.stop():
+            raise WorkloadError(f"{self.unit.name}: Patroni did not stop")
+
+    def restart(self, service: Service) -> None:
+        self.stop(service)
+        self.start(service)
+
+    def is_running(self, service: Service) -> bool:
+        proc = self._record(service)
+        return proc is not None and proc.is_ours()
+
+    def has_failed(self, service: Service) -> bool:
+        """Started (its PID is recorded: a stop forgets it) and no longer running."""
+        proc = self._record(service)
+        return proc is not None and not proc.is_ours()

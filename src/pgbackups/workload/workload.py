@@ -1,0 +1,397 @@
+"""``UnitWorkload``: :class:`pgbackups.core.host.Workload` for one unit, on any host.
+
+Patroni runs PostgreSQL; the pgBackRest TLS server runs beside it. Both configuration
+files are rendered by the adapters (:mod:`pgbackups.adapters.patroni`,
+:mod:`pgbackups.adapters.pgbackrest`) from the unit's :class:`~.layout.UnitFacts`; the
+host injects how services run (:class:`~.services.ServiceRunner`) and the DCS
+(:class:`~.dcs.Dcs`). Failures follow the protocol's convention: queries answer None when
+they cannot tell, actions raise :class:`~pgbackups.core.host.WorkloadError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+from pgbackups.adapters import patroni, pgbackrest, postgres, processes
+from pgbackups.adapters.files import write_if_changed
+from pgbackups.adapters.patroni import PatroniUnavailable
+from pgbackups.adapters.processes import OsUser
+from pgbackups.core.host import WorkloadConfig, WorkloadError
+from pgbackups.workload import moveaside
+from pgbackups.workload.dcs import Dcs, with_dcs
+from pgbackups.workload.layout import UnitFacts, UnitLayout
+from pgbackups.workload.services import Service, ServiceRunner
+
+log = logging.getLogger(__name__)
+
+SUPERUSER = "postgres"
+REST_TIMEOUT_SECONDS = 5.0
+# Several Patroni loops (loop_wait is 3 s): a reload takes effect on the next one.
+TAGS_TIMEOUT_SECONDS = 20.0
+TLS_SERVER_START_SECONDS = 20.0
+# Patroni's member states after a bootstrap it gave up (it may also just exit).
+FAILED_STATES = frozenset({"start failed", "bootstrap failed", "crashed"})
+
+
+# ---------------------------------------------------------------------------
+# Rendering (pure but for the CA chain file)
+
+
+def patroni_member(facts: UnitFacts) -> patroni.PatroniMember:
+    """The Patroni adapter's view of this unit; the DCS section is the host's."""
+    layout = facts.layout
+    if facts.passwords is None:
+        raise WorkloadError(f"{layout.unit}: the database passwords are not known yet")
+    return patroni.PatroniMember(
+        scope=layout.scope,
+        name=layout.member,
+        data_dir=layout.data_dir,
+        host=layout.address,
+        pg_port=layout.pg_port,
+        rest_port=layout.rest_port,
+        socket_dir=layout.socket_dir,
+        etcd_hosts=(),
+        passwords=facts.passwords,
+        pgpass=layout.pgpass,
+        pgbackrest_config=layout.pgbackrest_config,
+        bin_dir=layout.bin_dir,
+        log_dir=layout.patroni_log_dir,
+        ssl=facts.tls,
+        superuser=SUPERUSER,
+    )
+
+
+def patroni_yaml(facts: UnitFacts, dcs: Dcs, config: WorkloadConfig) -> str:
+    rendered = patroni.render_config(patroni_member(facts), config)
+    return yaml.safe_dump(with_dcs(rendered, dcs.patroni_section(facts)), sort_keys=False)
+
+
+def write_patroni_config(facts: UnitFacts, dcs: Dcs, config: WorkloadConfig, owner: OsUser) -> bool:
+    """Write Patroni's YAML (0600, the database user's: it holds passwords); True if it
+    changed. No reload."""
+    text = patroni_yaml(facts, dcs, config)
+    return write_if_changed(text, facts.layout.patroni_config, owner, 0o600)
+
+
+def pgbackrest_config(
+    facts: UnitFacts,
+    config: WorkloadConfig,
+    *,
+    ca_file: str | None,
+    features: pgbackrest.PgBackRestFeatures,
+) -> pgbackrest.PgBackRestConfig:
+    """``pgbackrest.conf`` for this unit. With the TLS server on, the peers are reached
+    through theirs and ours lets in the peers' certificates; without it, peers on this
+    machine are still reached directly (so that a leader that is a replica finds the
+    primary for stanza-create and check; backups from a replica still need TLS)."""
+    layout = facts.layout
+    tls_server = None
+    peers: tuple[pgbackrest.PeerHost, ...] = ()
+    local_peers: tuple[pgbackrest.LocalPeer, ...] = ()
+    if config.tls_server and facts.tls is not None:
+        tls_server = pgbackrest.TlsServerConfig(
+            address=layout.tls_server_listen,
+            port=layout.tls_server_port,
+            cert_file=facts.tls.cert_file,
+            key_file=facts.tls.key_file,
+            ca_file=facts.tls.ca_file,
+            allowed_clients=tuple(p.cert_name for p in facts.peers),
+        )
+        peers = tuple(
+            pgbackrest.PeerHost(
+                host=p.tls_server_host,
+                port=p.tls_server_port,
+                pg_path=p.data_dir,
+                pg_port=p.pg_port,
+                pg_socket_path=p.socket_dir,
+            )
+            for p in facts.peers
+        )
+    elif layout.peers_share_machine:
+        local_peers = tuple(
+            pgbackrest.LocalPeer(p.data_dir, p.pg_port, p.socket_dir) for p in facts.peers
+        )
+    return pgbackrest.PgBackRestConfig(
+        stanza=layout.stanza,
+        pg_path=layout.data_dir,
+        s3=config.s3,
+        pg_port=layout.pg_port,
+        pg_socket_path=layout.socket_dir,
+        log_path=layout.pgbackrest_log_dir,
+        lock_path=layout.pgbackrest_lock_dir,
+        spool_path=layout.pgbackrest_spool_dir,
+        ca_file=ca_file,
+        io_timeout=layout.io_timeout,
+        tls=tls_server,
+        peers=peers,
+        local_peers=local_peers,
+        features=features,
+    )
+
+
+# ---------------------------------------------------------------------------
+# The workload
+
+
+class UnitWorkload:
+    """``host.Workload`` built from what the host injects.
+
+    ``cluster_initialised`` answers :meth:`is_cluster_initialised` when the host knows it
+    better than Patroni does now (the local runtime records the first bootstrap); without
+    it, a cluster is initialised while Patroni reports a primary.
+    """
+
+    def __init__(
+        self,
+        facts: Callable[[], UnitFacts],
+        services: ServiceRunner,
+        dcs: Dcs,
+        *,
+        db_user: OsUser | None = None,
+        cluster_initialised: Callable[[], bool] | None = None,
+    ) -> None:
+        self._facts = facts
+        self.services = services
+        self.dcs = dcs
+        self._db_user = db_user
+        self._cluster_initialised = cluster_initialised
+
+    @property
+    def db_user(self) -> OsUser:
+        """The OS user that owns the data (asked when first needed, not at construction)."""
+        if self._db_user is None:
+            self._db_user = processes.db_user()
+        return self._db_user
+
+    @property
+    def layout(self) -> UnitLayout:
+        return self._facts().layout
+
+    def _client(self, layout: UnitLayout | None = None) -> patroni.PatroniClient:
+        layout = layout or self.layout
+        return patroni.PatroniClient(
+            layout.address or "127.0.0.1", layout.rest_port, timeout=REST_TIMEOUT_SECONDS
+        )
+
+    # --- Patroni and PostgreSQL facts ---------------------------------------------
+
+    def is_cluster_initialised(self) -> bool | None:
+        if self._cluster_initialised is not None:
+            return self._cluster_initialised()
+        try:
+            return any(m.is_primary for m in self._client().cluster())
+        except PatroniUnavailable as exc:
+            log.debug("cluster initialisation unknown: %s", exc)
+            return None
+
+    def is_primary(self) -> bool | None:
+        try:
+            return self._client().is_primary()
+        except PatroniUnavailable as exc:
+            log.debug("role unknown: %s", exc)
+            return None
+
+    def is_member_running(self) -> bool | None:
+        try:
+            return self._client().is_running()
+        except PatroniUnavailable:
+            return None
+
+    def member_state(self) -> str | None:
+        try:
+            return self._client().member().state or None
+        except PatroniUnavailable:
+            return None
+
+    def primary_address(self) -> str | None:
+        facts = self._facts()
+        try:
+            members = self._client(facts.layout).cluster()
+        except PatroniUnavailable:
+            return None
+        primary = next((m.name for m in members if m.is_primary), None)
+        if primary is None:
+            return None
+        if primary == facts.layout.member:
+            return facts.layout.tls_server_address
+        peer = next((p for p in facts.peers if p.member == primary), None)
+        if peer is None:
+            log.info("the primary %s is not among the known peers yet", primary)
+            return None
+        return peer.tls_server_address
+
+    def system_identifier(self) -> int | None:
+        layout = self.layout
+        return postgres.system_identifier(
+            layout.data_dir, user=self.db_user, bin_dir=layout.bin_dir
+        )
+
+    def current_timeline(self) -> int | None:
+        layout = self.layout
+        return postgres.read_timeline(layout.socket_dir, layout.pg_port, SUPERUSER)
+
+    def bootstrap_failed(self) -> bool | None:
+        """Patroni exits when its bootstrap fails (an unreachable PITR target): it logs
+        ``Failed to bootstrap cluster``, renames the data directory to ``<data>.failed``
+        and raises PatroniFatalException; a supervisor that restarts it shows a failed
+        member state instead."""
+        if self.services.has_failed(Service.PATRONI):
+            return True
+        return self.member_state() in FAILED_STATES
+
+    # --- the database ---------------------------------------------------------------
+
+    def stop_database(self) -> None:
+        self.services.stop(Service.PATRONI)
+        if self.services.is_running(Service.PATRONI):
+            raise WorkloadError(f"{self.layout.unit}: Patroni still runs after its stop")
+
+    def start_database(self) -> None:
+        self.services.start(Service.PATRONI)
+        if not self.services.is_running(Service.PATRONI):
+            raise WorkloadError(f"{self.layout.unit}: Patroni does not run after its start")
+
+    def remove_dcs_state(self) -> None:
+        layout = self.layout
+        result = patroni.remove_dcs_state(layout.patroni_config, layout.scope, user=self.db_user)
+        if not result.ok:
+            reason = (result.stderr or result.stdout).strip()[-500:]
+            raise WorkloadError(f"{layout.unit}: patronictl remove failed: {reason}")
+
+    def forget_dcs_member(self, address: str) -> None:
+        """Remove a departed unit from the DCS (run on a remaining member)."""
+        self.dcs.forget_member(self._facts(), address)
+
+    # --- the data directory -----------------------------------------------------------
+
+    def move_data_aside(self) -> str | None:
+        moved = moveaside.move_aside(Path(self.layout.data_dir))
+        return str(moved) if moved is not None else None
+
+    def move_data_back(self, moved_path: str) -> None:
+        moveaside.move_back(Path(self.layout.data_dir), moved_path)
+
+    def remove_moved_data(self, moved_path: str) -> None:
+        moveaside.remove_moved(Path(self.layout.data_dir), moved_path)
+
+    # --- configuration ------------------------------------------------------------------
+
+    def apply_config(self, config: WorkloadConfig) -> None:
+        """Write pgbackrest.conf and Patroni's YAML, then have a running Patroni reload.
+
+        It reloads even when the file did not change: a command killed between the two
+        would otherwise leave the change unapplied for good. Hiding a replica for a
+        backup (tags and pg_hba) must be in force before the backup starts and lifted
+        before the action returns, so this waits until Patroni and a client see it.
+        """
+        facts = self._facts()
+        layout = facts.layout
+        self._write_pgbackrest(facts, config)
+        if facts.passwords is None:
+            log.info("%s: Patroni's configuration waits for the passwords", layout.unit)
+            return
+        # Compared with what Patroni and a client see now, not with what was last asked:
+        # a killed command may have left either half applied.
+        tags_change = self._creating_backup_tag(layout) not in (None, config.creating_backup)
+        clients_change = self._admits_tcp_clients(facts) not in (None, config.connectivity)
+        write_patroni_config(facts, self.dcs, config, self.db_user)
+        if self.services.is_running(Service.PATRONI):
+            self._client(layout).reload()  # PatroniUnavailable is a WorkloadError
+        if tags_change:
+            self._wait(
+                lambda: self._creating_backup_tag(layout) == config.creating_backup,
+                f"Patroni to publish nofailover={config.creating_backup}",
+            )
+        if clients_change:
+            self._wait(
+                lambda: self._admits_tcp_clients(facts) is config.connectivity,
+                "TCP clients to be " + ("accepted" if config.connectivity else "rejected"),
+            )
+
+    def _write_pgbackrest(self, facts: UnitFacts, config: WorkloadConfig) -> None:
+        layout = facts.layout
+        ca_file = None
+        if config.s3 is not None:
+            ca_file = pgbackrest.write_ca_chain(config.s3, layout.s3_ca_file, self.db_user)
+        rendered = pgbackrest_config(
+            facts,
+            config,
+            ca_file=ca_file,
+            features=pgbackrest.detect_features(user=self.db_user),
+        )
+        pgbackrest.write_config(
+            pgbackrest.render_config(rendered), layout.pgbackrest_config, self.db_user
+        )
+
+    def _creating_backup_tag(self, layout: UnitLayout) -> bool | None:
+        """Whether Patroni publishes this member as hidden (nofailover), None if unknown."""
+        try:
+            members = self._client(layout).cluster()
+        except PatroniUnavailable:
+            return None
+        me = next((m for m in members if m.name == layout.member), None)
+        return None if me is None else bool(me.tags.get("nofailover"))
+
+    def _admits_tcp_clients(self, facts: UnitFacts) -> bool | None:
+        """What a TCP client sees now (PostgreSQL reloads pg_hba a moment after Patroni
+        publishes the tags): True let in, False rejected, None otherwise."""
+        layout = facts.layout
+        if facts.passwords is None or not self.services.is_running(Service.PATRONI):
+            return None
+        return postgres.admits_tcp_client(
+            layout.address, layout.pg_port, SUPERUSER, facts.passwords.superuser
+        )
+
+    def _wait(self, done: Callable[[], bool], what: str) -> None:
+        if not poll(done, TAGS_TIMEOUT_SECONDS, 0.3):
+            log.warning(
+                "%s: still waiting for %s after %ss", self.layout.unit, what, TAGS_TIMEOUT_SECONDS
+            )
+
+    # --- the pgBackRest TLS server --------------------------------------------------------
+
+    def start_tls_server(self) -> None:
+        """(Re)start: the server reads its certificates and peers only when it starts.
+        Returns once it answers a ping."""
+        facts = self._facts()
+        layout = facts.layout
+        if facts.tls is None:
+            raise WorkloadError(f"{layout.unit}: no certificate for the pgBackRest TLS server")
+        self.services.restart(Service.TLS_SERVER)
+        tool = pgbackrest.PgBackRest(
+            layout.pgbackrest_config,
+            layout.stanza,
+            user=self.db_user,
+            timeouts=pgbackrest.Timeouts(io=layout.io_timeout),
+        )
+        answered: list[bool] = []
+
+        def settled() -> bool:
+            answered[:] = [tool.server_ping(layout.tls_server_address)]
+            return answered[0] or not self.services.is_running(Service.TLS_SERVER)
+
+        if poll(settled, TLS_SERVER_START_SECONDS, 0.2) and answered[0]:
+            log.info("%s: the pgBackRest TLS server answers", layout.unit)
+            return
+        raise WorkloadError(
+            f"{layout.unit}: the pgBackRest TLS server does not answer at "
+            f"{layout.tls_server_address}; see {layout.pgbackrest_log_dir}"
+        )
+
+    def stop_tls_server(self) -> None:
+        self.services.stop(Service.TLS_SERVER)
+
+
+def poll(pred: Callable[[], bool], timeout: float, interval: float) -> bool:
+    """Ask ``pred`` every ``interval`` seconds until it holds (True) or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(interval)
+    return False

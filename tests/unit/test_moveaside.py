@@ -1,0 +1,128 @@
+"""Moving the data directory aside and back, on real directories: only a directory
+move_aside made (a real one, beside the data directory, named after it) is ever moved
+back or removed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pgbackups.core.host import WorkloadError
+from pgbackups.workload import moveaside
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    d = tmp_path / "units" / "0" / "data"
+    d.mkdir(parents=True)
+    (d / "PG_VERSION").write_text("15")
+    return d
+
+
+def test_move_aside_and_back(data: Path) -> None:
+    moved = moveaside.move_aside(data)
+    assert moved is not None and moved.parent == data.parent
+    assert moved.name.startswith("data.before-restore-")
+    assert not data.exists() and (moved / "PG_VERSION").read_text() == "15"
+    data.mkdir()  # what a failed restore left
+    (data / "half").write_text("restored")
+    moveaside.move_back(data, str(moved))
+    assert (data / "PG_VERSION").read_text() == "15"
+    displaced = [p for p in data.parent.iterdir() if ".failed-restore-" in p.name]
+    assert len(displaced) == 1 and (displaced[0] / "half").read_text() == "restored"
+
+
+def test_nothing_to_move_is_none(tmp_path: Path) -> None:
+    assert moveaside.move_aside(tmp_path / "data") is None
+
+
+def test_two_moves_in_one_second_do_not_collide(data: Path) -> None:
+    first = moveaside.move_aside(data)
+    data.mkdir()
+    second = moveaside.move_aside(data)
+    assert first is not None and second is not None and first != second
+    assert first.is_dir() and second.is_dir()
+
+
+def test_a_legitimate_moved_copy_is_removed(data: Path) -> None:
+    moved = moveaside.move_aside(data)
+    assert moved is not None
+    moveaside.remove_moved(data, str(moved))
+    assert not moved.exists()
+
+
+def test_another_apps_directory_with_the_mark_is_refused(tmp_path: Path, data: Path) -> None:
+    srv = tmp_path / "srv"
+    other = srv / "other-app.before-restore-x"
+    other.mkdir(parents=True)
+    (other / "keep").write_text("theirs")
+    # In the right parent a name that is not the data directory's, and the right name in
+    # another parent.
+    beside = data.parent / "other-app.before-restore-x"
+    beside.mkdir()
+    elsewhere = srv / "data.before-restore-20260101T000000Z"
+    elsewhere.mkdir()
+    for path in (other, beside, elsewhere):
+        with pytest.raises(WorkloadError, match="not a data directory moved aside"):
+            moveaside.remove_moved(data, str(path))
+        with pytest.raises(WorkloadError):
+            moveaside.move_back(data, str(path))
+        assert path.is_dir()
+    assert (other / "keep").read_text() == "theirs"
+    assert (data / "PG_VERSION").exists()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "data.before-restore-",  # the mark alone, no stamp
+        "data",  # the data directory itself
+        "data.failed-restore-20260101T000000Z",
+        "data.before-restore-x/../../../srv",  # climbs out of the parent
+    ],
+)
+def test_names_that_are_not_moved_copies_are_refused(data: Path, name: str) -> None:
+    with pytest.raises(WorkloadError):
+        moveaside.remove_moved(data, str(data.parent / name))
+    assert (data / "PG_VERSION").exists()
+
+
+def test_a_relative_path_is_refused(data: Path) -> None:
+    moved = moveaside.move_aside(data)
+    assert moved is not None
+    with pytest.raises(WorkloadError):
+        moveaside.remove_moved(data, moved.name)
+    assert moved.is_dir()
+
+
+def test_a_link_with_the_right_name_is_refused(tmp_path: Path, data: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious").write_text("x")
+    link = data.parent / "data.before-restore-20260101T000000Z"
+    link.symlink_to(victim)
+    with pytest.raises(WorkloadError, match="not a directory"):
+        moveaside.remove_moved(data, str(link))
+    with pytest.raises(WorkloadError, match="not a directory"):
+        moveaside.move_back(data, str(link))
+    assert (victim / "precious").read_text() == "x"
+    assert link.is_symlink() and (data / "PG_VERSION").exists()
+
+
+def test_a_link_inside_a_moved_copy_is_not_followed(tmp_path: Path, data: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious").write_text("x")
+    (data / "escape").symlink_to(victim)
+    moved = moveaside.move_aside(data)
+    assert moved is not None
+    moveaside.remove_moved(data, str(moved))
+    assert not moved.exists()
+    assert (victim / "precious").read_text() == "x"
+
+
+def test_a_missing_moved_copy_is_an_error(data: Path) -> None:
+    with pytest.raises(WorkloadError):
+        moveaside.move_back(data, str(data.parent / "data.before-restore-gone"))
+    assert (data / "PG_VERSION").exists()
