@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from pgbackups.core.archive import ArchivedSegment
+from pgbackups.core.archive import ArchivedSegment, needed_by, parse_segment_name
 from pgbackups.core.host import (
     BackupToolError,
     CommandResult,
@@ -123,6 +123,9 @@ class FakeWorkload:
     def current_timeline(self) -> int | None:
         return self.timeline
 
+    def timeline_history(self, timeline: int) -> str | None:
+        return None
+
     def stop_database(self) -> None:
         self._do("stop_database", self.stop_ok)
 
@@ -198,8 +201,17 @@ class FakeBackupTool:
         return ()
 
     def archive_segments(self, stanza: str) -> list[ArchivedSegment]:
+        """A whole archive: every backup's own WAL, each object with bytes in it."""
         self.calls.append(f"archive_segments {stanza}")
-        return []
+        names = {
+            name
+            for info in self.stanzas
+            if info.name == stanza
+            for record in info.backups
+            for name in needed_by(record.wal_start, record.wal_stop)
+        }
+        parsed = [(parse_segment_name(n) or (0, 0), n) for n in sorted(names)]
+        return [ArchivedSegment(tl, segno, 100, name) for (tl, segno), name in parsed]
 
     def server_ping(self, host: str) -> bool:
         self.calls.append(f"server_ping {host}")

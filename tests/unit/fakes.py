@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
-from pgbackups.core.archive import ArchivedSegment
+from pgbackups.core.archive import ArchivedSegment, needed_by, parse_segment_name
 from pgbackups.core.host import (
     BackupToolError,
     CommandResult,
@@ -231,6 +231,7 @@ class FakeWorkload:
     primary_addr: str | None = PRIMARY_ADDRESS
     system_id: int | None = SYSTEM_ID
     timeline: int | None = 1
+    histories: dict[int, str] = field(default_factory=dict)  # pg_wal/<tl>.history texts
     stop_ok: bool = True
     start_results: list[bool] = field(default_factory=lambda: [True])
     remove_dcs_ok: bool = True
@@ -270,6 +271,9 @@ class FakeWorkload:
 
     def current_timeline(self) -> int | None:
         return self._ask("current_timeline", self.timeline)
+
+    def timeline_history(self, timeline: int) -> str | None:
+        return self._ask(f"timeline_history({timeline})", self.histories.get(timeline))
 
     def bootstrap_failed(self) -> bool | None:
         return self._ask("bootstrap_failed", self.failed_bootstrap)
@@ -374,8 +378,18 @@ class FakeBackupTool:
         return self.histories[record.timeline]
 
     def archive_segments(self, stanza: str) -> list[ArchivedSegment]:
+        """The segments given for ``stanza``; by default a whole archive: every backup's
+        own WAL (a test that wants holes or empty objects sets ``segments``)."""
         self.calls.append(f"backup_tool.archive_segments({stanza})")
-        return list(self.segments.get(stanza, []))
+        if stanza in self.segments:
+            return list(self.segments[stanza])
+        whole: dict[tuple[int, int], ArchivedSegment] = {}
+        for info in self.stanzas:
+            for record in info.backups if info.name == stanza else ():
+                for name in needed_by(record.wal_start, record.wal_stop):
+                    tl, segno = parse_segment_name(name) or (0, 0)
+                    whole[(tl, segno)] = ArchivedSegment(tl, segno, 100, name)
+        return sorted(whole.values(), key=lambda s: (s.timeline, s.segno))
 
     def server_ping(self, host: str) -> bool:
         self.calls.append(f"backup_tool.server_ping({host})")

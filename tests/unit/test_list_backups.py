@@ -10,6 +10,7 @@ import pytest
 from fakes import STANZA, FakeHost, backup, stanza_info, timeline
 
 from pgbackups.core import messages as msg
+from pgbackups.core.archive import ArchivedSegment
 from pgbackups.core.handlers.list_backups import on_list_backups
 from pgbackups.core.listing import COLUMNS
 from pgbackups.core.outcomes import ActionFailed, ActionResults
@@ -61,7 +62,11 @@ def test_table_full_call_sequence_and_exact_text() -> None:
     host = listing_host()
     outcome = on_list_backups(host, {})
     assert outcome == ActionResults({"backups": "\n".join([*TOP, *ROWS])})
-    assert host.calls == ["backup_tool.info()", f"backup_tool.timelines({STANZA})"]
+    assert host.calls == [
+        "backup_tool.info()",
+        f"backup_tool.timelines({STANZA})",
+        f"backup_tool.archive_segments({STANZA})",  # gaps in the archive are shown
+    ]
 
 
 def test_table_is_the_default_format() -> None:
@@ -130,6 +135,7 @@ def test_foreign_stanza_is_listed_too() -> None:
         "backup_tool.info()",
         "backup_tool.timelines(old.main)",
         f"backup_tool.timelines({STANZA})",
+        f"backup_tool.archive_segments({STANZA})",
     ]
 
 
@@ -212,3 +218,36 @@ def test_list_backups_failures(
     host.fake_tool.timelines_error = setup.get("timelines_error")  # type: ignore[assignment]
     assert on_list_backups(host, params) == ActionFailed(message)
     assert host.calls == calls
+
+
+def test_gaps_in_the_archive_are_shown_beside_the_rows() -> None:
+    host = FakeHost()
+    host.fake_tool.stanzas = [stanza_info(backups=[backup("20261128-143926F")])]
+    host.fake_tool.segments[STANZA] = [
+        ArchivedSegment(1, 2, 100, "k2"),
+        ArchivedSegment(1, 3, 0, "k3"),
+        ArchivedSegment(1, 5, 100, "k5"),
+    ]
+    outcome = on_list_backups(host, {})
+    assert isinstance(outcome, ActionResults)
+    table = outcome.results["backups"]
+    assert "WAL archive gaps" in table
+    assert "WAL segment 000000010000000000000003 is empty in the repository" in table
+    assert "WAL segment 000000010000000000000004 is missing from the repository" in table
+    assert json.loads(outcome.results["archive-gaps"]) == [
+        {"segment": "000000010000000000000003", "problem": "empty"},
+        {"segment": "000000010000000000000004", "problem": "missing"},
+    ]
+    # The JSON listing keeps its shape: the rows, as before.
+    as_json = on_list_backups(host, {"format": "json"})
+    assert isinstance(as_json, ActionResults)
+    assert isinstance(json.loads(as_json.results["backups"]), list)
+
+
+def test_a_whole_archive_adds_nothing() -> None:
+    host = FakeHost()
+    host.fake_tool.stanzas = [stanza_info(backups=[backup("20261128-143926F")])]
+    outcome = on_list_backups(host, {})
+    assert isinstance(outcome, ActionResults)
+    assert "archive-gaps" not in outcome.results
+    assert "WAL archive gaps" not in outcome.results["backups"]

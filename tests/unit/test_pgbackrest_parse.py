@@ -11,14 +11,13 @@ import pytest
 from pgbackups.adapters.pgbackrest import (
     UNKNOWN_ERROR,
     extract_error_line,
-    parse_history_file,
     parse_history_listing,
     parse_info,
     read_config_secrets,
     scrub,
 )
 from pgbackups.core.host import CommandResult
-from pgbackups.core.repository import TimelineBranch, lsn_value
+from pgbackups.core.repository import TimelineBranch, lsn_value, parse_history_file
 
 
 def _backup(

@@ -17,6 +17,7 @@ from fakes import (
 )
 
 from pgbackups.core import messages as msg
+from pgbackups.core.archive import ArchivedSegment, segment_name
 from pgbackups.core.handlers.restore import on_restore
 from pgbackups.core.handlers.update_status import on_update_status
 from pgbackups.core.host import UnitStatus
@@ -64,6 +65,7 @@ def test_restore_full_call_sequence() -> None:
     assert host.calls == [
         "workload.is_cluster_initialised",
         "backup_tool.info()",
+        f"backup_tool.archive_segments({STANZA})",
         MAINTENANCE,
         "workload.stop_database",
         "workload.remove_dcs_state",
@@ -310,6 +312,7 @@ def test_stop_fails() -> None:
     assert outcome == ActionFailed(_fail_message("could not stop the database"))
     assert host.effects == [
         "backup_tool.info()",
+        f"backup_tool.archive_segments({STANZA})",
         MAINTENANCE,
         "workload.stop_database",
         "set_status(active: Primary)",
@@ -351,6 +354,7 @@ def test_failure_before_data_moved_starts_the_database_again(
     assert outcome == ActionFailed(message)
     assert host.effects == [
         "backup_tool.info()",
+        f"backup_tool.archive_segments({STANZA})",
         MAINTENANCE,
         "workload.stop_database",
         *steps,
@@ -579,3 +583,85 @@ def test_an_empty_parameter_is_refused_and_nothing_changes(params: dict[str, str
     assert isinstance(outcome, ActionFailed)
     assert "is empty" in outcome.message
     assert not [c for c in host.calls if c.startswith(("workload.", "app_data["))]
+
+
+# ---------------------------------------------------------------------------
+# The archived WAL, before and after (docs/reliability.md, "A restore that falls short")
+
+LATEST = {"backup-id": BACKUP_ID, "restore-to-time": "latest"}
+
+
+def _archive(*segnos: int, empty: tuple[int, ...] = ()) -> list[ArchivedSegment]:
+    return [ArchivedSegment(1, n, 0 if n in empty else 100, segment_name(1, n)) for n in segnos]
+
+
+def test_restore_to_latest_records_the_end_of_the_archive() -> None:
+    host = restore_host()
+    host.fake_tool.segments[STANZA] = _archive(2, 3, 4, 5)
+    assert isinstance(on_restore(host, LATEST), ActionResults)
+    assert host.app_dict["restore-wal-end"] == segment_name(1, 5)
+
+
+@pytest.mark.parametrize(
+    ("params", "archive", "named"),
+    [
+        # A hole after the backup: recovery to "latest" would stop at segment 3.
+        (LATEST, _archive(2, 3, 5), "WAL segment 000000010000000000000004 is missing"),
+        # An object the S3 server acknowledged but never wrote.
+        (LATEST, _archive(2, 3, 4, empty=(4,)), "000000010000000000000004 is empty"),
+        # The backup's own WAL is gone: not even the end of the backup can be reached.
+        ({"backup-id": BACKUP_ID}, _archive(3, 4), "000000010000000000000002 is missing"),
+    ],
+    ids=["hole", "empty-object", "backup-wal-missing"],
+)
+def test_a_restore_the_archive_cannot_carry_is_refused_and_nothing_changes(
+    params: dict[str, str], archive: list[ArchivedSegment], named: str
+) -> None:
+    host = restore_host()
+    host.fake_tool.segments[STANZA] = archive
+    outcome = on_restore(host, params)
+    assert isinstance(outcome, ActionFailed)
+    assert outcome.message.startswith(msg.FAILED_TO_RESTORE_BACKUP)
+    assert named in outcome.message and "nothing was changed" in outcome.message
+    assert not [c for c in host.effects if not c.startswith("backup_tool.")]  # reads only
+
+
+def test_a_hole_after_a_time_target_is_left_to_postgresql() -> None:
+    # PostgreSQL refuses to promote short of a time target itself: no refusal here.
+    host = restore_host()
+    host.fake_tool.segments[STANZA] = _archive(2, 3, 5)
+    params = {"backup-id": BACKUP_ID, "restore-to-time": "2026-11-28 15:00:00"}
+    assert isinstance(on_restore(host, params), ActionResults)
+
+
+def _restored_to_latest(switch_lsn: str) -> FakeHost:
+    host = restoring_host(app={**RESTORING, "restore-type": "default", "restore-to-time": "latest"})
+    host.app_data["restore-wal-end"] = segment_name(1, 5)
+    host.calls.clear()
+    host.fake_workload.timeline = 2
+    host.fake_workload.histories[2] = f"1\t{switch_lsn}\tno recovery target specified\n"
+    return host
+
+
+def test_a_restore_that_stopped_short_of_the_archive_is_never_complete() -> None:
+    host = _restored_to_latest("0/3000148")  # segment 3: the archive goes to 5
+    assert on_update_status(host) == Done()
+    assert host.status.is_blocked
+    assert host.status.message.startswith(msg.FAILED_TO_RESTORE_BACKUP)
+    assert "recovery stopped at 0/3000148" in host.status.message
+    assert segment_name(1, 5) in host.status.message and MOVED_DATA in host.status.message
+    # Everything kept for rollback-restore: the old data and the restore's record.
+    assert "workload.remove_moved_data" not in " ".join(host.calls)
+    assert host.app_dict["restore-moved-data"] == MOVED_DATA
+    # Said once: the next update-status changes nothing.
+    before = list(host.effects)
+    on_update_status(host)
+    assert host.effects == before
+
+
+def test_a_restore_that_replayed_the_whole_archive_completes() -> None:
+    host = _restored_to_latest("0/5000148")
+    assert on_update_status(host) == Done()
+    assert host.status == UnitStatus.active()
+    assert "restore-wal-end" not in host.app_dict
+    assert f"workload.remove_moved_data({MOVED_DATA})" in host.calls

@@ -52,7 +52,7 @@ from pgbackups.core.repository import (
     StanzaInfo,
     TimelineBranch,
     TimelineRecord,
-    lsn_value,
+    parse_history_file,
 )
 from pgbackups.core.settings import S3Settings, ca_chain_text
 
@@ -530,23 +530,6 @@ def parse_info(json_text: str) -> list[StanzaInfo]:
         return [_stanza_info(s) for s in data]
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"pgBackRest info printed an unexpected shape ({exc!r})") from exc
-
-
-def parse_history_file(text: str) -> tuple[TimelineBranch, ...]:
-    """A PostgreSQL ``.history`` file: ``<parent timeline>\t<switch LSN>\t<reason>`` per
-    line, oldest first; comments (``#``) and blank lines are skipped. Raises ValueError."""
-    branches = []
-    for number, line in enumerate(text.splitlines(), 1):
-        fields = line.split()
-        if not fields or fields[0].startswith("#"):
-            continue
-        try:
-            parent, switch_lsn = int(fields[0]), fields[1]
-            lsn_value(switch_lsn)
-        except (ValueError, IndexError) as exc:
-            raise ValueError(f"history file line {number} is not 'timeline LSN': {line!r}") from exc
-        branches.append(TimelineBranch(parent, switch_lsn))
-    return tuple(branches)
 
 
 def parse_history_listing(stanza: str, json_text: str, base: str) -> list[TimelineRecord]:

@@ -137,6 +137,20 @@ def read_timeline(
         return None
 
 
+def read_timeline_history(
+    socket_dir: str, port: int, timeline: int, user: str = "postgres"
+) -> str | None:
+    """:func:`timeline_history` over the unix socket; None when PostgreSQL does not answer."""
+    try:
+        with connect(socket_dir, port, user) as conn:
+            return timeline_history(conn, timeline)
+    except psycopg.Error as exc:
+        log.debug(
+            "history of timeline %s not readable on %s:%s: %s", timeline, socket_dir, port, exc
+        )
+        return None
+
+
 def admits_tcp_client(
     host: str, port: int, user: str, password: str, *, connect_timeout: int = 3
 ) -> bool | None:

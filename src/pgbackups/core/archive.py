@@ -100,7 +100,7 @@ class Lineage:
     @classmethod
     def of(cls, target: int, branches: Sequence[TimelineBranch] = ()) -> Lineage:
         """``branches``: the target timeline's ``.history`` lines (its ancestors, oldest
-        first), as :func:`pgbackups.adapters.pgbackrest.parse_history_file` gives them."""
+        first), as :func:`pgbackups.core.repository.parse_history_file` gives them."""
         ranges: list[tuple[int, int, int | None]] = []
         first = 0
         for branch in branches:
@@ -155,6 +155,15 @@ def follow(
         elif not problems:
             reached = found.name
     return Chain(start_name, reached, last_archived, tuple(problems))
+
+
+def needed_by(wal_start: str, wal_stop: str) -> list[str]:
+    """The segment names from ``wal_start`` to ``wal_stop`` (a backup's own WAL, on its
+    timeline); [] when either is not a segment name."""
+    first, last = parse_segment_name(wal_start), parse_segment_name(wal_stop)
+    if first is None or last is None:
+        return []
+    return [segment_name(first[0], segno) for segno in range(first[1], last[1] + 1)]
 
 
 def gaps(segments: Iterable[ArchivedSegment]) -> list[ChainProblem]:

@@ -251,6 +251,12 @@ class Workload(Protocol):
 
     def current_timeline(self) -> int | None: ...
 
+    def timeline_history(self, timeline: int) -> str | None:
+        """The text of ``timeline``'s ``.history`` file as PostgreSQL wrote it (its last
+        line says where the recovery that created the timeline ended); None when it
+        cannot be read (timeline 1 has none)."""
+        ...
+
     def bootstrap_failed(self) -> bool | None:
         """Patroni gave up bootstrapping (e.g. a PITR target that cannot be reached):
         it logs ``Failed to bootstrap cluster`` and exits."""

@@ -73,6 +73,8 @@ RESTORE_STARTED = "restore started"
 RESULT_ROLLBACK_STATUS = "rollback-status"
 ROLLED_BACK = "the data from before the restore is back"
 RESULT_BACKUPS = "backups"
+# Holes or empty objects in the WAL archive (JSON list), only when there are any.
+RESULT_ARCHIVE_GAPS = "archive-gaps"
 
 
 def with_reason(message: str, reason: str | None) -> str:

@@ -80,3 +80,20 @@ def lsn_value(lsn: str) -> int:
     if not sep:
         raise ValueError(f"not an LSN: {lsn!r}")
     return (int(high, 16) << 32) + int(low, 16)
+
+
+def parse_history_file(text: str) -> tuple[TimelineBranch, ...]:
+    """A PostgreSQL ``.history`` file: ``<parent timeline>\t<switch LSN>\t<reason>`` per
+    line, oldest first; comments (``#``) and blank lines are skipped. Raises ValueError."""
+    branches = []
+    for number, line in enumerate(text.splitlines(), 1):
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        try:
+            parent, switch_lsn = int(fields[0]), fields[1]
+            lsn_value(switch_lsn)
+        except (ValueError, IndexError) as exc:
+            raise ValueError(f"history file line {number} is not 'timeline LSN': {line!r}") from exc
+        branches.append(TimelineBranch(parent, switch_lsn))
+    return tuple(branches)

@@ -19,6 +19,9 @@ _RESTORE_TYPE = "restore-type"
 _RESTORE_TO_TIME = "restore-to-time"
 _RESTORE_TIMELINE = "restore-timeline"
 _RESTORE_MOVED_DATA = "restore-moved-data"
+# The last archived WAL segment a restore to the end of the archive must replay: checked
+# against where recovery really ended (core/archive.py). Written only by such restores.
+_RESTORE_WAL_END = "restore-wal-end"
 
 # A restore's own keys, in the order they are cleared; the moved data goes separately
 # (it outlives a failed attempt and is removed from disk before it is forgotten).
@@ -46,6 +49,7 @@ class RestoreState:
     to_time: str = ""  # restore-to-time: the --target of a time restore
     timeline: int | None = None  # restore-timeline: --target-timeline
     moved_data: str = ""  # restore-moved-data: where the data from before it was moved
+    wal_end: str = ""  # restore-wal-end: the segment recovery must reach ("" no check)
 
     @property
     def in_progress(self) -> bool:
@@ -65,6 +69,7 @@ class RestoreState:
             to_time=app.get(_RESTORE_TO_TIME) or "",
             timeline=int(timeline) if timeline else None,
             moved_data=app.get(_RESTORE_MOVED_DATA) or "",
+            wal_end=app.get(_RESTORE_WAL_END) or "",
         )
 
     def write(self, app: MutableMapping[str, str]) -> None:
@@ -75,6 +80,8 @@ class RestoreState:
         app[_RESTORE_TO_TIME] = self.to_time
         app[_RESTORE_TIMELINE] = str(self.timeline) if self.timeline is not None else ""
         app[_RESTORE_MOVED_DATA] = self.moved_data
+        if self.wal_end or app.get(_RESTORE_WAL_END):
+            app[_RESTORE_WAL_END] = self.wal_end
 
     @staticmethod
     def clear(app: MutableMapping[str, str], *, keep_moved_data: bool = False) -> None:
@@ -82,6 +89,8 @@ class RestoreState:
         caller removes it, then :meth:`forget_moved_data`)."""
         for key in _TARGET_KEYS:
             app[key] = ""
+        if app.get(_RESTORE_WAL_END):
+            app[_RESTORE_WAL_END] = ""
         if not keep_moved_data:
             RestoreState.forget_moved_data(app)
 

@@ -235,6 +235,12 @@ class UnitWorkload:
         layout = self.layout
         return postgres.read_timeline(layout.socket_dir, layout.pg_port, SUPERUSER)
 
+    def timeline_history(self, timeline: int) -> str | None:
+        layout = self.layout
+        return postgres.read_timeline_history(
+            layout.socket_dir, layout.pg_port, timeline, SUPERUSER
+        )
+
     def bootstrap_failed(self) -> bool | None:
         """Patroni exits when its bootstrap fails (an unreachable PITR target): it logs
         ``Failed to bootstrap cluster``, renames the data directory to ``<data>.failed``

@@ -3,14 +3,18 @@ table or JSON (:mod:`pgbackups.core.listing` builds the rows)."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 
 from pgbackups.core import messages as msg
+from pgbackups.core.archive import ChainProblem
 from pgbackups.core.handlers._steps import parse_settings, restore_timelines
+from pgbackups.core.handlers._wal import archive_gaps
 from pgbackups.core.host import BackupToolError, Host
 from pgbackups.core.listing import FORMATS, build_rows, format_json, format_table
 from pgbackups.core.outcomes import ActionFailed, ActionResults, Outcome
+from pgbackups.core.repository import StanzaInfo
 from pgbackups.core.settings import S3SettingsProblem
 
 log = logging.getLogger(__name__)
@@ -32,8 +36,31 @@ def on_list_backups(host: Host, params: Mapping[str, str]) -> Outcome:
         log.error("list-backups: %s", exc)
         return ActionFailed(msg.with_reason(msg.FAILED_TO_LIST_BACKUPS, str(exc)))
     rows = build_rows(stanzas, timelines)
+    holes = _own_archive_gaps(host, stanzas)
     if output == "json":
         text = format_json(rows)
     else:
         text = format_table(settings.bucket, settings.path, rows)
-    return ActionResults({msg.RESULT_BACKUPS: text})
+        if holes:
+            text += "\n\nWAL archive gaps (no restore replays past them):\n" + "\n".join(
+                f"  {problem.describe()}" for problem in holes
+            )
+    results = {msg.RESULT_BACKUPS: text}
+    if holes:  # beside the rows, so the JSON list of rows keeps its shape for scripts
+        results[msg.RESULT_ARCHIVE_GAPS] = json.dumps(
+            [{"segment": p.segment, "problem": p.kind} for p in holes]
+        )
+    return ActionResults(results)
+
+
+def _own_archive_gaps(host: Host, stanzas: list[StanzaInfo]) -> list[ChainProblem]:
+    """Holes and empty objects in this cluster's archive; [] when they cannot be listed
+    (logged: the backups themselves were listed, and that is this action's job)."""
+    own = next((s for s in stanzas if s.name == host.stanza_name and s.exists), None)
+    if own is None:
+        return []
+    try:
+        return archive_gaps(host, own.name)
+    except BackupToolError as exc:
+        log.warning("The archive of %s could not be checked for gaps: %s", own.name, exc)
+        return []

@@ -28,6 +28,7 @@ from pgbackups.core.handlers._steps import (
     workload_done,
     write_marker,
 )
+from pgbackups.core.handlers._wal import check_before_restore, stopped_short
 from pgbackups.core.host import BackupToolError, Host, UnitStatus, Workload, WorkloadError
 from pgbackups.core.ids import normalise_id
 from pgbackups.core.outcomes import ActionFailed, ActionResults, Done, Outcome
@@ -62,9 +63,10 @@ def on_restore(host: Host, params: Mapping[str, str]) -> Outcome:
         return _restore_refused(msg.RESTORE_MORE_THAN_ONE_UNIT)
     if not host.is_leader():
         return _restore_refused(msg.RESTORE_NOT_LEADER)
-    chosen = _find_backup(host, request)
-    if isinstance(chosen, ActionFailed):
-        return chosen
+    found = _find_backup(host, request)
+    if isinstance(found, ActionFailed):
+        return found
+    chosen, wal_end = found
     before = host.get_status()
     host.set_status(UnitStatus.maintenance(msg.RESTORING_BACKUP))
     workload = host.workload
@@ -78,7 +80,7 @@ def on_restore(host: Host, params: Mapping[str, str]) -> Outcome:
     except WorkloadError as exc:
         log.error("%s", exc)
         return _start_again(host, before, "could not move the data directory aside")
-    kept = _record_restore(host, chosen, moved)
+    kept = _record_restore(host, chosen, moved, wal_end)
     apply_config(host)  # Patroni now bootstraps from the pgBackRest backup
     if not workload_done(workload.start_database):
         message = _restore_failure(f"the database did not start; old data kept at {kept}")
@@ -130,9 +132,11 @@ def _is_blocked_for_restore(host: Host) -> bool:
     return not msg.has_prefix(status.message, msg.ANOTHER_CLUSTER_REPOSITORY)
 
 
-def _find_backup(host: Host, request: targets.Request) -> targets.Chosen | ActionFailed:
+def _find_backup(host: Host, request: targets.Request) -> tuple[targets.Chosen, str] | ActionFailed:
     """ "Is the restore target valid?" The repository's finished backups and the
-    timelines restores created, and targets.choose_target's pick among them."""
+    timelines restores created, and targets.choose_target's pick among them; then "Does
+    the archive hold the WAL it needs?" (docs/reliability.md). Returns the choice and the
+    WAL segment recovery must reach ("" when PostgreSQL checks the end itself)."""
     if request.backup_id:
         try:
             normalise_id(request.backup_id)
@@ -160,7 +164,10 @@ def _find_backup(host: Host, request: targets.Request) -> targets.Chosen | Actio
     )
     if isinstance(chosen, str):
         return _restore_refused(chosen)
-    return chosen
+    refusal, wal_end = check_before_restore(host, chosen, records)
+    if refusal is not None:
+        return _restore_refused(_restore_failure(refusal))
+    return chosen, wal_end
 
 
 def _read_history(host: Host, row: TimelineRecord) -> tuple[TimelineBranch, ...] | None:
@@ -189,7 +196,7 @@ def _start_again(host: Host, before: UnitStatus, reason: str) -> ActionFailed:
     return _restore_refused(message)
 
 
-def _record_restore(host: Host, chosen: targets.Chosen, moved: str) -> str:
+def _record_restore(host: Host, chosen: targets.Chosen, moved: str, wal_end: str) -> str:
     """The restore state; desired_config turns it into Patroni's pgBackRest bootstrap.
     Returns where the data from before the restore is kept.
 
@@ -216,6 +223,7 @@ def _record_restore(host: Host, chosen: targets.Chosen, moved: str) -> str:
         to_time=chosen.restore_to_time,
         timeline=chosen.timeline,
         moved_data=kept_before or moved,
+        wal_end=wal_end,
     )
     state.write(app)
     app[S3_BLOCK_MESSAGE] = ""
@@ -244,6 +252,14 @@ def detect_restore_end(host: Host, state: RestoreState) -> Outcome:
     timeline = primary_timeline(workload)
     if timeline is None:
         return Done()  # still restoring: look again at the next update-status
+    if state.wal_end:
+        # A restore to the end of the archive must have replayed all of it: PostgreSQL
+        # promotes at the first segment it cannot read and says nothing.
+        if is_failed_restore_status(host.get_status()):
+            return Done()  # reported once; the data stays as it is for rollback-restore
+        short = stopped_short(host, timeline, state.wal_end)
+        if short is not None:
+            return _restore_short(host, state, short)
     _restore_succeeded(host, state, timeline)
     return Done()
 
@@ -273,6 +289,17 @@ def _restore_failed(host: Host, moved: str, state: str | None) -> Done:
     reason = f"old data kept at {moved}" if moved else ""
     message = msg.with_reason(msg.FAILED_TO_RESTORE_BACKUP, reason)
     log.error("Restore failed: Patroni member state %s; %s", state, reason or "no old data")
+    host.set_status(UnitStatus.blocked(message))
+    return Done()
+
+
+def _restore_short(host: Host, state: RestoreState, reason: str) -> Done:
+    """The restore ended before the end of the archive: never "restore complete". Blocked
+    like a failed restore, so the data from before it stays and rollback-restore can put
+    it back; the restored database keeps running for a person to look at."""
+    kept = f"; old data kept at {state.moved_data}" if state.moved_data else ""
+    message = msg.with_reason(msg.FAILED_TO_RESTORE_BACKUP, reason + kept)
+    log.error("Restore fell short of its target: %s", message)
     host.set_status(UnitStatus.blocked(message))
     return Done()
 
