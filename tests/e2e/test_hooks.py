@@ -46,10 +46,15 @@ class Driver:
         return Cluster.load(self.name, self.home)
 
     def ok(self, *args: str, timeout: float = 600) -> str:
+        return self.exits(0, *args, timeout=timeout).stdout
+
+    def exits(
+        self, code: int, *args: str, timeout: float = 600
+    ) -> subprocess.CompletedProcess[str]:
         words = 2 if args[0] in ("s3", "tls") else 1
         proc = self.cli(*args[:words], "--name", self.name, *args[words:], timeout=timeout)
-        assert proc.returncode == 0, f"pgbackups {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
-        return proc.stdout
+        assert proc.returncode == code, f"pgbackups {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
+        return proc
 
     def action(self, unit: str, action: str, *params: str) -> dict[str, Any]:
         proc = self.cli("run", "--name", self.name, unit, action, *params, "--json", timeout=600)
@@ -253,7 +258,9 @@ def test_plain2_backup_on_the_primary_without_tls(plain2: Driver) -> None:
 def test_solo_wrong_secret_blocks_and_the_right_one_clears(solo: Driver, tmp_path: Path) -> None:
     wrong = tmp_path / "secret"
     wrong.write_text("x" * 40 + "\n")
-    solo.ok("s3", "set", "--secret-key-file", str(wrong))
+    # s3 set stores the settings but says the unit is Blocked, and exits 1.
+    proc = solo.exits(1, "s3", "set", "--secret-key-file", str(wrong))
+    assert "error: solo/0: " in proc.stderr
     status, message = solo.unit_status("solo/0")
     assert status == "blocked"
     assert messages.is_s3_block_message(message), message
@@ -272,8 +279,8 @@ def test_solo_pgbackrest_failure_blocks_stanza_then_clears(solo: Driver, tmp_pat
     s3 = solo.cluster.s3()
     secret = tmp_path / "secret"
     secret.write_text(s3.secret_key + "\n")
-    solo.ok(
-        "s3", "set", "--endpoint", f"https://127.0.0.1:{s3.port}", "--region", s3.region,
+    solo.exits(
+        1, "s3", "set", "--endpoint", f"https://127.0.0.1:{s3.port}", "--region", s3.region,
         "--access-key", s3.access_key, "--secret-key-file", str(secret), "--ca-file", s3.ca_file,
         "--path", "/ip-endpoint",
     )  # fmt: skip

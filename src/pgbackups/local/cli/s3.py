@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pgbackups.core import messages as msg
 from pgbackups.core.outcomes import Outcome
 from pgbackups.core.settings import URI_STYLES, S3Settings, parse_s3_settings
 from pgbackups.local.cli.common import Subparsers, add_name, subcommand
@@ -128,7 +129,22 @@ def cmd_set(args: argparse.Namespace) -> int:
         _report(runtime.fire_all("s3-credentials-changed"), progress, "s3-credentials-changed")
         _report(runtime.peers_changed(), progress, "peer-changed")
     print_unit_statuses(cluster)
-    return 0
+    return _s3_block_exit(cluster)
+
+
+def _s3_block_exit(cluster: Cluster) -> int:
+    """1 when S3 left a unit Blocked: the settings are stored (a later fix clears the
+    block) but backups do not work, and a script must not take that for success. WAL is
+    held on the units meanwhile when the repository was this cluster's."""
+    blocked = [
+        (unit.name, message)
+        for unit in cluster.units()
+        for status, message in [cluster.get_status(unit.name)]
+        if status == "blocked" and msg.is_s3_block_message(message)
+    ]
+    for name, message in blocked:
+        print(f"error: {name}: {message}", file=sys.stderr)
+    return 1 if blocked else 0
 
 
 def cmd_unset(args: argparse.Namespace) -> int:

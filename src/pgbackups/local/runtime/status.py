@@ -110,7 +110,10 @@ def _backup_settings(cluster: Cluster) -> dict[str, str]:
         view.update(endpoint=parsed.endpoint, bucket=parsed.bucket, path=parsed.path)
     app = peer_store(cluster).app_bag(writable=False)
     view["stanza"] = app.get("stanza", "")
-    view["archiving"] = "on" if view["stanza"] else "off"
+    # held: the repository is this cluster's but cannot be used now; PostgreSQL keeps
+    # every WAL segment until it can (docs/reliability.md).
+    held = app.get("archive-held", "")
+    view["archiving"] = "on" if view["stanza"] else ("held" if held else "off")
     return view
 
 
@@ -148,6 +151,7 @@ def _backups_line(backups: dict[str, str]) -> str:
         f"backups {backups.get('endpoint', '')}  bucket: {backups.get('bucket', '')}  "
         f"path: {backups.get('path', '?')}  stanza: {backups.get('stanza') or '-'}  "
         f"WAL archiving: {backups.get('archiving', 'off')}"
+        + (" (WAL kept on the units until S3 works)" if backups.get("archiving") == "held" else "")
     )
 
 
