@@ -61,13 +61,6 @@ def _switch_and_wait_archived(cluster: Cluster, unit: Unit, timeout: float = 120
     return segment
 
 
-def _backup_id(run_cli: CliRunner, name: str, unit: str) -> str:
-    res = run_cli("run", "--name", name, unit, "list-backups", "format=json", "--json")
-    assert res.returncode == 0, res.stderr
-    rows = json.loads(res.stdout)["results"]["backups"]  # format=json: decoded by --json
-    return str(next(r["id"] for r in rows if r["type"] == "full"))
-
-
 def _count(unit: Unit) -> int:
     return int(unit.query("select count(*) from t")[0][0])
 
@@ -83,7 +76,7 @@ def test_wal_written_while_s3_is_blocked_is_kept_and_restored(
     unit.query("insert into t select generate_series(1, 100)")
     res = run_cli("run", "--name", name, ref, "create-backup", "--json")
     assert res.returncode == 0, res.stderr
-    backup_id = _backup_id(run_cli, name, ref)
+    backup_id = json.loads(res.stdout)["results"]["backup-id"]
 
     # A wrong secret key: the unit is Blocked, `s3 set` says so, and WAL is held.
     wrong = tmp_path / "secret"
@@ -132,7 +125,7 @@ def test_an_empty_segment_refuses_a_restore_to_latest_and_changes_nothing(
     unit.query("insert into t select generate_series(1, 100)")
     res = run_cli("run", "--name", name, ref, "create-backup", "--json")
     assert res.returncode == 0, res.stderr
-    backup_id = _backup_id(run_cli, name, ref)
+    backup_id = json.loads(res.stdout)["results"]["backup-id"]
     archived = []
     for _ in range(3):
         unit.query("insert into t values (1000)")
