@@ -416,6 +416,8 @@ class FakeObjectStore:
     created: bool = False
     get_error: str | None = None
     put_errors: dict[str, str] = field(default_factory=dict)  # key suffix -> reason
+    # key -> what another writer puts there right after our put (a concurrent claim)
+    overwrite_after_put: dict[str, bytes] = field(default_factory=dict)
 
     def ensure_bucket(self) -> bool:
         self.calls.append("object_store.ensure_bucket")
@@ -430,7 +432,7 @@ class FakeObjectStore:
         for suffix, reason in self.put_errors.items():
             if key.endswith(suffix):
                 raise ObjectStoreError(reason)
-        self.objects[key] = body
+        self.objects[key] = self.overwrite_after_put.get(key, body)
 
     def get(self, key: str) -> bytes | None:
         self.calls.append(f"object_store.get({key})")

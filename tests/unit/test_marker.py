@@ -84,7 +84,8 @@ UNVERIFIABLE = (True, False)
         ([], None, SYSTEM_ID, None),
         ([], None, None, None),  # empty: nothing to compare
         ([stanza_info(status_code=1, system_ids=())], None, SYSTEM_ID, None),
-        ([stanza_info()], None, SYSTEM_ID, None),
+        # A stanza without the marker is not ours: a restored copy looks the same.
+        ([stanza_info()], None, SYSTEM_ID, FOREIGN),
         ([stanza_info()], marker_body(), SYSTEM_ID, None),
         ([], marker_body(), SYSTEM_ID, None),
         ([stanza_info("other.main")], None, SYSTEM_ID, FOREIGN),

@@ -450,6 +450,7 @@ def test_completion_full_call_sequence() -> None:
         "workload.current_timeline",
         *CLEAR_KEYS,
         f"workload.apply_config(stanza={STANZA})",
+        "object_store.get(pgbackups-cluster.json)",  # no repository encloses the path
         "backup_tool.info()",
         f"object_store.get({MARKER_KEY})",
         "workload.system_identifier",

@@ -37,9 +37,13 @@ CONFIG_OFF = "workload.apply_config(stanza=-)"
 CONFIG_ON = f"workload.apply_config(stanza={STANZA})"
 INITIALISING = "set_status(maintenance: initialising stanza)"
 CHECKING = "set_status(maintenance: checking stanza)"
-OWNERSHIP = ["backup_tool.info()", f"object_store.get({MARKER_KEY})"]
+ROOT_MARKER = "object_store.get(pgbackups-cluster.json)"  # no repository encloses the path
+OWNERSHIP = [ROOT_MARKER, "backup_tool.info()", f"object_store.get({MARKER_KEY})"]
+# The marker is written before archiving starts, and read back (a concurrent claim).
+CLAIM = [f"object_store.put({MARKER_KEY})", f"object_store.get({MARKER_KEY})"]
 START = [CONFIG_OFF, INITIALISING, "object_store.ensure_bucket", *OWNERSHIP]
 SUCCESS = [
+    *CLAIM,
     "backup_tool.stanza_create",
     CHECKING,
     f"app_data[stanza]={STANZA!r}",
@@ -47,7 +51,6 @@ SUCCESS = [
     "app_data[archive-held]=''",
     CONFIG_ON,
     "backup_tool.check",
-    f"object_store.put({MARKER_KEY})",
     "app_data[s3-block-message]=''",
     "set_status(active)",
 ]
@@ -86,9 +89,12 @@ def test_happy_path_full_call_sequence() -> None:
         CONFIG_OFF,
         INITIALISING,
         "object_store.ensure_bucket",
+        ROOT_MARKER,
         "backup_tool.info()",
         f"object_store.get({MARKER_KEY})",
         "workload.system_identifier",
+        "workload.system_identifier",
+        *CLAIM,
         "backup_tool.stanza_create",
         CHECKING,
         f"app_data[stanza]={STANZA!r}",
@@ -96,8 +102,6 @@ def test_happy_path_full_call_sequence() -> None:
         "app_data[archive-held]=''",
         CONFIG_ON,
         "backup_tool.check",
-        "workload.system_identifier",
-        f"object_store.put({MARKER_KEY})",
         "app_data[s3-block-message]=''",
         "set_status(active)",
         "workload.stop_tls_server",
@@ -359,11 +363,13 @@ CASES: list[tuple[str, Setup, object, UnitStatus, list[str]]] = [
         [*START, *blocked_calls(ANOTHER)],
     ),
     (
-        "own-stanza-no-marker-is-ours",
+        # The marker is required: a restored copy of this cluster has the same stanza
+        # name and system identifier, and only the marker tells the two apart.
+        "own-stanza-no-marker-is-not-ours",
         _own_stanza_no_marker,
         Done,
-        UnitStatus.active(),
-        [*START, *SUCCESS, "workload.stop_tls_server"],
+        UnitStatus.blocked(ANOTHER),
+        [*START, *blocked_calls(ANOTHER)],
     ),
     (
         "own-stanza-own-marker",
@@ -402,6 +408,7 @@ CASES: list[tuple[str, Setup, object, UnitStatus, list[str]]] = [
             CONFIG_OFF,
             INITIALISING,
             "object_store.ensure_bucket",
+            ROOT_MARKER,
             "backup_tool.info()",
             *blocked_calls(f"{STANZA_MSG}: ERROR: [039]: HTTP request failed"),
         ],
@@ -420,6 +427,7 @@ CASES: list[tuple[str, Setup, object, UnitStatus, list[str]]] = [
         UnitStatus.blocked(f"{STANZA_MSG}: ERROR: [039]: HTTP request failed with 403"),
         [
             *START,
+            *CLAIM,
             "backup_tool.stanza_create",
             *blocked_calls(f"{STANZA_MSG}: ERROR: [039]: HTTP request failed with 403"),
         ],
@@ -431,6 +439,7 @@ CASES: list[tuple[str, Setup, object, UnitStatus, list[str]]] = [
         UnitStatus.blocked(f"{STANZA_MSG}: ERROR: [082]: WAL segment was not archived"),
         [
             *START,
+            *CLAIM,
             "backup_tool.stanza_create",
             CHECKING,
             f"app_data[stanza]={STANZA!r}",
@@ -452,19 +461,20 @@ CASES: list[tuple[str, Setup, object, UnitStatus, list[str]]] = [
         UnitStatus.active(),
         [
             *START,
-            *SUCCESS[:7],
+            *SUCCESS[:9],
             "backup_tool.check",
             "backup_tool.check",
-            *SUCCESS[7:],
+            *SUCCESS[9:],
             "workload.stop_tls_server",
         ],
     ),
     (
-        "marker-write-failure-is-not-a-block",
+        # The marker is required before archiving starts: not written, no archiving.
+        "marker-write-failure-blocks",
         _marker_write_fails,
         Done,
-        UnitStatus.active(),
-        [*START, *SUCCESS, "workload.stop_tls_server"],
+        UnitStatus.blocked(f"{BUCKET}: AccessDenied"),
+        [*START, f"object_store.put({MARKER_KEY})", *blocked_calls(f"{BUCKET}: AccessDenied")],
     ),
 ]
 
@@ -685,6 +695,7 @@ def test_a_403_on_the_bucket_check_lets_pgbackrest_say_why() -> None:
         CONFIG_OFF,
         INITIALISING,
         "object_store.ensure_bucket",
+        ROOT_MARKER,
         "backup_tool.info()",
         *blocked_calls(message),
     ]
@@ -697,3 +708,27 @@ def test_a_403_then_a_readable_repository_goes_on_like_an_existing_bucket() -> N
     assert on_s3_credentials_changed(host) == Done()
     assert host.status == UnitStatus.active()
     assert host.effects == [*START, *SUCCESS, "workload.stop_tls_server"]
+
+
+# ---------------------------------------------------------------------------
+# Two clusters, one repository (docs/security.md)
+
+
+def test_a_path_inside_another_repository_is_refused() -> None:
+    host = FakeHost(s3={**VALID_S3, "path": "/pg/nested"})
+    host.store.objects["pg/pgbackups-cluster.json"] = marker_body(cluster_id="someone-else")
+    assert on_s3_credentials_changed(host) == Done()
+    assert host.status.is_blocked
+    assert "the path /pg/nested is inside the repository at /pg" in host.status.message
+    assert "backup_tool.stanza_create" not in host.calls
+    assert not [c for c in host.calls if c.startswith("object_store.put")]
+
+
+def test_a_claim_lost_to_another_cluster_stops_before_archiving() -> None:
+    # Another cluster wrote its marker right after ours: reading it back tells.
+    host = FakeHost()
+    host.store.overwrite_after_put = {MARKER_KEY: marker_body(cluster_id="the-other-one")}
+    assert on_s3_credentials_changed(host) == Done()
+    assert host.status == UnitStatus.blocked(msg.ANOTHER_CLUSTER_REPOSITORY)
+    assert "backup_tool.stanza_create" not in host.calls
+    assert "stanza" not in host.app_dict

@@ -47,6 +47,14 @@ def marker_key(repository_path: str) -> str:
     return object_key(repository_path, MARKER_NAME)
 
 
+def enclosing_paths(repository_path: str) -> list[str]:
+    """The paths a repository at ``repository_path`` would be nested in, nearest first:
+    ``/a/b/c`` → ``/a/b``, ``/a``, ``/``. A repository there (its marker) makes this
+    path part of another cluster's repository."""
+    parts = [p for p in repository_path.strip("/").split("/") if p]
+    return ["/" + "/".join(parts[:n]) for n in range(len(parts) - 1, -1, -1)] if parts else []
+
+
 def decode_marker(body: bytes) -> ClusterMarker | None:
     """The marker in ``body``; None when it is not a marker we can read."""
     try:
@@ -85,8 +93,10 @@ def ownership_problem(
     """None when the repository is empty or ours (SPEC §7.1).
 
     - absent marker and no stanza: an empty repository, ours to take;
-    - absent marker but our own stanza with our system identifier: ours (the marker is
-      written after the next successful check);
+    - a stanza but no marker: not ours to take. The marker is written before archiving
+      ever starts, so only another writer leaves a stanza without one — and a restored
+      copy of this cluster has the very same stanza name and system identifier, so the
+      stanza alone cannot tell the two apart;
     - any other stanza, our stanza with another system identifier (or none recorded), or
       a marker that does not name this stanza, cluster and system identifier: foreign.
     """
@@ -113,6 +123,10 @@ def ownership_problem(
                 f"this cluster is {system_identifier}"
             )
     if marker_body is None:
+        if existing:
+            return OwnershipProblem(
+                f"stanza {existing[0].name!r} is there without the cluster marker {MARKER_NAME}"
+            )
         return None
     marker = decode_marker(marker_body)
     if marker is None:

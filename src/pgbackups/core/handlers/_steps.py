@@ -27,7 +27,7 @@ from pgbackups.core.host import (
     WorkloadConfig,
     WorkloadError,
 )
-from pgbackups.core.marker import ClusterMarker, marker_key, ownership_problem
+from pgbackups.core.marker import ClusterMarker, enclosing_paths, marker_key, ownership_problem
 from pgbackups.core.peer_keys import (
     ARCHIVE_HELD,
     CONNECTIVITY,
@@ -151,6 +151,13 @@ def block_s3(host: Host, message: str) -> None:
 
 def repository_problem(host: Host, settings: S3Settings, store: ObjectStore) -> str | None:
     """The Blocked message when the repository is not empty and not ours (SPEC §7.1)."""
+    enclosing = _enclosing_repository(settings, store)
+    if enclosing is not None:
+        log.error("The S3 path %s is inside the repository at %s", settings.path, enclosing)
+        return msg.with_reason(
+            msg.FAILED_TO_INITIALIZE_STANZA,
+            f"the path {settings.path} is inside the repository at {enclosing}",
+        )
     try:
         stanzas = host.backup_tool.info()
     except BackupToolError as exc:
@@ -177,10 +184,47 @@ def repository_problem(host: Host, settings: S3Settings, store: ObjectStore) -> 
     return msg.with_reason(msg.FAILED_TO_INITIALIZE_STANZA, problem.reason)
 
 
+def _enclosing_repository(settings: S3Settings, store: ObjectStore) -> str | None:
+    """The path of a repository (its cluster marker) that ``settings.path`` lies inside.
+    A marker that cannot be read counts as none: the marker of the path itself is read
+    next, and its failure blocks."""
+    for path in enclosing_paths(settings.path):
+        try:
+            if store.get(marker_key(path)) is not None:
+                return path
+        except ObjectStoreError as exc:
+            log.warning("The marker at %s could not be read: %s", path, exc)
+    return None
+
+
+def claim_repository(host: Host, settings: S3Settings, store: ObjectStore) -> str | None:
+    """Write the cluster marker, then read it back: None when the repository is ours,
+    else the Blocked message. The marker is required before archiving starts
+    (docs/security.md, "Two clusters, one repository"); reading it back catches a
+    second cluster that claimed the same empty path at the same moment (the last
+    writer keeps it, the other sees its marker and stops)."""
+    system_id = system_identifier(host)
+    if system_id is None:
+        return msg.with_reason(
+            msg.FAILED_TO_INITIALIZE_STANZA, "the PostgreSQL system identifier cannot be read"
+        )
+    marker = ClusterMarker(host.stanza_name, host.cluster_id, system_id)
+    key = marker_key(settings.path)
+    try:
+        store.put(key, marker.encode())
+        written = store.get(key)
+    except ObjectStoreError as exc:
+        log.error("The cluster marker cannot be written: %s", exc)
+        return msg.with_reason(msg.FAILED_TO_ACCESS_CREATE_BUCKET, str(exc))
+    if written != marker.encode():
+        log.error("Another cluster claimed the repository at the same time: %r", written)
+        return msg.ANOTHER_CLUSTER_REPOSITORY
+    return None
+
+
 def write_marker(host: Host, settings: S3Settings, store: ObjectStore) -> None:
-    """Claim the repository. A failure is logged, not blocked: a repository holding our
-    stanza with our system identifier is ours even without the marker (§7.1), and the
-    marker is written again after the next successful check."""
+    """Claim the repository again after a restore (the marker names the cluster and its
+    system identifier). A failure is logged: the restore stands."""
     system_id = system_identifier(host)
     if system_id is None:
         log.warning("Cluster marker not written: the system identifier cannot be read")

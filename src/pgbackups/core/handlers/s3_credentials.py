@@ -15,9 +15,9 @@ from pgbackups.core import messages as msg
 from pgbackups.core.handlers._steps import (
     apply_config,
     block_s3,
+    claim_repository,
     parse_settings,
     repository_problem,
-    write_marker,
 )
 from pgbackups.core.handlers.tls_server import tls_server_steps
 from pgbackups.core.host import (
@@ -124,7 +124,7 @@ def _could_initialise_stanza(host: Host, settings: S3Settings, store: ObjectStor
     host.set_status(UnitStatus.maintenance(msg.INITIALISING_STANZA))
     if not _ensure_bucket(host, store):
         return False
-    problem = repository_problem(host, settings, store)
+    problem = repository_problem(host, settings, store) or claim_repository(host, settings, store)
     if problem is not None:
         block_s3(host, problem)
         return False
@@ -187,7 +187,6 @@ def _is_wal_archiving_to_s3_working(
         log.error("pgBackRest check failed: %s", reason)
         block_s3(host, msg.with_reason(msg.FAILED_TO_INITIALIZE_STANZA, reason))
         return False
-    write_marker(host, settings, store)
     host.app_data[S3_BLOCK_MESSAGE] = ""
     host.set_status(UnitStatus.active())
     log.info("WAL archiving into stanza %s works", host.stanza_name)
