@@ -52,6 +52,10 @@ def test_systemd_units_run_as_postgres() -> None:
     assert "User=postgres" in unit and "WantedBy=multi-user.target" in unit
     server = tls_server_unit(paths.pgbackrest_config)
     assert f"--config={paths.pgbackrest_config} server" in server
+    # Secrets reach the services through their files (0600/0640, postgres), never their
+    # environment: a process's environment outlives the hook and is in /proc.
+    for text in (unit, server):
+        assert "Environment" not in text and "PASSWORD" not in text.upper()
 
 
 def test_paths_follow_the_postgresql_version() -> None:
