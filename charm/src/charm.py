@@ -95,7 +95,7 @@ class PgBackupsCharm(ops.CharmBase):
         super().__init__(framework)
         self._adapters: Adapters | None = None
         self._app_secrets: AppSecrets | None = None
-        self.backup_tls = type(self).backup_tls_factory(self)
+        self._backup_tls: BackupTlsFiles | None = None
         self.s3 = S3Requirer(self, S3_RELATION)
         self.certs = TlsRequirer(self, TLS_RELATION, type(self).tls_files_factory(self))
 
@@ -127,6 +127,13 @@ class PgBackupsCharm(ops.CharmBase):
         if self._adapters is None:
             self._adapters = type(self).adapters_factory(self)
         return self._adapters
+
+    @property
+    def backup_tls(self) -> BackupTlsFiles:
+        """Built on first use: the install hook runs before the ``postgres`` user exists."""
+        if self._backup_tls is None:
+            self._backup_tls = type(self).backup_tls_factory(self)
+        return self._backup_tls
 
     @property
     def host(self) -> CharmHost:
