@@ -5,20 +5,24 @@ Every Juju event is turned into one call of a core handler (``pgbackups.core.eve
 a :class:`charm_host.CharmHost`, and the handler's outcome back into ops:
 ``Deferred`` → ``event.defer()``, ``ActionResults`` → ``event.set_results()``,
 ``ActionFailed`` → ``event.fail()``, ``Done`` → nothing. The charm itself only installs
-and starts the workload, keeps the Patroni passwords, and translates relations
-(``s3-parameters``, ``certificates``, ``database-peers``) into the core's terms.
+and starts the workload, keeps the application's secret (the Patroni passwords and the
+pgBackRest TLS CA: :mod:`app_secret`) and this unit's pgBackRest certificate
+(:mod:`backup_tls`), and translates relations (``s3-parameters``, ``certificates``,
+``database-peers``) into the core's terms.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
 import socket
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import ops
 
+import app_secret
+from app_secret import PASSWORD_KEYS, SECRET_ID_KEY, AppSecrets
+from backup_tls import BackupTlsFiles, DiskBackupTls
 from charm_host import (
     PEER_RELATION,
     S3_RELATION,
@@ -26,7 +30,8 @@ from charm_host import (
     Adapters,
     CharmHost,
 )
-from pgbackups.adapters import processes
+from pgbackups.adapters import certificates, processes
+from pgbackups.adapters.certificates import CertificateAuthority, CertificateError
 from pgbackups.adapters.patroni import PatroniPasswords
 from pgbackups.adapters.pgbackrest import PgBackRest
 from pgbackups.adapters.s3 import S3Bucket
@@ -40,11 +45,12 @@ from pgbackups.workload.layout import UnitFacts
 from s3_requirer import S3Requirer
 from tls_files import DiskTlsFiles
 from tls_requirer import TlsFiles, TlsRequirer
-from workload import MachinePaths, MachineWorkload, machine_facts
+from workload import MachinePaths, MachineWorkload, machine_facts, member_name
 
 log = logging.getLogger(__name__)
 
-PASSWORD_KEYS = ("superuser-password", "replication-password", "rewind-password")
+__all__ = ["PASSWORD_KEYS", "SECRET_ID_KEY", "PgBackupsCharm"]
+
 WAITING_FOR_PEERS = "waiting for the peer relation"
 WAITING_FOR_PASSWORDS = "waiting for the leader to generate the database passwords"
 AWAITING_MEMBER = "awaiting for member to start"
@@ -70,14 +76,26 @@ def machine_tls_files(charm: PgBackupsCharm) -> TlsFiles:
     return DiskTlsFiles(MachinePaths().tls_dir)
 
 
+def machine_backup_tls(charm: PgBackupsCharm) -> BackupTlsFiles:
+    return DiskBackupTls(MachinePaths().backup_tls_dir, processes.db_user())
+
+
+def machine_new_ca(charm: PgBackupsCharm) -> CertificateAuthority:
+    return certificates.new_authority(f"{charm.app.name}-pgbackrest-ca")
+
+
 class PgBackupsCharm(ops.CharmBase):
     # The only seams the tests use: they return fakes at the adapter boundary.
     adapters_factory: ClassVar[Callable[[PgBackupsCharm], Adapters]] = machine_adapters
     tls_files_factory: ClassVar[Callable[[PgBackupsCharm], TlsFiles]] = machine_tls_files
+    backup_tls_factory: ClassVar[Callable[[PgBackupsCharm], BackupTlsFiles]] = machine_backup_tls
+    new_ca_factory: ClassVar[Callable[[PgBackupsCharm], CertificateAuthority]] = machine_new_ca
 
     def __init__(self, framework: ops.Framework) -> None:
         super().__init__(framework)
         self._adapters: Adapters | None = None
+        self._app_secrets: AppSecrets | None = None
+        self._backup_tls: BackupTlsFiles | None = None
         self.s3 = S3Requirer(self, S3_RELATION)
         self.certs = TlsRequirer(self, TLS_RELATION, type(self).tls_files_factory(self))
 
@@ -111,6 +129,13 @@ class PgBackupsCharm(ops.CharmBase):
         return self._adapters
 
     @property
+    def backup_tls(self) -> BackupTlsFiles:
+        """Built on first use: the install hook runs before the ``postgres`` user exists."""
+        if self._backup_tls is None:
+            self._backup_tls = type(self).backup_tls_factory(self)
+        return self._backup_tls
+
+    @property
     def host(self) -> CharmHost:
         return CharmHost(
             self,
@@ -119,25 +144,77 @@ class PgBackupsCharm(ops.CharmBase):
             tls=self.certs.material,
         )
 
-    def passwords(self) -> PatroniPasswords | None:
-        relation = self.model.get_relation(PEER_RELATION)
-        if relation is None:
-            return None
-        bag = relation.data[self.app]
-        values = [bag.get(k, "") for k in PASSWORD_KEYS]
-        if not all(values):
-            return None
-        return PatroniPasswords(*values)
+    # --- the application's secret ----------------------------------------------------
 
-    def _ensure_passwords(self) -> None:
-        """The leader generates the database passwords once, in the app peer bag."""
+    def app_secrets(self) -> AppSecrets | None:
+        """The passwords and the pgBackRest CA, once the leader has made the secret (None
+        before: every unit waits). Read once per hook."""
+        if self._app_secrets is not None:
+            return self._app_secrets
+        relation = self.model.get_relation(PEER_RELATION)
+        secret_id = relation.data[self.app].get(SECRET_ID_KEY) if relation else None
+        if not secret_id:
+            return None
+        try:
+            # refresh: an owner tracks a revision too (Juju 3.1.7+), and the leader adds a
+            # value when a new charm revision brings a new password.
+            content = self.model.get_secret(id=secret_id).get_content(refresh=True)
+        except (ops.SecretNotFoundError, ops.ModelError) as exc:
+            log.error("the application secret %s cannot be read: %s", secret_id, exc)
+            return None
+        self._app_secrets = app_secret.read(content)
+        return self._app_secrets
+
+    def passwords(self) -> PatroniPasswords | None:
+        secrets = self.app_secrets()
+        return secrets.passwords if secrets is not None else None
+
+    def _ensure_app_secret(self) -> None:
+        """The leader creates the application's secret once, completes it when a value is
+        missing, and moves the passwords an older charm kept in the peer bag into it.
+        A secret that exists is never replaced: the database holds its passwords."""
         relation = self.model.get_relation(PEER_RELATION)
         if relation is None or not self.unit.is_leader():
             return
         bag = relation.data[self.app]
-        for key in PASSWORD_KEYS:
-            if not bag.get(key):
-                bag[key] = secrets.token_urlsafe(24)
+        legacy = {k: bag[k] for k in PASSWORD_KEYS if bag.get(k)}
+
+        def new_ca() -> CertificateAuthority:
+            return type(self).new_ca_factory(self)
+
+        try:
+            secret_id = bag.get(SECRET_ID_KEY)
+            if secret_id:
+                secret = self.model.get_secret(id=secret_id)
+                content = secret.get_content(refresh=True)
+                wanted = app_secret.complete(content, legacy=legacy, new_ca=new_ca)
+                if wanted != content:
+                    secret.set_content(wanted)
+            else:
+                wanted = app_secret.complete({}, legacy=legacy, new_ca=new_ca)
+                secret = self.app.add_secret(
+                    wanted, description="pgbackups: Patroni passwords, pgBackRest TLS CA"
+                )
+                assert secret.id is not None  # add_secret returns it with its id
+                bag[SECRET_ID_KEY] = secret.id
+                log.info("created the application secret")
+        except (ops.SecretNotFoundError, ops.ModelError, CertificateError) as exc:
+            log.error("the application secret cannot be made or read: %s", exc)
+            return
+        for key in legacy:  # in the secret now: out of the bag every unit can read
+            del bag[key]
+        self._app_secrets = None
+
+    def _ensure_backup_tls(self) -> None:
+        """This unit's pgBackRest certificate from the application's CA (idempotent)."""
+        secrets = self.app_secrets()
+        address = self.host.unit_address()
+        if secrets is None or not address:
+            return
+        try:
+            self.backup_tls.ensure(secrets.pgbackrest_ca, member_name(self.unit.name), [address])
+        except (CertificateError, OSError) as exc:
+            log.error("this unit's pgBackRest TLS certificate was not issued: %s", exc)
 
     def unit_facts(self) -> UnitFacts:
         host = self.host
@@ -150,6 +227,7 @@ class PgBackupsCharm(ops.CharmBase):
             tls=self.certs.material(),
             passwords=self.passwords(),
             stanza=host.stanza_name,
+            backup_tls=self.backup_tls.material(),
         )
 
     # --- outcomes ------------------------------------------------------------------
@@ -197,6 +275,8 @@ class PgBackupsCharm(ops.CharmBase):
             self._apply(event, Deferred(WAITING_FOR_PEERS))
             return
         self._mark_cluster_initialised(host)
+        if not is_action:  # hooks reconcile; an action uses what is there
+            self._ensure_backup_tls()
         try:
             outcome = handler(host, *args)
         except WorkloadError as exc:
@@ -244,11 +324,12 @@ class PgBackupsCharm(ops.CharmBase):
         if self.model.get_relation(PEER_RELATION) is None:
             event.defer()
             return False
-        self._ensure_passwords()
+        self._ensure_app_secret()
         if self.passwords() is None:
             self.unit.status = ops.WaitingStatus(WAITING_FOR_PASSWORDS)
             event.defer()
             return False
+        self._ensure_backup_tls()
         host = self.host
         try:
             host.workload.apply_config(desired_config(host))
@@ -281,7 +362,7 @@ class PgBackupsCharm(ops.CharmBase):
         self._run(event, events.HOOKS["update-status"])
 
     def _on_leader_elected(self, event: ops.LeaderElectedEvent) -> None:
-        self._ensure_passwords()
+        self._ensure_app_secret()
         self._run(event, events.HOOKS["leader-elected"])
 
     # --- peers and TLS -------------------------------------------------------------
@@ -290,6 +371,7 @@ class PgBackupsCharm(ops.CharmBase):
         """Render the configuration the core wants, once the passwords exist."""
         if self.passwords() is None:
             return
+        self._ensure_backup_tls()
         host = self.host
         try:
             host.workload.apply_config(desired_config(host))
@@ -298,7 +380,7 @@ class PgBackupsCharm(ops.CharmBase):
             event.defer()
 
     def _on_peers_changed(self, event: ops.RelationEvent) -> None:
-        self._ensure_passwords()
+        self._ensure_app_secret()
         self._run(event, events.HOOKS["peer-changed"])  # it renders the configuration first
 
     def _on_peer_departed(self, event: ops.RelationDepartedEvent) -> None:

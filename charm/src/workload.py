@@ -75,6 +75,11 @@ class MachinePaths:
         return f"{self.state_dir}/tls"
 
     @property
+    def backup_tls_dir(self) -> str:
+        """This unit's pgBackRest TLS key and certificates (from the application's CA)."""
+        return f"{self.state_dir}/pgbackrest-tls"
+
+    @property
     def pgpass(self) -> str:
         return f"{self.state_dir}/pgpass"
 
@@ -94,10 +99,12 @@ def machine_facts(
     tls: TlsMaterial | None,
     passwords: PatroniPasswords | None,
     stanza: str,
+    backup_tls: TlsMaterial | None = None,
 ) -> UnitFacts:
     """This unit and its peers as the workload sees them. Every unit has the same paths
-    and ports on its own machine, reached at its peer-relation address, which is also
-    the common name of its certificate."""
+    and ports on its own machine, reached at its peer-relation address. A unit's
+    pgBackRest certificate (from the application's CA: :mod:`backup_tls`) is named after
+    its member name, which is what the peers' TLS servers admit."""
     layout = UnitLayout(
         unit=unit,
         scope=app,
@@ -126,7 +133,7 @@ def machine_facts(
         peers=tuple(
             PeerLayout(
                 member=member_name(p.name),
-                cert_name=p.address,
+                cert_name=member_name(p.name),
                 address=p.address,
                 tls_server_host=p.address,
                 tls_server_port=TLS_SERVER_PORT,
@@ -138,6 +145,7 @@ def machine_facts(
         ),
         tls=tls,
         passwords=passwords,
+        backup_tls=backup_tls,
     )
 
 

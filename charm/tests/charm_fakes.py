@@ -6,9 +6,11 @@ of a hook as well as the state out.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from pgbackups.adapters.certificates import CertificateAuthority
 from pgbackups.core.archive import ArchivedSegment, needed_by, parse_segment_name
 from pgbackups.core.host import (
     BackupToolError,
@@ -283,6 +285,28 @@ class FakeTlsFiles:
         self.key = self.csr_pem = self.cert = self.ca = None
 
 
+@dataclass
+class FakeBackupTls:
+    """This unit's pgBackRest certificate: issued once per (CA, name, addresses). Its
+    own log (``issued``), not World.calls: most hooks issue it the first time they run."""
+
+    issued: list[str] = field(default_factory=list)
+    issued_for: tuple[str, str, tuple[str, ...]] | None = None
+
+    def material(self) -> TlsMaterial | None:
+        if self.issued_for is None:
+            return None
+        return TlsMaterial("/pgbr-tls/ca.crt", "/pgbr-tls/unit.crt", "/pgbr-tls/unit.key")
+
+    def ensure(self, ca: CertificateAuthority, common_name: str, names: Sequence[str]) -> bool:
+        wanted = (ca.cert_pem, common_name, tuple(names))
+        if wanted == self.issued_for:
+            return False
+        self.issued.append(f"{common_name} {list(names)} from {ca.cert_pem.splitlines()[1]}")
+        self.issued_for = wanted
+        return True
+
+
 class World:
     """Every fake adapter of one test, sharing one call log."""
 
@@ -292,6 +316,16 @@ class World:
         self.tool = FakeBackupTool(self.calls)
         self.store = FakeObjectStore(self.calls)
         self.tls_files = FakeTlsFiles(self.calls)
+        self.backup_tls = FakeBackupTls()
+        self.cas_made = 0
+
+    def new_ca(self) -> CertificateAuthority:
+        self.cas_made += 1
+        n = self.cas_made
+        return CertificateAuthority(
+            cert_pem=f"-----BEGIN CERTIFICATE-----\nNEW-CA-{n}\n-----END CERTIFICATE-----\n",
+            key_pem=f"-----BEGIN PRIVATE KEY-----\nNEW-CA-KEY-{n}\n-----END PRIVATE KEY-----\n",
+        )
 
     def store_for(self, settings: S3Settings) -> FakeObjectStore:
         self.store.settings.append(settings)

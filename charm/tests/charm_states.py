@@ -8,11 +8,20 @@ from typing import Any
 import ops
 from ops import testing
 
-from charm import PASSWORD_KEYS, PgBackupsCharm
+from app_secret import CA_CERT_KEY, CA_KEY_KEY
+from charm import PASSWORD_KEYS, SECRET_ID_KEY, PgBackupsCharm
 
 MODEL = testing.Model(name="prod", uuid="00000000-0000-4000-8000-000000000001")
 STANZA = "prod.pgbackups-postgresql"
 PASSWORDS = dict.fromkeys(PASSWORD_KEYS, "secret-pw")
+CA_CERT = "-----BEGIN CERTIFICATE-----\nPRIVATE-CA\n-----END CERTIFICATE-----\n"
+CA_KEY = "-----BEGIN PRIVATE KEY-----\nPRIVATE-CA-KEY\n-----END PRIVATE KEY-----\n"
+# The application's secret as the leader leaves it: what most tests start from.
+APP_SECRET = testing.Secret(
+    {**PASSWORDS, CA_CERT_KEY: CA_CERT, CA_KEY_KEY: CA_KEY},
+    owner="app",
+    description="pgbackups: Patroni passwords, pgBackRest TLS CA",
+)
 GOOD_S3 = {
     "bucket": "backups",
     "access-key": "AKIAEXAMPLE",
@@ -37,7 +46,7 @@ def peers(
     passwords: bool = True,
     others_data: dict[int, dict[str, str]] | None = None,
 ) -> testing.PeerRelation:
-    app_data = dict(PASSWORDS) if passwords else {}
+    app_data = {SECRET_ID_KEY: APP_SECRET.id} if passwords else {}
     if initialised:
         app_data["cluster_initialised"] = "True"
     app_data.update(app or {})
@@ -94,10 +103,17 @@ def state(
     status: ops.StatusBase | None = None,
     planned_units: int | None = None,
     deferred: list[testing.DeferredEvent] | None = None,
+    secrets: list[testing.Secret] | None = None,
 ) -> testing.State:
+    """``secrets``: by default the application's secret when the peer bag names it."""
     peer = next((r for r in relations if isinstance(r, testing.PeerRelation)), None)
     units = planned_units or (1 + len(peer.peers_data) if peer is not None else 1)
+    if secrets is None:
+        bag: dict[str, str] = dict(peer.local_app_data) if peer is not None else {}
+        named = bag.get(SECRET_ID_KEY) == APP_SECRET.id
+        secrets = [APP_SECRET] if named else []
     return testing.State(
+        secrets=secrets,
         leader=leader,
         relations=list(relations),
         unit_status=status or testing.ActiveStatus(),

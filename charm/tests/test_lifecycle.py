@@ -22,7 +22,7 @@ from charm_states import (
 )
 from ops import testing
 
-from charm import AWAITING_MEMBER, INSTALL_FAILED, PASSWORD_KEYS, WAITING_FOR_PEERS
+from charm import AWAITING_MEMBER, INSTALL_FAILED, WAITING_FOR_PEERS
 from charm_host import PeerBag, from_ops_status, to_ops_status
 from pgbackups.core.host import Peer, UnitStatus
 
@@ -47,21 +47,7 @@ def test_failed_install_blocks_and_start_does_nothing(world: World) -> None:
     assert "start_database" not in world.calls
 
 
-def test_leader_start_generates_passwords_and_starts_patroni(world: World) -> None:
-    c = ctx()
-    out = c.run(c.on.start(), state(peers(passwords=False, initialised=False)))
-    bag = app_bag(out)
-    assert all(len(bag[k]) >= 24 for k in PASSWORD_KEYS)
-    assert world.calls == ["apply_config", "start_database"]
-    assert world.workload.configs[0].stanza is None
-    assert out.unit_status == testing.WaitingStatus(AWAITING_MEMBER)
-
-
-def test_non_leader_start_waits_for_the_passwords(world: World) -> None:
-    c = ctx()
-    out = c.run(c.on.start(), state(peers(passwords=False), leader=False))
-    assert [d.name for d in out.deferred] == ["start"]
-    assert world.calls == []
+# The application's secret (passwords, pgBackRest CA) has its own tests: test_secrets.py.
 
 
 def test_hooks_wait_for_the_peer_relation(world: World) -> None:

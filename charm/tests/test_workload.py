@@ -26,6 +26,7 @@ from workload import MachinePaths, MachineWorkload, machine_facts
 
 STANZA = "prod.pgbackups-postgresql"
 SETTINGS = S3Settings(bucket="backups", access_key="AK", secret_key="SK", path="/pg")
+BACKUP_TLS = TlsMaterial("/pgbr-tls/ca.crt", "/pgbr-tls/unit.crt", "/pgbr-tls/unit.key")
 
 
 def facts(*, tls: bool = False, peers: int = 1, paths: MachinePaths | None = None) -> UnitFacts:
@@ -40,6 +41,7 @@ def facts(*, tls: bool = False, peers: int = 1, paths: MachinePaths | None = Non
         tls=TlsMaterial("/tls/ca.crt", "/tls/unit.crt", "/tls/unit.key") if tls else None,
         passwords=PatroniPasswords("su", "repl", "rew"),
         stanza=STANZA,
+        backup_tls=BACKUP_TLS if tls else None,
     )
 
 
@@ -50,6 +52,10 @@ def test_systemd_units_run_as_postgres() -> None:
     assert "User=postgres" in unit and "WantedBy=multi-user.target" in unit
     server = tls_server_unit(paths.pgbackrest_config)
     assert f"--config={paths.pgbackrest_config} server" in server
+    # Secrets reach the services through their files (0600/0640, postgres), never their
+    # environment: a process's environment outlives the hook and is in /proc.
+    for text in (unit, server):
+        assert "Environment" not in text and "PASSWORD" not in text.upper()
 
 
 def test_paths_follow_the_postgresql_version() -> None:
@@ -100,7 +106,15 @@ def test_pgbackrest_config_with_the_tls_server_and_peers(no_probe: None) -> None
     assert "repo1-s3-bucket=backups" in text
     assert "tls-server-address=10.0.0.1" in text
     assert "pg2-host=10.0.0.2" in text and "pg3-host=10.0.0.3" in text
-    assert f"tls-server-auth=10.0.0.2={STANZA}" in text
+    # The peers are admitted by their member names, on certificates of the application's
+    # own CA: never the certificates relation's CA, which other applications share.
+    assert [line for line in text.splitlines() if line.startswith("tls-server-auth=")] == [
+        f"tls-server-auth=pgbackups-postgresql-1={STANZA}",
+        f"tls-server-auth=pgbackups-postgresql-2={STANZA}",
+    ]
+    assert "tls-server-ca-file=/pgbr-tls/ca.crt" in text
+    assert "pg2-host-ca-file=/pgbr-tls/ca.crt" in text and "pg2-host-key-file=/pgbr-tls/" in text
+    assert "/tls/ca.crt" not in text
 
 
 def test_pgbackrest_config_without_tls_has_no_peers(no_probe: None) -> None:

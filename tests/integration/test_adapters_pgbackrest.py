@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from realservers import Certs, Postgres, S3Server, free_port, owned_dir, wait_for
 
-from pgbackups.adapters import postgres, processes
+from pgbackups.adapters import certificates, postgres, processes
+from pgbackups.adapters.files import write_atomically
 from pgbackups.adapters.pgbackrest import (
     PeerHost,
     PgBackRest,
@@ -26,7 +27,7 @@ from pgbackups.adapters.pgbackrest import (
 from pgbackups.adapters.processes import OsUser
 from pgbackups.adapters.s3 import S3Bucket
 from pgbackups.core import archive
-from pgbackups.core.host import BackupToolError
+from pgbackups.core.host import BackupToolError, CommandResult
 from pgbackups.core.repository import TimelineBranch
 
 pytestmark = pytest.mark.real
@@ -223,6 +224,99 @@ def test_tls_server_starts_and_answers_ping(
     finally:
         assert processes.stop(pid, timeout=10)
     assert tool.server_ping(f"localhost:{port}") is False
+
+
+def _write_pem(path: Path, text: str, owner: OsUser, mode: int) -> str:
+    write_atomically(text, path, owner, mode)
+    return str(path)
+
+
+def test_tls_server_admits_only_our_units_certificates(
+    setup: Setup, db_user: OsUser, s3: S3Server, certs: Certs
+) -> None:
+    """The server trusts the private CA alone and, of its certificates, only the peers'
+    names: a client with a peer's name from another CA (a shared provider, say) and one
+    with a guessed name from our own CA are both refused; the peer is let in."""
+    stanza = "it.auth"
+    base = owned_dir(setup.base / "auth", db_user, 0o750)
+    for sub in ("log", "lock", "spool"):
+        owned_dir(base / sub, db_user)
+    ours = certificates.new_authority("it-private-ca")
+    ca_file = _write_pem(base / "ca.crt", ours.cert_pem, db_user, 0o644)
+
+    def identity(name: str, authority: certificates.CertificateAuthority) -> tuple[str, str]:
+        issued = certificates.issue(authority, name, ["localhost"])
+        return (
+            _write_pem(base / f"{name}.crt", issued.cert_pem, db_user, 0o644),
+            _write_pem(base / f"{name}.key", issued.key_pem, db_user, 0o600),
+        )
+
+    server_cert, server_key = identity("it-unit-0", ours)
+    port = free_port()
+    write_ca_chain(s3.settings("it-pgbr"), base / "s3-ca.pem", db_user)
+    server_config = _config(
+        base,
+        setup.pg,
+        s3,
+        stanza,
+        tls=TlsServerConfig(
+            address="localhost",
+            port=port,
+            cert_file=server_cert,
+            key_file=server_key,
+            ca_file=ca_file,
+            allowed_clients=("it-unit-1",),
+        ),
+    )
+    write_config(render_config(server_config), base / "server.conf", db_user)
+    server = PgBackRest(base / "server.conf", stanza, user=db_user, timeouts=TIMEOUTS)
+
+    # A client whose only PostgreSQL is the server's, reached through the TLS server.
+    # The shared CA stands for a TLS provider: it signs any name an application asks for.
+    impostor_cert, impostor_key = certs.issue("it-unit-1", db_user)
+    clients = {
+        "peer": identity("it-unit-1", ours),
+        "right name, other CA": (str(impostor_cert), str(impostor_key)),
+        "guessed name, our CA": identity("it-unit-9", ours),
+    }
+    tools: dict[str, PgBackRest] = {}
+    for what, (cert, key) in clients.items():
+        conf = base / f"client-{len(tools)}.conf"
+        text = render_config(_config(base, setup.pg, s3, stanza)) + (
+            f"pg1-host=localhost\npg1-host-type=tls\npg1-host-port={port}\n"
+            f"pg1-host-ca-file={ca_file}\npg1-host-cert-file={cert}\npg1-host-key-file={key}\n"
+        )
+        write_config(text, conf, db_user)
+        tools[what] = PgBackRest(conf, stanza, user=db_user, timeouts=TIMEOUTS)
+
+    pid = server.start_server(base / "log" / "server.log")
+    try:
+        wait_for(lambda: server.server_ping(f"localhost:{port}"), 15, "pgbackrest server")
+        # The server's environment holds nothing secret (its key is a file, 0600).
+        environ = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
+        for secret in (s3.credentials.secret_key, s3.credentials.access_key, ours.key_pem):
+            assert secret not in environ
+        refused = {what: tools[what].stanza_create() for what in list(clients)[1:]}
+        admitted = tools["peer"].stanza_create()
+    finally:
+        assert processes.stop(pid, timeout=10)
+
+    assert admitted.ok, tools["peer"].error_line(admitted)
+    reasons = {what: _pg1_refusal(result) for what, result in refused.items()}
+    # The handshake fails on the CA; a certificate of ours with a name the server does not
+    # admit gets through the handshake and is refused per command.
+    assert reasons["right name, other CA"].endswith("tlsv1 alert unknown ca"), reasons
+    assert reasons["guessed name, our CA"].startswith("[AccessError]"), reasons
+    assert reasons["guessed name, our CA"].endswith("access denied"), reasons
+
+
+def _pg1_refusal(result: CommandResult) -> str:
+    """Why pgBackRest could not use pg1 (its warning), from a failed command's output."""
+    assert not result.ok
+    for line in (result.stderr + result.stdout).splitlines():
+        if "unable to check pg1: " in line:
+            return line.split("unable to check pg1: ", 1)[1].strip()
+    return "(no pg1 warning)"
 
 
 def test_timelines_from_history_objects(setup: Setup, s3: S3Server) -> None:

@@ -22,6 +22,7 @@ from pgbackups.workload.services import Service
 from pgbackups.workload.workload import UnitWorkload, patroni_yaml, pgbackrest_config
 
 TLS = TlsMaterial("/tls/ca.crt", "/tls/unit.crt", "/tls/unit.key")
+BACKUP_TLS = TlsMaterial("/pgbr-tls/ca.crt", "/pgbr-tls/unit.crt", "/pgbr-tls/unit.key")
 SETTINGS = S3Settings(bucket="backups", access_key="AK", secret_key="SK", path="/pg")
 PASSWORDS = PatroniPasswords("su", "repl", "rew")
 
@@ -72,6 +73,7 @@ def facts(*, tls: bool = True, peers: int = 2, **changes: Any) -> UnitFacts:
         peers=tuple(peer(i) for i in range(1, peers + 1)),
         tls=TLS if tls else None,
         passwords=PASSWORDS,
+        backup_tls=BACKUP_TLS if tls else None,
     )
 
 
@@ -90,6 +92,19 @@ def test_pgbackrest_with_tls_servers_reaches_peers_through_theirs() -> None:
     assert "pg3-path=/u/2/data" in text
     assert "tls-server-auth=main-1=local.main" in text
     assert "tls-server-auth=main-2=local.main" in text
+
+
+def test_pgbackrest_tls_servers_trust_the_backup_ca_only_never_the_providers() -> None:
+    text = conf(facts(), tls_server=True)
+    for option in ("tls-server", "pg2-host", "pg3-host"):
+        assert f"{option}-ca-file=/pgbr-tls/ca.crt" in text
+        assert f"{option}-cert-file=/pgbr-tls/unit.crt" in text
+        assert f"{option}-key-file=/pgbr-tls/unit.key" in text
+    assert "/tls/" not in text
+    assert [line for line in text.splitlines() if "-auth=" in line] == [
+        "tls-server-auth=main-1=local.main",
+        "tls-server-auth=main-2=local.main",
+    ]
 
 
 def test_pgbackrest_without_tls_reaches_peers_on_this_machine_directly() -> None:

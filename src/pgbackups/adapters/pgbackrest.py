@@ -44,9 +44,11 @@ from urllib.parse import urlsplit
 from pgbackups.adapters import processes
 from pgbackups.adapters.files import write_atomically
 from pgbackups.adapters.processes import OsUser
+from pgbackups.core import redact
 from pgbackups.core.archive import ArchivedSegment, parse_segment_name
 from pgbackups.core.host import BackupToolError, CommandResult
 from pgbackups.core.ids import label_to_id
+from pgbackups.core.redact import REDACTED
 from pgbackups.core.repository import (
     BackupRecord,
     StanzaInfo,
@@ -64,13 +66,17 @@ PROGRAM = "pgbackrest"
 DEFAULT_REGION = "us-east-1"
 BACKUP_TYPES = ("full", "diff", "incr")
 UNKNOWN_ERROR = "unknown error, see the pgBackRest log"
-REDACTED = "<redacted>"
 
 # Options whose values are secrets, wherever they appear (config file, argv, output).
+_HIDDEN_OPTIONS = (
+    r"(?:repo\d+-)?(?:s3-key|s3-key-secret|s3-token|cipher-pass|azure-key|gcs-key)"
+    r"|key-secret|secret-key|access-key"
+)
+_SECRET_NAME_RE = re.compile(_HIDDEN_OPTIONS, re.IGNORECASE)
+# In output a value ends at a space (we cannot know more): known secrets are removed
+# whole before this pattern runs (see scrub).
 _SECRET_OPTION_RE = re.compile(
-    r"\b((?:repo\d+-)?(?:s3-key|s3-key-secret|s3-token|cipher-pass|azure-key|gcs-key)"
-    r"|key-secret|secret-key|access-key)(\s*[=:]\s*)(?!<redacted>)(\S+)",
-    re.IGNORECASE,
+    rf"\b({_HIDDEN_OPTIONS})(\s*[=:]\s*)(?!<redacted>)(\S+)", re.IGNORECASE
 )
 _ERROR_LINE_RE = re.compile(r"(ERROR: \[\d+\]: .*?)\s*$")
 _LOG_PREFIX_RE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3} P\d+\s+")
@@ -597,9 +603,12 @@ def parse_archive_listing(json_text: str, base: str) -> list[ArchivedSegment]:
 
 
 def scrub(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` without the given secret values nor any ``<secret option>=value``."""
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
+    """``text`` without the given secret values (in any form :func:`redact.scrub` knows:
+    raw, URL-encoded, JSON-escaped) nor the value of any ``<secret option>=value``.
+
+    The known values go first: the option pattern only sees a value up to a space, a
+    known secret is removed whole whatever it holds."""
+    text = redact.scrub(text, secrets)
     return _SECRET_OPTION_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
 
 
@@ -624,8 +633,11 @@ def extract_error_line(result: CommandResult, secrets: Iterable[str] = ()) -> st
     an ERROR line, the last non-empty line; without output, :data:`UNKNOWN_ERROR`.
     Never contains a secret.
     """
+    secrets = tuple(secrets)
     found: list[str] = []
-    for stream in (result.stderr, result.stdout):
+    # Scrubbed before the lines are picked: a secret may span lines or be cut by condense.
+    streams = [scrub(stream, secrets) for stream in (result.stderr, result.stdout)]
+    for stream in streams:
         lines = stream.splitlines()
         for index, line in enumerate(lines):
             match = _ERROR_LINE_RE.search(line)
@@ -643,7 +655,7 @@ def extract_error_line(result: CommandResult, secrets: Iterable[str] = ()) -> st
         text = "; ".join(found)
     else:
         last = ""
-        for stream in (result.stderr, result.stdout):
+        for stream in streams:
             lines = [ln.strip() for ln in stream.splitlines() if ln.strip()]
             if lines:
                 last = _LOG_PREFIX_RE.sub("", lines[-1])
@@ -659,10 +671,13 @@ def read_config_secrets(path: str | os.PathLike[str]) -> tuple[str, ...]:
     except OSError:
         return ()
     values = []
-    for line in text.splitlines():
-        match = _SECRET_OPTION_RE.match(line.strip())
-        if match and match.group(3):
-            values.append(match.group(3))
+    for line in text.split("\n"):  # pgBackRest ends a line at "\n" only
+        key, equals, value = line.strip().partition("=")
+        if not equals or _SECRET_NAME_RE.fullmatch(key.strip()) is None:
+            continue
+        # The whole rest of the line (a value may hold spaces), as written and as
+        # pgBackRest reads it (trimmed).
+        values += [v for v in dict.fromkeys((value, value.strip())) if v]
     return tuple(values)
 
 

@@ -22,6 +22,7 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config
 
+from pgbackups.core import redact
 from pgbackups.core.host import ObjectStoreError, ObjectStoreForbidden
 from pgbackups.core.settings import S3Settings, ca_chain_text
 
@@ -39,14 +40,10 @@ _FORBIDDEN = frozenset(
     {"403", "Forbidden", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
 )
 _MAX_REASON = 240
-_REDACTED = "<redacted>"
 
 
 def _scrub(text: str, settings: S3Settings) -> str:
-    for secret in (settings.secret_key, settings.access_key):
-        if secret:
-            text = text.replace(secret, _REDACTED)
-    return text
+    return redact.scrub(text, (settings.secret_key, settings.access_key))
 
 
 def _short(text: str) -> str:

@@ -72,5 +72,10 @@ class PeerLayout:
 class UnitFacts:
     layout: UnitLayout
     peers: Sequence[PeerLayout]
-    tls: TlsMaterial | None
+    tls: TlsMaterial | None  # PostgreSQL's certificate (the host's TLS provider)
     passwords: PatroniPasswords | None  # None until the host has them (the charm's leader)
+    # The pgBackRest TLS servers' identity: a CA that signs this cluster's units only (the
+    # server admits a client by its certificate's name, so whoever can get a certificate
+    # from the CA it trusts can pick any name). Locally the cluster's own CA; in the charm
+    # the application's private CA. None: no TLS server.
+    backup_tls: TlsMaterial | None = None

@@ -93,13 +93,13 @@ def pgbackrest_config(
     tls_server = None
     peers: tuple[pgbackrest.PeerHost, ...] = ()
     local_peers: tuple[pgbackrest.LocalPeer, ...] = ()
-    if config.tls_server and facts.tls is not None:
+    if config.tls_server and facts.backup_tls is not None:
         tls_server = pgbackrest.TlsServerConfig(
             address=layout.tls_server_listen,
             port=layout.tls_server_port,
-            cert_file=facts.tls.cert_file,
-            key_file=facts.tls.key_file,
-            ca_file=facts.tls.ca_file,
+            cert_file=facts.backup_tls.cert_file,
+            key_file=facts.backup_tls.key_file,
+            ca_file=facts.backup_tls.ca_file,
             allowed_clients=tuple(p.cert_name for p in facts.peers),
         )
         peers = tuple(
@@ -366,7 +366,7 @@ class UnitWorkload:
         Returns once it answers a ping."""
         facts = self._facts()
         layout = facts.layout
-        if facts.tls is None:
+        if facts.backup_tls is None:
             raise WorkloadError(f"{layout.unit}: no certificate for the pgBackRest TLS server")
         self.services.restart(Service.TLS_SERVER)
         tool = pgbackrest.PgBackRest(

@@ -146,6 +146,7 @@ class Unit:
         )
 
     def facts(self) -> UnitFacts:
+        tls = self.tls() if self.cluster.tls_enabled else None
         return UnitFacts(
             layout=self.layout(),
             peers=tuple(
@@ -153,8 +154,12 @@ class Unit:
                 for name, record in self.cluster.state().sorted_units()
                 if name != self.name
             ),
-            tls=self.tls() if self.cluster.tls_enabled else None,
+            tls=tls,
             passwords=self.cluster.passwords(),
+            # The cluster's CA is the cluster's alone (its key is the invoking user's, 0600,
+            # and signs only this cluster's units and its S3 server, whose certificate is
+            # for servers only): its units' certificates are the TLS servers' identity.
+            backup_tls=tls,
         )
 
     def dcs(self) -> EtcdDcs:
