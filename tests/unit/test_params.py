@@ -68,14 +68,17 @@ def test_refused(action: str, params: dict[str, str], message: str) -> None:
     assert message in problem
 
 
-def test_the_cli_refuses_before_running_anything_with_exit_2() -> None:
-    with pytest.raises(UsageError, match="restore-to-time is empty") as caught:
-        parse_params("restore", ["backup-id=2026-11-28T14:39:26Z", "restore-to-time="])
-    assert caught.value.exit_code == 2
-    with pytest.raises(UsageError, match="given twice"):
+def test_the_cli_parses_keys_and_leaves_values_to_the_action_check() -> None:
+    # A key given twice is a usage error (exit 2); a refused value is the action's failure
+    # (exit 1, as `juju run` reports it): `pgbackups run` checks it before it locks the
+    # cluster (tests/e2e/test_hooks.py, test_solo_bad_parameters_are_usage_errors).
+    with pytest.raises(UsageError, match="given twice") as caught:
         parse_params("create-backup", ["type=full", "type=incremental"])
-    with pytest.raises(UsageError, match="Invalid backup type"):
-        parse_params("create-backup", ["type=snapshot"])
+    assert caught.value.exit_code == 2
+    empty = parse_params("restore", ["backup-id=2026-11-28T14:39:26Z", "restore-to-time="])
+    assert check_action_params("restore", empty) == (
+        "restore-to-time is empty: give a value or leave the parameter out"
+    )
     assert parse_params("create-backup", ["type=differential"]) == {"type": "differential"}
 
 

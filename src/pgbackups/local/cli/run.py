@@ -49,10 +49,6 @@ def parse_params(action: str, pairs: list[str]) -> dict[str, str]:
         if key in params:
             raise UsageError(f"parameter {key!r} is given twice")
         params[key] = value
-    # Checked here, before the cluster is locked or any unit runs anything (exit 2).
-    problem = check_action_params(action, params)
-    if problem is not None:
-        raise UsageError(problem)
     return params
 
 
@@ -170,6 +166,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             "--wait is for restore and rollback-restore; the other actions finish before "
             "they return"
         )
+    # A value the action refuses (a bad type, an empty restore-to-time) is the action's
+    # failure, as `juju run` reports it (exit 1, JSON for scripts), checked before the
+    # cluster is locked or any unit runs anything; an unknown key above is a usage error.
+    problem = check_action_params(args.action, params)
+    if problem is not None:
+        refused = ActionFailed(problem)
+        print_outcome(args.action, unit, params, refused, as_json=args.json)
+        if args.json:
+            return 1
+        raise ActionError(f"{args.action} failed on {unit}: {problem}")
     runtime = Runtime(cluster)
     progress = Progress(quiet=args.json)
     with cluster.operation(f"run {args.action}"):
