@@ -61,6 +61,20 @@ def _switch_and_wait_archived(cluster: Cluster, unit: Unit, timeout: float = 120
     return segment
 
 
+def _backed_up_cluster(
+    make_cluster: Callable[..., Cluster], run_cli: CliRunner, name: str
+) -> tuple[Cluster, Unit, str]:
+    """A one-unit cluster with S3 set, 100 rows in ``t`` and a full backup of them."""
+    cluster = make_cluster(name, units=1)
+    unit = cluster.unit(f"{name}/0")
+    assert run_cli("s3", "set", "--name", name).returncode == 0
+    unit.query("create table t (v int)")
+    unit.query("insert into t select generate_series(1, 100)")
+    res = run_cli("run", "--name", name, unit.name, "create-backup", "--json")
+    assert res.returncode == 0, res.stderr
+    return cluster, unit, str(json.loads(res.stdout)["results"]["backup-id"])
+
+
 def _count(unit: Unit) -> int:
     return int(unit.query("select count(*) from t")[0][0])
 
@@ -69,14 +83,7 @@ def test_wal_written_while_s3_is_blocked_is_kept_and_restored(
     make_cluster: Callable[..., Cluster], run_cli: CliRunner, tmp_path: Path
 ) -> None:
     name, ref = "walhold", "walhold/0"
-    cluster = make_cluster(name, units=1)
-    unit = cluster.unit(ref)
-    assert run_cli("s3", "set", "--name", name).returncode == 0
-    unit.query("create table t (v int)")
-    unit.query("insert into t select generate_series(1, 100)")
-    res = run_cli("run", "--name", name, ref, "create-backup", "--json")
-    assert res.returncode == 0, res.stderr
-    backup_id = json.loads(res.stdout)["results"]["backup-id"]
+    cluster, unit, backup_id = _backed_up_cluster(make_cluster, run_cli, name)
 
     # A wrong secret key: the unit is Blocked, `s3 set` says so, and WAL is held.
     wrong = tmp_path / "secret"
@@ -118,14 +125,7 @@ def test_an_empty_segment_refuses_a_restore_to_latest_and_changes_nothing(
     make_cluster: Callable[..., Cluster], run_cli: CliRunner
 ) -> None:
     name, ref = "walgap", "walgap/0"
-    cluster = make_cluster(name, units=1)
-    unit = cluster.unit(ref)
-    assert run_cli("s3", "set", "--name", name).returncode == 0
-    unit.query("create table t (v int)")
-    unit.query("insert into t select generate_series(1, 100)")
-    res = run_cli("run", "--name", name, ref, "create-backup", "--json")
-    assert res.returncode == 0, res.stderr
-    backup_id = json.loads(res.stdout)["results"]["backup-id"]
+    cluster, unit, backup_id = _backed_up_cluster(make_cluster, run_cli, name)
     archived = []
     for _ in range(3):
         unit.query("insert into t values (1000)")

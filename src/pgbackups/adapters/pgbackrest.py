@@ -538,22 +538,30 @@ def parse_info(json_text: str) -> list[StanzaInfo]:
         raise ValueError(f"pgBackRest info printed an unexpected shape ({exc!r})") from exc
 
 
-def parse_history_listing(stanza: str, json_text: str, base: str) -> list[TimelineRecord]:
-    """``repo-ls <base> --recurse --output=json`` → the timelines of its ``.history`` files.
-
-    ``base`` is the path given to ``repo-ls`` (``archive/<stanza>``); keys in the result
-    are repository paths. ``backup.history`` files and anything else are skipped.
-    """
+def _listed_files(json_text: str) -> list[tuple[str, dict[str, Any]]]:
+    """The files of a ``repo-ls --recurse --output=json`` listing: (path, entry).
+    Raises ValueError when the output is not such a listing."""
     try:
         data = json.loads(json_text) if json_text.strip() else {}
     except json.JSONDecodeError as exc:
         raise ValueError(f"pgBackRest repo-ls did not print JSON ({exc.msg})") from exc
     if not isinstance(data, dict):
         raise ValueError("pgBackRest repo-ls printed JSON that is not an object")
+    return [
+        (name, entry)
+        for name, entry in data.items()
+        if isinstance(entry, dict) and entry.get("type") == "file"
+    ]
+
+
+def parse_history_listing(stanza: str, json_text: str, base: str) -> list[TimelineRecord]:
+    """``repo-ls <base> --recurse --output=json`` → the timelines of its ``.history`` files.
+
+    ``base`` is the path given to ``repo-ls`` (``archive/<stanza>``); keys in the result
+    are repository paths. ``backup.history`` files and anything else are skipped.
+    """
     records = []
-    for name, entry in data.items():
-        if not isinstance(entry, dict) or entry.get("type") != "file":
-            continue
+    for name, entry in _listed_files(json_text):
         if name.endswith("backup.history"):
             continue
         match = _HISTORY_RE.search(name)
@@ -578,16 +586,8 @@ _SEGMENT_OBJECT_RE = re.compile(r"(?:^|/)([0-9A-F]{24})-[0-9a-f]{40}(?:\.[a-z0-9
 def parse_archive_listing(json_text: str, base: str) -> list[ArchivedSegment]:
     """``repo-ls <base> --recurse --output=json`` → the WAL segment objects with their
     stored sizes (an empty object is what a lost write looks like)."""
-    try:
-        data = json.loads(json_text) if json_text.strip() else {}
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"pgBackRest repo-ls did not print JSON ({exc.msg})") from exc
-    if not isinstance(data, dict):
-        raise ValueError("pgBackRest repo-ls printed JSON that is not an object")
     segments = []
-    for name, entry in data.items():
-        if not isinstance(entry, dict) or entry.get("type") != "file":
-            continue
+    for name, entry in _listed_files(json_text):
         match = _SEGMENT_OBJECT_RE.search(name)
         parsed = parse_segment_name(match.group(1)) if match else None
         if parsed is None:
