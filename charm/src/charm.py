@@ -44,7 +44,14 @@ from workload import MachinePaths, MachineWorkload, machine_facts
 
 log = logging.getLogger(__name__)
 
-PASSWORD_KEYS = ("superuser-password", "replication-password", "rewind-password")
+# Every generated password, in PatroniPasswords' order, in one place (the app peer bag).
+PASSWORD_KEYS = (
+    "superuser-password",
+    "replication-password",
+    "rewind-password",
+    "rest-api-password",
+    "raft-password",
+)
 WAITING_FOR_PEERS = "waiting for the peer relation"
 WAITING_FOR_PASSWORDS = "waiting for the leader to generate the database passwords"
 AWAITING_MEMBER = "awaiting for member to start"

@@ -38,7 +38,7 @@ def facts(*, tls: bool = False, peers: int = 1, paths: MachinePaths | None = Non
             Peer(f"pgbackups-postgresql/{i}", f"10.0.0.{i + 1}") for i in range(1, peers + 1)
         ),
         tls=TlsMaterial("/tls/ca.crt", "/tls/unit.crt", "/tls/unit.key") if tls else None,
-        passwords=PatroniPasswords("su", "repl", "rew"),
+        passwords=PatroniPasswords("su", "repl", "rew", "rest"),
         stanza=STANZA,
     )
 

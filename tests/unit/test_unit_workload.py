@@ -23,7 +23,7 @@ from pgbackups.workload.workload import UnitWorkload, patroni_yaml, pgbackrest_c
 
 TLS = TlsMaterial("/tls/ca.crt", "/tls/unit.crt", "/tls/unit.key")
 SETTINGS = S3Settings(bucket="backups", access_key="AK", secret_key="SK", path="/pg")
-PASSWORDS = PatroniPasswords("su", "repl", "rew")
+PASSWORDS = PatroniPasswords("su", "repl", "rew", "rest")
 
 
 def layout(root: str = "/u/0", **changes: Any) -> UnitLayout:
