@@ -264,8 +264,8 @@ class Unit:
     # --- SQL ----------------------------------------------------------------
 
     def connect(self, dbname: str = "postgres", timeout: int = 5) -> postgres.Connection:
-        """A superuser connection over the unix socket (local trust; the socket directory
-        is reachable only by the database user and root)."""
+        """A superuser connection over the unix socket: pg_hba lets the database OS user
+        and root in by peer (no password); the socket directory is theirs alone too."""
         return postgres.connect(
             str(self.socket_dir), self.pg_port, SUPERUSER, dbname, connect_timeout=timeout
         )
