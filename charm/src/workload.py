@@ -48,6 +48,9 @@ class MachinePaths:
     etc_dir: str = "/etc/pgbackups"
     log_dir: str = "/var/log/pgbackups"
     systemd_dir: str = "/etc/systemd/system"
+    # Debian's shared socket directory: every local user can reach the socket, so it
+    # must not be what lets them in. pg_hba (adapters/patroni.py) lets the superuser in
+    # over it by peer for postgres (and root) only, and anyone else by password.
     socket_dir: str = "/var/run/postgresql"
 
     @property

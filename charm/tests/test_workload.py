@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from pgbackups.workload.dcs import with_dcs
 from pgbackups.workload.layout import UnitFacts
 from pgbackups.workload.services import Service
 from pgbackups.workload.workload import patroni_member, pgbackrest_config
-from raft_dcs import RAFT_PORT, RaftDcs, raft_section
+from raft_dcs import RAFT_PORT, REMOVE_MEMBER_SCRIPT, RaftDcs, raft_section
 from systemd_services import SystemdServices, patroni_unit, tls_server_unit
 from tls_files import DiskTlsFiles
 from workload import MachinePaths, MachineWorkload, machine_facts
@@ -39,7 +40,7 @@ def facts(*, tls: bool = False, peers: int = 1, paths: MachinePaths | None = Non
             Peer(f"pgbackups-postgresql/{i}", f"10.0.0.{i + 1}") for i in range(1, peers + 1)
         ),
         tls=TlsMaterial("/tls/ca.crt", "/tls/unit.crt", "/tls/unit.key") if tls else None,
-        passwords=PatroniPasswords("su", "repl", "rew"),
+        passwords=PatroniPasswords("su", "repl", "rew", "rest", "raft-pw"),
         stanza=STANZA,
         backup_tls=BACKUP_TLS if tls else None,
     )
@@ -177,11 +178,13 @@ class RecordingRunner:
 
     def __init__(self, *fail: str) -> None:
         self.argvs: list[str] = []
+        self.inputs: list[object] = []
         self.fail = fail
 
     def __call__(self, argv: list[str], **kwargs: object) -> CommandResult:
         line = " ".join(argv)
         self.argvs.append(line)
+        self.inputs.append(kwargs.get("input_text"))
         code = 1 if any(line.startswith(f) for f in self.fail) else 0
         return CommandResult(tuple(argv), code, "", "boom" if code else "")
 
@@ -224,6 +227,19 @@ def test_systemd_failure_is_a_workload_error(tmp_path: Path) -> None:
 def test_raft_forgets_a_departed_member_through_this_one() -> None:
     run = RecordingRunner()
     RaftDcs("/raft", run=run).forget_member(facts(), "10.0.0.3")
-    assert run.argvs == [f"syncobj_admin -conn 10.0.0.1:{RAFT_PORT} -remove 10.0.0.3:{RAFT_PORT}"]
-    with pytest.raises(WorkloadError):
-        RaftDcs("/raft", run=RecordingRunner("syncobj_admin")).forget_member(facts(), "10.0.0.3")
+    assert run.argvs == [
+        f"/usr/bin/python3 -c {REMOVE_MEMBER_SCRIPT} 10.0.0.1:{RAFT_PORT} 10.0.0.3:{RAFT_PORT}"
+    ]
+    # The Raft password goes on standard input, never on the command line.
+    assert "raft-pw" not in run.argvs[0]
+    assert run.inputs == ["raft-pw\n"]
+    with pytest.raises(WorkloadError, match="not removed: boom"):
+        RaftDcs("/raft", run=RecordingRunner("/usr/bin/python3")).forget_member(facts(), "10.0.0.3")
+
+
+def test_raft_is_encrypted_with_the_raft_password() -> None:
+    section = RaftDcs("/raft").patroni_section(facts())
+    assert section["raft"]["password"] == "raft-pw"
+    no_password = replace(facts(), passwords=PatroniPasswords("su", "repl", "rew", "rest"))
+    with pytest.raises(WorkloadError, match="Raft password"):
+        RaftDcs("/raft").patroni_section(no_password)

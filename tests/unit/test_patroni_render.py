@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import shlex
 from dataclasses import replace
@@ -15,6 +16,7 @@ from pgbackups.adapters.patroni import (
     MemberStatus,
     PatroniMember,
     PatroniPasswords,
+    RestAuth,
     parse_cluster,
     render_config,
     restore_command,
@@ -30,7 +32,7 @@ MEMBER = PatroniMember(
     rest_port=20011,
     socket_dir="/state/units/0/sock",
     etcd_hosts=("127.0.0.1:20000",),
-    passwords=PatroniPasswords("su-secret", "rep-secret", "rw-secret"),
+    passwords=PatroniPasswords("su-secret", "rep-secret", "rw-secret", "rest-secret"),
     pgpass="/state/units/0/pgpass",
     pgbackrest_config="/state/units/0/pgbackrest.conf",
 )
@@ -68,9 +70,49 @@ def test_archive_command_on_with_stanza() -> None:
 
 def test_pg_hba_normal() -> None:
     hba = render_config(MEMBER, PLAIN)["postgresql"]["pg_hba"]
-    assert hba[0] == "local all all trust"
-    assert not any("reject" in rule for rule in hba)
-    assert "host all all 127.0.0.1/32 scram-sha-256" in hba
+    assert hba == [
+        "local all postgres peer map=pgbackups",
+        "local all all scram-sha-256",
+        "host replication replicator 127.0.0.1/32 scram-sha-256",
+        "host postgres rewind_user 127.0.0.1/32 scram-sha-256",
+        "host all all 127.0.0.1/32 scram-sha-256",
+        "host all all ::1/128 scram-sha-256",
+    ]
+    assert not any("trust" in rule for rule in hba)
+
+
+def test_pg_ident_maps_the_db_os_user_and_root_to_the_superuser_only() -> None:
+    cfg = render_config(MEMBER, PLAIN)
+    assert cfg["postgresql"]["pg_ident"] == [
+        "pgbackups postgres postgres",
+        "pgbackups root postgres",
+    ]
+    alice = render_config(replace(MEMBER, db_os_user="alice"), PLAIN)["postgresql"]
+    assert alice["pg_ident"] == ["pgbackups alice postgres", "pgbackups root postgres"]
+    # Patroni's own connection goes through the socket, so it is the peer-mapped user.
+    assert cfg["postgresql"]["use_unix_socket"] is True
+
+
+def test_pg_hba_replication_only_from_the_units_addresses() -> None:
+    member = replace(MEMBER, host="10.0.0.1", peer_addresses=("10.0.0.2", "10.0.0.3"))
+    hba = render_config(member, PLAIN)["postgresql"]["pg_hba"]
+    replication = [r for r in hba if " replication " in r]
+    assert replication == [
+        f"host replication replicator 10.0.0.{i}/32 scram-sha-256" for i in (1, 2, 3)
+    ]
+    rewind = [r for r in hba if "rewind_user" in r]
+    assert rewind == [f"host postgres rewind_user 10.0.0.{i}/32 scram-sha-256" for i in (1, 2, 3)]
+    assert hba[-3:] == [
+        "host all all 127.0.0.1/32 scram-sha-256",
+        "host all all ::1/128 scram-sha-256",
+        "host all all 10.0.0.1/32 scram-sha-256",
+    ]
+
+
+def test_pg_hba_refuses_a_unit_address_that_is_no_ip_address() -> None:
+    member = replace(MEMBER, peer_addresses=("10.0.0.2/8 trust",))
+    with pytest.raises(ValueError, match="not an IP address"):
+        render_config(member, PLAIN)
 
 
 def test_pg_hba_connectivity_off_rejects_before_normal_rules() -> None:
@@ -79,11 +121,22 @@ def test_pg_hba_connectivity_off_rejects_before_normal_rules() -> None:
     assert hba.index("host all all 127.0.0.1/32 reject") > reject
     normal = hba.index("host all all 127.0.0.1/32 scram-sha-256")
     assert reject < normal
-    # the unix socket (pgBackRest) and replication come first
-    assert hba.index("local all all trust") < reject
-    replication = [i for i, r in enumerate(hba) if r.startswith("host replication")]
-    assert replication
-    assert max(replication) < reject
+    # the unix socket (pgBackRest, Patroni), replication and pg_rewind come first
+    assert hba.index("local all postgres peer map=pgbackups") < reject
+    internal = [i for i, r in enumerate(hba) if "replicator" in r or "rewind_user" in r]
+    assert internal
+    assert max(internal) < reject
+
+
+def test_rest_api_asks_for_a_password() -> None:
+    restapi = render_config(MEMBER, PLAIN)["restapi"]
+    assert restapi["authentication"] == {"username": "pgbackups", "password": "rest-secret"}
+
+
+def test_rest_auth_header_is_basic_and_hides_the_password() -> None:
+    auth = RestAuth.of(MEMBER.passwords)
+    assert auth.header() == "Basic " + base64.b64encode(b"pgbackups:rest-secret").decode()
+    assert "rest-secret" not in repr(auth)
 
 
 def test_tags_follow_creating_backup() -> None:
@@ -297,7 +350,7 @@ def test_a_restore_target_that_is_not_printable_ascii_is_refused() -> None:
 
 
 def test_the_refusal_never_shows_a_password() -> None:
-    member = replace(MEMBER, passwords=PatroniPasswords("su\nsecret", "rep", "rw"))
+    member = replace(MEMBER, passwords=PatroniPasswords("su\nsecret", "rep", "rw", "rest"))
     with pytest.raises(ValueError, match=r"superuser\.password") as caught:
         render_config(member, PLAIN)
     assert "secret" not in str(caught.value)

@@ -31,7 +31,7 @@ MEMBER = PatroniMember(
     rest_port=2,
     socket_dir="/s",
     etcd_hosts=("e",),
-    passwords=PatroniPasswords("a", "b", "c"),
+    passwords=PatroniPasswords("a", "b", "c", "d"),
     pgpass="/p",
     pgbackrest_config="/c.conf",
 )

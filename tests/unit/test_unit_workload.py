@@ -24,7 +24,7 @@ from pgbackups.workload.workload import UnitWorkload, patroni_yaml, pgbackrest_c
 TLS = TlsMaterial("/tls/ca.crt", "/tls/unit.crt", "/tls/unit.key")
 BACKUP_TLS = TlsMaterial("/pgbr-tls/ca.crt", "/pgbr-tls/unit.crt", "/pgbr-tls/unit.key")
 SETTINGS = S3Settings(bucket="backups", access_key="AK", secret_key="SK", path="/pg")
-PASSWORDS = PatroniPasswords("su", "repl", "rew")
+PASSWORDS = PatroniPasswords("su", "repl", "rew", "rest")
 
 
 def layout(root: str = "/u/0", **changes: Any) -> UnitLayout:

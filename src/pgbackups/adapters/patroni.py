@@ -9,6 +9,8 @@ bootstrap method, so every pgBackRest option goes into ``command``.
 
 from __future__ import annotations
 
+import base64
+import ipaddress
 import json
 import logging
 import re
@@ -41,6 +43,14 @@ ARCHIVE_HOLD_COMMAND = (
 )
 REPLICATION_USER = "replicator"
 REWIND_USER = "rewind_user"
+# The user every write request to Patroni's REST API authenticates as (HTTP basic auth).
+REST_API_USER = "pgbackups"
+# pg_ident's map for the unix socket: the OS users that may be the database superuser.
+PEER_MAP = "pgbackups"
+# Besides the database OS user, root: it runs the hooks and the local CLI, and it can
+# read every password anyway (Patroni's YAML, the passwords file), so mapping it gives
+# nobody anything new, and spares a password on disk for root's own connections.
+ROOT_OS_USER = "root"
 # The loss window when WAL comes slowly: a partly filled segment is archived after at most
 # this. Measured (docs/performance.md): under pgbench at 5 tps the newest archived WAL was
 # at most 59.9 s old (median 25.8 s); at full speed (1966 tps) at most 10.7 s, segments
@@ -51,9 +61,30 @@ _PRINTABLE_RE = re.compile(r"[\x20-\x7e]*")
 
 @dataclass(frozen=True)
 class PatroniPasswords:
+    """The cluster's generated passwords (the host keeps them in one place: the local
+    cluster's passwords file, the charm's application bag)."""
+
     superuser: str = field(repr=False)
     replication: str = field(repr=False)
     rewind: str = field(repr=False)
+    rest_api: str = field(repr=False)  # Patroni's REST API, for every write endpoint
+    raft: str = field(default="", repr=False)  # Patroni's Raft (the charm's DCS) only
+
+
+@dataclass(frozen=True)
+class RestAuth:
+    """HTTP basic credentials for Patroni's REST API."""
+
+    username: str
+    password: str = field(repr=False)
+
+    @classmethod
+    def of(cls, passwords: PatroniPasswords) -> RestAuth:
+        return cls(REST_API_USER, passwords.rest_api)
+
+    def header(self) -> str:
+        token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+        return f"Basic {token}"
 
 
 @dataclass(frozen=True)
@@ -76,6 +107,10 @@ class PatroniMember:
     log_dir: str | None = None  # None: Patroni logs to stderr (the spawn log file)
     ssl: TlsMaterial | None = None  # PostgreSQL serves TLS with these files
     superuser: str = "postgres"
+    # The other units' addresses: replication and pg_rewind come from them (and this one).
+    peer_addresses: tuple[str, ...] = ()
+    # The OS user PostgreSQL, Patroni and pgBackRest run as: the socket's peer user.
+    db_os_user: str = "postgres"
 
 
 def archive_command(member: PatroniMember, stanza: str | None, *, hold: bool = False) -> str:
@@ -119,24 +154,50 @@ def restore_command(member: PatroniMember, restore: RestoreTarget) -> str:
     return shlex.join(argv)
 
 
+def _host_cidr(address: str) -> str:
+    """``address`` as a one-host network for pg_hba (a unit's address is an IP address)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        raise ValueError("a unit address for pg_hba is not an IP address") from None
+    return f"{ip}/{ip.max_prefixlen}"
+
+
+def pg_ident(member: PatroniMember) -> list[str]:
+    """The OS users the unix socket lets in as the superuser, without a password."""
+    users = dict.fromkeys((member.db_os_user, ROOT_OS_USER))
+    return [f"{PEER_MAP} {user} {member.superuser}" for user in users]
+
+
 def pg_hba(member: PatroniMember, *, connectivity: bool) -> list[str]:
-    """Rules in order: the unix socket (pgBackRest, psql) and replication always pass;
-    with connectivity off every other TCP client is rejected before the normal rules."""
+    """Rules in order (PostgreSQL takes the first that matches, and a failed
+    authentication does not fall through to the next):
+
+    - the unix socket: the superuser by ``peer`` for the database OS user (and root, see
+      :data:`ROOT_OS_USER`) only; anyone else, any role, by password;
+    - replication and pg_rewind's connection from the units' own addresses only, always;
+    - with connectivity off, every other TCP client is rejected;
+    - then TCP clients on this machine, by password.
+    """
+    loopback = ("127.0.0.1/32", "::1/128")
+    units = list(dict.fromkeys(_host_cidr(a) for a in (member.host, *member.peer_addresses)))
     rules = [
-        "local all all trust",
-        f"host replication {REPLICATION_USER} 127.0.0.1/32 scram-sha-256",
-        f"host replication {REPLICATION_USER} ::1/128 scram-sha-256",
+        f"local all {member.superuser} peer map={PEER_MAP}",
+        "local all all scram-sha-256",
     ]
+    for cidr in units:
+        rules += [
+            f"host replication {REPLICATION_USER} {cidr} scram-sha-256",
+            f"host postgres {REWIND_USER} {cidr} scram-sha-256",
+        ]
     if not connectivity:
         rules += [
             "host all all 0.0.0.0/0 reject",
             "host all all 127.0.0.1/32 reject",
             "host all all ::/0 reject",
         ]
-    rules += [
-        "host all all 127.0.0.1/32 scram-sha-256",
-        "host all all ::1/128 scram-sha-256",
-    ]
+    own = _host_cidr(member.host)
+    rules += [f"host all all {cidr} scram-sha-256" for cidr in dict.fromkeys((*loopback, own))]
     return rules
 
 
@@ -201,6 +262,9 @@ def render_config(member: PatroniMember, config: WorkloadConfig) -> dict[str, An
         "data_dir": member.data_dir,
         "bin_dir": member.bin_dir,
         "pgpass": member.pgpass,
+        # Patroni's own connection goes through the socket (peer), not TCP: it then never
+        # needs a TCP rule, nor meets the reject rules while a replica is hidden.
+        "use_unix_socket": True,
         "authentication": {
             "superuser": {"username": member.superuser, "password": member.passwords.superuser},
             "replication": {
@@ -211,6 +275,7 @@ def render_config(member: PatroniMember, config: WorkloadConfig) -> dict[str, An
         },
         "parameters": local_params,
         "pg_hba": hba,
+        "pg_ident": pg_ident(member),
         "basebackup": {"checkpoint": "fast"},
     }
     if config.stanza:
@@ -233,6 +298,9 @@ def render_config(member: PatroniMember, config: WorkloadConfig) -> dict[str, An
         "restapi": {
             "listen": f"{member.host}:{member.rest_port}",
             "connect_address": f"{member.host}:{member.rest_port}",
+            # Patroni 3.0.2 asks for it on every write endpoint (POST /reload, /restart,
+            # /switchover, PATCH /config...); reads (/patroni, /cluster, health) stay open.
+            "authentication": {"username": REST_API_USER, "password": member.passwords.rest_api},
         },
         "etcd3": {"hosts": list(member.etcd_hosts)},
         "bootstrap": bootstrap,
@@ -394,12 +462,16 @@ class MemberStatus:
 
 
 class PatroniClient:
-    """A small REST client for one member (no auth: the API listens on loopback only)."""
+    """A small REST client for one member. Writes carry ``auth`` (Patroni refuses them
+    without it, HTTP 401); reads are open in Patroni 3.0.2 and are sent without it."""
 
-    def __init__(self, host: str, port: int, *, timeout: float = 5.0) -> None:
+    def __init__(
+        self, host: str, port: int, *, timeout: float = 5.0, auth: RestAuth | None = None
+    ) -> None:
         self.host = host
         self.port = port
         self.timeout = timeout
+        self._auth = auth
 
     @property
     def base_url(self) -> str:
@@ -412,11 +484,11 @@ class PatroniClient:
         self, method: str, path: str, body: Mapping[str, Any] | None = None
     ) -> tuple[int, str]:
         data = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"} if data else {}
+        if method != "GET" and self._auth is not None:
+            headers["Authorization"] = self._auth.header()
         req = urllib.request.Request(  # noqa: S310 - the URL is always http://host:port
-            self.base_url + path,
-            data=data,
-            method=method,
-            headers={"Content-Type": "application/json"} if data else {},
+            self.base_url + path, data=data, method=method, headers=headers
         )
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310

@@ -42,8 +42,9 @@ FAILED_STATES = frozenset({"start failed", "bootstrap failed", "crashed"})
 # Rendering (pure but for the CA chain file)
 
 
-def patroni_member(facts: UnitFacts) -> patroni.PatroniMember:
-    """The Patroni adapter's view of this unit; the DCS section is the host's."""
+def patroni_member(facts: UnitFacts, db_os_user: str = SUPERUSER) -> patroni.PatroniMember:
+    """The Patroni adapter's view of this unit; the DCS section is the host's.
+    ``db_os_user`` runs Patroni and pgBackRest: the socket lets it in by peer."""
     layout = facts.layout
     if facts.passwords is None:
         raise WorkloadError(f"{layout.unit}: the database passwords are not known yet")
@@ -63,18 +64,22 @@ def patroni_member(facts: UnitFacts) -> patroni.PatroniMember:
         log_dir=layout.patroni_log_dir,
         ssl=facts.tls,
         superuser=SUPERUSER,
+        peer_addresses=tuple(p.address for p in facts.peers),
+        db_os_user=db_os_user,
     )
 
 
-def patroni_yaml(facts: UnitFacts, dcs: Dcs, config: WorkloadConfig) -> str:
-    rendered = patroni.render_config(patroni_member(facts), config)
+def patroni_yaml(
+    facts: UnitFacts, dcs: Dcs, config: WorkloadConfig, db_os_user: str = SUPERUSER
+) -> str:
+    rendered = patroni.render_config(patroni_member(facts, db_os_user), config)
     return yaml.safe_dump(with_dcs(rendered, dcs.patroni_section(facts)), sort_keys=False)
 
 
 def write_patroni_config(facts: UnitFacts, dcs: Dcs, config: WorkloadConfig, owner: OsUser) -> bool:
     """Write Patroni's YAML (0600, the database user's: it holds passwords); True if it
     changed. No reload."""
-    text = patroni_yaml(facts, dcs, config)
+    text = patroni_yaml(facts, dcs, config, owner.name)
     return write_if_changed(text, facts.layout.patroni_config, owner, 0o600)
 
 
@@ -172,10 +177,12 @@ class UnitWorkload:
     def layout(self) -> UnitLayout:
         return self._facts().layout
 
-    def _client(self, layout: UnitLayout | None = None) -> patroni.PatroniClient:
-        layout = layout or self.layout
+    def _client(self, facts: UnitFacts | None = None) -> patroni.PatroniClient:
+        facts = facts or self._facts()
+        layout = facts.layout
+        auth = patroni.RestAuth.of(facts.passwords) if facts.passwords is not None else None
         return patroni.PatroniClient(
-            layout.address or "127.0.0.1", layout.rest_port, timeout=REST_TIMEOUT_SECONDS
+            layout.address or "127.0.0.1", layout.rest_port, timeout=REST_TIMEOUT_SECONDS, auth=auth
         )
 
     # --- Patroni and PostgreSQL facts ---------------------------------------------
@@ -211,7 +218,7 @@ class UnitWorkload:
     def primary_address(self) -> str | None:
         facts = self._facts()
         try:
-            members = self._client(facts.layout).cluster()
+            members = self._client(facts).cluster()
         except PatroniUnavailable:
             return None
         primary = next((m.name for m in members if m.is_primary), None)
@@ -303,14 +310,14 @@ class UnitWorkload:
             return
         # Compared with what Patroni and a client see now, not with what was last asked:
         # a killed command may have left either half applied.
-        tags_change = self._creating_backup_tag(layout) not in (None, config.creating_backup)
+        tags_change = self._creating_backup_tag(facts) not in (None, config.creating_backup)
         clients_change = self._admits_tcp_clients(facts) not in (None, config.connectivity)
         write_patroni_config(facts, self.dcs, config, self.db_user)
         if self.services.is_running(Service.PATRONI):
-            self._client(layout).reload()  # PatroniUnavailable is a WorkloadError
+            self._client(facts).reload()  # PatroniUnavailable is a WorkloadError
         if tags_change:
             self._wait(
-                lambda: self._creating_backup_tag(layout) == config.creating_backup,
+                lambda: self._creating_backup_tag(facts) == config.creating_backup,
                 f"Patroni to publish nofailover={config.creating_backup}",
             )
         if clients_change:
@@ -334,10 +341,11 @@ class UnitWorkload:
             pgbackrest.render_config(rendered), layout.pgbackrest_config, self.db_user
         )
 
-    def _creating_backup_tag(self, layout: UnitLayout) -> bool | None:
+    def _creating_backup_tag(self, facts: UnitFacts) -> bool | None:
         """Whether Patroni publishes this member as hidden (nofailover), None if unknown."""
+        layout = facts.layout
         try:
-            members = self._client(layout).cluster()
+            members = self._client(facts).cluster()
         except PatroniUnavailable:
             return None
         me = next((m for m in members if m.name == layout.member), None)

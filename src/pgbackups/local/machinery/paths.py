@@ -5,7 +5,9 @@ Layout under ``$PGBACKUPS_HOME``::
     bin/rclone                          copy of the S3 server binary (executable by postgres)
     clusters/<name>/state.json          ports, pids, leader, statuses (no secrets)
     clusters/<name>/secrets/            0700 db user: passwords.json, s3-access-key, s3-secret-key
-    clusters/<name>/tls/                ca.crt, ca.key (0600), s3.crt, s3.key (0600 db user)
+    clusters/<name>/tls/                ca.crt, ca.key (0600), s3.crt, s3.key (0600 db user),
+                                        etcd.crt, etcd.key, etcd-client.crt, etcd-client.key
+                                        (keys 0600 db user)
     clusters/<name>/etcd/{data,etcd.log}
     clusters/<name>/s3/{data/<bucket>,cache,rclone.log}
     clusters/<name>/units/<i>/{data,patroni.yml,pgbackrest.conf,pgpass,log/,sock/,tls/,
@@ -167,6 +169,24 @@ class ClusterPaths:
     @property
     def s3_key(self) -> Path:
         return self.tls_dir / "s3.key"
+
+    @property
+    def etcd_cert(self) -> Path:
+        """etcd's certificate, on its client and peer ports."""
+        return self.tls_dir / "etcd.crt"
+
+    @property
+    def etcd_key(self) -> Path:
+        return self.tls_dir / "etcd.key"
+
+    @property
+    def etcd_client_cert(self) -> Path:
+        """What etcd's clients (Patroni, patronictl, the CLI) present to it."""
+        return self.tls_dir / "etcd-client.crt"
+
+    @property
+    def etcd_client_key(self) -> Path:
+        return self.tls_dir / "etcd-client.key"
 
     @property
     def etcd_dir(self) -> Path:

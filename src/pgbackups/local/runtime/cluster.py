@@ -67,6 +67,8 @@ PRIMARY_TIMEOUT = 120.0
 REPLICA_TIMEOUT = 180.0
 START_FAILED_PREFIX = "failed to start"
 TLS_SERVER_PREFIX = "pgbackrest-server:"
+# The cluster's generated passwords (secrets/passwords.json), one per key.
+PASSWORD_KEYS = ("superuser", "replication", "rewind", "rest_api")
 
 
 @dataclass(frozen=True)
@@ -330,13 +332,7 @@ class Cluster:
         ensure_dir(self.paths.secrets_dir, mode=0o700, owner=owner)
         write_file(
             self.paths.passwords_file,
-            json.dumps(
-                {
-                    "superuser": secrets.token_urlsafe(24),
-                    "replication": secrets.token_urlsafe(24),
-                    "rewind": secrets.token_urlsafe(24),
-                }
-            ),
+            json.dumps({key: secrets.token_urlsafe(24) for key in PASSWORD_KEYS}),
             owner=owner,
         )
         creds = s3server.S3Credentials.generate()
@@ -352,6 +348,7 @@ class Cluster:
             common_name="localhost",
             owner=owner,
         )
+        self._issue_etcd_certs()
         ensure_dir(self.paths.etcd_dir, mode=0o700, owner=owner)
         ensure_dir(self.paths.s3_dir, mode=0o700, owner=owner)
         ensure_dir(self.paths.s3_data, mode=0o700, owner=owner)
@@ -375,14 +372,15 @@ class Cluster:
                 data_dir=self.paths.etcd_data,
                 client_port=state.etcd_client_port,
                 peer_port=state.etcd_peer_port,
+                tls=self.facts.etcd_tls,
             ),
             log_file=self.paths.etcd_log,
             user=self.db_user,
         )
         self.record_service(ETCD, ProcessRecord.of(pid))
         progress.wait(
-            f"etcd on 127.0.0.1:{state.etcd_client_port} (pid {pid})",
-            lambda: etcd_mod.is_healthy(state.etcd_client_port),
+            f"etcd on {etcd_mod.client_url(state.etcd_client_port)} (pid {pid})",
+            lambda: etcd_mod.is_healthy(state.etcd_client_port, self.facts.etcd_tls),
             timeout=30,
             check=lambda: self._check_service(ETCD, "etcd", self.paths.etcd_log),
         )
@@ -477,6 +475,26 @@ class Cluster:
             with self.store.transaction() as state:
                 state.statuses.pop(unit.name, None)
 
+    def _complete_secrets(self) -> None:
+        """Add what a cluster made by an older pgbackups lacks: a password (Patroni's REST
+        API got one later) and etcd's certificates."""
+        data = json.loads(self.paths.passwords_file.read_text())
+        missing = [key for key in PASSWORD_KEYS if not data.get(key)]
+        if missing:
+            data.update({key: secrets.token_urlsafe(24) for key in missing})
+            write_file(self.paths.passwords_file, json.dumps(data), owner=self.db_user)
+            log.info("%s: generated the missing passwords %s", self.name, ", ".join(missing))
+        if not (self.paths.etcd_cert.is_file() and self.paths.etcd_client_cert.is_file()):
+            self._issue_etcd_certs()
+
+    def _issue_etcd_certs(self) -> None:
+        etcd_mod.issue_certs(
+            self.facts.etcd_tls,
+            self.paths.ca_key,
+            client_name=f"{self.name}-etcd-client",
+            owner=self.db_user,
+        )
+
     def start(self, progress: Progress | None = None, *, fresh: bool = False) -> None:
         """Start whatever of this cluster is not running, and wait until the primary
         accepts writes and every replica streams. On a failure of etcd, S3 or every
@@ -484,6 +502,7 @@ class Cluster:
         ``status`` shows it."""
         progress = progress or Progress(quiet=True)
         started: list[str] = []
+        self._complete_secrets()
         try:
             if not self.service_running(ETCD):
                 started.append(ETCD)

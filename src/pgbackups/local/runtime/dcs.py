@@ -6,17 +6,23 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from pgbackups.local.machinery import etcd
+from pgbackups.local.machinery.etcd import EtcdTls
 from pgbackups.workload.layout import UnitFacts
 
 log = logging.getLogger(__name__)
 
 
 class EtcdDcs:
-    def __init__(self, endpoint: str) -> None:
+    """Patroni reaches etcd over TLS with the cluster's client certificate (etcd lets in
+    no client without one, see :mod:`pgbackups.local.machinery.etcd`)."""
+
+    def __init__(self, endpoint: str, tls: EtcdTls) -> None:
         self.endpoint = endpoint  # host:port of the cluster's etcd
+        self.tls = tls
 
     def patroni_section(self, facts: UnitFacts) -> Mapping[str, Any]:
-        return {"etcd3": {"hosts": [self.endpoint]}}
+        return {"etcd3": etcd.patroni_section(self.endpoint, self.tls)}
 
     def forget_member(self, facts: UnitFacts, address: str) -> None:
         # A member's key in etcd expires with Patroni's TTL once it stops: nothing to do.

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pgbackups.adapters.patroni import PatroniPasswords
 from pgbackups.adapters.processes import OsUser
+from pgbackups.local.machinery.etcd import EtcdTls
 from pgbackups.local.machinery.paths import ClusterPaths
 from pgbackups.local.machinery.state import ClusterState, StateStore
 
@@ -32,11 +33,24 @@ class ClusterFacts:
 
     def passwords(self) -> PatroniPasswords:
         data = json.loads(self.paths.passwords_file.read_text())
-        return PatroniPasswords(data["superuser"], data["replication"], data["rewind"])
+        return PatroniPasswords(
+            data["superuser"], data["replication"], data["rewind"], data["rest_api"]
+        )
 
     @property
     def etcd_endpoint(self) -> str:
         return f"127.0.0.1:{self.state().etcd_client_port}"
+
+    @property
+    def etcd_tls(self) -> EtcdTls:
+        paths = self.paths
+        return EtcdTls(
+            ca_file=paths.ca_cert,
+            cert_file=paths.etcd_cert,
+            key_file=paths.etcd_key,
+            client_cert_file=paths.etcd_client_cert,
+            client_key_file=paths.etcd_client_key,
+        )
 
     @property
     def ca_file(self) -> Path:

@@ -13,6 +13,7 @@ from typing import Any
 
 from pgbackups.adapters.patroni import PatroniUnavailable
 from pgbackups.core.settings import S3Settings, parse_s3_settings
+from pgbackups.local.machinery import etcd
 from pgbackups.local.runtime.cluster import ETCD, S3, Cluster
 from pgbackups.local.runtime.host import peer_store, read_s3_parameters
 
@@ -91,7 +92,7 @@ def collect(cluster: Cluster) -> ClusterView:
         uuid=state.uuid,
         tls=state.tls,
         leader=state.leader,
-        etcd=service(ETCD, f"http://127.0.0.1:{state.etcd_client_port}"),
+        etcd=service(ETCD, etcd.client_url(state.etcd_client_port)),
         s3=service(S3, f"https://localhost:{state.s3_port}"),
         bucket=state.bucket,
         ca_file=str(cluster.ca_file),

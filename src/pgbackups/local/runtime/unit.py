@@ -12,7 +12,7 @@ from typing import Any, Protocol
 import psycopg
 
 from pgbackups.adapters import postgres, processes
-from pgbackups.adapters.patroni import PatroniClient
+from pgbackups.adapters.patroni import PatroniClient, RestAuth
 from pgbackups.core.host import TlsMaterial, WorkloadConfig
 from pgbackups.local.machinery import ports as ports_mod
 from pgbackups.local.machinery import programs
@@ -91,7 +91,9 @@ class Unit:
         return self.paths.patroni_log
 
     def client(self, timeout: float = 5.0) -> PatroniClient:
-        return PatroniClient(self.host, self.rest_port, timeout=timeout)
+        """Patroni's REST API of this unit; writes authenticate with the cluster's password."""
+        auth = RestAuth.of(self.cluster.passwords())
+        return PatroniClient(self.host, self.rest_port, timeout=timeout, auth=auth)
 
     def tls(self) -> TlsMaterial | None:
         """This unit's certificate, key and the cluster CA, when it has them."""
@@ -163,7 +165,7 @@ class Unit:
         )
 
     def dcs(self) -> EtcdDcs:
-        return EtcdDcs(self.cluster.etcd_endpoint)
+        return EtcdDcs(self.cluster.etcd_endpoint, self.cluster.etcd_tls)
 
     # --- configuration ----------------------------------------------------
 
@@ -267,8 +269,8 @@ class Unit:
     # --- SQL ----------------------------------------------------------------
 
     def connect(self, dbname: str = "postgres", timeout: int = 5) -> postgres.Connection:
-        """A superuser connection over the unix socket (local trust; the socket directory
-        is reachable only by the database user and root)."""
+        """A superuser connection over the unix socket: pg_hba lets the database OS user
+        and root in by peer (no password); the socket directory is theirs alone too."""
         return postgres.connect(
             str(self.socket_dir), self.pg_port, SUPERUSER, dbname, connect_timeout=timeout
         )
