@@ -56,26 +56,35 @@ def _open_dir(path: Path) -> Iterator[int]:
         os.close(fd)
 
 
-def ensure_dir(path: str | os.PathLike[str], mode: int, owner: OsUser | None = None) -> Path:
+def ensure_dir(
+    path: str | os.PathLike[str],
+    mode: int,
+    owner: OsUser | None = None,
+    *,
+    taken_from: OsUser | None = None,
+) -> Path:
     """Make the directory ``path`` (one level: its parent must exist) if it is missing,
     then set ``mode`` and ``owner`` through a descriptor opened without following a link.
 
-    An existing ``path`` that is a link, not a directory, or owned by anyone but us or
-    ``owner`` is refused (:class:`UnsafePath`): it was not made by us.
+    An existing ``path`` that is a link, not a directory, or owned by anyone but us,
+    ``owner`` or ``taken_from`` (its owner in an older layout, for a folder whose own
+    name is in one of root's folders) is refused (:class:`UnsafePath`).
     """
     target = Path(path)
     with contextlib.suppress(FileExistsError):
         os.mkdir(target, 0o700)  # opened up below, once it is known to be ours
     with _open_dir(target) as fd:
         st = os.fstat(fd)
-        allowed = {os.geteuid()} | ({owner.uid} if owner is not None else set())
+        allowed = {os.geteuid()} | {u.uid for u in (owner, taken_from) if u is not None}
         if st.st_uid not in allowed:
             raise UnsafePath(
                 f"{target} belongs to uid {st.st_uid}, not to uid "
                 f"{' or '.join(str(u) for u in sorted(allowed))}: refusing to use it"
             )
-        if owner is not None and os.geteuid() == 0:
-            os.fchown(fd, owner.uid, owner.gid)
+        if os.geteuid() == 0:
+            uid, gid = (owner.uid, owner.gid) if owner is not None else (0, os.getegid())
+            if (st.st_uid, st.st_gid) != (uid, gid):
+                os.fchown(fd, uid, gid)
         os.fchmod(fd, mode)
     return target
 
