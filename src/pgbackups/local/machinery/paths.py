@@ -106,6 +106,7 @@ def make_home(home: Path) -> None:
     mode and owner are left as they are."""
     if home.is_dir():
         return
+    # Below ancestors check_home found root's and written by no one else (or sticky).
     os.makedirs(home.parent, mode=0o755, exist_ok=True)
     created = False
     with contextlib.suppress(FileExistsError):

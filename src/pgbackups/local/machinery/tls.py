@@ -47,6 +47,7 @@ def _install(src: Path, dest: Path, *, mode: int, owner: OsUser | None) -> None:
 
 def create_ca(cert: Path, key: Path, common_name: str) -> None:
     """A self-signed CA; its key stays with the invoking user (0600)."""
+    # mkdtemp: a new 0700 folder of root's, in root's own certificate folder.
     with tempfile.TemporaryDirectory(dir=cert.parent, prefix=".ca-") as tmp:
         tkey, tcert = Path(tmp) / "ca.key", Path(tmp) / "ca.crt"
         _openssl(
@@ -78,6 +79,7 @@ def issue_cert(
     root-owned key that its group may read: :func:`pgbackups.adapters.files.config_owner`)."""
     eku = "serverAuth,clientAuth" if client_auth else "serverAuth"
     san = ",".join([f"DNS:{d}" for d in dns_names] + [f"IP:{ip}" for ip in ip_addresses])
+    # mkdtemp: a new 0700 folder of root's, in root's own certificate folder.
     with tempfile.TemporaryDirectory(dir=cert.parent, prefix=".leaf-") as tmp:
         t = Path(tmp)
         ext = t / "ext.cnf"
@@ -102,5 +104,6 @@ def issue_cert(
 
 
 def remove_cert(cert: Path, key: Path) -> None:
+    # Names in root's own folder: unlink removes a link, never what it points at.
     for path in (cert, key):
         path.unlink(missing_ok=True)
