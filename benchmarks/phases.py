@@ -203,6 +203,8 @@ def restore_direct(
     # Its own spool path: pgBackRest restore empties the spool's archive queue, and the
     # live cluster's asynchronous archive-push keeps its acknowledgements there.
     spool = bench.make_db_dir(root / "spool")
+    # PostgreSQL opens its own log as the database user (processes.spawn): in its folder.
+    logs = bench.make_db_dir(root / "log")
     start = now()
     bench.pgbackrest(
         "restore",
@@ -238,7 +240,7 @@ def restore_direct(
         "-c",
         "cluster_name=bench-direct",
     ]
-    pid = bench.spawn_db(argv, root / "postgres.log")
+    pid = bench.spawn_db(argv, logs / "postgres.log")
     try:
         probe = _DirectUnit(sock, port)
         deadline = now() + 600

@@ -29,7 +29,7 @@ from typing import Protocol
 
 from pgbackups.adapters import certificates
 from pgbackups.adapters.certificates import CertificateAuthority
-from pgbackups.adapters.files import read_text, write_atomically
+from pgbackups.adapters.files import config_owner, ensure_dir, read_text, write_atomically
 from pgbackups.adapters.processes import OsUser
 from pgbackups.core.host import TlsMaterial
 
@@ -82,11 +82,15 @@ class DiskBackupTls:
         if self.material() is not None and read_text(self.issued_file) == issued_for:
             return False
         issued = certificates.issue(ca, common_name, names)
+        # Root's folder, read by the database user through its group (pgBackRest's TLS
+        # server runs as postgres): root never writes into a folder postgres controls.
+        owner = config_owner(self.owner) if self.owner is not None else None
+        ensure_dir(self.dir, 0o750, owner, taken_from=self.owner)
         # The key first, then what names it: a reader never pairs a new certificate with
         # an old key for long, and issued.json last means a crash in between issues again.
-        write_atomically(issued.key_pem, self.key_file, self.owner, 0o600)
-        write_atomically(issued.cert_pem, self.cert_file, self.owner, 0o644)
-        write_atomically(ca.cert_pem, self.ca_file, self.owner, 0o644)
+        write_atomically(issued.key_pem, self.key_file, owner, 0o640)
+        write_atomically(issued.cert_pem, self.cert_file, owner, 0o644)
+        write_atomically(ca.cert_pem, self.ca_file, owner, 0o644)
         write_atomically(issued_for, self.issued_file, None, 0o644)
         log.info("issued this unit's pgBackRest TLS certificate (%s)", common_name)
         return True

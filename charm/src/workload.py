@@ -11,13 +11,10 @@ core's adapters; this module adds only what is specific to a Juju machine.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-from pgbackups.adapters import processes
+from pgbackups.adapters import files, processes
 from pgbackups.adapters.patroni import PatroniPasswords
 from pgbackups.core.host import CommandResult, Peer, TlsMaterial, WorkloadError
 from pgbackups.workload.layout import PeerLayout, UnitFacts, UnitLayout
@@ -43,6 +40,12 @@ TLS_SERVER_PORT = 8432
 
 @dataclass(frozen=True)
 class MachinePaths:
+    """Where a unit keeps its files, and whose they are (docs/security.md, "Files and
+    privileges"): root's ``etc_dir`` (configuration, 0750 root:postgres), ``state_dir``
+    (0755) with root's ``tls_dir`` (0750 root:postgres) and the database user's own
+    folders in it (``raft_dir``, ``patroni_dir``, pgBackRest's lock and spool), and the
+    database user's ``log_dir``. Root never writes in a folder of the database user's."""
+
     pg_version: str = PG_VERSION
     state_dir: str = "/var/lib/pgbackups"
     etc_dir: str = "/etc/pgbackups"
@@ -83,8 +86,25 @@ class MachinePaths:
         return f"{self.state_dir}/pgbackrest-tls"
 
     @property
+    def patroni_dir(self) -> str:
+        """The database user's: Patroni writes its pgpass here."""
+        return f"{self.state_dir}/patroni"
+
+    @property
     def pgpass(self) -> str:
-        return f"{self.state_dir}/pgpass"
+        return f"{self.patroni_dir}/pgpass"
+
+    @property
+    def pgbackrest_lock_dir(self) -> str:
+        return f"{self.state_dir}/pgbackrest-lock"
+
+    @property
+    def pgbackrest_spool_dir(self) -> str:
+        return f"{self.state_dir}/pgbackrest-spool"
+
+    @property
+    def pgbackrest_log_dir(self) -> str:
+        return f"{self.log_dir}/pgbackrest"
 
 
 def member_name(unit_name: str) -> str:
@@ -121,9 +141,9 @@ def machine_facts(
         pgbackrest_config=paths.pgbackrest_config,
         pgpass=paths.pgpass,
         s3_ca_file=f"{paths.etc_dir}/s3-ca-chain.pem",
-        pgbackrest_log_dir=f"{paths.log_dir}/pgbackrest",
-        pgbackrest_lock_dir=f"{paths.state_dir}/pgbackrest-lock",
-        pgbackrest_spool_dir=f"{paths.state_dir}/pgbackrest-spool",
+        pgbackrest_log_dir=paths.pgbackrest_log_dir,
+        pgbackrest_lock_dir=paths.pgbackrest_lock_dir,
+        pgbackrest_spool_dir=paths.pgbackrest_spool_dir,
         patroni_log_dir=paths.log_dir,
         pg_port=PG_PORT,
         rest_port=REST_PORT,
@@ -175,6 +195,28 @@ class MachineWorkload(UnitWorkload):
         )
         super().__init__(facts, self.systemd, RaftDcs(self.paths.raft_dir, run=run))
 
+    def make_dirs(self) -> None:
+        """The unit's folders (see :class:`MachinePaths`): root's where root writes, the
+        database user's where its programs write. Each is made and checked without
+        following a link (``files.ensure_dir``); the one folder inside a folder of the
+        database user's (pgBackRest's log folder) is made by that user."""
+        paths = self.paths
+        db = self.db_user
+        # The charm once gave these three to the database user: root takes them back
+        # (each one's own name is in a folder of root's, so that is safe).
+        files.ensure_dir(paths.state_dir, 0o755, taken_from=db)
+        files.ensure_dir(paths.etc_dir, 0o750, files.config_owner(db), taken_from=db)
+        files.ensure_dir(paths.tls_dir, 0o750, files.config_owner(db), taken_from=db)
+        for d in (
+            paths.raft_dir,
+            paths.patroni_dir,
+            paths.pgbackrest_lock_dir,
+            paths.pgbackrest_spool_dir,
+        ):
+            files.ensure_dir(d, 0o700, db)
+        files.ensure_dir(paths.log_dir, 0o750, db)
+        files.make_dirs_as(db, [paths.pgbackrest_log_dir], 0o750)
+
     def install(self) -> bool:
         """Install the packages and drop Debian's default cluster (Patroni owns the data)."""
         env = {"DEBIAN_FRONTEND": "noninteractive"}
@@ -194,19 +236,14 @@ class MachineWorkload(UnitWorkload):
         self._run(["pg_dropcluster", "--stop", self.paths.pg_version, "main"], timeout=120)
         for unit in ("patroni.service", "etcd.service"):
             self._run(["systemctl", "disable", "--now", unit], timeout=60)
-        for d in (self.paths.state_dir, self.paths.etc_dir, self.paths.log_dir):
-            _mkdir_db_owned(d)
+        try:
+            self.make_dirs()
+        except (WorkloadError, OSError) as exc:
+            log.error("could not make the unit's folders: %s", exc)
+            return False
         try:
             self.systemd.write_units()
         except WorkloadError as exc:
             log.error("%s", exc)
             return False
         return True
-
-
-def _mkdir_db_owned(path: str, mode: int = 0o750) -> None:
-    # These directories sit in root's own /var/lib, /etc and /var/log: no link the
-    # database user could have planted is followed here.
-    Path(path).mkdir(parents=True, exist_ok=True)
-    os.chmod(path, mode)
-    shutil.chown(path, "postgres", "postgres")

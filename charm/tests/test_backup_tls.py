@@ -23,7 +23,9 @@ def test_the_unit_certificate_comes_from_the_ca_and_is_issued_once(tmp_path: Pat
     assert material is not None
     assert Path(material.ca_file).read_text() == ca.cert_pem
     assert _verify(material.ca_file, material.cert_file)
-    assert stat.S_IMODE(Path(material.key_file).stat().st_mode) == 0o600
+    # Root's, read by the database user through its group (docs/security.md, "Files and
+    # privileges"): never writable by it, never readable by others.
+    assert stat.S_IMODE(Path(material.key_file).stat().st_mode) == 0o640
     text = processes.run(
         ["openssl", "x509", "-noout", "-subject", "-ext", "subjectAltName,extendedKeyUsage",
          "-in", material.cert_file],

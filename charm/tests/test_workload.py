@@ -4,8 +4,11 @@ TLS files made with openssl."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import stat
+import tempfile
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -171,6 +174,86 @@ def test_disk_tls_files_with_openssl(tmp_path: Path) -> None:
     assert material is not None and Path(material.ca_file).read_text() == "CA\nROOT\n"
     files.clear()
     assert files.material() is None and files.csr() is None
+
+
+as_root = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("openssl") is None, reason="root acting for postgres"
+)
+
+
+@pytest.fixture
+def open_tmp() -> Iterator[Path]:
+    """A folder of root's that postgres may enter (pytest's tmp is 0700 root)."""
+    base = Path(tempfile.mkdtemp(prefix="pgbackups-charm-", dir="/tmp"))
+    base.chmod(0o755)
+    yield base
+    shutil.rmtree(base)
+
+
+def _owned(path: Path) -> tuple[int, int, int]:
+    st = path.lstat()
+    return st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)
+
+
+@as_root
+def test_tls_files_are_roots_and_read_by_the_postgres_group(open_tmp: Path) -> None:
+    db = processes.db_user()
+    files = DiskTlsFiles(str(open_tmp / "tls"))
+    files.new_key_and_csr("10.0.0.1", ["10.0.0.1"])
+    files.store_certificate("CERT", "CA", [])
+    assert _owned(files.dir) == (0, db.gid, 0o750)
+    assert _owned(files.key_file) == (0, db.gid, 0o640)
+    assert _owned(files.cert_file) == (0, db.gid, 0o644)
+    assert [p.name for p in files.dir.iterdir() if p.name.startswith(".")] == []
+
+
+@as_root
+def test_tls_files_refuse_a_link_at_their_folder(open_tmp: Path) -> None:
+    victim = open_tmp / "victim"
+    victim.mkdir(mode=0o755)
+    (open_tmp / "tls").symlink_to(victim)
+    with pytest.raises(WorkloadError):
+        DiskTlsFiles(str(open_tmp / "tls")).store_certificate("CERT", "CA", [])
+    assert _owned(victim) == (0, 0, 0o755) and list(victim.iterdir()) == []
+
+
+@as_root
+def test_make_dirs_gives_root_the_configuration_and_postgres_its_own(open_tmp: Path) -> None:
+    db = processes.db_user()
+    paths = MachinePaths(
+        state_dir=str(open_tmp / "lib"),
+        etc_dir=str(open_tmp / "etc"),
+        log_dir=str(open_tmp / "log"),
+    )
+    # The older layout gave these to postgres: root takes them back.
+    for old in (paths.state_dir, paths.etc_dir):
+        Path(old).mkdir(mode=0o750)
+        os.chown(old, db.uid, db.gid)
+    MachineWorkload(lambda: facts(paths=paths), paths).make_dirs()
+    assert _owned(Path(paths.state_dir)) == (0, 0, 0o755)
+    assert _owned(Path(paths.etc_dir)) == (0, db.gid, 0o750)
+    assert _owned(Path(paths.tls_dir)) == (0, db.gid, 0o750)
+    for own in (paths.raft_dir, paths.patroni_dir, paths.pgbackrest_lock_dir):
+        assert _owned(Path(own)) == (db.uid, db.gid, 0o700)
+    assert _owned(Path(paths.log_dir)) == (db.uid, db.gid, 0o750)
+    assert _owned(Path(paths.pgbackrest_log_dir))[:2] == (db.uid, db.gid)
+    assert Path(paths.pgpass).parent == Path(paths.patroni_dir)
+
+
+@as_root
+def test_make_dirs_refuses_a_link_postgres_planted(open_tmp: Path) -> None:
+    paths = MachinePaths(
+        state_dir=str(open_tmp / "lib"),
+        etc_dir=str(open_tmp / "etc"),
+        log_dir=str(open_tmp / "log"),
+    )
+    victim = open_tmp / "victim"
+    victim.mkdir(mode=0o755)
+    Path(paths.state_dir).mkdir(mode=0o755)
+    Path(paths.raft_dir).symlink_to(victim)
+    with pytest.raises(WorkloadError, match="link"):
+        MachineWorkload(lambda: facts(paths=paths), paths).make_dirs()
+    assert _owned(victim) == (0, 0, 0o755)
 
 
 class RecordingRunner:

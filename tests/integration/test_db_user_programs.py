@@ -41,7 +41,9 @@ def test_a_program_under_a_0700_checkout_runs_as_the_db_user_once_installed(
     # What the integration servers ran before: the test proves something only if this fails.
     with pytest.raises(PermissionError):
         processes.run([str(program)], user=db_user, timeout=10)
-    installed = programs.install_rclone(workdir / "private-install", source=program)
+    home = workdir / "private-install"
+    home.mkdir(mode=0o755)  # a home exists before anything is installed in it
+    installed = programs.install_rclone(home, source=program)
     copied = processes.run([str(installed)], user=db_user, timeout=10)
     assert copied.ok, copied.stderr
     assert copied.stdout.strip() == "reached"

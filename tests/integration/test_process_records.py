@@ -3,7 +3,12 @@ never signals a process that reused one of our PIDs (real processes, no cluster)
 
 from __future__ import annotations
 
+import os
+import shutil
+import stat
 import subprocess
+import tempfile
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -83,14 +88,60 @@ def test_stop_stops_a_recorded_process_that_is_still_ours(
     assert cluster.state().processes == {}
 
 
-def test_spawn_neither_follows_nor_chowns_a_link_at_the_log(tmp_path: Path) -> None:
-    victim = tmp_path / "victim"
+@pytest.fixture
+def db_folder() -> Iterator[Path]:
+    """A folder of the database user's in a folder it can enter (pytest's tmp is 0700)."""
+    base = Path(tempfile.mkdtemp(prefix="pgbackups-spawn-", dir="/tmp"))
+    os.chmod(base, 0o755)  # noqa: S103 - the database user must enter it
+    db = processes.db_user()
+    folder = base / "log"
+    folder.mkdir(mode=0o700)
+    os.chown(folder, db.uid, db.gid)
+    yield folder
+    shutil.rmtree(base)
+
+
+def _wait_exit(pid: int) -> None:
+    deadline = time.monotonic() + 10
+    while processes.is_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not processes.is_alive(pid)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="root spawning for the database user")
+def test_spawn_lets_the_daemon_open_its_own_log(db_folder: Path) -> None:
+    """Root never opens, creates or chowns a name in the daemon's folder: a link planted
+    at the log's name leads only where the database user may write itself."""
+    victim = db_folder.parent / "victim"
     victim.write_text("precious\n")
+    victim.chmod(0o644)
     before = victim.stat()
-    log_file = tmp_path / "log" / "server.log"
-    log_file.parent.mkdir()
+    log_file = db_folder / "server.log"
     log_file.symlink_to(victim)
-    with pytest.raises(OSError):
-        processes.spawn(["true"], log_file=log_file, user=processes.db_user())
+    pid = processes.spawn(["echo", "written"], log_file=log_file, user=processes.db_user())
+    _wait_exit(pid)
+    after = victim.stat()
     assert victim.read_text() == "precious\n"
-    assert (victim.stat().st_uid, victim.stat().st_gid) == (before.st_uid, before.st_gid)
+    assert (after.st_uid, after.st_gid, after.st_mode) == (
+        before.st_uid,
+        before.st_gid,
+        before.st_mode,
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="root spawning for the database user")
+def test_spawn_log_is_the_database_users_and_the_pid_is_the_program(db_folder: Path) -> None:
+    db = processes.db_user()
+    log_file = db_folder / "server.log"
+    pid = processes.spawn(["sh", "-c", "echo started; exec sleep 30"], log_file=log_file, user=db)
+    try:
+        deadline = time.monotonic() + 10
+        while "started" not in (log_file.read_text() if log_file.exists() else ""):
+            assert time.monotonic() < deadline, "no output in the log"
+            time.sleep(0.05)
+        st = log_file.lstat()
+        assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (db.uid, 0o640)
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        assert cmdline[:2] == [b"sleep", b"30"]  # the program itself, stoppable by PID
+    finally:
+        processes.stop(pid, timeout=5)

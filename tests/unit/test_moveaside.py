@@ -126,3 +126,19 @@ def test_a_missing_moved_copy_is_an_error(data: Path) -> None:
     with pytest.raises(WorkloadError):
         moveaside.move_back(data, str(data.parent / "data.before-restore-gone"))
     assert (data / "PG_VERSION").exists()
+
+
+def test_a_link_on_the_way_to_the_data_directory_is_refused(tmp_path: Path) -> None:
+    """The data directory's parents may be the database user's (/var/lib/postgresql):
+    a link there must not send root's rename or delete to another folder."""
+    elsewhere = tmp_path / "etc"
+    (elsewhere / "data").mkdir(parents=True)
+    (tmp_path / "pg").symlink_to(elsewhere)
+    with pytest.raises(WorkloadError, match="link"):
+        moveaside.move_aside(tmp_path / "pg" / "data")
+    assert [p.name for p in elsewhere.iterdir()] == ["data"]
+    planted = elsewhere / "data.before-restore-20260101T000000Z"
+    planted.mkdir()
+    with pytest.raises(WorkloadError, match="link"):
+        moveaside.remove_moved(tmp_path / "pg" / "data", str(tmp_path / "pg" / planted.name))
+    assert planted.is_dir()

@@ -293,6 +293,7 @@ def test_parse_version() -> None:
 
 def test_write_config_mode_and_atomic_replace(tmp_path: Path) -> None:
     path = tmp_path / "etc" / "pgbackrest.conf"
+    path.parent.mkdir()  # the folder is the caller's to make (and to own)
     me = processes.current_user()
     write_config("[global]\nrepo1-s3-key-secret=a\n", path, me)
     assert stat.S_IMODE(path.stat().st_mode) == 0o640

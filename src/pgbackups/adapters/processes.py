@@ -122,6 +122,13 @@ def run(
     return CommandResult(args, proc.returncode, proc.stdout, proc.stderr)
 
 
+# A daemon run as the database user opens its own log: the log's folder is that user's,
+# and root opening (or creating, or chowning) a name there could be sent anywhere by a
+# link. ``sh`` opens the log after the switch to the user, then replaces itself with the
+# program (exec), so the PID returned is still the program's.
+_OPEN_LOG_THEN_EXEC = 'log=$1; shift; umask 027; exec "$@" >>"$log" 2>&1'
+
+
 def spawn(
     argv: Sequence[str],
     *,
@@ -132,29 +139,41 @@ def spawn(
 ) -> int:
     """Start a daemon in its own session, output appended to ``log_file``; return its PID.
 
-    The PID is the program itself (no wrapper shell), so it can be stopped by PID later.
+    The PID is the program itself (the shell that opens the log as ``user`` execs it),
+    so it can be stopped by PID later. The log's folder must exist; a new log is 0640.
     """
-    log_file.parent.mkdir(parents=True, exist_ok=True)
     switch = _switch_to(user)
-    # The log's folder may be the database user's: a link planted at the log's name is
-    # neither appended to nor chowned (O_NOFOLLOW, then fchown on what was opened).
-    fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o640)
-    with os.fdopen(fd, "ab") as out:
-        if switch:
-            os.fchown(fd, switch.uid, switch.gid)
+    args = [str(a) for a in argv]
+    if switch:
+        popen_args = ["/bin/sh", "-c", _OPEN_LOG_THEN_EXEC, "pgbackups-spawn", str(log_file)]
         proc = subprocess.Popen(
-            [str(a) for a in argv],
+            [*popen_args, *args],
             stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             env=_env_for(user, env),
             cwd=cwd,
             start_new_session=True,
-            user=switch.uid if switch else None,
-            group=switch.gid if switch else None,
-            extra_groups=[] if switch else None,
+            user=switch.uid,
+            group=switch.gid,
+            extra_groups=[],
         )
-    log.debug("spawned pid %d: %s", proc.pid, argv[0])
+    else:
+        # Our own folder (we are the database user): still no link is followed.
+        fd = os.open(
+            log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640
+        )
+        with os.fdopen(fd, "ab") as out:
+            proc = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=_env_for(user, env),
+                cwd=cwd,
+                start_new_session=True,
+            )
+    log.debug("spawned pid %d: %s", proc.pid, args[0])
     return proc.pid
 
 

@@ -129,7 +129,8 @@ class S3Bucket:
         pgBackRest reads (rewriting one could cut short an archive-push reading it)."""
         text = ca_chain_text(self.settings)
         fd, name = tempfile.mkstemp(prefix="pgbackups-s3-ca-", suffix=".pem")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:  # mkstemp: mode 0600
+        # mkstemp: O_EXCL, a random name, mode 0600: a link planted in /tmp is never opened.
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
         self._cleanup = weakref.finalize(self, _unlink, name)
         return name

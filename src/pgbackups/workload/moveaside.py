@@ -6,17 +6,22 @@ cluster is healthy. The path of that sibling travels through the peer data, whic
 unit does not alone control, so :func:`move_back` and :func:`remove_moved` accept only a
 real directory (not a link) in the data directory's own parent whose name starts with
 the data directory's name and the mark; anything else is refused, never deleted.
+
+Root does this in a folder the database user owns: everything happens relative to a
+descriptor of that folder, reached without following a link (``files.open_dir_strict``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import shutil
 import stat
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pgbackups.adapters import files
 from pgbackups.core.host import WorkloadError
 
 log = logging.getLogger(__name__)
@@ -26,14 +31,39 @@ MOVED_MARK = ".before-restore-"
 DISPLACED_MARK = ".failed-restore-"
 
 
-def _sibling(data_dir: Path, mark: str) -> Path:
+@contextlib.contextmanager
+def _parent(data_dir: Path) -> Iterator[int]:
+    """The data directory's folder, reached without following a link (its parents may
+    be the database user's, as ``/var/lib/postgresql`` is): every rename, check and
+    delete below is relative to it, so no link can send root's rename or delete
+    elsewhere. A rename itself never follows a link at either name."""
+    try:
+        fd = files.open_dir_strict(data_dir.parent)
+    except OSError as exc:
+        raise WorkloadError(f"cannot use {data_dir.parent}: {exc}") from exc
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _exists(name: str, parent: int) -> bool:
+    try:
+        os.stat(name, dir_fd=parent, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _sibling(data_dir: Path, mark: str, parent: int) -> str:
     """A name beside ``data_dir`` that does not exist yet (a second in the same UTC
-    second gets a suffix: rename would replace an empty directory of the same name)."""
+    second gets a suffix: rename would replace an empty directory of the same name; one
+    made between this check and the rename makes the rename fail, never write through)."""
     base = f"{data_dir.name}{mark}{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
-    candidate = data_dir.with_name(base)
+    candidate = base
     n = 1
-    while os.path.lexists(candidate):
-        candidate = data_dir.with_name(f"{base}-{n}")
+    while _exists(candidate, parent):
+        candidate = f"{base}-{n}"
         n += 1
     return candidate
 
@@ -41,16 +71,17 @@ def _sibling(data_dir: Path, mark: str) -> Path:
 def move_aside(data_dir: Path) -> Path | None:
     """Rename ``data_dir`` to a moved-aside sibling; None when there is no data directory
     (after a failed bootstrap Patroni renamed it to ``<data>.failed`` itself)."""
-    if not os.path.lexists(data_dir):
-        log.info("no data directory at %s: nothing to move aside", data_dir)
-        return None
-    moved = _sibling(data_dir, MOVED_MARK)
-    try:
-        data_dir.rename(moved)
-    except OSError as exc:
-        raise WorkloadError(f"could not move {data_dir} aside: {exc}") from exc
-    log.info("moved %s aside to %s", data_dir, moved)
-    return moved
+    with _parent(data_dir) as parent:
+        if not _exists(data_dir.name, parent):
+            log.info("no data directory at %s: nothing to move aside", data_dir)
+            return None
+        moved = _sibling(data_dir, MOVED_MARK, parent)
+        try:
+            os.rename(data_dir.name, moved, src_dir_fd=parent, dst_dir_fd=parent)
+        except OSError as exc:
+            raise WorkloadError(f"could not move {data_dir} aside: {exc}") from exc
+    log.info("moved %s aside to %s", data_dir, data_dir.with_name(moved))
+    return data_dir.with_name(moved)
 
 
 def is_moved_copy(data_dir: Path, path: Path) -> bool:
@@ -63,39 +94,40 @@ def is_moved_copy(data_dir: Path, path: Path) -> bool:
     )
 
 
-def _checked(data_dir: Path, moved: Path) -> Path:
+def _checked(data_dir: Path, moved: Path, parent: int) -> str:
     if not is_moved_copy(data_dir, moved):
         raise WorkloadError(f"{moved} is not a data directory moved aside from {data_dir}")
     try:
-        mode = os.lstat(moved).st_mode
+        mode = os.stat(moved.name, dir_fd=parent, follow_symlinks=False).st_mode
     except OSError as exc:
         raise WorkloadError(f"{moved}: {exc.strerror}") from exc
-    if not stat.S_ISDIR(mode):  # a link too: lstat does not follow it
+    if not stat.S_ISDIR(mode):  # a link too: it is not followed
         raise WorkloadError(f"{moved} is not a directory")
-    return moved
+    return moved.name
 
 
 def move_back(data_dir: Path, moved_path: str) -> None:
     """Rename a moved-aside directory back to ``data_dir``. What is in ``data_dir`` now (a
     failed restore's data) is renamed aside to ``<data>.failed-restore-<stamp>``."""
-    moved = _checked(data_dir, Path(moved_path))
-    try:
-        if os.path.lexists(data_dir):
-            displaced = _sibling(data_dir, DISPLACED_MARK)
-            data_dir.rename(displaced)
-            log.info("moved %s aside to %s", data_dir, displaced)
-        moved.rename(data_dir)
-    except OSError as exc:
-        raise WorkloadError(f"could not move {moved} back to {data_dir}: {exc}") from exc
-    log.info("moved %s back to %s", moved, data_dir)
+    with _parent(data_dir) as parent:
+        moved = _checked(data_dir, Path(moved_path), parent)
+        try:
+            if _exists(data_dir.name, parent):
+                displaced = _sibling(data_dir, DISPLACED_MARK, parent)
+                os.rename(data_dir.name, displaced, src_dir_fd=parent, dst_dir_fd=parent)
+                log.info("moved %s aside to %s", data_dir, data_dir.with_name(displaced))
+            os.rename(moved, data_dir.name, src_dir_fd=parent, dst_dir_fd=parent)
+        except OSError as exc:
+            raise WorkloadError(f"could not move {moved_path} back to {data_dir}: {exc}") from exc
+    log.info("moved %s back to %s", moved_path, data_dir)
 
 
 def remove_moved(data_dir: Path, moved_path: str) -> None:
     """Delete a directory :func:`move_aside` made, and nothing else."""
-    moved = _checked(data_dir, Path(moved_path))
-    try:
-        # rmtree opens each level without following links (it refuses a link at the top).
-        shutil.rmtree(moved)
-    except OSError as exc:
-        raise WorkloadError(f"could not remove {moved}: {exc}") from exc
-    log.info("removed the old data directory %s", moved)
+    with _parent(data_dir) as parent:
+        moved = _checked(data_dir, Path(moved_path), parent)
+        try:
+            files.remove_tree(moved, dir_fd=parent)  # follows no link below it
+        except OSError as exc:
+            raise WorkloadError(f"could not remove {moved_path}: {exc}") from exc
+    log.info("removed the old data directory %s", moved_path)

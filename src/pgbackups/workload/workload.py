@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from pgbackups.adapters import patroni, pgbackrest, postgres, processes
-from pgbackups.adapters.files import write_if_changed
+from pgbackups.adapters.files import config_owner, write_if_changed
 from pgbackups.adapters.patroni import PatroniUnavailable
 from pgbackups.adapters.processes import OsUser
 from pgbackups.core.host import WorkloadConfig, WorkloadError
@@ -76,11 +76,13 @@ def patroni_yaml(
     return yaml.safe_dump(with_dcs(rendered, dcs.patroni_section(facts)), sort_keys=False)
 
 
-def write_patroni_config(facts: UnitFacts, dcs: Dcs, config: WorkloadConfig, owner: OsUser) -> bool:
-    """Write Patroni's YAML (0600, the database user's: it holds passwords); True if it
-    changed. No reload."""
-    text = patroni_yaml(facts, dcs, config, owner.name)
-    return write_if_changed(text, facts.layout.patroni_config, owner, 0o600)
+def write_patroni_config(
+    facts: UnitFacts, dcs: Dcs, config: WorkloadConfig, db_user: OsUser
+) -> bool:
+    """Write Patroni's YAML; True if it changed. No reload. It holds passwords: 0640,
+    root's with the database user's group (Patroni reads it, never changes it)."""
+    text = patroni_yaml(facts, dcs, config, db_user.name)
+    return write_if_changed(text, facts.layout.patroni_config, config_owner(db_user), 0o640)
 
 
 def pgbackrest_config(
@@ -330,15 +332,20 @@ class UnitWorkload:
         layout = facts.layout
         ca_file = None
         if config.s3 is not None:
-            ca_file = pgbackrest.write_ca_chain(config.s3, layout.s3_ca_file, self.db_user)
+            ca_file = pgbackrest.write_ca_chain(
+                config.s3, layout.s3_ca_file, config_owner(self.db_user)
+            )
         rendered = pgbackrest_config(
             facts,
             config,
             ca_file=ca_file,
             features=pgbackrest.detect_features(user=self.db_user),
         )
+        # It holds the S3 secret: 0640, root's with the database user's group.
         pgbackrest.write_config(
-            pgbackrest.render_config(rendered), layout.pgbackrest_config, self.db_user
+            pgbackrest.render_config(rendered),
+            layout.pgbackrest_config,
+            config_owner(self.db_user),
         )
 
     def _creating_backup_tag(self, facts: UnitFacts) -> bool | None:

@@ -2,12 +2,14 @@
 
 PostgreSQL logs to its standard error, which Patroni's log file receives: one file holds
 both. pgBackRest writes one file per command (backup, restore, archive-push, the TLS
-server...) under the unit's ``pgbackrest/log``.
+server...) under the unit's ``pgbackrest/log``. Every one is the database user's file in
+its folder, read as :mod:`pgbackups.local.machinery.logfiles` says (no link followed).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Iterable
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from pgbackups.local.cli.common import Subparsers, add_name, subcommand
 from pgbackups.local.errors import UsageError
-from pgbackups.local.machinery.logfiles import tail
+from pgbackups.local.machinery.logfiles import list_logs, read_from, tail
 
 if TYPE_CHECKING:
     from pgbackups.local.runtime.unit import Unit
@@ -29,37 +31,38 @@ SOURCES = ("patroni", "pgbackrest", "all")
 class LogFile:
     label: str
     path: Path
+    base: Path  # the unit's folder (root's): nothing below it is followed if a link
+    owner_uid: int | None  # as root: the database user, who writes every log
 
 
 def log_files(units: Iterable[Unit], source: str) -> list[LogFile]:
     files: list[LogFile] = []
     for unit in units:
+        base = unit.paths.root
+        owner = unit.cluster.db_user.uid if os.geteuid() == 0 else None
         if source in ("patroni", "all"):
-            files.append(LogFile(f"{unit.name} patroni+postgresql", unit.log_file))
+            files.append(LogFile(f"{unit.name} patroni+postgresql", unit.log_file, base, owner))
         if source in ("pgbackrest", "all"):
-            for path in sorted(unit.paths.pgbackrest_log.glob("*.log")):
-                files.append(LogFile(f"{unit.name} pgbackrest {path.stem}", path))
+            for path in list_logs(unit.paths.pgbackrest_log, base):
+                files.append(LogFile(f"{unit.name} pgbackrest {path.stem}", path, base, owner))
     return files
 
 
 def follow(files: list[LogFile], poll: float = 0.5) -> None:
     """Print what is appended to any of ``files``, each line prefixed by its source."""
-    offsets = {f.path: f.path.stat().st_size if f.path.exists() else 0 for f in files}
+    offsets: dict[Path, int] = {}
+    for f in files:
+        got = read_from(f.path, f.base, 0, f.owner_uid)
+        offsets[f.path] = got[1] if got else 0
     while True:
         for f in files:
-            try:
-                size = f.path.stat().st_size
-            except OSError:
+            got = read_from(f.path, f.base, offsets[f.path], f.owner_uid)
+            if got is None:
                 continue
-            if size < offsets[f.path]:
-                offsets[f.path] = 0  # truncated or rotated
-            if size > offsets[f.path]:
-                with open(f.path, "rb") as handle:
-                    handle.seek(offsets[f.path])
-                    chunk = handle.read(size - offsets[f.path]).decode(errors="replace")
-                offsets[f.path] = size
-                for line in chunk.splitlines():
-                    print(f"[{f.label}] {line}", flush=True)
+            chunk, size = got
+            offsets[f.path] = size
+            for line in chunk.decode(errors="replace").splitlines():
+                print(f"[{f.label}] {line}", flush=True)
         time.sleep(poll)
 
 
@@ -72,9 +75,10 @@ def cmd_logs(args: argparse.Namespace) -> int:
         raise UsageError("--lines must be 1 or more")
     files = log_files(units, args.source)
     for f in files:
-        lines = tail(f.path, args.lines)
+        lines = tail(f.path, args.lines, f.base, f.owner_uid)
         print(f"==> {f.label}: {f.path} <==")
-        print("\n".join(lines) if lines else "(empty)")  # unreadable shows as empty too
+        # Unreadable (missing, a link, not the database user's file) shows as empty too.
+        print("\n".join(lines) if lines else "(empty)")
         print()
     sys.stdout.flush()
     if args.follow:

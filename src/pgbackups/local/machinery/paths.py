@@ -1,28 +1,41 @@
 """Where a local cluster keeps its files, and how they are owned.
 
-Layout under ``$PGBACKUPS_HOME``::
+Layout under ``$PGBACKUPS_HOME`` (run as root: ``root`` owns what says nothing else, and
+``db`` is the ``postgres`` user; run as anyone else, that user owns everything)::
 
-    bin/rclone                          copy of the S3 server binary (executable by postgres)
-    clusters/<name>/state.json          ports, pids, leader, statuses (no secrets)
-    clusters/<name>/secrets/            0700 db user: passwords.json, s3-access-key, s3-secret-key
-    clusters/<name>/tls/                ca.crt, ca.key (0600), s3.crt, s3.key (0600 db user),
-                                        etcd.crt, etcd.key, etcd-client.crt, etcd-client.key
-                                        (keys 0600 db user)
-    clusters/<name>/etcd/{data,etcd.log}
-    clusters/<name>/s3/{data/<bucket>,cache,rclone.log}
-    clusters/<name>/units/<i>/{data,patroni.yml,pgbackrest.conf,pgpass,log/,sock/,tls/,
-                               pgbackrest/{log,lock,spool}}
+    bin/rclone                        0755  copy of the S3 server binary (run by db)
+    clusters/<name>/                  0755  state.json, peers.json (0600), locks
+      secrets/                        0700  passwords.json, s3-access-key, s3-secret-key,
+                                            s3-settings.json (0600): read by root only
+      tls/                            0755  ca.crt, ca.key (0600), s3.crt, s3.key (0640 :db),
+                                            etcd.crt, etcd-client.crt, etcd.key and
+                                            etcd-client.key (0600 db: etcd and Patroni)
+      etcd/                    db     0700  data/, etcd.log
+      s3/                      db     0700  data/<bucket>, cache/, rclone.log
+      units/<i>/                root:db 0750  patroni.yml, pgbackrest.conf (0640 :db),
+                                            s3-ca-chain.pem (0644)
+        tls/                  root:db 0750  unit.crt (0644), unit.key (0640 :db)
+        postgresql/            db     0700  data/ (and data.before-restore-*), pgpass
+        log/                   db     0700  patroni.log (Patroni's and PostgreSQL's output)
+        sock/                  db     0700  PostgreSQL's socket
+        pgbackrest/            db     0700  log/, lock/, spool/ (made by db itself)
+
+Root writes only into its own directories; in a database user's directory it only makes
+the directory itself (``ensure_dir``: no link followed, owner checked) and never a file
+or anything deeper (docs/security.md, "Files and privileges").
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pgbackups.adapters.files import write_atomically
+from pgbackups.adapters import files
 from pgbackups.adapters.processes import OsUser
 from pgbackups.local.errors import PgbackupsError, UsageError
 
@@ -32,14 +45,78 @@ DEFAULT_ROOT_HOME = Path("/var/lib/pgbackups")
 
 
 def pgbackups_home() -> Path:
-    """``$PGBACKUPS_HOME``; else /var/lib/pgbackups for root, else the XDG state dir."""
+    """``$PGBACKUPS_HOME``; else /var/lib/pgbackups for root, else the XDG state dir.
+    Checked by :func:`check_home` (a bad one is a :class:`UsageError`)."""
     env = os.environ.get("PGBACKUPS_HOME")
     if env:
-        return Path(env).absolute()
+        return check_home(Path(env), "PGBACKUPS_HOME")
     if os.geteuid() == 0:
-        return DEFAULT_ROOT_HOME
+        return check_home(DEFAULT_ROOT_HOME)
     xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(xdg) / "pgbackups"
+    return check_home(Path(xdg) / "pgbackups")
+
+
+def check_home(home: Path, what: str = "the pgbackups home") -> Path:
+    """``home`` made absolute and free of links, once it is safe for root to use.
+
+    Root writes secrets and configuration under the home and runs what is in it, so,
+    as sshd does for its files, the home (when it exists) must be a root-owned directory
+    no group or other user can write, and so must every existing directory above it
+    (one others may write is accepted only with the sticky bit, like /tmp: nobody but
+    root can then rename or remove root's entries in it). Nothing is created or changed
+    here. As another user only ``home`` being absolute is checked.
+    """
+    if not home.is_absolute():
+        raise UsageError(f"{what} must be an absolute path (got {str(home)!r})")
+    # Used as resolved (the data directory is reached without following a link: see
+    # workload.moveaside), and checked so: a link on the way is judged by where it leads.
+    real = Path(os.path.realpath(home))
+    if os.geteuid() != 0:
+        return real
+    for current in (real, *real.parents):
+        try:
+            st = os.lstat(current)
+        except FileNotFoundError:
+            continue  # created later by root (0755), below the checked ancestors
+        except OSError as exc:
+            raise UsageError(f"{what} {home}: cannot check {current}: {exc.strerror}") from exc
+        problem = _unsafe_for_root(st, is_home=current == real)
+        if problem:
+            where = "" if current == real else f" (at {current})"
+            raise UsageError(
+                f"{what} {home} is not safe for root{where}: {problem}; use a directory "
+                "that root owns and only root can write, in such directories all the way up"
+            )
+    return real
+
+
+def _unsafe_for_root(st: os.stat_result, *, is_home: bool) -> str | None:
+    mode = stat.S_IMODE(st.st_mode)
+    if not stat.S_ISDIR(st.st_mode):
+        return "not a directory"
+    if st.st_uid != 0:
+        return f"owned by uid {st.st_uid}, not root"
+    if mode & 0o022 and (is_home or not mode & stat.S_ISVTX):
+        who = " and ".join(w for w, bit in (("its group", 0o020), ("others", 0o002)) if mode & bit)
+        return f"writable by {who} (mode {mode:o})"
+    return None
+
+
+def make_home(home: Path) -> None:
+    """Create the checked home (and missing parents, 0755) if it does not exist, then
+    check it again (someone may have raced us in a sticky /tmp); an existing directory's
+    mode and owner are left as they are."""
+    if home.is_dir():
+        return
+    # Below ancestors check_home found root's and written by no one else (or sticky).
+    os.makedirs(home.parent, mode=0o755, exist_ok=True)
+    created = False
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(home, 0o755)
+        created = True
+    check_home(home)
+    if created:  # its mode was cut by the umask; the database user must enter it
+        ensure_dir(home, mode=0o755)
 
 
 def validate_name(name: str) -> str:
@@ -56,8 +133,14 @@ class UnitPaths:
     root: Path
 
     @property
+    def postgres_dir(self) -> Path:
+        """The database user's: the data directory's parent (Patroni renames the data
+        directory there when a bootstrap fails) and Patroni's pgpass."""
+        return self.root / "postgresql"
+
+    @property
     def data_dir(self) -> Path:
-        return self.root / "data"
+        return self.postgres_dir / "data"
 
     @property
     def patroni_config(self) -> Path:
@@ -69,7 +152,12 @@ class UnitPaths:
 
     @property
     def pgpass(self) -> Path:
-        return self.root / "pgpass"
+        """Patroni writes it, as the database user."""
+        return self.postgres_dir / "pgpass"
+
+    @property
+    def s3_ca_file(self) -> Path:
+        return self.root / "s3-ca-chain.pem"
 
     @property
     def log_dir(self) -> Path:
@@ -229,18 +317,28 @@ def clusters_dir(home: Path) -> Path:
 
 
 def ensure_dir(path: Path, *, mode: int = 0o755, owner: OsUser | None = None) -> Path:
-    """Create ``path`` (and parents, 0755) and set its mode and owner."""
-    path.mkdir(parents=True, exist_ok=True)
-    os.chmod(path, mode)
-    if owner is not None and not owner.is_current:
-        os.chown(path, owner.uid, owner.gid)
-    return path
+    """Create ``path`` (its parent must exist) and set its mode and owner, following no
+    link (:func:`pgbackups.adapters.files.ensure_dir`); a link or a directory of another
+    owner is refused."""
+    try:
+        return files.ensure_dir(path, mode, owner)
+    except files.UnsafePath as exc:
+        raise PgbackupsError(str(exc)) from exc
+
+
+def make_dirs_as(user: OsUser, paths: Sequence[Path], mode: int = 0o700) -> None:
+    """Create directories inside a directory of ``user`` as ``user`` itself: root never
+    makes or changes anything deeper than one level in a database user's directory."""
+    try:
+        files.make_dirs_as(user, paths, mode)
+    except files.UnsafePath as exc:
+        raise PgbackupsError(str(exc)) from exc
 
 
 def write_file(path: Path, text: str, *, mode: int = 0o600, owner: OsUser | None = None) -> None:
     """Write atomically (a new temporary file, then rename); the mode and owner are set
     before any byte is written, and a link planted in a db-user folder is not followed."""
-    write_atomically(text, path, owner, mode)
+    files.write_atomically(text, path, owner, mode)
 
 
 def check_traversable(path: Path, user: OsUser) -> None:

@@ -91,8 +91,8 @@ def claimed_bases(home: Path) -> set[int]:
 @contextlib.contextmanager
 def allocation_lock(home: Path) -> Iterator[None]:
     """Serialises allocations, so that two ``up`` never pick the same block."""
-    home.mkdir(parents=True, exist_ok=True)
-    fd = os.open(home / ".ports.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    # The home is root's when we are root (paths.check_home): no link to follow here.
+    fd = os.open(home / ".ports.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -7,6 +7,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from pgbackups.adapters import files
 from pgbackups.local.errors import ProgramMissing
 
 PG_BIN_DIR = Path("/usr/lib/postgresql/15/bin")
@@ -58,8 +59,8 @@ def install_rclone(home: Path, source: Path | None = None) -> Path:
     user runs it, and the virtualenv may live somewhere it cannot enter (/root)."""
     src = source or rclone_source()
     dest_dir = home / "bin"
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(dest_dir, 0o755)  # noqa: S103 - the database user runs rclone from here
+    # Root's folder in the (checked) home; the database user runs rclone from it.
+    files.ensure_dir(dest_dir, 0o755)
     dest = dest_dir / "rclone"
     st = src.stat()
     if dest.is_file() and dest.stat().st_size == st.st_size:
@@ -69,6 +70,7 @@ def install_rclone(home: Path, source: Path | None = None) -> Path:
         os.link(src, tmp)  # same filesystem: no 85 MB copy
     except OSError:
         shutil.copyfile(src, tmp)
+    # By path, in root's own folder (no other user can put a link there).
     os.chmod(tmp, 0o755)  # noqa: S103 - executable by the database user
     os.replace(tmp, dest)
     return dest

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pgbackups.adapters import processes
+from pgbackups.adapters import files, processes
 from pgbackups.local.errors import ClusterNotFound, PgbackupsError
 
 STATE_VERSION = 1
@@ -179,7 +179,8 @@ class StateStore:
     def _locked(self, kind: int) -> Iterator[None]:
         if not self.lock_file.parent.is_dir():
             raise ClusterNotFound(f"no cluster at {self.lock_file.parent}")
-        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        # The cluster's folder is root's (when we are root): O_NOFOLLOW is a second line.
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:
             fcntl.flock(fd, kind)
             yield
@@ -196,10 +197,8 @@ class StateStore:
         return ClusterState.from_json(raw)
 
     def _write(self, state: ClusterState) -> None:
-        tmp = self.state_file.with_name(f".{self.state_file.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(state.to_json(), indent=2, sort_keys=True) + "\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, self.state_file)
+        text = json.dumps(state.to_json(), indent=2, sort_keys=True) + "\n"
+        files.write_atomically(text, self.state_file, None, 0o644)
 
     def load(self) -> ClusterState:
         with self._locked(fcntl.LOCK_SH):

@@ -4,7 +4,9 @@ The S3 server gets a certificate for ``localhost`` (+ IP 127.0.0.1; pgBackRest 2
 not match IP SANs, so clients use the name). With ``--tls`` every unit gets one for
 PostgreSQL and, later, the pgBackRest TLS server (serverAuth + clientAuth).
 Keys are generated in a private temporary directory and only then moved into place,
-so they are never readable by others, not even for a moment.
+so they are never readable by others, not even for a moment. The certificate folders
+are root's (``paths``): nothing here is written where the database user could plant a
+link, and a key the database user reads is root's, 0640, with that user's group.
 """
 
 from __future__ import annotations
@@ -35,15 +37,17 @@ def _openssl(argv: Sequence[str]) -> None:
 
 
 def _install(src: Path, dest: Path, *, mode: int, owner: OsUser | None) -> None:
+    # ``src`` is in root's private (0700) temporary folder: by path is safe there; the
+    # rename then replaces ``dest`` in root's own folder, whatever it was.
     os.chmod(src, mode)
-    if owner is not None and not owner.is_current:
+    if owner is not None and os.geteuid() == 0:
         os.chown(src, owner.uid, owner.gid)
     os.replace(src, dest)
 
 
 def create_ca(cert: Path, key: Path, common_name: str) -> None:
     """A self-signed CA; its key stays with the invoking user (0600)."""
-    cert.parent.mkdir(parents=True, exist_ok=True)
+    # mkdtemp: a new 0700 folder of root's, in root's own certificate folder.
     with tempfile.TemporaryDirectory(dir=cert.parent, prefix=".ca-") as tmp:
         tkey, tcert = Path(tmp) / "ca.key", Path(tmp) / "ca.crt"
         _openssl(
@@ -70,10 +74,12 @@ def issue_cert(
     client_auth: bool = False,
     owner: OsUser | None = None,
 ) -> None:
-    """A leaf certificate signed by the CA; ``key`` is 0600 and owned by ``owner``."""
-    cert.parent.mkdir(parents=True, exist_ok=True)
+    """A leaf certificate signed by the CA, owned by ``owner``; ``key`` is 0600, or 0640
+    when ``owner`` is root with another user's group (PostgreSQL and pgBackRest accept a
+    root-owned key that its group may read: :func:`pgbackups.adapters.files.config_owner`)."""
     eku = "serverAuth,clientAuth" if client_auth else "serverAuth"
     san = ",".join([f"DNS:{d}" for d in dns_names] + [f"IP:{ip}" for ip in ip_addresses])
+    # mkdtemp: a new 0700 folder of root's, in root's own certificate folder.
     with tempfile.TemporaryDirectory(dir=cert.parent, prefix=".leaf-") as tmp:
         t = Path(tmp)
         ext = t / "ext.cnf"
@@ -92,10 +98,12 @@ def issue_cert(
              str(ca_key), "-set_serial", "0x" + secrets.token_hex(16), "-days",
              str(LEAF_DAYS), "-extfile", str(ext), "-out", str(t / "leaf.crt")]
         )  # fmt: skip
-        _install(t / "leaf.key", key, mode=0o600, owner=owner)
+        group_reads = owner is not None and owner.uid == 0 and owner.gid != 0
+        _install(t / "leaf.key", key, mode=0o640 if group_reads else 0o600, owner=owner)
         _install(t / "leaf.crt", cert, mode=0o644, owner=owner)
 
 
 def remove_cert(cert: Path, key: Path) -> None:
+    # Names in root's own folder: unlink removes a link, never what it points at.
     for path in (cert, key):
         path.unlink(missing_ok=True)

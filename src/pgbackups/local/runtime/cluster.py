@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import secrets
-import shutil
 import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +28,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pgbackups.adapters import processes
+from pgbackups.adapters import files, processes
+from pgbackups.adapters.files import config_owner
 from pgbackups.adapters.patroni import PatroniPasswords, PatroniUnavailable
 from pgbackups.adapters.processes import OsUser
 from pgbackups.core.host import TlsMaterial, WorkloadConfig
@@ -46,9 +46,12 @@ from pgbackups.local.machinery import ports as ports_mod
 from pgbackups.local.machinery.paths import (
     DEFAULT_NAME,
     ClusterPaths,
+    check_home,
     check_traversable,
     clusters_dir,
     ensure_dir,
+    make_dirs_as,
+    make_home,
     pgbackups_home,
     validate_name,
     write_file,
@@ -105,7 +108,7 @@ def tls_server_key(unit: Unit) -> str:
 
 
 def list_clusters(home: Path | None = None) -> list[str]:
-    root = clusters_dir(home or pgbackups_home())
+    root = clusters_dir(check_home(home) if home else pgbackups_home())
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if (p / "state.json").is_file())
@@ -114,7 +117,7 @@ def list_clusters(home: Path | None = None) -> list[str]:
 class Cluster:
     def __init__(self, name: str, home: Path | None = None) -> None:
         self.name = validate_name(name)
-        self.home = home or pgbackups_home()
+        self.home = check_home(home) if home else pgbackups_home()
         self.paths = ClusterPaths(self.home, self.name)
         self.store = StateStore(self.paths.state_file, self.paths.lock_file)
         self.db_user: OsUser = processes.db_user()
@@ -241,7 +244,7 @@ class Cluster:
             key=unit.paths.tls_key,
             common_name=unit.member_name,
             client_auth=True,
-            owner=self.db_user,
+            owner=config_owner(self.db_user),
         )
         material = unit.tls()
         assert material is not None
@@ -282,8 +285,12 @@ class Cluster:
     @contextlib.contextmanager
     def operation(self, what: str) -> Iterator[None]:
         """One changing command at a time per cluster (``status`` does not take it)."""
+        make_home(self.home)
+        ensure_dir(clusters_dir(self.home))
         ensure_dir(self.paths.root)
-        fd = os.open(self.paths.op_lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        # Root's own directory (ensure_dir checked it): the lock file cannot be a link
+        # the database user planted; O_NOFOLLOW says so once more.
+        fd = os.open(self.paths.op_lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -303,8 +310,6 @@ class Cluster:
     def _create(self, units: int, tls_on: bool) -> None:
         """Allocate ports, write the state, secrets, CA and certificates."""
         owner = self.db_user
-        ensure_dir(self.home)
-        ensure_dir(clusters_dir(self.home))
         with ports_mod.allocation_lock(self.home):
             base = ports_mod.allocate_block(self.home, units)
             ensure_dir(self.paths.root)
@@ -329,15 +334,16 @@ class Cluster:
                     next_index=units,
                 )
             )
-        ensure_dir(self.paths.secrets_dir, mode=0o700, owner=owner)
+        # Only root reads the secrets (it renders them into the configuration and the
+        # S3 server's environment): the database user neither owns nor reads them.
+        ensure_dir(self.paths.secrets_dir, mode=0o700)
         write_file(
             self.paths.passwords_file,
             json.dumps({key: secrets.token_urlsafe(24) for key in PASSWORD_KEYS}),
-            owner=owner,
         )
         creds = s3server.S3Credentials.generate()
-        write_file(self.paths.s3_access_key_file, creds.access_key + "\n", owner=owner)
-        write_file(self.paths.s3_secret_key_file, creds.secret_key + "\n", owner=owner)
+        write_file(self.paths.s3_access_key_file, creds.access_key + "\n")
+        write_file(self.paths.s3_secret_key_file, creds.secret_key + "\n")
         ensure_dir(self.paths.tls_dir, mode=0o755)
         tls.create_ca(self.paths.ca_cert, self.paths.ca_key, f"pgbackups {self.name} CA")
         tls.issue_cert(
@@ -346,18 +352,31 @@ class Cluster:
             cert=self.paths.s3_cert,
             key=self.paths.s3_key,
             common_name="localhost",
-            owner=owner,
+            owner=config_owner(owner),  # rclone reads the key as the database user
         )
         self._issue_etcd_certs()
         ensure_dir(self.paths.etcd_dir, mode=0o700, owner=owner)
         ensure_dir(self.paths.s3_dir, mode=0o700, owner=owner)
-        ensure_dir(self.paths.s3_data, mode=0o700, owner=owner)
-        ensure_dir(self.paths.s3_data / s3server.DEFAULT_BUCKET, mode=0o700, owner=owner)
-        ensure_dir(self.paths.s3_cache, mode=0o700, owner=owner)
+        self._make_s3_dirs(s3server.DEFAULT_BUCKET)
         for unit in self.units():
             unit.prepare()
             if tls_on:
                 self.issue_unit_tls(unit)
+
+    def _tail(self, log_file: Path, lines: int = 12) -> str:
+        """The end of a daemon's log (the database user's file: no link followed)."""
+        owner = self.db_user.uid if os.geteuid() == 0 else None
+        text = logfiles.tail(log_file, lines, self.paths.root, owner)
+        if text is None:
+            return f"no log at {log_file}"
+        body = "\n".join("    " + line for line in text)
+        return f"last lines of {log_file}:\n{body}"
+
+    def _make_s3_dirs(self, bucket: str) -> None:
+        """The S3 server's folders inside its own (the database user's) folder: made by
+        that user, so root walks no name it controls."""
+        paths = self.paths
+        make_dirs_as(self.db_user, [paths.s3_data, paths.s3_data / bucket, paths.s3_cache])
 
     # --- start -------------------------------------------------------------------------
 
@@ -389,7 +408,7 @@ class Cluster:
         state = self.state()
         ports_mod.require_free(state.s3_port, f"S3 of {self.name}")
         rclone = programs.install_rclone(self.home)
-        (self.paths.s3_data / state.bucket).mkdir(parents=True, exist_ok=True)
+        self._make_s3_dirs(state.bucket)
         pid = processes.spawn(
             s3server.argv(
                 rclone,
@@ -414,13 +433,13 @@ class Cluster:
     def _check_service(self, key: str, what: str, log_file: Path) -> None:
         proc = self.service(key)
         if proc is not None and not proc.is_ours():
-            raise StartError(f"{what} exited during start; {_tail(log_file)}")
+            raise StartError(f"{what} exited during start; {self._tail(log_file)}")
 
     def _check_unit(self, unit: Unit) -> None:
         proc = unit.process()
         if proc is not None and not proc.is_ours():
             raise StartError(
-                f"unit {unit.name}: patroni exited during start; {_tail(unit.log_file)}"
+                f"unit {unit.name}: patroni exited during start; {self._tail(unit.log_file)}"
             )
 
     def _is_primary(self, unit: Unit) -> bool:
@@ -622,7 +641,7 @@ class Cluster:
         progress = progress or Progress(quiet=True)
         self.stop(progress)
         removed = self.purge_listing()
-        shutil.rmtree(self.paths.root)
+        files.remove_tree(self.paths.root)  # follows no link of the database user's
         return removed
 
     # --- membership ------------------------------------------------------------------
@@ -652,8 +671,8 @@ class Cluster:
             state.units[name] = UnitRecord(index, pg, rest, pgbr)
             state.next_index = index + 1
         unit = self.unit(name)
-        if unit.paths.root.exists():  # left over from an old unit with this number
-            shutil.rmtree(unit.paths.root)
+        # Left over from an old unit with this number (no link below it is followed).
+        files.remove_tree(unit.paths.root, missing_ok=True)
         unit.prepare()
         if self.tls_enabled:
             self.issue_unit_tls(unit)
@@ -694,7 +713,8 @@ class Cluster:
             raise PgbackupsError(f"{unit.name} (pid {pid}) did not stop; not removing it")
         progress.say(f"stopped {unit.name}" + (f" (pid {pid})" if pid else ""))
         self._forget_unit(unit)
-        shutil.rmtree(unit.paths.root, ignore_errors=True)
+        with contextlib.suppress(OSError):  # no link below it is followed
+            files.remove_tree(unit.paths.root)
         progress.say(f"removed {unit.name} and {unit.paths.root}")
 
     def switchover(self, ref: str, progress: Progress | None = None) -> None:
@@ -724,14 +744,6 @@ class Cluster:
 def _pid(unit: Unit) -> int | None:
     proc = unit.process()
     return proc.pid if proc else None
-
-
-def _tail(log_file: Path, lines: int = 12) -> str:
-    text = logfiles.tail(log_file, lines)
-    if text is None:
-        return f"no log at {log_file}"
-    body = "\n".join("    " + line for line in text)
-    return f"last lines of {log_file}:\n{body}"
 
 
 # --- module-level commands ------------------------------------------------------------

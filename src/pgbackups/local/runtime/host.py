@@ -60,7 +60,7 @@ def write_s3_parameters(cluster: Cluster, parameters: Mapping[str, str] | None) 
     """Store the raw S3 settings (they hold the secret key: mode 0600, never logged)."""
     path = s3_settings_file(cluster)
     if parameters is None:
-        path.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)  # root's secrets folder; unlink never follows a link
         return
     write_file(path, json.dumps(dict(parameters), indent=2, sort_keys=True), mode=0o600)
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pgbackups.adapters import files
+
 APP = "app"
 UNITS = "units"
 DEFERRED = "deferred"
@@ -46,8 +48,8 @@ class PeerDataStore:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[dict[str, Any]]:
         """Read-modify-write under an exclusive lock; the document is written back after."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._lock_path, os.O_CREAT | os.O_RDWR, 0o600)
+        # In the cluster's folder, root's when we are root; O_NOFOLLOW is a second line.
+        fd = os.open(self._lock_path, os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             document = self._read()
@@ -69,13 +71,8 @@ class PeerDataStore:
         return data
 
     def _write(self, document: Mapping[str, Any]) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump(document, out, indent=2, sort_keys=True)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, self.path)
+        text = json.dumps(document, indent=2, sort_keys=True)
+        files.write_atomically(text, self.path, None, 0o600)
 
     # -- bags -------------------------------------------------------------------
 

@@ -12,11 +12,12 @@ from typing import Any, Protocol
 import psycopg
 
 from pgbackups.adapters import postgres, processes
+from pgbackups.adapters.files import config_owner, read_text
 from pgbackups.adapters.patroni import PatroniClient, RestAuth
 from pgbackups.core.host import TlsMaterial, WorkloadConfig
 from pgbackups.local.machinery import ports as ports_mod
 from pgbackups.local.machinery import programs
-from pgbackups.local.machinery.paths import UnitPaths, ensure_dir
+from pgbackups.local.machinery.paths import UnitPaths, ensure_dir, make_dirs_as
 from pgbackups.local.machinery.state import ProcessRecord, UnitRecord
 from pgbackups.local.runtime.dcs import EtcdDcs
 from pgbackups.local.runtime.facts import ClusterFacts
@@ -119,7 +120,7 @@ class Unit:
             patroni_config=str(paths.patroni_config),
             pgbackrest_config=str(paths.pgbackrest_config),
             pgpass=str(paths.pgpass),
-            s3_ca_file=str(paths.pgbackrest_dir / "s3-ca-chain.pem"),
+            s3_ca_file=str(paths.s3_ca_file),
             pgbackrest_log_dir=str(paths.pgbackrest_log),
             pgbackrest_lock_dir=str(paths.pgbackrest_lock),
             pgbackrest_spool_dir=str(paths.pgbackrest_spool),
@@ -170,20 +171,23 @@ class Unit:
     # --- configuration ----------------------------------------------------
 
     def prepare(self) -> None:
-        """Create the unit's directories, owned by the database user."""
-        owner = self.cluster.db_user
+        """Create the unit's directories: root's (configuration, certificates; the
+        database user reads them through its group) and the database user's (data, logs,
+        socket, pgBackRest's), see :mod:`pgbackups.local.machinery.paths`."""
+        db = self.cluster.db_user
         ensure_dir(self.cluster.paths.units_dir, mode=0o755)
-        ensure_dir(self.paths.root, mode=0o750, owner=owner)
+        ensure_dir(self.paths.root, mode=0o750, owner=config_owner(db))
+        ensure_dir(self.paths.tls_dir, mode=0o750, owner=config_owner(db))
         for d in (
+            self.paths.postgres_dir,
             self.paths.log_dir,
             self.paths.socket_dir,
             self.paths.pgbackrest_dir,
-            self.paths.pgbackrest_log,
-            self.paths.pgbackrest_lock,
-            self.paths.pgbackrest_spool,
         ):
-            ensure_dir(d, mode=0o700, owner=owner)
-        ensure_dir(self.paths.tls_dir, mode=0o750, owner=owner)
+            ensure_dir(d, mode=0o700, owner=db)
+        inner = (self.paths.pgbackrest_log, self.paths.pgbackrest_lock, self.paths.pgbackrest_spool)
+        if not all(d.is_dir() for d in inner):
+            make_dirs_as(db, inner)
 
     def write_config(self, config: WorkloadConfig) -> None:
         """Render patroni.yml (0600, db user: it holds passwords). No reload: the
@@ -257,8 +261,9 @@ class Unit:
 
     def postmaster_pid(self) -> int | None:
         try:
-            first = (self.data_dir / "postmaster.pid").read_text().splitlines()[0]
-            pid = int(first.strip())
+            # The database user's file: read without following a link or blocking on a FIFO.
+            text = read_text(self.data_dir / "postmaster.pid")
+            pid = int((text or "").splitlines()[0].strip())
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except (OSError, ValueError, IndexError):
             return None
