@@ -89,3 +89,23 @@ def test_help_imports_no_runtime() -> None:
     assert "pgbackups.local.cli.main" in loaded  # the probe did import the CLI
     heavy = [m for m in loaded if any(m == h or m.startswith(h + ".") for h in HEAVY)]
     assert heavy == []
+
+
+def _fails_on_a_full_disk(_args: argparse.Namespace) -> int:
+    raise OSError(28, "No space left on device", "/var/lib/pgbackups/clusters/main/patroni.yml")
+
+
+def test_an_os_error_escaping_a_command_is_one_line_and_exit_1(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from pgbackups.local.cli.main import run_command
+
+    assert run_command(_fails_on_a_full_disk, argparse.Namespace()) == 1
+    err = capsys.readouterr().err
+    assert err == ("error: /var/lib/pgbackups/clusters/main/patroni.yml: No space left on device\n")
+    assert run_command(_fails_on_a_full_disk, argparse.Namespace(), verbose=True) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last):"), "-v shows where"
+    assert err.endswith(
+        "error: /var/lib/pgbackups/clusters/main/patroni.yml: No space left on device\n"
+    )

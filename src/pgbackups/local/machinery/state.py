@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from pgbackups.adapters import processes
-from pgbackups.local.errors import ClusterNotFound, PgbackupsError
+from pgbackups.adapters.files import write_atomically
+from pgbackups.local.errors import ClusterNotFound, PgbackupsError, WriteFailed
 
 STATE_VERSION = 1
 
@@ -196,10 +197,13 @@ class StateStore:
         return ClusterState.from_json(raw)
 
     def _write(self, state: ClusterState) -> None:
-        tmp = self.state_file.with_name(f".{self.state_file.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(state.to_json(), indent=2, sort_keys=True) + "\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, self.state_file)
+        """Atomically (temporary file, fsync, rename): a full disk or a killed command
+        leaves the previous state, never half of one."""
+        text = json.dumps(state.to_json(), indent=2, sort_keys=True) + "\n"
+        try:
+            write_atomically(text, self.state_file, None, 0o644)
+        except OSError as exc:
+            raise WriteFailed("the cluster state", exc) from exc
 
     def load(self) -> ClusterState:
         with self._locked(fcntl.LOCK_SH):

@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pgbackups.adapters.files import write_atomically
+from pgbackups.local.errors import WriteFailed
+
 APP = "app"
 UNITS = "units"
 DEFERRED = "deferred"
@@ -69,13 +72,12 @@ class PeerDataStore:
         return data
 
     def _write(self, document: Mapping[str, Any]) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump(document, out, indent=2, sort_keys=True)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, self.path)
+        """Atomically (a new temporary file, fsync, rename): on a full disk the bags keep
+        what they held and the caller gets one clear error."""
+        try:
+            write_atomically(json.dumps(document, indent=2, sort_keys=True), self.path, None, 0o600)
+        except OSError as exc:
+            raise WriteFailed("the peer data", exc) from exc
 
     # -- bags -------------------------------------------------------------------
 

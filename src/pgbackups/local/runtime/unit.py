@@ -14,6 +14,7 @@ import psycopg
 from pgbackups.adapters import postgres, processes
 from pgbackups.adapters.patroni import PatroniClient
 from pgbackups.core.host import TlsMaterial, WorkloadConfig
+from pgbackups.local.errors import WriteFailed
 from pgbackups.local.machinery import ports as ports_mod
 from pgbackups.local.machinery import programs
 from pgbackups.local.machinery.paths import UnitPaths, ensure_dir
@@ -236,7 +237,10 @@ class Unit:
                 )
         self._stop_orphan_postmaster()
         if ok:
-            self._record(None)
+            try:
+                self._record(None)
+            except WriteFailed as exc:  # harmless: a record is trusted with its start time
+                log.warning("%s stopped, but its record stays: %s", self.name, exc)
         return ok
 
     def _stop_orphan_postmaster(self) -> None:
