@@ -13,6 +13,7 @@ from pgbackups.core.archive import ArchivedSegment
 from pgbackups.core.host import (
     BackupToolError,
     CommandResult,
+    DiskSpace,
     ObjectStoreError,
     TlsMaterial,
     WorkloadConfig,
@@ -88,6 +89,7 @@ class FakeWorkload:
     dcs_ok: bool = True
     moved: str | None = "/var/lib/postgresql/16/pgbackups.before-restore-1"
     failed_bootstrap: bool = False
+    disk: DiskSpace | None = None
     tls_server_starts: bool = True
     tls_server_running: bool = False
     configs: list[WorkloadConfig] = field(default_factory=list)
@@ -156,6 +158,12 @@ class FakeWorkload:
 
     def bootstrap_failed(self) -> bool | None:
         return self.failed_bootstrap
+
+    def is_database_service_running(self) -> bool | None:
+        return self.running
+
+    def data_disk(self) -> DiskSpace | None:
+        return self.disk
 
     def forget_dcs_member(self, address: str) -> None:
         self.calls.append(f"forget_dcs_member {address}")

@@ -23,10 +23,11 @@ COMMANDS = {
     "run",
     "leader",
     "logs",
+    "leftovers",
     "tls",
     "demo",
 }
-VERBS = {"s3": {"set", "unset", "show"}, "tls": {"enable", "disable"}}
+VERBS = {"s3": {"set", "unset", "show"}, "tls": {"enable", "disable"}, "leftovers": {"remove"}}
 # What `pgbackups --help` must not import: the runtime and what it drags in.
 HEAVY = ("psycopg", "boto3", "botocore", "yaml", "pgbackups.local.runtime", "pgbackups.adapters.s3")
 
@@ -69,6 +70,8 @@ def test_each_subcommand_runs_a_function() -> None:
         args = [*argv, "main/0"] if argv[0] in ("remove-unit", "switchover", "psql") else argv
         if argv[0] == "run":
             args = ["run", "main/0", "list-backups"]
+        if argv == ("leftovers", "remove"):
+            args = ["leftovers", "remove", "main/0", "data.failed"]
         assert callable(build_parser().parse_args(args).func)
 
 

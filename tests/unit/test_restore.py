@@ -19,7 +19,7 @@ from fakes import (
 from pgbackups.core import messages as msg
 from pgbackups.core.handlers.restore import on_restore
 from pgbackups.core.handlers.update_status import on_update_status
-from pgbackups.core.host import UnitStatus
+from pgbackups.core.host import DiskSpace, UnitStatus
 from pgbackups.core.outcomes import ActionFailed, ActionResults, Done
 
 LABEL = "20261128-143926F"
@@ -579,3 +579,15 @@ def test_an_empty_parameter_is_refused_and_nothing_changes(params: dict[str, str
     assert isinstance(outcome, ActionFailed)
     assert "is empty" in outcome.message
     assert not [c for c in host.calls if c.startswith(("workload.", "app_data["))]
+
+
+def test_a_restore_that_filled_the_disk_says_so_first() -> None:
+    host = restoring_host()
+    _member_failed(host)
+    host.fake_workload.disk = DiskSpace("/var/lib/pgbackups/main", 12 * 1024, 64 * 1024 * 1024)
+    on_update_status(host)
+    assert host.status == UnitStatus.blocked(
+        f"{msg.FAILED_TO_RESTORE_BACKUP}: disk full: 12 KiB free of 64 MiB at "
+        f"/var/lib/pgbackups/main; old data kept at {MOVED_DATA}"
+    )
+    assert host.app_dict == {"cluster_initialised": "True", **RESTORING}, "keys and data kept"

@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from pgbackups import __version__
-from pgbackups.local.cli import cluster, demo, leader, logs, run, s3, tls
+from pgbackups.local.cli import cluster, demo, leader, leftovers, logs, run, s3, tls
 from pgbackups.local.cli.common import CommandGroup
 from pgbackups.local.errors import PgbackupsError, os_error_line
 
@@ -29,6 +29,7 @@ COMMAND_GROUPS: tuple[CommandGroup, ...] = (
     run,
     leader,
     logs,
+    leftovers,
     tls,
     demo,
 )
