@@ -90,6 +90,7 @@ class FakeWorkload:
     moved: str | None = "/var/lib/postgresql/16/pgbackups.before-restore-1"
     failed_bootstrap: bool = False
     disk: DiskSpace | None = None
+    service_running: bool = True  # Patroni's systemd service (running: the member)
     tls_server_starts: bool = True
     tls_server_running: bool = False
     configs: list[WorkloadConfig] = field(default_factory=list)
@@ -160,7 +161,7 @@ class FakeWorkload:
         return self.failed_bootstrap
 
     def is_database_service_running(self) -> bool | None:
-        return self.running
+        return self.service_running
 
     def data_disk(self) -> DiskSpace | None:
         return self.disk
