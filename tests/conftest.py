@@ -5,10 +5,13 @@
 - ``make_cluster`` (per test) / ``make_module_cluster`` (per module): factories that bring
   a cluster up through the Python API and always purge it at teardown.
 - ``run_cli``: runs ``python -m pgbackups ...`` with that home; returns CompletedProcess.
+- ``tmpfs``: mounts small tmpfs file systems (a disk that fills up for real) and always
+  unmounts them at teardown, also when the test failed.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -113,3 +116,63 @@ def run_cli(pgbackups_home: Path) -> CliRunner:
         )
 
     return run
+
+
+class Tmpfs:
+    """Small tmpfs mounts for one test: a real file system that really fills up."""
+
+    def __init__(self) -> None:
+        self.mounted: list[Path] = []
+
+    def mount(self, path: Path, size: str, *, mode: int = 0o755) -> Path:
+        """Mount a tmpfs of ``size`` (``256k``, ``64m``) at ``path`` (created if missing)."""
+        if os.geteuid() != 0:
+            pytest.skip("mounting a tmpfs needs root")
+        path.mkdir(parents=True, exist_ok=True)
+        opts = f"size={size},mode={mode:o}"
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], check=True, timeout=30
+        )
+        self.mounted.append(path)
+        return path
+
+    def resize(self, path: Path, size: str) -> None:
+        """Make room the way an administrator would: grow the file system in place."""
+        subprocess.run(["mount", "-o", f"remount,size={size}", str(path)], check=True, timeout=30)
+
+    @staticmethod
+    def fill(directory: Path, name: str = "filler", *, leave: int = 0) -> Path:
+        """Write a file in ``directory`` until the disk is full (then give back ``leave``
+        bytes); returns it. Deleting it makes room again."""
+        filler = directory / name
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            for size in (1 << 20, 65536, 4096, 512, 1):  # to the last byte: nothing left
+                block = b"\0" * size
+                while True:
+                    try:
+                        os.write(fd, block)
+                    except OSError as exc:
+                        if exc.errno != errno.ENOSPC:
+                            raise
+                        break
+        finally:
+            os.close(fd)
+        if leave:
+            os.truncate(filler, max(0, filler.stat().st_size - leave))
+        return filler
+
+    def unmount_all(self) -> None:
+        for path in reversed(self.mounted):
+            # Lazy: a server a failed test left running must not keep the mount forever.
+            subprocess.run(["umount", "-l", str(path)], check=False, timeout=60)
+        self.mounted.clear()
+
+
+@pytest.fixture
+def tmpfs() -> Iterator[Tmpfs]:
+    mounts = Tmpfs()
+    try:
+        yield mounts
+    finally:
+        mounts.unmount_all()

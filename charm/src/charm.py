@@ -357,9 +357,12 @@ class PgBackupsCharm(ops.CharmBase):
         self._reconfigure(event)  # before the passwords exist, start renders it
 
     def _on_update_status(self, event: ops.UpdateStatusEvent) -> None:
+        # The core first: it looks whether the database runs and replaces only an Active
+        # status (or its own "database stopped/crash-looping"); refreshed before it, a
+        # stopped Patroni would already read "awaiting for member to start" and keep it.
+        self._run(event, events.HOOKS["update-status"])
         if self.model.get_relation(PEER_RELATION) is not None:
             self._refresh_status(self.host)
-        self._run(event, events.HOOKS["update-status"])
 
     def _on_leader_elected(self, event: ops.LeaderElectedEvent) -> None:
         self._ensure_app_secret()

@@ -15,6 +15,7 @@ from pgbackups.core.archive import ArchivedSegment, needed_by, parse_segment_nam
 from pgbackups.core.host import (
     BackupToolError,
     CommandResult,
+    DiskSpace,
     ObjectStoreError,
     TlsMaterial,
     WorkloadConfig,
@@ -90,6 +91,8 @@ class FakeWorkload:
     dcs_ok: bool = True
     moved: str | None = "/var/lib/postgresql/16/pgbackups.before-restore-1"
     failed_bootstrap: bool = False
+    disk: DiskSpace | None = None
+    service_running: bool = True  # Patroni's systemd service (running: the member)
     tls_server_starts: bool = True
     tls_server_running: bool = False
     configs: list[WorkloadConfig] = field(default_factory=list)
@@ -161,6 +164,12 @@ class FakeWorkload:
 
     def bootstrap_failed(self) -> bool | None:
         return self.failed_bootstrap
+
+    def is_database_service_running(self) -> bool | None:
+        return self.service_running
+
+    def data_disk(self) -> DiskSpace | None:
+        return self.disk
 
     def forget_dcs_member(self, address: str) -> None:
         self.calls.append(f"forget_dcs_member {address}")

@@ -24,6 +24,7 @@ from ops import testing
 
 from charm import AWAITING_MEMBER, INSTALL_FAILED, WAITING_FOR_PEERS
 from charm_host import PeerBag, from_ops_status, to_ops_status
+from pgbackups.core import messages
 from pgbackups.core.host import Peer, UnitStatus
 
 # --- lifecycle -----------------------------------------------------------------------
@@ -75,6 +76,21 @@ def test_update_status_replica_and_member_down(world: World) -> None:
     c2 = ctx()
     out2 = c2.run(c2.on.update_status(), state(peers(), leader=False))
     assert out2.unit_status == testing.WaitingStatus(AWAITING_MEMBER)
+
+
+def test_update_status_shows_a_stopped_database_then_active_again(world: World) -> None:
+    """The core's look at the database (core/handlers/health.py) is not hidden behind the
+    charm's own "awaiting for member to start"."""
+    world.workload.running = False
+    world.workload.service_running = False
+    c = ctx()
+    out = c.run(c.on.update_status(), state(peers(), status=testing.ActiveStatus("Primary")))
+    assert out.unit_status == testing.BlockedStatus(messages.DATABASE_STOPPED)
+    world.workload.running = True
+    world.workload.service_running = True
+    c2 = ctx()
+    out2 = c2.run(c2.on.update_status(), out)
+    assert out2.unit_status == testing.ActiveStatus("Primary")
 
 
 def test_update_status_leaves_core_statuses_alone(world: World) -> None:

@@ -26,6 +26,7 @@ from pgbackups.core.archive import ArchivedSegment, needed_by, parse_segment_nam
 from pgbackups.core.host import (
     BackupToolError,
     CommandResult,
+    DiskSpace,
     ObjectStoreError,
     ObjectStoreForbidden,
     Peer,
@@ -71,6 +72,8 @@ WORKLOAD_QUERIES = frozenset(
         "workload.system_identifier",
         "workload.current_timeline",
         "workload.bootstrap_failed",
+        "workload.is_database_service_running",
+        "workload.data_disk",
     }
 )
 
@@ -238,6 +241,8 @@ class FakeWorkload:
     moved_path: str | None = MOVED_DATA
     move_back_ok: bool = True
     failed_bootstrap: bool = False
+    service_running: bool | None = True  # Patroni's process or service
+    disk: DiskSpace | None = field(default_factory=lambda: DiskSpace("/data", 1 << 30, 1 << 33))
     start_tls_ok: bool = True
     configs: list[WorkloadConfig] = field(default_factory=list)
     on_apply: list[object] = field(default_factory=list)  # exceptions to raise, in turn
@@ -277,6 +282,14 @@ class FakeWorkload:
 
     def bootstrap_failed(self) -> bool | None:
         return self._ask("bootstrap_failed", self.failed_bootstrap)
+
+    def is_database_service_running(self) -> bool | None:
+        self.calls.append("workload.is_database_service_running")
+        return self.service_running
+
+    def data_disk(self) -> DiskSpace | None:
+        self.calls.append("workload.data_disk")
+        return self.disk
 
     def stop_database(self) -> None:
         self._do("stop_database", self.stop_ok)

@@ -23,10 +23,11 @@ COMMANDS = {
     "run",
     "leader",
     "logs",
+    "leftovers",
     "tls",
     "demo",
 }
-VERBS = {"s3": {"set", "unset", "show"}, "tls": {"enable", "disable"}}
+VERBS = {"s3": {"set", "unset", "show"}, "tls": {"enable", "disable"}, "leftovers": {"remove"}}
 # What `pgbackups --help` must not import: the runtime and what it drags in.
 HEAVY = ("psycopg", "boto3", "botocore", "yaml", "pgbackups.local.runtime", "pgbackups.adapters.s3")
 
@@ -69,6 +70,8 @@ def test_each_subcommand_runs_a_function() -> None:
         args = [*argv, "main/0"] if argv[0] in ("remove-unit", "switchover", "psql") else argv
         if argv[0] == "run":
             args = ["run", "main/0", "list-backups"]
+        if argv == ("leftovers", "remove"):
+            args = ["leftovers", "remove", "main/0", "data.failed"]
         assert callable(build_parser().parse_args(args).func)
 
 
@@ -89,3 +92,23 @@ def test_help_imports_no_runtime() -> None:
     assert "pgbackups.local.cli.main" in loaded  # the probe did import the CLI
     heavy = [m for m in loaded if any(m == h or m.startswith(h + ".") for h in HEAVY)]
     assert heavy == []
+
+
+def _fails_on_a_full_disk(_args: argparse.Namespace) -> int:
+    raise OSError(28, "No space left on device", "/var/lib/pgbackups/clusters/main/patroni.yml")
+
+
+def test_an_os_error_escaping_a_command_is_one_line_and_exit_1(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from pgbackups.local.cli.main import run_command
+
+    assert run_command(_fails_on_a_full_disk, argparse.Namespace()) == 1
+    err = capsys.readouterr().err
+    assert err == ("error: /var/lib/pgbackups/clusters/main/patroni.yml: No space left on device\n")
+    assert run_command(_fails_on_a_full_disk, argparse.Namespace(), verbose=True) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last):"), "-v shows where"
+    assert err.endswith(
+        "error: /var/lib/pgbackups/clusters/main/patroni.yml: No space left on device\n"
+    )

@@ -142,3 +142,77 @@ def test_a_link_on_the_way_to_the_data_directory_is_refused(tmp_path: Path) -> N
     with pytest.raises(WorkloadError, match="link"):
         moveaside.remove_moved(tmp_path / "pg" / "data", str(tmp_path / "pg" / planted.name))
     assert planted.is_dir()
+
+
+# --- leftovers ------------------------------------------------------------------------
+
+
+def _leftovers(data: Path) -> dict[str, Path]:
+    made = {
+        "before": data.with_name("data.before-restore-20261128T150000Z"),
+        "displaced": data.with_name("data.failed-restore-20261128T160000Z"),
+        "patroni": data.with_name("data.failed"),
+    }
+    for path in made.values():
+        path.mkdir()
+        (path / "PG_VERSION").write_text("15")
+    return made
+
+
+def test_leftovers_are_listed_with_kind_and_size(data: Path) -> None:
+    made = _leftovers(data)
+    data.with_name("data.failedx").mkdir()  # not a name Patroni or a restore gives
+    data.with_name("other").mkdir()
+    data.with_name("data.before-restore-link").symlink_to(made["before"])
+    listed = {item.name: item for item in moveaside.leftovers(data)}
+    assert set(listed) == {p.name for p in made.values()}
+    assert {item.kind for item in listed.values()} == {
+        "before-restore",
+        "failed-restore",
+        "patroni-failed",
+    }
+    assert all(item.size > 0 for item in listed.values())
+
+
+def test_a_named_leftover_is_removed(data: Path) -> None:
+    made = _leftovers(data)
+    assert moveaside.remove_leftover(data, "data.failed") == made["patroni"]
+    assert not made["patroni"].exists()
+    assert made["before"].exists() and made["displaced"].exists() and data.exists()
+
+
+REFUSED = [
+    ("data", "is not a leftover of data"),
+    ("data.failedx", "is not a leftover of data"),
+    ("../0/data.failed", "is not a leftover's name"),
+    ("/etc", "is not a leftover's name"),
+    ("", "is not a leftover's name"),
+    ("data.failed-restore-none", "No such file or directory"),
+]
+
+
+@pytest.mark.parametrize(("name", "why"), REFUSED, ids=[r[0] or "empty" for r in REFUSED])
+def test_anything_but_a_leftover_is_refused(data: Path, name: str, why: str) -> None:
+    _leftovers(data)
+    before = sorted(p.name for p in data.parent.iterdir())
+    with pytest.raises(WorkloadError, match=why):
+        moveaside.remove_leftover(data, name)
+    assert sorted(p.name for p in data.parent.iterdir()) == before
+    assert (data / "PG_VERSION").read_text() == "15"
+
+
+def test_the_copy_a_failed_restore_needs_is_refused(data: Path) -> None:
+    made = _leftovers(data)
+    with pytest.raises(WorkloadError, match="holds the data from before a restore"):
+        moveaside.remove_leftover(data, made["before"].name, needed=str(made["before"]))
+    assert (made["before"] / "PG_VERSION").read_text() == "15"
+
+
+def test_a_link_with_a_leftover_name_is_not_followed(data: Path, tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious").write_text("x")
+    data.with_name("data.failed").symlink_to(victim)
+    with pytest.raises(WorkloadError, match="is not a directory"):
+        moveaside.remove_leftover(data, "data.failed")
+    assert (victim / "precious").read_text() == "x"

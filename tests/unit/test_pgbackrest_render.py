@@ -339,6 +339,7 @@ def _tool(
 ) -> tuple[PgBackRest, FakeRun]:
     fake = FakeRun(*results)
     monkeypatch.setattr(processes, "run", fake)
+    monkeypatch.setattr(processes, "run_watched", fake)  # a backup's run, S3 watched
     conf = tmp_path / "pgbackrest.conf"
     conf.write_text(render_config(_cfg()))
     tool = PgBackRest(

@@ -20,7 +20,7 @@ from pgbackups.core import messages as msg
 from pgbackups.core.archive import ArchivedSegment, segment_name
 from pgbackups.core.handlers.restore import on_restore
 from pgbackups.core.handlers.update_status import on_update_status
-from pgbackups.core.host import UnitStatus
+from pgbackups.core.host import DiskSpace, UnitStatus
 from pgbackups.core.outcomes import ActionFailed, ActionResults, Done
 
 LABEL = "20261128-143926F"
@@ -666,3 +666,15 @@ def test_a_restore_that_replayed_the_whole_archive_completes() -> None:
     assert host.status == UnitStatus.active()
     assert "restore-wal-end" not in host.app_dict
     assert f"workload.remove_moved_data({MOVED_DATA})" in host.calls
+
+
+def test_a_restore_that_filled_the_disk_says_so_first() -> None:
+    host = restoring_host()
+    _member_failed(host)
+    host.fake_workload.disk = DiskSpace("/var/lib/pgbackups/main", 12 * 1024, 64 * 1024 * 1024)
+    on_update_status(host)
+    assert host.status == UnitStatus.blocked(
+        f"{msg.FAILED_TO_RESTORE_BACKUP}: disk full: 12 KiB free of 64 MiB at "
+        f"/var/lib/pgbackups/main; old data kept at {MOVED_DATA}"
+    )
+    assert host.app_dict == {"cluster_initialised": "True", **RESTORING}, "keys and data kept"

@@ -193,3 +193,23 @@ def test_after_a_rollback_a_new_restore_is_allowed_and_update_status_is_quiet() 
     on_update_status(host)
     assert host.effects == [], "no restore left to watch"
     assert host.status == UnitStatus.active()
+
+
+def test_a_failure_the_unit_could_not_record_is_rolled_back() -> None:
+    """The restore filled the disk that held the status too: the unit still says
+    "restoring backup", but Patroni gave the bootstrap up. Once there is room again the
+    rollback must not be refused for want of a Blocked status."""
+    host = failed_host(UnitStatus.maintenance(msg.RESTORING_BACKUP))
+    host.fake_workload.failed_bootstrap = True
+    outcome = on_rollback_restore(host, {})
+    assert outcome == ActionResults({"rollback-status": msg.ROLLED_BACK})
+    assert f"workload.move_data_back({MOVED_DATA})" in host.effects
+    assert host.status == UnitStatus.active()
+
+
+def test_a_restore_still_running_is_not_rolled_back() -> None:
+    host = failed_host(UnitStatus.maintenance(msg.RESTORING_BACKUP))
+    host.fake_workload.failed_bootstrap = False
+    outcome = on_rollback_restore(host, {})
+    assert outcome == ActionFailed(f"{msg.NO_FAILED_RESTORE}: a restore is in progress")
+    assert host.effects == []

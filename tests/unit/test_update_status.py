@@ -83,7 +83,7 @@ NOTHING_TO_DO = [
 def test_update_status_does_nothing(app: dict[str, str], status: UnitStatus, leader: bool) -> None:
     host = FakeHost(app=app, status=status, leader=leader)
     assert on_update_status(host) == Done()
-    assert host.calls == []
+    assert host.effects == []  # it asks the workload (is the database there?), no more
     assert host.status == status
 
 

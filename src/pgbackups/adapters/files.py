@@ -9,6 +9,11 @@ opened with ``O_NOFOLLOW`` (a link is refused, never followed), a new file is cr
 never writes through it), and mode and owner are set through the descriptor, never by
 path. Nothing deeper than one level inside a database user's directory is touched by
 root: the database user makes that itself.
+
+A write that fails (a full disk: ENOSPC, EDQUOT; a read-only one: EROFS) leaves the
+previous file as it was and no temporary behind, and raises an :class:`OSError` whose
+``filename`` is the target: a write error from the kernel names no file, and "No space
+left on device" alone does not tell the user which disk to look at.
 """
 
 from __future__ import annotations
@@ -100,34 +105,50 @@ def write_atomically(
     target relative to that same folder descriptor.
     """
     target = Path(path)
-    with _open_dir(target.parent) as dir_fd:
-        for _ in range(100):
-            tmp_name = f".{target.name}.{secrets.token_hex(6)}"
-            try:
-                fd = os.open(
-                    tmp_name,
-                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                    0o600,
-                    dir_fd=dir_fd,
-                )
-            except FileExistsError:
-                continue
-            break
-        else:
-            raise FileExistsError(errno.EEXIST, "no free temporary name", str(target.parent))
+    try:
+        with _open_dir(target.parent) as dir_fd:
+            _write_in(dir_fd, target, text, owner, mode)
+    except OSError as exc:
+        raise _naming(exc, target) from exc
+
+
+def _write_in(dir_fd: int, target: Path, text: str, owner: OsUser | None, mode: int) -> None:
+    """The write itself, relative to the folder's descriptor; then the folder is synced
+    so that after a power loss it names the new file, not the old one (or none)."""
+    for _ in range(100):
+        tmp_name = f".{target.name}.{secrets.token_hex(6)}"
         try:
-            os.fchmod(fd, mode)
-            if owner is not None and os.geteuid() == 0:
-                os.fchown(fd, owner.uid, owner.gid)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp_name, target.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_name, dir_fd=dir_fd)
-            raise
+            fd = os.open(
+                tmp_name,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o600,
+                dir_fd=dir_fd,
+            )
+        except FileExistsError:
+            continue
+        break
+    else:
+        raise FileExistsError(errno.EEXIST, "no free temporary name", str(target.parent))
+    try:
+        os.fchmod(fd, mode)
+        if owner is not None and os.geteuid() == 0:
+            os.fchown(fd, owner.uid, owner.gid)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, target.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name, dir_fd=dir_fd)
+        raise
+    with contextlib.suppress(OSError):  # best effort: the file is already in place
+        os.fsync(dir_fd)
+
+
+def _naming(exc: OSError, target: Path) -> OSError:
+    """The same error, naming the file that could not be written."""
+    return OSError(exc.errno, exc.strerror or str(exc), str(target))
 
 
 def read_text(path: str | os.PathLike[str]) -> str | None:

@@ -34,7 +34,9 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+import socket
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -634,6 +636,9 @@ def extract_error_line(result: CommandResult, secrets: Iterable[str] = ()) -> st
     Never contains a secret.
     """
     secrets = tuple(secrets)
+    stopped = [ln for ln in result.stderr.splitlines() if ln.startswith(STOPPED_BACKUP)]
+    if stopped:  # the cause; pgBackRest's "terminated on signal" is only its consequence
+        return scrub(stopped[-1], secrets)
     found: list[str] = []
     # Scrubbed before the lines are picked: a secret may span lines or be cut by condense.
     streams = [scrub(stream, secrets) for stream in (result.stderr, result.stdout)]
@@ -694,6 +699,66 @@ class Timeouts:
     info: float = 60.0
     ping: float = 10.0
     io: int | None = None
+    # A backup whose S3 endpoint refuses or drops every new TCP connection for this long
+    # is stopped (docs/reliability.md). pgBackRest alone retries each request for up to
+    # about twice --io-timeout, request after request: with S3 dead a backup took 48 s
+    # (--io-timeout=10, dead during the archive check) to 141 s (dead while copying) to
+    # fail, the replica refusing clients all along. Lowering --io-timeout instead would
+    # break backups over a slow link (it bounds every read and write, and S3 may take a
+    # while to answer a big upload); opening a TCP connection is never slow on a live
+    # endpoint, however slow the link, so this only stops backups whose S3 is gone.
+    repository_gone: float = 10.0
+    repository_probe: float = 2.0  # how often the endpoint is tried while a backup runs
+
+
+# What a backup stopped by :class:`RepositoryWatch` says, before its reason.
+STOPPED_BACKUP = "pgbackups stopped the backup: "
+
+
+def repository_address(config_path: str | os.PathLike[str]) -> tuple[str, int] | None:
+    """The S3 endpoint's host and port, as a rendered pgbackrest.conf names them."""
+    try:
+        text = Path(config_path).read_text(encoding="utf-8")
+    except OSError:
+        return None
+    options = dict(line.strip().partition("=")[::2] for line in text.splitlines() if "=" in line)
+    host = options.get("repo1-s3-endpoint", "").strip()
+    if not host:
+        return None
+    port = options.get("repo1-storage-port", "").strip()
+    return host, int(port) if port.isdigit() else 443
+
+
+class RepositoryWatch:
+    """Asked every few seconds while a backup runs: the reason to stop it once the S3
+    endpoint has refused (or not answered) every TCP connection for ``gone_after`` s."""
+
+    def __init__(
+        self, address: tuple[str, int], gone_after: float, connect_timeout: float = 5.0
+    ) -> None:
+        self.address = address
+        self.gone_after = gone_after
+        self.connect_timeout = connect_timeout
+        self._down_since: float | None = None
+
+    def __call__(self) -> str | None:
+        host, port = self.address
+        try:
+            socket.create_connection(self.address, timeout=self.connect_timeout).close()
+        except OSError as exc:
+            now = time.monotonic()
+            if self._down_since is None:
+                self._down_since = now
+                log.warning("S3 at %s:%d does not answer: %s", host, port, exc)
+            if now - self._down_since >= self.gone_after:
+                cause = exc.strerror or type(exc).__name__
+                return (
+                    f"{STOPPED_BACKUP}S3 at {host}:{port} unreachable for "
+                    f"{self.gone_after:g}s ({cause})"
+                )
+            return None
+        self._down_since = None
+        return None
 
 
 def server_argv(config_path: str | os.PathLike[str], program: str = PROGRAM) -> list[str]:
@@ -741,9 +806,22 @@ class PgBackRest:
             args.append(f"--stanza={stanza}")
         return [*args, *options, command, *params]
 
-    def run(self, argv: Sequence[str], timeout: float) -> CommandResult:
-        """Run as the database user; the result's output is scrubbed of secrets."""
-        result = processes.run(argv, user=self.user, timeout=timeout, env=self._env)
+    def run(
+        self,
+        argv: Sequence[str],
+        timeout: float,
+        *,
+        give_up: Callable[[], str | None] | None = None,
+        every: float = 2.0,
+    ) -> CommandResult:
+        """Run as the database user; the result's output is scrubbed of secrets.
+        ``give_up``: see :func:`processes.run_watched`."""
+        if give_up is None:
+            result = processes.run(argv, user=self.user, timeout=timeout, env=self._env)
+        else:
+            result = processes.run_watched(
+                argv, give_up=give_up, every=every, user=self.user, timeout=timeout, env=self._env
+            )
         secrets = self.secrets()
         clean = CommandResult(
             args=tuple(scrub(a, secrets) for a in result.args),
@@ -783,7 +861,14 @@ class PgBackRest:
         options = [f"--type={backup_type}", "--log-level-console=info", *self._io()]
         if on_primary:
             options.append("--no-backup-standby")
-        return self.run(self.argv("backup", *options, stanza=self.stanza), self.timeouts.backup)
+        argv = self.argv("backup", *options, stanza=self.stanza)
+        address = repository_address(self.config_path)
+        if address is None:
+            return self.run(argv, self.timeouts.backup)
+        watch = RepositoryWatch(address, self.timeouts.repository_gone)
+        return self.run(
+            argv, self.timeouts.backup, give_up=watch, every=self.timeouts.repository_probe
+        )
 
     def info(self, stanza: str | None = None) -> list[StanzaInfo]:
         """Every stanza in the repository, or just ``stanza`` (a missing one has code 1).

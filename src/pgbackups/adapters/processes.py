@@ -16,7 +16,7 @@ import pwd
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,6 +120,65 @@ def run(
     except FileNotFoundError:
         return CommandResult(args, 127, "", f"{args[0]}: program not found")
     return CommandResult(args, proc.returncode, proc.stdout, proc.stderr)
+
+
+def run_watched(
+    argv: Sequence[str],
+    *,
+    give_up: Callable[[], str | None],
+    every: float,
+    user: OsUser | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] = "/",
+) -> CommandResult:
+    """:func:`run`, asking ``give_up()`` every ``every`` seconds while the command runs:
+    when it answers a reason, the command gets SIGTERM (SIGKILL 30 s later) and the
+    result is a failure whose stderr ends with that reason. A long command whose outside
+    world is gone (a backup whose S3 died) then ends in seconds, not after its own
+    retries."""
+    args = tuple(str(a) for a in argv)
+    log.debug("run (watched): %s", " ".join(args))
+    switch = _switch_to(user)
+    try:
+        proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env_for(user, env),
+            cwd=cwd,
+            user=switch.uid if switch else None,
+            group=switch.gid if switch else None,
+            extra_groups=[] if switch else None,
+        )
+    except FileNotFoundError:
+        return CommandResult(args, 127, "", f"{args[0]}: program not found")
+    deadline = time.monotonic() + timeout
+    reason = ""
+    timed_out = False
+    while True:
+        try:
+            out, err = proc.communicate(timeout=max(0.01, min(every, deadline - time.monotonic())))
+            break
+        except subprocess.TimeoutExpired:
+            pass
+        if time.monotonic() >= deadline:
+            timed_out, reason = True, f"timed out after {timeout:g}s"
+        else:
+            reason = give_up() or ""
+        if reason:
+            log.warning("stopping %s: %s", args[0], reason)
+            proc.terminate()
+            try:
+                out, err = proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate()
+            break
+    rc = proc.returncode if not reason else (proc.returncode or -1)
+    return CommandResult(args, rc, out, err + (f"\n{reason}" if reason else ""), timed_out)
 
 
 # A daemon run as the database user opens its own log: the log's folder is that user's,

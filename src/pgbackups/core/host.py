@@ -130,6 +130,15 @@ class WorkloadConfig:
     hold_wal: bool = False
 
 
+@dataclass(frozen=True)
+class DiskSpace:
+    """The file system that holds the data directory (and what is moved aside beside it)."""
+
+    path: str  # the directory asked about
+    free: int  # bytes an unprivileged writer (the database user) may still use
+    total: int  # bytes
+
+
 # ---------------------------------------------------------------------------
 # Errors the adapters raise
 
@@ -220,7 +229,8 @@ class Workload(Protocol):
     One failure convention:
 
     - A query (``is_*``, ``member_state``, ``primary_address``, ``system_identifier``,
-      ``current_timeline``, ``bootstrap_failed``) never raises: it returns its value, or
+      ``current_timeline``, ``bootstrap_failed``, ``is_database_service_running``,
+      ``data_disk``) never raises: it returns its value, or
       None when the workload cannot tell right now (Patroni or PostgreSQL not answering).
     - An action (``start_database``, ``apply_config``, ``move_data_back``...) returns None
       (``move_data_aside`` returns where the data went) and raises :class:`WorkloadError`
@@ -260,6 +270,15 @@ class Workload(Protocol):
     def bootstrap_failed(self) -> bool | None:
         """Patroni gave up bootstrapping (e.g. a PITR target that cannot be reached):
         it logs ``Failed to bootstrap cluster`` and exits."""
+        ...
+
+    def is_database_service_running(self) -> bool | None:
+        """Patroni's process (locally) or service (systemd) runs; None if the host cannot
+        tell. Not whether PostgreSQL answers: ``member_state`` says that."""
+        ...
+
+    def data_disk(self) -> DiskSpace | None:
+        """Free and total space where the data directory lives; None if unreadable."""
         ...
 
     def stop_database(self) -> None:

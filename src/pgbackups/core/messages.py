@@ -29,6 +29,13 @@ FAILED_TO_RESTORE_BACKUP = "Failed to restore backup"
 CANNOT_RESTORE_PITR_PREFIX = "cannot restore PITR"
 CANNOT_RESTORE_PITR = "cannot restore PITR, juju debug-log for details"  # under Juju
 
+# Blocked, the database (update-status; ours: the reference never looks, so a stopped or
+# crash-looping database stayed "active"). Cleared by update-status once it runs again.
+DATABASE_STOPPED = "database stopped: Patroni is not running"
+DATABASE_CRASHING = "database crash-looping"  # followed by ": Patroni member state <state>"
+DISK_FULL = "disk full"  # followed by ": <free> free of <total> at <path>"
+DATABASE_HEALTH_MESSAGES = (DATABASE_STOPPED, DATABASE_CRASHING)
+
 # create-backup action failures
 BACKUP_UNIT_BLOCKED = "Unit is in a blocking state"
 BACKUP_ON_PRIMARY = "Unit cannot perform backups as it is the cluster primary"
@@ -107,3 +114,8 @@ def is_cannot_restore_pitr(text: str) -> bool:
 def is_failed_restore(text: str) -> bool:
     """True for the Blocked messages a failed restore leaves (plain or point-in-time)."""
     return has_prefix(text, FAILED_TO_RESTORE_BACKUP) or is_cannot_restore_pitr(text)
+
+
+def is_database_health_message(text: str) -> bool:
+    """True for the Blocked messages update-status sets (and clears) about the database."""
+    return any(has_prefix(text, m) or text.startswith(m + "; ") for m in DATABASE_HEALTH_MESSAGES)

@@ -9,6 +9,10 @@ the data directory's name and the mark; anything else is refused, never deleted.
 
 Root does this in a folder the database user owns: everything happens relative to a
 descriptor of that folder, reached without following a link (``files.open_dir_strict``).
+
+What stays behind (a failed restore's old data, what a rollback moved aside, Patroni's
+``<data>.failed``) is listed by :func:`leftovers` and removed only when a person names
+it (:func:`remove_leftover`), never the copy a restore still needs.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import logging
 import os
 import stat
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -131,3 +136,120 @@ def remove_moved(data_dir: Path, moved_path: str) -> None:
         except OSError as exc:
             raise WorkloadError(f"could not remove {moved_path}: {exc}") from exc
     log.info("removed the old data directory %s", moved_path)
+
+
+# ---------------------------------------------------------------------------
+# Leftovers: what moving aside (ours and Patroni's) leaves beside the data directory
+
+# Patroni renames the data directory of a bootstrap it gave up to ``<data>.failed``.
+PATRONI_FAILED_SUFFIX = ".failed"
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """A directory beside the data directory that a restore, a rollback or Patroni left:
+    nothing removes it by itself (a copy of the data is never deleted unasked)."""
+
+    path: Path
+    kind: str  # before-restore | failed-restore | patroni-failed
+    size: int  # bytes on disk (allocated blocks; links not followed)
+    changed: float  # st_ctime: when it was moved here (a rename sets it)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def leftover_kind(data_dir: Path, path: Path) -> str | None:
+    """Which kind of leftover ``path``'s name and place make it, None if none."""
+    if path.parent != data_dir.parent:
+        return None
+    name, base = path.name, data_dir.name
+    if name == base + PATRONI_FAILED_SUFFIX:
+        return "patroni-failed"
+    for mark, kind in ((MOVED_MARK, "before-restore"), (DISPLACED_MARK, "failed-restore")):
+        if name.startswith(base + mark) and len(name) > len(base + mark):
+            return kind
+    return None
+
+
+def leftovers(data_dir: Path) -> list[Leftover]:
+    """Every leftover directory beside ``data_dir`` (real directories only), oldest first."""
+    try:
+        entries = list(os.scandir(data_dir.parent))
+    except OSError:
+        return []
+    found = []
+    for entry in entries:
+        path = Path(entry.path)
+        kind = leftover_kind(data_dir, path)
+        if kind is None or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            changed = entry.stat(follow_symlinks=False).st_ctime
+        except OSError:
+            continue
+        found.append(Leftover(path, kind, disk_usage(path), changed))
+    return sorted(found, key=lambda item: (item.changed, item.name))
+
+
+def disk_usage(path: Path) -> int:
+    """Bytes allocated under ``path``, without following links (``du -s``)."""
+    total = 0
+    stack = [path]
+    while stack:
+        current = stack.pop()
+        try:
+            st = os.lstat(current)
+        except OSError:
+            continue
+        total += st.st_blocks * 512
+        if stat.S_ISDIR(st.st_mode):
+            try:
+                stack.extend(Path(e.path) for e in os.scandir(current))
+            except OSError:
+                continue
+    return total
+
+
+def remove_leftover(data_dir: Path, name: str, *, needed: str = "") -> Path:
+    """Delete the leftover ``name`` beside ``data_dir`` once :func:`check_leftover`
+    allows it; returns its path."""
+    path = check_leftover(data_dir, name, needed=needed)
+    with _parent(data_dir) as parent:  # no link on the way sends the delete elsewhere
+        try:
+            files.remove_tree(path.name, dir_fd=parent)  # follows no link below it
+        except OSError as exc:
+            raise WorkloadError(f"could not remove {path}: {exc.strerror or exc}") from exc
+    log.info("removed the leftover %s", path)
+    return path
+
+
+def check_leftover(data_dir: Path, name: str, *, needed: str = "") -> Path:
+    """The path of the leftover ``name`` beside ``data_dir``, if it may be removed.
+
+    Refused (WorkloadError): a name with a ``/`` or that is not a leftover's, anything
+    but a real directory, and ``needed`` — the copy a restore that has not succeeded
+    records as the cluster's data from before it (rollback-restore puts it back).
+    """
+    if not name or "/" in name or name in (".", ".."):
+        raise WorkloadError(f"{name!r} is not a leftover's name (give a name that status lists)")
+    path = data_dir.parent / name
+    if leftover_kind(data_dir, path) is None:
+        raise WorkloadError(
+            f"{name} is not a leftover of {data_dir.name} (only {data_dir.name}{MOVED_MARK}*, "
+            f"{data_dir.name}{DISPLACED_MARK}* and {data_dir.name}{PATRONI_FAILED_SUFFIX})"
+        )
+    if needed and Path(needed) == path:
+        raise WorkloadError(
+            f"{path} holds the data from before a restore that has not succeeded: "
+            "not removed (rollback-restore puts it back; it can go once a restore "
+            "succeeded or was rolled back)"
+        )
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError as exc:
+        raise WorkloadError(f"{path}: {exc.strerror}") from exc
+    if not stat.S_ISDIR(mode):  # a link too: lstat does not follow it
+        raise WorkloadError(f"{path} is not a directory: not removed")
+    return path

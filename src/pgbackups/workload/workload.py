@@ -11,6 +11,7 @@ they cannot tell, actions raise :class:`~pgbackups.core.host.WorkloadError`.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +22,7 @@ from pgbackups.adapters import patroni, pgbackrest, postgres, processes
 from pgbackups.adapters.files import config_owner, write_if_changed
 from pgbackups.adapters.patroni import PatroniUnavailable
 from pgbackups.adapters.processes import OsUser
-from pgbackups.core.host import WorkloadConfig, WorkloadError
+from pgbackups.core.host import DiskSpace, WorkloadConfig, WorkloadError
 from pgbackups.workload import moveaside
 from pgbackups.workload.dcs import Dcs, with_dcs
 from pgbackups.workload.layout import UnitFacts, UnitLayout
@@ -258,6 +259,21 @@ class UnitWorkload:
         if self.services.has_failed(Service.PATRONI):
             return True
         return self.member_state() in FAILED_STATES
+
+    def is_database_service_running(self) -> bool | None:
+        return self.services.is_running(Service.PATRONI)
+
+    def data_disk(self) -> DiskSpace | None:
+        """statvfs of the data directory's parent: the data directory itself may be gone
+        (Patroni renames a failed bootstrap's to ``<data>.failed``), and what is moved
+        aside lives beside it, on the same file system."""
+        where = Path(self.layout.data_dir).parent
+        try:
+            st = os.statvfs(where)
+        except OSError as exc:
+            log.debug("no disk space of %s: %s", where, exc)
+            return None
+        return DiskSpace(str(where), st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize)
 
     # --- the database ---------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from pgbackups.core.handlers._steps import (
     write_marker,
 )
 from pgbackups.core.handlers._wal import check_before_restore, stopped_short
+from pgbackups.core.handlers.health import disk_full_reason
 from pgbackups.core.host import BackupToolError, Host, UnitStatus, Workload, WorkloadError
 from pgbackups.core.ids import normalise_id
 from pgbackups.core.outcomes import ActionFailed, ActionResults, Done, Outcome
@@ -285,8 +286,11 @@ def is_failed_restore_status(status: UnitStatus) -> bool:
 
 
 def _restore_failed(host: Host, moved: str, state: str | None) -> Done:
-    """Blocked, the restore keys kept (a new restore is allowed), the old data kept."""
-    reason = f"old data kept at {moved}" if moved else ""
+    """Blocked, the restore keys kept (a new restore is allowed), the old data kept. A
+    restore that filled the disk says so first: that is what the user must fix."""
+    kept = f"old data kept at {moved}" if moved else ""
+    full = disk_full_reason(host.workload.data_disk())
+    reason = "; ".join(part for part in (full, kept) if part)
     message = msg.with_reason(msg.FAILED_TO_RESTORE_BACKUP, reason)
     log.error("Restore failed: Patroni member state %s; %s", state, reason or "no old data")
     host.set_status(UnitStatus.blocked(message))

@@ -4,7 +4,8 @@ SPEC §7: the data from before a restore "is moved back if the restore fails and
 user asks to roll back". The chart:
 
   rollback-restore
-    Is the unit blocked by a failed restore?      no  -> fail (nothing to roll back)
+    Is the unit blocked by a failed restore,
+      or has Patroni given up a restore in progress? no -> fail (nothing to roll back)
     Is the data from before the restore recorded? no  -> fail (nothing to move back)
     Is current unit leader?                       no  -> fail
     Maintenance: rolling back the restore
@@ -44,7 +45,7 @@ def on_rollback_restore(host: Host, params: Mapping[str, str]) -> Outcome:
             f"{msg.FAILED_TO_ROLL_BACK}: it takes no parameters (got {', '.join(sorted(params))})"
         )
     before = host.get_status()
-    if not is_failed_restore_status(before):
+    if not (is_failed_restore_status(before) or _failed_unrecorded(host)):
         return _rollback_refused(msg.with_reason(msg.NO_FAILED_RESTORE, _no_failure(host)))
     state = RestoreState.read(host.app_data)
     moved = state.moved_data if state is not None else ""
@@ -75,6 +76,18 @@ def on_rollback_restore(host: Host, params: Mapping[str, str]) -> Outcome:
     log.info("Rolled back the failed restore: the data from %s is back", moved)
     host.set_status(UnitStatus.active())
     return ActionResults({msg.RESULT_ROLLBACK_STATUS: msg.ROLLED_BACK})
+
+
+def _failed_unrecorded(host: Host) -> bool:
+    """A restore in progress whose bootstrap Patroni gave up, though the unit does not
+    show it: the Blocked status could not be written (the disk the restore filled held
+    it too) or update-status has not run since. The failure is the workload's to tell."""
+    if not restore_in_progress(host.app_data):
+        return False
+    if host.workload.bootstrap_failed() is not True:
+        return False
+    log.warning("The restore failed but the unit does not show it: rolling back anyway")
+    return True
 
 
 def _no_failure(host: Host) -> str:

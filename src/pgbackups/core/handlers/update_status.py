@@ -1,6 +1,7 @@
 """update-status: the clock of the other charts. It finishes what they left running: a
 backup killed before its "Always" step (create-backup), a restore in progress (restore),
-and the leader's S3 block (s3-credentials-changed, retried)."""
+and the leader's S3 block (s3-credentials-changed, retried); otherwise it looks whether
+the database runs (health: stopped, crash-looping, disk full)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import logging
 
 from pgbackups.core import messages as msg
 from pgbackups.core.handlers.create_backup import bring_back_after_interrupted_backup
+from pgbackups.core.handlers.health import check_database
 from pgbackups.core.handlers.restore import detect_restore_end
 from pgbackups.core.handlers.s3_credentials import on_s3_credentials_changed
 from pgbackups.core.host import Host
@@ -21,8 +23,10 @@ log = logging.getLogger(__name__)
 def on_update_status(host: Host) -> Outcome:
     """(a) a backup left this unit hidden: bring it back; (b) a restore in progress:
     detect its end; (c) the leader blocked by S3: retry S3 initialisation (SPEC §9: the
-    reference never self-heals); otherwise nothing (a moved data directory still recorded
-    after a finished restore is left alone)."""
+    reference never self-heals); otherwise (d) is the database running? A stopped or
+    crash-looping one is Blocked, and Active again once it runs (ours: the reference
+    shows such a unit active). A moved data directory still recorded after a finished
+    restore is left alone."""
     bring_back_after_interrupted_backup(host)
     restore = RestoreState.read(host.app_data)
     if restore is not None and restore.in_progress:
@@ -32,6 +36,7 @@ def on_update_status(host: Host) -> Outcome:
     if host.is_leader() and _has_s3_block(host):
         log.info("Retrying S3 initialisation")
         return on_s3_credentials_changed(host)
+    check_database(host)
     return Done()
 
 

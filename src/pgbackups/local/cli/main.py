@@ -12,12 +12,13 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Sequence
 
 from pgbackups import __version__
-from pgbackups.local.cli import cluster, demo, leader, logs, run, s3, tls
+from pgbackups.local.cli import cluster, demo, leader, leftovers, logs, run, s3, tls
 from pgbackups.local.cli.common import CommandGroup
-from pgbackups.local.errors import PgbackupsError
+from pgbackups.local.errors import PgbackupsError, os_error_line
 
 log = logging.getLogger("pgbackups")
 
@@ -28,6 +29,7 @@ COMMAND_GROUPS: tuple[CommandGroup, ...] = (
     run,
     leader,
     logs,
+    leftovers,
     tls,
     demo,
 )
@@ -65,8 +67,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    return run_command(args.func, args, verbose=args.verbose)
+
+
+def run_command(
+    func: Callable[[argparse.Namespace], int | None],
+    args: argparse.Namespace,
+    *,
+    verbose: bool = False,
+) -> int:
+    """Run one subcommand and turn what escapes it into one line and an exit status."""
     try:
-        rc = args.func(args)
+        rc = func(args)
     except PgbackupsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -77,6 +89,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (`pgbackups logs | head`): not an error of ours.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:
+        # The last line of defence: a full or read-only disk, a file gone under us. The
+        # machine's fault, not a bug of ours: what and where in one line (-v: the
+        # traceback too), never a traceback in the user's face.
+        if verbose:
+            traceback.print_exc(file=sys.stderr)
+        print(f"error: {os_error_line(exc)}", file=sys.stderr)
+        return 1
     return int(rc or 0)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pgbackups.adapters import files, processes
-from pgbackups.local.errors import ClusterNotFound, PgbackupsError
+from pgbackups.local.errors import ClusterNotFound, PgbackupsError, WriteFailed
 
 STATE_VERSION = 1
 
@@ -197,8 +197,13 @@ class StateStore:
         return ClusterState.from_json(raw)
 
     def _write(self, state: ClusterState) -> None:
+        """Atomically (temporary file, fsync, rename): a full disk or a killed command
+        leaves the previous state, never half of one."""
         text = json.dumps(state.to_json(), indent=2, sort_keys=True) + "\n"
-        files.write_atomically(text, self.state_file, None, 0o644)
+        try:
+            files.write_atomically(text, self.state_file, None, 0o644)
+        except OSError as exc:
+            raise WriteFailed("the cluster state", exc) from exc
 
     def load(self) -> ClusterState:
         with self._locked(fcntl.LOCK_SH):

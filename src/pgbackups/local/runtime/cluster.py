@@ -22,7 +22,7 @@ import logging
 import os
 import secrets
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,6 +39,7 @@ from pgbackups.local.errors import (
     StartError,
     UnitNotFound,
     UsageError,
+    WriteFailed,
 )
 from pgbackups.local.machinery import etcd as etcd_mod
 from pgbackups.local.machinery import logfiles, programs, s3server, tls
@@ -597,7 +598,7 @@ class Cluster:
             progress.say(f"stopped {key} (pid {proc.pid})")
         elif processes.is_alive(proc.pid):
             log.warning("%s: pid %d belongs to another process now; not stopping it", key, proc.pid)
-        self.record_service(key, None)
+        forget_record(lambda: self.record_service(key, None), key)
 
     def stop(self, progress: Progress | None = None) -> None:
         """Stop every process this cluster started, by PID: replicas, the primary, S3, etcd."""
@@ -739,6 +740,16 @@ class Cluster:
         )
         if failures:
             raise StartError("; ".join(failures))
+
+
+def forget_record(forget: Callable[[], None], what: str) -> None:
+    """Forget a stopped process's record, if the state can be written. On a full disk it
+    stays: harmless (a record is trusted only with its start time, so a dead or reused PID
+    is never taken for ours), and it must not stop ``down --purge`` from freeing space."""
+    try:
+        forget()
+    except WriteFailed as exc:
+        log.warning("%s stopped, but its record stays: %s", what, exc)
 
 
 def _pid(unit: Unit) -> int | None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pgbackups.adapters import files
+from pgbackups.local.errors import WriteFailed
 
 APP = "app"
 UNITS = "units"
@@ -71,8 +72,13 @@ class PeerDataStore:
         return data
 
     def _write(self, document: Mapping[str, Any]) -> None:
-        text = json.dumps(document, indent=2, sort_keys=True)
-        files.write_atomically(text, self.path, None, 0o600)
+        """Atomically (a new temporary file, fsync, rename): on a full disk the bags keep
+        what they held and the caller gets one clear error."""
+        try:
+            text = json.dumps(document, indent=2, sort_keys=True)
+            files.write_atomically(text, self.path, None, 0o600)
+        except OSError as exc:
+            raise WriteFailed("the peer data", exc) from exc
 
     # -- bags -------------------------------------------------------------------
 

@@ -8,14 +8,34 @@ the rendering.
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pgbackups.adapters.patroni import PatroniUnavailable
+from pgbackups.core.handlers.health import health_status, human_size
+from pgbackups.core.host import StatusKind
+from pgbackups.core.restore_state import RestoreState
 from pgbackups.core.settings import S3Settings, parse_s3_settings
 from pgbackups.local.machinery import etcd
 from pgbackups.local.runtime.cluster import ETCD, S3, Cluster
 from pgbackups.local.runtime.host import peer_store, read_s3_parameters
+from pgbackups.local.runtime.unit import Unit
+from pgbackups.local.runtime.workload import local_workload
+from pgbackups.workload import moveaside
+
+
+@dataclass(frozen=True)
+class LeftoverView:
+    """A directory moved aside beside a unit's data directory (``pgbackups leftovers``)."""
+
+    name: str
+    path: str
+    kind: str  # before-restore | failed-restore | patroni-failed
+    size: int  # bytes
+    age_seconds: int
+    needed: bool  # the data from before a restore that has not succeeded: not removable
 
 
 @dataclass(frozen=True)
@@ -30,6 +50,7 @@ class UnitView:
     port: int
     data_dir: str
     pid: int | None = None
+    leftovers: list[LeftoverView] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -54,8 +75,30 @@ class ClusterView:
     backups: dict[str, str] = field(default_factory=dict)
 
 
+def needed_copy(cluster: Cluster) -> str:
+    """The directory a restore that has not succeeded keeps the cluster's data in."""
+    restore = RestoreState.read(peer_store(cluster).app_bag(writable=False))
+    return restore.moved_data if restore is not None else ""
+
+
+def leftover_views(unit: Unit, needed: str, now: float | None = None) -> list[LeftoverView]:
+    now = time.time() if now is None else now
+    return [
+        LeftoverView(
+            name=item.name,
+            path=str(item.path),
+            kind=item.kind,
+            size=item.size,
+            age_seconds=max(0, int(now - item.changed)),
+            needed=bool(needed) and Path(needed) == item.path,
+        )
+        for item in moveaside.leftovers(unit.data_dir)
+    ]
+
+
 def collect(cluster: Cluster) -> ClusterView:
     state = cluster.state()
+    needed = needed_copy(cluster)
     units: list[UnitView] = []
     for unit in cluster.units():
         role, pstate, pid = "", "stopped", None
@@ -67,18 +110,27 @@ def collect(cluster: Cluster) -> ClusterView:
                 member = unit.client(timeout=2).member()
                 role, pstate = member.role, member.state
         entry = state.statuses.get(unit.name, {})
+        status, message = entry.get("status", "active"), entry.get("message", "")
+        if pid is None and status == StatusKind.ACTIVE.value:
+            # update-status did not run (the whole cluster is down, or --no-update): never
+            # show a unit whose Patroni is not running as active. The core's own rule.
+            disk = local_workload(cluster, unit).data_disk()
+            shown = health_status(running=False, member_state=None, disk=disk)
+            if shown is not None:
+                status, message = shown.kind.value, shown.message
         units.append(
             UnitView(
                 name=unit.name,
                 leader=unit.name == state.leader,
                 role=role,
                 state=pstate,
-                status=entry.get("status", "active"),
-                message=entry.get("message", ""),
+                status=status,
+                message=message,
                 host=unit.host,
                 port=unit.pg_port,
                 data_dir=str(unit.data_dir),
                 pid=pid,
+                leftovers=leftover_views(unit, needed),
             )
         )
 
@@ -185,4 +237,41 @@ def render_table(view: ClusterView) -> str:
                 u.data_dir,
             ]
         )
-    return "\n".join(head) + _table(rows)
+    return "\n".join(head) + _table(rows) + render_leftovers(view)
+
+
+def age_text(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
+
+
+def leftover_rows(view: ClusterView) -> list[list[str]]:
+    rows = [["UNIT", "LEFTOVER", "KIND", "SIZE", "AGE", "REMOVABLE"]]
+    for u in view.units:
+        for item in u.leftovers:
+            removable = "no: a failed restore's old data" if item.needed else "yes"
+            rows.append(
+                [
+                    u.name,
+                    item.name,
+                    item.kind,
+                    human_size(item.size),
+                    age_text(item.age_seconds),
+                    removable,
+                ]
+            )
+    return rows
+
+
+def render_leftovers(view: ClusterView) -> str:
+    """The leftovers under the units' table (nothing when there are none)."""
+    rows = leftover_rows(view)
+    if len(rows) == 1:
+        return ""
+    hint = "pgbackups leftovers remove" + ("" if view.name == "main" else f" --name {view.name}")
+    return (
+        "\n\nleftovers: copies of data moved aside, kept until removed "
+        f"({hint} UNIT LEFTOVER...)\n" + _table(rows)
+    )

@@ -15,6 +15,7 @@ from pgbackups.adapters import postgres, processes
 from pgbackups.adapters.files import config_owner, read_text
 from pgbackups.adapters.patroni import PatroniClient, RestAuth
 from pgbackups.core.host import TlsMaterial, WorkloadConfig
+from pgbackups.local.errors import WriteFailed
 from pgbackups.local.machinery import ports as ports_mod
 from pgbackups.local.machinery import programs
 from pgbackups.local.machinery.paths import UnitPaths, ensure_dir, make_dirs_as
@@ -247,7 +248,10 @@ class Unit:
                 )
         self._stop_orphan_postmaster()
         if ok:
-            self._record(None)
+            try:
+                self._record(None)
+            except WriteFailed as exc:  # harmless: a record is trusted with its start time
+                log.warning("%s stopped, but its record stays: %s", self.name, exc)
         return ok
 
     def _stop_orphan_postmaster(self) -> None:
