@@ -164,7 +164,12 @@ def _stat_fields(pid: int) -> list[str]:
 
 
 def is_alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie of ours."""
+    """True while ``pid`` or any of its threads runs (a zombie with none left is dead).
+
+    A multi-threaded program (rclone, etcd) that is killed shows its main thread as a
+    zombie while the other threads are still exiting and still hold its sockets and
+    files: it is alive until the last of them is gone.
+    """
     if pid <= 0:
         return False
     with contextlib.suppress(ChildProcessError):
@@ -179,7 +184,23 @@ def is_alive(pid: int) -> bool:
         state = _stat_fields(pid)[0]
     except (OSError, IndexError):
         return True
-    return state != "Z"
+    return state != "Z" or _threads_running(pid)
+
+
+def _threads_running(pid: int) -> bool:
+    """Some thread of ``pid`` other than a zombie main thread has not exited yet."""
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except (OSError, ValueError):
+        return False
+    for tid in tids:
+        try:
+            state = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state not in ("Z", "X"):
+            return True
+    return False
 
 
 def process_start_time(pid: int) -> int | None:

@@ -390,6 +390,7 @@ class Cluster:
         ports_mod.require_free(state.s3_port, f"S3 of {self.name}")
         rclone = programs.install_rclone(self.home)
         (self.paths.s3_data / state.bucket).mkdir(parents=True, exist_ok=True)
+        self._report_s3_cache(progress)
         pid = processes.spawn(
             s3server.argv(
                 rclone,
@@ -410,6 +411,27 @@ class Cluster:
             timeout=30,
             check=lambda: self._check_service(S3, "S3 server (rclone)", self.paths.s3_log),
         )
+
+    def _report_s3_cache(self, progress: Progress) -> None:
+        """Say so when an older pgbackups' write-back cache still holds files.
+
+        Such a cache may hold the only copy of an object that rclone acknowledged and
+        never wrote to the data directory (docs/reliability.md), so it is never deleted
+        here: the server now runs without that cache and would not read it either, and
+        only the user can tell whether a file there is newer than the data directory's.
+        """
+        leftovers = s3server.cache_leftovers(self.paths.s3_cache)
+        if leftovers:
+            message = (
+                f"S3: {len(leftovers)} file(s) remain in the old rclone write-back cache "
+                f"{self.paths.s3_cache / 'vfs'}; they are not served. Compare them with "
+                f"{self.paths.s3_data} and delete that directory once nothing there is "
+                "missing from the data directory"
+            )
+            if progress.quiet:
+                log.warning("%s", message)
+            else:  # the CLI prints warnings too: once is enough
+                progress.say(message)
 
     def _check_service(self, key: str, what: str, log_file: Path) -> None:
         proc = self.service(key)
