@@ -579,6 +579,12 @@ class Cluster:
             progress.say(f"stopped {key} (pid {proc.pid})")
         elif processes.is_alive(proc.pid):
             log.warning("%s: pid %d belongs to another process now; not stopping it", key, proc.pid)
+            self.record_service(key, None)
+            return
+        # What the daemon started and left in its session (a TLS server's workers).
+        _ok, leftovers = processes.stop_session(proc.pid, proc.start_time)
+        for info in leftovers:
+            progress.say(f"stopped {info.describe()}, left by {key}")
         self.record_service(key, None)
 
     def stop(self, progress: Progress | None = None) -> None:
@@ -606,6 +612,28 @@ class Cluster:
             stop_unit(primary)
         self.stop_service(S3, progress)
         self.stop_service(ETCD, progress)
+        self.stop_leftovers(progress)
+
+    def stop_leftovers(self, progress: Progress | None = None) -> list[processes.ProcessInfo]:
+        """Stop every process still using this cluster's directories once its recorded
+        processes are stopped: an orphan of a daemon that died, or a pgBackRest worker
+        that left its session. Returns what was stopped.
+
+        A process with a controlling terminal was started by a person (a shell or a
+        ``tail`` in a log directory), never by the cluster, whose daemons run in
+        sessions of their own: it is named and left alone.
+        """
+        progress = progress or Progress(quiet=True)
+        ancestors = _ancestors()
+        found = [p for p in processes.processes_using(self.paths.root) if p.pid not in ancestors]
+        for info in found:
+            if info.has_terminal:
+                progress.say(f"left alone (it has a terminal): {info.describe()}")
+        stopped = processes.stop_processes([p for p in found if not p.has_terminal])
+        for info in stopped:
+            progress.say(f"stopped {info.describe()}, still running after the cluster stopped")
+            log.warning("cluster %s: stopped leftover %s", self.name, info.describe())
+        return stopped
 
     def purge_listing(self) -> list[str]:
         """What :meth:`purge` deletes, one line each, indented as ``down --purge`` prints it."""
@@ -720,6 +748,19 @@ class Cluster:
         )
         if failures:
             raise StartError("; ".join(failures))
+
+
+def _ancestors() -> set[int]:
+    """This process and its parents: never stopped for sitting in a cluster directory."""
+    found = {os.getpid()}
+    pid = os.getppid()
+    while pid > 1 and pid not in found:
+        found.add(pid)
+        info = processes.process_info(pid)
+        if info is None:
+            break
+        pid = info.ppid
+    return found
 
 
 def _pid(unit: Unit) -> int | None:
