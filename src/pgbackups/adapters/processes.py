@@ -9,6 +9,7 @@ in their own session and stopped by the PID recorded when they were started.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import logging
 import os
@@ -245,7 +246,12 @@ def _stat_fields(pid: int) -> list[str]:
 
 
 def is_alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie of ours."""
+    """True while ``pid`` or any of its threads runs (a zombie with none left is dead).
+
+    A multi-threaded program (rclone, etcd) that is killed shows its main thread as a
+    zombie while the other threads are still exiting and still hold its sockets and
+    files: it is alive until the last of them is gone.
+    """
     if pid <= 0:
         return False
     with contextlib.suppress(ChildProcessError):
@@ -260,7 +266,23 @@ def is_alive(pid: int) -> bool:
         state = _stat_fields(pid)[0]
     except (OSError, IndexError):
         return True
-    return state != "Z"
+    return state != "Z" or _threads_running(pid)
+
+
+def _threads_running(pid: int) -> bool:
+    """Some thread of ``pid`` other than a zombie main thread has not exited yet."""
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except (OSError, ValueError):
+        return False
+    for tid in tids:
+        try:
+            state = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state not in ("Z", "X"):
+            return True
+    return False
 
 
 def process_start_time(pid: int) -> int | None:
@@ -294,3 +316,168 @@ def stop(pid: int, *, timeout: float = 60.0, sig: int = signal.SIGTERM) -> bool:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
     return _wait_gone(pid, 5.0)
+
+
+# --- what a daemon leaves behind ----------------------------------------------------
+#
+# A daemon spawned above leads its own session, and whatever it starts stays in that
+# session even when the daemon dies and the kernel hands its children to PID 1 (a
+# restore's pgBackRest under a Patroni that was killed). Stopping the daemon therefore
+# means stopping its session; and a program that left the session (a detached
+# pgBackRest async worker) is still found by what it has open under the cluster's
+# directories. Every signal goes to a (PID, kernel start time) pair seen in /proc and
+# checked again just before the signal, so a PID reused meanwhile is never signalled.
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    """A process seen in /proc: enough to tell it from a later one with the same PID."""
+
+    pid: int
+    start_time: int
+    ppid: int
+    session: int
+    uid: int
+    has_terminal: bool
+    argv: tuple[str, ...]
+    why: str = ""  # what ties it to a directory (processes_using)
+
+    def describe(self) -> str:
+        command = " ".join(self.argv)[:120] or "?"
+        return f"pid {self.pid} ({command})" + (f": {self.why}" if self.why else "")
+
+    def is_same(self) -> bool:
+        """Still alive and still the process that was seen (not a reused PID)."""
+        return is_alive(self.pid) and process_start_time(self.pid) == self.start_time
+
+
+def process_info(pid: int) -> ProcessInfo | None:
+    """What /proc says about ``pid`` now; None when it is gone or a zombie."""
+    try:
+        fields = _stat_fields(pid)
+        uid = os.stat(f"/proc/{pid}").st_uid
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, IndexError):
+        return None
+    if fields[0] in ("Z", "X"):
+        return None
+    argv = tuple(a.decode(errors="replace") for a in raw.split(b"\0") if a)
+    start, ppid, session, tty = int(fields[19]), int(fields[1]), int(fields[3]), int(fields[4])
+    return ProcessInfo(pid, start, ppid, session, uid, tty != 0, argv)
+
+
+def _all_pids() -> list[int]:
+    return sorted(int(name) for name in os.listdir("/proc") if name.isdigit())
+
+
+def session_members(session: int, *, started_since: int | None) -> list[ProcessInfo]:
+    """The processes of session ``session`` other than its leader that started at or
+    after ``started_since`` (the leader's recorded start: its children cannot be older)."""
+    found = []
+    for pid in _all_pids():
+        if pid == session:
+            continue
+        info = process_info(pid)
+        if info is None or info.session != session:
+            continue
+        if started_since is not None and info.start_time < started_since:
+            continue
+        found.append(info)
+    return found
+
+
+def _under(path: str, directory: str) -> bool:
+    path = path.removesuffix(" (deleted)")
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def _why_using(pid: int, directory: str, argv: Sequence[str]) -> str:
+    """The first tie of ``pid`` to ``directory``: its cwd, an open file, an argument."""
+    with contextlib.suppress(OSError):
+        if _under(os.readlink(f"/proc/{pid}/cwd"), directory):
+            return "working directory"
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if _under(target, directory):
+                    return f"open file {target}"
+    for arg in argv:
+        # "--pg1-path=/dir" or "-D /dir" or a plain path
+        value = arg.split("=", 1)[1] if arg.startswith("-") and "=" in arg else arg
+        if value.startswith("/") and _under(os.path.normpath(value), directory):
+            return f"argument {arg}"
+    return ""
+
+
+def processes_using(directory: str | os.PathLike[str]) -> list[ProcessInfo]:
+    """Every process (but this one) whose working directory, an open file, or a path in
+    its arguments is ``directory`` or under it. Only reads /proc.
+
+    For "does anything still write into this data directory?" this is the one call:
+    ``if processes.processes_using(data_dir): refuse``.
+    """
+    target = os.path.realpath(directory)
+    found = []
+    for pid in _all_pids():
+        if pid == os.getpid():
+            continue
+        info = process_info(pid)
+        if info is None:
+            continue
+        why = _why_using(pid, target, info.argv)
+        if why:
+            found.append(dataclasses.replace(info, why=why))
+    return found
+
+
+def stop_processes(
+    procs: Sequence[ProcessInfo], *, timeout: float = 30.0, sig: int = signal.SIGTERM
+) -> list[ProcessInfo]:
+    """Signal each process that is still the one seen, wait up to ``timeout`` for them
+    all, then SIGKILL what is left. Returns those that were signalled."""
+    signalled = []
+    for info in procs:
+        if not info.is_same():
+            continue
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(info.pid, sig)
+            signalled.append(info)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(is_alive(p.pid) for p in signalled):
+        time.sleep(0.1)
+    for info in signalled:
+        if info.is_same():
+            log.warning("%s did not stop after %ss; killing it", info.describe(), timeout)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(info.pid, signal.SIGKILL)
+    for info in signalled:
+        _wait_gone(info.pid, 5.0)
+    return signalled
+
+
+def stop_session(
+    pid: int,
+    start_time: int | None,
+    *,
+    timeout: float = 60.0,
+    sig: int = signal.SIGTERM,
+    rest_timeout: float = 30.0,
+) -> tuple[bool, list[ProcessInfo]]:
+    """Stop a daemon started by :func:`spawn` and everything still in its session.
+
+    The daemon (``pid`` with the recorded ``start_time``) gets ``sig`` first and
+    ``timeout`` seconds, so that it can stop its own children in order; what is left of
+    its session then gets SIGTERM, and SIGKILL after ``rest_timeout``. This also runs when
+    the daemon is already dead: its orphans are still in its session. When ``pid`` is now
+    another process (a reused PID), nothing is signalled: that session is not ours.
+
+    Returns (nothing of it runs any more, the other processes that were signalled).
+    """
+    if is_alive(pid) and process_start_time(pid) != start_time:
+        log.warning("pid %d is another process now; not stopping it or its session", pid)
+        return True, []
+    ok = stop(pid, timeout=timeout, sig=sig) if is_alive(pid) else True
+    rest = session_members(pid, started_since=start_time)
+    stopped = stop_processes(rest, timeout=rest_timeout)
+    return ok and not any(p.is_same() for p in rest), stopped

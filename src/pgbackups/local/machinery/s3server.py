@@ -2,10 +2,17 @@
 
 The credentials reach rclone through its environment (``RCLONE_AUTH_KEY``; rclone reads
 every flag from ``RCLONE_<FLAG>``), never through its command line.
+
+An acknowledged PUT is in the data directory: rclone runs without its VFS write cache
+(``--vfs-cache-mode off``), so it answers a PUT once the object is a file in the backing
+directory, not when it is in a cache that is written back seconds later. With the
+write cache, a server killed or stopped within seconds of a pgBackRest push served the
+last objects as 0-byte bodies after a restart (docs/reliability.md, "The local S3 server").
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 import socket
 import ssl
@@ -41,10 +48,22 @@ def argv(
         "--addr", f"127.0.0.1:{port}",
         "--cert", str(cert),
         "--key", str(key),
-        "--vfs-cache-mode", "writes",
+        "--vfs-cache-mode", "off",
+        # Off writes nothing here; the flag keeps rclone away from the database
+        # user's home and from a write cache an older pgbackups left (see leftovers).
         "--cache-dir", str(cache_dir),
         "--config", "/dev/null",
     ]  # fmt: skip
+
+
+def cache_leftovers(cache_dir: Path) -> list[Path]:
+    """Files left in the write-back cache by an rclone that ran with ``--vfs-cache-mode
+    writes`` (pgbackups before docs/reliability.md). Only read, never followed out of
+    ``cache_dir`` (it belongs to the database user)."""
+    found: list[Path] = []
+    for root, _dirs, files in os.walk(cache_dir / "vfs"):
+        found.extend(Path(root) / name for name in files)
+    return sorted(found)
 
 
 def env(credentials: S3Credentials) -> dict[str, str]:

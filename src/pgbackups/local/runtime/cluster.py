@@ -410,6 +410,7 @@ class Cluster:
         ports_mod.require_free(state.s3_port, f"S3 of {self.name}")
         rclone = programs.install_rclone(self.home)
         self._make_s3_dirs(state.bucket)
+        self._report_s3_cache(progress)
         pid = processes.spawn(
             s3server.argv(
                 rclone,
@@ -430,6 +431,27 @@ class Cluster:
             timeout=30,
             check=lambda: self._check_service(S3, "S3 server (rclone)", self.paths.s3_log),
         )
+
+    def _report_s3_cache(self, progress: Progress) -> None:
+        """Say so when an older pgbackups' write-back cache still holds files.
+
+        Such a cache may hold the only copy of an object that rclone acknowledged and
+        never wrote to the data directory (docs/reliability.md), so it is never deleted
+        here: the server now runs without that cache and would not read it either, and
+        only the user can tell whether a file there is newer than the data directory's.
+        """
+        leftovers = s3server.cache_leftovers(self.paths.s3_cache)
+        if leftovers:
+            message = (
+                f"S3: {len(leftovers)} file(s) remain in the old rclone write-back cache "
+                f"{self.paths.s3_cache / 'vfs'}; they are not served. Compare them with "
+                f"{self.paths.s3_data} and delete that directory once nothing there is "
+                "missing from the data directory"
+            )
+            if progress.quiet:
+                log.warning("%s", message)
+            else:  # the CLI prints warnings too: once is enough
+                progress.say(message)
 
     def _check_service(self, key: str, what: str, log_file: Path) -> None:
         proc = self.service(key)
@@ -598,6 +620,12 @@ class Cluster:
             progress.say(f"stopped {key} (pid {proc.pid})")
         elif processes.is_alive(proc.pid):
             log.warning("%s: pid %d belongs to another process now; not stopping it", key, proc.pid)
+            forget_record(lambda: self.record_service(key, None), key)
+            return
+        # What the daemon started and left in its session (a TLS server's workers).
+        _ok, leftovers = processes.stop_session(proc.pid, proc.start_time)
+        for info in leftovers:
+            progress.say(f"stopped {info.describe()}, left by {key}")
         forget_record(lambda: self.record_service(key, None), key)
 
     def stop(self, progress: Progress | None = None) -> None:
@@ -625,6 +653,28 @@ class Cluster:
             stop_unit(primary)
         self.stop_service(S3, progress)
         self.stop_service(ETCD, progress)
+        self.stop_leftovers(progress)
+
+    def stop_leftovers(self, progress: Progress | None = None) -> list[processes.ProcessInfo]:
+        """Stop every process still using this cluster's directories once its recorded
+        processes are stopped: an orphan of a daemon that died, or a pgBackRest worker
+        that left its session. Returns what was stopped.
+
+        A process with a controlling terminal was started by a person (a shell or a
+        ``tail`` in a log directory), never by the cluster, whose daemons run in
+        sessions of their own: it is named and left alone.
+        """
+        progress = progress or Progress(quiet=True)
+        ancestors = _ancestors()
+        found = [p for p in processes.processes_using(self.paths.root) if p.pid not in ancestors]
+        for info in found:
+            if info.has_terminal:
+                progress.say(f"left alone (it has a terminal): {info.describe()}")
+        stopped = processes.stop_processes([p for p in found if not p.has_terminal])
+        for info in stopped:
+            progress.say(f"stopped {info.describe()}, still running after the cluster stopped")
+            log.warning("cluster %s: stopped leftover %s", self.name, info.describe())
+        return stopped
 
     def purge_listing(self) -> list[str]:
         """What :meth:`purge` deletes, one line each, indented as ``down --purge`` prints it."""
@@ -750,6 +800,19 @@ def forget_record(forget: Callable[[], None], what: str) -> None:
         forget()
     except WriteFailed as exc:
         log.warning("%s stopped, but its record stays: %s", what, exc)
+
+
+def _ancestors() -> set[int]:
+    """This process and its parents: never stopped for sitting in a cluster directory."""
+    found = {os.getpid()}
+    pid = os.getppid()
+    while pid > 1 and pid not in found:
+        found.add(pid)
+        info = processes.process_info(pid)
+        if info is None:
+            break
+        pid = info.ppid
+    return found
 
 
 def _pid(unit: Unit) -> int | None:

@@ -235,18 +235,29 @@ class Unit:
         return pid
 
     def stop(self, timeout: float = 90.0) -> bool:
-        """SIGTERM our Patroni (it stops PostgreSQL) and wait. A PID that now belongs to
-        another process is never signalled. True when nothing of ours runs any more."""
+        """SIGTERM our Patroni (it stops PostgreSQL) and wait, then stop what its session
+        still runs: a Patroni that died leaves its children there (a restore's pgBackRest
+        and its workers), and they must not outlive it. A PID that now belongs to another
+        process is never signalled. True when nothing of ours runs any more."""
         proc = self.process()
         ok = True
+        reused = False
         if proc is not None:
             if proc.is_ours():
                 ok = processes.stop(proc.pid, timeout=timeout)
             elif processes.is_alive(proc.pid):
+                reused = True
                 log.warning(
                     "%s: pid %d is another process now; not stopping it", self.name, proc.pid
                 )
+        # Before the session's rest: a postmaster gets SIGINT (fast shutdown), not the
+        # SIGTERM that would wait for its clients to leave.
         self._stop_orphan_postmaster()
+        if proc is not None and not reused:
+            done, leftovers = processes.stop_session(proc.pid, proc.start_time, timeout=timeout)
+            ok = ok and done
+            for info in leftovers:
+                log.warning("%s: stopped %s, left by its Patroni", self.name, info.describe())
         if ok:
             try:
                 self._record(None)
