@@ -131,6 +131,9 @@ class FakeWorkload:
     def timeline_history(self, timeline: int) -> str | None:
         return None
 
+    def data_dir_users(self) -> list[str]:
+        return []
+
     def stop_database(self) -> None:
         self._do("stop_database", self.stop_ok)
 

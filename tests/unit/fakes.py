@@ -71,6 +71,7 @@ WORKLOAD_QUERIES = frozenset(
         "workload.primary_address",
         "workload.system_identifier",
         "workload.current_timeline",
+        "workload.data_dir_users",
         "workload.bootstrap_failed",
         "workload.is_database_service_running",
         "workload.data_disk",
@@ -235,6 +236,7 @@ class FakeWorkload:
     system_id: int | None = SYSTEM_ID
     timeline: int | None = 1
     histories: dict[int, str] = field(default_factory=dict)  # pg_wal/<tl>.history texts
+    users: list[str] = field(default_factory=list)  # processes still in the data directory
     stop_ok: bool = True
     start_results: list[bool] = field(default_factory=lambda: [True])
     remove_dcs_ok: bool = True
@@ -279,6 +281,9 @@ class FakeWorkload:
 
     def timeline_history(self, timeline: int) -> str | None:
         return self._ask(f"timeline_history({timeline})", self.histories.get(timeline))
+
+    def data_dir_users(self) -> list[str]:
+        return self._ask("data_dir_users", list(self.users)) or []
 
     def bootstrap_failed(self) -> bool | None:
         return self._ask("bootstrap_failed", self.failed_bootstrap)

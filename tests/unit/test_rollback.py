@@ -49,6 +49,7 @@ def test_rollback_full_call_sequence(status: UnitStatus) -> None:
     assert host.calls == [
         "set_status(maintenance: rolling back the restore)",
         "workload.stop_database",
+        "workload.data_dir_users",  # nothing may still write where the data goes back
         "workload.remove_dcs_state",
         f"workload.move_data_back({MOVED_DATA})",
         *CLEARED,
@@ -213,3 +214,18 @@ def test_a_restore_still_running_is_not_rolled_back() -> None:
     outcome = on_rollback_restore(host, {})
     assert outcome == ActionFailed(f"{msg.NO_FAILED_RESTORE}: a restore is in progress")
     assert host.effects == []
+
+
+def test_rollback_refuses_while_a_process_still_writes_into_the_data_directory() -> None:
+    # What a restore's pgBackRest does when its Patroni died: it goes on writing by path
+    # (docs/reliability.md, "No process outlives its operation").
+    host = failed_host(UnitStatus.blocked(msg.FAILED_TO_RESTORE_BACKUP))
+    host.fake_workload.users = ["pid 4242 pgbackrest (argument --pg1-path=/data)"]
+    before = host.status
+    outcome = on_rollback_restore(host, {})
+    assert isinstance(outcome, ActionFailed)
+    assert outcome.message.startswith(msg.FAILED_TO_ROLL_BACK)
+    assert "still in use by pid 4242 pgbackrest" in outcome.message
+    assert host.status == before
+    assert "workload.move_data_back" not in " ".join(host.calls)
+    assert "restore-moved-data" in host.app_dict

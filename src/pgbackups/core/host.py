@@ -261,6 +261,12 @@ class Workload(Protocol):
 
     def current_timeline(self) -> int | None: ...
 
+    def data_dir_users(self) -> list[str]:
+        """The processes still using the data directory (working directory, an open file
+        or a path in their arguments), described for a person; [] when none. After the
+        database stopped, anything here writes where a rollback would put data back."""
+        ...
+
     def timeline_history(self, timeline: int) -> str | None:
         """The text of ``timeline``'s ``.history`` file as PostgreSQL wrote it (its last
         line says where the recovery that created the timeline ended); None when it

@@ -245,6 +245,9 @@ class UnitWorkload:
         layout = self.layout
         return postgres.read_timeline(layout.socket_dir, layout.pg_port, SUPERUSER)
 
+    def data_dir_users(self) -> list[str]:
+        return [p.describe() for p in processes.processes_using(self.layout.data_dir)]
+
     def timeline_history(self, timeline: int) -> str | None:
         layout = self.layout
         return postgres.read_timeline_history(

@@ -57,8 +57,20 @@ def on_rollback_restore(host: Host, params: Mapping[str, str]) -> Outcome:
         return _rollback_refused(msg.ROLLBACK_NOT_LEADER)
     host.set_status(UnitStatus.maintenance(msg.ROLLING_BACK_RESTORE))
     workload = host.workload
+    if not workload_done(workload.stop_database):
+        host.set_status(before)
+        return _rollback_refused(
+            msg.with_reason(msg.FAILED_TO_ROLL_BACK, "could not stop the database")
+        )
+    # A restore's pgBackRest that outlived its Patroni writes by path: moving the old data
+    # back under it would mix the two (docs/reliability.md, "No process outlives its
+    # operation"). Nothing is moved while anything still uses the data directory.
+    users = workload.data_dir_users()
+    if users:
+        host.set_status(before)
+        reason = "still in use by " + "; ".join(users) + " (stop it, then roll back again)"
+        return _rollback_refused(msg.with_reason(msg.FAILED_TO_ROLL_BACK, reason))
     for step, done in (
-        ("could not stop the database", workload.stop_database),
         ("could not remove the failed restore from the DCS", workload.remove_dcs_state),
         (f"could not move {moved} back", lambda: workload.move_data_back(moved)),
     ):
