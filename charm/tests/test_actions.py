@@ -1,4 +1,5 @@
-"""The actions (SPEC §3, §4, §7, and rollback-restore): every branch of each chart ends in the same
+"""The actions (docs/behaviour/create-backup.md, docs/behaviour/list-backups.md,
+docs/behaviour/restore.md, and rollback-restore): every branch of each chart ends in the same
 outcome as in the core's tests, with the reference's messages, as results or failures."""
 
 from __future__ import annotations

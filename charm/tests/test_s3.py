@@ -1,5 +1,6 @@
-"""s3-credentials-changed / -gone, leader-elected and update-status's S3 retry (SPEC §2),
-through the charm: relation data in, status and peer bags out."""
+"""s3-credentials-changed / -gone, leader-elected and update-status's S3 retry
+(docs/behaviour/s3-credentials.md#s3-credentials-changed), through the charm: relation data in,
+status and peer bags out."""
 
 from __future__ import annotations
 

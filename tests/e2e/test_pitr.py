@@ -154,7 +154,9 @@ def test_five_timelines(
     wait_writable(cluster)
     assert timeline(cluster) == 2
     assert rows(cluster) == {"d1"}
-    assert not original.exists(), "removed once the restored cluster is healthy (SPEC §7)"
+    assert not original.exists(), (
+        "removed once the restored cluster is healthy (docs/behaviour/restore.md#completion)"
+    )
     marks["timeline 2"] = time.monotonic() - started
 
     # --- timeline 2 ------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Backup ids (SPEC §5): the user id and the pgBackRest label, both ways."""
+"""Backup ids (docs/behaviour/backup-ids.md): the user id and the pgBackRest label, both ways."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""create-backup (SPEC §3): every branch of the chart, the "Always" step, one backup per
-cluster, and the log object keys."""
+"""create-backup (docs/behaviour/create-backup.md): every branch of the chart, the "Always" step,
+one backup per cluster, and the log object keys."""
 
 from __future__ import annotations
 
@@ -433,7 +433,7 @@ def test_same_id_form_for_success_and_failure_log_keys() -> None:
 
 
 # ---------------------------------------------------------------------------
-# "Always" means always (SPEC §3, §9)
+# "Always" means always (docs/behaviour/create-backup.md#step-17-always)
 
 
 def test_always_step_runs_when_the_backup_raises() -> None:

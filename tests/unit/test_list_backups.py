@@ -1,5 +1,6 @@
-"""list-backups (SPEC §4): every branch, the exact table, JSON, an empty repository, and
-timelines sorted as numbers (SPEC §9)."""
+"""list-backups (docs/behaviour/list-backups.md): every branch, the exact table, JSON, an empty
+repository, and timelines sorted as numbers
+(docs/behaviour/list-backups.md#order-oldest-first-timelines-as-numbers)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""The repository ownership rule (SPEC §7.1) and the cluster marker object, on their own."""
+"""The repository ownership rule
+(docs/behaviour/s3-credentials.md#two-clusters-never-share-one-repository) and the cluster marker
+object, on their own."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The message catalogue (SPEC §8): verbatim strings and the S3-block recognition."""
+"""The message catalogue (docs/behaviour/messages.md): verbatim strings and the S3-block
+recognition."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""restore (SPEC §7): every branch of the chart in order, nothing deleted before the
-restore is known to work, and the completion/failure detection on update-status."""
+"""restore (docs/behaviour/restore.md): every branch of the chart in order, nothing deleted before
+the restore is known to work, and the completion/failure detection on update-status."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""s3-credentials-changed (SPEC §2), leader-elected and s3-credentials-gone: every branch
-of the chart, with the exact ordered calls. The TLS-server steps that end the chart are
-in test_tls_server.py."""
+"""s3-credentials-changed (docs/behaviour/s3-credentials.md#s3-credentials-changed), leader-elected
+and s3-credentials-gone: every branch of the chart, with the exact ordered calls. The TLS-server
+steps that end the chart are in test_tls_server.py."""
 
 from __future__ import annotations
 

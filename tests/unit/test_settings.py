@@ -1,4 +1,4 @@
-"""S3 settings (SPEC §1): validation and normalisation, and no secret in a repr."""
+"""S3 settings (docs/behaviour/world.md): validation and normalisation, and no secret in a repr."""
 
 from __future__ import annotations
 

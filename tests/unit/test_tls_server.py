@@ -1,5 +1,5 @@
-"""The pgBackRest TLS server (SPEC §6): the steps that end s3-credentials-changed, and
-reconcile_tls_server (certificates-changed, peer-changed)."""
+"""The pgBackRest TLS server (docs/behaviour/tls-server.md): the steps that end
+s3-credentials-changed, and reconcile_tls_server (certificates-changed, peer-changed)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ def no_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # ---------------------------------------------------------------------------
-# The TLS-server steps at the end of the chart, and reconcile_tls_server (SPEC §6)
+# The TLS-server steps at the end of the chart, and reconcile_tls_server
+# (docs/behaviour/tls-server.md)
 
 
 @dataclass(frozen=True)

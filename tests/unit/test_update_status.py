@@ -1,5 +1,6 @@
-"""update-status: S3 self-healing (SPEC §9) and the "Always" step of a killed backup. Its
-detection of a restore's end is the restore chart's: test_restore.py, test_restore_pitr.py."""
+"""update-status: S3 self-healing (docs/behaviour/update-status.md#3-retry-s3-initialisation) and
+the "Always" step of a killed backup. Its detection of a restore's end is the restore chart's:
+test_restore.py, test_restore_pitr.py."""
 
 from __future__ import annotations
 
@@ -102,7 +103,8 @@ def test_update_status_does_nothing(app: dict[str, str], status: UnitStatus, lea
 def test_update_status_brings_back_a_unit_a_killed_backup_left_hidden(
     unit: dict[str, str], status: UnitStatus, after: UnitStatus
 ) -> None:
-    """The "Always" step for a backup whose process was killed (SPEC §9)."""
+    """The "Always" step for a backup whose process was killed
+    (docs/behaviour/create-backup.md#step-17-always)."""
     host = FakeHost(unit=unit, status=status)
     host.fake_workload.primary = False
     assert on_update_status(host) == Done()

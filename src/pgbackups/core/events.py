@@ -28,7 +28,8 @@ HOOKS: Mapping[str, HookHandler] = MappingProxyType(
         "s3-credentials-gone": handlers.on_s3_credentials_gone,
         "leader-elected": handlers.on_leader_elected,
         "update-status": handlers.on_update_status,
-        # The pgBackRest TLS server is reconciled when certificates or peers change (SPEC §6).
+        # The pgBackRest TLS server is reconciled when certificates or peers change
+        # (docs/behaviour/tls-server.md).
         "certificates-changed": handlers.reconcile_tls_server,
         "peer-changed": handlers.reconcile_tls_server,
     }

@@ -1,4 +1,4 @@
-"""Backup ids (SPEC §5).
+"""Backup ids (docs/behaviour/backup-ids.md).
 
 The user-facing id is the backup's start time in UTC, ``YYYY-MM-DDTHH:MM:SSZ``. It maps
 one-to-one to the pgBackRest label: ``YYYYMMDD-HHMMSSF`` for a full backup,

@@ -1,4 +1,5 @@
-"""The list-backups output (SPEC §4): rows from the repository records, as text or JSON.
+"""The list-backups output (docs/behaviour/list-backups.md): rows from the repository records, as
+text or JSON.
 
 One row per backup of every stanza in the repository (a foreign stanza is listed too:
 that is how a cluster is migrated), plus one ``restore`` row per timeline that a restore

@@ -1,4 +1,5 @@
-"""The cluster marker object and the repository ownership rule (SPEC §7.1).
+"""The cluster marker object and the repository ownership rule
+(docs/behaviour/s3-credentials.md#two-clusters-never-share-one-repository).
 
 Two clusters must never write into one repository. Before archiving is switched on, the
 repository must be empty or belong to this cluster: the stanza name, the PostgreSQL
@@ -90,7 +91,8 @@ def ownership_problem(
     cluster_id: str,
     system_identifier: int | None,
 ) -> OwnershipProblem | None:
-    """None when the repository is empty or ours (SPEC §7.1).
+    """None when the repository is empty or ours
+    (docs/behaviour/s3-credentials.md#two-clusters-never-share-one-repository).
 
     - absent marker and no stanza: an empty repository, ours to take;
     - a stanza but no marker: not ours to take. The marker is written before archiving

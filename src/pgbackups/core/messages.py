@@ -1,4 +1,4 @@
-"""The status and message catalogue (SPEC §8).
+"""The status and message catalogue (docs/behaviour/messages.md).
 
 Kept verbatim from the reference operator so that scripts written against it keep
 working. A message may carry a short reason after it (``"<message>: <reason>"``);
@@ -64,7 +64,8 @@ RESTORE_NOT_LEADER = "Unit cannot restore backup as it was not elected the leade
 INVALID_BACKUP_ID = "Invalid backup-id"  # followed by ": <id>"
 WORKLOAD_NOT_ACCESSIBLE = "Workload is not accessible yet"
 
-# rollback-restore (ours: SPEC §7 "moved back if the restore fails and the user asks")
+# rollback-restore (ours: docs/behaviour/rollback-restore.md "moved back if the restore fails and
+# the user asks")
 NO_FAILED_RESTORE = "No failed restore to roll back"  # followed by ": <why>"
 ROLLBACK_NOT_LEADER = "Unit cannot roll back the restore as it is not the leader unit"
 FAILED_TO_ROLL_BACK = "Failed to roll back the restore"  # followed by ": <why>"

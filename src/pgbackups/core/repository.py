@@ -14,7 +14,8 @@ from datetime import datetime
 @dataclass(frozen=True)
 class BackupRecord:
     label: str  # pgBackRest label: 20261128-143926F, <full>_20261128-144435I
-    backup_id: str  # user-facing id: start time in UTC, 2026-11-28T14:39:26Z (SPEC §5)
+    # user-facing id: start time in UTC, 2026-11-28T14:39:26Z (docs/behaviour/backup-ids.md)
+    backup_id: str
     type: str  # full | diff | incr
     stanza: str
     error: bool

@@ -1,4 +1,4 @@
-"""S3 settings: the model the hooks work from (SPEC §1).
+"""S3 settings: the model the hooks work from (docs/behaviour/world.md).
 
 Raw settings arrive as a string map (the s3 relation's application bag, or the
 local runtime's ``pgbackups s3 set``). :func:`parse_s3_settings` validates and

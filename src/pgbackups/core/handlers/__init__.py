@@ -1,4 +1,4 @@
-"""The hook and action handlers: one module per chart of SPEC.md.
+"""The hook and action handlers: one module per chart of docs/behaviour/.
 
 Each handler reads top to bottom like its chart: the guard clauses come in the chart's
 order and each box is one small named step. A handler takes a :class:`~pgbackups.core.host.Host`

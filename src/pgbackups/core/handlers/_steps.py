@@ -7,7 +7,8 @@ bags become the configuration of a unit.
 - the timelines restores created, which list-backups and restore read alike:
   :func:`restore_timelines`;
 - the S3 block (s3-credentials-changed, and the restore's re-check of the repository):
-  :func:`block_s3`, :func:`repository_problem` (SPEC §7.1), :func:`write_marker`.
+  :func:`block_s3`, :func:`repository_problem`
+  (docs/behaviour/s3-credentials.md#two-clusters-never-share-one-repository), :func:`write_marker`.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def desired_config(host: Host) -> WorkloadConfig:
     - ``hold_wal``: WAL is kept on the unit (archive_command fails on purpose) instead of
       being discarded: only a cluster with no repository of its own discards WAL
       (docs/reliability.md, "WAL while S3 is blocked").
-    - ``tls_server``: TLS material present and more than one unit (SPEC §6).
+    - ``tls_server``: TLS material present and more than one unit (docs/behaviour/tls-server.md).
     - ``connectivity``/``creating_backup``: this unit's bag, set while a replica backs up.
     - ``restore``: a restore in progress (app bag), as Patroni's pgBackRest bootstrap.
     """
@@ -106,8 +107,9 @@ def apply_config(host: Host) -> None:
 
 
 def tls_server_wanted(host: Host) -> bool:
-    """The pgBackRest TLS server runs only with TLS and more than one unit (SPEC §6): the
-    configuration, the server itself and create-backup's refusal on a primary agree."""
+    """The pgBackRest TLS server runs only with TLS and more than one unit
+    (docs/behaviour/tls-server.md): the configuration, the server itself and create-backup's refusal
+    on a primary agree."""
     return host.tls() is not None and host.planned_units() > 1
 
 
@@ -127,7 +129,7 @@ def restore_timelines(host: Host, stanzas: list[StanzaInfo]) -> list[TimelineRec
 
 
 # ===========================================================================
-# The S3 block and the repository's ownership (SPEC §2, §7.1)
+# The S3 block and the repository's ownership (docs/behaviour/s3-credentials.md)
 
 
 def block_s3(host: Host, message: str) -> None:
@@ -150,7 +152,8 @@ def block_s3(host: Host, message: str) -> None:
 
 
 def repository_problem(host: Host, settings: S3Settings, store: ObjectStore) -> str | None:
-    """The Blocked message when the repository is not empty and not ours (SPEC §7.1)."""
+    """The Blocked message when the repository is not empty and not ours
+    (docs/behaviour/s3-credentials.md#two-clusters-never-share-one-repository)."""
     enclosing = _enclosing_repository(settings, store)
     if enclosing is not None:
         log.error("The S3 path %s is inside the repository at %s", settings.path, enclosing)

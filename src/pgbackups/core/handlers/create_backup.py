@@ -1,5 +1,5 @@
-"""create-backup (SPEC §3), and its "Always" step for a backup that was killed before it
-could run it (update-status calls :func:`bring_back_after_interrupted_backup`)."""
+"""create-backup (docs/behaviour/create-backup.md), and its "Always" step for a backup that was
+killed before it could run it (update-status calls :func:`bring_back_after_interrupted_backup`)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ _NEW_LABEL_RE = re.compile(r"new backup label = (\S+)")
 
 
 def on_create_backup(host: Host, params: Mapping[str, str]) -> Outcome:
-    """SPEC §3, in chart order.
+    """docs/behaviour/create-backup.md, in chart order.
 
     The one-backup-at-a-time check comes after every check of the chart and before the
     metadata upload: the chart's reasons are the more fundamental ones, and a refused
@@ -172,8 +172,8 @@ def _newest_backup_id(host: Host, stanza: str) -> str | None:
 
 
 def _upload_logs(place: _BackupPlace, backup_id: str, result: CommandResult) -> bool:
-    """``<path>/backup/<stanza>/<backup-id>/backup.log``: one id form (the user id, SPEC
-    §5) whether the backup succeeded or not."""
+    """``<path>/backup/<stanza>/<backup-id>/backup.log``: one id form (the user id,
+    docs/behaviour/backup-ids.md) whether the backup succeeded or not."""
     body = f"Stdout:\n{result.stdout}\n\nStderr:\n{result.stderr}\n"
     try:
         place.store.put(place.key(f"{backup_id}/backup.log"), body.encode())
@@ -186,7 +186,8 @@ def _upload_logs(place: _BackupPlace, backup_id: str, result: CommandResult) -> 
 def _restore_unit_after_backup(host: Host, before: UnitStatus) -> None:
     """ "Always": connectivity on, tag cleared, configuration applied, status restored —
     whatever happened and whatever the unit's role is now (a switchover may have
-    happened meanwhile), so no unit is left rejecting clients (SPEC §9)."""
+    happened meanwhile), so no unit is left rejecting clients
+    (docs/behaviour/create-backup.md#step-17-always)."""
     host.unit_data[CONNECTIVITY] = ""
     host.unit_data[CREATING_BACKUP] = ""
     try:
@@ -198,8 +199,8 @@ def _restore_unit_after_backup(host: Host, before: UnitStatus) -> None:
 def bring_back_after_interrupted_backup(host: Host) -> None:
     """The "Always" step of create-backup, for a backup whose process was killed before it
     could run it (SIGKILL, a lost machine). Hooks and actions on one unit never overlap,
-    so flags still set when update-status runs belong to a backup that is gone (SPEC §9:
-    no replica is left rejecting clients)."""
+    so flags still set when update-status runs belong to a backup that is gone
+    (docs/behaviour/create-backup.md#step-17-always: no replica is left rejecting clients)."""
     unit = host.unit_data
     if not unit.get(CREATING_BACKUP) and unit.get(CONNECTIVITY) != "off":
         return

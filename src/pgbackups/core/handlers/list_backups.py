@@ -1,5 +1,5 @@
-"""list-backups (SPEC §4): every stanza's backups and the timelines restores created, as a
-table or JSON (:mod:`pgbackups.core.listing` builds the rows)."""
+"""list-backups (docs/behaviour/list-backups.md): every stanza's backups and the timelines restores
+created, as a table or JSON (:mod:`pgbackups.core.listing` builds the rows)."""
 
 from __future__ import annotations
 

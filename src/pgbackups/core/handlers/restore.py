@@ -1,8 +1,8 @@
-"""restore (SPEC §7, with point-in-time recovery: docs/restore.md), and the detection of
-its end.
+"""restore (docs/behaviour/restore.md, with point-in-time recovery: docs/restore.md), and the
+detection of its end.
 
-The end of a restore is part of this chart, not of update-status's: SPEC §7 draws the
-restore as one chart that goes on after the action returned ("Patroni bootstraps from the
+The end of a restore is part of this chart, not of update-status's: docs/behaviour/restore.md draws
+the restore as one chart that goes on after the action returned ("Patroni bootstraps from the
 backup... once the cluster is healthy: keys cleared, normal bootstrap, ownership
 re-checked, the moved-aside data removed, Active"). update-status is only the clock that
 runs :func:`detect_restore_end` on the leader while a restore is in progress; what the end
@@ -42,8 +42,8 @@ log = logging.getLogger(__name__)
 
 
 def on_restore(host: Host, params: Mapping[str, str]) -> Outcome:
-    """SPEC §7, in chart order, with point-in-time recovery (docs/restore.md): the first
-    box takes ``backup-id`` and/or ``restore-to-time`` and checks the time's form, and
+    """docs/behaviour/restore.md, in chart order, with point-in-time recovery (docs/restore.md): the
+    first box takes ``backup-id`` and/or ``restore-to-time`` and checks the time's form, and
     "Is backup id valid" became "Is the restore target valid" (targets.choose_target).
 
     Nothing is deleted: the data directory is moved aside and removed only once
@@ -124,7 +124,8 @@ def _is_workload_accessible(host: Host) -> bool:
 
 
 def _is_blocked_for_restore(host: Host) -> bool:
-    """Blocked, other than by a foreign repository or a failed restore (SPEC §7)."""
+    """Blocked, other than by a foreign repository or a failed restore
+    (docs/behaviour/restore.md#step-3-which-blocked-statuses-allow-a-restore)."""
     status = host.get_status()
     if not status.is_blocked:
         return False
@@ -329,7 +330,8 @@ def _pitr_failed(host: Host, state: RestoreState) -> Done:
 
 
 def _restore_succeeded(host: Host, state: RestoreState, timeline: int) -> None:
-    """Clear the flags, normal bootstrap again, re-check ownership (§7.1), remove the
+    """Clear the flags, normal bootstrap again, re-check ownership
+    (docs/behaviour/s3-credentials.md#two-clusters-never-share-one-repository), remove the
     moved-aside data, Active (or the S3 block the ownership check set)."""
     RestoreState.clear(host.app_data, keep_moved_data=True)
     apply_config(host)

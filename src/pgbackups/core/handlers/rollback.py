@@ -1,7 +1,7 @@
 """rollback-restore (ours; docs/restore.md "Rolling back a failed restore").
 
-SPEC §7: the data from before a restore "is moved back if the restore fails and the
-user asks to roll back". The chart:
+docs/behaviour/rollback-restore.md: the data from before a restore "is moved back if the restore
+fails and the user asks to roll back". The chart:
 
   rollback-restore
     Is the unit blocked by a failed restore,

@@ -1,8 +1,10 @@
-"""s3-credentials-changed (SPEC §2), its twin leader-elected, and s3-credentials-gone.
+"""s3-credentials-changed (docs/behaviour/s3-credentials.md#s3-credentials-changed), its twin
+leader-elected, and s3-credentials-gone.
 
 update-status re-runs :func:`on_s3_credentials_changed` while the leader shows an S3
-block (SPEC §9: the reference never self-heals). The retries of ``pgbackrest check`` wait
-with :data:`SLEEP`, the one place a host (or a test) replaces the waiting.
+block (docs/behaviour/update-status.md#3-retry-s3-initialisation: the reference never self-heals).
+The retries of ``pgbackrest check`` wait with :data:`SLEEP`, the one place a host (or a test)
+replaces the waiting.
 """
 
 from __future__ import annotations
@@ -41,20 +43,23 @@ from pgbackups.core.settings import S3Settings
 
 log = logging.getLogger(__name__)
 
-# Retries of `pgbackrest check` ("a few retries", SPEC §2). Module constants so that a
-# host (or a test) can override them; SLEEP is the function that waits.
+# Retries of `pgbackrest check` ("a few retries",
+# docs/behaviour/s3-credentials.md#s3-credentials-changed). Module constants so that a host (or a
+# test) can override them; SLEEP is the function that waits.
 CHECK_ATTEMPTS = 3
 CHECK_RETRY_DELAY_SECONDS = 3.0
 SLEEP: Callable[[float], None] = time.sleep
 
 
 def on_s3_credentials_changed(host: Host) -> Outcome:
-    """SPEC §2, box by box. Also run by leader-elected and by update-status (S3 retry)."""
+    """docs/behaviour/s3-credentials.md#s3-credentials-changed, box by box. Also run by
+    leader-elected and by update-status (S3 retry)."""
     if not _has_cluster_initialised(host):
         return Deferred("cluster not initialised yet")
     if restore_in_progress(host.app_data):
         # Part of "Has cluster initialised?": a cluster being restored is not (yet) the
-        # cluster the repository must be checked against; its completion re-checks §7.1.
+        # cluster the repository must be checked against; its completion re-checks ownership
+        # (docs/behaviour/s3-credentials.md#two-clusters-never-share-one-repository).
         return Deferred("a restore is in progress")
     settings = _required_settings(host)
     if settings is None:
@@ -89,9 +94,9 @@ def _has_cluster_initialised(host: Host) -> bool:
 def _required_settings(host: Host) -> S3Settings | None:
     """ "Are all required S3 settings provided?" The settings, or None (logged).
 
-    Missing settings: no status change (SPEC §2). Invalid settings (a bad CA chain, an
-    unknown URI style...): the leader blocks with a message that names the problem; it is
-    an S3 block, so a corrected setting clears it.
+    Missing settings: no status change (docs/behaviour/s3-credentials.md#s3-credentials-changed).
+    Invalid settings (a bad CA chain, an unknown URI style...): the leader blocks with a message
+    that names the problem; it is an S3 block, so a corrected setting clears it.
     """
     raw = host.s3_parameters()
     settings = parse_settings(raw)
@@ -119,8 +124,9 @@ def _is_blocked_other_than_s3(host: Host) -> bool:
 
 
 def _could_initialise_stanza(host: Host, settings: S3Settings, store: ObjectStore) -> bool:
-    """Bucket, then repository ownership (§7.1), then ``stanza-create``; each failure
-    sets its own Blocked message."""
+    """Bucket, then repository ownership
+    (docs/behaviour/s3-credentials.md#two-clusters-never-share-one-repository), then
+    ``stanza-create``; each failure sets its own Blocked message."""
     host.set_status(UnitStatus.maintenance(msg.INITIALISING_STANZA))
     if not _ensure_bucket(host, store):
         return False

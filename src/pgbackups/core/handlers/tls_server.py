@@ -1,5 +1,5 @@
-"""The pgBackRest TLS server (SPEC §6): certificates-changed and peer-changed reconcile it,
-and s3-credentials-changed runs the same steps once WAL archiving works.
+"""The pgBackRest TLS server (docs/behaviour/tls-server.md): certificates-changed and peer-changed
+reconcile it, and s3-credentials-changed runs the same steps once WAL archiving works.
 
 It runs only with TLS and more than one unit (:func:`_steps.tls_server_wanted`); a
 replica starts its own only once the primary's answers.

@@ -22,11 +22,11 @@ log = logging.getLogger(__name__)
 
 def on_update_status(host: Host) -> Outcome:
     """(a) a backup left this unit hidden: bring it back; (b) a restore in progress:
-    detect its end; (c) the leader blocked by S3: retry S3 initialisation (SPEC §9: the
-    reference never self-heals); otherwise (d) is the database running? A stopped or
-    crash-looping one is Blocked, and Active again once it runs (ours: the reference
-    shows such a unit active). A moved data directory still recorded after a finished
-    restore is left alone."""
+    detect its end; (c) the leader blocked by S3: retry S3 initialisation
+    (docs/behaviour/update-status.md#3-retry-s3-initialisation: the reference never self-heals);
+    otherwise (d) is the database running? A stopped or crash-looping one is Blocked, and Active
+    again once it runs (ours: the reference shows such a unit active). A moved data directory still
+    recorded after a finished restore is left alone."""
     bring_back_after_interrupted_backup(host)
     restore = RestoreState.read(host.app_data)
     if restore is not None and restore.in_progress:

@@ -2,7 +2,7 @@
 
 ``enable`` issues a certificate per unit from the cluster CA; ``disable`` takes them
 away. Either way ``certificates-changed`` fires on every unit: PostgreSQL's ssl follows
-(reload, no restart) and the pgBackRest TLS servers are reconciled (SPEC §6).
+(reload, no restart) and the pgBackRest TLS servers are reconciled (docs/behaviour/tls-server.md).
 """
 
 from __future__ import annotations
@@ -85,7 +85,8 @@ def register(sub: Subparsers) -> None:
         "turn unit certificates (TLS) on or off",
         "enable: issue a certificate per unit (PostgreSQL ssl, pgBackRest TLS servers).\n"
         "disable: take them away. Both fire certificates-changed on every unit.\n"
-        "With TLS and more than one unit, backups run on a replica (SPEC §3).",
+        "With TLS and more than one unit, backups run on a replica "
+        "(docs/behaviour/create-backup.md).",
         """
         pgbackups tls enable
         pgbackups tls disable --name demo

@@ -90,7 +90,7 @@ class S3Endpoint:
     uri_style: str = "path"
 
     def parameters(self) -> dict[str, str]:
-        """The S3 settings map (SPEC §1 keys) that points at this server."""
+        """The S3 settings map that points at this server (keys: docs/behaviour/world.md)."""
         return {
             "bucket": self.bucket,
             "access-key": self.access_key,
