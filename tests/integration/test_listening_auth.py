@@ -111,6 +111,7 @@ def test_etcd_refuses_a_certificate_of_another_ca(
     from pgbackups.local.machinery import tls
 
     other = tmp_path / "other"
+    other.mkdir()  # create_ca makes no folder (docs/security.md, "Files and privileges")
     tls.create_ca(other / "ca.crt", other / "ca.key", "another CA")
     tls.issue_cert(
         ca_cert=other / "ca.crt",
