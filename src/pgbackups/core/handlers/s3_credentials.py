@@ -169,8 +169,8 @@ def _is_wal_archiving_to_s3_working(
     host: Host, settings: S3Settings, store: ObjectStore
 ) -> bool | None:
     """Archiving on (``stanza``), reload, ``pgbackrest check`` with retries; on failure
-    archiving off again and Blocked. On success the marker is written and the leader is
-    Active.
+    WAL held again and Blocked. On success the leader is Active (the marker was written
+    and read back before the stanza was created: ``claim_repository``).
 
     None means "not known yet": a leader that is not the primary turned archiving on in
     the app bag, but the primary renders its ``archive_command`` only when it sees that

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Mapping
 
 from pgbackups.core.events import ACTIONS, HOOKS
-from pgbackups.core.host import Host
+from pgbackups.core.host import Host, WorkloadError
 from pgbackups.core.outcomes import ActionFailed, Deferred, Outcome
 from pgbackups.core.params import check_action_params
 from pgbackups.local.runtime.peerdata import DeferredEvent, PeerDataStore
@@ -43,7 +43,13 @@ class Dispatcher:
         if problem is not None:
             return ActionFailed(problem)
         self.rerun_deferred(unit)
-        outcome = ACTIONS[action](self._host_for(unit), params)
+        try:
+            outcome = ACTIONS[action](self._host_for(unit), params)
+        except WorkloadError as exc:
+            # The workload's one way of failing (core/host.py): the action fails with its
+            # reason, as the charm reports it, never a traceback.
+            log.error("%s %s: %s", unit, action, exc)
+            return ActionFailed(f"{action} failed: {exc}")
         log.info("%s %s -> %s", unit, action, type(outcome).__name__)
         return outcome
 
@@ -54,7 +60,11 @@ class Dispatcher:
             self._run_hook(unit, deferred.name, deferred.params)
 
     def _run_hook(self, unit: str, event: str, params: Mapping[str, str]) -> Outcome:
-        outcome = HOOKS[event](self._host_for(unit))
+        try:
+            outcome: Outcome = HOOKS[event](self._host_for(unit))
+        except WorkloadError as exc:
+            # As the charm does: the hook is tried again before the unit's next event.
+            outcome = Deferred(f"the workload failed: {exc}")
         if isinstance(outcome, Deferred):
             log.info("%s: %s deferred: %s", unit, event, outcome.reason)
             self._store.defer(unit, DeferredEvent(event, dict(params), outcome.reason))
