@@ -37,7 +37,7 @@ $(VENV)/.installed: pyproject.toml
 	@test -x $(BASE_PYTHON) || { echo "setup: $(BASE_PYTHON) is missing (apt-get install python3)"; exit 1; }
 	$(BASE_PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,pack]'
 	touch $@
 
 venv: $(VENV)/.installed
@@ -67,7 +67,7 @@ bench-setup: setup
 	  echo "bench-setup: installing barman-cli-cloud"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends barman-cli-cloud; }
-	@$(PY) -c 'import matplotlib' 2>/dev/null || $(PY) -m pip install -q -e '.[dev,bench]'
+	@$(PY) -c 'import matplotlib' 2>/dev/null || $(PY) -m pip install -q -e '.[dev,pack,bench]'
 
 bench: bench-setup
 	$(PY) -m benchmarks $(BENCH_ARGS)
