@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import ops
 
@@ -45,7 +45,7 @@ from pgbackups.workload.layout import UnitFacts
 from s3_requirer import S3Requirer
 from tls_files import DiskTlsFiles
 from tls_requirer import TlsFiles, TlsRequirer
-from workload import MachinePaths, MachineWorkload, machine_facts, member_name
+from workload import MachinePaths, MachineWorkload, Runner, machine_facts, member_name
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +59,30 @@ PRIMARY = "Primary"
 # The statuses the charm owns (the core's own messages are left to the core).
 CHARM_MESSAGES = (AWAITING_MEMBER, WAITING_FOR_PASSWORDS, WAITING_FOR_PEERS, INSTALLING)
 TLS_FLAG = "tls"
-INSTALL_FAILED = "failed to install PostgreSQL, Patroni and pgBackRest; see juju debug-log"
+
+
+class InstallFailed(RuntimeError):
+    """The packages are not installed (yet): the install hook fails and Juju runs it
+    again (``automatically-retry-hooks``, on by default), with backoff."""
+
+
+class Installer(Protocol):
+    def install(self) -> bool: ...
+
+    def installed_version(self) -> str | None: ...
+
+
+def machine_workload(charm: PgBackupsCharm) -> MachineWorkload:
+    """The workload on this machine. Building it looks up no OS user: the install hook
+    builds it before the packages have made ``postgres``."""
+    charm_type = type(charm)
+    return MachineWorkload(charm.unit_facts, charm_type.machine_paths, run=charm_type.runner)
 
 
 def machine_adapters(charm: PgBackupsCharm) -> Adapters:
     """The real adapters: PostgreSQL/Patroni on this machine, pgBackRest, S3."""
-    paths = MachinePaths()
-    workload = MachineWorkload(charm.unit_facts, paths)
+    paths = type(charm).machine_paths
+    workload = machine_workload(charm)
     tool = PgBackRest(paths.pgbackrest_config, charm.host.stanza_name, user=processes.db_user())
     # S3Bucket keeps its own private copy of the CA chain: the workload's file is
     # pgBackRest's, written atomically while archive-push may be reading it.
@@ -73,11 +90,11 @@ def machine_adapters(charm: PgBackupsCharm) -> Adapters:
 
 
 def machine_tls_files(charm: PgBackupsCharm) -> TlsFiles:
-    return DiskTlsFiles(MachinePaths().tls_dir)
+    return DiskTlsFiles(type(charm).machine_paths.tls_dir)
 
 
 def machine_backup_tls(charm: PgBackupsCharm) -> BackupTlsFiles:
-    return DiskBackupTls(MachinePaths().backup_tls_dir, processes.db_user())
+    return DiskBackupTls(type(charm).machine_paths.backup_tls_dir, processes.db_user())
 
 
 def machine_new_ca(charm: PgBackupsCharm) -> CertificateAuthority:
@@ -85,7 +102,11 @@ def machine_new_ca(charm: PgBackupsCharm) -> CertificateAuthority:
 
 
 class PgBackupsCharm(ops.CharmBase):
-    # The only seams the tests use: they return fakes at the adapter boundary.
+    # The only seams the tests use: they return fakes at the adapter boundary, or keep
+    # the real factories and replace what runs a program (``runner``) and the folders.
+    machine_paths: ClassVar[MachinePaths] = MachinePaths()
+    runner: ClassVar[Runner] = processes.run
+    installer_factory: ClassVar[Callable[[PgBackupsCharm], Installer]] = machine_workload
     adapters_factory: ClassVar[Callable[[PgBackupsCharm], Adapters]] = machine_adapters
     tls_files_factory: ClassVar[Callable[[PgBackupsCharm], TlsFiles]] = machine_tls_files
     backup_tls_factory: ClassVar[Callable[[PgBackupsCharm], BackupTlsFiles]] = machine_backup_tls
@@ -219,7 +240,7 @@ class PgBackupsCharm(ops.CharmBase):
     def unit_facts(self) -> UnitFacts:
         host = self.host
         return machine_facts(
-            MachinePaths(),
+            type(self).machine_paths,
             app=self.app.name,
             unit=self.unit.name,
             address=host.unit_address(),
@@ -312,11 +333,20 @@ class PgBackupsCharm(ops.CharmBase):
     # --- lifecycle -----------------------------------------------------------------
 
     def _on_install(self, event: ops.InstallEvent) -> None:
+        # Only the installer: the other adapters look up the database user, whom the
+        # packages create.
         self.unit.status = ops.MaintenanceStatus(INSTALLING)
-        install = getattr(self.adapters.workload, "install", None)
-        if install is not None and not install():
-            self.unit.status = ops.BlockedStatus(INSTALL_FAILED)
-            return
+        installer = type(self).installer_factory(self)
+        if not installer.install():
+            # Never a Blocked status for good: the hook fails, and Juju runs it again
+            # (a dpkg lock held past apt's wait, a mirror that was down).
+            raise InstallFailed(
+                "failed to install PostgreSQL, Patroni and pgBackRest (see the log above); "
+                "Juju retries the install hook"
+            )
+        version = installer.installed_version()
+        if version:
+            self.unit.set_workload_version(version)
         self.unit.status = ops.WaitingStatus(AWAITING_MEMBER)
 
     def _configure_and_start(self, event: ops.EventBase) -> bool:
@@ -340,10 +370,6 @@ class PgBackupsCharm(ops.CharmBase):
         return True
 
     def _on_start(self, event: ops.StartEvent) -> None:
-        if isinstance(self.unit.status, ops.BlockedStatus) and (
-            self.unit.status.message == INSTALL_FAILED
-        ):
-            return
         if not self._configure_and_start(event):
             return
         self.unit.status = ops.WaitingStatus(AWAITING_MEMBER)

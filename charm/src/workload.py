@@ -33,6 +33,10 @@ APT_PACKAGES = (
     "pgbackrest",
     "openssl",
 )
+# apt-get waits this long for the dpkg lock (cloud-init or unattended-upgrades may hold it
+# on a fresh machine) instead of failing at once.
+APT_LOCK_TIMEOUT = 600
+APT = ("apt-get", "-o", f"DPkg::Lock::Timeout={APT_LOCK_TIMEOUT}")
 PG_PORT = 5432
 REST_PORT = 8008
 TLS_SERVER_PORT = 8432
@@ -218,20 +222,25 @@ class MachineWorkload(UnitWorkload):
         files.make_dirs_as(db, [paths.pgbackrest_log_dir], 0o750)
 
     def install(self) -> bool:
-        """Install the packages and drop Debian's default cluster (Patroni owns the data)."""
+        """Install the packages, hold them at that version (a later apt upgrade must not
+        restart the database under Patroni), and drop Debian's default cluster (Patroni
+        owns the data). Idempotent: a failed install is run again from the start."""
         env = {"DEBIAN_FRONTEND": "noninteractive"}
-        update = self._run(["apt-get", "update", "-q"], timeout=600, env=env)
+        update = self._run([*APT, "update", "-q"], timeout=APT_LOCK_TIMEOUT + 600, env=env)
         if not update.ok:
             log.error("apt-get update failed: %s", update.stderr.strip()[-500:])
             return False
         result = self._run(
-            ["apt-get", "install", "-y", "-q", "--no-install-recommends", *APT_PACKAGES],
-            timeout=1200,
+            [*APT, "install", "-y", "-q", "--no-install-recommends", *APT_PACKAGES],
+            timeout=APT_LOCK_TIMEOUT + 1200,
             env=env,
         )
         if not result.ok:
             log.error("apt-get install failed: %s", result.stderr.strip()[-500:])
             return False
+        hold = self._run(["apt-mark", "hold", *APT_PACKAGES], timeout=120)
+        if not hold.ok:
+            log.warning("the packages are not held: %s", hold.stderr.strip()[-300:])
         # Debian starts a "main" cluster on install; it would hold port 5432.
         self._run(["pg_dropcluster", "--stop", self.paths.pg_version, "main"], timeout=120)
         for unit in ("patroni.service", "etcd.service"):
@@ -247,3 +256,11 @@ class MachineWorkload(UnitWorkload):
             log.error("%s", exc)
             return False
         return True
+
+    def installed_version(self) -> str | None:
+        """The installed PostgreSQL package's version (Juju's application version)."""
+        package = f"postgresql-{self.paths.pg_version}"
+        result = self._run(["dpkg-query", "-W", "-f=${Version}", package], timeout=60)
+        if not result.ok:
+            return None
+        return result.stdout.strip() or None

@@ -107,6 +107,9 @@ class FakeWorkload:
         self.calls.append("install")
         return self.installed_ok
 
+    def installed_version(self) -> str | None:
+        return "16.9-0ubuntu0.24.04.1" if self.installed_ok else None
+
     def is_cluster_initialised(self) -> bool | None:
         return self.initialised
 

@@ -31,6 +31,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> World:
         "adapters_factory",
         lambda charm: Adapters(workload=w.workload, backup_tool=w.tool, object_store=w.store_for),
     )
+    monkeypatch.setattr(PgBackupsCharm, "installer_factory", lambda charm: w.workload)
     monkeypatch.setattr(PgBackupsCharm, "tls_files_factory", lambda charm: w.tls_files)
     monkeypatch.setattr(PgBackupsCharm, "backup_tls_factory", lambda charm: w.backup_tls)
     monkeypatch.setattr(PgBackupsCharm, "new_ca_factory", lambda charm: w.new_ca())

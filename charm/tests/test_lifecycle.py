@@ -22,7 +22,7 @@ from charm_states import (
 )
 from ops import testing
 
-from charm import AWAITING_MEMBER, INSTALL_FAILED, WAITING_FOR_PEERS
+from charm import AWAITING_MEMBER, WAITING_FOR_PEERS, InstallFailed
 from charm_host import PeerBag, from_ops_status, to_ops_status
 from pgbackups.core import messages
 from pgbackups.core.host import Peer, UnitStatus
@@ -35,17 +35,22 @@ def test_install_installs_the_packages(world: World) -> None:
     out = c.run(c.on.install(), testing.State())
     assert world.calls == ["install"]
     assert out.unit_status == testing.WaitingStatus(AWAITING_MEMBER)
+    assert out.workload_version == "16.9-0ubuntu0.24.04.1"
 
 
-def test_failed_install_blocks_and_start_does_nothing(world: World) -> None:
+def test_a_failed_install_fails_the_hook_so_juju_retries_it(world: World) -> None:
+    # Never a Blocked status for good: the hook errors, Juju runs install again, and
+    # a later success carries on as a first one would.
     world.workload.installed_ok = False
     c = ctx()
-    out = c.run(c.on.install(), testing.State())
-    assert out.unit_status == testing.BlockedStatus(INSTALL_FAILED)
+    with pytest.raises(testing.errors.UncaughtCharmError) as info:
+        c.run(c.on.install(), testing.State())
+    assert isinstance(info.value.__cause__, InstallFailed)
+    world.workload.installed_ok = True
     c2 = ctx()
-    out2 = c2.run(c2.on.start(), state(peers(), status=ops.BlockedStatus(INSTALL_FAILED)))
-    assert out2.unit_status == testing.BlockedStatus(INSTALL_FAILED)
-    assert "start_database" not in world.calls
+    out = c2.run(c2.on.install(), testing.State())
+    assert out.unit_status == testing.WaitingStatus(AWAITING_MEMBER)
+    assert world.calls == ["install", "install"]
 
 
 # The application's secret (passwords, pgBackRest CA) has its own tests: test_secrets.py.

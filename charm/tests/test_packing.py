@@ -37,16 +37,18 @@ REPO_ROOT = CHARM_ROOT.parent
 UNIT = "pgbackups-postgresql/0"
 
 # A stand-in for every Juju hook tool (and the few programs the install hook runs):
-# it appends [name, args] to $HOOK_TOOL_LOG and answers what ops parses.
+# it appends [name, args] to the log its config.json names and answers what ops parses.
+# The config sits beside it: the charm runs programs with a clean environment.
 HOOK_TOOL = """#!/usr/bin/python3
 import json, os, sys
 name = os.path.basename(sys.argv[0])
-with open(os.environ["HOOK_TOOL_LOG"], "a") as log:
+here = os.path.dirname(os.path.realpath(sys.argv[0]))
+with open(os.path.join(here, "config.json")) as f:
+    config = json.load(f)
+with open(config["log"], "a") as log:
     log.write(json.dumps([name, sys.argv[1:]]) + "\\n")
-answers = json.loads(os.environ.get("HOOK_TOOL_ANSWERS", "{}"))
-if name in answers:
-    sys.stdout.write(answers[name])
-sys.exit(int(json.loads(os.environ.get("HOOK_TOOL_EXIT", "{}")).get(name, 0)))
+sys.stdout.write(config["answers"].get(name, ""))
+sys.exit(config["exits"].get(name, 0))
 """
 HOOK_TOOLS = (
     "action-fail",
@@ -259,13 +261,12 @@ def dispatch(
         (tools / name).symlink_to(stub)
     log = tmp_path / "tool-calls.jsonl"
     log.touch()
+    config = {"log": str(log), "answers": ANSWERS, "exits": exits or {}}
+    (tools / "config.json").write_text(json.dumps(config))
     env = {
         "PATH": f"{tools}:/usr/bin:/bin",
         "HOME": str(tmp_path),
         "LANG": "C.UTF-8",
-        "HOOK_TOOL_LOG": str(log),
-        "HOOK_TOOL_ANSWERS": json.dumps(ANSWERS),
-        "HOOK_TOOL_EXIT": json.dumps(exits or {}),
         "JUJU_DISPATCH_PATH": f"hooks/{hook}",
         "JUJU_CHARM_DIR": str(built),
         "JUJU_UNIT_NAME": UNIT,
@@ -295,6 +296,21 @@ def test_dispatch_runs_the_entry_point_into_the_charm(built: Path, tmp_path: Pat
     assert "update_status" in logged
     assert ["database-peers", "--format=json"] in tool_args(calls, "relation-ids")
     assert not tool_args(calls, "apt-get")
+
+
+def test_dispatch_install_fails_the_hook_while_apt_fails(built: Path, tmp_path: Path) -> None:
+    # apt-get fails (a dpkg lock held past its wait) before anything is written: the hook
+    # exits non-zero, so Juju runs it again; the unit said what it was doing.
+    run, calls = dispatch(built, tmp_path, "install", exits={"apt-get": 100})
+    assert run.returncode != 0
+    assert [
+        "--application=False",
+        "maintenance",
+        "--",
+        "installing PostgreSQL, Patroni, pgBackRest",
+    ] in tool_args(calls, "status-set")
+    assert tool_args(calls, "apt-get") == [["-o", "DPkg::Lock::Timeout=600", "update", "-q"]]
+    assert not tool_args(calls, "systemctl")
 
 
 if __name__ == "__main__":  # pragma: no cover
