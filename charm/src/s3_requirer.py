@@ -12,8 +12,13 @@ events into the two events the backups core knows:
 
 Only the fields of the provider's application bag are read (``bucket``, ``access-key``,
 ``secret-key``, ``endpoint``, ``region``, ``path``, ``s3-uri-style``, ``tls-ca-chain`` as
-a JSON list of PEM strings, ``storage-class``, ``delete-older-than-days``, ...). The
-requirer asks for nothing: the bucket is configured on the integrator.
+a JSON list of PEM strings, ``storage-class``, ``delete-older-than-days``, ...).
+
+The requirer's side of the interface is one field: the leader writes ``bucket`` (this
+application's name) into our application bag when the relation is created or a unit
+joins. The interface's requirer schema marks it required, and s3-integrator publishes
+the credentials only once it sees it (a bucket configured on the integrator wins over
+ours: the core uses the bucket the provider's bag names).
 """
 
 from __future__ import annotations
@@ -48,6 +53,9 @@ class S3Requirer(ops.Object):
         super().__init__(charm, relation_name)
         self.relation_name = relation_name
         framework = charm.framework
+        framework.observe(charm.on[relation_name].relation_created, self._ask_for_bucket)
+        framework.observe(charm.on[relation_name].relation_joined, self._ask_for_bucket)
+        framework.observe(charm.on.leader_elected, self._ask_for_bucket)
         framework.observe(charm.on[relation_name].relation_changed, self._on_changed)
         framework.observe(charm.on[relation_name].relation_broken, self._on_broken)
 
@@ -59,6 +67,22 @@ class S3Requirer(ops.Object):
         if relation.app is None:  # the remote side is not known yet
             return {}
         return dict(relation.data[relation.app])
+
+    @property
+    def bucket(self) -> str:
+        """The bucket we ask for: the application's name (a valid bucket name for the
+        names Juju allows, lower case letters, digits and hyphens)."""
+        return self.model.app.name
+
+    def _ask_for_bucket(self, event: ops.EventBase) -> None:
+        """The leader writes ``bucket`` once (an operator's edit stays)."""
+        relation = self.model.get_relation(self.relation_name)
+        if relation is None or not self.model.unit.is_leader():
+            return
+        ours = relation.data[self.model.app]
+        if not ours.get("bucket"):
+            ours["bucket"] = self.bucket
+            log.info("S3 relation: asked the integrator for bucket %r", self.bucket)
 
     def _on_changed(self, event: ops.RelationChangedEvent) -> None:
         info = self.connection_info() or {}
