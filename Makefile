@@ -33,11 +33,12 @@ apt:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	else echo "setup: Debian packages present"; fi
 
-$(VENV)/.installed: pyproject.toml
+# charm/requirements.txt constrains the venv: the charm is tested with the versions it ships.
+$(VENV)/.installed: pyproject.toml charm/requirements.txt
 	@test -x $(BASE_PYTHON) || { echo "setup: $(BASE_PYTHON) is missing (apt-get install python3)"; exit 1; }
 	$(BASE_PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,pack]'
+	$(PY) -m pip install -q -e '.[dev,pack]' -c charm/requirements.txt
 	touch $@
 
 venv: $(VENV)/.installed
@@ -67,7 +68,7 @@ bench-setup: setup
 	  echo "bench-setup: installing barman-cli-cloud"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends barman-cli-cloud; }
-	@$(PY) -c 'import matplotlib' 2>/dev/null || $(PY) -m pip install -q -e '.[dev,pack,bench]'
+	@$(PY) -c 'import matplotlib' 2>/dev/null || $(PY) -m pip install -q -e '.[dev,pack,bench]' -c charm/requirements.txt
 
 bench: bench-setup
 	$(PY) -m benchmarks $(BENCH_ARGS)
