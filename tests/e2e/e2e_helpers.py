@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import psycopg
 
+from pgbackups.adapters.s3 import S3Bucket
+from pgbackups.core.settings import S3Settings, parse_s3_settings
 from pgbackups.local.runtime.cluster import Cluster
+from pgbackups.local.runtime.host import read_s3_parameters
+from pgbackups.local.runtime.unit import Unit
 
 
 def tcp_connect(cluster: Cluster, unit_ref: str, timeout: int = 5) -> None:
@@ -20,3 +26,39 @@ def tcp_connect(cluster: Cluster, unit_ref: str, timeout: int = 5) -> None:
         connect_timeout=timeout,
     ) as conn:
         conn.execute("select 1")
+
+
+def repository_bucket(cluster: Cluster) -> tuple[S3Bucket, str]:
+    """The bucket ``s3 set`` gave the cluster, and the repository's path in it."""
+    raw = read_s3_parameters(cluster)
+    assert raw is not None
+    settings = parse_s3_settings(raw)
+    assert isinstance(settings, S3Settings)
+    return S3Bucket(settings), settings.path.strip("/")
+
+
+def segment_keys(cluster: Cluster) -> dict[str, str]:
+    """Archived WAL segment name -> object key."""
+    bucket, path = repository_bucket(cluster)
+    prefix = f"{path}/archive/" if path else "archive/"
+    keys = {}
+    try:
+        for key in bucket.list_keys(prefix):
+            name = key.rsplit("/", 1)[-1]
+            if len(name) > 24 and name[24] == "-" and name[:24].isalnum():
+                keys[name[:24]] = key
+    finally:
+        bucket.close()
+    return keys
+
+
+def switch_and_wait_archived(cluster: Cluster, unit: Unit, timeout: float = 120) -> str:
+    """Close the current segment and wait until it is in the repository; its name."""
+    segment = str(unit.query("select pg_walfile_name(pg_current_wal_lsn())")[0][0])
+    unit.query("select pg_switch_wal()")
+    deadline = time.monotonic() + timeout
+    while segment not in segment_keys(cluster):
+        assert time.monotonic() < deadline, f"{segment} never reached the repository"
+        unit.query("select pg_switch_wal()")  # wakes the archiver (and pgBackRest's async push)
+        time.sleep(1)
+    return segment

@@ -17,48 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from e2e_helpers import repository_bucket, segment_keys, switch_and_wait_archived
 
-from pgbackups.adapters.s3 import S3Bucket
-from pgbackups.core.settings import S3Settings, parse_s3_settings
 from pgbackups.local.runtime.cluster import Cluster
-from pgbackups.local.runtime.host import read_s3_parameters
 from pgbackups.local.runtime.unit import Unit
 
 pytestmark = pytest.mark.real
 
 CliRunner = Callable[..., Any]
-
-
-def _bucket(cluster: Cluster) -> tuple[S3Bucket, str]:
-    raw = read_s3_parameters(cluster)
-    assert raw is not None
-    settings = parse_s3_settings(raw)
-    assert isinstance(settings, S3Settings)
-    return S3Bucket(settings), settings.path.strip("/")
-
-
-def _segment_keys(cluster: Cluster) -> dict[str, str]:
-    """Archived WAL segment name -> object key."""
-    bucket, path = _bucket(cluster)
-    prefix = f"{path}/archive/" if path else "archive/"
-    keys = {}
-    for key in bucket.list_keys(prefix):
-        name = key.rsplit("/", 1)[-1]
-        if len(name) > 24 and name[24] == "-" and name[:24].isalnum():
-            keys[name[:24]] = key
-    return keys
-
-
-def _switch_and_wait_archived(cluster: Cluster, unit: Unit, timeout: float = 120) -> str:
-    """Close the current segment and wait until it is in the repository; its name."""
-    segment = str(unit.query("select pg_walfile_name(pg_current_wal_lsn())")[0][0])
-    unit.query("select pg_switch_wal()")
-    deadline = time.monotonic() + timeout
-    while segment not in _segment_keys(cluster):
-        assert time.monotonic() < deadline, f"{segment} never reached the repository"
-        unit.query("select pg_switch_wal()")  # wakes the archiver (and pgBackRest's async push)
-        time.sleep(1)
-    return segment
 
 
 def _backed_up_cluster(
@@ -110,8 +76,8 @@ def test_wal_written_while_s3_is_blocked_is_kept_and_restored(
     res = run_cli("s3", "set", "--name", name)
     assert res.returncode == 0, res.stdout + res.stderr
     assert cluster.get_status(ref) == ("active", "")
-    _switch_and_wait_archived(cluster, unit)
-    assert held in _segment_keys(cluster)
+    switch_and_wait_archived(cluster, unit)
+    assert held in segment_keys(cluster)
 
     res = run_cli(
         "run", "--name", name, ref, "restore", f"backup-id={backup_id}",
@@ -129,12 +95,12 @@ def test_an_empty_segment_refuses_a_restore_to_latest_and_changes_nothing(
     archived = []
     for _ in range(3):
         unit.query("insert into t values (1000)")
-        archived.append(_switch_and_wait_archived(cluster, unit))
+        archived.append(switch_and_wait_archived(cluster, unit))
 
     # What the old local S3 server left after a kill: the object is there, with no bytes.
     lost = archived[1]
-    bucket, _ = _bucket(cluster)
-    bucket.put(_segment_keys(cluster)[lost], b"")
+    bucket, _ = repository_bucket(cluster)
+    bucket.put(segment_keys(cluster)[lost], b"")
 
     res = run_cli(
         "run", "--name", name, ref, "restore", f"backup-id={backup_id}",

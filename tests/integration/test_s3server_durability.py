@@ -60,8 +60,9 @@ HOW = ["sigkill", "clean-stop"]
 def cluster(workdir: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
     """A cluster with no unit: its files, CA and S3 server, as ``up`` makes them."""
     made = Cluster("durable", workdir / re.sub(r"[^a-z0-9-]+", "-", request.node.name))
-    made._create(0, False)
-    made._start_s3(Progress(quiet=True))
+    with made.operation("up"):  # makes the home and the cluster's directory, as `up` does
+        made._create(0, False)
+        made._start_s3(Progress(quiet=True))
     yield made
     made.stop_service(S3)
 

@@ -93,8 +93,13 @@ class Unit:
         return self.paths.patroni_log
 
     def client(self, timeout: float = 5.0) -> PatroniClient:
-        """Patroni's REST API of this unit; writes authenticate with the cluster's password."""
-        auth = RestAuth.of(self.cluster.passwords())
+        """Patroni's REST API of this unit; writes authenticate with the cluster's password.
+        Without the passwords file (a purged or half-made cluster) reads still work, so
+        that such a cluster can still be looked at and stopped; a write is then refused."""
+        try:
+            auth: RestAuth | None = RestAuth.of(self.cluster.passwords())
+        except FileNotFoundError:
+            auth = None
         return PatroniClient(self.host, self.rest_port, timeout=timeout, auth=auth)
 
     def tls(self) -> TlsMaterial | None:
