@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pgbackups.adapters import files, processes
-from pgbackups.adapters.patroni import PatroniPasswords
+from pgbackups.adapters.patroni import PatroniPasswords, PatroniUnavailable
 from pgbackups.core.host import CommandResult, Peer, TlsMaterial, WorkloadError
 from pgbackups.workload.layout import PeerLayout, UnitFacts, UnitLayout
 from pgbackups.workload.workload import UnitWorkload
@@ -40,6 +40,7 @@ APT = ("apt-get", "-o", f"DPkg::Lock::Timeout={APT_LOCK_TIMEOUT}")
 PG_PORT = 5432
 REST_PORT = 8008
 TLS_SERVER_PORT = 8432
+SWITCHOVER_TIMEOUT_SECONDS = 90.0
 
 
 @dataclass(frozen=True)
@@ -256,6 +257,37 @@ class MachineWorkload(UnitWorkload):
             log.error("%s", exc)
             return False
         return True
+
+    def switch_over_away(self) -> str | None:
+        """If this member is the primary, hand the primary role to a streaming replica
+        (Patroni's ``POST /switchover``, with the REST password) and return its member
+        name; None when this member is not the primary. Raises WorkloadError when it is
+        the primary and no replica can take over, or Patroni refuses."""
+        facts = self._facts()
+        own = facts.layout.member
+        client = self._client(facts)
+        try:
+            members = client.cluster()
+        except PatroniUnavailable as exc:
+            raise WorkloadError(f"{facts.layout.unit}: no switchover, Patroni: {exc}") from exc
+        if not any(m.is_primary and m.name == own for m in members):
+            return None
+        # The replica closest to the primary: least lag first (unknown lag last).
+        replicas = sorted(
+            (m for m in members if m.is_streaming and m.name != own),
+            key=lambda m: (m.lag is None, m.lag or 0, m.name),
+        )
+        if not replicas:
+            raise WorkloadError(f"{facts.layout.unit}: no streaming replica to switch over to")
+        candidate = replicas[0].name
+        # Patroni answers a switchover once it is done (or failed): far longer than a read.
+        client.timeout = SWITCHOVER_TIMEOUT_SECONDS
+        try:
+            client.switchover(own, candidate)
+        except PatroniUnavailable as exc:
+            raise WorkloadError(f"{facts.layout.unit}: switchover to {candidate}: {exc}") from exc
+        log.info("switched the primary over from %s to %s", own, candidate)
+        return candidate
 
     def installed_version(self) -> str | None:
         """The installed PostgreSQL package's version (Juju's application version)."""
