@@ -54,10 +54,19 @@ __all__ = ["PASSWORD_KEYS", "SECRET_ID_KEY", "PgBackupsCharm"]
 WAITING_FOR_PEERS = "waiting for the peer relation"
 WAITING_FOR_PASSWORDS = "waiting for the leader to generate the database passwords"
 AWAITING_MEMBER = "awaiting for member to start"
+WAITING_FOR_LEADER = "waiting for the leader to initialise the cluster"
+WAITING_FOR_PARTNERS = "waiting for a peer to join the Raft cluster"
 INSTALLING = "installing PostgreSQL, Patroni, pgBackRest"
 PRIMARY = "Primary"
 # The statuses the charm owns (the core's own messages are left to the core).
-CHARM_MESSAGES = (AWAITING_MEMBER, WAITING_FOR_PASSWORDS, WAITING_FOR_PEERS, INSTALLING)
+CHARM_MESSAGES = (
+    AWAITING_MEMBER,
+    WAITING_FOR_LEADER,
+    WAITING_FOR_PARTNERS,
+    WAITING_FOR_PASSWORDS,
+    WAITING_FOR_PEERS,
+    INSTALLING,
+)
 TLS_FLAG = "tls"
 
 
@@ -126,6 +135,7 @@ class PgBackupsCharm(ops.CharmBase):
         observe(self.on.config_changed, self._on_config_changed)
         observe(self.on.update_status, self._on_update_status)
         observe(self.on.leader_elected, self._on_leader_elected)
+        observe(self.on.stop, self._on_stop)
         peers = self.on[PEER_RELATION]
         observe(peers.relation_created, self._on_peers_changed)
         observe(peers.relation_joined, self._on_peers_changed)
@@ -326,7 +336,8 @@ class PgBackupsCharm(ops.CharmBase):
         running = host.workload.is_member_running() is True
         primary = running and host.workload.is_primary() is True
         if not running:
-            self.unit.status = ops.WaitingStatus(AWAITING_MEMBER)
+            waiting = self._start_blocker(host)
+            self.unit.status = ops.WaitingStatus(waiting or AWAITING_MEMBER)
         else:
             self.unit.status = ops.ActiveStatus(PRIMARY if primary else "")
 
@@ -359,8 +370,14 @@ class PgBackupsCharm(ops.CharmBase):
             self.unit.status = ops.WaitingStatus(WAITING_FOR_PASSWORDS)
             event.defer()
             return False
-        self._ensure_backup_tls()
         host = self.host
+        waiting = self._start_blocker(host)
+        if waiting is not None:
+            log.info("Patroni not started: %s", waiting)
+            self.unit.status = ops.WaitingStatus(waiting)
+            event.defer()
+            return False
+        self._ensure_backup_tls()
         try:
             host.workload.apply_config(desired_config(host))
         except WorkloadError as exc:
@@ -368,6 +385,20 @@ class PgBackupsCharm(ops.CharmBase):
             event.defer()
             return False
         return True
+
+    def _start_blocker(self, host: CharmHost) -> str | None:
+        """Why this unit may not start Patroni yet (None: it may). Only the leader
+        bootstraps: a non-leader started before the leader's cluster exists, or with no
+        Raft partner to join through, would bootstrap a cluster of its own (``juju deploy
+        -n 3`` would make three). It waits for the leader's ``cluster_initialised`` and at
+        least one peer address; its deferred start runs again on the next hook."""
+        if host.is_leader():
+            return None
+        if not host.app_data.get(CLUSTER_INITIALISED):
+            return WAITING_FOR_LEADER
+        if not host.peers():
+            return WAITING_FOR_PARTNERS
+        return None
 
     def _on_start(self, event: ops.StartEvent) -> None:
         if not self._configure_and_start(event):
@@ -414,6 +445,8 @@ class PgBackupsCharm(ops.CharmBase):
 
     def _on_peer_departed(self, event: ops.RelationDepartedEvent) -> None:
         departing = event.departing_unit
+        if departing == self.unit:
+            self._switch_over_before_leaving()
         if self.unit.is_leader() and departing is not None and departing != self.unit:
             address = event.relation.data[departing].get("ingress-address") or (
                 event.relation.data[departing].get("private-address")
@@ -425,6 +458,29 @@ class PgBackupsCharm(ops.CharmBase):
                 except WorkloadError as exc:
                     log.warning("the departed unit stays in the DCS: %s", exc)
         self._run(event, events.HOOKS["peer-changed"])
+
+    def _on_stop(self, event: ops.StopEvent) -> None:
+        # Scale-down runs relation-departed first; this covers a unit removed without it
+        # (the last hooks of ``juju remove-unit``). Harmless when no longer the primary.
+        self._switch_over_before_leaving()
+
+    def _switch_over_before_leaving(self) -> None:
+        """The leaving unit, if it is the primary, hands the role to a streaming replica
+        first: otherwise its stop leaves the cluster without a primary until Patroni's
+        TTL runs out, and a write in flight is lost. Never fails the hook: the unit is
+        going away whatever happens; a failed switchover is logged."""
+        if self.passwords() is None or self.model.get_relation(PEER_RELATION) is None:
+            return
+        switch = getattr(self.adapters.workload, "switch_over_away", None)
+        if switch is None:
+            return
+        try:
+            candidate = switch()
+        except WorkloadError as exc:
+            log.error("leaving as the primary without a switchover: %s", exc)
+            return
+        if candidate is not None:
+            log.info("leaving: the primary is now %s", candidate)
 
     def _on_certificates_changed(self, event: ops.RelationEvent) -> None:
         self.certs.sync(self.host.unit_address(), socket.getfqdn())

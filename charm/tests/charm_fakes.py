@@ -97,6 +97,7 @@ class FakeWorkload:
     tls_server_running: bool = False
     configs: list[WorkloadConfig] = field(default_factory=list)
     forgotten: list[str] = field(default_factory=list)
+    replica_to_take_over: str | None = "pgbackups-postgresql-1"
 
     def _do(self, call: str, ok: bool) -> None:
         self.calls.append(call)
@@ -176,6 +177,15 @@ class FakeWorkload:
 
     def data_disk(self) -> DiskSpace | None:
         return self.disk
+
+    def switch_over_away(self) -> str | None:
+        """As MachineWorkload's: None when not the primary; WorkloadError without a
+        replica to take over."""
+        if not self.primary:
+            return None
+        self._do("switch_over_away", self.replica_to_take_over is not None)
+        self.primary = False
+        return self.replica_to_take_over
 
     def forget_dcs_member(self, address: str) -> None:
         self.calls.append(f"forget_dcs_member {address}")

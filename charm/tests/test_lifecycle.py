@@ -75,11 +75,11 @@ def test_update_status_shows_primary_once_the_member_runs(world: World) -> None:
 def test_update_status_replica_and_member_down(world: World) -> None:
     world.workload.primary = False
     c = ctx()
-    out = c.run(c.on.update_status(), state(peers(), leader=False))
+    out = c.run(c.on.update_status(), state(peers(others=1), leader=False))
     assert out.unit_status == testing.ActiveStatus("")
     world.workload.running = False
     c2 = ctx()
-    out2 = c2.run(c2.on.update_status(), state(peers(), leader=False))
+    out2 = c2.run(c2.on.update_status(), state(peers(others=1), leader=False))
     assert out2.unit_status == testing.WaitingStatus(AWAITING_MEMBER)
 
 

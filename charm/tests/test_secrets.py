@@ -81,7 +81,7 @@ def test_a_non_leader_waits_until_the_secret_exists(world: World) -> None:
 
 def test_a_non_leader_reads_the_secret_the_bag_names(world: World) -> None:
     c = ctx()
-    out = c.run(c.on.start(), state(peers(), leader=False))
+    out = c.run(c.on.start(), state(peers(others=1), leader=False))
     assert world.calls == ["apply_config", "start_database"]
     assert world.backup_tls.issued == ["pgbackups-postgresql-0 ['10.0.0.1'] from PRIVATE-CA"]
     assert content_of(the_app_secret(out)) == content_of(APP_SECRET)
