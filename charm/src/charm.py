@@ -126,6 +126,8 @@ class PgBackupsCharm(ops.CharmBase):
         self._adapters: Adapters | None = None
         self._app_secrets: AppSecrets | None = None
         self._backup_tls: BackupTlsFiles | None = None
+        # True while the leader renders the configuration it bootstraps the cluster with.
+        self._bootstrapping_alone = False
         self.s3 = S3Requirer(self, S3_RELATION)
         self.certs = TlsRequirer(self, TLS_RELATION, type(self).tls_files_factory(self))
 
@@ -254,7 +256,9 @@ class PgBackupsCharm(ops.CharmBase):
             app=self.app.name,
             unit=self.unit.name,
             address=host.unit_address(),
-            peers=host.peers(),
+            # The bootstrap is the leader's alone: with partners that run no Raft yet
+            # (they wait for cluster_initialised) its Raft would never reach a quorum.
+            peers=() if self._bootstrapping_alone else host.peers(),
             tls=self.certs.material(),
             passwords=self.passwords(),
             stanza=host.stanza_name,
@@ -377,6 +381,11 @@ class PgBackupsCharm(ops.CharmBase):
             self.unit.status = ops.WaitingStatus(waiting)
             event.defer()
             return False
+        self._bootstrapping_alone = (
+            host.is_leader()
+            and not host.app_data.get(CLUSTER_INITIALISED)
+            and host.workload.is_cluster_initialised() is not True
+        )
         self._ensure_backup_tls()
         try:
             host.workload.apply_config(desired_config(host))

@@ -102,3 +102,24 @@ def test_a_failed_switchover_does_not_fail_the_departure(world: World) -> None:
     out = c.run(c.on.stop(), state(pr))
     assert "switch_over_away" in world.calls
     assert out.deferred == []
+
+
+def test_the_leader_bootstraps_with_no_raft_partner(world: World) -> None:
+    # Peers joined before the leader's (deferred) start ran: they wait for its cluster,
+    # so a Raft listing them would never reach a quorum, and nothing would bootstrap.
+    world.workload.initialised = False
+    pr = peers(initialised=False, others=2)
+    c = ctx()
+    with c(c.on.start(), state(pr, leader=True)) as manager:
+        manager.run()
+        assert manager.charm.unit_facts().peers == ()
+    assert "start_database" in world.calls
+
+
+def test_once_initialised_the_leader_renders_its_partners(world: World) -> None:
+    pr = peers(initialised=True, others=2)
+    c = ctx()
+    with c(c.on.start(), state(pr, leader=True)) as manager:
+        manager.run()
+        partners = [p.address for p in manager.charm.unit_facts().peers]
+    assert partners == ["10.0.0.2", "10.0.0.3"]
