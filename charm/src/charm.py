@@ -486,7 +486,7 @@ class PgBackupsCharm(ops.CharmBase):
         try:
             candidate = switch()
         except WorkloadError as exc:
-            log.error("leaving as the primary without a switchover: %s", exc)
+            log.warning("leaving as the primary without a switchover: %s", exc)
             return
         if candidate is not None:
             log.info("leaving: the primary is now %s", candidate)
