@@ -206,12 +206,11 @@ def claim_repository(host: Host, settings: S3Settings, store: ObjectStore) -> st
     (docs/security.md, "Two clusters, one repository"); reading it back catches a
     second cluster that claimed the same empty path at the same moment (the last
     writer keeps it, the other sees its marker and stops)."""
-    system_id = system_identifier(host)
-    if system_id is None:
+    marker = _own_marker(host)
+    if marker is None:
         return msg.with_reason(
             msg.FAILED_TO_INITIALIZE_STANZA, "the PostgreSQL system identifier cannot be read"
         )
-    marker = ClusterMarker(host.stanza_name, host.cluster_id, system_id)
     key = marker_key(settings.path)
     try:
         store.put(key, marker.encode())
@@ -228,15 +227,22 @@ def claim_repository(host: Host, settings: S3Settings, store: ObjectStore) -> st
 def write_marker(host: Host, settings: S3Settings, store: ObjectStore) -> None:
     """Claim the repository again after a restore (the marker names the cluster and its
     system identifier). A failure is logged: the restore stands."""
-    system_id = system_identifier(host)
-    if system_id is None:
+    marker = _own_marker(host)
+    if marker is None:
         log.warning("Cluster marker not written: the system identifier cannot be read")
         return
-    marker = ClusterMarker(host.stanza_name, host.cluster_id, system_id)
     try:
         store.put(marker_key(settings.path), marker.encode())
     except ObjectStoreError as exc:
         log.warning("Cluster marker not written: %s", exc)
+
+
+def _own_marker(host: Host) -> ClusterMarker | None:
+    """This cluster's marker; None while PostgreSQL cannot tell its system identifier."""
+    system_id = system_identifier(host)
+    if system_id is None:
+        return None
+    return ClusterMarker(host.stanza_name, host.cluster_id, system_id)
 
 
 def system_identifier(host: Host) -> int | None:

@@ -16,6 +16,7 @@ from typing import Any
 from pgbackups.adapters.patroni import PatroniUnavailable
 from pgbackups.core.handlers.health import health_status, human_size
 from pgbackups.core.host import StatusKind
+from pgbackups.core.peer_keys import ARCHIVE_HELD, STANZA
 from pgbackups.core.restore_state import RestoreState
 from pgbackups.core.settings import S3Settings, parse_s3_settings
 from pgbackups.local.machinery import etcd
@@ -162,10 +163,10 @@ def _backup_settings(cluster: Cluster) -> dict[str, str]:
     if isinstance(parsed, S3Settings):
         view.update(endpoint=parsed.endpoint, bucket=parsed.bucket, path=parsed.path)
     app = peer_store(cluster).app_bag(writable=False)
-    view["stanza"] = app.get("stanza", "")
+    view["stanza"] = app.get(STANZA, "")
     # held: the repository is this cluster's but cannot be used now; PostgreSQL keeps
     # every WAL segment until it can (docs/reliability.md).
-    held = app.get("archive-held", "")
+    held = app.get(ARCHIVE_HELD, "")
     view["archiving"] = "on" if view["stanza"] else ("held" if held else "off")
     return view
 
