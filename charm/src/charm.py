@@ -44,7 +44,7 @@ from pgbackups.core.peer_keys import CLUSTER_INITIALISED
 from pgbackups.workload.layout import UnitFacts
 from s3_requirer import S3Requirer
 from tls_files import DiskTlsFiles
-from tls_requirer import TlsFiles, TlsRequirer
+from tls_requirer import TlsFiles, UnitCertificate
 from workload import MachinePaths, MachineWorkload, Runner, machine_facts, member_name
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,16 @@ class PgBackupsCharm(ops.CharmBase):
         # True while the leader renders the configuration it bootstraps the cluster with.
         self._bootstrapping_alone = False
         self.s3 = S3Requirer(self, S3_RELATION)
-        self.certs = TlsRequirer(self, TLS_RELATION, type(self).tls_files_factory(self))
+        # The library re-checks the request (the unit's address) and the certificate's
+        # expiry on these too, not only on the relation's own events.
+        self.certs = UnitCertificate(
+            self,
+            TLS_RELATION,
+            type(self).tls_files_factory(self),
+            address=self._unit_address,
+            hostname=socket.getfqdn,
+            refresh_events=[self.on.update_status, self.on.config_changed],
+        )
 
         observe = framework.observe
         observe(self.on.install, self._on_install)
@@ -145,11 +154,7 @@ class PgBackupsCharm(ops.CharmBase):
         observe(peers.relation_departed, self._on_peer_departed)
         observe(self.s3.on.credentials_changed, self._on_s3_credentials_changed)
         observe(self.s3.on.credentials_gone, self._on_s3_credentials_gone)
-        certs = self.on[TLS_RELATION]
-        observe(certs.relation_created, self._on_certificates_changed)
-        observe(certs.relation_joined, self._on_certificates_changed)
-        observe(certs.relation_changed, self._on_certificates_changed)
-        observe(certs.relation_broken, self._on_certificates_changed)
+        observe(self.certs.on.updated, self._on_certificates_changed)
         for action in events.ACTIONS:  # ops names an action's event <name>_action
             observe(getattr(self.on, f"{action.replace('-', '_')}_action"), self._on_action)
 
@@ -167,6 +172,9 @@ class PgBackupsCharm(ops.CharmBase):
         if self._backup_tls is None:
             self._backup_tls = type(self).backup_tls_factory(self)
         return self._backup_tls
+
+    def _unit_address(self) -> str:
+        return self.host.unit_address()
 
     @property
     def host(self) -> CharmHost:
@@ -491,8 +499,10 @@ class PgBackupsCharm(ops.CharmBase):
         if candidate is not None:
             log.info("leaving: the primary is now %s", candidate)
 
-    def _on_certificates_changed(self, event: ops.RelationEvent) -> None:
-        self.certs.sync(self.host.unit_address(), socket.getfqdn())
+    def _on_certificates_changed(self, event: ops.EventBase) -> None:
+        """This unit's TLS files changed (issued, renewed, removed): the core re-renders
+        and Patroni reloads (PostgreSQL re-reads its ssl files on that SIGHUP), and the
+        pgBackRest TLS server follows."""
         if self.model.get_relation(PEER_RELATION) is not None:
             self.host.unit_data[TLS_FLAG] = "enabled" if self.certs.material() else ""
         self._run(event, events.HOOKS["certificates-changed"])

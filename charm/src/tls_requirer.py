@@ -1,74 +1,131 @@
-"""The requirer side of ``tls-certificates``: the subset this charm supports.
+"""This unit's certificate on the ``certificates`` relation (``tls-certificates``),
+through the ``charmlibs-interfaces-tls-certificates`` library (Mode.UNIT).
 
-The full interface (the ``tls_certificates_interface`` library, v1 to v4) has renewal,
-expiry events, revocation, application certificates, private keys in Juju secrets and
-more. This charm supports the part every provider version shares for *unit*
-certificates:
+The library does the interface: it generates the private key and keeps it in a Juju
+secret owned by this unit, writes the CSR into our unit bag, finds the provider's
+certificate for it, and renews: the certificate's secret expires at 90 % of the
+certificate's life (``secret-expired`` makes a new CSR with the same key), and a new
+certificate for our CSR in the provider's bag (a provider-side renewal) is a new
+``certificate_available``. This module only decides what to ask for and puts what was
+issued on disk (:mod:`tls_files`):
 
-1. When the ``certificates`` relation exists and this unit has no key yet, the unit
-   generates an RSA key and a CSR (``openssl``, on the unit; the key never leaves it),
-   with CN = the unit's address and SANs = its address and host name, and publishes
-   ``certificate_signing_requests = [{"certificate_signing_request": <csr>, "ca": false}]``
-   (JSON) in its own unit bag of the relation.
-2. The provider answers in its *application* bag:
-   ``certificates = [{"certificate_signing_request", "certificate", "ca", "chain"}, ...]``
-   (JSON). The entry whose CSR equals ours (whitespace-insensitive) and is not
-   ``"revoked": true`` is written to disk beside the key; a later answer for the same CSR
-   (a renewal by the provider) replaces it.
-3. relation-broken removes the key, CSR and certificates from disk: TLS is off.
-
-Not supported: requesting renewal before expiry, CSR changes when the address changes,
-private keys from Juju secrets, application certificates. Malformed provider data is
-logged and ignored (TLS stays as it was), never a hook error.
+- the request names the unit's address: CN = the address, an IP SAN for it (unless the
+  provider says it takes no IP SANs) and a DNS SAN for the host name. The request is
+  built on every hook: when the address changes, the library withdraws the old CSR.
+- ``certificate_available``: key, leaf and CA bundle written; ``updated`` is emitted
+  when a file changed, so the charm reloads what serves TLS with them.
+- relation-broken: the files are removed (the library removes its secrets).
 """
 
 from __future__ import annotations
 
-import json
+import ipaddress
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 import ops
+from charmlibs.interfaces import tls_certificates as tls
 
 from pgbackups.core.host import TlsMaterial
 
 log = logging.getLogger(__name__)
 
-CSR_KEY = "certificate_signing_requests"
-CERTIFICATES_KEY = "certificates"
-
 
 class TlsFiles(Protocol):
-    """Where this unit's key, CSR and certificates live (an adapter: disk and openssl)."""
+    """Where this unit's key, certificate and CA bundle live (an adapter: the disk)."""
 
     def material(self) -> TlsMaterial | None:
-        """The paths, when a key, a certificate and a CA are all on disk."""
+        """The paths, when a key, a certificate and a CA bundle are all on disk."""
         ...
 
-    def csr(self) -> str | None: ...
-
-    def new_key_and_csr(self, common_name: str, sans: list[str]) -> str:
-        """Generate a private key and a CSR for it; store both; return the CSR (PEM)."""
-        ...
-
-    def store_certificate(self, certificate: str, ca: str, chain: list[str]) -> bool:
-        """Write the certificate and the CA; True when something changed on disk."""
+    def store(self, key: str, certificate: str, cas: list[str]) -> bool:
+        """Write them; True when something changed on disk."""
         ...
 
     def clear(self) -> None:
-        """Remove the key, CSR and certificates."""
+        """Remove them."""
         ...
 
 
-def _same_pem(a: str, b: str) -> bool:
-    return "".join(a.split()) == "".join(b.split())
+class TlsFilesUpdatedEvent(ops.EventBase):
+    """This unit's TLS files changed (a first certificate, a renewal, or removal)."""
 
 
-class TlsRequirer(ops.Object):
-    def __init__(self, charm: ops.CharmBase, relation_name: str, files: TlsFiles):
-        super().__init__(charm, relation_name + "-tls")
+class UnitCertificateEvents(ops.ObjectEvents):
+    updated = ops.EventSource(TlsFilesUpdatedEvent)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def certificate_request(
+    address: str, hostname: str, capabilities: tls.ProviderCapabilities | None
+) -> list[tls.CertificateRequestAttributes]:
+    """What this unit asks for: its address (and host name); nothing before it has one."""
+    if not address:
+        return []
+    ip_sans = capabilities is None or capabilities.supports_ip_sans is not False
+    dns = {hostname} if hostname else set()
+    if not _is_ip(address):
+        dns.add(address)
+    return [
+        tls.CertificateRequestAttributes(
+            common_name=address,
+            sans_ip=[address] if _is_ip(address) and ip_sans else None,
+            sans_dns=sorted(dns) or None,
+        )
+    ]
+
+
+def ca_bundle(
+    certificate: tls.Certificate, ca: tls.Certificate, chain: list[tls.Certificate]
+) -> list[str]:
+    """The provider's CA and the chain's other CA certificates; never the leaf."""
+    out = [str(ca)]
+    for member in chain:
+        if member != certificate and member.is_ca and str(member) not in out:
+            out.append(str(member))
+    return out
+
+
+class UnitCertificate(ops.Object):
+    on = UnitCertificateEvents()  # type: ignore[misc, unused-ignore]
+
+    def __init__(
+        self,
+        charm: ops.CharmBase,
+        relation_name: str,
+        files: TlsFiles,
+        *,
+        address: Callable[[], str],
+        hostname: Callable[[], str],
+        refresh_events: list[ops.BoundEvent],
+    ) -> None:
+        super().__init__(charm, relation_name + "-unit-certificate")
         self.relation_name = relation_name
         self.files = files
+        self._address = address
+        self._hostname = hostname
+        self.lib = tls.TLSCertificatesRequiresV4(
+            charm,
+            relation_name,
+            certificate_requests=self._requests,
+            mode=tls.Mode.UNIT,
+            refresh_events=refresh_events,
+        )
+        charm.framework.observe(self.lib.on.certificate_available, self._on_available)
+        charm.framework.observe(charm.on[relation_name].relation_broken, self._on_broken)
+
+    def _requests(
+        self, capabilities: tls.ProviderCapabilities | None
+    ) -> list[tls.CertificateRequestAttributes]:
+        return certificate_request(self._address(), self._hostname(), capabilities)
 
     @property
     def relation(self) -> ops.Relation | None:
@@ -80,53 +137,24 @@ class TlsRequirer(ops.Object):
             return None
         return self.files.material()
 
-    def sync(self, address: str, hostname: str) -> None:
-        """Bring the disk and our CSR in line with the relation (idempotent)."""
-        relation = self.relation
-        if relation is None:  # relation-broken, or never related
-            self.files.clear()
+    def _on_available(self, event: tls.CertificateAvailableEvent) -> None:
+        key = self.lib.private_key
+        if key is None:  # the library emits only for a CSR of its key; never expected
+            log.error("tls-certificates: a certificate arrived but this unit has no key")
             return
-        csr = self.files.csr()
-        if csr is None:
-            sans = [s for s in dict.fromkeys([address, hostname]) if s]
-            csr = self.files.new_key_and_csr(address or hostname, sans)
-        wanted = json.dumps([{"certificate_signing_request": csr, "ca": False}])
-        if relation.data[self.model.unit].get(CSR_KEY) != wanted:
-            relation.data[self.model.unit][CSR_KEY] = wanted
-        self._pick_certificate(relation, csr)
-
-    def _pick_certificate(self, relation: ops.Relation, csr: str) -> None:
-        if relation.app is None:
+        if not event.certificate.matches_private_key(key):
+            log.error("tls-certificates: the certificate does not match this unit's key")
             return
-        raw = relation.data[relation.app].get(CERTIFICATES_KEY, "")
-        if not raw:
-            return
-        try:
-            entries = json.loads(raw)
-        except json.JSONDecodeError:
-            log.error("tls-certificates: the provider's %r is not JSON; ignored", CERTIFICATES_KEY)
-            return
-        if not isinstance(entries, list):
-            log.error(
-                "tls-certificates: the provider's %r is not a list; ignored", CERTIFICATES_KEY
+        cas = ca_bundle(event.certificate, event.ca, event.chain)
+        if self.files.store(str(key), str(event.certificate), cas):
+            log.info(
+                "tls-certificates: stored this unit's certificate (valid until %s)",
+                event.certificate.expiry_time.isoformat(),
             )
-            return
-        for entry in entries:
-            if not isinstance(entry, dict):
-                continue
-            their_csr = entry.get("certificate_signing_request")
-            if not isinstance(their_csr, str) or not _same_pem(their_csr, csr):
-                continue
-            if entry.get("revoked") is True:
-                log.warning("tls-certificates: our certificate was revoked; waiting for a new one")
-                continue
-            cert, ca = entry.get("certificate"), entry.get("ca")
-            chain = entry.get("chain") or []
-            if not isinstance(cert, str) or not isinstance(ca, str) or not cert or not ca:
-                log.error("tls-certificates: the entry for our CSR lacks certificate or ca")
-                continue
-            if not isinstance(chain, list) or not all(isinstance(c, str) for c in chain):
-                chain = []
-            if self.files.store_certificate(cert, ca, chain):
-                log.info("tls-certificates: stored a new certificate for this unit")
-            return
+            self.on.updated.emit()
+
+    def _on_broken(self, event: ops.RelationBrokenEvent) -> None:
+        had = self.files.material() is not None
+        self.files.clear()
+        if had:
+            self.on.updated.emit()

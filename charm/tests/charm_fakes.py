@@ -279,35 +279,30 @@ class FakeObjectStore:
 
 @dataclass
 class FakeTlsFiles:
+    """The disk under the unit's certificate: what was stored, in order (``stored``)."""
+
     calls: list[str]
     key: str | None = None
-    csr_pem: str | None = None
     cert: str | None = None
-    ca: str | None = None
+    cas: list[str] | None = None
+    stored: list[tuple[str, str, list[str]]] = field(default_factory=list)
 
     def material(self) -> TlsMaterial | None:
-        if self.key and self.cert and self.ca:
+        if self.key and self.cert and self.cas:
             return TlsMaterial("/tls/ca.crt", "/tls/unit.crt", "/tls/unit.key")
         return None
 
-    def csr(self) -> str | None:
-        return self.csr_pem if self.key else None
-
-    def new_key_and_csr(self, common_name: str, sans: list[str]) -> str:
-        self.calls.append(f"new_key_and_csr {common_name} {sans}")
-        self.key = "KEY"
-        self.csr_pem = f"-----BEGIN CERTIFICATE REQUEST-----\n{common_name}\n-----END-----"
-        return self.csr_pem
-
-    def store_certificate(self, certificate: str, ca: str, chain: list[str]) -> bool:
-        changed = (self.cert, self.ca) != (certificate, ca)
-        self.cert, self.ca = certificate, ca
-        self.calls.append("store_certificate")
+    def store(self, key: str, certificate: str, cas: list[str]) -> bool:
+        changed = (self.key, self.cert, self.cas) != (key, certificate, cas)
+        self.key, self.cert, self.cas = key, certificate, list(cas)
+        self.calls.append("store_tls")
+        if changed:
+            self.stored.append((key, certificate, list(cas)))
         return changed
 
     def clear(self) -> None:
         self.calls.append("clear_tls")
-        self.key = self.csr_pem = self.cert = self.ca = None
+        self.key = self.cert = self.cas = None
 
 
 @dataclass
@@ -358,7 +353,6 @@ class World:
 
     def with_tls(self) -> World:
         self.tls_files.key = "KEY"
-        self.tls_files.csr_pem = "CSR"
         self.tls_files.cert = "CERT"
-        self.tls_files.ca = "CA"
+        self.tls_files.cas = ["CA"]
         return self

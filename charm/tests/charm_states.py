@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import ops
 from ops import testing
 
@@ -83,18 +80,6 @@ def certificates(provider: dict[str, str] | None = None) -> testing.Relation:
         remote_app_name="self-signed-certificates",
         remote_app_data=provider or {},
     )
-
-
-def provider_certificates(csr: str, *, revoked: bool = False) -> dict[str, str]:
-    entry: dict[str, Any] = {
-        "certificate_signing_request": csr,
-        "certificate": "-----BEGIN CERTIFICATE-----\nUNIT\n-----END CERTIFICATE-----",
-        "ca": "-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----",
-        "chain": [],
-    }
-    if revoked:
-        entry["revoked"] = True
-    return {"certificates": json.dumps([entry])}
 
 
 def state(

@@ -1,4 +1,4 @@
-"""install/start/config-changed/update-status, peers, certificates, and the host's
+"""install/start/config-changed/update-status, peers, and the host's
 mapping of ops onto the core's Host contract."""
 
 from __future__ import annotations
@@ -15,10 +15,8 @@ from charm_states import (
     certificates,
     ctx,
     peers,
-    provider_certificates,
     s3,
     state,
-    unit_bag,
 )
 from ops import testing
 
@@ -163,72 +161,6 @@ def test_peer_departed_forgets_the_raft_member_and_stops_tls_on_one_unit(world: 
     assert world.workload.forgotten == ["10.0.0.2"]
     assert world.calls[-1] == "stop_tls_server"
     assert out.deferred == []
-
-
-# --- certificates --------------------------------------------------------------------
-
-
-def test_certificates_relation_publishes_a_csr(world: World) -> None:
-    rel = certificates()
-    c = ctx()
-    out = c.run(c.on.relation_joined(rel, remote_unit=0), state(peers(), rel))
-    bag: dict[str, str] = dict(out.get_relation(rel.id).local_unit_data)
-    sent = json.loads(bag["certificate_signing_requests"])
-    assert sent == [{"certificate_signing_request": world.tls_files.csr_pem, "ca": False}]
-    assert world.calls[0].startswith("new_key_and_csr 10.0.0.1")
-    assert "tls" not in unit_bag(out)
-
-
-def test_certificate_for_our_csr_is_stored_and_enables_tls(world: World) -> None:
-    world.tls_files.new_key_and_csr("10.0.0.1", ["10.0.0.1"])
-    csr = world.tls_files.csr_pem
-    assert csr is not None
-    rel = certificates(provider_certificates(csr))
-    pr = peers(others=1)
-    c = ctx()
-    out = c.run(c.on.relation_changed(rel, remote_unit=0), state(pr, rel))
-    assert world.tls_files.cert is not None and "UNIT" in world.tls_files.cert
-    assert unit_bag(out)["tls"] == "enabled"
-    assert world.calls[-1] == "start_tls_server"
-
-
-@pytest.mark.parametrize(
-    "provider",
-    [
-        {"certificates": "{not json"},
-        {"certificates": json.dumps({"a": 1})},
-        {"certificates": json.dumps([{"certificate_signing_request": "someone else's"}])},
-        {"certificates": json.dumps(["nonsense"])},
-    ],
-)
-def test_malformed_or_foreign_certificates_are_ignored(
-    world: World, provider: dict[str, str]
-) -> None:
-    rel = certificates(provider)
-    c = ctx()
-    out = c.run(c.on.relation_changed(rel, remote_unit=0), state(peers(), rel))
-    assert world.tls_files.cert is None
-    assert "tls" not in unit_bag(out)
-    assert out.unit_status == testing.ActiveStatus()
-
-
-def test_revoked_certificate_is_not_used(world: World) -> None:
-    world.tls_files.new_key_and_csr("10.0.0.1", ["10.0.0.1"])
-    rel = certificates(provider_certificates(world.tls_files.csr_pem or "", revoked=True))
-    c = ctx()
-    c.run(c.on.relation_changed(rel, remote_unit=0), state(peers(), rel))
-    assert world.tls_files.cert is None
-
-
-def test_certificates_broken_removes_the_files_and_stops_the_tls_server(world: World) -> None:
-    world.with_tls()
-    rel = certificates()
-    pr = peers(others=1, unit={"tls": "enabled"})
-    c = ctx()
-    out = c.run(c.on.relation_broken(rel), state(pr, rel))
-    assert "clear_tls" in world.calls
-    assert "tls" not in unit_bag(out)
-    assert world.calls[-1] == "stop_tls_server"
 
 
 # --- the host's mapping --------------------------------------------------------------

@@ -159,21 +159,19 @@ def test_data_is_moved_aside_back_and_removed_only_when_moved(tmp_path: Path) ->
     assert w.move_data_aside() is None
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
-def test_disk_tls_files_with_openssl(tmp_path: Path) -> None:
+def test_disk_tls_files_keep_the_leaf_out_of_the_ca_file(tmp_path: Path) -> None:
     files = DiskTlsFiles(str(tmp_path / "tls"), owner=None)
-    assert files.csr() is None and files.material() is None
-    csr = files.new_key_and_csr("10.0.0.1", ["10.0.0.1", "juju-1"])
-    assert "BEGIN CERTIFICATE REQUEST" in csr
-    assert files.csr() == csr
+    assert files.material() is None
+    assert files.store("KEY", "CERT", ["CA", "INTERMEDIATE", "CA"])
+    assert not files.store("KEY", "CERT", ["CA", "INTERMEDIATE"])  # unchanged
     assert stat.S_IMODE(files.key_file.stat().st_mode) == 0o600
-    assert files.material() is None  # no certificate yet
-    assert files.store_certificate("CERT", "CA", ["CA", "ROOT"])
-    assert not files.store_certificate("CERT", "CA", ["CA", "ROOT"])  # unchanged
     material = files.material()
-    assert material is not None and Path(material.ca_file).read_text() == "CA\nROOT\n"
+    assert material is not None
+    assert Path(material.ca_file).read_text() == "CA\nINTERMEDIATE\n"
+    assert Path(material.cert_file).read_text() == "CERT\n"
+    assert files.store("KEY", "RENEWED", ["CA", "INTERMEDIATE"])  # a renewal: changed
     files.clear()
-    assert files.material() is None and files.csr() is None
+    assert files.material() is None
 
 
 as_root = pytest.mark.skipif(
@@ -199,8 +197,7 @@ def _owned(path: Path) -> tuple[int, int, int]:
 def test_tls_files_are_roots_and_read_by_the_postgres_group(open_tmp: Path) -> None:
     db = processes.db_user()
     files = DiskTlsFiles(str(open_tmp / "tls"))
-    files.new_key_and_csr("10.0.0.1", ["10.0.0.1"])
-    files.store_certificate("CERT", "CA", [])
+    files.store("KEY", "CERT", ["CA"])
     assert _owned(files.dir) == (0, db.gid, 0o750)
     assert _owned(files.key_file) == (0, db.gid, 0o640)
     assert _owned(files.cert_file) == (0, db.gid, 0o644)
@@ -213,7 +210,7 @@ def test_tls_files_refuse_a_link_at_their_folder(open_tmp: Path) -> None:
     victim.mkdir(mode=0o755)
     (open_tmp / "tls").symlink_to(victim)
     with pytest.raises(WorkloadError):
-        DiskTlsFiles(str(open_tmp / "tls")).store_certificate("CERT", "CA", [])
+        DiskTlsFiles(str(open_tmp / "tls")).store("KEY", "CERT", ["CA"])
     assert _owned(victim) == (0, 0, 0o755) and list(victim.iterdir()) == []
 
 
