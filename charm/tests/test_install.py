@@ -1,7 +1,8 @@
-"""The install hook on a fresh machine, with the charm's real factories: only what runs a
-program (the charm's ``runner``) is a stand-in, and the OS user ``postgres`` exists only
-once ``apt-get install`` ran, as on a fresh Ubuntu machine. The unit's folders are made
-for real, in a temporary directory."""
+"""The install and start hooks on a fresh machine, with the charm's real factories: only
+what runs a program (the charm's ``runner``: apt, dpkg, systemctl) is a stand-in, and the
+OS user ``postgres`` exists only once ``apt-get install`` ran, as on a fresh Ubuntu
+machine. The unit's folders and configuration files are written for real, in a
+temporary directory; a crash while building the adapters fails these tests."""
 
 from __future__ import annotations
 
@@ -11,9 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from ops import testing
 
-from charm import AWAITING_MEMBER, PgBackupsCharm, machine_adapters
+from charm import (
+    AWAITING_MEMBER,
+    PASSWORD_KEYS,
+    SECRET_ID_KEY,
+    WAITING_FOR_PASSWORDS,
+    PgBackupsCharm,
+    machine_adapters,
+)
 from pgbackups.core.host import CommandResult
 from workload import APT_PACKAGES, MachinePaths
 
@@ -98,3 +107,93 @@ def test_a_held_dpkg_lock_fails_the_hook_and_the_retry_installs(machine: FreshMa
     out = c2.run(c2.on.install(), testing.State())
     assert out.unit_status == testing.WaitingStatus(AWAITING_MEMBER)
     assert [r[3] for r in apt_runs(machine)] == ["update", "install", "update", "install"]
+
+
+# --- start, with the same real factories ----------------------------------------------
+
+ADDRESS = "127.0.0.93"  # nothing listens there: Patroni's REST answers "refused" at once
+PATRONI_UNIT = "pgbackups-patroni.service"
+
+
+@dataclass
+class BootingMachine(FreshMachine):
+    """Also systemd: a unit is active once ``systemctl enable --now`` started it."""
+
+    active: set[str] = field(default_factory=set)
+
+    def run(self, args: Any, **kwargs: Any) -> CommandResult:
+        argv = tuple(str(a) for a in args)
+        if argv[:1] == ("systemctl",) and len(argv) > 1:
+            self.commands.append(argv)
+            if argv[1:3] == ("enable", "--now"):
+                self.active.add(argv[3])
+            elif argv[1:3] == ("disable", "--now"):
+                self.active.discard(argv[3])
+            elif argv[1] == "is-active":
+                return CommandResult(argv, 0 if argv[-1] in self.active else 3, "", "")
+            return CommandResult(argv, 0, "", "")
+        return super().run(args, **kwargs)
+
+
+@pytest.fixture
+def booting(machine: FreshMachine, monkeypatch: pytest.MonkeyPatch) -> BootingMachine:
+    fresh = BootingMachine()
+    monkeypatch.setattr(PgBackupsCharm, "runner", fresh.run)
+    monkeypatch.setattr(pwd, "getpwnam", fresh.getpwnam)
+    return fresh
+
+
+def fresh_unit(*, leader: bool, app_data: dict[str, str] | None = None) -> testing.State:
+    return testing.State(
+        leader=leader,
+        relations=[testing.PeerRelation("database-peers", local_app_data=app_data or {})],
+        networks={
+            testing.Network(
+                "database-peers",
+                bind_addresses=[testing.BindAddress([testing.Address(ADDRESS)])],
+                ingress_addresses=[ADDRESS],
+                egress_subnets=[f"{ADDRESS}/32"],
+            )
+        },
+    )
+
+
+def test_install_then_start_on_the_leader_bootstraps_patroni(
+    booting: BootingMachine, tmp_path: Path
+) -> None:
+    # Every adapter is the charm's own (the workload, pgBackRest, the TLS files, the
+    # application's CA made by openssl); only what runs a program is recorded.
+    assert PgBackupsCharm.adapters_factory is machine_adapters
+    c = testing.Context(PgBackupsCharm)
+    out = c.run(c.on.install(), fresh_unit(leader=True))
+    c2 = testing.Context(PgBackupsCharm)
+    out2 = c2.run(c2.on.start(), out)
+    assert out2.unit_status == testing.WaitingStatus(AWAITING_MEMBER)
+    assert out2.deferred == []
+    enable = ("systemctl", "enable", "--now", PATRONI_UNIT)
+    assert enable in booting.commands
+    install = next(
+        i for i, c in enumerate(booting.commands) if c[:2] == ("apt-get", "-o") and "install" in c
+    )
+    assert install < booting.commands.index(enable)
+    # The leader bootstraps alone: its Raft has no partner yet, on its own address.
+    config = yaml.safe_load((tmp_path / "etc" / "patroni.yaml").read_text())
+    assert config["raft"]["self_addr"] == f"{ADDRESS}:2222"
+    assert config["raft"]["partner_addrs"] == []
+    assert any(ADDRESS in rule for rule in config["postgresql"]["pg_hba"])
+    # The passwords and the pgBackRest CA are in the application's secret, not the bag.
+    peers: dict[str, str] = dict(out2.get_relations("database-peers")[0].local_app_data)
+    assert peers[SECRET_ID_KEY] in {s.id for s in out2.secrets}
+    assert not set(PASSWORD_KEYS) & set(peers)
+
+
+def test_start_on_a_non_leader_before_the_cluster_waits_and_starts_nothing(
+    booting: BootingMachine,
+) -> None:
+    c = testing.Context(PgBackupsCharm)
+    out = c.run(c.on.install(), fresh_unit(leader=False))
+    c2 = testing.Context(PgBackupsCharm)
+    out2 = c2.run(c2.on.start(), out)
+    assert out2.unit_status == testing.WaitingStatus(WAITING_FOR_PASSWORDS)
+    assert len(out2.deferred) == 1
+    assert not [c for c in booting.commands if c[:3] == ("systemctl", "enable", "--now")]
