@@ -111,6 +111,10 @@ def machine_new_ca(charm: PgBackupsCharm) -> CertificateAuthority:
 
 
 class PgBackupsCharm(ops.CharmBase):
+    # This unit's own memory across hooks: whether it has left the cluster (scale-down),
+    # and, on the leader, which departed units' Raft members are still to be removed.
+    _stored = ops.StoredState()  # type: ignore[no-untyped-call]
+
     # The only seams the tests use: they return fakes at the adapter boundary, or keep
     # the real factories and replace what runs a program (``runner``) and the folders.
     machine_paths: ClassVar[MachinePaths] = MachinePaths()
@@ -123,6 +127,7 @@ class PgBackupsCharm(ops.CharmBase):
 
     def __init__(self, framework: ops.Framework) -> None:
         super().__init__(framework)
+        self._stored.set_default(left_cluster=False, raft_to_forget=[])
         self._adapters: Adapters | None = None
         self._app_secrets: AppSecrets | None = None
         self._backup_tls: BackupTlsFiles | None = None
@@ -436,6 +441,7 @@ class PgBackupsCharm(ops.CharmBase):
         # stopped Patroni would already read "awaiting for member to start" and keep it.
         self._run(event, events.HOOKS["update-status"])
         if self.model.get_relation(PEER_RELATION) is not None:
+            self._forget_departed_members()
             self._refresh_status(self.host)
 
     def _on_leader_elected(self, event: ops.LeaderElectedEvent) -> None:
@@ -463,41 +469,63 @@ class PgBackupsCharm(ops.CharmBase):
     def _on_peer_departed(self, event: ops.RelationDepartedEvent) -> None:
         departing = event.departing_unit
         if departing == self.unit:
-            self._switch_over_before_leaving()
-        if self.unit.is_leader() and departing is not None and departing != self.unit:
+            # This unit is the one going: it leaves (switchover, stop, Raft removal
+            # through a partner) and renders nothing more.
+            self._leave_cluster()
+            return
+        if self.unit.is_leader() and departing is not None:
             address = event.relation.data[departing].get("ingress-address") or (
                 event.relation.data[departing].get("private-address")
             )
-            forget = getattr(self.adapters.workload, "forget_dcs_member", None)
-            if address and forget is not None:
-                try:
-                    forget(address)
-                except WorkloadError as exc:
-                    log.warning("the departed unit stays in the DCS: %s", exc)
+            if address and address not in self._stored.raft_to_forget:
+                self._stored.raft_to_forget.append(address)
+        self._forget_departed_members()
         self._run(event, events.HOOKS["peer-changed"])
+
+    def _forget_departed_members(self) -> None:
+        """The leader removes departed units from Raft through its own member, each once
+        its Patroni no longer runs (a unit that left with its hooks has removed itself
+        already; this is for one that went without them). Retried on the next hooks."""
+        pending = list(self._stored.raft_to_forget)
+        if not pending or not self.unit.is_leader() or self.passwords() is None:
+            return
+        forget = getattr(self.adapters.workload, "forget_dcs_member", None)
+        if forget is None:
+            return
+        for address in pending:
+            try:
+                forget(address)
+            except WorkloadError as exc:
+                log.info("the departed unit at %s stays in Raft for now: %s", address, exc)
+                continue
+            self._stored.raft_to_forget.remove(address)
 
     def _on_stop(self, event: ops.StopEvent) -> None:
         # Scale-down runs relation-departed first; this covers a unit removed without it
-        # (the last hooks of ``juju remove-unit``). Harmless when no longer the primary.
-        self._switch_over_before_leaving()
+        # (the last hooks of ``juju remove-unit``). Done once: the second call is a no-op.
+        self._leave_cluster()
 
-    def _switch_over_before_leaving(self) -> None:
-        """The leaving unit, if it is the primary, hands the role to a streaming replica
-        first: otherwise its stop leaves the cluster without a primary until Patroni's
-        TTL runs out, and a write in flight is lost. Never fails the hook: the unit is
-        going away whatever happens; a failed switchover is logged."""
+    def _leave_cluster(self) -> None:
+        """The leaving unit, in this order (``MachineWorkload.leave_cluster``): if it is
+        the primary, switch over to a streaming replica (otherwise its stop leaves the
+        cluster without a primary until Patroni's TTL runs out, and a write in flight is
+        lost); stop Patroni; then have a partner that still runs Raft remove this member
+        (the stopped one serves nothing). Never fails the hook: the unit is going away
+        whatever happens; a failure is logged. Once per unit: relation-departed comes
+        once for every remaining peer, and stop after them."""
+        if self._stored.left_cluster:
+            return
         if self.passwords() is None or self.model.get_relation(PEER_RELATION) is None:
             return
-        switch = getattr(self.adapters.workload, "switch_over_away", None)
-        if switch is None:
+        leave = getattr(self.adapters.workload, "leave_cluster", None)
+        if leave is None:
             return
         try:
-            candidate = switch()
+            leave()
         except WorkloadError as exc:
-            log.warning("leaving as the primary without a switchover: %s", exc)
+            log.warning("leaving the cluster: %s", exc)
             return
-        if candidate is not None:
-            log.info("leaving: the primary is now %s", candidate)
+        self._stored.left_cluster = True
 
     def _on_certificates_changed(self, event: ops.EventBase) -> None:
         """This unit's TLS files changed (issued, renewed, removed): the core re-renders

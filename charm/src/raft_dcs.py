@@ -66,14 +66,46 @@ class RaftDcs:
     def patroni_section(self, facts: UnitFacts) -> dict[str, Any]:
         return {"raft": raft_section(facts, self.raft_dir)}
 
-    def forget_member(self, facts: UnitFacts, address: str) -> None:
-        """Remove a departed unit from the Raft group, through this (remaining) member."""
-        own = f"{facts.layout.address}:{RAFT_PORT}"
+    def _remove(self, facts: UnitFacts, through: str, address: str) -> None:
+        """Ask the Raft member at ``through`` to remove the one at ``address``."""
         result = self._run(
-            [SYSTEM_PYTHON, "-c", REMOVE_MEMBER_SCRIPT, own, f"{address}:{RAFT_PORT}"],
+            [
+                SYSTEM_PYTHON,
+                "-c",
+                REMOVE_MEMBER_SCRIPT,
+                f"{through}:{RAFT_PORT}",
+                f"{address}:{RAFT_PORT}",
+            ],
             input_text=raft_password(facts) + "\n",
             timeout=60,
         )
         if not result.ok:
             reason = (result.stderr or result.stdout).strip()[-500:]
-            raise WorkloadError(f"Raft member {address} not removed: {reason}")
+            raise WorkloadError(f"Raft member {address} not removed via {through}: {reason}")
+
+    def forget_member(self, facts: UnitFacts, address: str) -> None:
+        """Remove a departed unit from the Raft group, through this (remaining) member."""
+        self._remove(facts, facts.layout.address, address)
+
+    def leave(self, facts: UnitFacts) -> str | None:
+        """Remove this (stopped) member from the Raft group through a partner that still
+        runs Raft: a stopped member serves nothing, so never through this one. Returns
+        the partner that removed it; None without partners (the last unit: no group to
+        leave). Raises WorkloadError when no partner could."""
+        own = facts.layout.address
+        reasons = []
+        for partner in sorted({p.address for p in facts.peers if p.address != own}):
+            try:
+                self._remove(facts, partner, own)
+            except WorkloadError as exc:
+                reasons.append(str(exc))
+                continue
+            return partner
+        if reasons:
+            raise WorkloadError("; ".join(reasons))
+        return None
+
+    def data_files(self, facts: UnitFacts) -> str:
+        """The start of the names of this member's Raft files (``<addr>:<port>.journal``,
+        ``.dump``) in ``raft_dir``: Patroni names them after ``self_addr``."""
+        return f"{facts.layout.address}:{RAFT_PORT}."

@@ -18,6 +18,7 @@ from pgbackups.adapters import files, processes
 from pgbackups.adapters.patroni import PatroniPasswords, PatroniUnavailable
 from pgbackups.core.host import CommandResult, Peer, TlsMaterial, WorkloadError
 from pgbackups.workload.layout import PeerLayout, UnitFacts, UnitLayout
+from pgbackups.workload.services import Service
 from pgbackups.workload.workload import UnitWorkload
 from raft_dcs import RaftDcs
 from systemd_services import SystemdServices
@@ -198,7 +199,8 @@ class MachineWorkload(UnitWorkload):
             systemd_dir=self.paths.systemd_dir,
             run=run,
         )
-        super().__init__(facts, self.systemd, RaftDcs(self.paths.raft_dir, run=run))
+        self.raft = RaftDcs(self.paths.raft_dir, run=run)
+        super().__init__(facts, self.systemd, self.raft)
 
     def make_dirs(self) -> None:
         """The unit's folders (see :class:`MachinePaths`): root's where root writes, the
@@ -288,6 +290,79 @@ class MachineWorkload(UnitWorkload):
             raise WorkloadError(f"{facts.layout.unit}: switchover to {candidate}: {exc}") from exc
         log.info("switched the primary over from %s to %s", own, candidate)
         return candidate
+
+    # --- leaving the cluster, and the DCS on Raft ------------------------------------
+
+    def leave_cluster(self) -> None:
+        """This unit is being removed. In this order, because each step needs the one
+        before it:
+
+        1. switch over, if this member is the primary (a replica takes the role while
+           this Patroni still hands it over; a failure is logged, the unit goes anyway);
+        2. stop Patroni here (PostgreSQL and this Raft member with it), so that nothing
+           of this member acts in the cluster any more;
+        3. remove this member from the Raft group through a partner that still runs
+           Raft (this one, stopped, serves nothing).
+
+        Raises WorkloadError when Patroni does not stop or no partner removes it."""
+        try:
+            self.switch_over_away()
+        except WorkloadError as exc:
+            log.warning("leaving as the primary without a switchover: %s", exc)
+        self.stop_database()
+        facts = self._facts()
+        partner = self.raft.leave(facts)
+        if partner is not None:
+            log.info("left the Raft group (removed through %s)", partner)
+
+    def forget_dcs_member(self, address: str) -> None:
+        """Remove a departed unit from Raft through this member, once it no longer runs
+        Patroni: a leaving unit removes itself after its stop (:meth:`leave_cluster`);
+        this is for one that went without its hooks. Raises WorkloadError while Patroni
+        still lists the member as running."""
+        try:
+            members = self._client().cluster()
+        except PatroniUnavailable as exc:
+            log.info("Patroni's member list is unknown (%s); removing %s anyway", exc, address)
+            members = []
+        running = [m.name for m in members if m.host == address and m.state != "stopped"]
+        if running:
+            raise WorkloadError(
+                f"{running[0]} at {address} still runs Patroni: it leaves Raft after its stop"
+            )
+        self.raft.forget_member(self._facts(), address)
+
+    def remove_dcs_state(self) -> None:
+        """Delete this cluster's keys so that the next start bootstraps (a restore).
+        With Patroni stopped and no other unit (the restore's case: one unit), no Raft
+        member runs to serve ``patronictl remove``: the keys are then this member's Raft
+        files alone, removed as the database user (its folder). Otherwise patronictl
+        removes them through the members that run."""
+        facts = self._facts()
+        if self.systemd.is_running(Service.PATRONI) or facts.peers:
+            super().remove_dcs_state()
+            return
+        result = self._run(
+            [
+                "find",
+                self.paths.raft_dir,
+                "-mindepth",
+                "1",
+                "-maxdepth",
+                "1",
+                "-type",
+                "f",
+                "-name",
+                self.raft.data_files(facts) + "*",
+                "-delete",
+            ],
+            user=self.db_user,
+            timeout=60,
+        )
+        if not result.ok:
+            reason = (result.stderr or result.stdout).strip()[-500:]
+            raise WorkloadError(f"{facts.layout.unit}: the Raft state was not removed: {reason}")
+        log.info("removed this unit's Raft state (Patroni stopped, no other member)")
 
     def installed_version(self) -> str | None:
         """The installed PostgreSQL package's version (Juju's application version)."""

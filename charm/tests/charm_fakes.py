@@ -98,6 +98,8 @@ class FakeWorkload:
     configs: list[WorkloadConfig] = field(default_factory=list)
     forgotten: list[str] = field(default_factory=list)
     replica_to_take_over: str | None = "pgbackups-postgresql-1"
+    leave_ok: bool = True
+    still_running: set[str] = field(default_factory=set)  # departed units' addresses
 
     def _do(self, call: str, ok: bool) -> None:
         self.calls.append(call)
@@ -187,8 +189,14 @@ class FakeWorkload:
         self.primary = False
         return self.replica_to_take_over
 
+    def leave_cluster(self) -> None:
+        """MachineWorkload's order (switchover, stop, Raft removal through a partner) is
+        tested on the real one (test_switchover.py); here only that the charm asks."""
+        self._do("leave_cluster", self.leave_ok)
+
     def forget_dcs_member(self, address: str) -> None:
-        self.calls.append(f"forget_dcs_member {address}")
+        """As MachineWorkload's: refused while the departed member still runs Patroni."""
+        self._do(f"forget_dcs_member {address}", address not in self.still_running)
         self.forgotten.append(address)
 
 

@@ -67,7 +67,7 @@ def test_the_leader_bootstraps_alone(world: World) -> None:
     assert out.deferred == []
 
 
-def test_a_leaving_primary_switches_over_before_it_goes(world: World) -> None:
+def test_the_leaving_unit_leaves_once_and_renders_nothing_more(world: World) -> None:
     pr = peers(others=2)
     # This unit is /3: ops.testing reads departing_unit=0 as "not given".
     c = testing.Context(PgBackupsCharm, unit_id=3)
@@ -76,32 +76,51 @@ def test_a_leaving_primary_switches_over_before_it_goes(world: World) -> None:
         state(pr, planned_units=2),
     )
     assert out.deferred == []
-    assert "switch_over_away" in world.calls
-    assert world.workload.primary is False
+    assert world.calls == ["leave_cluster"]  # no peer-changed rendering afterwards
+    # relation-departed again (for the other peer), then stop: nothing more.
+    c2 = testing.Context(PgBackupsCharm, unit_id=3)
+    out2 = c2.run(c2.on.relation_departed(pr, remote_unit=2, departing_unit=3), out)
+    c3 = testing.Context(PgBackupsCharm, unit_id=3)
+    c3.run(c3.on.stop(), out2)
+    assert world.calls == ["leave_cluster"]
 
 
-def test_a_leaving_replica_does_not_switch_over(world: World) -> None:
-    world.workload.primary = False
-    pr = peers(others=2)
-    c = ctx()
-    c.run(c.on.stop(), state(pr, leader=False))
-    assert "switch_over_away" not in world.calls
-
-
-def test_stop_on_the_primary_switches_over(world: World) -> None:
+def test_stop_without_relation_departed_leaves(world: World) -> None:
     pr = peers(others=2)
     c = ctx()
     c.run(c.on.stop(), state(pr))
-    assert "switch_over_away" in world.calls
+    assert world.calls == ["leave_cluster"]
 
 
-def test_a_failed_switchover_does_not_fail_the_departure(world: World) -> None:
-    world.workload.replica_to_take_over = None
+def test_a_failed_leave_does_not_fail_the_hook_and_is_tried_again(world: World) -> None:
+    world.workload.leave_ok = False
     pr = peers(others=1)
     c = ctx()
     out = c.run(c.on.stop(), state(pr))
-    assert "switch_over_away" in world.calls
     assert out.deferred == []
+    world.workload.leave_ok = True
+    c2 = ctx()
+    c2.run(c2.on.stop(), out)
+    assert world.calls == ["leave_cluster", "leave_cluster"]
+
+
+def test_the_leader_removes_a_departed_member_from_raft_once_it_stopped(world: World) -> None:
+    # The departed unit (10.0.0.3) still runs Patroni: its own leave removes it after
+    # its stop; if it went without its hooks, the leader removes it once it stopped.
+    world.workload.still_running = {"10.0.0.3"}
+    pr = peers(others=2)
+    c = ctx()
+    out = c.run(c.on.relation_departed(pr, remote_unit=2, departing_unit=2), state(pr))
+    assert world.workload.forgotten == []
+    assert "forget_dcs_member 10.0.0.3" in world.calls
+    world.workload.still_running = set()
+    c2 = ctx()
+    out2 = c2.run(c2.on.update_status(), out)
+    assert world.workload.forgotten == ["10.0.0.3"]
+    world.calls.clear()
+    c3 = ctx()
+    c3.run(c3.on.update_status(), out2)
+    assert not [call for call in world.calls if call.startswith("forget_dcs_member")]
 
 
 def test_the_leader_bootstraps_with_no_raft_partner(world: World) -> None:

@@ -1,5 +1,7 @@
-"""The leaving primary's switchover, against a tiny local HTTP server that answers as
-Patroni's REST API does: what the workload asks, and what it sends."""
+"""The leaving unit: its switchover, against a tiny local HTTP server that answers as
+Patroni's REST API does (what the workload asks, and what it sends); then the order of
+leaving (switchover, stop, Raft removal through a partner) in one log shared by that
+server and a recording runner; and the DCS removal of a restore when Raft cannot serve."""
 
 from __future__ import annotations
 
@@ -9,14 +11,16 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pgbackups.adapters.patroni import REST_API_USER, PatroniPasswords
-from pgbackups.core.host import Peer, WorkloadError
+from pgbackups.core.host import CommandResult, Peer, WorkloadError
 from pgbackups.workload.layout import UnitFacts
-from workload import MachinePaths, MachineWorkload, machine_facts
+from raft_dcs import RAFT_PORT, SYSTEM_PYTHON
+from workload import MachinePaths, MachineWorkload, Runner, machine_facts
 
 OWN = "pgbackups-postgresql-0"
 
@@ -28,6 +32,7 @@ class FakePatroni:
     members: list[dict[str, Any]]
     switchover_status: int = 200
     writes: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)  # shared with a runner: the call order
 
 
 def member(name: str, role: str, state: str = "running", lag: int | None = 0) -> dict[str, Any]:
@@ -63,6 +68,7 @@ def patroni() -> Iterator[tuple[FakePatroni, int]]:
             length = int(self.headers.get("Content-Length") or 0)
             body = json.loads(self.rfile.read(length) or b"{}")
             fake.writes.append((self.path, self.headers.get("Authorization") or "", body))
+            fake.log.append(f"POST {self.path}")
             self._answer(fake.switchover_status, {"message": "switched over"})
 
     server = HTTPServer(("127.0.0.1", 0), Handler)
@@ -75,13 +81,20 @@ def patroni() -> Iterator[tuple[FakePatroni, int]]:
         server.server_close()
 
 
-def workload_at(port: int) -> MachineWorkload:
+def workload_at(
+    port: int,
+    run: Runner | None = None,
+    peers: tuple[Peer, ...] = (Peer("pgbackups-postgresql/1", "10.0.0.2"),),
+    paths: MachinePaths | None = None,
+) -> MachineWorkload:
+    """``paths``: where a test that stops Patroni lets systemd's unit files be written."""
+    paths = paths or MachinePaths()
     base = machine_facts(
-        MachinePaths(),
+        paths,
         app="pgbackups-postgresql",
         unit="pgbackups-postgresql/0",
         address="127.0.0.1",
-        peers=(Peer("pgbackups-postgresql/1", "10.0.0.2"),),
+        peers=peers,
         tls=None,
         passwords=PatroniPasswords("su", "repl", "rew", "rest-pw", "raft-pw"),
         stanza="prod.pgbackups-postgresql",
@@ -91,7 +104,43 @@ def workload_at(port: int) -> MachineWorkload:
     def current() -> UnitFacts:
         return facts
 
-    return MachineWorkload(current)
+    if run is None:
+        return MachineWorkload(current, paths)
+    return MachineWorkload(current, paths, run=run)
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> MachinePaths:
+    (tmp_path / "systemd").mkdir()
+    return MachinePaths(state_dir=str(tmp_path / "state"), systemd_dir=str(tmp_path / "systemd"))
+
+
+@dataclass
+class Machine:
+    """Runs no program: records each in ``log`` (systemd says Patroni is active until
+    ``systemctl disable --now`` stopped it; ``failing`` commands fail)."""
+
+    log: list[str]
+    patroni_active: bool = True
+    failing: tuple[str, ...] = ()
+    users: list[str | None] = field(default_factory=list)
+
+    def run(self, args: Any, **kwargs: Any) -> CommandResult:
+        argv = tuple(str(a) for a in args)
+        # The Raft removal's script is long: its through/member addresses name it.
+        shown = " ".join(argv[3:]) if argv[:2] == (SYSTEM_PYTHON, "-c") else " ".join(argv)
+        user = kwargs.get("user")
+        self.users.append(user.name if user is not None else None)
+        if argv[:2] == ("systemctl", "is-active"):
+            return CommandResult(argv, 0 if self.patroni_active else 3, "", "")
+        if argv == ("systemctl", "daemon-reload"):  # the unit files written for the stop
+            return CommandResult(argv, 0, "", "")
+        self.log.append(shown if argv[0] != SYSTEM_PYTHON else f"raft remove {shown}")
+        if argv[:3] == ("systemctl", "disable", "--now"):
+            self.patroni_active = False
+        if any(shown.startswith(f) for f in self.failing):
+            return CommandResult(argv, 1, "", "FAIL")
+        return CommandResult(argv, 0, "SUCCESS", "")
 
 
 def test_the_primary_switches_over_to_the_closest_streaming_replica(
@@ -136,3 +185,106 @@ def test_a_refused_switchover_is_an_error(patroni: tuple[FakePatroni, int]) -> N
     fake.switchover_status = 412
     with pytest.raises(WorkloadError, match="HTTP 412"):
         workload_at(port).switch_over_away()
+
+
+# --- leaving: switchover, stop, Raft removal through a partner -------------------------
+
+UNIT_PATRONI = "pgbackups-patroni.service"
+THREE = (Peer("pgbackups-postgresql/1", "10.0.0.2"), Peer("pgbackups-postgresql/2", "10.0.0.3"))
+
+
+def test_a_leaving_primary_switches_over_then_stops_then_leaves_raft_through_a_partner(
+    patroni: tuple[FakePatroni, int], paths: MachinePaths
+) -> None:
+    fake, port = patroni
+    fake.members = [member(OWN, "leader"), member("pgbackups-postgresql-1", "replica")]
+    machine = Machine(fake.log)
+    workload_at(port, machine.run, THREE, paths).leave_cluster()
+    assert fake.log == [
+        "POST /switchover",
+        f"systemctl disable --now {UNIT_PATRONI}",
+        f"raft remove 10.0.0.2:{RAFT_PORT} 127.0.0.1:{RAFT_PORT}",  # never through itself
+    ]
+
+
+def test_the_next_partner_removes_it_when_the_first_cannot(
+    patroni: tuple[FakePatroni, int], paths: MachinePaths
+) -> None:
+    fake, port = patroni
+    fake.members = [member("pgbackups-postgresql-1", "leader"), member(OWN, "replica")]
+    machine = Machine(fake.log, failing=(f"10.0.0.2:{RAFT_PORT}",))
+    workload_at(port, machine.run, THREE, paths).leave_cluster()
+    assert fake.log == [  # a replica: no switchover
+        f"systemctl disable --now {UNIT_PATRONI}",
+        f"raft remove 10.0.0.2:{RAFT_PORT} 127.0.0.1:{RAFT_PORT}",
+        f"raft remove 10.0.0.3:{RAFT_PORT} 127.0.0.1:{RAFT_PORT}",
+    ]
+
+
+def test_no_raft_removal_while_patroni_still_runs(
+    patroni: tuple[FakePatroni, int], paths: MachinePaths
+) -> None:
+    fake, port = patroni
+    fake.members = [member("pgbackups-postgresql-1", "leader"), member(OWN, "replica")]
+    machine = Machine(fake.log)
+    machine.failing = ("systemctl disable",)
+    machine.patroni_active = True
+
+    def stuck(args: Any, **kwargs: Any) -> CommandResult:
+        result = machine.run(args, **kwargs)
+        machine.patroni_active = True  # the stop did not take
+        return result
+
+    with pytest.raises(WorkloadError):
+        workload_at(port, stuck, THREE, paths).leave_cluster()
+    assert not [e for e in fake.log if e.startswith("raft remove")]
+
+
+def test_the_last_unit_leaves_no_raft_group(
+    patroni: tuple[FakePatroni, int], paths: MachinePaths
+) -> None:
+    fake, port = patroni
+    fake.members = [member(OWN, "leader")]
+    machine = Machine(fake.log)
+    workload_at(port, machine.run, (), paths).leave_cluster()  # no replica: switchover logged
+    assert fake.log == [f"systemctl disable --now {UNIT_PATRONI}"]
+
+
+def test_the_leader_does_not_remove_a_member_that_still_runs(
+    patroni: tuple[FakePatroni, int], paths: MachinePaths
+) -> None:
+    fake, port = patroni
+    leaving = {**member("pgbackups-postgresql-2", "replica"), "host": "10.0.0.3"}
+    fake.members = [member(OWN, "leader"), leaving]
+    machine = Machine(fake.log)
+    with pytest.raises(WorkloadError, match="still runs Patroni"):
+        workload_at(port, machine.run, THREE, paths).forget_dcs_member("10.0.0.3")
+    assert fake.log == []
+    fake.members = [member(OWN, "leader")]  # it stopped (its member key expired)
+    workload_at(port, machine.run, THREE, paths).forget_dcs_member("10.0.0.3")
+    assert fake.log == [f"raft remove 127.0.0.1:{RAFT_PORT} 10.0.0.3:{RAFT_PORT}"]
+
+
+# --- a restore's DCS removal -----------------------------------------------------------
+
+
+def test_a_restore_on_the_only_unit_removes_its_raft_files_not_via_patronictl(
+    patroni: tuple[FakePatroni, int], paths: MachinePaths
+) -> None:
+    fake, port = patroni
+    machine = Machine(fake.log, patroni_active=False)  # the restore stopped Patroni
+    workload_at(port, machine.run, (), paths).remove_dcs_state()
+    [command] = fake.log
+    assert command.startswith(f"find {paths.raft_dir} -mindepth 1 -maxdepth 1 -type f")
+    assert f"-name 127.0.0.1:{RAFT_PORT}.* -delete" in command
+    assert "patronictl" not in command
+    assert machine.users[-1] == "postgres"  # in the database user's folder, as that user
+
+
+def test_a_failed_raft_file_removal_is_a_workload_error(
+    patroni: tuple[FakePatroni, int], paths: MachinePaths
+) -> None:
+    fake, port = patroni
+    machine = Machine(fake.log, patroni_active=False, failing=("find",))
+    with pytest.raises(WorkloadError, match="Raft state was not removed"):
+        workload_at(port, machine.run, (), paths).remove_dcs_state()
