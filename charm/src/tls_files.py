@@ -76,5 +76,6 @@ class DiskTlsFiles:
 
     def clear(self) -> None:
         # Names in root's own folder: unlink removes a link, never what it points at.
+        # unit.csr: what the charm's own requirer kept there before the library.
         for f in (self.key_file, self.cert_file, self.ca_file, self.dir / "unit.csr"):
             f.unlink(missing_ok=True)
