@@ -13,6 +13,7 @@ not decrypt: only members, and our own admin command, know it.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -58,10 +59,26 @@ def raft_section(facts: UnitFacts, raft_dir: str) -> dict[str, Any]:
     }
 
 
+# A leaving member that was the Raft leader leaves its partners without one until they
+# elect another (pysyncobj's election timeout is about a second): a removal asked in
+# that moment fails, so leaving asks again for this long.
+LEAVE_PATIENCE_SECONDS = 30.0
+LEAVE_RETRY_SECONDS = 1.0
+
+
 class RaftDcs:
-    def __init__(self, raft_dir: str, *, run: Callable[..., CommandResult] = processes.run) -> None:
+    def __init__(
+        self,
+        raft_dir: str,
+        *,
+        run: Callable[..., CommandResult] = processes.run,
+        leave_patience: float = LEAVE_PATIENCE_SECONDS,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.raft_dir = raft_dir
         self._run = run
+        self.leave_patience = leave_patience
+        self._sleep = sleep
 
     def patroni_section(self, facts: UnitFacts) -> dict[str, Any]:
         return {"raft": raft_section(facts, self.raft_dir)}
@@ -93,17 +110,22 @@ class RaftDcs:
         the partner that removed it; None without partners (the last unit: no group to
         leave). Raises WorkloadError when no partner could."""
         own = facts.layout.address
-        reasons = []
-        for partner in sorted({p.address for p in facts.peers if p.address != own}):
-            try:
-                self._remove(facts, partner, own)
-            except WorkloadError as exc:
-                reasons.append(str(exc))
-                continue
-            return partner
-        if reasons:
-            raise WorkloadError("; ".join(reasons))
-        return None
+        partners = sorted({p.address for p in facts.peers if p.address != own})
+        if not partners:
+            return None
+        deadline = time.monotonic() + self.leave_patience
+        while True:
+            reasons = []
+            for partner in partners:
+                try:
+                    self._remove(facts, partner, own)
+                except WorkloadError as exc:
+                    reasons.append(str(exc))
+                    continue
+                return partner
+            if time.monotonic() >= deadline:
+                raise WorkloadError("; ".join(reasons))
+            self._sleep(LEAVE_RETRY_SECONDS)
 
     def data_files(self, facts: UnitFacts) -> str:
         """The start of the names of this member's Raft files (``<addr>:<port>.journal``,

@@ -317,6 +317,27 @@ def test_raft_forgets_a_departed_member_through_this_one() -> None:
         RaftDcs("/raft", run=RecordingRunner("/usr/bin/python3")).forget_member(facts(), "10.0.0.3")
 
 
+def test_leaving_asks_every_partner_again_until_its_patience_runs_out() -> None:
+    slept: list[float] = []
+    run = RecordingRunner("/usr/bin/python3")
+    dcs = RaftDcs("/raft", run=run, leave_patience=0.0, sleep=slept.append)
+    with pytest.raises(WorkloadError, match=r"via 10\.0\.0\.2: boom; .* via 10\.0\.0\.3: boom"):
+        dcs.leave(facts(peers=2))
+    assert [a.split()[-2] for a in run.argvs] == [f"10.0.0.2:{RAFT_PORT}", f"10.0.0.3:{RAFT_PORT}"]
+    assert all(a.split()[-1] == f"10.0.0.1:{RAFT_PORT}" for a in run.argvs)  # itself
+    # Patience left: a second round after a pause, as while the partners elect a leader.
+    answers = iter([1, 1, 0])
+
+    def flaky(argv: list[str], **kwargs: object) -> CommandResult:
+        code = next(answers)
+        return CommandResult(tuple(argv), code, "", "FAIL" if code else "SUCCESS")
+
+    patient = RaftDcs("/raft", run=flaky, leave_patience=60.0, sleep=slept.append)
+    assert patient.leave(facts(peers=2)) == "10.0.0.2"
+    assert slept == [1.0]
+    assert RaftDcs("/raft", run=run).leave(facts(peers=0)) is None  # the last unit
+
+
 def test_raft_is_encrypted_with_the_raft_password() -> None:
     section = RaftDcs("/raft").patroni_section(facts())
     assert section["raft"]["password"] == "raft-pw"
