@@ -23,7 +23,7 @@ from pgbackups.workload.dcs import with_dcs
 from pgbackups.workload.layout import UnitFacts
 from pgbackups.workload.services import Service
 from pgbackups.workload.workload import patroni_member, pgbackrest_config
-from raft_dcs import RAFT_PORT, REMOVE_MEMBER_SCRIPT, RaftDcs, raft_section
+from raft_dcs import RAFT_PORT, REMOVE_MEMBER_SCRIPT, SYSTEM_PYTHON, RaftDcs, raft_section
 from systemd_services import SystemdServices, patroni_unit, tls_server_unit
 from tls_files import DiskTlsFiles
 from workload import MachinePaths, MachineWorkload, machine_facts
@@ -251,6 +251,47 @@ def test_make_dirs_refuses_a_link_postgres_planted(open_tmp: Path) -> None:
     with pytest.raises(WorkloadError, match="link"):
         MachineWorkload(lambda: facts(paths=paths), paths).make_dirs()
     assert _owned(victim) == (0, 0, 0o755)
+
+
+# Patroni's own Raft store, as Patroni builds it (its self_addr names the files).
+PATRONI_RAFT = """\
+import sys
+from patroni.dcs.raft import KVStoreTTL
+password = sys.stdin.readline().rstrip("\\n")
+store = KVStoreTTL(None, None, None, self_addr=sys.argv[1], bind_addr=sys.argv[1],
+                   partner_addrs=[], data_dir=sys.argv[2], password=password)
+store.doTick(0.1)
+store.destroy()
+"""
+
+
+@as_root
+def test_a_restore_removes_patronis_own_raft_files_as_postgres(open_tmp: Path) -> None:
+    # What Patroni itself writes for a one-member Raft group, removed the way a restore
+    # does when Patroni is stopped (no member would serve patronictl remove).
+    if processes.run([SYSTEM_PYTHON, "-c", "import patroni.dcs.raft"], timeout=60).returncode:
+        pytest.skip("the system Python has no Patroni with Raft")
+    db = processes.db_user()
+    address = "127.77.0.9"  # a loopback address of its own, for the bind
+    paths = MachinePaths(state_dir=str(open_tmp / "lib"), systemd_dir=str(open_tmp / "sd"))
+    raft_dir = Path(paths.raft_dir)
+    raft_dir.parent.mkdir(mode=0o755)
+    raft_dir.mkdir(mode=0o700)
+    os.chown(raft_dir, db.uid, db.gid)
+    made = processes.run(
+        [SYSTEM_PYTHON, "-c", PATRONI_RAFT, f"{address}:{RAFT_PORT}", str(raft_dir)],
+        user=db,
+        input_text="raft-pw\n",
+        timeout=60,
+    )
+    assert made.ok, made.stderr
+    kept = raft_dir / f"10.0.0.7:{RAFT_PORT}.journal"  # not this member's: stays
+    processes.run(["touch", str(kept)], user=db, timeout=30)
+    assert (raft_dir / f"{address}:{RAFT_PORT}.journal").is_file()
+    base = facts(paths=paths, peers=0)
+    alone = replace(base, layout=replace(base.layout, address=address))
+    MachineWorkload(lambda: alone, paths).remove_dcs_state()
+    assert sorted(p.name for p in raft_dir.iterdir()) == [kept.name]
 
 
 class RecordingRunner:
