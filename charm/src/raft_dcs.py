@@ -12,6 +12,7 @@ not decrypt: only members, and our own admin command, know it.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -38,6 +39,19 @@ except UtilityException as exc:
     sys.exit("pysyncobj: %s" % exc)
 print(answer)
 sys.exit(0 if str(answer).startswith("SUCCESS") else 1)
+"""
+
+# The members a Raft member counts besides itself (its ``status``), as a JSON list.
+PARTNERS_SCRIPT = """\
+import json, sys
+from pysyncobj.utility import TcpUtility, UtilityException
+password = sys.stdin.readline().rstrip("\\n")
+try:
+    status = TcpUtility(password, 30.0).executeCommand(sys.argv[1], ["status"])
+except UtilityException as exc:
+    sys.exit("pysyncobj: %s" % exc)
+prefix = "partner_node_status_server_"
+print(json.dumps(sorted(k[len(prefix):] for k in status if k.startswith(prefix))))
 """
 
 
@@ -100,9 +114,34 @@ class RaftDcs:
             reason = (result.stderr or result.stdout).strip()[-500:]
             raise WorkloadError(f"Raft member {address} not removed via {through}: {reason}")
 
+    def partners(self, facts: UnitFacts, through: str) -> list[str] | None:
+        """The ``address:port`` of the members the one at ``through`` counts besides
+        itself; None when it does not answer."""
+        result = self._run(
+            [SYSTEM_PYTHON, "-c", PARTNERS_SCRIPT, f"{through}:{RAFT_PORT}"],
+            input_text=raft_password(facts) + "\n",
+            timeout=60,
+        )
+        if not result.ok:
+            return None
+        try:
+            answer = json.loads(result.stdout)
+        except json.JSONDecodeError:
+            return None
+        if not isinstance(answer, list):
+            return None
+        return [str(a) for a in answer]
+
     def forget_member(self, facts: UnitFacts, address: str) -> None:
-        """Remove a departed unit from the Raft group, through this (remaining) member."""
-        self._remove(facts, facts.layout.address, address)
+        """Remove a departed unit from the Raft group, through this (remaining) member.
+        Nothing to do when it is no member any more (it left by itself): pysyncobj
+        answers FAIL to the removal of a non-member, for ever."""
+        own = facts.layout.address
+        members = self.partners(facts, own)
+        if members is not None and f"{address}:{RAFT_PORT}" not in members:
+            log.info("Raft member %s already gone", address)
+            return
+        self._remove(facts, own, address)
 
     def leave(self, facts: UnitFacts) -> str | None:
         """Remove this (stopped) member from the Raft group through a partner that still

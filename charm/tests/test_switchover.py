@@ -19,7 +19,7 @@ import pytest
 from pgbackups.adapters.patroni import REST_API_USER, PatroniPasswords
 from pgbackups.core.host import CommandResult, Peer, WorkloadError
 from pgbackups.workload.layout import UnitFacts
-from raft_dcs import RAFT_PORT, SYSTEM_PYTHON
+from raft_dcs import PARTNERS_SCRIPT, RAFT_PORT, SYSTEM_PYTHON
 from workload import MachinePaths, MachineWorkload, Runner, machine_facts
 
 OWN = "pgbackups-postgresql-0"
@@ -124,6 +124,7 @@ class Machine:
     patroni_active: bool = True
     failing: tuple[str, ...] = ()
     users: list[str | None] = field(default_factory=list)
+    raft_partners: list[str] = field(default_factory=list)  # what Raft's status counts
 
     def run(self, args: Any, **kwargs: Any) -> CommandResult:
         argv = tuple(str(a) for a in args)
@@ -135,6 +136,9 @@ class Machine:
             return CommandResult(argv, 0 if self.patroni_active else 3, "", "")
         if argv == ("systemctl", "daemon-reload"):  # the unit files written for the stop
             return CommandResult(argv, 0, "", "")
+        if argv[:3] == (SYSTEM_PYTHON, "-c", PARTNERS_SCRIPT):
+            self.log.append(f"raft partners {shown}")
+            return CommandResult(argv, 0, json.dumps(self.raft_partners), "")
         self.log.append(shown if argv[0] != SYSTEM_PYTHON else f"raft remove {shown}")
         if argv[:3] == ("systemctl", "disable", "--now"):
             self.patroni_active = False
@@ -261,8 +265,17 @@ def test_the_leader_does_not_remove_a_member_that_still_runs(
         workload_at(port, machine.run, THREE, paths).forget_dcs_member("10.0.0.3")
     assert fake.log == []
     fake.members = [member(OWN, "leader")]  # it stopped (its member key expired)
+    machine.raft_partners = [f"10.0.0.2:{RAFT_PORT}", f"10.0.0.3:{RAFT_PORT}"]
     workload_at(port, machine.run, THREE, paths).forget_dcs_member("10.0.0.3")
-    assert fake.log == [f"raft remove 127.0.0.1:{RAFT_PORT} 10.0.0.3:{RAFT_PORT}"]
+    assert fake.log == [
+        f"raft partners 127.0.0.1:{RAFT_PORT}",
+        f"raft remove 127.0.0.1:{RAFT_PORT} 10.0.0.3:{RAFT_PORT}",
+    ]
+    # Gone from Raft already (it left by itself): nothing more to remove.
+    machine.raft_partners = [f"10.0.0.2:{RAFT_PORT}"]
+    fake.log.clear()
+    workload_at(port, machine.run, THREE, paths).forget_dcs_member("10.0.0.3")
+    assert fake.log == [f"raft partners 127.0.0.1:{RAFT_PORT}"]
 
 
 # --- a restore's DCS removal -----------------------------------------------------------

@@ -23,7 +23,14 @@ from pgbackups.workload.dcs import with_dcs
 from pgbackups.workload.layout import UnitFacts
 from pgbackups.workload.services import Service
 from pgbackups.workload.workload import patroni_member, pgbackrest_config
-from raft_dcs import RAFT_PORT, REMOVE_MEMBER_SCRIPT, SYSTEM_PYTHON, RaftDcs, raft_section
+from raft_dcs import (
+    PARTNERS_SCRIPT,
+    RAFT_PORT,
+    REMOVE_MEMBER_SCRIPT,
+    SYSTEM_PYTHON,
+    RaftDcs,
+    raft_section,
+)
 from systemd_services import SystemdServices, patroni_unit, tls_server_unit
 from tls_files import DiskTlsFiles
 from workload import MachinePaths, MachineWorkload, machine_facts
@@ -346,14 +353,15 @@ def test_systemd_failure_is_a_workload_error(tmp_path: Path) -> None:
 
 
 def test_raft_forgets_a_departed_member_through_this_one() -> None:
-    run = RecordingRunner()
+    run = RecordingRunner()  # its status answers nothing readable: the removal is tried
     RaftDcs("/raft", run=run).forget_member(facts(), "10.0.0.3")
     assert run.argvs == [
-        f"/usr/bin/python3 -c {REMOVE_MEMBER_SCRIPT} 10.0.0.1:{RAFT_PORT} 10.0.0.3:{RAFT_PORT}"
+        f"/usr/bin/python3 -c {PARTNERS_SCRIPT} 10.0.0.1:{RAFT_PORT}",
+        f"/usr/bin/python3 -c {REMOVE_MEMBER_SCRIPT} 10.0.0.1:{RAFT_PORT} 10.0.0.3:{RAFT_PORT}",
     ]
     # The Raft password goes on standard input, never on the command line.
-    assert "raft-pw" not in run.argvs[0]
-    assert run.inputs == ["raft-pw\n"]
+    assert not [a for a in run.argvs if "raft-pw" in a]
+    assert run.inputs == ["raft-pw\n", "raft-pw\n"]
     with pytest.raises(WorkloadError, match=r"not removed via 10\.0\.0\.1: boom"):
         RaftDcs("/raft", run=RecordingRunner("/usr/bin/python3")).forget_member(facts(), "10.0.0.3")
 
