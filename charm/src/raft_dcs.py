@@ -156,6 +156,9 @@ class RaftDcs:
         while True:
             reasons = []
             for partner in partners:
+                counted = self.partners(facts, partner)
+                if counted is not None and f"{own}:{RAFT_PORT}" not in counted:
+                    return partner  # removed already (an earlier try, or the leader)
                 try:
                     self._remove(facts, partner, own)
                 except WorkloadError as exc:

@@ -124,7 +124,10 @@ class Machine:
     patroni_active: bool = True
     failing: tuple[str, ...] = ()
     users: list[str | None] = field(default_factory=list)
-    raft_partners: list[str] = field(default_factory=list)  # what Raft's status counts
+    # What a Raft member's status counts besides itself (here: every unit, for any).
+    raft_partners: list[str] = field(
+        default_factory=lambda: [f"{a}:{RAFT_PORT}" for a in ("127.0.0.1", "10.0.0.2", "10.0.0.3")]
+    )
 
     def run(self, args: Any, **kwargs: Any) -> CommandResult:
         argv = tuple(str(a) for a in args)
@@ -207,6 +210,7 @@ def test_a_leaving_primary_switches_over_then_stops_then_leaves_raft_through_a_p
     assert fake.log == [
         "POST /switchover",
         f"systemctl disable --now {UNIT_PATRONI}",
+        f"raft partners 10.0.0.2:{RAFT_PORT}",  # still counted there: removed through it
         f"raft remove 10.0.0.2:{RAFT_PORT} 127.0.0.1:{RAFT_PORT}",  # never through itself
     ]
 
@@ -220,8 +224,23 @@ def test_the_next_partner_removes_it_when_the_first_cannot(
     workload_at(port, machine.run, THREE, paths).leave_cluster()
     assert fake.log == [  # a replica: no switchover
         f"systemctl disable --now {UNIT_PATRONI}",
+        f"raft partners 10.0.0.2:{RAFT_PORT}",
         f"raft remove 10.0.0.2:{RAFT_PORT} 127.0.0.1:{RAFT_PORT}",
+        f"raft partners 10.0.0.3:{RAFT_PORT}",
         f"raft remove 10.0.0.3:{RAFT_PORT} 127.0.0.1:{RAFT_PORT}",
+    ]
+
+
+def test_a_member_removed_already_leaves_without_another_removal(
+    patroni: tuple[FakePatroni, int], paths: MachinePaths
+) -> None:
+    fake, port = patroni
+    fake.members = [member("pgbackups-postgresql-1", "leader"), member(OWN, "replica")]
+    machine = Machine(fake.log, raft_partners=[f"10.0.0.3:{RAFT_PORT}"])  # not counted
+    workload_at(port, machine.run, THREE, paths).leave_cluster()
+    assert fake.log == [
+        f"systemctl disable --now {UNIT_PATRONI}",
+        f"raft partners 10.0.0.2:{RAFT_PORT}",
     ]
 
 
