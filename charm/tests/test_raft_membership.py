@@ -81,7 +81,7 @@ def wait_for(predicate: Any, what: str, timeout: float = 30.0) -> None:
 @pytest.fixture
 def members(tmp_path: Path) -> Iterator[dict[str, subprocess.Popen[str]]]:
     if pysyncobj_missing:
-        pytest.skip("the system Python has no pysyncobj (python3-pysyncobj)")
+        pytest.fail("the system Python has no pysyncobj: `make setup` installs python3-pysyncobj")
     started: dict[str, subprocess.Popen[str]] = {}
     try:
         for own in ADDRESSES:
