@@ -17,8 +17,8 @@ from pgbackups.core.backup_claim import RUNNING, STARTING, Claim, Refused
 from pgbackups.core.host import ObjectStoreError
 
 PREFIX = "pg/backup/local.main/backup-claims/"
-MINE = f"{PREFIX}main-0.20261128T150000000000Z"
-MEMBERS = {"main-x", "main/1", "main/2"}
+MINE = f"{PREFIX}main%2F0.20261128T150000000000Z"
+MEMBERS = {"main.x/0", "main/1", "main/2"}
 
 
 @pytest.fixture(autouse=True)
@@ -31,8 +31,8 @@ def no_waiting(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
 
 
 def claim_of(unit: str, state: str, started: datetime = NOW) -> tuple[str, bytes]:
-    key = f"{PREFIX}{unit.replace('/', '-')}.{started:%Y%m%dT%H%M%S%fZ}"
-    return key, Claim(key, unit, started, state).body()
+    claim = Claim(PREFIX, unit, started, state)
+    return claim.key, claim.body()
 
 
 def take(store: FakeObjectStore, unit: str = "main/0") -> Claim | Refused:
@@ -43,14 +43,17 @@ def test_alone_the_unit_wins_and_its_claim_says_running() -> None:
     calls: list[str] = []
     store = FakeObjectStore(calls)
     claim = take(store)
-    assert claim == Claim(MINE, "main/0", NOW, RUNNING)
+    assert claim == Claim(PREFIX, "main/0", NOW, RUNNING)
+    assert claim.key == f"{MINE}.running"
     assert calls == [
         f"object_store.list_keys({PREFIX})",
-        f"object_store.put({MINE})",
-        f"object_store.list_keys({PREFIX})",  # its own claim is not read back
-        f"object_store.put({MINE})",
+        f"object_store.put({MINE}.starting)",
+        f"object_store.list_keys({PREFIX})",
+        f"object_store.put({MINE}.running)",  # before the starting one goes
+        f"object_store.delete({MINE}.starting)",
     ]
-    assert b'"state": "running"' in store.objects[MINE]
+    assert set(store.objects) == {f"{MINE}.running"}
+    assert b'"state": "running"' in store.objects[f"{MINE}.running"]
     backup_claim.release(store, claim)
     assert store.objects == {}
 
@@ -60,7 +63,7 @@ def test_a_running_claim_of_another_unit_refuses_before_anything_is_written() ->
     key, body = claim_of("main/1", RUNNING, NOW - timedelta(hours=1))
     store = FakeObjectStore(calls, objects={key: body})
     assert take(store) == Refused("main/1 started one at 2026-11-28T14:00:00Z")
-    assert calls == [f"object_store.list_keys({PREFIX})", f"object_store.get({key})"]
+    assert calls == [f"object_store.list_keys({PREFIX})"]
     assert store.objects == {key: body}
 
 
@@ -71,12 +74,14 @@ def test_a_starting_claim_means_back_off_and_look_again(no_waiting: list[float])
 
     def other_unit_wins(s: FakeObjectStore) -> None:
         if len(no_waiting) == 1:  # after our first back-off, main/1's claim is running
-            s.objects[key] = Claim(key, "main/1", NOW, RUNNING).body()
+            running = Claim(PREFIX, "main/1", NOW, RUNNING)
+            s.objects[running.key] = running.body()
+            s.objects.pop(key)
 
     store.after_list.append(other_unit_wins)
     assert take(store) == Refused("main/1 started one at 2026-11-28T15:00:00Z")
-    assert no_waiting == [backup_claim.BACKOFF_SECONDS[0]]
-    assert f"object_store.put({MINE})" not in calls, "no claim written while one starts"
+    assert no_waiting == [backup_claim.BACKOFF_SECONDS[0]] * 2
+    assert f"object_store.put({MINE}.starting)" not in calls, "no claim while one starts"
 
 
 def test_two_units_that_see_each_other_withdraw_and_the_first_back_wins(
@@ -91,13 +96,13 @@ def test_two_units_that_see_each_other_withdraw_and_the_first_back_wins(
         rounds["n"] += 1
         if rounds["n"] == 1:  # between our first look and our write: main/1 writes too
             s.objects[other_key] = other_body
-        if rounds["n"] == 3:  # main/1 saw ours as well and withdrew
+        if rounds["n"] == 2:  # main/1 saw ours as well and withdrew
             s.objects.pop(other_key, None)
 
     store.after_list.append(the_other_unit)
     claim = take(store)
     assert isinstance(claim, Claim) and claim.state == RUNNING
-    assert calls.count(f"object_store.delete({MINE})") == 1, "withdrawn once"
+    assert calls.count(f"object_store.delete({MINE}.starting)") == 2, "withdrawn, then replaced"
     assert no_waiting == [backup_claim.BACKOFF_SECONDS[0]]
 
 
@@ -125,7 +130,7 @@ def test_stale_claims_are_removed_and_do_not_refuse(
     store = FakeObjectStore([], objects={key: body})
     claim = take(store)
     assert isinstance(claim, Claim)
-    assert set(store.objects) == {MINE}
+    assert set(store.objects) == {f"{MINE}.running"}
     assert why in caplog.text
 
 
@@ -140,11 +145,19 @@ def test_claims_younger_than_their_limit_are_live(state: str, age: timedelta) ->
     assert store.objects == {key: body}
 
 
-@pytest.mark.parametrize("junk", [b"", b"not json", b"[]", b'{"unit": "main/1"}'])
-def test_an_object_that_is_no_claim_is_removed(junk: bytes) -> None:
-    store = FakeObjectStore([], objects={f"{PREFIX}junk": junk})
+@pytest.mark.parametrize(
+    "name",
+    ["junk", "main%2F1.20261128T150000000000Z", "main%2F1.yesterday.running", "main/1.x.y.z"],
+)
+def test_an_object_that_is_no_claim_is_ignored_and_kept(name: str) -> None:
+    store = FakeObjectStore([], objects={f"{PREFIX}{name}": b""})
     assert isinstance(take(store), Claim)
-    assert set(store.objects) == {MINE}
+    assert set(store.objects) == {f"{PREFIX}{name}", f"{MINE}.running"}
+
+
+def test_a_unit_name_with_a_dot_or_a_slash_survives_the_key() -> None:
+    claim = Claim(PREFIX, "main.x/0", NOW, STARTING)
+    assert backup_claim.parse_key(PREFIX, claim.key) == claim
 
 
 def test_s3_errors_propagate() -> None:
@@ -155,7 +168,7 @@ def test_s3_errors_propagate() -> None:
 
 def test_a_release_that_fails_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
     store = FakeObjectStore([], delete_error="AccessDenied")
-    backup_claim.release(store, Claim(MINE, "main/0", NOW, RUNNING))
+    backup_claim.release(store, Claim(PREFIX, "main/0", NOW, RUNNING))
     assert "could not be removed: AccessDenied" in caplog.text
 
 
@@ -256,7 +269,7 @@ def test_never_two_winners_whatever_the_interleaving(seed: int) -> None:
     scheduler = Scheduler(seed)
     store = SteppedStore(scheduler)
     outcomes: dict[str, Claim | Refused] = {}
-    units = ["main/1", "main/2", "main-x"] if seed % 3 == 0 else ["main/1", "main/2"]
+    units = ["main/1", "main/2", "main.x/0"] if seed % 3 == 0 else ["main/1", "main/2"]
 
     def contender(unit: str) -> Callable[[], None]:
         def run() -> None:
@@ -271,8 +284,9 @@ def test_never_two_winners_whatever_the_interleaving(seed: int) -> None:
     assert len(winners) <= 1, outcomes
     if winners:
         [winner] = winners
-        claims = [k for k in store.objects if k.startswith(PREFIX)]
-        assert len(claims) == 1 and winner.replace("/", "-") in claims[0]
+        claim = outcomes[winner]
+        assert isinstance(claim, Claim)
+        assert set(store.objects) == {claim.key}
         for unit, outcome in outcomes.items():
             if unit != winner:
                 assert isinstance(outcome, Refused)

@@ -16,7 +16,8 @@ The claim, under ``<path>/backup/<stanza>/backup-claims/``:
 1. look: a live ``running`` claim of another unit refuses at once; a live ``starting``
    one (another unit is at step 2 or 3 right now) means "back off and look again";
 2. write this unit's claim as ``starting``;
-3. look again: no other live claim -> this unit won; its claim becomes ``running``.
+3. look again: no other live claim -> this unit won; it writes its ``running`` claim,
+   then removes its ``starting`` one.
    Any other claim -> withdraw (delete this unit's claim) and back off a random moment.
 
 Two units that both won would each have looked after their own write; the later writer's
@@ -24,6 +25,8 @@ look comes after the earlier writer's write, and a winner never withdraws, so th
 one saw the earlier's claim and did not win. Two units that start in the same instant
 both see each other, both withdraw, and the random back-off lets one of them win on a
 later round; the other then finds its ``running`` claim and is refused.
+
+A claim is all in its object's key (unit, start, state): a look is one listing.
 
 A claim is stale, and removed by whoever finds it, when its unit is this unit (a unit
 runs one action at a time: Juju's uniter, the local runtime's cluster lock), when its
@@ -38,6 +41,7 @@ import json
 import logging
 import random
 import time
+import urllib.parse
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -67,10 +71,19 @@ JITTER: Callable[[float, float], float] = random.SystemRandom().uniform
 
 @dataclass(frozen=True)
 class Claim:
-    key: str
+    """A claim is all in its key, ``<prefix><unit, URL-quoted>.<started>.<state>``, so a
+    look is one listing and never reads an object while another unit writes it (rclone
+    serves a GET of an object being replaced with a truncated body)."""
+
+    prefix: str
     unit: str
     started: datetime  # aware, UTC
     state: str  # STARTING | RUNNING
+
+    @property
+    def key(self) -> str:
+        unit = urllib.parse.quote(self.unit, safe="")
+        return f"{self.prefix}{unit}.{self.started.astimezone(UTC):{_STAMP}}.{self.state}"
 
     def describe(self) -> str:
         if self.state == RUNNING:
@@ -78,8 +91,12 @@ class Claim:
         return f"{self.unit} is starting one at the same time"
 
     def body(self) -> bytes:
+        """For a person looking at the bucket; never read back."""
         doc = {"unit": self.unit, "started": self.started.isoformat(), "state": self.state}
         return (json.dumps(doc, sort_keys=True) + "\n").encode()
+
+    def becomes(self, state: str) -> Claim:
+        return Claim(self.prefix, self.unit, self.started, state)
 
 
 @dataclass(frozen=True)
@@ -87,6 +104,9 @@ class Refused:
     """Another unit runs (or is starting) a backup: ``reason`` names it."""
 
     reason: str
+
+
+_STAMP = "%Y%m%dT%H%M%S%fZ"
 
 
 def claims_prefix(stanza_prefix: str) -> str:
@@ -110,13 +130,15 @@ def take(
         if refusal is not None:
             return refusal
         if not others:
-            started = now()
-            mine = Claim(_key(prefix, unit, started), unit, started, STARTING)
+            mine = Claim(prefix, unit, now(), STARTING)
             store.put(mine.key, mine.body())
-            others = _live_claims(store, prefix, unit, now(), members, mine=mine.key)
+            others = _live_claims(store, prefix, unit, now(), members, mine=mine)
             if not others:
-                running = Claim(mine.key, unit, started, RUNNING)
+                # The running claim is written before the starting one goes: this unit's
+                # claim is in the listing at every moment from its first write on.
+                running = mine.becomes(RUNNING)
                 store.put(running.key, running.body())
+                store.delete(mine.key)
                 log.info("Backup claim %s taken (round %d)", running.key, attempt)
                 return running
             store.delete(mine.key)
@@ -125,7 +147,7 @@ def take(
                 return refusal
         log.info(
             "Another unit is starting a backup at the same time (%s); looking again",
-            ", ".join(c.unit for c in others),
+            ", ".join(sorted({c.unit for c in others})),
         )
         SLEEP(JITTER(*BACKOFF_SECONDS))
     return Refused(others[0].describe() if others else "another unit is starting one")
@@ -149,29 +171,17 @@ def release_unit(store: ObjectStore, prefix: str, unit: str) -> None:
             store.delete(claim.key)
 
 
-def _key(prefix: str, unit: str, started: datetime) -> str:
-    # One unit runs one action at a time, so its name and the microsecond are unique.
-    return f"{prefix}{unit.replace('/', '-')}.{started.astimezone(UTC):%Y%m%dT%H%M%S%fZ}"
-
-
 def _running(claims: list[Claim]) -> Refused | None:
     running = [c for c in claims if c.state == RUNNING]
     return Refused(running[0].describe()) if running else None
 
 
-def _claims(store: ObjectStore, prefix: str, *, mine: str | None = None) -> list[Claim]:
-    """Every claim under ``prefix`` but this unit's own ``mine`` (not read again)."""
+def _claims(store: ObjectStore, prefix: str) -> list[Claim]:
     claims = []
     for key in store.list_keys(prefix):
-        if key == mine:
-            continue
-        body = store.get(key)
-        if body is None:  # withdrawn or released between the listing and the read
-            continue
-        claim = _parse(key, body)
+        claim = parse_key(prefix, key)
         if claim is None:
-            log.warning("Ignoring and removing %s: not a backup claim", key)
-            store.delete(key)
+            log.warning("Ignoring %s: not a backup claim", key)
             continue
         claims.append(claim)
     return claims
@@ -184,11 +194,13 @@ def _live_claims(
     now: datetime,
     members: Collection[str],
     *,
-    mine: str | None = None,
+    mine: Claim | None = None,
 ) -> list[Claim]:
     """The other units' claims that may still be backing up; stale ones are removed."""
     live = []
-    for claim in _claims(store, prefix, mine=mine):
+    for claim in _claims(store, prefix):
+        if claim == mine:
+            continue
         why = _stale(claim, unit, now, members)
         if why is None:
             live.append(claim)
@@ -209,13 +221,18 @@ def _stale(claim: Claim, unit: str, now: datetime, members: Collection[str]) -> 
     return None
 
 
-def _parse(key: str, body: bytes) -> Claim | None:
+def parse_key(prefix: str, key: str) -> Claim | None:
+    """The claim a key names, or None for anything else under the prefix."""
+    if not key.startswith(prefix):
+        return None
+    parts = key[len(prefix) :].rsplit(".", 2)  # a unit name may hold a dot
+    if len(parts) != 3 or parts[2] not in (STARTING, RUNNING):
+        return None
     try:
-        doc = json.loads(body)
-        unit, state = str(doc["unit"]), str(doc["state"])
-        started = datetime.fromisoformat(str(doc["started"]))
-    except (ValueError, KeyError, TypeError):
+        started = datetime.strptime(parts[1], _STAMP).replace(tzinfo=UTC)
+    except ValueError:
         return None
-    if state not in (STARTING, RUNNING) or started.tzinfo is None:
+    unit = urllib.parse.unquote(parts[0])
+    if not unit or urllib.parse.quote(unit, safe="") != parts[0]:
         return None
-    return Claim(key, unit, started.astimezone(UTC), state)
+    return Claim(prefix, unit, started, parts[2])
