@@ -160,6 +160,21 @@ def test_a_unit_name_with_a_dot_or_a_slash_survives_the_key() -> None:
     assert backup_claim.parse_key(PREFIX, claim.key) == claim
 
 
+def test_a_starting_claim_that_cannot_be_removed_once_won_goes_with_the_release() -> None:
+    calls: list[str] = []
+    store = FakeObjectStore(calls)
+    store.after_list.append(
+        lambda s: setattr(s, "delete_error", "slow down") if len(calls) > 2 else None
+    )
+    claim = take(store)
+    assert isinstance(claim, Claim) and claim.starting_left
+    assert set(store.objects) == {f"{MINE}.starting", f"{MINE}.running"}
+    store.after_list.clear()
+    store.delete_error = None
+    assert backup_claim.release(store, claim)
+    assert store.objects == {}
+
+
 def test_s3_errors_propagate() -> None:
     store = FakeObjectStore([], list_error="connection refused")
     with pytest.raises(ObjectStoreError, match="refused"):

@@ -479,7 +479,7 @@ def test_same_id_form_for_success_and_failure_log_keys() -> None:
 
 
 # ---------------------------------------------------------------------------
-# "Always" means always (docs/behaviour/create-backup.md#step-17-always)
+# "Always" means always (docs/behaviour/create-backup.md#step-18-always)
 
 
 def test_always_step_runs_when_the_backup_raises() -> None:
@@ -662,3 +662,33 @@ def test_a_killed_backups_claim_is_removed_by_update_status() -> None:
         f"object_store.delete({key})",
     ]
     assert set(host.store.objects) == {other_key}
+
+
+def test_a_claim_s3_refused_to_remove_is_noted_and_update_status_removes_it() -> None:
+    host = backup_host(status=UnitStatus.active("Primary"))
+    real_backup = host.fake_tool.backup
+
+    def s3_goes_during_the_backup(backup_type: str, *, on_primary: bool) -> CommandResult:
+        host.store.delete_error = "Could not connect to the endpoint URL"
+        return real_backup(backup_type, on_primary=on_primary)
+
+    host.fake_tool.backup = s3_goes_during_the_backup  # type: ignore[method-assign]
+    outcome = on_create_backup(host, {})
+    assert isinstance(outcome, ActionResults), "the backup itself worked"
+    assert host.effects[-2:] == [RELEASE, f"unit_data[backup-claim-left]='{CLAIM}.running'"]
+    assert f"{CLAIM}.running" in host.store.objects
+    # update-status while S3 still refuses: the note stays
+    host.calls.clear()
+    bring_back_after_interrupted_backup(host)
+    assert host.unit_dict == {"backup-claim-left": f"{CLAIM}.running"}
+    # and once S3 answers again, the claim and the note go; nothing else is touched
+    host.store.delete_error = None
+    host.calls.clear()
+    bring_back_after_interrupted_backup(host)
+    assert host.effects == [
+        f"object_store.list_keys({CLAIMS})",
+        f"object_store.delete({CLAIM}.running)",
+        "unit_data[backup-claim-left]=''",
+    ]
+    assert host.unit_dict == {}
+    assert host.status == UnitStatus.active("Primary")

@@ -43,7 +43,7 @@ import random
 import time
 import urllib.parse
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from pgbackups.core.host import ObjectStore, ObjectStoreError
@@ -79,6 +79,8 @@ class Claim:
     unit: str
     started: datetime  # aware, UTC
     state: str  # STARTING | RUNNING
+    # This unit's "starting" claim could not be removed once it won: release removes it.
+    starting_left: bool = field(default=False, compare=False)
 
     @property
     def key(self) -> str:
@@ -138,7 +140,12 @@ def take(
                 # claim is in the listing at every moment from its first write on.
                 running = mine.becomes(RUNNING)
                 store.put(running.key, running.body())
-                store.delete(mine.key)
+                try:
+                    store.delete(mine.key)
+                except ObjectStoreError as exc:
+                    # Harmless while the running claim is there; release tries again.
+                    log.warning("The starting claim %s stays for now: %s", mine.key, exc)
+                    running = replace(running, starting_left=True)
                 log.info("Backup claim %s taken (round %d)", running.key, attempt)
                 return running
             store.delete(mine.key)
@@ -153,21 +160,26 @@ def take(
     return Refused(others[0].describe() if others else "another unit is starting one")
 
 
-def release(store: ObjectStore, claim: Claim) -> None:
-    """Remove this unit's claim; a failure is logged (the claim is stale for everyone once
-    this unit backs up again, or after :data:`RUNNING_STALE_AFTER`)."""
+def release(store: ObjectStore, claim: Claim) -> bool:
+    """Remove this unit's claim. False, logged, when S3 refused: the caller keeps a note
+    for update-status to try again (the claim is also stale for everyone once this unit
+    backs up again, or after :data:`RUNNING_STALE_AFTER`)."""
+    keys = [claim.key] + ([claim.becomes(STARTING).key] if claim.starting_left else [])
     try:
-        store.delete(claim.key)
+        for key in keys:
+            store.delete(key)
     except ObjectStoreError as exc:
         log.warning("The backup claim %s could not be removed: %s", claim.key, exc)
+        return False
+    return True
 
 
 def release_unit(store: ObjectStore, prefix: str, unit: str) -> None:
-    """Remove every claim of ``unit`` (its backup was killed before it could release it).
-    Raises ObjectStoreError."""
+    """Remove every claim of ``unit``, whose backup is over (killed before it could remove
+    its claim, or S3 refused the removal). Raises ObjectStoreError."""
     for claim in _claims(store, prefix):
         if claim.unit == unit:
-            log.warning("Removing the backup claim %s of a backup that was killed", claim.key)
+            log.warning("Removing the backup claim %s of a backup that is over", claim.key)
             store.delete(claim.key)
 
 

@@ -23,7 +23,7 @@ from pgbackups.core.host import (
 from pgbackups.core.ids import format_id, is_label, label_to_id
 from pgbackups.core.marker import object_key
 from pgbackups.core.outcomes import ActionFailed, ActionResults, Outcome
-from pgbackups.core.peer_keys import CONNECTIVITY, CREATING_BACKUP, STANZA
+from pgbackups.core.peer_keys import BACKUP_CLAIM_LEFT, CONNECTIVITY, CREATING_BACKUP, STANZA
 from pgbackups.core.repository import BackupRecord
 from pgbackups.core.settings import S3Settings, S3SettingsProblem
 
@@ -79,7 +79,11 @@ def on_create_backup(host: Host, params: Mapping[str, str]) -> Outcome:
     try:
         return _claimed_backup(host, place, requested, on_primary=on_primary)
     finally:
-        backup_claim.release(place.store, claim)
+        if not backup_claim.release(place.store, claim):
+            host.unit_data[BACKUP_CLAIM_LEFT] = claim.key  # update-status tries again
+        elif host.unit_data.get(BACKUP_CLAIM_LEFT):
+            # The claim take() found of this unit was the one left: it removed it.
+            host.unit_data[BACKUP_CLAIM_LEFT] = ""
 
 
 def _claimed_backup(
@@ -259,7 +263,7 @@ def _restore_unit_after_backup(host: Host, before: UnitStatus) -> None:
     """ "Always": connectivity on, tag cleared, configuration applied, status restored —
     whatever happened and whatever the unit's role is now (a switchover may have
     happened meanwhile), so no unit is left rejecting clients
-    (docs/behaviour/create-backup.md#step-17-always)."""
+    (docs/behaviour/create-backup.md#step-18-always)."""
     host.unit_data[CONNECTIVITY] = ""
     host.unit_data[CREATING_BACKUP] = ""
     try:
@@ -272,27 +276,35 @@ def bring_back_after_interrupted_backup(host: Host) -> None:
     """The "Always" step of create-backup, for a backup whose process was killed before it
     could run it (SIGKILL, a lost machine). Hooks and actions on one unit never overlap,
     so flags still set when update-status runs belong to a backup that is gone
-    (docs/behaviour/create-backup.md#step-17-always: no replica is left rejecting clients).
-    Its claim in the repository is removed too, so that other units may back up."""
+    (docs/behaviour/create-backup.md#step-18-always: no replica is left rejecting clients).
+    Its claim in the repository is removed too (step 19), and so is a claim that S3
+    refused to remove when its backup ended, so that other units may back up."""
     unit = host.unit_data
-    if not unit.get(CREATING_BACKUP) and unit.get(CONNECTIVITY) != "off":
+    killed = bool(unit.get(CREATING_BACKUP)) or unit.get(CONNECTIVITY) == "off"
+    if not killed and not unit.get(BACKUP_CLAIM_LEFT):
         return
-    log.warning("A backup on this unit ended without cleaning up: accepting clients again")
-    status = host.get_status()
-    after = UnitStatus.active() if status == UnitStatus.maintenance(msg.CREATING_BACKUP) else status
     try:
-        _restore_unit_after_backup(host, after)
+        if killed:
+            log.warning("A backup on this unit ended without cleaning up: accepting clients again")
+            status = host.get_status()
+            backing_up = status == UnitStatus.maintenance(msg.CREATING_BACKUP)
+            _restore_unit_after_backup(host, UnitStatus.active() if backing_up else status)
     finally:
-        _release_killed_claim(host)
+        _remove_claims_left(host)
 
 
-def _release_killed_claim(host: Host) -> None:
+def _remove_claims_left(host: Host) -> None:
+    """This unit's claims; ``backup-claim-left`` is kept while S3 refuses."""
     stanza = host.app_data.get(STANZA)
     settings = parse_settings(host.s3_parameters())
     if not stanza or not isinstance(settings, S3Settings):
-        return  # nothing to reach; the claim is stale for the others all the same
+        return  # nothing to reach now; the claim is stale for the others after its limit
     place = _BackupPlace(settings, host.object_store(settings), stanza)
     try:
         backup_claim.release_unit(place.store, place.claims(), host.unit_name)
     except ObjectStoreError as exc:
-        log.warning("The killed backup's claim could not be removed: %s", exc)
+        log.warning("This unit's backup claims could not be removed: %s", exc)
+        host.unit_data[BACKUP_CLAIM_LEFT] = host.unit_data.get(BACKUP_CLAIM_LEFT) or "unknown"
+        return
+    if host.unit_data.get(BACKUP_CLAIM_LEFT):
+        host.unit_data[BACKUP_CLAIM_LEFT] = ""
