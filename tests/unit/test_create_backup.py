@@ -692,3 +692,16 @@ def test_a_claim_s3_refused_to_remove_is_noted_and_update_status_removes_it() ->
     ]
     assert host.unit_dict == {}
     assert host.status == UnitStatus.active("Primary")
+
+
+def test_the_next_backup_on_the_unit_removes_the_claim_left_and_its_note() -> None:
+    host = backup_host(
+        unit={"backup-claim-left": f"{CLAIMS}main%2F0.20261128T140000000000Z.running"}
+    )
+    left, body = _claim("main/0", "running")
+    host.store.objects[left] = body
+    assert isinstance(on_create_backup(host, {}), ActionResults)
+    assert f"object_store.delete({left})" in host.effects  # stale: this unit's own
+    assert host.effects[-2:] == [RELEASE, "unit_data[backup-claim-left]=''"]
+    assert host.unit_dict == {}
+    assert not [k for k in host.store.objects if k.startswith(CLAIMS)]

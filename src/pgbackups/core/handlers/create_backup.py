@@ -79,17 +79,13 @@ def on_create_backup(host: Host, params: Mapping[str, str]) -> Outcome:
     try:
         return _claimed_backup(host, place, requested, on_primary=on_primary)
     finally:
-        if not backup_claim.release(place.store, claim):
-            host.unit_data[BACKUP_CLAIM_LEFT] = claim.key  # update-status tries again
-        elif host.unit_data.get(BACKUP_CLAIM_LEFT):
-            # The claim take() found of this unit was the one left: it removed it.
-            host.unit_data[BACKUP_CLAIM_LEFT] = ""
+        _release_claim(host, place, claim)
 
 
 def _claimed_backup(
     host: Host, place: _BackupPlace, requested: str, *, on_primary: bool
 ) -> Outcome:
-    """Steps 10 to 17, with this unit's claim held."""
+    """Steps 10 to 18, with this unit's claim held."""
     if not _upload_metadata(host, place, requested):
         return _backup_refused(msg.FAILED_TO_UPLOAD_METADATA)
     log.info("A %s backup has been requested on unit %s", requested, host.unit_name)
@@ -147,6 +143,15 @@ def _claim_backup(host: Host, place: _BackupPlace) -> backup_claim.Claim | Actio
     if isinstance(claim, backup_claim.Refused):
         return _backup_refused(msg.with_reason(msg.BACKUP_ALREADY_RUNNING, claim.reason))
     return claim
+
+
+def _release_claim(host: Host, place: _BackupPlace, claim: backup_claim.Claim) -> None:
+    """Step 19: the claim goes; one S3 refused to remove is noted for update-status."""
+    if not backup_claim.release(place.store, claim):
+        host.unit_data[BACKUP_CLAIM_LEFT] = claim.key
+    elif host.unit_data.get(BACKUP_CLAIM_LEFT):
+        # A claim left by an earlier backup of this unit: step 9 removed it as stale.
+        host.unit_data[BACKUP_CLAIM_LEFT] = ""
 
 
 def _upload_metadata(host: Host, place: _BackupPlace, requested: str) -> bool:
