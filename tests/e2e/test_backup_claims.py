@@ -125,9 +125,12 @@ def test_incremental_on_an_empty_repository_reports_the_full_backup_taken(
     ]
 
 
+@pytest.mark.parametrize("round_", range(3))
 def test_two_replicas_at_the_same_instant_make_exactly_one_backup(
-    claims3: Cluster, pgbackups_home: Path
+    claims3: Cluster, pgbackups_home: Path, round_: int
 ) -> None:
+    """A few rounds: which unit wins, and where the loser is stopped (its first look, or
+    its second after both wrote), changes from round to round."""
     before = {b["label"] for b in raw_info(claims3)}
     _, replicas = roles(claims3)
     outcomes = at_once(pgbackups_home, {unit: {"type": "full"} for unit in replicas})

@@ -506,6 +506,8 @@ class FakeHost:
         self._app.writable = leader
         self._unit = Bag("unit_data", self.calls, unit)
         self.peer_bags: dict[str, dict[str, str]] = {k: dict(v) for k, v in (peers or {}).items()}
+        # Units peers() lists whose bag peer_data() leaves out (the local host, empty bags).
+        self.bagless_peers: list[str] = []
         self.planned = planned_units
         self.s3 = dict(s3) if s3 is not None else None
         self.tls_material = tls
@@ -572,7 +574,8 @@ class FakeHost:
         return self.planned
 
     def peers(self) -> Sequence[Peer]:
-        return [Peer(name, f"10.0.0.{i + 2}") for i, name in enumerate(sorted(self.peer_bags))]
+        names = sorted({*self.peer_bags, *self.bagless_peers})
+        return [Peer(name, f"10.0.0.{i + 2}") for i, name in enumerate(names)]
 
     def s3_parameters(self) -> Mapping[str, str] | None:
         return self.s3

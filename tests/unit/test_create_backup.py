@@ -705,3 +705,16 @@ def test_the_next_backup_on_the_unit_removes_the_claim_left_and_its_note() -> No
     assert host.effects[-2:] == [RELEASE, "unit_data[backup-claim-left]=''"]
     assert host.unit_dict == {}
     assert not [k for k in host.store.objects if k.startswith(CLAIMS)]
+
+
+def test_a_claim_of_a_unit_with_an_empty_bag_still_refuses() -> None:
+    """The local host's peer_data leaves out a unit whose bag is empty; peers() lists it.
+    Taken for a departed unit, its claim was removed and two backups ran (seen in e2e)."""
+    host = backup_host(replica=True, planned_units=3, peers={"main/1": {}})
+    host.bagless_peers = ["main/2"]
+    key, body = _claim("main/2", "running")
+    host.store.objects[key] = body
+    assert on_create_backup(host, {}) == ActionFailed(
+        f"{msg.BACKUP_ALREADY_RUNNING}: main/2 started one at 2026-11-28T14:00:00Z"
+    )
+    assert host.store.objects == {key: body}

@@ -134,10 +134,11 @@ def _backup_running_elsewhere(host: Host) -> str | None:
 def _claim_backup(host: Host, place: _BackupPlace) -> backup_claim.Claim | ActionFailed:
     """Step 9 in the repository: this unit's claim, or the refusal naming the unit that
     holds one (docs/behaviour/create-backup.md#step-9-one-backup-at-a-time)."""
+    # Every other unit of the cluster: the local host's peer_data leaves out a unit whose
+    # bag is empty (Juju's lists every unit of the relation), peers() lists them all.
+    members = set(host.peer_data()) | {peer.name for peer in host.peers()}
     try:
-        claim = backup_claim.take(
-            place.store, place.claims(), host.unit_name, host.now, set(host.peer_data())
-        )
+        claim = backup_claim.take(place.store, place.claims(), host.unit_name, host.now, members)
     except ObjectStoreError as exc:
         return _backup_refused(msg.with_reason(msg.FAILED_TO_CLAIM_BACKUP, str(exc)))
     if isinstance(claim, backup_claim.Refused):
