@@ -50,6 +50,7 @@ def test_alone_the_unit_wins_and_its_claim_says_running() -> None:
         f"object_store.put({MINE}.starting)",
         f"object_store.list_keys({PREFIX})",
         f"object_store.put({MINE}.running)",  # before the starting one goes
+        f"object_store.list_keys({PREFIX})",  # the last look
         f"object_store.delete({MINE}.starting)",
     ]
     assert set(store.objects) == {f"{MINE}.running"}
@@ -164,7 +165,7 @@ def test_a_starting_claim_that_cannot_be_removed_once_won_goes_with_the_release(
     calls: list[str] = []
     store = FakeObjectStore(calls)
     store.after_list.append(
-        lambda s: setattr(s, "delete_error", "slow down") if len(calls) > 2 else None
+        lambda s: setattr(s, "delete_error", "slow down") if len(calls) > 4 else None
     )
     claim = take(store)
     assert isinstance(claim, Claim) and claim.starting_left
@@ -173,6 +174,26 @@ def test_a_starting_claim_that_cannot_be_removed_once_won_goes_with_the_release(
     store.delete_error = None
     assert backup_claim.release(store, claim)
     assert store.objects == {}
+
+
+def test_the_last_look_steps_back_from_a_rival_that_also_wrote_running() -> None:
+    """Only when a starting claim was taken for stale while its unit still worked (frozen
+    for minutes, or a clock minutes off): main/1 removed ours, wrote and won; we won too."""
+    calls: list[str] = []
+    store = FakeObjectStore(calls)
+    rival_key, rival_body = claim_of("main/1", RUNNING)
+
+    def main_1_wins_meanwhile(s: FakeObjectStore) -> None:
+        if calls.count(f"object_store.list_keys({PREFIX})") == 2:
+            s.objects[rival_key] = rival_body
+
+    store.after_list.append(main_1_wins_meanwhile)
+    assert take(store) == Refused("main/1 started one at 2026-11-28T15:00:00Z")
+    assert set(store.objects) == {rival_key}, "both of ours removed, main/1's kept"
+    assert calls[-2:] == [
+        f"object_store.delete({MINE}.running)",
+        f"object_store.delete({MINE}.starting)",
+    ]
 
 
 def test_s3_errors_propagate() -> None:

@@ -46,6 +46,7 @@ TAKE = [
     f"object_store.put({CLAIM}.starting)",
     f"object_store.list_keys({CLAIMS})",
     f"object_store.put({CLAIM}.running)",
+    f"object_store.list_keys({CLAIMS})",
     f"object_store.delete({CLAIM}.starting)",
 ]
 RELEASE = f"object_store.delete({CLAIM}.running)"

@@ -17,7 +17,8 @@ The claim, under ``<path>/backup/<stanza>/backup-claims/``:
    one (another unit is at step 2 or 3 right now) means "back off and look again";
 2. write this unit's claim as ``starting``;
 3. look again: no other live claim -> this unit won; it writes its ``running`` claim,
-   then removes its ``starting`` one.
+   looks a last time (another ``running`` claim: step back, see :func:`_run`), then
+   removes its ``starting`` one.
    Any other claim -> withdraw (delete this unit's claim) and back off a random moment.
 
 Two units that both won would each have looked after their own write; the later writer's
@@ -134,20 +135,9 @@ def take(
         if not others:
             mine = Claim(prefix, unit, now(), STARTING)
             store.put(mine.key, mine.body())
-            others = _live_claims(store, prefix, unit, now(), members, mine=mine)
+            others = _live_claims(store, prefix, unit, now(), members, skip=(mine,))
             if not others:
-                # The running claim is written before the starting one goes: this unit's
-                # claim is in the listing at every moment from its first write on.
-                running = mine.becomes(RUNNING)
-                store.put(running.key, running.body())
-                try:
-                    store.delete(mine.key)
-                except ObjectStoreError as exc:
-                    # Harmless while the running claim is there; release tries again.
-                    log.warning("The starting claim %s stays for now: %s", mine.key, exc)
-                    running = replace(running, starting_left=True)
-                log.info("Backup claim %s taken (round %d)", running.key, attempt)
-                return running
+                return _run(store, prefix, unit, now, members, mine=mine, attempt=attempt)
             store.delete(mine.key)
             refusal = _running(others)
             if refusal is not None:
@@ -158,6 +148,43 @@ def take(
         )
         SLEEP(JITTER(*BACKOFF_SECONDS))
     return Refused(others[0].describe() if others else "another unit is starting one")
+
+
+def _run(
+    store: ObjectStore,
+    prefix: str,
+    unit: str,
+    now: Callable[[], datetime],
+    members: Collection[str],
+    *,
+    mine: Claim,
+    attempt: int,
+) -> Claim | Refused:
+    """Step 3 won: the ``running`` claim, written before the ``starting`` one goes (this
+    unit's claim is listed at every moment from its first write on), then one last look.
+
+    The last look only matters when a ``starting`` claim was removed as stale while its
+    unit still worked (a unit frozen for minutes between its write and its look, or a
+    clock minutes ahead): of two units that both wrote ``running``, the later one sees
+    the other's here and steps back, since a ``running`` claim is never taken for stale
+    within a backup's time."""
+    running = mine.becomes(RUNNING)
+    store.put(running.key, running.body())
+    rivals = _live_claims(store, prefix, unit, now(), members, skip=(mine, running))
+    rival = _running(rivals)
+    if rival is not None:
+        log.warning("Another unit claimed a backup at the same time: %s", rival.reason)
+        for claim in (running, mine):
+            store.delete(claim.key)
+        return rival
+    try:
+        store.delete(mine.key)
+    except ObjectStoreError as exc:
+        # Harmless while the running claim is there; release tries again.
+        log.warning("The starting claim %s stays for now: %s", mine.key, exc)
+        running = replace(running, starting_left=True)
+    log.info("Backup claim %s taken (round %d)", running.key, attempt)
+    return running
 
 
 def release(store: ObjectStore, claim: Claim) -> bool:
@@ -206,12 +233,13 @@ def _live_claims(
     now: datetime,
     members: Collection[str],
     *,
-    mine: Claim | None = None,
+    skip: Collection[Claim] = (),
 ) -> list[Claim]:
-    """The other units' claims that may still be backing up; stale ones are removed."""
+    """The other units' claims that may still be backing up (this unit's own ``skip``
+    left out); stale ones are removed."""
     live = []
     for claim in _claims(store, prefix):
-        if claim == mine:
+        if claim in skip:
             continue
         why = _stale(claim, unit, now, members)
         if why is None:
