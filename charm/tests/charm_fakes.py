@@ -209,6 +209,7 @@ class FakeBackupTool:
     stanzas: list[StanzaInfo] = field(default_factory=list)
     info_error: str | None = None
     ping: bool = True
+    taken: list[str] = field(default_factory=list)  # labels of the backups taken, oldest first
 
     def stanza_create(self) -> CommandResult:
         self.calls.append("stanza_create")
@@ -220,13 +221,30 @@ class FakeBackupTool:
 
     def backup(self, backup_type: str, *, on_primary: bool) -> CommandResult:
         self.calls.append(f"backup {backup_type} on_primary={on_primary}")
+        if self.backup_result.ok:
+            self.taken.append(self._new_label(backup_type))
         return self.backup_result
+
+    def _new_label(self, backup_type: str) -> str:
+        """As pgBackRest names a new backup: this host's clock; with no full backup before
+        it, a differential or incremental one is taken as a full."""
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        fulls = [b.label for s in self.stanzas for b in s.backups if b.type == "full"]
+        fulls += [label for label in self.taken if label.endswith("F")]
+        if backup_type == "full" or not fulls:
+            return f"{stamp}F"
+        return f"{fulls[-1]}_{stamp}{'D' if backup_type == 'diff' else 'I'}"
 
     def info(self, stanza: str | None = None) -> list[StanzaInfo]:
         self.calls.append("info")
         if self.info_error:
             raise BackupToolError(self.info_error)
-        return [s for s in self.stanzas if stanza is None or s.name == stanza]
+        stanzas = [s for s in self.stanzas if stanza is None or s.name == stanza]
+        if stanza is not None and self.taken:
+            before = stanzas[0].backups if stanzas else ()
+            new = tuple(backup_record(stanza, label) for label in self.taken)
+            stanzas = [stanza_info(stanza, *before, *new)]
+        return stanzas
 
     def timelines(self, stanza: str) -> list[TimelineRecord]:
         return []
@@ -283,6 +301,17 @@ class FakeObjectStore:
         if self.unreachable:
             raise ObjectStoreError(self.unreachable)
         return self.objects.get(key)
+
+    def list_keys(self, prefix: str = "") -> list[str]:
+        if self.unreachable:
+            raise ObjectStoreError(self.unreachable)
+        return sorted(k for k in self.objects if k.startswith(prefix))
+
+    def delete(self, key: str) -> None:
+        self.calls.append(f"delete {key}")
+        if self.unreachable:
+            raise ObjectStoreError(self.unreachable)
+        self.objects.pop(key, None)
 
 
 @dataclass

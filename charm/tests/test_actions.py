@@ -13,6 +13,7 @@ from ops import testing
 
 from charm import PgBackupsCharm
 from pgbackups.core import messages as msg
+from pgbackups.core.ids import label_to_id
 
 LABEL = "20261128-143926F"
 BACKUP_ID = "2026-11-28T14:39:26Z"
@@ -43,17 +44,20 @@ def ready(*extra: testing.RelationBase, **kw: object) -> testing.State:
 def test_backup_on_a_single_unit_primary(world: World) -> None:
     world.tool.stanzas = [stanza_info(STANZA, backup_record(STANZA, LABEL))]
     c, out = run_action("create-backup", ready(), {"type": "full"})
+    [label] = world.tool.taken
     assert c.action_results == {
         msg.RESULT_BACKUP_STATUS: msg.BACKUP_CREATED,
-        "backup-id": BACKUP_ID,
+        "backup-id": label_to_id(label),
         "type": "full",
+        "requested-type": "full",
     }
     assert "backup full on_primary=True" in world.calls
     assert testing.MaintenanceStatus(msg.CREATING_BACKUP) in c.unit_status_history
     assert out.unit_status == testing.ActiveStatus()  # the status it had before
     keys = set(world.store.objects)
     assert f"pg/backup/{STANZA}/latest" in keys
-    assert f"pg/backup/{STANZA}/{BACKUP_ID}/backup.log" in keys
+    assert f"pg/backup/{STANZA}/{label_to_id(label)}/backup.log" in keys
+    assert not [k for k in keys if "/backup-claims/" in k], "the claim is released"
 
 
 def test_backup_type_defaults_to_full(world: World) -> None:
@@ -63,8 +67,21 @@ def test_backup_type_defaults_to_full(world: World) -> None:
 
 @pytest.mark.parametrize(("kind", "tool_type"), [("differential", "diff"), ("incremental", "incr")])
 def test_backup_types_map_to_pgbackrest(world: World, kind: str, tool_type: str) -> None:
-    run_action("create-backup", ready(), {"type": kind})
+    world.tool.stanzas = [stanza_info(STANZA, backup_record(STANZA, LABEL))]
+    c, _ = run_action("create-backup", ready(), {"type": kind})
     assert f"backup {tool_type} on_primary=True" in world.calls
+    assert c.action_results is not None
+    assert (c.action_results["type"], c.action_results["requested-type"]) == (kind, kind)
+
+
+def test_backup_reports_the_full_backup_pgbackrest_took_instead(world: World) -> None:
+    c, _ = run_action("create-backup", ready(), {"type": "incremental"})
+    assert c.action_results is not None
+    assert c.action_results["type"] == "full"
+    assert c.action_results["requested-type"] == "incremental"
+    assert c.action_results["message"] == (
+        "incremental requested; no full backup existed, so a full backup was taken"
+    )
 
 
 def test_backup_on_a_replica_hides_it_and_always_restores_it(world: World) -> None:
@@ -107,7 +124,14 @@ def test_log_upload_failure_fails_the_action(world: World) -> None:
         (lambda w, kw: setattr(w.workload, "running", False), msg.BACKUP_NOT_RUNNING),
         (lambda w, kw: setattr(w.workload, "unavailable", True), msg.BACKUP_NOT_RUNNING),
         (lambda w, kw: setattr(w.workload, "primary", False), msg.BACKUP_TLS_DISABLED),
-        (lambda w, kw: setattr(w.store, "unreachable", "denied"), msg.FAILED_TO_UPLOAD_METADATA),
+        (
+            lambda w, kw: setattr(w.store, "put_fails_for", ("/latest",)),
+            msg.FAILED_TO_UPLOAD_METADATA,
+        ),
+        (
+            lambda w, kw: setattr(w.store, "unreachable", "denied"),
+            f"{msg.FAILED_TO_CLAIM_BACKUP}: denied",
+        ),
     ],
 )
 def test_create_backup_refusals(world: World, setup, expected: str | None) -> None:  # type: ignore[no-untyped-def]

@@ -24,11 +24,12 @@ from typing import Any
 
 import psycopg
 import pytest
-from e2e_helpers import tcp_connect
+from e2e_helpers import repository_bucket, tcp_connect
 
 from pgbackups.adapters import processes
 from pgbackups.core import messages
 from pgbackups.local.runtime.cluster import S3, Cluster
+from pgbackups.local.runtime.host import peer_store
 
 pytestmark = pytest.mark.real
 
@@ -76,6 +77,10 @@ class Driver:
 
     def rows(self, unit: str) -> str:
         return self.sql(unit, "select count(*), coalesce(sum(id), 0) from t")
+
+    def cluster_bag(self, unit: str) -> dict[str, str]:
+        """A unit's peer bag as the runtime keeps it (peers.json)."""
+        return dict(peer_store(self.cluster).unit_bag(self.cluster.unit(unit).name))
 
     def role(self, role: str) -> str:
         name: str = next(u["name"] for u in self.status()["units"] if u["role"] == role)
@@ -231,7 +236,16 @@ def test_tls2_backup_fails_midway_when_s3_stops(tls2: Driver) -> None:
     member = next(m for m in cluster.unit(replica).client().cluster() if m.name == name)
     assert not member.tags.get("nofailover"), member.tags
     tls2.ok("up")  # brings the S3 server back
+    # The claim S3 could not remove when the backup failed is noted in the unit's bag,
+    # and `status` (update-status) removes it once S3 is back.
+    assert tls2.cluster_bag(replica).get("backup-claim-left", "").endswith(".running")
     assert tls2.unit_status(replica) == ("active", "")
+    assert "backup-claim-left" not in tls2.cluster_bag(replica)
+    bucket, path = repository_bucket(cluster)
+    try:
+        assert bucket.list_keys(f"{path}/backup/local.tls2/backup-claims/") == []
+    finally:
+        bucket.close()
     assert tls2.rows(primary) == before
     # pgBackRest keeps the aborted backup out of backup.info: not listed as a backup...
     listed = tls2.action(primary, "list-backups", "format=json")["results"]["backups"]
@@ -441,6 +455,11 @@ def test_tls2_status_brings_back_a_replica_whose_backup_was_killed(
         tcp_connect(cluster, replica)  # still hidden: nothing has run since
     assert tls2.unit_status(replica) == ("active", "")  # `status` runs update-status
     tcp_connect(cluster, replica)
+    bucket, path = repository_bucket(cluster)
+    try:  # the killed backup's claim went with its flags: other units may back up
+        assert bucket.list_keys(f"{path}/backup/local.tls2/backup-claims/") == []
+    finally:
+        bucket.close()
     assert tls2.rows(primary) == before
     doc = tls2.action(replica, "create-backup", "type=incremental")
     assert doc["status"] == "completed", doc  # the one-backup flag is gone too

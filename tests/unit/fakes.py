@@ -17,7 +17,7 @@ scriptable through plain attributes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
@@ -436,6 +436,10 @@ class FakeObjectStore:
     put_errors: dict[str, str] = field(default_factory=dict)  # key suffix -> reason
     # key -> what another writer puts there right after our put (a concurrent claim)
     overwrite_after_put: dict[str, bytes] = field(default_factory=dict)
+    list_error: str | None = None
+    delete_error: str | None = None
+    # run after each listing: another unit acting between two of our requests
+    after_list: list[Callable[[FakeObjectStore], None]] = field(default_factory=list)
 
     def ensure_bucket(self) -> bool:
         self.calls.append("object_store.ensure_bucket")
@@ -457,6 +461,21 @@ class FakeObjectStore:
         if self.get_error is not None:
             raise ObjectStoreError(self.get_error)
         return self.objects.get(key)
+
+    def list_keys(self, prefix: str = "") -> list[str]:
+        self.calls.append(f"object_store.list_keys({prefix})")
+        if self.list_error is not None:
+            raise ObjectStoreError(self.list_error)
+        keys = sorted(k for k in self.objects if k.startswith(prefix))
+        for hook in self.after_list:
+            hook(self)
+        return keys
+
+    def delete(self, key: str) -> None:
+        self.calls.append(f"object_store.delete({key})")
+        if self.delete_error is not None:
+            raise ObjectStoreError(self.delete_error)
+        self.objects.pop(key, None)
 
 
 # ---------------------------------------------------------------------------
@@ -487,6 +506,8 @@ class FakeHost:
         self._app.writable = leader
         self._unit = Bag("unit_data", self.calls, unit)
         self.peer_bags: dict[str, dict[str, str]] = {k: dict(v) for k, v in (peers or {}).items()}
+        # Units peers() lists whose bag peer_data() leaves out (the local host, empty bags).
+        self.bagless_peers: list[str] = []
         self.planned = planned_units
         self.s3 = dict(s3) if s3 is not None else None
         self.tls_material = tls
@@ -553,7 +574,8 @@ class FakeHost:
         return self.planned
 
     def peers(self) -> Sequence[Peer]:
-        return [Peer(name, f"10.0.0.{i + 2}") for i, name in enumerate(sorted(self.peer_bags))]
+        names = sorted({*self.peer_bags, *self.bagless_peers})
+        return [Peer(name, f"10.0.0.{i + 2}") for i, name in enumerate(names)]
 
     def s3_parameters(self) -> Mapping[str, str] | None:
         return self.s3

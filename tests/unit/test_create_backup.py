@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
 
 import pytest
 from fakes import (
+    NOW,
     STANZA,
     TLS,
     VALID_S3,
@@ -20,7 +22,11 @@ from fakes import (
 )
 
 from pgbackups.core import messages as msg
-from pgbackups.core.handlers.create_backup import on_create_backup
+from pgbackups.core.backup_claim import Claim
+from pgbackups.core.handlers.create_backup import (
+    bring_back_after_interrupted_backup,
+    on_create_backup,
+)
 from pgbackups.core.host import CommandResult, UnitStatus
 from pgbackups.core.outcomes import ActionFailed, ActionResults
 
@@ -32,6 +38,19 @@ CONFIG = f"workload.apply_config(stanza={STANZA})"
 CONFIG_TLS = f"workload.apply_config(stanza={STANZA}, tls-server)"
 HIDDEN = f"workload.apply_config(stanza={STANZA}, tls-server, connectivity=off, creating-backup)"
 ALWAYS = ["unit_data[connectivity]=''", "unit_data[creating-backup]=''"]
+CLAIMS = f"pg/backup/{STANZA}/backup-claims/"
+CLAIM = f"{CLAIMS}main%2F0.20261128T150000000000Z"
+# The claim in the repository (core/backup_claim.py): look, write, look again, running.
+TAKE = [
+    f"object_store.list_keys({CLAIMS})",
+    f"object_store.put({CLAIM}.starting)",
+    f"object_store.list_keys({CLAIMS})",
+    f"object_store.put({CLAIM}.running)",
+    f"object_store.list_keys({CLAIMS})",
+    f"object_store.delete({CLAIM}.starting)",
+]
+RELEASE = f"object_store.delete({CLAIM}.running)"
+FLAG = f"unit_data[creating-backup]={NEW_ID!r}"
 
 
 def log_put(backup_id: str) -> str:
@@ -60,12 +79,19 @@ def test_primary_happy_path_full_call_sequence() -> None:
     host = backup_host(status=UnitStatus.active("Primary"))
     outcome = on_create_backup(host, {"type": "full"})
     assert outcome == ActionResults(
-        {"backup-status": "backup created", "backup-id": NEW_ID, "type": "full"}
+        {
+            "backup-status": "backup created",
+            "backup-id": NEW_ID,
+            "type": "full",
+            "requested-type": "full",
+        }
     )
     assert host.calls == [
         "workload.is_primary",
         "workload.is_member_running",
+        *TAKE,
         LATEST,
+        FLAG,
         MAINTENANCE,
         "backup_tool.backup(full, on_primary=True)",
         f"backup_tool.info({STANZA})",
@@ -73,22 +99,30 @@ def test_primary_happy_path_full_call_sequence() -> None:
         *ALWAYS,
         CONFIG,
         "set_status(active: Primary)",
+        RELEASE,
     ]
+    # The primary says it backs up, but is never hidden nor tagged out of elections.
+    assert host.fake_workload.configs[-1].connectivity
+    assert not host.fake_workload.configs[-1].creating_backup
     assert host.unit_dict == {}
+    assert not [k for k in host.store.objects if k.startswith(CLAIMS)]
     assert host.status == UnitStatus.active("Primary")
 
 
 def test_replica_happy_path_full_call_sequence() -> None:
     host = backup_host(replica=True)
+    host.fake_tool.new_backup = backup(f"20261127-150000F_{NEW_LABEL[:-1]}I")
     outcome = on_create_backup(host, {"type": "incremental"})
     assert isinstance(outcome, ActionResults)
     assert outcome.results["type"] == "incremental"
+    assert "message" not in outcome.results
     assert host.calls == [
         "workload.is_primary",
         "workload.is_member_running",
+        *TAKE,
         LATEST,
+        FLAG,
         "unit_data[connectivity]='off'",
-        f"unit_data[creating-backup]={NEW_ID!r}",
         HIDDEN,
         MAINTENANCE,
         "backup_tool.backup(incr, on_primary=False)",
@@ -97,6 +131,7 @@ def test_replica_happy_path_full_call_sequence() -> None:
         *ALWAYS,
         CONFIG_TLS,
         "set_status(active)",
+        RELEASE,
     ]
     hidden = host.fake_workload.configs[0]
     assert not hidden.connectivity and hidden.creating_backup
@@ -246,7 +281,12 @@ REFUSALS: list[tuple[str, Setup, str, list[str]]] = [
         f"{msg.BACKUP_ALREADY_RUNNING}: main/0 started one at 2026-11-28T14:00:00Z",
         [],
     ),
-    ("metadata-upload-fails", _metadata_fails, msg.FAILED_TO_UPLOAD_METADATA, [LATEST]),
+    (
+        "metadata-upload-fails",
+        _metadata_fails,
+        msg.FAILED_TO_UPLOAD_METADATA,
+        [*TAKE, LATEST, RELEASE],
+    ),
     # Pairs of failing checks: the earlier box of the chart wins.
     ("primary-check-before-running", _tls_primary_not_running, msg.BACKUP_ON_PRIMARY, []),
     ("tls-check-before-running", _replica_without_tls_not_running, msg.BACKUP_TLS_DISABLED, []),
@@ -306,9 +346,14 @@ def test_backup_types_map_to_pgbackrest(
     given: dict[str, str], tool_type: str, result_type: str
 ) -> None:
     host = backup_host()
+    letter = {"full": "F", "diff": "D", "incr": "I"}[tool_type]
+    prefix = "" if tool_type == "full" else "20261127-150000F_"
+    host.fake_tool.new_backup = backup(f"{prefix}{NEW_LABEL[:-1]}{letter}")
     outcome = on_create_backup(host, given)
     assert isinstance(outcome, ActionResults)
     assert outcome.results["type"] == result_type
+    assert outcome.results["requested-type"] == result_type
+    assert "message" not in outcome.results
     assert f"backup_tool.backup({tool_type}, on_primary=True)" in host.calls
 
 
@@ -382,9 +427,10 @@ def test_backup_failures_upload_logs_and_always_restore(case: FailureCase) -> No
     assert on_create_backup(host, {}) == ActionFailed(case.message)
     info = [f"backup_tool.info({STANZA})"] if case.reads_info else []
     assert host.effects == [
+        *TAKE,
         LATEST,
+        FLAG,
         "unit_data[connectivity]='off'",
-        f"unit_data[creating-backup]={NEW_ID!r}",
         HIDDEN,
         MAINTENANCE,
         "backup_tool.backup(full, on_primary=False)",
@@ -393,6 +439,7 @@ def test_backup_failures_upload_logs_and_always_restore(case: FailureCase) -> No
         *ALWAYS,
         CONFIG_TLS,
         "set_status(active: Replica)",
+        RELEASE,
     ]
     assert host.unit_dict == {}
 
@@ -433,7 +480,7 @@ def test_same_id_form_for_success_and_failure_log_keys() -> None:
 
 
 # ---------------------------------------------------------------------------
-# "Always" means always (docs/behaviour/create-backup.md#step-17-always)
+# "Always" means always (docs/behaviour/create-backup.md#step-18-always)
 
 
 def test_always_step_runs_when_the_backup_raises() -> None:
@@ -441,7 +488,7 @@ def test_always_step_runs_when_the_backup_raises() -> None:
     host.fake_tool.backup_raises = RuntimeError("pgbackrest vanished")
     with pytest.raises(RuntimeError, match="vanished"):
         on_create_backup(host, {})
-    assert host.effects[-4:] == [*ALWAYS, CONFIG_TLS, "set_status(active: Replica)"]
+    assert host.effects[-5:] == [*ALWAYS, CONFIG_TLS, "set_status(active: Replica)", RELEASE]
     assert host.unit_dict == {}
     assert host.fake_workload.configs[-1].connectivity
 
@@ -492,3 +539,183 @@ def test_failures_are_logged_with_prefix(caplog: pytest.LogCaptureFixture) -> No
         on_create_backup(host, {})
     assert "Backup failed: Failed to backup PostgreSQL: ERROR: [050]: lock" in caplog.text
     assert "A full backup has been requested on unit main/0" in caplog.text
+
+
+# ---------------------------------------------------------------------------
+# The type pgBackRest actually took, read back from `pgbackrest info`
+
+
+def test_differential_on_an_empty_repository_reports_the_full_backup_taken() -> None:
+    host = backup_host()
+    host.fake_tool.stanzas = [stanza_info(backups=[])]
+    host.fake_tool.new_backup = backup(NEW_LABEL)  # pgBackRest: "changed to full"
+    host.fake_tool.backup_result = ok(
+        stderr="WARN: no prior backup exists, diff backup has been changed to full"
+    )
+    outcome = on_create_backup(host, {"type": "differential"})
+    assert outcome == ActionResults(
+        {
+            "backup-status": "backup created",
+            "backup-id": NEW_ID,
+            "type": "full",
+            "requested-type": "differential",
+            "message": "differential requested; no full backup existed, so a full backup was taken",
+        }
+    )
+    assert "backup_tool.backup(diff, on_primary=True)" in host.calls
+
+
+def test_the_type_comes_from_info_not_from_the_log_text() -> None:
+    """A full backup existed, pgBackRest still took a full (and said nothing we parse)."""
+    host = backup_host()
+    host.fake_tool.backup_result = ok(stdout="new backup label = 20261127-150000F_20261128-150000I")
+    outcome = on_create_backup(host, {"type": "incremental"})
+    assert isinstance(outcome, ActionResults)
+    assert outcome.results["type"] == "full"
+    assert outcome.results["message"] == (
+        "incremental requested; pgBackRest took a full backup (see the backup's log)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("setup", "reason"),
+    [
+        (
+            lambda h: setattr(h.fake_tool, "info_error", "ERROR: [039]: HTTP"),
+            "pgBackRest info failed: ERROR: [039]: HTTP",
+        ),
+        (
+            lambda h: setattr(h.fake_tool, "new_backup", None),
+            "pgBackRest lists no backup started since 2026-11-28T15:00:00Z",
+        ),
+        (
+            lambda h: setattr(h.fake_tool, "new_backup", replace(backup(NEW_LABEL), type="diff")),
+            f"backup {NEW_LABEL} has type 'diff' but not its label's letter",
+        ),
+    ],
+    ids=["info-fails", "not-listed", "type-and-letter-disagree"],
+)
+def test_a_type_that_cannot_be_read_back_is_said(
+    setup: Callable[[FakeHost], None], reason: str
+) -> None:
+    host = backup_host()
+    setup(host)
+    outcome = on_create_backup(host, {"type": "differential"})
+    assert isinstance(outcome, ActionResults)
+    assert outcome.results["type"] == "differential"
+    assert outcome.results["message"] == (
+        f"differential requested; the type taken could not be read back: {reason}"
+    )
+
+
+# ---------------------------------------------------------------------------
+# One backup per cluster, in the repository (core/backup_claim.py)
+
+
+def _claim(unit: str, state: str) -> tuple[str, bytes]:
+    claim = Claim(CLAIMS, unit, NOW - timedelta(hours=1), state)
+    return claim.key, claim.body()
+
+
+def test_a_peers_running_claim_refuses_though_its_bag_says_nothing() -> None:
+    """Under Juju a peer's bag writes show only when its action ends: the repository's
+    claim is what refuses, before the `latest` object is touched."""
+    host = backup_host(replica=True, planned_units=3, peers={"main/1": {}, "main/2": {}})
+    key, body = _claim("main/2", "running")
+    host.store.objects[key] = body
+    assert on_create_backup(host, {}) == ActionFailed(
+        f"{msg.BACKUP_ALREADY_RUNNING}: main/2 started one at 2026-11-28T14:00:00Z"
+    )
+    assert host.effects == [f"object_store.list_keys({CLAIMS})"]
+    assert host.unit_dict == {}
+
+
+def test_the_repository_cannot_be_read_for_claims() -> None:
+    host = backup_host()
+    host.store.list_error = "Could not connect to the endpoint URL"
+    assert on_create_backup(host, {}) == ActionFailed(
+        f"{msg.FAILED_TO_CLAIM_BACKUP}: Could not connect to the endpoint URL"
+    )
+    assert host.effects == [f"object_store.list_keys({CLAIMS})"]
+
+
+def test_the_claim_is_released_when_the_backup_fails() -> None:
+    host = backup_host()
+    host.fake_tool.backup_result = failed("ERROR: [056]: x")
+    assert isinstance(on_create_backup(host, {}), ActionFailed)
+    assert host.effects[-1] == RELEASE
+    assert not [k for k in host.store.objects if k.startswith(CLAIMS)]
+
+
+def test_a_killed_backups_claim_is_removed_by_update_status() -> None:
+    host = backup_host(replica=True, status=UnitStatus.maintenance(msg.CREATING_BACKUP))
+    host.unit_data.update({"creating-backup": NEW_ID, "connectivity": "off"})
+    key, body = _claim("main/0", "running")
+    other_key, other_body = _claim("main/1", "running")
+    host.store.objects.update({key: body, other_key: other_body})
+    host.calls.clear()
+    bring_back_after_interrupted_backup(host)
+    assert host.effects == [
+        *ALWAYS,
+        CONFIG_TLS,
+        "set_status(active)",
+        f"object_store.list_keys({CLAIMS})",
+        f"object_store.delete({key})",
+    ]
+    assert set(host.store.objects) == {other_key}
+
+
+def test_a_claim_s3_refused_to_remove_is_noted_and_update_status_removes_it() -> None:
+    host = backup_host(status=UnitStatus.active("Primary"))
+    real_backup = host.fake_tool.backup
+
+    def s3_goes_during_the_backup(backup_type: str, *, on_primary: bool) -> CommandResult:
+        host.store.delete_error = "Could not connect to the endpoint URL"
+        return real_backup(backup_type, on_primary=on_primary)
+
+    host.fake_tool.backup = s3_goes_during_the_backup  # type: ignore[method-assign]
+    outcome = on_create_backup(host, {})
+    assert isinstance(outcome, ActionResults), "the backup itself worked"
+    assert host.effects[-2:] == [RELEASE, f"unit_data[backup-claim-left]='{CLAIM}.running'"]
+    assert f"{CLAIM}.running" in host.store.objects
+    # update-status while S3 still refuses: the note stays
+    host.calls.clear()
+    bring_back_after_interrupted_backup(host)
+    assert host.unit_dict == {"backup-claim-left": f"{CLAIM}.running"}
+    # and once S3 answers again, the claim and the note go; nothing else is touched
+    host.store.delete_error = None
+    host.calls.clear()
+    bring_back_after_interrupted_backup(host)
+    assert host.effects == [
+        f"object_store.list_keys({CLAIMS})",
+        f"object_store.delete({CLAIM}.running)",
+        "unit_data[backup-claim-left]=''",
+    ]
+    assert host.unit_dict == {}
+    assert host.status == UnitStatus.active("Primary")
+
+
+def test_the_next_backup_on_the_unit_removes_the_claim_left_and_its_note() -> None:
+    host = backup_host(
+        unit={"backup-claim-left": f"{CLAIMS}main%2F0.20261128T140000000000Z.running"}
+    )
+    left, body = _claim("main/0", "running")
+    host.store.objects[left] = body
+    assert isinstance(on_create_backup(host, {}), ActionResults)
+    assert f"object_store.delete({left})" in host.effects  # stale: this unit's own
+    assert host.effects[-2:] == [RELEASE, "unit_data[backup-claim-left]=''"]
+    assert host.unit_dict == {}
+    assert not [k for k in host.store.objects if k.startswith(CLAIMS)]
+
+
+def test_a_claim_of_a_unit_with_an_empty_bag_still_refuses() -> None:
+    """The local host's peer_data leaves out a unit whose bag is empty; peers() lists it.
+    Taken for a departed unit, its claim was removed and two backups ran (seen in e2e)."""
+    host = backup_host(replica=True, planned_units=3, peers={"main/1": {}})
+    host.bagless_peers = ["main/2"]
+    key, body = _claim("main/2", "running")
+    host.store.objects[key] = body
+    assert on_create_backup(host, {}) == ActionFailed(
+        f"{msg.BACKUP_ALREADY_RUNNING}: main/2 started one at 2026-11-28T14:00:00Z"
+    )
+    assert host.store.objects == {key: body}

@@ -59,6 +59,14 @@ def test_desired_config_unit_bag() -> None:
     assert desired_config(host).connectivity is True
 
 
+def test_a_primary_backing_up_is_not_tagged_out_of_elections() -> None:
+    """``creating-backup`` alone (a primary's backup) is the one-backup-per-cluster flag;
+    the Patroni tags (nofailover, noloadbalance) come only with a hidden replica."""
+    host = FakeHost(unit={"creating-backup": "2026-11-28T15:00:00Z"})
+    config = desired_config(host)
+    assert (config.connectivity, config.creating_backup) == (True, False)
+
+
 @pytest.mark.parametrize(
     ("app", "expected"),
     [

@@ -104,7 +104,7 @@ def test_update_status_brings_back_a_unit_a_killed_backup_left_hidden(
     unit: dict[str, str], status: UnitStatus, after: UnitStatus
 ) -> None:
     """The "Always" step for a backup whose process was killed
-    (docs/behaviour/create-backup.md#step-17-always)."""
+    (docs/behaviour/create-backup.md#step-18-always)."""
     host = FakeHost(unit=unit, status=status)
     host.fake_workload.primary = False
     assert on_update_status(host) == Done()

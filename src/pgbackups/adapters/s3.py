@@ -209,7 +209,7 @@ class S3Bucket:
             raise ObjectStoreError(describe_error(exc, self.settings)) from None
 
     def list_keys(self, prefix: str = "") -> list[str]:
-        """Every key under ``prefix`` (for tests and tools), sorted."""
+        """Every key under ``prefix``, sorted."""
 
         def collect() -> list[str]:
             keys: list[str] = []
@@ -219,6 +219,13 @@ class S3Bucket:
             return sorted(keys)
 
         return self._call(f"list {prefix or '/'}", collect)
+
+    def delete(self, key: str) -> None:
+        # S3 answers a DELETE of a missing key with 204, as for one that existed.
+        self._call(
+            f"delete {key}",
+            lambda: self.client.delete_object(Bucket=self.settings.bucket, Key=key),
+        )
 
 
 def _unlink(name: str) -> None:

@@ -213,6 +213,16 @@ class ObjectStore(Protocol):
         """None when the object does not exist. Raises ObjectStoreError."""
         ...
 
+    def list_keys(self, prefix: str = "") -> list[str]:
+        """Every key under ``prefix``, sorted; an object is listed as soon as its ``put``
+        returned (S3's strong consistency; backup_claim relies on it). Raises
+        ObjectStoreError."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove ``key``; a missing key is not an error. Raises ObjectStoreError."""
+        ...
+
 
 class WorkloadError(Exception):
     """A workload action failed; ``str()`` says what and why, for a log line or a message."""

@@ -50,6 +50,8 @@ FAILED_TO_UPLOAD_METADATA = "Failed to upload metadata to provided S3"
 FAILED_TO_BACKUP = "Failed to backup PostgreSQL"
 FAILED_TO_UPLOAD_LOGS = "Error uploading logs to S3"
 BACKUP_ALREADY_RUNNING = "Another backup is already running on this cluster"
+# The repository's backup claims could not be read or written (followed by ": <S3 error>").
+FAILED_TO_CLAIM_BACKUP = "Failed to check for a running backup in provided S3"
 INVALID_BACKUP_TYPE = "Invalid backup type"  # followed by ": <t>. Possible values: ..."
 
 # restore action failures
@@ -83,6 +85,19 @@ ROLLED_BACK = "the data from before the restore is back"
 RESULT_BACKUPS = "backups"
 # Holes or empty objects in the WAL archive (JSON list), only when there are any.
 RESULT_ARCHIVE_GAPS = "archive-gaps"
+
+
+def backup_type_changed(requested: str, taken: str, *, no_full_backup: bool) -> str:
+    """create-backup's result ``message`` when pgBackRest took another type than asked for
+    (it turns a differential or incremental backup with no full one before it into a full)."""
+    if no_full_backup:
+        return f"{requested} requested; no full backup existed, so a {taken} backup was taken"
+    return f"{requested} requested; pgBackRest took a {taken} backup (see the backup's log)"
+
+
+def backup_type_unknown(requested: str, reason: str) -> str:
+    """create-backup's result ``message`` when the type taken cannot be read back."""
+    return f"{requested} requested; the type taken could not be read back: {reason}"
 
 
 def with_reason(message: str, reason: str | None) -> str:

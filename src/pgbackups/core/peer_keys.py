@@ -21,3 +21,6 @@ ARCHIVE_HELD = "archive-held"
 # Unit bag
 CONNECTIVITY = "connectivity"  # "off" while a replica takes a backup: clients rejected
 CREATING_BACKUP = "creating-backup"  # when this unit's backup started (one per cluster)
+# The claim (core/backup_claim.py) of a backup that is over and that S3 refused to remove:
+# update-status removes this unit's claims and then the key.
+BACKUP_CLAIM_LEFT = "backup-claim-left"

@@ -60,7 +60,8 @@ def desired_config(host: Host) -> WorkloadConfig:
       being discarded: only a cluster with no repository of its own discards WAL
       (docs/reliability.md, "WAL while S3 is blocked").
     - ``tls_server``: TLS material present and more than one unit (docs/behaviour/tls-server.md).
-    - ``connectivity``/``creating_backup``: this unit's bag, set while a replica backs up.
+    - ``connectivity``/``creating_backup``: this unit's bag, set while a replica backs up
+      (``creating-backup`` alone, on a primary that backs up, changes nothing here).
     - ``restore``: a restore in progress (app bag), as Patroni's pgBackRest bootstrap.
     """
     app, unit = host.app_data, host.unit_data
@@ -77,7 +78,9 @@ def desired_config(host: Host) -> WorkloadConfig:
         hold_wal=held and stanza is None,
         tls_server=tls_server_wanted(host),
         connectivity=unit.get(CONNECTIVITY) != "off",
-        creating_backup=bool(unit.get(CREATING_BACKUP)),
+        # The tags only for a hidden replica: a primary backs up with `creating-backup`
+        # set too (one backup per cluster), and must not be tagged out of elections.
+        creating_backup=bool(unit.get(CREATING_BACKUP)) and unit.get(CONNECTIVITY) == "off",
         restore=_restore_target(RestoreState.read(app), host.stanza_name),
     )
 
