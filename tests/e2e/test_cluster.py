@@ -161,6 +161,7 @@ def test_secrets_stay_private(solo: Cluster) -> None:
     patroni, postmaster = unit.process(), unit.postmaster_pid()
     assert patroni is not None and postmaster is not None
     daemons = {"etcd": state.processes["etcd"].pid, "patroni": patroni.pid, "postgres": postmaster}
+    daemons["agent"] = state.processes["agent"].pid  # the cluster's agent (up starts it)
     for what, pid in daemons.items():
         environ = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
         assert environ and not [s for s in secrets if s in environ], what

@@ -224,3 +224,14 @@ def test_archive_messages_are_recognised() -> None:
     assert msg.is_archive_health_message(archive_health.dropped_message((Hole(1, 3, 3),)))
     assert not msg.is_archive_health_message(msg.DATABASE_STOPPED)
     assert not msg.is_archive_health_message("")
+
+
+def test_a_drop_notice_is_recorded_while_another_status_shows() -> None:
+    # A backup's Maintenance is kept, but the hole is remembered: the notice is gone
+    # after pgBackRest's next run.
+    stats = replace(healthy_archiver(), dropped=(SEG(0x0D),))
+    host = primary(stats, status=UnitStatus.maintenance(msg.CREATING_BACKUP))
+    host.fake_tool.segments[STANZA] = _segments(range(2, 0x12), missing={0xD})
+    on_update_status(host)
+    assert host.status == UnitStatus.maintenance(msg.CREATING_BACKUP)
+    assert host.unit_dict == {"archive-dropped": SEG(0x0D)}

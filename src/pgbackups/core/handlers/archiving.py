@@ -25,18 +25,19 @@ log = logging.getLogger(__name__)
 
 
 def check_archiving(host: Host) -> None:
-    """Set, keep or clear this unit's archiving status (see the module's docstring)."""
+    """Set, keep or clear this unit's archiving status (see the module's docstring).
+    Drop notices are recorded whatever the status: pgBackRest removes them at its next
+    run, and a hole must not be forgotten because another status was showing."""
+    stanza = host.app_data.get(STANZA) or ""
+    primary = bool(stanza) and host.workload.is_primary() is True
+    stats = host.workload.archiver_stats() if primary else None
+    holes = _dropped_holes(host, stanza, stats.dropped if stats is not None else ())
     status = host.get_status()
     ours = msg.is_archive_health_message(status.message)
     if status.kind is not StatusKind.ACTIVE and not ours:
         return
-    stanza = host.app_data.get(STANZA) or ""
-    stats = None
-    if stanza and host.workload.is_primary():
-        stats = host.workload.archiver_stats()
-        if stats is None:
-            return  # PostgreSQL does not answer: say nothing rather than something wrong
-    holes = _dropped_holes(host, stanza, stats.dropped if stats is not None else ())
+    if primary and stats is None:
+        return  # PostgreSQL does not answer: say nothing rather than something wrong
     problem: UnitStatus | None = None
     if holes:
         problem = UnitStatus.blocked(archive_health.dropped_message(holes))

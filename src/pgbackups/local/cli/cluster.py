@@ -50,8 +50,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     cluster = Cluster.load(args.name)
     if cluster.any_running() and not args.no_update:
         # Like Juju's update-status: deferred events re-run, restores are detected
-        # complete or failed, S3 blocks retried. Skipped while another command works.
-        with contextlib.suppress(PgbackupsError), cluster.operation("status"):
+        # complete or failed, S3 blocks retried. Skipped while another command works,
+        # the cluster's agent included (its pass is an update-status; it may be running
+        # a scheduled backup for minutes).
+        with (
+            contextlib.suppress(PgbackupsError),
+            cluster.operation("status", wait_for_agent=False),
+        ):
             Runtime(cluster).update_status()
     view = status_mod.collect(cluster)
     if args.json:
