@@ -283,7 +283,7 @@ def test_down_then_up_keeps_data_ports_and_keys(solo: Cluster, run_cli: Callable
     solo.unit("0").query("insert into kept values ('yes')")
     before = solo.state()
     pids = all_pids(solo)
-    assert len(pids) == 3
+    assert len(pids) == 4  # etcd, S3, the agent and the unit's Patroni
 
     res = run_cli("down", "--name", "solo")
     assert res.returncode == 0, res.stderr
@@ -301,6 +301,7 @@ def test_down_then_up_keeps_data_ports_and_keys(solo: Cluster, run_cli: Callable
     assert res.returncode == 1
     assert f"port {unit_port}" in res.stderr
     assert not solo.any_running()
+    assert "agent" not in solo.state().processes  # started only once the cluster runs
 
     res = run_cli("up", "--name", "solo")
     assert res.returncode == 0, res.stderr
