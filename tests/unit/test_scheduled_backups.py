@@ -162,3 +162,12 @@ def test_a_failed_scheduled_backup_is_reported() -> None:
     tick(host)
     assert host.unit_dict["scheduled-backup-done"] == "full|2026-11-28T15:01:00Z|main/0|failed"
     assert host.status == UnitStatus.active()
+
+
+def test_a_named_unit_that_is_no_longer_ready_leaves_it_to_another() -> None:
+    app = {"stanza": STANZA, "scheduled-backup": "full|2026-11-28T15:01:00Z|main/1"}
+    host = FakeHost(app=app, options=EVERY_MINUTE, leader=False, planned_units=2, tls=TLS)
+    host.unit = "main/1"  # it became the primary of a TLS cluster: create-backup refuses
+    on_update_status(host)
+    assert not any(c.startswith("backup_tool.backup(") for c in host.calls)
+    assert "scheduled-backup-done" not in host.unit_dict

@@ -190,6 +190,8 @@ def _run_if_named(host: Host) -> None:
         return
     if host.unit_data.get(SCHEDULED_BACKUP_DONE, "").startswith(f"{request}|"):
         return  # already run; the leader has not cleared it yet
+    if host.unit_data.get(BACKUP_READY) != "yes":
+        return  # no longer ready (a switchover made it the primary): the leader moves it
     log.info("Scheduled %s backup for %s starts on %s", request.backup_type, request.minute,
              host.unit_name)  # fmt: skip
     outcome = on_create_backup(host, {"type": request.backup_type})

@@ -29,7 +29,11 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     progress = Progress()
     cluster = cluster_mod.up(
-        args.name, units=args.units, tls=True if args.tls else None, progress=progress
+        args.name,
+        units=args.units,
+        tls=True if args.tls else None,
+        progress=progress,
+        agent=not args.no_agent,
     )
     with cluster.operation("up"):
         runtime = Runtime(cluster)
@@ -158,6 +162,11 @@ def register(sub: Subparsers) -> None:
     add_name(p)
     p.add_argument("--units", type=int, default=None, help="number of units (default 1)")
     p.add_argument("--tls", action="store_true", help="issue unit certificates; PostgreSQL TLS")
+    p.add_argument(
+        "--no-agent",
+        action="store_true",
+        help="do not start the agent (no update-status every 15 s, no scheduled backups)",
+    )
     p.set_defaults(func=cmd_up)
 
     p = subcommand(

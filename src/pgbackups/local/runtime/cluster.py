@@ -881,9 +881,11 @@ def up(
     tls: bool | None = None,
     home: Path | None = None,
     progress: Progress | None = None,
+    agent: bool = True,
 ) -> Cluster:
     """Create (or restart) cluster ``name`` and return it once the primary accepts writes
-    and every replica streams."""
+    and every replica streams; then start its agent (unless ``agent`` is False: the
+    benchmarks time commands that would otherwise wait for its passes)."""
     progress = progress or Progress(quiet=True)
     cluster = Cluster(name, home)
     if units is not None and not 1 <= units <= ports_mod.MAX_UNITS:
@@ -914,8 +916,9 @@ def up(
             progress.say(f"creating cluster {name} with {n} unit(s) in {cluster.paths.root}")
             cluster._create(n, bool(tls))
             cluster.start(progress, fresh=True)
-        pid = cluster.start_agent()
-        progress.say(f"agent: update-status every {AGENT_INTERVAL_SECONDS:g}s (pid {pid})")
+        if agent:
+            pid = cluster.start_agent()
+            progress.say(f"agent: update-status every {AGENT_INTERVAL_SECONDS:g}s (pid {pid})")
     return cluster
 
 
