@@ -82,3 +82,26 @@ def test_every_minute_produces_backups_and_a_missed_window_runs_once(
     assert peer_store(cluster).app_bag(writable=False)["schedule-full"] == (
         f"{expression}|{format_id(slot)}"
     )
+
+
+def test_a_scheduled_backup_runs_on_the_streaming_replica_with_tls(
+    make_cluster: Callable[..., Cluster], run_cli: CliRunner
+) -> None:
+    name = "schedtls"
+    cluster = make_cluster(name, units=2, tls=True)
+    assert run_cli("s3", "set", "--name", name).returncode == 0
+    primary = cluster.primary()
+    assert primary is not None
+    replica = next(u.name for u in cluster.units() if u.name != primary.name)
+    res = run_cli("schedule", "set", "--name", name, "--full", "* * * * *")
+    assert res.returncode == 0, res.stderr
+    _wait_for(lambda: len(_scheduled(run_cli, name, primary.name)) >= 1, 240, "a scheduled backup")
+    store = peer_store(cluster)
+    # The report follows the annotation in the same pass.
+    _wait_for(lambda: "scheduled-backup-done" in store.unit_bag(replica), 60, "the report")
+    done = store.unit_bag(replica).get("scheduled-backup-done", "")
+    assert done.startswith("full|") and f"|{replica}|" in done, done
+    assert store.unit_bag(primary.name).get("scheduled-backup-done") is None
+    # The replica's report names a backup that list-backups marks scheduled.
+    assert done.rsplit("|", 1)[1] in _scheduled(run_cli, name, primary.name)
+    assert run_cli("schedule", "unset", "--name", name).returncode == 0
