@@ -16,7 +16,7 @@ import pytest
 from pgbackups.adapters import processes
 from pgbackups.core.ids import format_id
 from pgbackups.local.runtime.cluster import AGENT, Cluster, up
-from pgbackups.local.runtime.host import peer_store
+from pgbackups.local.runtime.host import Runtime, peer_store
 
 pytestmark = pytest.mark.real
 
@@ -89,7 +89,10 @@ def test_a_scheduled_backup_runs_on_the_streaming_replica_with_tls(
 ) -> None:
     name = "schedtls"
     cluster = make_cluster(name, units=2, tls=True)
-    assert run_cli("s3", "set", "--name", name).returncode == 0
+    with cluster.operation("up"):  # what `pgbackups up --tls` does after up(): TLS servers
+        Runtime(cluster).certificates_changed()
+    res = run_cli("s3", "set", "--name", name)
+    assert res.returncode == 0, res.stderr
     primary = cluster.primary()
     assert primary is not None
     replica = next(u.name for u in cluster.units() if u.name != primary.name)

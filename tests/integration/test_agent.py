@@ -91,3 +91,12 @@ def test_the_agent_is_a_recorded_process_that_stop_ends(tmp_path: Path) -> None:
     assert not processes.is_alive(pid)
     assert AGENT not in cluster.state().processes
     assert "stopped" in cluster.paths.agent_log.read_text()  # it ended on SIGTERM, cleanly
+
+
+def test_an_agent_whose_record_is_lost_is_stopped_as_a_leftover(tmp_path: Path) -> None:
+    cluster = _cluster(tmp_path)
+    pid = cluster.start_agent(interval=1)
+    cluster.record_service(AGENT, None)  # e.g. a state file restored from before it started
+    stopped = cluster.stop_leftovers()
+    assert pid in [p.pid for p in stopped]  # its log is open in the cluster's folder
+    assert not processes.is_alive(pid)
