@@ -36,11 +36,13 @@ from pgbackups.adapters.patroni import PatroniPasswords
 from pgbackups.adapters.pgbackrest import PgBackRest
 from pgbackups.adapters.s3 import S3Bucket
 from pgbackups.core import events
+from pgbackups.core import messages as msg
 from pgbackups.core.handlers import desired_config
 from pgbackups.core.host import WorkloadError
 from pgbackups.core.outcomes import ActionFailed, ActionResults, Deferred, Done, Outcome
 from pgbackups.core.params import check_action_params
 from pgbackups.core.peer_keys import CLUSTER_INITIALISED
+from pgbackups.core.policy import PolicyProblem, parse_policy
 from pgbackups.workload.layout import UnitFacts
 from s3_requirer import S3Requirer
 from tls_files import DiskTlsFiles
@@ -348,6 +350,8 @@ class PgBackupsCharm(ops.CharmBase):
             isinstance(status, ops.WaitingStatus | ops.MaintenanceStatus)
             and status.message in CHARM_MESSAGES
         )
+        # "WAL archiving lagging ..." is an Active status the core says and clears.
+        owned = owned and not msg.is_archive_health_message(status.message)
         if not owned or self.passwords() is None:
             return
         running = host.workload.is_member_running() is True
@@ -433,6 +437,11 @@ class PgBackupsCharm(ops.CharmBase):
             event.defer()
 
     def _on_config_changed(self, event: ops.ConfigChangedEvent) -> None:
+        # The backup options (retention into pgbackrest.conf; schedules are read by
+        # update-status). Juju cannot refuse a value: a refused one is logged and unset.
+        policy = parse_policy(self.host.config_options())
+        if isinstance(policy, PolicyProblem):
+            log.error("%s (they count as unset)", policy.message())
         self._reconfigure(event)  # before the passwords exist, start renders it
 
     def _on_update_status(self, event: ops.UpdateStatusEvent) -> None:

@@ -25,6 +25,7 @@ from pgbackups.core.host import (
     UnitStatus,
     Workload,
 )
+from pgbackups.core.policy import OPTIONS
 from pgbackups.core.settings import S3Settings
 
 PEER_RELATION = "database-peers"
@@ -144,6 +145,17 @@ class CharmHost:
         self._adapters = adapters
         self._s3_parameters = s3_parameters
         self._tls = tls
+
+    def config_options(self) -> Mapping[str, str]:
+        """The backup options among the charm's config (charmcraft.yaml), as strings;
+        unset (Juju's "" or 0 for "no value") ones left out. Checked by the core."""
+        options: dict[str, str] = {}
+        for key in OPTIONS:
+            value = self._charm.config.get(key)
+            if value is None or isinstance(value, bool) or value in ("", 0):
+                continue
+            options[key] = str(value)
+        return options
 
     # identity ---------------------------------------------------------------
 

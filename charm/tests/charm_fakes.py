@@ -6,12 +6,13 @@ of a hook as well as the state out.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from pgbackups.adapters.certificates import CertificateAuthority
 from pgbackups.core.archive import ArchivedSegment, needed_by, parse_segment_name
+from pgbackups.core.archive_health import ArchiverStats
 from pgbackups.core.host import (
     BackupToolError,
     CommandResult,
@@ -100,6 +101,7 @@ class FakeWorkload:
     replica_to_take_over: str | None = "pgbackups-postgresql-1"
     leave_ok: bool = True
     still_running: set[str] = field(default_factory=set)  # departed units' addresses
+    archiver: ArchiverStats | None = None  # None: PostgreSQL does not answer
 
     def _do(self, call: str, ok: bool) -> None:
         self.calls.append(call)
@@ -180,6 +182,9 @@ class FakeWorkload:
     def data_disk(self) -> DiskSpace | None:
         return self.disk
 
+    def archiver_stats(self) -> ArchiverStats | None:
+        return self.archiver
+
     def switch_over_away(self) -> str | None:
         """As MachineWorkload's: None when not the primary; WorkloadError without a
         replica to take over."""
@@ -210,6 +215,7 @@ class FakeBackupTool:
     info_error: str | None = None
     ping: bool = True
     taken: list[str] = field(default_factory=list)  # labels of the backups taken, oldest first
+    expire_result: CommandResult = OK
 
     def stanza_create(self) -> CommandResult:
         self.calls.append("stanza_create")
@@ -265,6 +271,16 @@ class FakeBackupTool:
         }
         parsed = [(parse_segment_name(n) or (0, 0), n) for n in sorted(names)]
         return [ArchivedSegment(tl, segno, 100, name) for (tl, segno), name in parsed]
+
+    def expire(self) -> CommandResult:
+        self.calls.append("expire")
+        return self.expire_result
+
+    def annotate(self, label: str, annotations: Mapping[str, str]) -> CommandResult:
+        self.calls.append(
+            f"annotate {label} " + ",".join(f"{k}={v}" for k, v in annotations.items())
+        )
+        return OK
 
     def server_ping(self, host: str) -> bool:
         self.calls.append(f"server_ping {host}")

@@ -161,6 +161,7 @@ def test_secrets_stay_private(solo: Cluster) -> None:
     patroni, postmaster = unit.process(), unit.postmaster_pid()
     assert patroni is not None and postmaster is not None
     daemons = {"etcd": state.processes["etcd"].pid, "patroni": patroni.pid, "postgres": postmaster}
+    daemons["agent"] = state.processes["agent"].pid  # the cluster's agent (up starts it)
     for what, pid in daemons.items():
         environ = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
         assert environ and not [s for s in secrets if s in environ], what
@@ -282,7 +283,7 @@ def test_down_then_up_keeps_data_ports_and_keys(solo: Cluster, run_cli: Callable
     solo.unit("0").query("insert into kept values ('yes')")
     before = solo.state()
     pids = all_pids(solo)
-    assert len(pids) == 3
+    assert len(pids) == 4  # etcd, S3, the agent and the unit's Patroni
 
     res = run_cli("down", "--name", "solo")
     assert res.returncode == 0, res.stderr
@@ -300,6 +301,7 @@ def test_down_then_up_keeps_data_ports_and_keys(solo: Cluster, run_cli: Callable
     assert res.returncode == 1
     assert f"port {unit_port}" in res.stderr
     assert not solo.any_running()
+    assert "agent" not in solo.state().processes  # started only once the cluster runs
 
     res = run_cli("up", "--name", "solo")
     assert res.returncode == 0, res.stderr

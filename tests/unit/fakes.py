@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from pgbackups.core.archive import ArchivedSegment, needed_by, parse_segment_name
+from pgbackups.core.archive_health import ArchiverStats
 from pgbackups.core.host import (
     BackupToolError,
     CommandResult,
@@ -75,6 +76,7 @@ WORKLOAD_QUERIES = frozenset(
         "workload.bootstrap_failed",
         "workload.is_database_service_running",
         "workload.data_disk",
+        "workload.archiver_stats",
     }
 )
 
@@ -123,6 +125,21 @@ def backup(
         delta=1000,
         repo_size=100,
         repo_delta=100,
+    )
+
+
+def healthy_archiver() -> ArchiverStats:
+    """A primary whose archiving keeps up: nothing waiting, the last push a success."""
+    return ArchiverStats(
+        archived_count=10,
+        last_archived_wal="000000010000000000000009",
+        last_archived_time=NOW - timedelta(seconds=30),
+        failed_count=0,
+        last_failed_wal=None,
+        last_failed_time=None,
+        ready_count=0,
+        oldest_ready_wal=None,
+        oldest_ready_time=None,
     )
 
 
@@ -248,6 +265,7 @@ class FakeWorkload:
     start_tls_ok: bool = True
     configs: list[WorkloadConfig] = field(default_factory=list)
     on_apply: list[object] = field(default_factory=list)  # exceptions to raise, in turn
+    archiver: ArchiverStats | None = field(default_factory=healthy_archiver)
 
     def _ask(self, name: str, answer: T) -> T | None:
         self.calls.append(f"workload.{name}")
@@ -295,6 +313,9 @@ class FakeWorkload:
     def data_disk(self) -> DiskSpace | None:
         self.calls.append("workload.data_disk")
         return self.disk
+
+    def archiver_stats(self) -> ArchiverStats | None:
+        return self._ask("archiver_stats", self.archiver)
 
     def stop_database(self) -> None:
         self._do("stop_database", self.stop_ok)
@@ -353,6 +374,11 @@ class FakeBackupTool:
     # timeline -> its .history branches; a timeline not here cannot be read (an error)
     histories: dict[int, tuple[TimelineBranch, ...]] = field(default_factory=dict)
     ping_ok: bool = True
+    segments_error: str | None = None  # archive_segments raises BackupToolError with it
+    expire_result: CommandResult = field(default_factory=ok)
+    expire_removes: tuple[str, ...] = ()  # labels a successful expire takes out of info()
+    expire_archive_min: str | None = None  # the archive's oldest segment after an expire
+    annotate_result: CommandResult = field(default_factory=ok)
 
     def stanza_create(self) -> CommandResult:
         self.calls.append("backup_tool.stanza_create")
@@ -399,6 +425,8 @@ class FakeBackupTool:
         """The segments given for ``stanza``; by default a whole archive: every backup's
         own WAL (a test that wants holes or empty objects sets ``segments``)."""
         self.calls.append(f"backup_tool.archive_segments({stanza})")
+        if self.segments_error is not None:
+            raise BackupToolError(self.segments_error)
         if stanza in self.segments:
             return list(self.segments[stanza])
         whole: dict[tuple[int, int], ArchivedSegment] = {}
@@ -408,6 +436,33 @@ class FakeBackupTool:
                     tl, segno = parse_segment_name(name) or (0, 0)
                     whole[(tl, segno)] = ArchivedSegment(tl, segno, 100, name)
         return sorted(whole.values(), key=lambda s: (s.timeline, s.segno))
+
+    def expire(self) -> CommandResult:
+        self.calls.append("backup_tool.expire")
+        if self.expire_result.ok and self.expire_removes:
+            gone = set(self.expire_removes)
+            self.stanzas = [
+                replace(s, backups=tuple(b for b in s.backups if b.label not in gone))
+                for s in self.stanzas
+            ]
+        if self.expire_result.ok and self.expire_archive_min is not None:
+            self.stanzas = [replace(s, archive_min=self.expire_archive_min) for s in self.stanzas]
+        return self.expire_result
+
+    def annotate(self, label: str, annotations: Mapping[str, str]) -> CommandResult:
+        pairs = tuple(sorted(annotations.items()))
+        self.calls.append(f"backup_tool.annotate({label}, {dict(pairs)})")
+        if self.annotate_result.ok:
+            self.stanzas = [
+                replace(
+                    s,
+                    backups=tuple(
+                        replace(b, annotations=pairs) if b.label == label else b for b in s.backups
+                    ),
+                )
+                for s in self.stanzas
+            ]
+        return self.annotate_result
 
     def server_ping(self, host: str) -> bool:
         self.calls.append(f"backup_tool.server_ping({host})")
@@ -497,8 +552,10 @@ class FakeHost:
         planned_units: int = 1,
         s3: Mapping[str, str] | None = VALID_S3,
         tls: TlsMaterial | None = None,
+        options: Mapping[str, str] | None = None,
     ) -> None:
         self.calls: list[str] = []
+        self.options: dict[str, str] = dict(options or {})
         self.unit = "main/0"
         self.leader = leader
         self.status = status or UnitStatus.active()
@@ -582,6 +639,9 @@ class FakeHost:
 
     def tls(self) -> TlsMaterial | None:
         return self.tls_material
+
+    def config_options(self) -> Mapping[str, str]:
+        return self.options
 
     @property
     def workload(self) -> FakeWorkload:

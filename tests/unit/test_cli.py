@@ -21,13 +21,22 @@ COMMANDS = {
     "psql",
     "s3",
     "run",
+    "retention",
+    "schedule",
     "leader",
     "logs",
     "leftovers",
     "tls",
     "demo",
+    "agent",
 }
-VERBS = {"s3": {"set", "unset", "show"}, "tls": {"enable", "disable"}, "leftovers": {"remove"}}
+VERBS = {
+    "s3": {"set", "unset", "show"},
+    "tls": {"enable", "disable"},
+    "leftovers": {"remove"},
+    "retention": {"set", "show", "unset"},
+    "schedule": {"set", "show", "unset"},
+}
 # What `pgbackups --help` must not import: the runtime and what it drags in.
 HEAVY = ("psycopg", "boto3", "botocore", "yaml", "pgbackups.local.runtime", "pgbackups.adapters.s3")
 

@@ -67,5 +67,6 @@ def test_every_hook_has_a_handler() -> None:
         "update-status",
         "certificates-changed",
         "peer-changed",
+        "config-changed",
     }
     assert all(callable(handler) for handler in events.HOOKS.values())

@@ -5,6 +5,7 @@ repository, and timelines sorted as numbers
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -19,21 +20,23 @@ from pgbackups.core.outcomes import ActionFailed, ActionResults
 HEADER = (
     "backup-id            | action              | status   | reference-backup-id  | "
     "LSN start/stop          | start-time           | finish-time          | timeline | "
-    "backup-path"
+    "backup-path                                    | trigger"
 )
-TOP = ["Storage bucket name: backups", "Backups base path: /pg/backup/", "", HEADER, "-" * 173]
+TOP = ["Storage bucket name: backups", "Backups base path: /pg/backup/", "", HEADER, "-" * 218]
 ROWS = [
     "2026-11-28T14:39:26Z | full backup         | finished | None                 | "
     "0/2000028 / 0/2000100   | 2026-11-28T14:39:26Z | 2026-11-28T14:44:26Z | 1        | "
-    "/local.main/20261128-143926F",
+    "/local.main/20261128-143926F                   | scheduled",
     "2026-11-28T14:44:35Z | differential backup | finished | 2026-11-28T14:39:26Z | "
     "0/2000028 / 0/2000100   | 2026-11-28T14:44:35Z | 2026-11-28T14:49:35Z | 1        | "
-    "/local.main/20261128-143926F_20261128-144435D",
+    "/local.main/20261128-143926F_20261128-144435D  | manual",
     "2026-11-28T14:50:00Z | restore             | finished | None                 | "
-    "n/a                     | 2026-11-28T14:50:00Z | n/a                  | 2        | n/a",
+    "n/a                     | 2026-11-28T14:50:00Z | n/a                  | 2        | n/a"
+    + " " * 44
+    + "| n/a",
     "2026-11-28T15:00:00Z | incremental backup  | failed: ERROR: [056]: x | "
     "2026-11-28T14:39:26Z | 0/2000028 / 0/2000100   | 2026-11-28T15:00:00Z | "
-    "2026-11-28T15:05:00Z | 2        | /local.main/20261128-143926F_20261128-150000I",
+    "2026-11-28T15:05:00Z | 2        | /local.main/20261128-143926F_20261128-150000I  | manual",
 ]
 
 
@@ -42,7 +45,7 @@ def listing_host() -> FakeHost:
     host.fake_tool.stanzas = [
         stanza_info(
             backups=[
-                backup("20261128-143926F"),
+                replace(backup("20261128-143926F"), annotations=(("trigger", "scheduled"),)),
                 backup("20261128-143926F_20261128-144435D"),
                 backup(
                     "20261128-143926F_20261128-150000I",

@@ -27,6 +27,7 @@ from pgbackups.adapters.pgbackrest import (
     write_config,
 )
 from pgbackups.core.host import BackupToolError, CommandResult
+from pgbackups.core.policy import Retention
 from pgbackups.core.settings import S3Settings
 
 PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"
@@ -147,6 +148,29 @@ def test_retention_in_days_and_host_uri_style() -> None:
     text = render_config(_cfg(s3=_s3(delete_older_than_days=30, uri_style="host")))
     assert "repo1-retention-full-type=time\nrepo1-retention-full=30\n" in text
     assert "repo1-s3-uri-style=host\n" in text
+
+
+def test_the_operators_retention_wins_over_the_s3_days() -> None:
+    s3 = _s3(delete_older_than_days=30)
+    count = render_config(_cfg(s3=s3, retention=Retention(2)))
+    assert (
+        "repo1-retention-full-type=count\nrepo1-retention-full=2\nrepo1-retention-history" in count
+    )
+    assert "retention-diff" not in count
+    both = render_config(_cfg(s3=s3, retention=Retention(14, "time", 3)))
+    assert (
+        "repo1-retention-full-type=time\nrepo1-retention-full=14\nrepo1-retention-diff=3\n" in both
+    )
+
+
+def test_annotations_and_labels_are_checked_before_a_command_runs() -> None:
+    assert pgbackrest._check_annotation("trigger", "scheduled") == "trigger=scheduled"
+    for key, value in (("Trigger", "x"), ("trigger", "two words"), ("a=b", "c"), ("t", "")):
+        with pytest.raises(ValueError, match="is not key=value"):
+            pgbackrest._check_annotation(key, value)
+    assert pgbackrest._check_label("20261128-150000F_20261128-160000I")
+    with pytest.raises(ValueError, match="not a pgBackRest backup label"):
+        pgbackrest._check_label("20261128-150000F --repo=2")
 
 
 def test_version_gated_options() -> None:

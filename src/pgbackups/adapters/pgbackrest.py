@@ -50,6 +50,7 @@ from pgbackups.core import redact
 from pgbackups.core.archive import ArchivedSegment, parse_segment_name
 from pgbackups.core.host import BackupToolError, CommandResult
 from pgbackups.core.ids import label_to_id
+from pgbackups.core.policy import Retention
 from pgbackups.core.redact import REDACTED
 from pgbackups.core.repository import (
     BackupRecord,
@@ -232,6 +233,7 @@ class PgBackRestConfig:
     # heaviest load measured here (4.94 MB/s of WAL), 80 minutes at 0.22 MB/s (5 tps).
     archive_push_queue_max: str = "1GiB"
     retention_history_days: int = 365
+    retention: Retention | None = None  # None: s3.delete_older_than_days, time-based
     io_timeout: int | None = None  # seconds; pgBackRest's default is 60
     tls: TlsServerConfig | None = None
     peers: tuple[PeerHost, ...] = ()
@@ -293,11 +295,20 @@ def _repo_options(s3: S3Settings, cfg: PgBackRestConfig) -> list[tuple[str, obje
     if s3.storage_class and cfg.features.storage_class_option:
         option = cfg.features.storage_class_option.replace("repo-", "repo1-", 1)
         options.append((option, s3.storage_class))
-    options += [
-        ("repo1-retention-full-type", "time"),
-        ("repo1-retention-full", s3.delete_older_than_days),
-        ("repo1-retention-history", cfg.retention_history_days),
-    ]
+    # The operator's retention wins over the S3 settings' delete-older-than-days (time).
+    # pgBackRest expires after every successful backup with these, and on ``expire``.
+    if cfg.retention is not None:
+        options += [
+            ("repo1-retention-full-type", cfg.retention.full_type),
+            ("repo1-retention-full", cfg.retention.full),
+            ("repo1-retention-diff", cfg.retention.diff),
+        ]
+    else:
+        options += [
+            ("repo1-retention-full-type", "time"),
+            ("repo1-retention-full", s3.delete_older_than_days),
+        ]
+    options.append(("repo1-retention-history", cfg.retention_history_days))
     # Bundling packs small files into few S3 objects: without it a full backup of a 517 MB
     # database took 1.58x as long (about 1000 files, one request each; docs/performance.md).
     if cfg.features.bundle:
@@ -487,7 +498,15 @@ def _backup_record(stanza: str, raw: Mapping[str, Any]) -> BackupRecord:
         delta=_int(info.get("delta")),
         repo_size=_int(repository.get("size")),
         repo_delta=_int(repository.get("delta")),
+        annotations=_annotations(raw.get("annotation")),
     )
+
+
+def _annotations(raw: Any) -> tuple[tuple[str, str], ...]:
+    """``"annotation": {"key": "value"}`` (2.41+; absent without any), sorted."""
+    if not isinstance(raw, Mapping):
+        return ()
+    return tuple(sorted((str(k), str(v)) for k, v in raw.items()))
 
 
 def _stanza_info(raw: Mapping[str, Any]) -> StanzaInfo:
@@ -688,6 +707,23 @@ def read_config_secrets(path: str | os.PathLike[str]) -> tuple[str, ...]:
 
 # ---------------------------------------------------------------------------
 # Commands
+
+_LABEL_RE = re.compile(r"\d{8}-\d{6}F(?:_\d{8}-\d{6}[DI])?")
+_ANNOTATION_KEY_RE = re.compile(r"[a-z][a-z0-9-]{0,31}")
+_ANNOTATION_VALUE_RE = re.compile(r"[\x21-\x7e]{1,64}")
+
+
+def _check_label(label: str) -> str:
+    if _LABEL_RE.fullmatch(label) is None:
+        raise ValueError(f"{label[:40]!r} is not a pgBackRest backup label")
+    return label
+
+
+def _check_annotation(key: str, value: str) -> str:
+    text = f"{key}={value}"
+    if _ANNOTATION_KEY_RE.fullmatch(key) is None or _ANNOTATION_VALUE_RE.fullmatch(value) is None:
+        raise ValueError(f"annotation {text[:60]!r} is not key=value of plain words")
+    return text
 
 
 @dataclass(frozen=True)
@@ -927,6 +963,18 @@ class PgBackRest:
             return parse_history_file(result.stdout)
         except ValueError as exc:
             raise BackupToolError(f"{record.key}: {exc}") from exc
+
+    def expire(self) -> CommandResult:
+        argv = self.argv("expire", "--log-level-console=info", *self._io(), stanza=self.stanza)
+        return self.run(argv, self.timeouts.command)
+
+    def annotate(self, label: str, annotations: Mapping[str, str]) -> CommandResult:
+        """``annotate --set=LABEL --annotation=k=v``: keys and values are ours (checked
+        here again: no "=" in a key, printable ASCII without spaces)."""
+        options = [f"--set={_check_label(label)}", *self._io()]
+        for key, value in sorted(annotations.items()):
+            options.append(f"--annotation={_check_annotation(key, value)}")
+        return self.run(self.argv("annotate", *options, stanza=self.stanza), self.timeouts.info)
 
     def server_ping(self, host: str) -> bool:
         """Whether the TLS server at ``host`` (``name`` or ``name:port``) answers."""

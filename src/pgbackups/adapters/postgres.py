@@ -15,6 +15,7 @@ import psycopg
 
 from pgbackups.adapters import processes
 from pgbackups.adapters.processes import OsUser
+from pgbackups.core.archive_health import ArchiverStats, dropped_segments
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,53 @@ def timeline_history(conn: Connection, timeline: int) -> str | None:
         "SELECT pg_read_file(%s, 0, 1048576, true)", (f"pg_wal/{timeline:08X}.history",)
     ).fetchone()
     return None if row is None or row[0] is None else str(row[0])
+
+
+def archiver_stats(conn: Connection, spool_out: str) -> ArchiverStats:
+    """``pg_stat_archiver``, the ``.ready`` segments in ``pg_wal/archive_status``, and the
+    drop notices among pgBackRest's spool ``.ok`` files in ``spool_out``. The spool is read
+    by PostgreSQL (the database user, as superuser), so root opens nothing there."""
+    row = conn.execute(
+        "SELECT archived_count, last_archived_wal, last_archived_time,"
+        " failed_count, last_failed_wal, last_failed_time FROM pg_stat_archiver"
+    ).fetchone()
+    ready = conn.execute(
+        "SELECT count(*), min(name), min(modification) FROM pg_ls_archive_statusdir()"
+        " WHERE name LIKE '%.ready'"
+    ).fetchone()
+    # Only .ok files: pgBackRest writes a notice into the .ok of a dropped segment.
+    notices = conn.execute(
+        "SELECT name, pg_read_file(%(d)s || '/' || name, 0, 4096, true)"
+        " FROM pg_ls_dir(%(d)s, true, false) AS name WHERE name LIKE '%%.ok'",
+        {"d": spool_out},
+    ).fetchall()
+    if row is None or ready is None:
+        raise psycopg.DataError("pg_stat_archiver returned no row")
+    oldest = str(ready[1]).removesuffix(".ready") if ready[1] else None
+    return ArchiverStats(
+        archived_count=int(row[0] or 0),
+        last_archived_wal=row[1],
+        last_archived_time=row[2],
+        failed_count=int(row[3] or 0),
+        last_failed_wal=row[4],
+        last_failed_time=row[5],
+        ready_count=int(ready[0] or 0),
+        oldest_ready_wal=oldest,
+        oldest_ready_time=ready[2],
+        dropped=dropped_segments((str(n), str(t or "")) for n, t in notices),
+    )
+
+
+def read_archiver_stats(
+    socket_dir: str, port: int, spool_out: str, user: str = "postgres"
+) -> ArchiverStats | None:
+    """:func:`archiver_stats` over the unix socket; None when PostgreSQL does not answer."""
+    try:
+        with connect(socket_dir, port, user) as conn:
+            return archiver_stats(conn, spool_out)
+    except psycopg.Error as exc:
+        log.debug("archiver not readable on %s:%s: %s", socket_dir, port, exc)
+        return None
 
 
 def in_recovery(conn: Connection) -> bool:

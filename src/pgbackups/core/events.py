@@ -32,6 +32,8 @@ HOOKS: Mapping[str, HookHandler] = MappingProxyType(
         # (docs/behaviour/tls-server.md).
         "certificates-changed": handlers.reconcile_tls_server,
         "peer-changed": handlers.reconcile_tls_server,
+        # The backup options changed (charm config; `pgbackups retention|schedule`).
+        "config-changed": handlers.on_config_changed,
     }
 )
 
@@ -41,5 +43,6 @@ ACTIONS: Mapping[str, ActionHandler] = MappingProxyType(
         "list-backups": handlers.on_list_backups,
         "restore": handlers.on_restore,
         "rollback-restore": handlers.on_rollback_restore,
+        "expire": handlers.on_expire,
     }
 )

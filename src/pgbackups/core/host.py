@@ -19,6 +19,8 @@ from enum import StrEnum
 from typing import Protocol
 
 from pgbackups.core.archive import ArchivedSegment
+from pgbackups.core.archive_health import ArchiverStats
+from pgbackups.core.policy import Retention
 from pgbackups.core.repository import StanzaInfo, TimelineBranch, TimelineRecord
 from pgbackups.core.settings import S3Settings
 
@@ -128,6 +130,8 @@ class WorkloadConfig:
     # WAL held: archive_command fails on purpose, so PostgreSQL keeps every segment and
     # retries (the repository is this cluster's but cannot be used right now).
     hold_wal: bool = False
+    # What pgBackRest keeps (repo1-retention-*); None: the S3 settings' delete-older-than-days.
+    retention: Retention | None = None
 
 
 @dataclass(frozen=True)
@@ -187,6 +191,14 @@ class BackupTool(Protocol):
     def archive_segments(self, stanza: str) -> list[ArchivedSegment]:
         """Every WAL segment object of the stanza's archive with its stored size
         (:mod:`pgbackups.core.archive` follows them). Raises BackupToolError."""
+        ...
+
+    def expire(self) -> CommandResult:
+        """Apply the rendered retention now (pgBackRest ``expire``)."""
+        ...
+
+    def annotate(self, label: str, annotations: Mapping[str, str]) -> CommandResult:
+        """Attach ``key=value`` annotations to the backup set ``label`` (``annotate``)."""
         ...
 
     def server_ping(self, host: str) -> bool: ...
@@ -297,6 +309,12 @@ class Workload(Protocol):
         """Free and total space where the data directory lives; None if unreadable."""
         ...
 
+    def archiver_stats(self) -> ArchiverStats | None:
+        """The archiver's facts on this unit (``pg_stat_archiver``, the segments waiting in
+        ``pg_wal/archive_status``, pgBackRest's drop notices in its spool); None when
+        PostgreSQL does not answer."""
+        ...
+
     def stop_database(self) -> None:
         """Stop Patroni (and with it PostgreSQL); raises WorkloadError if it still runs."""
         ...
@@ -381,6 +399,12 @@ class Host(Protocol):
         ...
 
     def tls(self) -> TlsMaterial | None: ...
+
+    def config_options(self) -> Mapping[str, str]:
+        """The operator's backup options (retention, schedules, the archiving lag
+        threshold; :mod:`pgbackups.core.policy`) as raw strings: the charm's config, the
+        local runtime's ``retention`` and ``schedule`` commands. Unset ones are absent."""
+        ...
 
     @property
     def workload(self) -> Workload: ...

@@ -27,9 +27,15 @@ COLUMNS = (
     "finish-time",
     "timeline",
     "backup-path",
+    "trigger",
 )
-# Column widths kept from the reference table, so that scripts reading it keep working.
-_WIDTHS = (20, 19, 8, 20, 23, 20, 20, 8)
+# Column widths kept from the reference table, so that scripts reading it keep working;
+# ``trigger`` (ours: who started the backup) comes last, after a padded backup-path.
+_WIDTHS = (20, 19, 8, 20, 23, 20, 20, 8, 46)
+# The annotation pgbackups gives a backup it started on a schedule (pgBackRest's
+# ``annotate``); a backup without one was asked for (create-backup, or by hand).
+TRIGGER = "trigger"
+MANUAL = "manual"
 FORMATS = ("table", "json")
 
 ACTION_BY_TYPE = {
@@ -53,6 +59,7 @@ class Row:
     timeline: int
     backup_path: str
     sort_time: datetime
+    trigger: str = NOT_APPLICABLE
 
     def values(self) -> tuple[str, ...]:
         return (
@@ -65,6 +72,7 @@ class Row:
             self.finish_time,
             str(self.timeline),
             self.backup_path,
+            self.trigger,
         )
 
     def as_dict(self) -> dict[str, str | int | None]:
@@ -94,6 +102,7 @@ def backup_row(record: BackupRecord) -> Row:
         timeline=record.timeline,
         backup_path=f"/{record.stanza}/{record.label}",
         sort_time=record.start,
+        trigger=dict(record.annotations).get(TRIGGER, MANUAL),
     )
 
 

@@ -36,6 +36,15 @@ DATABASE_CRASHING = "database crash-looping"  # followed by ": Patroni member st
 DISK_FULL = "disk full"  # followed by ": <free> free of <total> at <path>"
 DATABASE_HEALTH_MESSAGES = (DATABASE_STOPPED, DATABASE_CRASHING)
 
+# WAL archiving on the primary (update-status; ours: the reference never looks, so a unit
+# whose archiving failed or dropped WAL stayed "active" with "WAL archiving: on"). Each is
+# followed by its facts; update-status clears them once archiving works again (a drop: once
+# a backup newer than the hole exists, as pgBackRest says one is needed).
+ARCHIVING_FAILING = "WAL archiving failing"  # " since <time>, check your S3 settings: ..."
+ARCHIVING_LAGGING = "WAL archiving lagging"  # " since <time>: <n> WAL segments waiting ..."
+WAL_DROPPED = "WAL dropped over the archive queue cap"  # ", take a full backup: no restore ..."
+ARCHIVE_HEALTH_MESSAGES = (ARCHIVING_FAILING, ARCHIVING_LAGGING, WAL_DROPPED)
+
 # create-backup action failures
 BACKUP_UNIT_BLOCKED = "Unit is in a blocking state"
 BACKUP_ON_PRIMARY = "Unit cannot perform backups as it is the cluster primary"
@@ -72,6 +81,10 @@ NO_FAILED_RESTORE = "No failed restore to roll back"  # followed by ": <why>"
 ROLLBACK_NOT_LEADER = "Unit cannot roll back the restore as it is not the leader unit"
 FAILED_TO_ROLL_BACK = "Failed to roll back the restore"  # followed by ": <why>"
 
+# expire action failures (ours: the reference has no expire action)
+FAILED_TO_EXPIRE = "Failed to expire backups"  # followed by ": <pgBackRest error>"
+EXPIRE_BACKUP_RUNNING = "Cannot expire backups while a backup runs"  # ": <unit> started..."
+
 # list-backups action failures
 FAILED_TO_LIST_BACKUPS = "Failed to list PostgreSQL backups with error"  # followed by ": <error>"
 
@@ -83,6 +96,9 @@ RESTORE_STARTED = "restore started"
 RESULT_ROLLBACK_STATUS = "rollback-status"
 ROLLED_BACK = "the data from before the restore is back"
 RESULT_BACKUPS = "backups"
+RESULT_EXPIRE_STATUS = "expire-status"
+BACKUPS_EXPIRED = "backups expired"
+NOTHING_EXPIRED = "nothing to expire"
 # Holes or empty objects in the WAL archive (JSON list), only when there are any.
 RESULT_ARCHIVE_GAPS = "archive-gaps"
 
@@ -130,6 +146,13 @@ def is_cannot_restore_pitr(text: str) -> bool:
 def is_failed_restore(text: str) -> bool:
     """True for the Blocked messages a failed restore leaves (plain or point-in-time)."""
     return has_prefix(text, FAILED_TO_RESTORE_BACKUP) or is_cannot_restore_pitr(text)
+
+
+def is_archive_health_message(text: str) -> bool:
+    """True for the statuses update-status sets (and clears) about WAL archiving."""
+    return any(
+        text.startswith(m + " ") or text.startswith(m + ",") for m in ARCHIVE_HEALTH_MESSAGES
+    )
 
 
 def is_database_health_message(text: str) -> bool:

@@ -26,6 +26,7 @@ ACTION_PARAMS: dict[str, tuple[str, ...]] = {
     "list-backups": ("format",),
     "restore": ("backup-id", "restore-to-time"),
     "rollback-restore": (),
+    "expire": (),
 }
 BACKUP_TYPES = ("full", "differential", "incremental")
 # Every accepted value is far shorter: a label is 34 characters, a time 32.

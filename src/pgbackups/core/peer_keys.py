@@ -17,6 +17,11 @@ REPOSITORY = "repository"
 # be used now (an S3 block, or settings not verified yet). PostgreSQL keeps every segment
 # and archives them once archiving works again; nothing is marked archived meanwhile.
 ARCHIVE_HELD = "archive-held"
+# Scheduled backups (core/handlers/schedule.py): ``schedule-<type>`` is the expression and
+# the last scheduled minute the leader handled (``<cron>|<minute>``); ``scheduled-backup``
+# the run it asked for (``<type>|<minute>|<unit>``), cleared once that unit reports it.
+SCHEDULE_PREFIX = "schedule-"
+SCHEDULED_BACKUP = "scheduled-backup"
 
 # Unit bag
 CONNECTIVITY = "connectivity"  # "off" while a replica takes a backup: clients rejected
@@ -24,3 +29,10 @@ CREATING_BACKUP = "creating-backup"  # when this unit's backup started (one per 
 # The claim (core/backup_claim.py) of a backup that is over and that S3 refused to remove:
 # update-status removes this unit's claims and then the key.
 BACKUP_CLAIM_LEFT = "backup-claim-left"
+BACKUP_READY = "backup-ready"  # "yes" while create-backup would run here (schedules use it)
+# The scheduled run this unit did last and how it ended: ``<request>|<backup-id or failed>``.
+SCHEDULED_BACKUP_DONE = "scheduled-backup-done"
+# The holes (``A..B,C``) pgBackRest left in the archive when it dropped WAL over the
+# async queue cap, seen on this unit while it was the primary; cleared by update-status
+# once a backup newer than every hole exists.
+ARCHIVE_DROPPED = "archive-dropped"

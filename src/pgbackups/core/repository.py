@@ -33,6 +33,8 @@ class BackupRecord:
     delta: int
     repo_size: int
     repo_delta: int
+    # pgBackRest's annotations (``--annotation``/``annotate``), e.g. ("trigger", "scheduled")
+    annotations: tuple[tuple[str, str], ...] = ()
 
     @property
     def finished(self) -> bool:

@@ -22,6 +22,7 @@ from pgbackups.adapters import patroni, pgbackrest, postgres, processes
 from pgbackups.adapters.files import config_owner, write_if_changed
 from pgbackups.adapters.patroni import PatroniUnavailable
 from pgbackups.adapters.processes import OsUser
+from pgbackups.core.archive_health import ArchiverStats
 from pgbackups.core.host import DiskSpace, WorkloadConfig, WorkloadError
 from pgbackups.workload import moveaside
 from pgbackups.workload.dcs import Dcs, with_dcs
@@ -139,6 +140,7 @@ def pgbackrest_config(
         peers=peers,
         local_peers=local_peers,
         features=features,
+        retention=config.retention,
     )
 
 
@@ -253,6 +255,11 @@ class UnitWorkload:
         return postgres.read_timeline_history(
             layout.socket_dir, layout.pg_port, timeline, SUPERUSER
         )
+
+    def archiver_stats(self) -> ArchiverStats | None:
+        layout = self.layout
+        spool_out = f"{layout.pgbackrest_spool_dir}/archive/{layout.stanza}/out"
+        return postgres.read_archiver_stats(layout.socket_dir, layout.pg_port, spool_out, SUPERUSER)
 
     def bootstrap_failed(self) -> bool | None:
         """Patroni exits when its bootstrap fails (an unreachable PITR target): it logs

@@ -12,7 +12,9 @@ bags become the configuration of a unit. Which event or action runs which handle
 from __future__ import annotations
 
 from pgbackups.core.handlers._steps import desired_config
+from pgbackups.core.handlers.config_changed import on_config_changed
 from pgbackups.core.handlers.create_backup import on_create_backup
+from pgbackups.core.handlers.expire import on_expire
 from pgbackups.core.handlers.list_backups import on_list_backups
 from pgbackups.core.handlers.restore import on_restore, primary_timeline
 from pgbackups.core.handlers.rollback import on_rollback_restore
@@ -26,7 +28,9 @@ from pgbackups.core.handlers.update_status import on_update_status
 
 __all__ = [
     "desired_config",
+    "on_config_changed",
     "on_create_backup",
+    "on_expire",
     "on_leader_elected",
     "on_list_backups",
     "on_restore",

@@ -37,6 +37,7 @@ from pgbackups.core.peer_keys import (
     S3_BLOCK_MESSAGE,
     STANZA,
 )
+from pgbackups.core.policy import policy_or_default
 from pgbackups.core.repository import StanzaInfo, TimelineRecord
 from pgbackups.core.restore_state import RestoreState
 from pgbackups.core.settings import S3Settings, S3SettingsProblem, parse_s3_settings
@@ -63,6 +64,8 @@ def desired_config(host: Host) -> WorkloadConfig:
     - ``connectivity``/``creating_backup``: this unit's bag, set while a replica backs up
       (``creating-backup`` alone, on a primary that backs up, changes nothing here).
     - ``restore``: a restore in progress (app bag), as Patroni's pgBackRest bootstrap.
+    - ``retention``: the operator's retention (:mod:`pgbackups.core.policy`); refused
+      options retain everything rather than expire by a value nobody accepted.
     """
     app, unit = host.app_data, host.unit_data
     settings = parse_settings(host.s3_parameters())
@@ -82,6 +85,7 @@ def desired_config(host: Host) -> WorkloadConfig:
         # set too (one backup per cluster), and must not be tagged out of elections.
         creating_backup=bool(unit.get(CREATING_BACKUP)) and unit.get(CONNECTIVITY) == "off",
         restore=_restore_target(RestoreState.read(app), host.stanza_name),
+        retention=policy_or_default(host.config_options()).retention,
     )
 
 

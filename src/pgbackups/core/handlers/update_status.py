@@ -8,10 +8,12 @@ from __future__ import annotations
 import logging
 
 from pgbackups.core import messages as msg
+from pgbackups.core.handlers.archiving import check_archiving
 from pgbackups.core.handlers.create_backup import bring_back_after_interrupted_backup
 from pgbackups.core.handlers.health import check_database
 from pgbackups.core.handlers.restore import detect_restore_end
 from pgbackups.core.handlers.s3_credentials import on_s3_credentials_changed
+from pgbackups.core.handlers.schedule import run_schedules
 from pgbackups.core.host import Host
 from pgbackups.core.outcomes import Done, Outcome
 from pgbackups.core.peer_keys import S3_BLOCK_MESSAGE
@@ -25,8 +27,10 @@ def on_update_status(host: Host) -> Outcome:
     detect its end; (c) the leader blocked by S3: retry S3 initialisation
     (docs/behaviour/update-status.md#3-retry-s3-initialisation: the reference never self-heals);
     otherwise (d) is the database running? A stopped or crash-looping one is Blocked, and Active
-    again once it runs (ours: the reference shows such a unit active). A moved data directory still
-    recorded after a finished restore is left alone."""
+    again once it runs (ours: the reference shows such a unit active); (e) on the primary,
+    does WAL archiving work (failing, lagging, WAL dropped: handlers/archiving.py)? A moved
+    data directory still recorded after a finished restore is left alone. Last, (f) the
+    backups the schedules say are due (handlers/schedule.py)."""
     bring_back_after_interrupted_backup(host)
     restore = RestoreState.read(host.app_data)
     if restore is not None and restore.in_progress:
@@ -37,6 +41,8 @@ def on_update_status(host: Host) -> Outcome:
         log.info("Retrying S3 initialisation")
         return on_s3_credentials_changed(host)
     check_database(host)
+    check_archiving(host)
+    run_schedules(host)
     return Done()
 
 

@@ -29,7 +29,11 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     progress = Progress()
     cluster = cluster_mod.up(
-        args.name, units=args.units, tls=True if args.tls else None, progress=progress
+        args.name,
+        units=args.units,
+        tls=True if args.tls else None,
+        progress=progress,
+        agent=not args.no_agent,
     )
     with cluster.operation("up"):
         runtime = Runtime(cluster)
@@ -50,8 +54,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     cluster = Cluster.load(args.name)
     if cluster.any_running() and not args.no_update:
         # Like Juju's update-status: deferred events re-run, restores are detected
-        # complete or failed, S3 blocks retried. Skipped while another command works.
-        with contextlib.suppress(PgbackupsError), cluster.operation("status"):
+        # complete or failed, S3 blocks retried. Skipped while another command works,
+        # the cluster's agent included (its pass is an update-status; it may be running
+        # a scheduled backup for minutes).
+        with (
+            contextlib.suppress(PgbackupsError),
+            cluster.operation("status", wait_for_agent=False),
+        ):
             Runtime(cluster).update_status()
     view = status_mod.collect(cluster)
     if args.json:
@@ -153,6 +162,11 @@ def register(sub: Subparsers) -> None:
     add_name(p)
     p.add_argument("--units", type=int, default=None, help="number of units (default 1)")
     p.add_argument("--tls", action="store_true", help="issue unit certificates; PostgreSQL TLS")
+    p.add_argument(
+        "--no-agent",
+        action="store_true",
+        help="do not start the agent (no update-status every 15 s, no scheduled backups)",
+    )
     p.set_defaults(func=cmd_up)
 
     p = subcommand(

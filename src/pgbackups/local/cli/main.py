@@ -16,7 +16,18 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from pgbackups import __version__
-from pgbackups.local.cli import cluster, demo, leader, leftovers, logs, run, s3, tls
+from pgbackups.local.cli import (
+    agent,
+    cluster,
+    demo,
+    leader,
+    leftovers,
+    logs,
+    policy,
+    run,
+    s3,
+    tls,
+)
 from pgbackups.local.cli.common import CommandGroup
 from pgbackups.local.errors import PgbackupsError, os_error_line
 
@@ -27,11 +38,13 @@ COMMAND_GROUPS: tuple[CommandGroup, ...] = (
     cluster,  # up status down add-unit remove-unit switchover psql
     s3,
     run,
+    policy,  # retention schedule
     leader,
     logs,
     leftovers,
     tls,
     demo,
+    agent,
 )
 
 

@@ -289,6 +289,15 @@ class ClusterPaths:
         return self.etcd_dir / "etcd.log"
 
     @property
+    def agent_log(self) -> Path:
+        return self.root / "agent.log"
+
+    @property
+    def agent_busy(self) -> Path:
+        """Present while the agent runs an update-status pass (it holds the lock)."""
+        return self.root / "agent.busy"
+
+    @property
     def s3_dir(self) -> Path:
         return self.root / "s3"
 

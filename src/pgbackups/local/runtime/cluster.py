@@ -21,6 +21,8 @@ import json
 import logging
 import os
 import secrets
+import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -67,6 +69,12 @@ log = logging.getLogger(__name__)
 ETCD = "etcd"
 S3 = "s3"
 S3_REGION = "us-east-1"
+# The agent (local/runtime/agent.py): its key among the recorded processes, how often it
+# delivers update-status, and how long a command that finds the lock taken looks for
+# the agent's busy file before it says another command holds the lock.
+AGENT = "agent"
+AGENT_INTERVAL_SECONDS = 15.0
+AGENT_GRACE_SECONDS = 1.0
 PRIMARY_TIMEOUT = 120.0
 REPLICA_TIMEOUT = 180.0
 START_FAILED_PREFIX = "failed to start"
@@ -284,8 +292,12 @@ class Cluster:
         return any(self.running_parts().values())
 
     @contextlib.contextmanager
-    def operation(self, what: str) -> Iterator[None]:
-        """One changing command at a time per cluster (``status`` does not take it)."""
+    def operation(self, what: str, *, wait_for_agent: bool = True) -> Iterator[None]:
+        """One changing command at a time per cluster (``status`` does not take it).
+
+        A command that finds the lock held by the cluster's agent (its update-status pass,
+        perhaps a scheduled backup: ``agent.busy`` exists) waits for it rather than fail.
+        """
         make_home(self.home)
         ensure_dir(clusters_dir(self.home))
         ensure_dir(self.paths.root)
@@ -296,15 +308,54 @@ class Cluster:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
-                if exc.errno in (errno.EAGAIN, errno.EACCES):
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if not (wait_for_agent and self._wait_for_agent(fd, what)):
                     raise PgbackupsError(
                         f"another pgbackups command is changing cluster {self.name}; "
                         f"{what} again when it has finished"
                     ) from exc
-                raise
             yield
         finally:
             os.close(fd)
+
+    def _wait_for_agent(self, fd: int, what: str) -> bool:
+        """Take the lock once the agent's pass ends; False when someone else holds it.
+        The agent writes ``agent.busy`` just after it took the lock: a short grace covers
+        that moment."""
+        grace = time.monotonic() + AGENT_GRACE_SECONDS
+        said = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+            busy = self.paths.agent_busy.exists()
+            if not busy and time.monotonic() > grace:
+                return False
+            if busy and not said:
+                log.warning("%s waits for the cluster's agent (update-status) to finish", what)
+                said = True
+            time.sleep(0.2)
+
+    # --- the agent --------------------------------------------------------------------
+
+    def start_agent(self, interval: float = AGENT_INTERVAL_SECONDS) -> int:
+        """Start the cluster's agent (``pgbackups agent``: update-status every ``interval``
+        seconds, scheduled backups; local/runtime/agent.py) unless it runs; its PID. It
+        runs as ourselves: it changes root's state files like any command."""
+        running = self.service(AGENT)
+        if running is not None and running.is_ours():
+            return running.pid
+        argv = [sys.executable, "-m", "pgbackups", "agent", "--name", self.name,
+                "--interval", f"{interval:g}"]  # fmt: skip
+        # Where the cluster lives and nothing secret: the agent reads the rest from files.
+        env = {"PGBACKUPS_HOME": str(self.home)}
+        pid = processes.spawn(argv, log_file=self.paths.agent_log, env=env)
+        self.record_service(AGENT, ProcessRecord.of(pid))
+        return pid
 
     # --- creation -------------------------------------------------------------------
 
@@ -830,9 +881,11 @@ def up(
     tls: bool | None = None,
     home: Path | None = None,
     progress: Progress | None = None,
+    agent: bool = True,
 ) -> Cluster:
     """Create (or restart) cluster ``name`` and return it once the primary accepts writes
-    and every replica streams."""
+    and every replica streams; then start its agent (unless ``agent`` is False: the
+    benchmarks time commands that would otherwise wait for its passes)."""
     progress = progress or Progress(quiet=True)
     cluster = Cluster(name, home)
     if units is not None and not 1 <= units <= ports_mod.MAX_UNITS:
@@ -863,6 +916,9 @@ def up(
             progress.say(f"creating cluster {name} with {n} unit(s) in {cluster.paths.root}")
             cluster._create(n, bool(tls))
             cluster.start(progress, fresh=True)
+        if agent:
+            pid = cluster.start_agent()
+            progress.say(f"agent: update-status every {AGENT_INTERVAL_SECONDS:g}s (pid {pid})")
     return cluster
 
 

@@ -65,6 +65,27 @@ def write_s3_parameters(cluster: Cluster, parameters: Mapping[str, str] | None) 
     write_file(path, json.dumps(dict(parameters), indent=2, sort_keys=True), mode=0o600)
 
 
+def options_file(cluster: Cluster) -> Path:
+    return cluster.paths.root / "backup-options.json"
+
+
+def read_options(cluster: Cluster) -> dict[str, str]:
+    """The backup options ``pgbackups retention|schedule set`` stored (no secret in them)."""
+    try:
+        data = json.loads(options_file(cluster).read_text())
+    except FileNotFoundError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def write_options(cluster: Cluster, options: Mapping[str, str]) -> None:
+    """Store the options (validated by the caller with ``core.policy.parse_policy``)."""
+    text = json.dumps(dict(options), indent=2, sort_keys=True)
+    write_file(options_file(cluster), text, mode=0o644)
+
+
 class LocalHost:
     """``host.Host`` for one unit of a local cluster."""
 
@@ -128,6 +149,9 @@ class LocalHost:
 
     def tls(self) -> TlsMaterial | None:
         return self.unit.tls() if self.cluster.tls_enabled else None
+
+    def config_options(self) -> Mapping[str, str]:
+        return read_options(self.cluster)
 
     @property
     def workload(self) -> UnitWorkload:

@@ -14,14 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from pgbackups.adapters.patroni import PatroniUnavailable
+from pgbackups.core import messages as msg
 from pgbackups.core.handlers.health import health_status, human_size
 from pgbackups.core.host import StatusKind
 from pgbackups.core.peer_keys import ARCHIVE_HELD, STANZA
+from pgbackups.core.policy import policy_or_default
 from pgbackups.core.restore_state import RestoreState
-from pgbackups.core.settings import S3Settings, parse_s3_settings
+from pgbackups.core.settings import DEFAULT_DELETE_OLDER_THAN_DAYS, S3Settings, parse_s3_settings
 from pgbackups.local.machinery import etcd
 from pgbackups.local.runtime.cluster import ETCD, S3, Cluster
-from pgbackups.local.runtime.host import peer_store, read_s3_parameters
+from pgbackups.local.runtime.host import peer_store, read_options, read_s3_parameters
 from pgbackups.local.runtime.unit import Unit
 from pgbackups.local.runtime.workload import local_workload
 from pgbackups.workload import moveaside
@@ -140,6 +142,12 @@ def collect(cluster: Cluster) -> ClusterView:
         running = proc is not None and proc.is_ours()
         return ServiceView(endpoint, running, proc.pid if proc and running else None)
 
+    backups = _backup_settings(cluster)
+    # "on" says only that pushes are switched on; the primary's update-status says whether
+    # they work (core/handlers/archiving.py), and its message is shown beside it.
+    problems = [u.message for u in units if msg.is_archive_health_message(u.message)]
+    if backups.get("archiving") == "on" and problems:
+        backups["archiving"] = "on, " + problems[0]
     return ClusterView(
         name=state.name,
         uuid=state.uuid,
@@ -150,7 +158,7 @@ def collect(cluster: Cluster) -> ClusterView:
         bucket=state.bucket,
         ca_file=str(cluster.ca_file),
         units=units,
-        backups=_backup_settings(cluster),
+        backups=backups,
     )
 
 
@@ -168,6 +176,20 @@ def _backup_settings(cluster: Cluster) -> dict[str, str]:
     # every WAL segment until it can (docs/reliability.md).
     held = app.get(ARCHIVE_HELD, "")
     view["archiving"] = "on" if view["stanza"] else ("held" if held else "off")
+    # What pgBackRest keeps (`pgbackups retention`), else the S3 settings' days.
+    retention = policy_or_default(read_options(cluster)).retention
+    if retention is not None:
+        view["retention"] = retention.describe()
+    elif isinstance(parsed, S3Settings):
+        days = parsed.delete_older_than_days
+        view["retention"] = (
+            "keep everything"
+            if days == DEFAULT_DELETE_OLDER_THAN_DAYS
+            else (f"full: {days} days (time, S3 settings)")
+        )
+    schedules = policy_or_default(read_options(cluster)).schedules
+    if schedules:
+        view["schedules"] = ", ".join(f"{t} '{s.text}'" for t, s in schedules.items())
     return view
 
 
@@ -206,6 +228,8 @@ def _backups_line(backups: dict[str, str]) -> str:
         f"path: {backups.get('path', '?')}  stanza: {backups.get('stanza') or '-'}  "
         f"WAL archiving: {backups.get('archiving', 'off')}"
         + (" (WAL kept on the units until S3 works)" if backups.get("archiving") == "held" else "")
+        + (f"\n        retention: {backups['retention']}" if backups.get("retention") else "")
+        + (f"\n        schedules (UTC): {backups['schedules']}" if backups.get("schedules") else "")
     )
 
 

@@ -1,0 +1,116 @@
+"""The backup policy through the charm (issue 15): WAL archiving's health in the primary's
+status from update-status, the config options into pgbackrest.conf's retention, the
+expire action, and a scheduled backup started from update-status."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from charm_fakes import World, backup_record, stanza_info
+from charm_states import STANZA, app_bag, ctx, peers, s3, state, unit_bag
+from ops import testing
+
+from pgbackups.core.archive_health import ArchiverStats
+from pgbackups.core.ids import format_id
+from pgbackups.core.policy import Retention
+
+NOW = datetime.now(UTC)
+HEALTHY = ArchiverStats(
+    archived_count=5,
+    last_archived_wal="000000010000000000000005",
+    last_archived_time=NOW - timedelta(seconds=30),
+    failed_count=0,
+    last_failed_wal=None,
+    last_failed_time=None,
+    ready_count=0,
+    oldest_ready_wal=None,
+    oldest_ready_time=None,
+)
+FAILING = replace(
+    HEALTHY,
+    failed_count=2,
+    last_failed_wal="000000010000000000000006",
+    last_failed_time=NOW - timedelta(seconds=10),
+    ready_count=3,
+    oldest_ready_wal="000000010000000000000006",
+    oldest_ready_time=NOW - timedelta(minutes=3),
+)
+LAGGING = replace(HEALTHY, ready_count=9, oldest_ready_wal="000000010000000000000006",
+                  oldest_ready_time=NOW - timedelta(minutes=20))  # fmt: skip
+
+
+def with_config(st: testing.State, config: dict[str, str | int]) -> testing.State:
+    return replace(st, config=config)
+
+
+def test_failing_archiving_blocks_the_primary_and_clears(world: World) -> None:
+    world.workload.archiver = FAILING
+    c = ctx()
+    out = c.run(c.on.update_status(), state(peers({"stanza": STANZA}), s3()))
+    assert isinstance(out.unit_status, testing.BlockedStatus)
+    assert out.unit_status.message.startswith("WAL archiving failing since ")
+    assert "3 WAL segments waiting" in out.unit_status.message
+    world.workload.archiver = HEALTHY
+    out = c.run(c.on.update_status(), out)
+    assert out.unit_status == testing.ActiveStatus("Primary")
+
+
+def test_lagging_archiving_stays_in_the_active_message(world: World) -> None:
+    world.workload.archiver = LAGGING
+    c = ctx()
+    out = c.run(
+        c.on.update_status(),
+        with_config(state(peers({"stanza": STANZA}), s3()), {"archive-lag-threshold": 600}),
+    )
+    assert isinstance(out.unit_status, testing.ActiveStatus)
+    assert out.unit_status.message.startswith("WAL archiving lagging since ")
+    assert out.unit_status.message.endswith("(threshold 600s)")
+
+
+def test_retention_options_reach_pgbackrest_conf(world: World) -> None:
+    c = ctx()
+    st = with_config(
+        state(peers({"stanza": STANZA}), s3()),
+        {"retention-full": 14, "retention-full-type": "time", "retention-diff": 3},
+    )
+    c.run(c.on.config_changed(), st)
+    assert world.workload.configs[-1].retention == Retention(14, "time", 3)
+    # A refused value retains everything (the S3 settings' days), never a guess.
+    c.run(c.on.config_changed(), with_config(st, {"retention-full-type": "weekly"}))
+    assert world.workload.configs[-1].retention is None
+
+
+def test_expire_action_reports_what_went(world: World) -> None:
+    old, new = "20261126-100000F", "20261128-100000F"
+    world.tool.stanzas = [
+        stanza_info(STANZA, backup_record(STANZA, old), backup_record(STANZA, new))
+    ]
+    c = ctx()
+    c.run(c.on.action("expire"), state(peers({"stanza": STANZA}), s3()))
+    assert "expire" in world.calls
+    assert c.action_results is not None
+    assert c.action_results["expire-status"] == "nothing to expire"
+    assert c.action_results["kept-backups"] == "2"
+
+
+def test_a_due_schedule_starts_a_backup_from_update_status(world: World) -> None:
+    label = "20261128-100000F"
+    world.tool.stanzas = [stanza_info(STANZA, backup_record(STANZA, label))]
+    world.workload.archiver = HEALTHY
+    # The leader handled the every-minute schedule ten minutes ago: one run is due now.
+    ten_ago = format_id(NOW.replace(second=0, microsecond=0) - timedelta(minutes=10))
+    st = with_config(
+        state(peers({"stanza": STANZA, "schedule-full": f"* * * * *|{ten_ago}"}), s3()),
+        {"full-schedule": "* * * * *"},
+    )
+    c = ctx()
+    out = c.run(c.on.update_status(), st)
+    assert "backup full on_primary=True" in world.calls
+    assert f"annotate {label} trigger=scheduled" in world.calls
+    request = app_bag(out)["scheduled-backup"]
+    assert request.startswith("full|") and request.endswith(
+        f"|{out.unit_status and 'pgbackups-postgresql/0'}"
+    )
+    assert unit_bag(out)["scheduled-backup-done"].startswith(request + "|")
+    assert out.unit_status == testing.ActiveStatus("Primary")
