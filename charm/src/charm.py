@@ -42,7 +42,7 @@ from pgbackups.core.host import WorkloadError
 from pgbackups.core.outcomes import ActionFailed, ActionResults, Deferred, Done, Outcome
 from pgbackups.core.params import check_action_params
 from pgbackups.core.peer_keys import CLUSTER_INITIALISED
-from pgbackups.core.policy import PolicyProblem, parse_policy
+from pgbackups.core.policy import INVALID_OPTIONS, PolicyProblem, parse_policy
 from pgbackups.workload.layout import UnitFacts
 from s3_requirer import S3Requirer
 from tls_files import DiskTlsFiles
@@ -352,7 +352,20 @@ class PgBackupsCharm(ops.CharmBase):
         )
         # "WAL archiving lagging ..." is an Active status the core says and clears.
         owned = owned and not msg.is_archive_health_message(status.message)
-        if not owned or self.passwords() is None:
+        options_blocked = isinstance(status, ops.BlockedStatus) and status.message.startswith(
+            INVALID_OPTIONS
+        )
+        if not (owned or options_blocked):
+            return
+        # Juju cannot refuse a config value: a refused backup option blocks the unit
+        # (the options count as unset meanwhile) until `juju config` fixes it.
+        block = self._options_block()
+        if block is not None:
+            self.unit.status = ops.BlockedStatus(block)
+            return
+        if self.passwords() is None:
+            if options_blocked:
+                self.unit.status = ops.WaitingStatus(WAITING_FOR_PASSWORDS)
             return
         running = host.workload.is_member_running() is True
         primary = running and host.workload.is_primary() is True
@@ -439,10 +452,18 @@ class PgBackupsCharm(ops.CharmBase):
     def _on_config_changed(self, event: ops.ConfigChangedEvent) -> None:
         # The backup options (retention into pgbackrest.conf; schedules are read by
         # update-status). Juju cannot refuse a value: a refused one is logged and unset.
-        policy = parse_policy(self.host.config_options())
-        if isinstance(policy, PolicyProblem):
-            log.error("%s (they count as unset)", policy.message())
+        # The unit says so (Blocked) until the value is fixed: see _refresh_status.
+        block = self._options_block()
+        if block is not None:
+            log.error("%s (they count as unset)", block)
         self._reconfigure(event)  # before the passwords exist, start renders it
+        if self.model.get_relation(PEER_RELATION) is not None:
+            self._refresh_status(self.host)
+
+    def _options_block(self) -> str | None:
+        """The Blocked message for refused backup options (retention, schedules), or None."""
+        policy = parse_policy(self.host.config_options())
+        return policy.message() if isinstance(policy, PolicyProblem) else None
 
     def _on_update_status(self, event: ops.UpdateStatusEvent) -> None:
         # The core first: it looks whether the database runs and replaces only an Active

@@ -81,6 +81,21 @@ def test_retention_options_reach_pgbackrest_conf(world: World) -> None:
     assert world.workload.configs[-1].retention is None
 
 
+def test_a_refused_option_blocks_the_unit_until_it_is_fixed(world: World) -> None:
+    c = ctx()
+    st = with_config(state(peers({"stanza": STANZA}), s3()), {"full-schedule": "61 * * * *"})
+    out = c.run(c.on.config_changed(), st)
+    assert isinstance(out.unit_status, testing.BlockedStatus)
+    assert out.unit_status.message.startswith("Invalid backup options: ")
+    assert "full-schedule" in out.unit_status.message
+    # Still blocked on the next update-status, and gone once `juju config` fixes it.
+    out = c.run(c.on.update_status(), out)
+    assert isinstance(out.unit_status, testing.BlockedStatus)
+    out = c.run(c.on.config_changed(), with_config(out, {"full-schedule": "0 1 * * *"}))
+    assert not isinstance(out.unit_status, testing.BlockedStatus)
+    assert not out.unit_status.message.startswith("Invalid backup options")
+
+
 def test_expire_action_reports_what_went(world: World) -> None:
     old, new = "20261126-100000F", "20261128-100000F"
     world.tool.stanzas = [

@@ -69,12 +69,16 @@ class BackupPolicy:
     archive_lag_threshold: int = DEFAULT_ARCHIVE_LAG_THRESHOLD  # seconds
 
 
+# The start of every refusal's message (the charm's Blocked status says it).
+INVALID_OPTIONS = "Invalid backup options"
+
+
 @dataclass(frozen=True)
 class PolicyProblem:
     invalid: tuple[str, ...]
 
     def message(self) -> str:
-        return "Invalid backup options: " + "; ".join(self.invalid)
+        return f"{INVALID_OPTIONS}: " + "; ".join(self.invalid)
 
 
 def _number(key: str, text: str, low: int, high: int, invalid: list[str]) -> int | None:
