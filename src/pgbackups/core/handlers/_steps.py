@@ -23,6 +23,7 @@ from pgbackups.core.host import (
     Host,
     ObjectStore,
     ObjectStoreError,
+    ReplicaRestore,
     RestoreTarget,
     UnitStatus,
     WorkloadConfig,
@@ -38,7 +39,7 @@ from pgbackups.core.peer_keys import (
     STANZA,
 )
 from pgbackups.core.repository import StanzaInfo, TimelineRecord
-from pgbackups.core.restore_state import RestoreState
+from pgbackups.core.restore_state import RESTORE_STAGES, RestoreState
 from pgbackups.core.settings import S3Settings, S3SettingsProblem, parse_s3_settings
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,18 @@ def desired_config(host: Host) -> WorkloadConfig:
     - ``tls_server``: TLS material present and more than one unit (docs/behaviour/tls-server.md).
     - ``connectivity``/``creating_backup``: this unit's bag, set while a replica backs up.
     - ``restore``: a restore in progress (app bag), as Patroni's pgBackRest bootstrap.
+    - a restore of several units: clients are refused on every unit until every unit
+      runs the restored data, and ``replica_restore`` says how a unit re-creates itself
+      (:func:`replica_source`).
     """
     app, unit = host.app_data, host.unit_data
+    restore = RestoreState.read(app)
+    cluster_restore = (
+        restore is not None
+        and restore.in_progress
+        and restore.stage in RESTORE_STAGES
+        and bool(host.peers())
+    )
     settings = parse_settings(host.s3_parameters())
     s3 = settings if isinstance(settings, S3Settings) else None
     stanza, held = app.get(STANZA) or None, bool(app.get(ARCHIVE_HELD))
@@ -76,10 +87,24 @@ def desired_config(host: Host) -> WorkloadConfig:
         stanza=stanza,
         hold_wal=held and stanza is None,
         tls_server=tls_server_wanted(host),
-        connectivity=unit.get(CONNECTIVITY) != "off",
+        connectivity=unit.get(CONNECTIVITY) != "off" and not cluster_restore,
         creating_backup=bool(unit.get(CREATING_BACKUP)),
-        restore=_restore_target(RestoreState.read(app), host.stanza_name),
+        restore=_restore_target(restore, host.stanza_name),
+        replica_restore=replica_source(host, restore) if cluster_restore and restore else None,
     )
+
+
+def replica_source(host: Host, state: RestoreState) -> ReplicaRestore:
+    """Where the other units re-create themselves from after a cluster restore: the
+    repository (the backup set the primary was restored from) when it is this cluster's
+    stanza and archiving pushes the restored primary's timeline into it; otherwise the
+    primary (pg_basebackup). A standby restored from another cluster's archive would
+    replay that cluster's WAL past the point the restored primary branched at, and could
+    never follow it."""
+    own = (state.stanza or host.stanza_name) == host.stanza_name
+    if own and host.app_data.get(STANZA):
+        return ReplicaRestore(stanza=host.stanza_name, label=state.label or None)
+    return ReplicaRestore(stanza=None)
 
 
 def _restore_target(state: RestoreState | None, own_stanza: str) -> RestoreTarget | None:
@@ -147,6 +172,9 @@ def block_s3(host: Host, message: str) -> None:
         app[STANZA] = ""
         app[ARCHIVE_HELD] = "" if foreign else (stanza or app.get(ARCHIVE_HELD) or "")
         apply_config(host)
+    if foreign and msg.is_restored_from_another_cluster(host.get_status().message):
+        # The restore from that repository worked: keep saying so, and what to do next.
+        message = msg.restored_from_another_cluster()
     host.app_data[S3_BLOCK_MESSAGE] = message
     host.set_status(UnitStatus.blocked(message))
 
