@@ -26,6 +26,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from e2e_helpers import tcp_connect
 
 from pgbackups.adapters import processes
 from pgbackups.core.restore_state import RestoreState
@@ -132,6 +133,8 @@ def test_restore_to_a_backup_on_three_units(cluster: Cluster, run_cli: Cli) -> N
     assert {s for s, _, _ in units.values()} == {"active"}, units
     assert moved_aside(cluster) == {u.name: [] for u in cluster.units()}
     assert RestoreState.read(Runtime(cluster).store.app_bag(writable=False)) is None
+    for unit in cluster.units():
+        tcp_connect(cluster, unit.name)  # clients are let in again everywhere
     # The restored primary takes writes and they reach every unit.
     insert(cluster, "after-restore", 5)
     wait_rows_everywhere(cluster, {"before-backup": 50, "after-restore": 5})
@@ -177,6 +180,9 @@ def test_pitr_with_a_replica_killed_while_it_re_creates(cluster: Cluster, run_cl
             break
         assert cluster.get_status(leader)[0] != "blocked", cluster.get_status(leader)
         time.sleep(1)
+    # Clients are refused on the restored primary until every unit runs the restored data.
+    with pytest.raises(psycopg.OperationalError, match=r"pg_hba\.conf rejects"):
+        tcp_connect(cluster, leader)
     # A second restore while this one runs is refused.
     res = run(run_cli, leader, "restore", f"restore-to-time={target}")
     assert res.returncode == 1
@@ -200,6 +206,8 @@ def test_pitr_with_a_replica_killed_while_it_re_creates(cluster: Cluster, run_cl
     tick([n for n in present if n != leader] + [away])  # clients let in again
     wait_rows_everywhere(cluster, {"before-backup": 50, "after-restore": 5, "before-time": 20})
     assert {s for s, _, _ in statuses(run_cli).values()} == {"active"}
+    for unit in cluster.units():
+        tcp_connect(cluster, unit.name)  # clients are let in again everywhere
 
 
 def test_failed_restore_is_rolled_back_on_every_unit(cluster: Cluster, run_cli: Cli) -> None:

@@ -46,7 +46,8 @@ def test_a_new_cluster_restores_a_gone_clusters_backup(
     make_cluster: Callable[..., Cluster], run_cli: Cli
 ) -> None:
     old = make_cluster("drold", units=1)
-    assert run_cli("s3", "set", "--name", "drold").returncode == 0
+    # A path, not the bucket's root: the new cluster's own path must not lie inside it.
+    assert run_cli("s3", "set", "--name", "drold", "--path", "/drold").returncode == 0
     old_unit = old.unit("drold/0")
     old_unit.query("create table t (id bigserial primary key, v text)")
     old_unit.query("insert into t (v) select 'backed-up' from generate_series(1, 40)")

@@ -488,6 +488,13 @@ def test_completion_of_a_restore_from_another_cluster_blocks_and_stops_archiving
     ]
     assert "stanza" not in host.app_dict
 
+    # update-status's S3 retry (it shows "initialising stanza" on the way) keeps saying
+    # what happened and what to do next.
+    host.calls.clear()
+    on_update_status(host)
+    assert "set_status(maintenance: initialising stanza)" in host.effects
+    assert host.status == restored
+
 
 def test_completion_without_s3_settings_skips_the_ownership_check() -> None:
     host = restoring_host(s3=None)

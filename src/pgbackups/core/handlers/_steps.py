@@ -172,8 +172,9 @@ def block_s3(host: Host, message: str) -> None:
         app[STANZA] = ""
         app[ARCHIVE_HELD] = "" if foreign else (stanza or app.get(ARCHIVE_HELD) or "")
         apply_config(host)
-    if foreign and msg.is_restored_from_another_cluster(host.get_status().message):
-        # The restore from that repository worked: keep saying so, and what to do next.
+    if foreign and msg.is_restored_from_another_cluster(app.get(S3_BLOCK_MESSAGE) or ""):
+        # The restore from that repository worked: keep saying so, and what to do next
+        # (the retry shows "initialising stanza" first: the bag, not the status, remembers).
         message = msg.restored_from_another_cluster()
     host.app_data[S3_BLOCK_MESSAGE] = message
     host.set_status(UnitStatus.blocked(message))
