@@ -437,3 +437,25 @@ def test_the_local_runtime_relays_a_write_to_the_other_units() -> None:
     }
     assert bag_writers(before, after, "main/0") == {"main/0", "main/1"}
     assert bag_writers(after, after, "main/0") == set()
+
+
+def test_leader_whose_data_could_not_move_starts_again_and_the_others_follow() -> None:
+    host = leader("stopping", {"restore-joined": EPOCH})
+    host.fake_workload.moved_path = None  # the move fails
+    assert on_update_status(host) == Done()
+    assert host.effects[-1] == (
+        f"set_status(blocked: {msg.FAILED_TO_RESTORE_BACKUP}: could not move the data "
+        "directory aside)"
+    )
+    assert host.effects.count("workload.start_database") == 1  # on its untouched data
+    assert host.app_dict["restore-stage"] == "rolling-back"
+
+
+def test_leader_whose_restore_did_not_start_keeps_everything_for_a_rollback() -> None:
+    host = leader("stopping", {"restore-joined": EPOCH})
+    host.fake_workload.start_results = [False]
+    assert on_update_status(host) == Done()
+    assert host.app_dict["restore-stage"] == "restoring"
+    assert host.app_dict["restore-moved-data"] == MOVED_DATA
+    assert host.status.is_blocked
+    assert host.status.message.startswith(f"{msg.FAILED_TO_RESTORE_BACKUP}: the database did not")

@@ -93,9 +93,11 @@ def _restore_when_stopped(host: Host, state: RestoreState) -> Outcome:
     failed = restore_here(host, state, before)
     if failed is None:
         return Done()
-    if msg.is_failed_restore(host.get_status().message):
+    after = RestoreState.read(host.app_data)
+    if after is not None and after.stage == RESTORING:
         return Done()  # the data was moved aside: rollback-restore is the user's call
-    # Nothing was changed here and the database runs again: the others come back too.
+    # Nothing was moved here (the database was started again, or tried): the others take
+    # their data back once it runs as the primary.
     log.error("The restore did not start (%s): the other units take their data back", failed)
     RestoreState.clear(host.app_data, keep_moved_data=True, keep_stages=True)
     RestoreState.set_stage(host.app_data, ROLLING_BACK)
