@@ -8,7 +8,9 @@
   back, with no second restore; every unit holds exactly the rows committed before the time;
 - a failed restore (a time the archived WAL never reaches): every unit keeps its data from
   before on disk, and rollback-restore brings all three back with their old rows;
-- a second restore while one runs is refused.
+- a second restore while one runs is refused;
+- a restore whose S3 server stops before the leader's pgBackRest reads the backup fails,
+  and rollback-restore brings all three units back with their old rows.
 
 Rows are counted on every unit, against what was committed before the target.
 """
@@ -26,11 +28,11 @@ from typing import Any
 
 import psycopg
 import pytest
-from e2e_helpers import tcp_connect
+from e2e_helpers import switch_and_wait_archived, tcp_connect
 
 from pgbackups.adapters import processes
 from pgbackups.core.restore_state import RestoreState
-from pgbackups.local.runtime.cluster import Cluster
+from pgbackups.local.runtime.cluster import S3, Cluster
 from pgbackups.local.runtime.host import Runtime
 
 pytestmark = pytest.mark.real
@@ -233,3 +235,46 @@ def test_failed_restore_is_rolled_back_on_every_unit(cluster: Cluster, run_cli: 
     assert {s for s, _, _ in units.values()} == {"active"}, units
     assert units[leader][1] == "primary"
     assert all(not p.exists() for paths in kept.values() for p in paths), "moved back"
+
+
+def test_a_restore_whose_s3_is_cut_is_rolled_back_on_every_unit(
+    cluster: Cluster, run_cli: Cli
+) -> None:
+    """The S3 server stops after the target was checked and the other units stopped,
+    before the leader's pgBackRest reads the backup: the restore fails, every unit keeps
+    its data, and rollback-restore (which needs no S3) brings all three back."""
+    expected = {"before-backup": 50, "after-restore": 5, "before-time": 20, "before-failure": 7}
+    insert(cluster, "before-s3-cut", 3)
+    expected["before-s3-cut"] = 3
+    wait_rows_everywhere(cluster, expected)
+    leader = cluster.leader
+    backup_id = backup_on_a_replica(cluster, run_cli)
+    runtime = Runtime(cluster)
+    # Nothing left to archive when S3 goes: PostgreSQL's shutdown would wait for its
+    # archiver's attempts (a minute each) on every stop.
+    switch_and_wait_archived(cluster, primary(cluster))
+    # The action alone (no relay): stage stopping, the target checked against S3.
+    outcome = runtime.dispatcher.run_action(leader, "restore", {"backup-id": backup_id})
+    assert "restore-status" in getattr(outcome, "results", {}), outcome
+    cluster.stop_service(S3)
+    others = [u.name for u in cluster.units() if u.name != leader]
+    for name in others:
+        runtime.fire(name, "peer-changed")  # they stop and move their data aside
+    deadline = time.monotonic() + 300
+    while cluster.get_status(leader)[0] != "blocked":
+        assert time.monotonic() < deadline, statuses(run_cli)
+        for name in (leader, *others):
+            runtime.fire(name, "update-status")
+        time.sleep(1)
+    message = cluster.get_status(leader)[1]
+    assert message.startswith("Failed to restore backup"), message
+    kept = moved_aside(cluster)
+    assert all(len(paths) == 1 for paths in kept.values()), kept
+
+    res = run(run_cli, leader, "rollback-restore", wait=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    wait_rows_everywhere(cluster, expected)
+    units = statuses(run_cli)
+    assert {s for s, _, _ in units.values()} == {"active"}, units
+    assert all(not p.exists() for paths in kept.values() for p in paths), "moved back"
+    cluster.start()  # the S3 server is back: the held WAL is archived
