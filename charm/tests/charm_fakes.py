@@ -136,6 +136,15 @@ class FakeWorkload:
     def current_timeline(self) -> int | None:
         return self.timeline
 
+    def streaming_timeline(self) -> int | None:
+        return None
+
+    def replica_creation_stalled(self) -> bool | None:
+        return None
+
+    def recreate_replica(self) -> None:
+        return None
+
     def timeline_history(self, timeline: int) -> str | None:
         return None
 

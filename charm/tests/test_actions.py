@@ -305,7 +305,6 @@ def test_rollback_restore_without_a_failed_restore_is_refused(world: World) -> N
         ({}, None, msg.MISSING_RESTORE_TARGET),
         ({"backup-id": BACKUP_ID}, "not-initialised", msg.WORKLOAD_NOT_ACCESSIBLE),
         ({"backup-id": BACKUP_ID}, "blocked", msg.RESTORE_UNIT_BLOCKED),
-        ({"backup-id": BACKUP_ID}, "two-units", msg.RESTORE_MORE_THAN_ONE_UNIT),
         ({"backup-id": BACKUP_ID}, "non-leader", msg.RESTORE_NOT_LEADER),
         (
             {"backup-id": "2020-01-01T00:00:00Z"},
@@ -325,13 +324,25 @@ def test_restore_refusals(
         world.workload.initialised = False
     elif setup == "blocked":
         kw["status"] = testing.BlockedStatus(msg.FAILED_TO_INITIALIZE_STANZA)
-    elif setup == "two-units":
-        others = 1
     elif setup == "non-leader":
         kw["leader"] = False
     st = state(peers({"stanza": STANZA}, others=others), s3(), **kw)  # type: ignore[arg-type]
     assert fail_message("restore", st, params) == expected
     assert "stop_database" not in world.calls
+
+
+def test_restore_of_two_units_starts_by_stopping_the_other(world: World) -> None:
+    """The one-unit refusal is gone: the leader records the restore (stage stopping),
+    refuses clients, and restores only once the other unit stopped (cluster_restore)."""
+    world.tool.stanzas = [stanza_info(STANZA, backup_record(STANZA, LABEL))]
+    st = state(peers({"stanza": STANZA}, others=1), s3())
+    c, out = run_action("restore", st, {"backup-id": BACKUP_ID})
+    assert c.action_results == {msg.RESULT_RESTORE_STATUS: msg.RESTORE_STARTED}
+    bag = app_bag(out)
+    assert (bag["restoring-backup"], bag["restore-stage"]) == (LABEL, "stopping")
+    assert "stop_database" not in world.calls
+    assert isinstance(out.unit_status, testing.MaintenanceStatus)
+    assert out.unit_status.message.startswith(msg.RESTORING_BACKUP + ": waiting for ")
 
 
 def test_restore_allowed_when_blocked_by_another_clusters_repository(world: World) -> None:

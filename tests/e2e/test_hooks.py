@@ -170,13 +170,16 @@ def test_tls2_full_differential_incremental_on_the_replica(tls2: Driver) -> None
         time.sleep(0.3)
 
 
-def test_tls2_restore_refused_with_two_units(tls2: Driver) -> None:
+def test_tls2_restore_refused_on_a_unit_that_is_not_the_leader(tls2: Driver) -> None:
+    """Two units may be restored in place (tests/e2e/test_cluster_restore.py), from the
+    leader only."""
     primary = tls2.role("primary")
     before = tls2.rows(primary)
     some_id = tls2.action(primary, "list-backups", "format=json")["results"]["backups"][0]
-    doc = tls2.action(tls2.cluster.leader, "restore", f"backup-id={some_id['backup-id']}")
+    other = next(u.name for u in tls2.cluster.units() if u.name != tls2.cluster.leader)
+    doc = tls2.action(other, "restore", f"backup-id={some_id['backup-id']}")
     assert doc["status"] == "failed"
-    assert doc["message"] == messages.RESTORE_MORE_THAN_ONE_UNIT
+    assert doc["message"] == messages.RESTORE_NOT_LEADER
     assert tls2.rows(primary) == before
     assert tls2.status()["units"][0]["state"] == "running"
 

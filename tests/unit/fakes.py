@@ -72,6 +72,8 @@ WORKLOAD_QUERIES = frozenset(
         "workload.primary_address",
         "workload.system_identifier",
         "workload.current_timeline",
+        "workload.streaming_timeline",
+        "workload.replica_creation_stalled",
         "workload.data_dir_users",
         "workload.bootstrap_failed",
         "workload.is_database_service_running",
@@ -235,6 +237,9 @@ def describe_config(config: WorkloadConfig) -> str:
         parts.append("creating-backup")
     if config.restore is not None:
         parts.append(f"restore={config.restore.label}@{config.restore.stanza}")
+    if config.replica_restore is not None:
+        source = config.replica_restore
+        parts.append(f"replicas-from={source.label}@{source.stanza or 'primary'}")
     return f"workload.apply_config({', '.join(parts)})"
 
 
@@ -252,6 +257,8 @@ class FakeWorkload:
     primary_addr: str | None = PRIMARY_ADDRESS
     system_id: int | None = SYSTEM_ID
     timeline: int | None = 1
+    streaming: int | None = None  # the timeline a replica's WAL receiver streams
+    stalled: bool = False  # Patroni waits for a reinitialize (a killed re-creation)
     histories: dict[int, str] = field(default_factory=dict)  # pg_wal/<tl>.history texts
     users: list[str] = field(default_factory=list)  # processes still in the data directory
     stop_ok: bool = True
@@ -296,6 +303,15 @@ class FakeWorkload:
 
     def current_timeline(self) -> int | None:
         return self._ask("current_timeline", self.timeline)
+
+    def streaming_timeline(self) -> int | None:
+        return self._ask("streaming_timeline", self.streaming)
+
+    def replica_creation_stalled(self) -> bool | None:
+        return self._ask("replica_creation_stalled", self.stalled)
+
+    def recreate_replica(self) -> None:
+        self._do("recreate_replica", True)
 
     def timeline_history(self, timeline: int) -> str | None:
         return self._ask(f"timeline_history({timeline})", self.histories.get(timeline))

@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks import cli, fabricate, report, stats
+from benchmarks import cli, fabricate, report, restore_phases, stats
 
 from pgbackups.core.ids import label_time
 
@@ -208,3 +208,20 @@ def test_summarize_ratios() -> None:
     assert ratios["pgbackups restore --wait, until writable"] == 3.0
     assert summary["scaling"][0]["backup pgbackups MB/s"] == 20.0
     assert "1.50x" in report.render_text(summary, 3)
+
+
+def test_restore_phases_reads_pgbackrests_restore_lines_after_the_start(tmp_path: Path) -> None:
+    """The pgBackRest console lines Patroni's log holds (local time, milliseconds); an
+    earlier restore's lines are left out."""
+    log_file = tmp_path / "patroni.log"
+    log_file.write_text(
+        "2026-12-02 10:00:00.000 P00   INFO: restore command begin 2.45: --stanza=x\n"
+        "2026-12-02 10:00:05.000 P00   INFO: restore command end: completed successfully\n"
+        "2026-12-02 10:06:30,159 INFO: trying to bootstrap from leader 'crestore-0'\n"
+        "2026-12-02 10:06:30.191 P00   INFO: restore command begin 2.45: --config=/x\n"
+        "2026-12-02 10:06:33.441 P00   INFO: restore command end: completed successfully\n"
+    )
+    since = datetime(2026, 12, 2, 10, 6, 0).timestamp()
+    marks = restore_phases._pgbackrest_times(log_file, since)
+    assert round(marks["end"] - marks["begin"], 3) == 3.25
+    assert marks["begin"] == datetime(2026, 12, 2, 10, 6, 30, 191000).timestamp()

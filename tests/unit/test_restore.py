@@ -33,6 +33,8 @@ RECORD = [
     "app_data[restore-to-time]=''",
     "app_data[restore-timeline]=''",
     f"app_data[restore-moved-data]={MOVED_DATA!r}",
+    "app_data[restore-epoch]='20261128T150000.000000Z'",
+    "app_data[restore-stage]='restoring'",
     "app_data[s3-block-message]=''",
 ]
 RESTORE_CONFIG = f"workload.apply_config(stanza={STANZA}, restore={LABEL}@{STANZA})"
@@ -198,13 +200,6 @@ REFUSALS: list[tuple[str, Setup, dict[str, str], str, list[str]]] = [
         ASKED,
     ),
     (
-        "more-than-one-unit",
-        _two_units,
-        {"backup-id": BACKUP_ID},
-        msg.RESTORE_MORE_THAN_ONE_UNIT,
-        ASKED,
-    ),
-    (
         "blocked-before-unit-count",
         _two_units_and_blocked,
         {"backup-id": BACKUP_ID},
@@ -213,10 +208,10 @@ REFUSALS: list[tuple[str, Setup, dict[str, str], str, list[str]]] = [
     ),
     ("not-leader", _not_leader, {"backup-id": BACKUP_ID}, msg.RESTORE_NOT_LEADER, ASKED),
     (
-        "unit-count-before-leadership",
+        "two-units-not-leader",
         _two_units_not_leader,
         {"backup-id": BACKUP_ID},
-        msg.RESTORE_MORE_THAN_ONE_UNIT,
+        msg.RESTORE_NOT_LEADER,
         ASKED,
     ),
     (
@@ -471,18 +466,34 @@ def test_completion_of_a_restore_from_another_cluster_blocks_and_stops_archiving
     host.store.objects[MARKER_KEY] = marker_body(stanza="old.main", cluster_id="cluster-old")
     on_update_status(host)
     blocked = UnitStatus.blocked(msg.ANOTHER_CLUSTER_REPOSITORY)
-    assert host.status == blocked
-    assert host.effects[-8:] == [
+    # The data is restored: the block says so, and what to do next (the local --wait and
+    # a script reading the status see a restore that worked).
+    restored = UnitStatus.blocked(msg.restored_from_another_cluster())
+    assert host.status == restored
+    assert restored.message == (
+        "the S3 repository has backups from another cluster: restored; backups paused "
+        "until S3 points at a path of this cluster's own (change the S3 path)"
+    )
+    assert host.effects[-10:] == [
         f"object_store.get({MARKER_KEY})",
         "app_data[stanza]=''",
         "app_data[archive-held]=''",  # another cluster's repository: nothing to hold for
         "workload.apply_config(stanza=-)",
         f"app_data[s3-block-message]={msg.ANOTHER_CLUSTER_REPOSITORY!r}",
         f"set_status({blocked})",
+        f"app_data[s3-block-message]={restored.message!r}",
+        f"set_status({restored})",
         f"workload.remove_moved_data({MOVED_DATA})",
         "app_data[restore-moved-data]=''",
     ]
     assert "stanza" not in host.app_dict
+
+    # update-status's S3 retry (it shows "initialising stanza" on the way) keeps saying
+    # what happened and what to do next.
+    host.calls.clear()
+    on_update_status(host)
+    assert "set_status(maintenance: initialising stanza)" in host.effects
+    assert host.status == restored
 
 
 def test_completion_without_s3_settings_skips_the_ownership_check() -> None:

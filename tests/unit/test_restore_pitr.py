@@ -151,6 +151,8 @@ def test_each_target_shape(  # noqa: PLR0917 - one parametrised row
         **({"restore-to-time": to_time} if to_time else {}),
         **({"restore-timeline": tl} if tl else {}),
         "restore-moved-data": MOVED_DATA,
+        "restore-epoch": "20261128T150000.000000Z",
+        "restore-stage": "restoring",
     }
     restore = host.fake_workload.configs[-1].restore
     assert restore == RestoreTarget(

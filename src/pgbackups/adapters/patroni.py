@@ -24,6 +24,7 @@ from typing import Any
 from pgbackups.adapters import processes
 from pgbackups.core.host import (
     CommandResult,
+    ReplicaRestore,
     RestoreTarget,
     TlsMaterial,
     WorkloadConfig,
@@ -154,6 +155,25 @@ def restore_command(member: PatroniMember, restore: RestoreTarget) -> str:
     return shlex.join(argv)
 
 
+def replica_restore_command(member: PatroniMember, replica: ReplicaRestore) -> str:
+    """Patroni's pgBackRest replica method while a cluster restore re-creates the units:
+    the backup set the primary was restored from (``--set``: the repository's newest
+    backup may be past the point the new timeline branched at, which a standby cannot
+    follow), as a standby; ``--delta`` reuses what a killed attempt left (Patroni keeps it:
+    ``keep_data``). Recovery then follows the newest timeline in the archive, the restored
+    primary's, and streams."""
+    argv = [
+        "pgbackrest",
+        f"--config={member.pgbackrest_config}",
+        f"--stanza={replica.stanza}",
+        f"--pg1-path={member.data_dir}",
+    ]
+    if replica.label:
+        argv.append(f"--set={replica.label}")
+    argv += ["--delta", "--type=standby", "restore"]
+    return shlex.join(argv)
+
+
 def _host_cidr(address: str) -> str:
     """``address`` as a one-host network for pg_hba (a unit's address is an IP address)."""
     try:
@@ -278,7 +298,18 @@ def render_config(member: PatroniMember, config: WorkloadConfig) -> dict[str, An
         "pg_ident": pg_ident(member),
         "basebackup": {"checkpoint": "fast"},
     }
-    if config.stanza:
+    replica = config.replica_restore
+    if replica is not None and replica.stanza is not None:
+        postgresql["create_replica_methods"] = ["pgbackrest", "basebackup"]
+        postgresql["pgbackrest"] = {
+            "command": replica_restore_command(member, replica),
+            "keep_data": True,
+            "no_params": True,
+        }
+    elif replica is not None:
+        # The archive cannot lead a standby to the restored primary's timeline: copy it.
+        postgresql["create_replica_methods"] = ["basebackup"]
+    elif config.stanza:
         postgresql["create_replica_methods"] = ["pgbackrest", "basebackup"]
         postgresql["pgbackrest"] = {
             "command": (
@@ -527,6 +558,14 @@ class PatroniClient:
         status, text = self._request("POST", "/reload")
         if status not in (200, 202):
             raise PatroniUnavailable(f"reload refused: HTTP {status} {text.strip()}")
+
+    def reinitialize(self) -> None:
+        """Have Patroni create this replica again (its replica methods, in order). Patroni
+        3.0.2 leaves the data directory to the method (a ``keep_data`` method gets it as
+        it is)."""
+        status, text = self._request("POST", "/reinitialize", {"force": True})
+        if status != 200:
+            raise PatroniUnavailable(f"reinitialize refused: HTTP {status} {text.strip()}")
 
     def switchover(self, leader: str, candidate: str) -> str:
         status, text = self._request(

@@ -185,6 +185,22 @@ def read_timeline(
         return None
 
 
+def read_streaming_timeline(
+    socket_dir: str, port: int, user: str = "postgres", *, connect_timeout: int = CONNECT_TIMEOUT
+) -> int | None:
+    """The timeline a standby's WAL receiver streams (``pg_stat_wal_receiver``); None when
+    it does not stream or PostgreSQL does not answer."""
+    try:
+        with connect(socket_dir, port, user, connect_timeout=connect_timeout) as conn:
+            row = conn.execute(
+                "SELECT received_tli FROM pg_stat_wal_receiver WHERE status = 'streaming'"
+            ).fetchone()
+    except psycopg.Error as exc:
+        log.debug("WAL receiver not readable on %s:%s: %s", socket_dir, port, exc)
+        return None
+    return None if row is None or row[0] is None else int(row[0])
+
+
 def read_timeline_history(
     socket_dir: str, port: int, timeline: int, user: str = "postgres"
 ) -> str | None:

@@ -29,9 +29,9 @@ HOOKS: Mapping[str, HookHandler] = MappingProxyType(
         "leader-elected": handlers.on_leader_elected,
         "update-status": handlers.on_update_status,
         # The pgBackRest TLS server is reconciled when certificates or peers change
-        # (docs/behaviour/tls-server.md).
+        # (docs/behaviour/tls-server.md); a peer change also moves a cluster restore on.
         "certificates-changed": handlers.reconcile_tls_server,
-        "peer-changed": handlers.reconcile_tls_server,
+        "peer-changed": handlers.on_peer_changed,
         # The backup options changed (charm config; `pgbackups retention|schedule`).
         "config-changed": handlers.on_config_changed,
     }

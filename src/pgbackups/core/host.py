@@ -113,6 +113,23 @@ class RestoreTarget:
 
 
 @dataclass(frozen=True)
+class ReplicaRestore:
+    """How a unit re-creates itself from the restored primary after a cluster restore
+    (docs/behaviour/restore.md, "A cluster of several units").
+
+    ``stanza`` and ``label``: the backup set the primary was restored from; Patroni's
+    pgBackRest replica method restores it as a standby (``--delta`` over what a killed
+    attempt left), which then follows the restored primary's new timeline from the
+    archive and streams. None: from the primary only (``pg_basebackup``), when the
+    archive cannot lead a standby to the new timeline (another cluster's stanza, or
+    archiving off).
+    """
+
+    stanza: str | None
+    label: str | None = None
+
+
+@dataclass(frozen=True)
 class WorkloadConfig:
     """The configuration the core wants on this unit; the host renders and reloads it.
 
@@ -127,6 +144,8 @@ class WorkloadConfig:
     connectivity: bool = True  # False: client connections rejected (a replica taking a backup)
     creating_backup: bool = False  # Patroni tags nofailover + noloadbalance
     restore: RestoreTarget | None = None  # bootstrap from pgBackRest instead of initdb
+    # A cluster restore in progress: how this unit re-creates itself as a replica.
+    replica_restore: ReplicaRestore | None = None
     # WAL held: archive_command fails on purpose, so PostgreSQL keeps every segment and
     # retries (the repository is this cluster's but cannot be used right now).
     hold_wal: bool = False
@@ -283,6 +302,17 @@ class Workload(Protocol):
 
     def current_timeline(self) -> int | None: ...
 
+    def streaming_timeline(self) -> int | None:
+        """The timeline this member's WAL receiver streams from the primary; None when it
+        does not stream (or PostgreSQL does not answer)."""
+        ...
+
+    def replica_creation_stalled(self) -> bool | None:
+        """Patroni runs, but this member is neither a replica nor being made one: its data
+        directory holds what a killed re-creation left, which Patroni does not touch by
+        itself ("system ID is invalid; consider doing reinitialize")."""
+        ...
+
     def data_dir_users(self) -> list[str]:
         """The processes still using the data directory (working directory, an open file
         or a path in their arguments), described for a person; [] when none. After the
@@ -321,6 +351,10 @@ class Workload(Protocol):
 
     def start_database(self) -> None:
         """Start Patroni; raises WorkloadError if it does not run."""
+        ...
+
+    def recreate_replica(self) -> None:
+        """Have Patroni create this replica again, over what its data directory holds."""
         ...
 
     def remove_dcs_state(self) -> None:

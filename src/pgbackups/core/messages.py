@@ -13,10 +13,24 @@ CHECKING_STANZA = "checking stanza"
 CREATING_BACKUP = "creating backup"
 RESTORING_BACKUP = "restoring backup"
 ROLLING_BACK_RESTORE = "rolling back the restore"
+# A restore of a cluster of several units (ours: the reference restores one unit only).
+# The leader: "restoring backup: waiting for <units> to stop" / "... to re-create from the
+# restored primary"; the other units, in turn:
+STOPPING_FOR_RESTORE = "restoring backup: stopping the database"
+RECREATING_REPLICA = "re-creating from the restored primary"
+
+# Waiting
+WAITING_FOR_RESTORED_PRIMARY = "waiting for the restored primary"
+WAITING_FOR_ROLLED_BACK_PRIMARY = "waiting for the primary to roll back the restore"
 
 # Blocked, S3 initialisation: s3-credentials-changed (and update-status) exist to clear these.
 FAILED_TO_ACCESS_CREATE_BUCKET = "failed to access/create the bucket, check your S3 settings"
 ANOTHER_CLUSTER_REPOSITORY = "the S3 repository has backups from another cluster"
+# The same block after a restore from that repository succeeded (a migration, disaster
+# recovery): the data is restored; what the user does next is in the message.
+RESTORED_FROM_ANOTHER_CLUSTER = (
+    "restored; backups paused until S3 points at a path of this cluster's own (change the S3 path)"
+)
 FAILED_TO_INITIALIZE_STANZA = "failed to initialize stanza, check your S3 settings"
 S3_BLOCK_MESSAGES = (
     FAILED_TO_ACCESS_CREATE_BUCKET,
@@ -68,9 +82,12 @@ MISSING_BACKUP_ID = "Missing backup-id to restore"
 # Neither backup-id nor restore-to-time: the reference's message, with what to give.
 MISSING_RESTORE_TARGET = MISSING_BACKUP_ID + ": give backup-id, restore-to-time, or both"
 RESTORE_UNIT_BLOCKED = "Cluster or unit is in a blocking state"
+# No longer used: a cluster of several units is restored in place (docs/behaviour/restore.md).
+# Kept for scripts that compare with the reference's words.
 RESTORE_MORE_THAN_ONE_UNIT = (
     "Unit cannot restore backup as there are more than one unit in the cluster"
 )
+RESTORE_ALREADY_RUNNING = "A restore is already running on this cluster"
 RESTORE_NOT_LEADER = "Unit cannot restore backup as it was not elected the leader unit yet"
 INVALID_BACKUP_ID = "Invalid backup-id"  # followed by ": <id>"
 WORKLOAD_NOT_ACCESSIBLE = "Workload is not accessible yet"
@@ -153,6 +170,20 @@ def is_archive_health_message(text: str) -> bool:
     return any(
         text.startswith(m + " ") or text.startswith(m + ",") for m in ARCHIVE_HEALTH_MESSAGES
     )
+
+
+def restored_from_another_cluster() -> str:
+    """The leader's Blocked status once another cluster's backup is restored."""
+    return with_reason(ANOTHER_CLUSTER_REPOSITORY, RESTORED_FROM_ANOTHER_CLUSTER)
+
+
+def is_restored_from_another_cluster(text: str) -> bool:
+    return text == restored_from_another_cluster()
+
+
+def waiting_for_units(what: str, units: list[str]) -> str:
+    """The leader's Maintenance message while other units do their part of a restore."""
+    return f"{RESTORING_BACKUP}: waiting for {', '.join(units)} to {what}"
 
 
 def is_database_health_message(text: str) -> bool:

@@ -22,6 +22,28 @@ _RESTORE_MOVED_DATA = "restore-moved-data"
 # The last archived WAL segment a restore to the end of the archive must replay: checked
 # against where recovery really ended (core/archive.py). Written only by such restores.
 _RESTORE_WAL_END = "restore-wal-end"
+# A restore of the whole cluster (docs/behaviour/restore.md, "A cluster of several units"):
+# which attempt (the other units join it once), where it stands (the stages below), and the
+# timeline the restored primary runs on (a re-created unit streams it when it is done).
+_RESTORE_EPOCH = "restore-epoch"
+_RESTORE_STAGE = "restore-stage"
+_RESTORE_NEW_TIMELINE = "restore-new-timeline"
+
+# The stages, in order. A restore: the other units stop and move their data aside; the
+# leader restores; the others re-create themselves from the restored primary.
+STOPPING = "stopping"
+RESTORING = "restoring"
+RECREATING = "re-creating"
+# A rollback: the leader put its data back and starts; then the others put theirs back.
+ROLLING_BACK = "rolling-back"
+ROLLED_BACK = "rolled-back"
+RESTORE_STAGES = (STOPPING, RESTORING, RECREATING)
+ROLLBACK_STAGES = (ROLLING_BACK, ROLLED_BACK)
+
+# Unit bag: this unit's part in a cluster restore.
+_UNIT_JOINED = "restore-joined"  # the epoch this unit stopped for
+_UNIT_MOVED_DATA = "restore-unit-moved-data"  # where this unit's data from before it is
+_UNIT_DONE = "restore-done"  # the epoch this unit was re-created for (it streams)
 
 # A restore's own keys, in the order they are cleared; the moved data goes separately
 # (it outlives a failed attempt and is removed from disk before it is forgotten).
@@ -32,7 +54,8 @@ _TARGET_KEYS = (
     _RESTORE_TIMELINE,
     _RESTORE_TYPE,
 )
-_KEYS = (*_TARGET_KEYS, _RESTORE_MOVED_DATA)
+_STAGE_KEYS = (_RESTORE_EPOCH, _RESTORE_STAGE, _RESTORE_NEW_TIMELINE)
+_KEYS = (*_TARGET_KEYS, _RESTORE_MOVED_DATA, *_STAGE_KEYS)
 
 
 @dataclass(frozen=True)
@@ -50,6 +73,9 @@ class RestoreState:
     timeline: int | None = None  # restore-timeline: --target-timeline
     moved_data: str = ""  # restore-moved-data: where the data from before it was moved
     wal_end: str = ""  # restore-wal-end: the segment recovery must reach ("" no check)
+    epoch: str = ""  # restore-epoch: this attempt ("" a restore from before the stages)
+    stage: str = ""  # restore-stage: one of RESTORE_STAGES or ROLLBACK_STAGES
+    new_timeline: int | None = None  # restore-new-timeline: the restored primary's
 
     @property
     def in_progress(self) -> bool:
@@ -62,6 +88,7 @@ class RestoreState:
         if not any(app.get(key) for key in _KEYS):
             return None
         timeline = app.get(_RESTORE_TIMELINE) or ""
+        new_timeline = app.get(_RESTORE_NEW_TIMELINE) or ""
         return cls(
             label=app.get(_RESTORING_BACKUP) or "",
             stanza=app.get(_RESTORE_STANZA) or "",
@@ -70,6 +97,9 @@ class RestoreState:
             timeline=int(timeline) if timeline else None,
             moved_data=app.get(_RESTORE_MOVED_DATA) or "",
             wal_end=app.get(_RESTORE_WAL_END) or "",
+            epoch=app.get(_RESTORE_EPOCH) or "",
+            stage=app.get(_RESTORE_STAGE) or "",
+            new_timeline=int(new_timeline) if new_timeline else None,
         )
 
     def write(self, app: MutableMapping[str, str]) -> None:
@@ -82,13 +112,41 @@ class RestoreState:
         app[_RESTORE_MOVED_DATA] = self.moved_data
         if self.wal_end or app.get(_RESTORE_WAL_END):
             app[_RESTORE_WAL_END] = self.wal_end
+        # Only when set or to unset: a one-unit restore's bag looks as it always did.
+        for key, value in (
+            (_RESTORE_EPOCH, self.epoch),
+            (_RESTORE_STAGE, self.stage),
+            (_RESTORE_NEW_TIMELINE, str(self.new_timeline) if self.new_timeline else ""),
+        ):
+            if value or app.get(key):
+                app[key] = value
 
     @staticmethod
-    def clear(app: MutableMapping[str, str], *, keep_moved_data: bool = False) -> None:
+    def set_stage(
+        app: MutableMapping[str, str], stage: str, new_timeline: int | None = None
+    ) -> None:
+        app[_RESTORE_STAGE] = stage
+        if new_timeline is not None:
+            app[_RESTORE_NEW_TIMELINE] = str(new_timeline)
+
+    @staticmethod
+    def end_stages(app: MutableMapping[str, str]) -> None:
+        """The cluster restore (or its rollback) is over on every unit."""
+        for key in _STAGE_KEYS:
+            if app.get(key):
+                app[key] = ""
+
+    @staticmethod
+    def clear(
+        app: MutableMapping[str, str], *, keep_moved_data: bool = False, keep_stages: bool = False
+    ) -> None:
         """The restore is over. ``keep_moved_data``: the old data is still on disk (the
-        caller removes it, then :meth:`forget_moved_data`)."""
+        caller removes it, then :meth:`forget_moved_data`). ``keep_stages``: the other
+        units still have their part to do (a rollback)."""
         for key in _TARGET_KEYS:
             app[key] = ""
+        if not keep_stages:
+            RestoreState.end_stages(app)
         if app.get(_RESTORE_WAL_END):
             app[_RESTORE_WAL_END] = ""
         if not keep_moved_data:
@@ -102,3 +160,35 @@ class RestoreState:
 def restore_in_progress(app: Mapping[str, str]) -> bool:
     state = RestoreState.read(app)
     return state is not None and state.in_progress
+
+
+@dataclass(frozen=True)
+class UnitRestoreState:
+    """This unit's part in a cluster restore, as its own bag holds it."""
+
+    joined: str = ""  # the epoch of the restore this unit stopped and moved its data for
+    moved_data: str = ""  # where this unit's data from before the restore is
+    done: str = ""  # the epoch this unit was re-created for
+
+    @property
+    def involved(self) -> bool:
+        return bool(self.joined or self.moved_data or self.done)
+
+    @classmethod
+    def read(cls, bag: Mapping[str, str]) -> UnitRestoreState:
+        return cls(
+            joined=bag.get(_UNIT_JOINED) or "",
+            moved_data=bag.get(_UNIT_MOVED_DATA) or "",
+            done=bag.get(_UNIT_DONE) or "",
+        )
+
+    def write(self, bag: MutableMapping[str, str]) -> None:
+        bag[_UNIT_JOINED] = self.joined
+        bag[_UNIT_MOVED_DATA] = self.moved_data
+        bag[_UNIT_DONE] = self.done
+
+    @staticmethod
+    def clear(bag: MutableMapping[str, str]) -> None:
+        for key in (_UNIT_JOINED, _UNIT_MOVED_DATA, _UNIT_DONE):
+            if bag.get(key):
+                bag[key] = ""

@@ -38,6 +38,9 @@ TAGS_TIMEOUT_SECONDS = 20.0
 TLS_SERVER_START_SECONDS = 20.0
 # Patroni's member states after a bootstrap it gave up (it may also just exit).
 FAILED_STATES = frozenset({"start failed", "bootstrap failed", "crashed"})
+# GET /patroni of a member whose data directory holds no cluster Patroni can start (what a
+# killed replica creation left): Patroni waits for a person to reinitialize it.
+STALLED_ROLE, STALLED_STATE = "uninitialized", "stopped"
 
 
 # ---------------------------------------------------------------------------
@@ -247,6 +250,17 @@ class UnitWorkload:
         layout = self.layout
         return postgres.read_timeline(layout.socket_dir, layout.pg_port, SUPERUSER)
 
+    def streaming_timeline(self) -> int | None:
+        layout = self.layout
+        return postgres.read_streaming_timeline(layout.socket_dir, layout.pg_port, SUPERUSER)
+
+    def replica_creation_stalled(self) -> bool | None:
+        try:
+            member = self._client().member()
+        except PatroniUnavailable:
+            return None
+        return member.role == STALLED_ROLE and member.state == STALLED_STATE
+
     def data_dir_users(self) -> list[str]:
         return [p.describe() for p in processes.processes_using(self.layout.data_dir)]
 
@@ -296,6 +310,9 @@ class UnitWorkload:
         self.services.start(Service.PATRONI)
         if not self.services.is_running(Service.PATRONI):
             raise WorkloadError(f"{self.layout.unit}: Patroni does not run after its start")
+
+    def recreate_replica(self) -> None:
+        self._client().reinitialize()  # PatroniUnavailable is a WorkloadError
 
     def remove_dcs_state(self) -> None:
         layout = self.layout

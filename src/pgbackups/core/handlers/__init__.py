@@ -12,6 +12,7 @@ bags become the configuration of a unit. Which event or action runs which handle
 from __future__ import annotations
 
 from pgbackups.core.handlers._steps import desired_config
+from pgbackups.core.handlers.cluster_restore import on_peer_changed
 from pgbackups.core.handlers.config_changed import on_config_changed
 from pgbackups.core.handlers.create_backup import on_create_backup
 from pgbackups.core.handlers.expire import on_expire
@@ -33,6 +34,7 @@ __all__ = [
     "on_expire",
     "on_leader_elected",
     "on_list_backups",
+    "on_peer_changed",
     "on_restore",
     "on_rollback_restore",
     "on_s3_credentials_changed",

@@ -23,6 +23,7 @@ from pgbackups.core.host import (
     Host,
     ObjectStore,
     ObjectStoreError,
+    ReplicaRestore,
     RestoreTarget,
     UnitStatus,
     WorkloadConfig,
@@ -39,7 +40,7 @@ from pgbackups.core.peer_keys import (
 )
 from pgbackups.core.policy import policy_or_default
 from pgbackups.core.repository import StanzaInfo, TimelineRecord
-from pgbackups.core.restore_state import RestoreState
+from pgbackups.core.restore_state import RESTORE_STAGES, RestoreState
 from pgbackups.core.settings import S3Settings, S3SettingsProblem, parse_s3_settings
 
 log = logging.getLogger(__name__)
@@ -66,8 +67,18 @@ def desired_config(host: Host) -> WorkloadConfig:
     - ``restore``: a restore in progress (app bag), as Patroni's pgBackRest bootstrap.
     - ``retention``: the operator's retention (:mod:`pgbackups.core.policy`); refused
       options retain everything rather than expire by a value nobody accepted.
+    - a restore of several units: clients are refused on every unit until every unit
+      runs the restored data, and ``replica_restore`` says how a unit re-creates itself
+      (:func:`replica_source`).
     """
     app, unit = host.app_data, host.unit_data
+    restore = RestoreState.read(app)
+    cluster_restore = (
+        restore is not None
+        and restore.in_progress
+        and restore.stage in RESTORE_STAGES
+        and bool(host.peers())
+    )
     settings = parse_settings(host.s3_parameters())
     s3 = settings if isinstance(settings, S3Settings) else None
     stanza, held = app.get(STANZA) or None, bool(app.get(ARCHIVE_HELD))
@@ -80,13 +91,27 @@ def desired_config(host: Host) -> WorkloadConfig:
         stanza=stanza,
         hold_wal=held and stanza is None,
         tls_server=tls_server_wanted(host),
-        connectivity=unit.get(CONNECTIVITY) != "off",
+        connectivity=unit.get(CONNECTIVITY) != "off" and not cluster_restore,
         # The tags only for a hidden replica: a primary backs up with `creating-backup`
         # set too (one backup per cluster), and must not be tagged out of elections.
         creating_backup=bool(unit.get(CREATING_BACKUP)) and unit.get(CONNECTIVITY) == "off",
-        restore=_restore_target(RestoreState.read(app), host.stanza_name),
+        restore=_restore_target(restore, host.stanza_name),
         retention=policy_or_default(host.config_options()).retention,
+        replica_restore=replica_source(host, restore) if cluster_restore and restore else None,
     )
+
+
+def replica_source(host: Host, state: RestoreState) -> ReplicaRestore:
+    """Where the other units re-create themselves from after a cluster restore: the
+    repository (the backup set the primary was restored from) when it is this cluster's
+    stanza and archiving pushes the restored primary's timeline into it; otherwise the
+    primary (pg_basebackup). A standby restored from another cluster's archive would
+    replay that cluster's WAL past the point the restored primary branched at, and could
+    never follow it."""
+    own = (state.stanza or host.stanza_name) == host.stanza_name
+    if own and host.app_data.get(STANZA):
+        return ReplicaRestore(stanza=host.stanza_name, label=state.label or None)
+    return ReplicaRestore(stanza=None)
 
 
 def _restore_target(state: RestoreState | None, own_stanza: str) -> RestoreTarget | None:
@@ -154,6 +179,10 @@ def block_s3(host: Host, message: str) -> None:
         app[STANZA] = ""
         app[ARCHIVE_HELD] = "" if foreign else (stanza or app.get(ARCHIVE_HELD) or "")
         apply_config(host)
+    if foreign and msg.is_restored_from_another_cluster(app.get(S3_BLOCK_MESSAGE) or ""):
+        # The restore from that repository worked: keep saying so, and what to do next
+        # (the retry shows "initialising stanza" first: the bag, not the status, remembers).
+        message = msg.restored_from_another_cluster()
     host.app_data[S3_BLOCK_MESSAGE] = message
     host.set_status(UnitStatus.blocked(message))
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 
 from pgbackups.core import messages as msg
 from pgbackups.core import targets
@@ -23,6 +24,7 @@ from pgbackups.core.handlers._steps import (
     apply_config,
     block_s3,
     parse_settings,
+    replica_source,
     repository_problem,
     restore_timelines,
     workload_done,
@@ -30,12 +32,24 @@ from pgbackups.core.handlers._steps import (
 )
 from pgbackups.core.handlers._wal import check_before_restore, stopped_short
 from pgbackups.core.handlers.health import disk_full_reason
-from pgbackups.core.host import BackupToolError, Host, UnitStatus, Workload, WorkloadError
+from pgbackups.core.host import (
+    BackupToolError,
+    Host,
+    UnitStatus,
+    Workload,
+    WorkloadError,
+)
 from pgbackups.core.ids import normalise_id
 from pgbackups.core.outcomes import ActionFailed, ActionResults, Done, Outcome
 from pgbackups.core.peer_keys import S3_BLOCK_MESSAGE, STANZA
 from pgbackups.core.repository import BackupRecord, TimelineBranch, TimelineRecord
-from pgbackups.core.restore_state import RestoreState
+from pgbackups.core.restore_state import (
+    RECREATING,
+    RESTORING,
+    ROLLBACK_STAGES,
+    STOPPING,
+    RestoreState,
+)
 from pgbackups.core.settings import S3Settings, S3SettingsProblem
 
 log = logging.getLogger(__name__)
@@ -60,15 +74,72 @@ def on_restore(host: Host, params: Mapping[str, str]) -> Outcome:
         return _restore_refused(msg.WORKLOAD_NOT_ACCESSIBLE)
     if _is_blocked_for_restore(host):
         return _restore_refused(msg.RESTORE_UNIT_BLOCKED)
-    if host.planned_units() > 1:
-        return _restore_refused(msg.RESTORE_MORE_THAN_ONE_UNIT)
     if not host.is_leader():
         return _restore_refused(msg.RESTORE_NOT_LEADER)
+    if _is_restore_running(host):
+        return _restore_refused(msg.RESTORE_ALREADY_RUNNING)
     found = _find_backup(host, request)
     if isinstance(found, ActionFailed):
         return found
     chosen, wal_end = found
-    before = host.get_status()
+    wanted = _wanted_state(host, chosen, wal_end)
+    if host.peers():
+        return _start_cluster_restore(host, wanted)
+    failed = restore_here(host, wanted, host.get_status())
+    if failed is not None:
+        return failed
+    log.info("Restore started: %s (stanza %s)", chosen.description, chosen.stanza)
+    return ActionResults({msg.RESULT_RESTORE_STATUS: msg.RESTORE_STARTED})
+
+
+def _wanted_state(host: Host, chosen: targets.Chosen, wal_end: str) -> RestoreState:
+    """The restore keys for this attempt; the data from before the first failed attempt
+    stays recorded (it holds the cluster's real data)."""
+    previous = RestoreState.read(host.app_data)
+    return RestoreState(
+        label=chosen.label,
+        stanza=chosen.stanza,
+        type=chosen.type,
+        to_time=chosen.restore_to_time,
+        timeline=chosen.timeline,
+        moved_data=previous.moved_data if previous is not None else "",
+        wal_end=wal_end,
+        epoch=host.now().strftime("%Y%m%dT%H%M%S.%fZ"),
+        stage=RESTORING,
+    )
+
+
+def _is_restore_running(host: Host) -> bool:
+    """A restore (or its rollback) is under way and has not failed: a second one would
+    stop the units that are re-creating themselves from the first."""
+    state = RestoreState.read(host.app_data)
+    if state is None:
+        return False
+    if state.stage in ROLLBACK_STAGES:
+        return True
+    return state.in_progress and not is_failed_restore_status(host.get_status())
+
+
+def _start_cluster_restore(host: Host, wanted: RestoreState) -> Outcome:
+    """Several units: the others stop and move their data aside first (their Patroni
+    would otherwise race the leader's bootstrap for the empty DCS, with the old data);
+    the leader refuses clients now and restores once they all have
+    (cluster_restore.advance_restore, run by update-status and peer-changed)."""
+    state = replace(wanted, stage=STOPPING)
+    state.write(host.app_data)
+    host.app_data[S3_BLOCK_MESSAGE] = ""
+    apply_config(host)  # clients refused here too
+    waiting = [p.name for p in host.peers()]
+    host.set_status(UnitStatus.maintenance(msg.waiting_for_units("stop", waiting)))
+    log.info("Cluster restore %s started: waiting for %s to stop", state.epoch, ", ".join(waiting))
+    return ActionResults({msg.RESULT_RESTORE_STATUS: msg.RESTORE_STARTED})
+
+
+def restore_here(host: Host, wanted: RestoreState, before: UnitStatus) -> ActionFailed | None:
+    """The leader's own restore: stop, forget the cluster in the DCS, move the data aside,
+    record the keys, bootstrap from the backup. None when Patroni was started; otherwise
+    the failure, with the status set (``before`` again while nothing was moved, Blocked
+    when the database did not start again or after the data was moved)."""
     host.set_status(UnitStatus.maintenance(msg.RESTORING_BACKUP))
     workload = host.workload
     if not workload_done(workload.stop_database):
@@ -81,14 +152,13 @@ def on_restore(host: Host, params: Mapping[str, str]) -> Outcome:
     except WorkloadError as exc:
         log.error("%s", exc)
         return _start_again(host, before, "could not move the data directory aside")
-    kept = _record_restore(host, chosen, moved, wal_end)
+    kept = _record_restore(host, wanted, moved)
     apply_config(host)  # Patroni now bootstraps from the pgBackRest backup
     if not workload_done(workload.start_database):
         message = _restore_failure(f"the database did not start; old data kept at {kept}")
         host.set_status(UnitStatus.blocked(message))
         return _restore_refused(message)
-    log.info("Restore started: %s (stanza %s)", chosen.description, chosen.stanza)
-    return ActionResults({msg.RESULT_RESTORE_STATUS: msg.RESTORE_STARTED})
+    return None
 
 
 def _restore_refused(message: str) -> ActionFailed:
@@ -198,7 +268,7 @@ def _start_again(host: Host, before: UnitStatus, reason: str) -> ActionFailed:
     return _restore_refused(message)
 
 
-def _record_restore(host: Host, chosen: targets.Chosen, moved: str, wal_end: str) -> str:
+def _record_restore(host: Host, wanted: RestoreState, moved: str) -> str:
     """The restore state; desired_config turns it into Patroni's pgBackRest bootstrap.
     Returns where the data from before the restore is kept.
 
@@ -208,9 +278,7 @@ def _record_restore(host: Host, chosen: targets.Chosen, moved: str, wal_end: str
     none: Patroni moves a failed bootstrap's data to ``<data>.failed`` itself); it is only
     logged.
     """
-    app = host.app_data
-    previous = RestoreState.read(app)
-    kept_before = previous.moved_data if previous is not None else ""
+    kept_before = wanted.moved_data
     if kept_before:
         log.warning(
             "The data from before the first restore is kept at %s; the failed restore's "
@@ -218,17 +286,9 @@ def _record_restore(host: Host, chosen: targets.Chosen, moved: str, wal_end: str
             kept_before,
             moved or "(none)",
         )
-    state = RestoreState(
-        label=chosen.label,
-        stanza=chosen.stanza,
-        type=chosen.type,
-        to_time=chosen.restore_to_time,
-        timeline=chosen.timeline,
-        moved_data=kept_before or moved,
-        wal_end=wal_end,
-    )
-    state.write(app)
-    app[S3_BLOCK_MESSAGE] = ""
+    state = replace(wanted, moved_data=kept_before or moved, stage=RESTORING)
+    state.write(host.app_data)
+    host.app_data[S3_BLOCK_MESSAGE] = ""
     return state.moved_data
 
 
@@ -262,8 +322,48 @@ def detect_restore_end(host: Host, state: RestoreState) -> Outcome:
         short = stopped_short(host, timeline, state.wal_end)
         if short is not None:
             return _restore_short(host, state, short)
-    _restore_succeeded(host, state, timeline)
+    if host.peers():
+        return _primary_restored(host, state, timeline)
+    finish_restore(host, state, timeline)
     return Done()
+
+
+def _primary_restored(host: Host, state: RestoreState, timeline: int) -> Done:
+    """The restored primary runs: the other units may re-create themselves from it. From
+    the repository, only once the new timeline's ``.history`` is archived: a standby
+    started before would follow the old timeline past the branch point."""
+    source = replica_source(host, state)
+    if source.stanza is not None and not _history_archived(host, source.stanza, timeline):
+        host.set_status(
+            UnitStatus.maintenance(
+                msg.with_reason(
+                    msg.RESTORING_BACKUP,
+                    f"waiting for timeline {timeline}'s history to reach the repository",
+                )
+            )
+        )
+        return Done()
+    RestoreState.set_stage(host.app_data, RECREATING, timeline)
+    log.info(
+        "The restored primary runs on timeline %d; the other units re-create themselves from %s",
+        timeline,
+        "the repository" if source.stanza else "the primary",
+    )
+    waiting = [p.name for p in host.peers()]
+    host.set_status(
+        UnitStatus.maintenance(
+            msg.waiting_for_units("re-create from the restored primary", waiting)
+        )
+    )
+    return Done()
+
+
+def _history_archived(host: Host, stanza: str, timeline: int) -> bool:
+    try:
+        return any(t.timeline == timeline for t in host.backup_tool.timelines(stanza))
+    except BackupToolError as exc:
+        log.warning("The archived timelines cannot be listed: %s", exc)
+        return False
 
 
 # Patroni's member state when its bootstrap command (pgbackrest restore) exited non-zero:
@@ -329,10 +429,12 @@ def _pitr_failed(host: Host, state: RestoreState) -> Done:
     return Done()
 
 
-def _restore_succeeded(host: Host, state: RestoreState, timeline: int) -> None:
+def finish_restore(host: Host, state: RestoreState, timeline: int) -> None:
     """Clear the flags, normal bootstrap again, re-check ownership
     (docs/behaviour/s3-credentials.md#two-clusters-never-share-one-repository), remove the
-    moved-aside data, Active (or the S3 block the ownership check set)."""
+    moved-aside data, Active (or the S3 block the ownership check set: after a restore
+    from another cluster's repository, the block says the data is restored and what to do
+    next)."""
     RestoreState.clear(host.app_data, keep_moved_data=True)
     apply_config(host)
     log.info(
@@ -341,29 +443,34 @@ def _restore_succeeded(host: Host, state: RestoreState, timeline: int) -> None:
         f" to {state.to_time}" if state.to_time else "",
         timeline,
     )
-    blocked = _recheck_repository_after_restore(host)
+    problem = _recheck_repository_after_restore(host)
+    if problem == msg.ANOTHER_CLUSTER_REPOSITORY:
+        restored = msg.restored_from_another_cluster()
+        host.app_data[S3_BLOCK_MESSAGE] = restored
+        host.set_status(UnitStatus.blocked(restored))
     if state.moved_data:
         try:
             host.workload.remove_moved_data(state.moved_data)
         except WorkloadError as exc:  # the restore stands; the old data is only left over
             log.warning("The data from before the restore was not removed: %s", exc)
         RestoreState.forget_moved_data(host.app_data)
-    if not blocked:
+    if problem is None:
         host.set_status(UnitStatus.active())
 
 
-def _recheck_repository_after_restore(host: Host) -> bool:
-    """True when the repository turned out not to be usable (the S3 block is set)."""
+def _recheck_repository_after_restore(host: Host) -> str | None:
+    """The S3 block's message when the repository turned out not to be usable (the block
+    is set), else None."""
     settings = parse_settings(host.s3_parameters())
     if not isinstance(settings, S3Settings):
         log.info("No usable S3 settings after the restore: repository not re-checked")
-        return False
+        return None
     store = host.object_store(settings)
     problem = repository_problem(host, settings, store)
     if problem is not None:
         block_s3(host, problem)
-        return True
+        return problem
     if host.app_data.get(STANZA):
         write_marker(host, settings, store)
     host.app_data[S3_BLOCK_MESSAGE] = ""
-    return False
+    return None

@@ -13,8 +13,10 @@ fails and the user asks to roll back". The chart:
     Was the failed restore removed from the DCS?  no  -> status as before, fail
     Was the data moved back?                      no  -> status as before, fail
     Clear the restore keys, normal bootstrap, start the database
+      (several units: stage rolling-back; the others put their data back once this
+      unit runs as the primary, see cluster_restore)
     Did it start?                                 no  -> Blocked, fail
-    Active; results: rollback-status
+    Active (several units: Maintenance until the others are back); results
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pgbackups.core.handlers._steps import apply_config, workload_done
 from pgbackups.core.handlers.restore import is_failed_restore_status
 from pgbackups.core.host import Host, UnitStatus
 from pgbackups.core.outcomes import ActionFailed, ActionResults, Outcome
-from pgbackups.core.restore_state import RestoreState, restore_in_progress
+from pgbackups.core.restore_state import ROLLING_BACK, RestoreState, restore_in_progress
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +79,12 @@ def on_rollback_restore(host: Host, params: Mapping[str, str]) -> Outcome:
         if not workload_done(done):
             host.set_status(before)
             return _rollback_refused(msg.with_reason(msg.FAILED_TO_ROLL_BACK, step))
-    RestoreState.clear(host.app_data)
+    others = bool(state is not None and state.epoch and host.peers())
+    RestoreState.clear(host.app_data, keep_stages=others)
+    if others:
+        # The other units put their own data back once this one runs as the primary
+        # (cluster_restore): started before, their Patroni would race it for the DCS.
+        RestoreState.set_stage(host.app_data, ROLLING_BACK)
     apply_config(host)  # Patroni's normal bootstrap: it starts the data that is back
     if not workload_done(workload.start_database):
         message = msg.with_reason(
@@ -86,7 +93,10 @@ def on_rollback_restore(host: Host, params: Mapping[str, str]) -> Outcome:
         host.set_status(UnitStatus.blocked(message))
         return _rollback_refused(message)
     log.info("Rolled back the failed restore: the data from %s is back", moved)
-    host.set_status(UnitStatus.active())
+    if others:
+        host.set_status(UnitStatus.maintenance(msg.ROLLING_BACK_RESTORE))
+    else:
+        host.set_status(UnitStatus.active())
     return ActionResults({msg.RESULT_ROLLBACK_STATUS: msg.ROLLED_BACK})
 
 

@@ -9,9 +9,9 @@ import logging
 
 from pgbackups.core import messages as msg
 from pgbackups.core.handlers.archiving import check_archiving
+from pgbackups.core.handlers.cluster_restore import restore_step
 from pgbackups.core.handlers.create_backup import bring_back_after_interrupted_backup
 from pgbackups.core.handlers.health import check_database
-from pgbackups.core.handlers.restore import detect_restore_end
 from pgbackups.core.handlers.s3_credentials import on_s3_credentials_changed
 from pgbackups.core.handlers.schedule import run_schedules
 from pgbackups.core.host import Host
@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 
 def on_update_status(host: Host) -> Outcome:
     """(a) a backup left this unit hidden: bring it back; (b) a restore in progress:
-    detect its end; (c) the leader blocked by S3: retry S3 initialisation
+    the leader detects its end and leads a cluster restore from stage to stage, the other
+    units do their part (cluster_restore); (c) the leader blocked by S3: retry S3 initialisation
     (docs/behaviour/update-status.md#3-retry-s3-initialisation: the reference never self-heals);
     otherwise (d) is the database running? A stopped or crash-looping one is Blocked, and Active
     again once it runs (ours: the reference shows such a unit active); (e) on the primary,
@@ -32,11 +33,12 @@ def on_update_status(host: Host) -> Outcome:
     data directory still recorded after a finished restore is left alone. Last, (f) the
     backups the schedules say are due (handlers/schedule.py)."""
     bring_back_after_interrupted_backup(host)
+    step = restore_step(host)
+    if step is not None:
+        return step
     restore = RestoreState.read(host.app_data)
     if restore is not None and restore.in_progress:
-        if not host.is_leader():
-            return Done()
-        return detect_restore_end(host, restore)
+        return Done()  # a one-unit restore's end is the leader's to see
     if host.is_leader() and _has_s3_block(host):
         log.info("Retrying S3 initialisation")
         return on_s3_credentials_changed(host)

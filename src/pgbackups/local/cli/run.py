@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from pgbackups.core.handlers import primary_timeline
 from pgbackups.core.host import StatusKind
+from pgbackups.core.messages import is_restored_from_another_cluster
 from pgbackups.core.outcomes import ActionFailed, ActionResults, Deferred, Outcome
 from pgbackups.core.params import ACTION_PARAMS, check_action_params
 from pgbackups.core.restore_state import RestoreState
@@ -74,18 +75,49 @@ class _Ticker:
         self._thread.join()
 
 
-def wait_for_restore(runtime: Runtime, unit: str, progress: Progress, timeout: float) -> str:
-    """Run update-status on ``unit`` until the restore ends; the final status message.
+def _tick(runtime: Runtime, leader: str) -> None:
+    """One update-status on every unit, the leader first (what Juju's timer does), and the
+    peer-changed events their writes cause."""
+    before = runtime.store.snapshot()
+    names = [leader] + [u.name for u in runtime.cluster.units() if u.name != leader]
+    for name in names:
+        runtime.fire(name, "update-status")
+    runtime.relay_changes(before)
 
-    Raises ActionError when the restore failed (Blocked) or did not end in time.
+
+def _others(runtime: Runtime, unit: str) -> str:
+    """The other units' statuses, for the progress line."""
+    cluster = runtime.cluster
+    parts = []
+    for other in cluster.units():
+        if other.name != unit:
+            status, message = cluster.get_status(other.name)
+            parts.append(f"{other.name} {status}" + (f" ({message})" if message else ""))
+    return "; ".join(parts)
+
+
+def wait_for_restore(runtime: Runtime, unit: str, progress: Progress, timeout: float) -> str:
+    """Run update-status on every unit until the restore ends on all of them; the final
+    status message of ``unit`` (the leader).
+
+    Raises ActionError when the restore failed (Blocked) or did not end in time. A
+    restore from another cluster's repository that worked is no failure: the leader's S3
+    block then says the data is restored and what to do next.
     """
     cluster = runtime.cluster
     deadline = time.monotonic() + timeout
     progress.say(f"waiting for {unit} to finish the restore")
     while True:
-        runtime.fire(unit, "update-status")
+        _tick(runtime, unit)
         status, message = cluster.get_status(unit)
         restore = RestoreState.read(runtime.store.app_bag(writable=False))
+        over = restore is None or not (restore.in_progress or restore.stage)
+        if over and (
+            status != StatusKind.BLOCKED.value or is_restored_from_another_cluster(message)
+        ):
+            _tick(runtime, unit)  # the other units let clients in again
+            progress.say(f"restore complete on {unit}: {status} {message}".rstrip())
+            return message
         if status == StatusKind.BLOCKED.value:
             moved = restore.moved_data if restore is not None else ""
             kept = f"; the data from before the restore is kept at {moved}" if moved else ""
@@ -94,21 +126,23 @@ def wait_for_restore(runtime: Runtime, unit: str, progress: Progress, timeout: f
                 f"(see: pgbackups logs --name {cluster.name} {unit}; "
                 f"pgbackups status --name {cluster.name})"
             )
-        if restore is None or not restore.in_progress:
-            progress.say(f"restore complete on {unit}: {status} {message}".rstrip())
-            return message
         if time.monotonic() > deadline:
             raise ActionError(
                 f"the restore on {unit} did not finish within {timeout:g}s; it may still "
                 f"complete: pgbackups status --name {cluster.name}"
             )
         member = runtime.host_for(unit).workload.member_state() or "starting"
-        progress.say(f"restoring: Patroni member state {member}")
+        others = _others(runtime, unit)
+        progress.say(
+            f"restoring: {unit} {message or status} (Patroni member state {member})"
+            + (f"; {others}" if others else "")
+        )
         time.sleep(RESTORE_POLL_SECONDS)
 
 
 def wait_for_rollback(runtime: Runtime, unit: str, progress: Progress, timeout: float) -> int:
-    """Wait until Patroni runs ``unit`` as the primary on the data put back; its timeline.
+    """Wait until Patroni runs ``unit`` as the primary on the data put back, and every
+    other unit runs its own data from before the restore again; the timeline.
 
     The action returns once Patroni is started; this is the part a script waits for.
     """
@@ -117,9 +151,11 @@ def wait_for_rollback(runtime: Runtime, unit: str, progress: Progress, timeout: 
     deadline = time.monotonic() + timeout
     progress.say(f"waiting for {unit} to run as the primary again")
     while True:
+        _tick(runtime, unit)
         state = workload.member_state() or "starting"
         timeline = primary_timeline(workload)
-        if timeline is not None:
+        restore = RestoreState.read(runtime.store.app_bag(writable=False))
+        if timeline is not None and (restore is None or not restore.stage):
             progress.say(f"rollback complete on {unit}: primary on timeline {timeline}")
             return timeline
         if time.monotonic() > deadline:
@@ -128,7 +164,8 @@ def wait_for_rollback(runtime: Runtime, unit: str, progress: Progress, timeout: 
                 f"(Patroni member state {state}; see: pgbackups logs --name {cluster.name} "
                 f"{unit}; pgbackups status --name {cluster.name})"
             )
-        progress.say(f"starting: Patroni member state {state}")
+        others = _others(runtime, unit)
+        progress.say(f"starting: Patroni member state {state}" + (f"; {others}" if others else ""))
         time.sleep(RESTORE_POLL_SECONDS)
 
 
@@ -218,9 +255,11 @@ def register(sub: Subparsers) -> None:
         "  rollback-restore  (no parameters) after a failed restore: put the data from\n"
         "                 before it back and start the database on it.\n"
         "Results are printed; a failure prints its message and exits 1.\n"
-        "restore --wait waits until the restore is complete, or failed (exit 1; e.g. a\n"
-        "point-in-time target the archived WAL does not reach); rollback-restore --wait\n"
-        "until the unit runs as the primary again.",
+        "restore --wait waits until the restore is complete on every unit, or failed\n"
+        "(exit 1; e.g. a point-in-time target the archived WAL does not reach): the other\n"
+        "units stop, the leader restores, they re-create themselves from it. A restore\n"
+        "from another cluster's repository ends Blocked with backups paused (exit 0).\n"
+        "rollback-restore --wait until every unit runs its data from before again.",
         """
         pgbackups run main/1 create-backup type=full
         pgbackups run main/0 list-backups

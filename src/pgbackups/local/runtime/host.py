@@ -16,6 +16,7 @@ import socket
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from pgbackups import __version__
 from pgbackups.adapters.pgbackrest import PgBackRest, Timeouts
@@ -190,6 +191,18 @@ class LocalHost:
         }
 
 
+def bag_writers(before: Mapping[str, Any], after: Mapping[str, Any], leader: str) -> set[str]:
+    """The units whose writes differ between two snapshots of ``peers.json``."""
+    writers = set()
+    if before.get("app") != after.get("app"):
+        writers.add(leader)
+    units_before, units_after = before.get("units", {}), after.get("units", {})
+    for name in set(units_before) | set(units_after):
+        if units_before.get(name) != units_after.get(name):
+            writers.add(name)
+    return writers
+
+
 class Runtime:
     """Delivers events to the units of one local cluster, as Juju would."""
 
@@ -252,7 +265,33 @@ class Runtime:
         return {name: self.dispatcher.fire(name, "update-status") for name in self._names()}
 
     def run_action(self, unit: str, action: str, params: Mapping[str, str]) -> Outcome:
-        return self.dispatcher.run_action(unit, action, params)
+        before = self.store.snapshot()
+        outcome = self.dispatcher.run_action(unit, action, params)
+        self.relay_changes(before)
+        return outcome
+
+    def relay_changes(self, before: Mapping[str, Any], rounds: int = 4) -> None:
+        """What Juju does when a unit writes a peer bag: peer-changed on every other
+        unit, and again for what they write in turn (a cluster restore moves on this way:
+        the leader records a stage, the others stop and say so, the leader restores).
+        A few rounds at most; update-status carries on from there."""
+        for _ in range(rounds):
+            after = self.store.snapshot()
+            writers = bag_writers(before, after, self.cluster.leader)
+            if not writers:
+                return
+            before = after
+            for name in self.units_primary_first_leader_first():
+                if writers - {name}:
+                    self.dispatcher.fire(name, "peer-changed")
+
+    def units_primary_first_leader_first(self) -> list[str]:
+        names = self.units_primary_first()
+        leader = self.cluster.leader
+        if leader in names:
+            names.remove(leader)
+            names.insert(0, leader)
+        return names
 
     def _names(self) -> list[str]:
         return [u.name for u in self.cluster.units()]

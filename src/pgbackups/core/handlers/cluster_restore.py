@@ -1,0 +1,301 @@
+"""A restore of a cluster of several units, after the action (docs/behaviour/restore.md,
+"A cluster of several units"): the stages the application bag records, the leader's
+steps from one to the next, and every other unit's part.
+
+The leader's ``restore`` action records the target with the stage ``stopping`` and refuses
+clients. Then, run by update-status and peer-changed on each unit:
+
+  stopping     every other unit stops its database, moves its data aside and says so in its
+               bag (restore-joined); the leader waits for all of them: a Patroni still
+               running on the old data would race its bootstrap for the emptied DCS
+  restoring    the leader restores as a single unit would (restore.restore_here) and
+               watches its bootstrap (restore.detect_restore_end); the others wait
+  re-creating  the restored primary runs (and its timeline's history is archived): the
+               others start Patroni on an empty data directory, which re-creates them as
+               replicas (from the repository, or from the primary); each says so once it
+               streams the new timeline (restore-done) and removes its old data; once all
+               have, the leader ends the restore (restore.finish_restore)
+
+A rollback (rollback-restore) goes the other way: ``rolling-back`` while the leader's old
+data starts as the primary, ``rolled-back`` once it runs: every other unit moves its own
+data back and starts, and the leader ends it once none is left.
+
+A unit that is away meanwhile does its part when it is back: the stage waits for it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pgbackups.core import messages as msg
+from pgbackups.core.handlers._steps import apply_config, workload_done
+from pgbackups.core.handlers.restore import (
+    detect_restore_end,
+    finish_restore,
+    primary_timeline,
+    restore_here,
+)
+from pgbackups.core.handlers.tls_server import reconcile_tls_server
+from pgbackups.core.host import Host, UnitStatus, WorkloadError
+from pgbackups.core.outcomes import Deferred, Done, Outcome
+from pgbackups.core.restore_state import (
+    RECREATING,
+    RESTORE_STAGES,
+    RESTORING,
+    ROLLED_BACK,
+    ROLLING_BACK,
+    STOPPING,
+    RestoreState,
+    UnitRestoreState,
+)
+
+log = logging.getLogger(__name__)
+
+
+# ===========================================================================
+# The leader
+
+
+def advance_restore(host: Host, state: RestoreState) -> Outcome:
+    """The leader's step for the stage the bag records (update-status, peer-changed)."""
+    if state.stage == STOPPING:
+        return _restore_when_stopped(host, state)
+    if state.stage == RECREATING:
+        return _end_when_recreated(host, state)
+    if state.stage == ROLLING_BACK:
+        return _rolled_back_when_primary(host)
+    if state.stage == ROLLED_BACK:
+        return _end_rollback_when_back(host)
+    if state.in_progress:  # restoring, or a restore from before the stages
+        return detect_restore_end(host, state)
+    return Done()
+
+
+def _units_not(host: Host, done: str, epoch: str) -> list[str]:
+    """The other units whose bag does not (yet) say ``done`` for this restore."""
+    bags = host.peer_data()
+    waiting = []
+    for peer in host.peers():
+        mine = UnitRestoreState.read(bags.get(peer.name, {}))
+        value = mine.joined if done == "joined" else mine.done
+        if value != epoch:
+            waiting.append(peer.name)
+    return waiting
+
+
+def _restore_when_stopped(host: Host, state: RestoreState) -> Outcome:
+    waiting = _units_not(host, "joined", state.epoch)
+    if waiting:
+        _say(host, UnitStatus.maintenance(msg.waiting_for_units("stop", waiting)))
+        return Done()
+    log.info("Every other unit stopped for restore %s: restoring", state.epoch)
+    before = host.get_status()
+    failed = restore_here(host, state, before)
+    if failed is None:
+        return Done()
+    after = RestoreState.read(host.app_data)
+    if after is not None and after.stage == RESTORING:
+        return Done()  # the data was moved aside: rollback-restore is the user's call
+    # Nothing was moved here (the database was started again, or tried): the others take
+    # their data back once it runs as the primary.
+    log.error("The restore did not start (%s): the other units take their data back", failed)
+    RestoreState.clear(host.app_data, keep_moved_data=True, keep_stages=True)
+    RestoreState.set_stage(host.app_data, ROLLING_BACK)
+    host.set_status(UnitStatus.blocked(failed.message))
+    return Done()
+
+
+def _end_when_recreated(host: Host, state: RestoreState) -> Outcome:
+    waiting = _units_not(host, "done", state.epoch)
+    if waiting:
+        what = "re-create from the restored primary"
+        _say(host, UnitStatus.maintenance(msg.waiting_for_units(what, waiting)))
+        return Done()
+    timeline = primary_timeline(host.workload)
+    if timeline is None:
+        return Done()  # the primary does not answer now: look again
+    log.info("Every unit runs the restored data: the restore %s is complete", state.epoch)
+    finish_restore(host, state, timeline)
+    return Done()
+
+
+def _rolled_back_when_primary(host: Host) -> Outcome:
+    if primary_timeline(host.workload) is None:
+        return Done()
+    RestoreState.set_stage(host.app_data, ROLLED_BACK)
+    log.info("The data from before the restore runs as the primary: the others follow")
+    return _end_rollback_when_back(host)
+
+
+def _end_rollback_when_back(host: Host) -> Outcome:
+    bags = host.peer_data()
+    waiting = [p.name for p in host.peers() if UnitRestoreState.read(bags.get(p.name, {})).joined]
+    if waiting:
+        message = msg.with_reason(msg.ROLLING_BACK_RESTORE, f"waiting for {', '.join(waiting)}")
+        _say(host, UnitStatus.maintenance(message))
+        return Done()
+    RestoreState.end_stages(host.app_data)
+    status = host.get_status()
+    if not status.is_blocked:
+        host.set_status(UnitStatus.active())
+    log.info("Every unit runs its data from before the restore again")
+    return Done()
+
+
+def _say(host: Host, status: UnitStatus) -> None:
+    if host.get_status() != status:
+        host.set_status(status)
+
+
+# ===========================================================================
+# Every other unit
+
+
+def follow_restore(host: Host) -> Outcome | None:
+    """This unit's part in a cluster restore or its rollback; None when it has none (the
+    caller goes on with its own steps)."""
+    state = RestoreState.read(host.app_data)
+    mine = UnitRestoreState.read(host.unit_data)
+    stage = state.stage if state is not None else ""
+    if state is not None and state.in_progress and stage in RESTORE_STAGES and state.epoch:
+        if mine.joined != state.epoch:
+            return _stop_for_restore(host, state, mine)
+        if stage in (STOPPING, RESTORING):
+            _say(host, UnitStatus.waiting(msg.WAITING_FOR_RESTORED_PRIMARY))
+            return Done()
+        return _recreate(host, state, mine)
+    if stage == ROLLING_BACK and mine.joined:
+        _say(host, UnitStatus.waiting(msg.WAITING_FOR_ROLLED_BACK_PRIMARY))
+        return Done()
+    if stage == ROLLED_BACK and mine.joined:
+        return _take_data_back(host, mine)
+    if mine.involved:
+        return _restore_over(host, mine)
+    return None
+
+
+def _stop_for_restore(host: Host, state: RestoreState, mine: UnitRestoreState) -> Outcome:
+    """Stop, move the data aside (kept until this unit streams the restored data; a unit
+    that already moved its data for a failed attempt keeps that first copy), say so."""
+    _say(host, UnitStatus.maintenance(msg.STOPPING_FOR_RESTORE))
+    workload = host.workload
+    if not workload_done(workload.stop_database):
+        return Deferred("the database did not stop for the restore")
+    # A restore's pgBackRest that outlived its Patroni would write into what is moved.
+    users = workload.data_dir_users()
+    if users:
+        return Deferred("the data directory is still in use by " + "; ".join(users))
+    try:
+        moved = workload.move_data_aside() or ""
+    except WorkloadError as exc:
+        log.error("%s", exc)
+        return Deferred("the data directory could not be moved aside")
+    kept = mine.moved_data or moved
+    if mine.moved_data and moved:
+        log.warning(
+            "The data from before the first restore is kept at %s; a failed attempt's at %s",
+            mine.moved_data,
+            moved,
+        )
+    UnitRestoreState(joined=state.epoch, moved_data=kept).write(host.unit_data)
+    apply_config(host)  # clients refused; how to re-create once the primary is restored
+    log.info("Stopped for restore %s; the data from before it is at %s", state.epoch, kept)
+    _say(host, UnitStatus.waiting(msg.WAITING_FOR_RESTORED_PRIMARY))
+    return Done()
+
+
+def _recreate(host: Host, state: RestoreState, mine: UnitRestoreState) -> Outcome:
+    """Patroni on an empty data directory re-creates this unit from the restored primary.
+    After a killed attempt Patroni is started again and finds the attempt's files, which
+    it leaves to a person: it is asked to re-create the replica over them (pgBackRest's
+    ``--delta`` reuses what is already right)."""
+    if mine.done == state.epoch:
+        return Done()
+    workload = host.workload
+    if workload.is_database_service_running() is not True:
+        apply_config(host)
+        if not workload_done(workload.start_database):
+            return Deferred("the database did not start to re-create this unit")
+        _say(host, UnitStatus.maintenance(msg.RECREATING_REPLICA))
+        return Done()
+    if workload.replica_creation_stalled() is True:
+        # A killed attempt left its files: Patroni waits for a person. Create it again
+        # over them (pgBackRest's --delta keeps what is already right).
+        log.info("The re-creation was interrupted: creating this replica again")
+        workload_done(workload.recreate_replica)
+    streams = workload.streaming_timeline()
+    if streams is None or streams != state.new_timeline:
+        _say(host, UnitStatus.maintenance(msg.RECREATING_REPLICA))
+        return Done()
+    if mine.moved_data:
+        try:
+            workload.remove_moved_data(mine.moved_data)
+        except WorkloadError as exc:  # the unit stands; the old copy is only left over
+            log.warning("The data from before the restore was not removed: %s", exc)
+    UnitRestoreState(joined=mine.joined, done=state.epoch).write(host.unit_data)
+    log.info("Re-created from the restored primary: streaming timeline %d", streams)
+    host.set_status(UnitStatus.active())
+    return Done()
+
+
+def _take_data_back(host: Host, mine: UnitRestoreState) -> Outcome:
+    """The leader's data from before the restore runs as the primary again: this unit's
+    own data goes back and follows it."""
+    _say(host, UnitStatus.maintenance(msg.ROLLING_BACK_RESTORE))
+    workload = host.workload
+    if not workload_done(workload.stop_database):
+        return Deferred("the database did not stop for the rollback")
+    users = workload.data_dir_users()
+    if users:
+        return Deferred("the data directory is still in use by " + "; ".join(users))
+    if mine.moved_data and not workload_done(lambda: workload.move_data_back(mine.moved_data)):
+        message = msg.with_reason(msg.FAILED_TO_ROLL_BACK, f"could not move {mine.moved_data} back")
+        host.set_status(UnitStatus.blocked(message))
+        return Done()
+    UnitRestoreState.clear(host.unit_data)
+    apply_config(host)
+    if not workload_done(workload.start_database):
+        message = msg.with_reason(
+            msg.FAILED_TO_ROLL_BACK, "the data is back but the database did not start"
+        )
+        host.set_status(UnitStatus.blocked(message))
+        return Done()
+    log.info("Rolled back: the data from %s is back", mine.moved_data or "(none)")
+    host.set_status(UnitStatus.active())
+    return Done()
+
+
+def _restore_over(host: Host, mine: UnitRestoreState) -> Outcome:
+    """The restore ended on the leader: clients are let in again. Data this unit still
+    keeps aside (it never streamed: it was away, or removed) stays for a person."""
+    if mine.moved_data and not mine.done:
+        log.warning("The restore is over; the data from before it stays at %s", mine.moved_data)
+    UnitRestoreState.clear(host.unit_data)
+    apply_config(host)
+    if host.workload.is_database_service_running() is False:
+        # It never re-created itself: Patroni makes it a replica of the primary now.
+        workload_done(host.workload.start_database)
+    return Done()
+
+
+# ===========================================================================
+# Both: what update-status and peer-changed run first
+
+
+def restore_step(host: Host) -> Outcome | None:
+    """This unit's step in a restore under way (the leader's or another unit's); None
+    when there is none and the caller goes on with its own steps."""
+    if host.is_leader():
+        state = RestoreState.read(host.app_data)
+        if state is not None and (state.in_progress or state.stage):
+            return advance_restore(host, state)
+        return None
+    return follow_restore(host)
+
+
+def on_peer_changed(host: Host) -> Outcome:
+    """peer-changed: a restore's next step first (Juju fires it when the leader records a
+    stage and when a unit says it did its part), else the TLS server
+    (docs/behaviour/tls-server.md)."""
+    step = restore_step(host)
+    return step if step is not None else reconcile_tls_server(host)

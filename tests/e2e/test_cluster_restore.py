@@ -1,0 +1,280 @@
+"""Restoring a 3-unit TLS cluster in place, with no unit removed (docs/behaviour/restore.md,
+"A cluster of several units"), on one real local cluster, test after test:
+
+- a restore to a backup: every unit ends streaming the restored primary, each holding
+  exactly the rows committed before the backup;
+- a point-in-time restore during which a replica's Patroni is killed while it re-creates
+  itself and stays away for a while: the restore waits for it and it catches up when it is
+  back, with no second restore; every unit holds exactly the rows committed before the time;
+- a failed restore (a time the archived WAL never reaches): every unit keeps its data from
+  before on disk, and rollback-restore brings all three back with their old rows;
+- a second restore while one runs is refused;
+- a restore whose S3 server stops before the leader's pgBackRest reads the backup fails,
+  and rollback-restore brings all three units back with their old rows.
+
+Rows are counted on every unit, against what was committed before the target.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from e2e_helpers import switch_and_wait_archived, tcp_connect
+
+from pgbackups.adapters import processes
+from pgbackups.core.restore_state import RestoreState
+from pgbackups.local.runtime.cluster import S3, Cluster
+from pgbackups.local.runtime.host import Runtime
+
+pytestmark = pytest.mark.real
+
+Cli = Callable[..., "subprocess.CompletedProcess[str]"]
+NAME = "crestore"
+NOW_UTC = "select to_char(now() at time zone 'utc', 'YYYY-MM-DD HH24:MI:SS.US')"
+
+
+@pytest.fixture(scope="module")
+def cluster(make_module_cluster: Any, run_cli: Cli) -> Iterator[Cluster]:
+    """Up through the CLI, as a user does (it fires certificates-changed: the pgBackRest
+    TLS servers run); down through the shared factory (tests/conftest.py)."""
+    home = make_module_cluster.home
+    make_module_cluster.clusters.append(Cluster(NAME, home))
+    res = run_cli("up", "--name", NAME, "--units", "3", "--tls", timeout=400)
+    assert res.returncode == 0, res.stdout + res.stderr
+    res = run_cli("s3", "set", "--name", NAME, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    yield Cluster.load(NAME, home)
+
+
+def primary(cluster: Cluster) -> Any:
+    found = cluster.primary()
+    assert found is not None
+    return found
+
+
+def insert(cluster: Cluster, tag: str, n: int) -> None:
+    primary(cluster).query("insert into t (v) select %s from generate_series(1, %s)", (tag, n))
+
+
+def counts(unit: Any) -> dict[str, int]:
+    return {str(v): int(c) for v, c in unit.query("select v, count(*) from t group by v")}
+
+
+def wait_rows_everywhere(cluster: Cluster, expected: dict[str, int], timeout: float = 90) -> None:
+    """Every unit answers with exactly ``expected`` (replicas once they replayed it), and
+    every replica streams."""
+    deadline = time.monotonic() + timeout
+    last: dict[str, object] = {}
+    while time.monotonic() < deadline:
+        for unit in cluster.units():
+            try:
+                last[unit.name] = counts(unit)
+            except psycopg.Error as exc:
+                last[unit.name] = str(exc).strip()
+        replicas = [u for u in cluster.units() if u.name != primary(cluster).name]
+        if all(v == expected for v in last.values()) and all(u.is_streaming() for u in replicas):
+            return
+        time.sleep(1)
+    raise AssertionError(f"rows per unit {last}, expected {expected} on every unit")
+
+
+def run(run_cli: Cli, unit: str, action: str, *params: str, wait: bool = False) -> Any:
+    extra = ("--wait", "--timeout", "400") if wait else ()
+    return run_cli("run", "--name", NAME, unit, action, *params, *extra, timeout=500)
+
+
+def backup_on_a_replica(cluster: Cluster, run_cli: Cli) -> str:
+    replica = next(u for u in cluster.units() if u.name != primary(cluster).name)
+    res = run(run_cli, replica.name, "create-backup", "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    return str(json.loads(res.stdout)["results"]["backup-id"])
+
+
+def statuses(run_cli: Cli) -> dict[str, tuple[str, str, str]]:
+    res = run_cli("status", "--name", NAME, "--json")
+    assert res.returncode == 0, res.stderr
+    return {
+        u["name"]: (u["status"], u["role"], u["message"]) for u in json.loads(res.stdout)["units"]
+    }
+
+
+def moved_aside(cluster: Cluster) -> dict[str, list[Path]]:
+    return {
+        u.name: [p for p in u.data_dir.parent.iterdir() if ".before-restore-" in p.name]
+        for u in cluster.units()
+    }
+
+
+def test_restore_to_a_backup_on_three_units(cluster: Cluster, run_cli: Cli) -> None:
+    primary(cluster).query("create table t (id bigserial primary key, v text)")
+    insert(cluster, "before-backup", 50)
+    backup_id = backup_on_a_replica(cluster, run_cli)
+    insert(cluster, "after-backup", 30)
+    wait_rows_everywhere(cluster, {"before-backup": 50, "after-backup": 30})
+
+    started = time.monotonic()
+    res = run(run_cli, cluster.leader, "restore", f"backup-id={backup_id}", wait=True)
+    took = time.monotonic() - started
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "restore complete" in res.stderr
+    print(f"3-unit restore to a backup, until every unit streams: {took:.1f}s")
+
+    # Reported complete: no unit answers with the old rows, every replica streams.
+    wait_rows_everywhere(cluster, {"before-backup": 50}, timeout=5)
+    units = statuses(run_cli)
+    assert sorted(r for _, r, _ in units.values()) == ["primary", "replica", "replica"]
+    assert {s for s, _, _ in units.values()} == {"active"}, units
+    assert moved_aside(cluster) == {u.name: [] for u in cluster.units()}
+    assert RestoreState.read(Runtime(cluster).store.app_bag(writable=False)) is None
+    for unit in cluster.units():
+        tcp_connect(cluster, unit.name)  # clients are let in again everywhere
+    # The restored primary takes writes and they reach every unit.
+    insert(cluster, "after-restore", 5)
+    wait_rows_everywhere(cluster, {"before-backup": 50, "after-restore": 5})
+
+
+def _kill_patroni(cluster: Cluster, name: str) -> None:
+    """SIGKILL the unit's Patroni and what its session runs (pgBackRest's restore):
+    a unit that dies, not one that is stopped."""
+    proc = cluster.unit(name).process()
+    assert proc is not None and proc.is_ours()
+    os.killpg(proc.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while processes.is_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def test_pitr_with_a_replica_killed_while_it_re_creates(cluster: Cluster, run_cli: Cli) -> None:
+    insert(cluster, "before-time", 20)
+    target = str(primary(cluster).query(NOW_UTC)[0][0])
+    time.sleep(1.5)
+    insert(cluster, "after-time", 20)
+    primary(cluster).query("select pg_switch_wal()")
+    time.sleep(2)  # the archiver pushes the closed segment
+
+    leader = cluster.leader
+    res = run(run_cli, leader, "restore", f"restore-to-time={target}")
+    assert res.returncode == 0, res.stdout + res.stderr
+    runtime = Runtime(cluster)
+    away = next(u.name for u in cluster.units() if u.name != leader)
+    present = [u.name for u in cluster.units() if u.name != away]
+
+    def tick(names: list[str]) -> RestoreState | None:
+        for name in names:
+            runtime.fire(name, "update-status")
+        return RestoreState.read(runtime.store.app_bag(writable=False))
+
+    # Until the unit that will die is re-creating itself, every unit is looked after.
+    deadline = time.monotonic() + 300
+    while True:
+        state = tick([leader, *[n for n in present if n != leader], away])
+        assert state is not None and time.monotonic() < deadline, state
+        if state.stage == "re-creating" and cluster.unit(away).is_running():
+            break
+        assert cluster.get_status(leader)[0] != "blocked", cluster.get_status(leader)
+        time.sleep(1)
+    # Clients are refused on the restored primary until every unit runs the restored data.
+    with pytest.raises(psycopg.OperationalError, match=r"pg_hba\.conf rejects"):
+        tcp_connect(cluster, leader)
+    # A second restore while this one runs is refused.
+    res = run(run_cli, leader, "restore", f"restore-to-time={target}")
+    assert res.returncode == 1
+    assert "A restore is already running on this cluster" in res.stderr
+    _kill_patroni(cluster, away)
+
+    # Away for a while: the others go on; the restore waits for it.
+    for _ in range(10):
+        state = tick(list(present))
+        time.sleep(1)
+    assert state is not None and state.stage == "re-creating"
+    assert away in cluster.get_status(leader)[1], cluster.get_status(leader)
+
+    # Back: it catches up with no second restore.
+    res = run_cli("status", "--name", NAME)  # update-status everywhere, as Juju's timer
+    deadline = time.monotonic() + 300
+    while RestoreState.read(runtime.store.app_bag(writable=False)) is not None:
+        assert time.monotonic() < deadline, statuses(run_cli)
+        tick([leader, *[n for n in present if n != leader], away])
+        time.sleep(1)
+    tick([n for n in present if n != leader] + [away])  # clients let in again
+    wait_rows_everywhere(cluster, {"before-backup": 50, "after-restore": 5, "before-time": 20})
+    assert {s for s, _, _ in statuses(run_cli).values()} == {"active"}
+    for unit in cluster.units():
+        tcp_connect(cluster, unit.name)  # clients are let in again everywhere
+
+
+def test_failed_restore_is_rolled_back_on_every_unit(cluster: Cluster, run_cli: Cli) -> None:
+    expected = {"before-backup": 50, "after-restore": 5, "before-time": 20}
+    insert(cluster, "before-failure", 7)
+    expected["before-failure"] = 7
+    wait_rows_everywhere(cluster, expected)
+    time.sleep(1.5)
+    unreachable = str(primary(cluster).query(NOW_UTC)[0][0])  # after the last commit
+
+    leader = cluster.leader
+    res = run(run_cli, leader, "restore", f"restore-to-time={unreachable}", wait=True)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert cluster.get_status(leader)[0] == "blocked"
+    # Every unit keeps its data from before the restore on disk.
+    kept = moved_aside(cluster)
+    assert all(len(paths) == 1 for paths in kept.values()), kept
+
+    res = run(run_cli, leader, "rollback-restore", wait=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    wait_rows_everywhere(cluster, expected)
+    units = statuses(run_cli)
+    assert {s for s, _, _ in units.values()} == {"active"}, units
+    assert units[leader][1] == "primary"
+    assert all(not p.exists() for paths in kept.values() for p in paths), "moved back"
+
+
+def test_a_restore_whose_s3_is_cut_is_rolled_back_on_every_unit(
+    cluster: Cluster, run_cli: Cli
+) -> None:
+    """The S3 server stops after the target was checked and the other units stopped,
+    before the leader's pgBackRest reads the backup: the restore fails, every unit keeps
+    its data, and rollback-restore (which needs no S3) brings all three back."""
+    expected = {"before-backup": 50, "after-restore": 5, "before-time": 20, "before-failure": 7}
+    insert(cluster, "before-s3-cut", 3)
+    expected["before-s3-cut"] = 3
+    wait_rows_everywhere(cluster, expected)
+    leader = cluster.leader
+    backup_id = backup_on_a_replica(cluster, run_cli)
+    runtime = Runtime(cluster)
+    # Nothing left to archive when S3 goes: PostgreSQL's shutdown would wait for its
+    # archiver's attempts (a minute each) on every stop.
+    switch_and_wait_archived(cluster, primary(cluster))
+    # The action alone (no relay): stage stopping, the target checked against S3.
+    outcome = runtime.dispatcher.run_action(leader, "restore", {"backup-id": backup_id})
+    assert "restore-status" in getattr(outcome, "results", {}), outcome
+    cluster.stop_service(S3)
+    others = [u.name for u in cluster.units() if u.name != leader]
+    for name in others:
+        runtime.fire(name, "peer-changed")  # they stop and move their data aside
+    deadline = time.monotonic() + 300
+    while cluster.get_status(leader)[0] != "blocked":
+        assert time.monotonic() < deadline, statuses(run_cli)
+        for name in (leader, *others):
+            runtime.fire(name, "update-status")
+        time.sleep(1)
+    message = cluster.get_status(leader)[1]
+    assert message.startswith("Failed to restore backup"), message
+    kept = moved_aside(cluster)
+    assert all(len(paths) == 1 for paths in kept.values()), kept
+
+    res = run(run_cli, leader, "rollback-restore", wait=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    wait_rows_everywhere(cluster, expected)
+    units = statuses(run_cli)
+    assert {s for s, _, _ in units.values()} == {"active"}, units
+    assert all(not p.exists() for paths in kept.values() for p in paths), "moved back"
+    cluster.start()  # the S3 server is back: the held WAL is archived
