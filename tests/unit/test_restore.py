@@ -285,6 +285,9 @@ def test_restore_refusals(
         msg.FAILED_TO_RESTORE_BACKUP,
         msg.FAILED_TO_RESTORE_BACKUP + f": old data kept at {MOVED_DATA}",
         msg.CANNOT_RESTORE_PITR,
+        # update-status's archiving blocks: a restore is a way out (it checks the WAL).
+        msg.ARCHIVING_FAILING + " since 2026-12-02 10:00:00 UTC, check your S3 settings: x",
+        msg.WAL_DROPPED + ", take a full backup: no restore across A..B",
     ],
 )
 def test_blocks_that_allow_a_restore(block: str) -> None:

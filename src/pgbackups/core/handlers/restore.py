@@ -194,12 +194,13 @@ def _is_workload_accessible(host: Host) -> bool:
 
 
 def _is_blocked_for_restore(host: Host) -> bool:
-    """Blocked, other than by a foreign repository or a failed restore
-    (docs/behaviour/restore.md#step-3-which-blocked-statuses-allow-a-restore)."""
+    """Blocked, other than by a foreign repository, a failed restore or WAL archiving
+    (docs/behaviour/restore.md#step-3-which-blocked-statuses-allow-a-restore): a restore
+    is a way out of each, and checks the archive it needs itself."""
     status = host.get_status()
     if not status.is_blocked:
         return False
-    if msg.is_failed_restore(status.message):
+    if msg.is_failed_restore(status.message) or msg.is_archive_health_message(status.message):
         return False
     return not msg.has_prefix(status.message, msg.ANOTHER_CLUSTER_REPOSITORY)
 
