@@ -102,7 +102,8 @@ def wait_for_restore(runtime: Runtime, unit: str, progress: Progress, timeout: f
                 f"the restore on {unit} did not finish within {timeout:g}s; it may still "
                 f"complete: pgbackups status --name {cluster.name}"
             )
-        member = runtime.host_for(unit).workload.member_state() or "starting"
+        with runtime.machine_of(unit):  # its Patroni, asked from its machine
+            member = runtime.host_for(unit).workload.member_state() or "starting"
         progress.say(f"restoring: Patroni member state {member}")
         time.sleep(RESTORE_POLL_SECONDS)
 
@@ -117,8 +118,9 @@ def wait_for_rollback(runtime: Runtime, unit: str, progress: Progress, timeout: 
     deadline = time.monotonic() + timeout
     progress.say(f"waiting for {unit} to run as the primary again")
     while True:
-        state = workload.member_state() or "starting"
-        timeline = primary_timeline(workload)
+        with runtime.machine_of(unit):  # its Patroni, asked from its machine
+            state = workload.member_state() or "starting"
+            timeline = primary_timeline(workload)
         if timeline is not None:
             progress.say(f"rollback complete on {unit}: primary on timeline {timeline}")
             return timeline

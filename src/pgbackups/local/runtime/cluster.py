@@ -928,20 +928,11 @@ def _names_for(address: str | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 
 def network_in_use(record: netns.NetworkRecord) -> bool:
-    """A network is in use while the ``up`` that made it runs, or while its cluster's
-    state claims it and something runs on it. Anything else is a killed run's: its
-    cluster is gone, or nothing of it runs any more (``up`` makes a new one)."""
-    if record.creator_alive():
-        return True
-    try:
-        name = validate_name(record.cluster)
-        data = json.loads((clusters_dir(Path(record.home)) / name / "state.json").read_text())
-        claimed = bool(data.get("machines")) and (
-            netns.Network.for_block(int(data["ports"]["base"])).net_id == record.net_id
-        )
-    except (OSError, ValueError, KeyError, TypeError, PgbackupsError):
-        return False
-    return claimed and bool(netns.network_pids(netns.network_of(record.net_id)))
+    """A network is in use while the command that made it runs (an ``up`` whose servers
+    have not started yet) or while any process runs in one of its namespaces, whoever's
+    it is (another home's cluster, another tool's machines). Anything else is what a
+    killed run left: nothing runs there, and a cluster's ``up`` makes its network anew."""
+    return record.creator_alive() or bool(netns.network_pids(netns.network_of(record.net_id)))
 
 
 def sweep_networks(progress: Progress | None = None) -> list[str]:
