@@ -7,10 +7,15 @@
 - ``run_cli``: runs ``python -m pgbackups ...`` with that home; returns CompletedProcess.
 - ``tmpfs``: mounts small tmpfs file systems (a disk that fills up for real) and always
   unmounts them at teardown, also when the test failed.
+- Machines: as root (where namespaces work) every cluster the suite makes runs its units,
+  S3 and etcd as machines (``PGBACKUPS_MACHINES=1``, which the CLI subprocesses inherit);
+  a module or test marked ``loopback`` makes its clusters on 127.0.0.1 instead (the
+  loopback smoke). ``PGBACKUPS_TEST_MACHINES=0`` runs the whole suite on loopback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -24,11 +29,45 @@ import pytest
 
 from pgbackups.adapters import processes
 from pgbackups.local.errors import PgbackupsError
-from pgbackups.local.runtime.cluster import Cluster, down, up
+from pgbackups.local.machinery import netns
+from pgbackups.local.runtime.cluster import MACHINES_ENV, Cluster, down, up
 
 CliRunner = Callable[..., "subprocess.CompletedProcess[str]"]
 
 ClusterMaker = Callable[..., Cluster]
+
+
+def _machines_wanted() -> bool:
+    return os.environ.get("PGBACKUPS_TEST_MACHINES", "1") != "0" and netns.available() is None
+
+
+@contextlib.contextmanager
+def _machines_env(on: bool) -> Iterator[None]:
+    old = os.environ.get(MACHINES_ENV)
+    os.environ[MACHINES_ENV] = "1" if on else "0"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(MACHINES_ENV, None)
+        else:
+            os.environ[MACHINES_ENV] = old
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_machines(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Module-scoped clusters are made before any test's own fixture runs: the module's
+    mark decides for them."""
+    loopback = any(m.name == "loopback" for m in request.node.iter_markers())
+    with _machines_env(_machines_wanted() and not loopback):
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _test_machines(request: pytest.FixtureRequest) -> Iterator[None]:
+    loopback = request.node.get_closest_marker("loopback") is not None
+    with _machines_env(_machines_wanted() and not loopback):
+        yield
 
 
 @pytest.fixture(scope="session")

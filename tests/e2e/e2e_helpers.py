@@ -14,17 +14,21 @@ from pgbackups.local.runtime.unit import Unit
 
 
 def tcp_connect(cluster: Cluster, unit_ref: str, timeout: int = 5) -> None:
-    """Connect to a unit as a TCP client would (password, 127.0.0.1): raises
-    psycopg.OperationalError when refused, e.g. by pg_hba while a unit is hidden."""
+    """Connect to a unit as a TCP client on its machine would (password, the unit's
+    address): raises psycopg.OperationalError when refused, e.g. by pg_hba while a unit
+    is hidden."""
     unit = cluster.unit(unit_ref)
-    with psycopg.connect(
-        host="127.0.0.1",
-        port=unit.pg_port,
-        user="postgres",
-        password=cluster.passwords().superuser,
-        dbname="postgres",
-        connect_timeout=timeout,
-    ) as conn:
+    with (
+        cluster.facts.inside(unit.machine),
+        psycopg.connect(
+            host=unit.host,
+            port=unit.pg_port,
+            user="postgres",
+            password=cluster.passwords().superuser,
+            dbname="postgres",
+            connect_timeout=timeout,
+        ) as conn,
+    ):
         conn.execute("select 1")
 
 
@@ -42,13 +46,14 @@ def segment_keys(cluster: Cluster) -> dict[str, str]:
     bucket, path = repository_bucket(cluster)
     prefix = f"{path}/archive/" if path else "archive/"
     keys = {}
-    try:
-        for key in bucket.list_keys(prefix):
-            name = key.rsplit("/", 1)[-1]
-            if len(name) > 24 and name[24] == "-" and name[:24].isalnum():
-                keys[name[:24]] = key
-    finally:
-        bucket.close()
+    with cluster.facts.control():  # the S3 machine, reached from the workstation
+        try:
+            for key in bucket.list_keys(prefix):
+                name = key.rsplit("/", 1)[-1]
+                if len(name) > 24 and name[24] == "-" and name[:24].isalnum():
+                    keys[name[:24]] = key
+        finally:
+            bucket.close()
     return keys
 
 

@@ -2,6 +2,9 @@
 
 Two clusters run side by side for the whole module: ``pair`` (2 units, no TLS) and
 ``solo`` (1 unit, --tls). Tests that stop or change a cluster come last in their group.
+
+This module is the loopback smoke: its clusters share 127.0.0.1 even as root (the rest
+of the suite runs units as machines; their twin of these checks is test_machines.py).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from e2e_helpers import tcp_connect
 from pgbackups.adapters import processes
 from pgbackups.local.runtime.cluster import Cluster
 
-pytestmark = pytest.mark.real
+pytestmark = [pytest.mark.real, pytest.mark.loopback]
 
 BOTO_CONFIG = Config(
     request_checksum_calculation="when_required",

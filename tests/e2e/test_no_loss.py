@@ -51,12 +51,13 @@ def _assert_verifies_clean(cluster: Cluster, unit: Unit) -> None:
     """``pgbackrest verify`` (as the database user, with the unit's own configuration)
     finds no invalid file. It exits 0 even when it finds some: it lists them as
     ``status: error`` lines after its first line (which holds the options)."""
-    verify = processes.run(
-        ["pgbackrest", f"--config={unit.pgbackrest_config}", f"--stanza={stanza_name(cluster)}",
-         "verify", "--log-level-console=info"],
-        user=cluster.db_user,
-        timeout=180,
-    )  # fmt: skip
+    with cluster.facts.inside(unit.machine):  # on the unit's machine, which reaches S3
+        verify = processes.run(
+            ["pgbackrest", f"--config={unit.pgbackrest_config}", f"--stanza={stanza_name(cluster)}",
+             "verify", "--log-level-console=info"],
+            user=cluster.db_user,
+            timeout=180,
+        )  # fmt: skip
     assert verify.ok, verify.stdout + verify.stderr
     found = verify.stdout.splitlines()[1:]
     assert found and "verify command end: completed successfully" in found[-1], verify.stdout

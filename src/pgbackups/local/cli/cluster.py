@@ -32,6 +32,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         args.name,
         units=args.units,
         tls=True if args.tls else None,
+        machines=args.machines,
         progress=progress,
         agent=not args.no_agent,
     )
@@ -91,12 +92,21 @@ def cmd_add_unit(args: argparse.Namespace) -> int:
     cluster = Cluster.load(args.name)
     progress = Progress()
     with cluster.operation("add-unit"):
-        unit = cluster.add_unit(progress)
+        runtime = Runtime(cluster)
+
+        def joined(new: str) -> None:
+            # Juju's peer-relation-joined on the other units, before the new one starts:
+            # their configuration (pg_hba by unit address) must admit it.
+            progress.say(f"peer-changed on the other units: {new} joins")
+            others = [n for n in runtime.units_primary_first() if n != new]
+            runtime.fire_all("peer-changed", others)
+
+        unit = cluster.add_unit(progress, announce=joined)
         # Juju fires peer-relation events on every unit when one joins: the new unit
         # gets the cluster's configuration (archiving, pgBackRest) and TLS servers learn
         # about their new peer.
         progress.say("peer-changed on every unit")
-        Runtime(cluster).peers_changed()
+        runtime.peers_changed()
     print(f"added {unit.name}")
     _print_status(cluster)
     return 0
@@ -157,6 +167,7 @@ def register(sub: Subparsers) -> None:
         """
         pgbackups up                      # cluster 'main', one unit
         pgbackups up --name demo --units 3 --tls
+        pgbackups up --units 3 --machines  # each unit, S3 and etcd a machine (root)
         """,
     )
     add_name(p)
@@ -166,6 +177,22 @@ def register(sub: Subparsers) -> None:
         "--no-agent",
         action="store_true",
         help="do not start the agent (no update-status every 15 s, no scheduled backups)",
+    )
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--machines",
+        action="store_const",
+        const=True,
+        default=None,
+        help="a new cluster: every unit, the S3 server and etcd on a machine of its own "
+        "(a network namespace with its own address; needs root)",
+    )
+    where.add_argument(
+        "--loopback",
+        dest="machines",
+        action="store_const",
+        const=False,
+        help="a new cluster: everything on 127.0.0.1",
     )
     p.set_defaults(func=cmd_up)
 

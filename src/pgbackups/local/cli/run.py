@@ -131,7 +131,8 @@ def wait_for_restore(runtime: Runtime, unit: str, progress: Progress, timeout: f
                 f"the restore on {unit} did not finish within {timeout:g}s; it may still "
                 f"complete: pgbackups status --name {cluster.name}"
             )
-        member = runtime.host_for(unit).workload.member_state() or "starting"
+        with runtime.machine_of(unit):  # its Patroni, asked from its machine
+            member = runtime.host_for(unit).workload.member_state() or "starting"
         others = _others(runtime, unit)
         progress.say(
             f"restoring: {unit} {message or status} (Patroni member state {member})"
@@ -152,8 +153,9 @@ def wait_for_rollback(runtime: Runtime, unit: str, progress: Progress, timeout: 
     progress.say(f"waiting for {unit} to run as the primary again")
     while True:
         _tick(runtime, unit)
-        state = workload.member_state() or "starting"
-        timeline = primary_timeline(workload)
+        with runtime.machine_of(unit):  # its Patroni, asked from its machine
+            state = workload.member_state() or "starting"
+            timeline = primary_timeline(workload)
         restore = RestoreState.read(runtime.store.app_bag(writable=False))
         if timeline is not None and (restore is None or not restore.stage):
             progress.say(f"rollback complete on {unit}: primary on timeline {timeline}")

@@ -20,6 +20,9 @@ from pathlib import Path
 from pgbackups.adapters.processes import OsUser
 from pgbackups.local.machinery import tls as tls_mod
 
+# Where etcd listens without machines (machinery/netns.py: then on the DCS machine's address).
+LOOPBACK = "127.0.0.1"
+
 
 @dataclass(frozen=True)
 class EtcdTls:
@@ -32,7 +35,9 @@ class EtcdTls:
     client_key_file: Path
 
 
-def issue_certs(tls: EtcdTls, ca_key: Path, *, client_name: str, owner: OsUser) -> None:
+def issue_certs(
+    tls: EtcdTls, ca_key: Path, *, client_name: str, owner: OsUser, host: str = LOOPBACK
+) -> None:
     """etcd's own certificate (server, and client of itself on the peer port) and the one
     its clients present, both from the CA of ``tls.ca_file``; keys 0600 ``owner``'s."""
     tls_mod.issue_cert(
@@ -45,6 +50,7 @@ def issue_certs(tls: EtcdTls, ca_key: Path, *, client_name: str, owner: OsUser) 
         # the names with pyOpenSSL, which needs python3-idna for a DNS name (Debian's
         # Patroni 3.0.2 does not pull it in) and nothing for an IP address.
         dns_names=(),
+        ip_addresses=(host,),
         client_auth=True,
         owner=owner,
     )
@@ -59,15 +65,22 @@ def issue_certs(tls: EtcdTls, ca_key: Path, *, client_name: str, owner: OsUser) 
     )
 
 
-def client_url(port: int) -> str:
-    return f"https://127.0.0.1:{port}"
+def client_url(port: int, host: str = LOOPBACK) -> str:
+    return f"https://{host}:{port}"
 
 
 def argv(
-    etcd: str, *, name: str, data_dir: Path, client_port: int, peer_port: int, tls: EtcdTls
+    etcd: str,
+    *,
+    name: str,
+    data_dir: Path,
+    client_port: int,
+    peer_port: int,
+    tls: EtcdTls,
+    host: str = LOOPBACK,
 ) -> list[str]:
-    client = client_url(client_port)
-    peer = f"https://127.0.0.1:{peer_port}"
+    client = client_url(client_port, host)
+    peer = f"https://{host}:{peer_port}"
     return [
         etcd,
         "--name", name,
@@ -108,8 +121,8 @@ def patroni_section(endpoint: str, tls: EtcdTls) -> dict[str, object]:
     }
 
 
-def is_healthy(client_port: int, tls: EtcdTls, timeout: float = 1.0) -> bool:
-    url = f"{client_url(client_port)}/health"
+def is_healthy(client_port: int, tls: EtcdTls, timeout: float = 1.0, host: str = LOOPBACK) -> bool:
+    url = f"{client_url(client_port, host)}/health"
     try:
         context = client_context(tls)
         with urllib.request.urlopen(url, timeout=timeout, context=context) as resp:  # noqa: S310

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pgbackups.local.errors import PgbackupsError
+from pgbackups.local.machinery import netns
 from pgbackups.local.machinery.paths import DEFAULT_ROOT_HOME, clusters_dir
 
 log = logging.getLogger(__name__)
@@ -67,9 +68,9 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def require_free(port: int, what: str) -> None:
+def require_free(port: int, what: str, host: str = "127.0.0.1") -> None:
     """Refuse to start ``what`` on a port another program holds (one message everywhere)."""
-    if not port_is_free(port):
+    if not port_is_free(port, host):
         raise PgbackupsError(f"port {port} ({what}) is taken by another program")
 
 
@@ -116,6 +117,13 @@ def block_ports(base: int, units: int) -> list[int]:
     return ports
 
 
+def _network_taken(base: int) -> bool:
+    """A cluster of another home has this block's network (machines listen on their own
+    addresses, so its ports look free on 127.0.0.1)."""
+    network = netns.Network.for_block(base, range_start=RANGE_START, block=BLOCK_SIZE)
+    return netns.exists(network) or netns.read_record(network.net_id) is not None
+
+
 def allocate_block(home: Path, units: int) -> int:
     """A free block for a cluster of ``units`` units. Call under :func:`allocation_lock`
     and record the base in the cluster state before releasing it."""
@@ -124,7 +132,7 @@ def allocate_block(home: Path, units: int) -> int:
     start = _first_block(home)
     for k in range(n_blocks):
         base = RANGE_START + BLOCK_SIZE * ((start + k) % n_blocks)
-        if base in claimed:
+        if base in claimed or _network_taken(base):
             continue
         if all(port_is_free(p) for p in block_ports(base, units)):
             log.debug("allocated port block %d", base)

@@ -41,11 +41,18 @@ class S3Credentials:
 
 
 def argv(
-    rclone: Path, *, data_dir: Path, port: int, cert: Path, key: Path, cache_dir: Path
+    rclone: Path,
+    *,
+    data_dir: Path,
+    port: int,
+    cert: Path,
+    key: Path,
+    cache_dir: Path,
+    host: str = "127.0.0.1",
 ) -> list[str]:
     return [
         str(rclone), "serve", "s3", str(data_dir),
-        "--addr", f"127.0.0.1:{port}",
+        "--addr", f"{host}:{port}",
         "--cert", str(cert),
         "--key", str(key),
         "--vfs-cache-mode", "off",
@@ -72,13 +79,20 @@ def env(credentials: S3Credentials) -> dict[str, str]:
     return {"RCLONE_AUTH_KEY": f'"{credentials.access_key},{credentials.secret_key}"'}
 
 
-def is_ready(port: int, ca_file: Path, timeout: float = 1.0) -> bool:
-    """The server completes a TLS handshake for ``localhost`` with a cert from our CA."""
+def is_ready(
+    port: int,
+    ca_file: Path,
+    timeout: float = 1.0,
+    host: str = "127.0.0.1",
+    server_name: str = "localhost",
+) -> bool:
+    """The server at ``host`` completes a TLS handshake for ``server_name`` with a cert
+    from our CA."""
     ctx = ssl.create_default_context(cafile=str(ca_file))
     try:
         with (
-            socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw,
-            ctx.wrap_socket(raw, server_hostname="localhost"),
+            socket.create_connection((host, port), timeout=timeout) as raw,
+            ctx.wrap_socket(raw, server_hostname=server_name),
         ):
             return True
     except (OSError, ssl.SSLError):

@@ -93,6 +93,9 @@ class ClusterState:
     units: dict[str, UnitRecord] = field(default_factory=dict)
     next_index: int = 0
     bootstrapped: bool = False  # a primary accepted writes once (else start as new)
+    # Every unit, the S3 server and etcd on a machine of its own (machinery/netns.py):
+    # fixed when the cluster is made, like its ports.
+    machines: bool = False
     statuses: dict[str, dict[str, str]] = field(default_factory=dict)
     processes: dict[str, ProcessRecord] = field(default_factory=dict)  # etcd, s3
     extra: dict[str, Any] = field(default_factory=dict)  # keys owned by others
@@ -117,6 +120,7 @@ class ClusterState:
                 "units": {n: u.to_json() for n, u in self.units.items()},
                 "next_index": self.next_index,
                 "bootstrapped": self.bootstrapped,
+                "machines": self.machines,
                 "statuses": self.statuses,
                 "processes": {n: p.to_json() for n, p in self.processes.items()},
             }
@@ -127,7 +131,7 @@ class ClusterState:
     def from_json(cls, data: dict[str, Any]) -> ClusterState:
         known = {
             "version", "name", "uuid", "created", "ports", "bucket", "tls", "leader",
-            "units", "next_index", "bootstrapped", "statuses", "processes",
+            "units", "next_index", "bootstrapped", "statuses", "processes", "machines",
         }  # fmt: skip
         ports = data["ports"]
         procs = {
@@ -149,6 +153,7 @@ class ClusterState:
             units={n: UnitRecord.from_json(u) for n, u in (data.get("units") or {}).items()},
             next_index=int(data.get("next_index", 0)),
             bootstrapped=bool(data.get("bootstrapped", False)),
+            machines=bool(data.get("machines", False)),
             statuses={
                 str(n): {
                     "status": str(s.get("status", "active")),

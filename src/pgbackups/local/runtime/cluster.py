@@ -44,7 +44,7 @@ from pgbackups.local.errors import (
     WriteFailed,
 )
 from pgbackups.local.machinery import etcd as etcd_mod
-from pgbackups.local.machinery import logfiles, programs, s3server, tls
+from pgbackups.local.machinery import logfiles, netns, programs, s3server, tls
 from pgbackups.local.machinery import ports as ports_mod
 from pgbackups.local.machinery.paths import (
     DEFAULT_NAME,
@@ -87,7 +87,9 @@ PASSWORD_KEYS = ("superuser", "replication", "rewind", "rest_api")
 class S3Endpoint:
     """The cluster's own S3 server, as a client reaches it."""
 
-    endpoint: str  # https://localhost:PORT (a name: pgBackRest 2.45 ignores IP SANs)
+    # https://localhost:PORT (a name: pgBackRest 2.45 ignores IP SANs), or on machines
+    # https://ADDRESS:PORT (the certificate carries the address as a DNS name too)
+    endpoint: str
     host: str
     port: int
     bucket: str
@@ -175,12 +177,13 @@ class Cluster:
 
     def primary(self) -> Unit | None:
         """The unit Patroni runs as primary now (asked over REST), None if none answers."""
-        for unit in self.units():
-            if not unit.is_running():
-                continue
-            with contextlib.suppress(PatroniUnavailable):
-                if unit.client(timeout=3).is_primary():
-                    return unit
+        with self.facts.control():
+            for unit in self.units():
+                if not unit.is_running():
+                    continue
+                with contextlib.suppress(PatroniUnavailable):
+                    if unit.client(timeout=3).is_primary():
+                        return unit
         return None
 
     # --- leadership and statuses ------------------------------------------------
@@ -209,11 +212,17 @@ class Cluster:
     def passwords(self) -> PatroniPasswords:
         return self.facts.passwords()
 
+    def s3_host(self, state: ClusterState | None = None) -> str:
+        """The S3 server's name in its URL: ``localhost``, or the S3 machine's address."""
+        state = state or self.state()
+        return self.facts.address(netns.S3, state) if state.machines else "localhost"
+
     def s3(self) -> S3Endpoint:
         state = self.state()
+        host = self.s3_host(state)
         return S3Endpoint(
-            endpoint=f"https://localhost:{state.s3_port}",
-            host="localhost",
+            endpoint=f"https://{host}:{state.s3_port}",
+            host=host,
             port=state.s3_port,
             bucket=state.bucket,
             region=S3_REGION,
@@ -243,10 +252,14 @@ class Cluster:
             state.tls = enabled
 
     def issue_unit_tls(self, unit: Unit) -> TlsMaterial:
-        """Certificate + key for a unit (CN ``<cluster>-<i>``, SAN localhost/127.0.0.1,
-        serverAuth + clientAuth), key 0600 owned by the database user."""
+        """Certificate + key for a unit (CN ``<cluster>-<i>``, SAN localhost/127.0.0.1, or on
+        machines its address as an IP and as a DNS name: pgBackRest 2.45 compares the host
+        it dials with DNS names only; serverAuth + clientAuth), key 0640 root:db."""
         unit.prepare()
+        dns_names, ip_addresses = _names_for(unit.host if unit.on_machine else None)
         tls.issue_cert(
+            dns_names=dns_names,
+            ip_addresses=ip_addresses,
             ca_cert=self.paths.ca_cert,
             ca_key=self.paths.ca_key,
             cert=unit.paths.tls_cert,
@@ -359,7 +372,7 @@ class Cluster:
 
     # --- creation -------------------------------------------------------------------
 
-    def _create(self, units: int, tls_on: bool) -> None:
+    def _create(self, units: int, tls_on: bool, machines: bool = False) -> None:
         """Allocate ports, write the state, secrets, CA and certificates."""
         owner = self.db_user
         with ports_mod.allocation_lock(self.home):
@@ -384,6 +397,7 @@ class Cluster:
                     leader=f"{self.name}/0",
                     units=unit_records,
                     next_index=units,
+                    machines=machines,
                 )
             )
         # Only root reads the secrets (it renders them into the configuration and the
@@ -398,12 +412,16 @@ class Cluster:
         write_file(self.paths.s3_secret_key_file, creds.secret_key + "\n")
         ensure_dir(self.paths.tls_dir, mode=0o755)
         tls.create_ca(self.paths.ca_cert, self.paths.ca_key, f"pgbackups {self.name} CA")
+        s3_host = self.facts.address(netns.S3) if machines else None
+        dns_names, ip_addresses = _names_for(s3_host)
         tls.issue_cert(
+            dns_names=dns_names,
+            ip_addresses=ip_addresses,
             ca_cert=self.paths.ca_cert,
             ca_key=self.paths.ca_key,
             cert=self.paths.s3_cert,
             key=self.paths.s3_key,
-            common_name="localhost",
+            common_name=s3_host or "localhost",
             owner=config_owner(owner),  # rclone reads the key as the database user
         )
         self._issue_etcd_certs()
@@ -434,51 +452,60 @@ class Cluster:
 
     def _start_etcd(self, progress: Progress) -> None:
         state = self.state()
-        for port in (state.etcd_client_port, state.etcd_peer_port):
-            ports_mod.require_free(port, f"etcd of {self.name}")
-        pid = processes.spawn(
-            etcd_mod.argv(
-                programs.find("etcd"),
-                name=self.name,
-                data_dir=self.paths.etcd_data,
-                client_port=state.etcd_client_port,
-                peer_port=state.etcd_peer_port,
-                tls=self.facts.etcd_tls,
-            ),
-            log_file=self.paths.etcd_log,
-            user=self.db_user,
-        )
+        host = self.facts.address(netns.DCS, state)
+        with self.facts.inside(netns.DCS):
+            for port in (state.etcd_client_port, state.etcd_peer_port):
+                ports_mod.require_free(port, f"etcd of {self.name}", host)
+            pid = processes.spawn(
+                etcd_mod.argv(
+                    programs.find("etcd"),
+                    name=self.name,
+                    data_dir=self.paths.etcd_data,
+                    client_port=state.etcd_client_port,
+                    peer_port=state.etcd_peer_port,
+                    tls=self.facts.etcd_tls,
+                    host=host,
+                ),
+                log_file=self.paths.etcd_log,
+                user=self.db_user,
+            )
         self.record_service(ETCD, ProcessRecord.of(pid))
         progress.wait(
-            f"etcd on {etcd_mod.client_url(state.etcd_client_port)} (pid {pid})",
-            lambda: etcd_mod.is_healthy(state.etcd_client_port, self.facts.etcd_tls),
+            f"etcd on {etcd_mod.client_url(state.etcd_client_port, host)} (pid {pid})",
+            lambda: etcd_mod.is_healthy(state.etcd_client_port, self.facts.etcd_tls, host=host),
             timeout=30,
             check=lambda: self._check_service(ETCD, "etcd", self.paths.etcd_log),
         )
 
     def _start_s3(self, progress: Progress) -> None:
         state = self.state()
-        ports_mod.require_free(state.s3_port, f"S3 of {self.name}")
+        host = self.facts.address(netns.S3, state)
+        name = self.s3().host
         rclone = programs.install_rclone(self.home)
         self._make_s3_dirs(state.bucket)
         self._report_s3_cache(progress)
-        pid = processes.spawn(
-            s3server.argv(
-                rclone,
-                data_dir=self.paths.s3_data,
-                port=state.s3_port,
-                cert=self.paths.s3_cert,
-                key=self.paths.s3_key,
-                cache_dir=self.paths.s3_cache,
-            ),
-            log_file=self.paths.s3_log,
-            user=self.db_user,
-            env=s3server.env(self.s3_credentials()),
-        )
+        with self.facts.inside(netns.S3):
+            ports_mod.require_free(state.s3_port, f"S3 of {self.name}", host)
+            pid = processes.spawn(
+                s3server.argv(
+                    rclone,
+                    data_dir=self.paths.s3_data,
+                    port=state.s3_port,
+                    cert=self.paths.s3_cert,
+                    key=self.paths.s3_key,
+                    cache_dir=self.paths.s3_cache,
+                    host=host,
+                ),
+                log_file=self.paths.s3_log,
+                user=self.db_user,
+                env=s3server.env(self.s3_credentials()),
+            )
         self.record_service(S3, ProcessRecord.of(pid))
         progress.wait(
-            f"S3 server on https://localhost:{state.s3_port} (pid {pid})",
-            lambda: s3server.is_ready(state.s3_port, self.paths.ca_cert),
+            f"S3 server on https://{name}:{state.s3_port} (pid {pid})",
+            lambda: s3server.is_ready(
+                state.s3_port, self.paths.ca_cert, host=host, server_name=name
+            ),
             timeout=30,
             check=lambda: self._check_service(S3, "S3 server (rclone)", self.paths.s3_log),
         )
@@ -586,7 +613,40 @@ class Cluster:
             self.paths.ca_key,
             client_name=f"{self.name}-etcd-client",
             owner=self.db_user,
+            host=self.facts.address(netns.DCS),
         )
+
+    # --- machines ------------------------------------------------------------------------
+
+    def _ensure_network(self, progress: Progress) -> None:
+        """On machines: the cluster's network with a machine for etcd, S3 and each unit.
+        A network that a killed run left while nothing of the cluster runs is made anew."""
+        network = self.facts.network()
+        if network is None:
+            return
+        problem = netns.available()
+        if problem is not None:
+            raise PgbackupsError(f"cluster {self.name} runs its parts as machines, but {problem}")
+        if netns.exists(network) and not self.any_running():
+            removed = netns.destroy(network)
+            progress.say(f"removed the network a stopped run left: {', '.join(removed)}")
+        machines = [netns.DCS, netns.S3, *(u.machine for u in self.units())]
+        netns.create(network, machines, home=str(self.home), cluster=self.name)
+        progress.say(f"network {network.subnet}: " + ", ".join(
+            f"{m} {network.address(m)}" for m in machines
+        ))  # fmt: skip
+
+    def _destroy_network(self, progress: Progress) -> None:
+        network = self.facts.network()
+        if network is not None and netns.available() is None:
+            removed = netns.destroy(network)
+            if removed:
+                progress.say(f"removed network {network.subnet} ({len(removed)} namespaces)")
+
+    def network_up(self) -> bool:
+        """Loopback, or the cluster's network exists: its machines can be talked to."""
+        network = self.facts.network()
+        return network is None or netns.exists(network)
 
     def start(self, progress: Progress | None = None, *, fresh: bool = False) -> None:
         """Start whatever of this cluster is not running, and wait until the primary
@@ -594,6 +654,11 @@ class Cluster:
         unit, what this call started is stopped again; a replica that fails is left as
         ``status`` shows it."""
         progress = progress or Progress(quiet=True)
+        self._ensure_network(progress)
+        with self.facts.control():
+            self._start(progress, fresh=fresh)
+
+    def _start(self, progress: Progress, *, fresh: bool) -> None:
         started: list[str] = []
         self._complete_secrets()
         try:
@@ -683,7 +748,8 @@ class Cluster:
         """Stop every process this cluster started, by PID: replicas, the primary, S3, etcd."""
         progress = progress or Progress(quiet=True)
         units = self.units()
-        primary = self.primary()
+        # Without its network (a killed run's, already gone) no primary can be asked.
+        primary = self.primary() if self.network_up() else None
         replicas = [u for u in units if primary is None or u.name != primary.name]
 
         def stop_unit(unit: Unit) -> None:
@@ -705,6 +771,7 @@ class Cluster:
         self.stop_service(S3, progress)
         self.stop_service(ETCD, progress)
         self.stop_leftovers(progress)
+        self._destroy_network(progress)
 
     def stop_leftovers(self, progress: Progress | None = None) -> list[processes.ProcessInfo]:
         """Stop every process still using this cluster's directories once its recorded
@@ -749,10 +816,25 @@ class Cluster:
     # --- membership ------------------------------------------------------------------
 
     def add_unit(
-        self, progress: Progress | None = None, config: WorkloadConfig | None = None
+        self,
+        progress: Progress | None = None,
+        config: WorkloadConfig | None = None,
+        announce: Callable[[str], object] | None = None,
     ) -> Unit:
-        """A new unit (next number) that joins as a replica; waits until it streams."""
+        """A new unit (next number) that joins as a replica; waits until it streams.
+        ``announce(name)`` runs once the unit is in the state and before it starts: what
+        Juju's peer-relation-joined is to the other units (on machines their pg_hba must
+        admit the new unit's address before it can copy the primary)."""
         progress = progress or Progress(quiet=True)
+        with self.facts.control():
+            return self._add_unit(progress, config, announce)
+
+    def _add_unit(
+        self,
+        progress: Progress,
+        config: WorkloadConfig | None,
+        announce: Callable[[str], object] | None,
+    ) -> Unit:
         if self.primary() is None:
             raise PgbackupsError(
                 f"cluster {self.name} has no running primary; run `pgbackups up` first"
@@ -767,21 +849,28 @@ class Cluster:
                 raise PgbackupsError(f"a local cluster has at most {ports_mod.MAX_UNITS} units")
             index = state.next_index
             pg, rest, pgbr = ports_mod.unit_ports(state.base_port, slot)
-            for port in (pg, rest):
-                ports_mod.require_free(port, "for a new unit")
+            if not state.machines:  # a new machine has every port free
+                for port in (pg, rest):
+                    ports_mod.require_free(port, "for a new unit")
             name = f"{self.name}/{index}"
             state.units[name] = UnitRecord(index, pg, rest, pgbr)
             state.next_index = index + 1
         unit = self.unit(name)
+        network = self.facts.network()
+        if network is not None:
+            netns.add_machine(network, unit.machine)
         # Left over from an old unit with this number (no link below it is followed).
         files.remove_tree(unit.paths.root, missing_ok=True)
         unit.prepare()
         if self.tls_enabled:
             self.issue_unit_tls(unit)
         try:
+            if announce is not None:
+                announce(unit.name)
             unit.start(config)
         except PgbackupsError:
             self._forget_unit(unit)
+            self._remove_machine(unit)
             raise
         progress.say(f"{unit.name}: patroni started (pid {_pid(unit)})")
         failures = self._wait_replicas([unit], progress)
@@ -797,9 +886,18 @@ class Cluster:
                 remaining = state.sorted_units()
                 state.leader = remaining[0][0] if remaining else ""
 
+    def _remove_machine(self, unit: Unit) -> None:
+        network = self.facts.network()
+        if network is not None:
+            netns.remove_machine(network, unit.machine)
+
     def remove_unit(self, ref: str, progress: Progress | None = None) -> None:
         """Stop a unit (switching the primary role away first) and delete its files."""
         progress = progress or Progress(quiet=True)
+        with self.facts.control():
+            self._remove_unit(ref, progress)
+
+    def _remove_unit(self, ref: str, progress: Progress) -> None:
         unit = self.unit(ref)
         others = [u for u in self.units() if u.name != unit.name]
         if not others:
@@ -815,6 +913,7 @@ class Cluster:
             raise PgbackupsError(f"{unit.name} (pid {pid}) did not stop; not removing it")
         progress.say(f"stopped {unit.name}" + (f" (pid {pid})" if pid else ""))
         self._forget_unit(unit)
+        self._remove_machine(unit)
         with contextlib.suppress(OSError):  # no link below it is followed
             files.remove_tree(unit.paths.root)
         progress.say(f"removed {unit.name} and {unit.paths.root}")
@@ -822,6 +921,10 @@ class Cluster:
     def switchover(self, ref: str, progress: Progress | None = None) -> None:
         """Make ``ref`` the primary (Patroni switchover) and wait until the others stream."""
         progress = progress or Progress(quiet=True)
+        with self.facts.control():
+            self._switchover(ref, progress)
+
+    def _switchover(self, ref: str, progress: Progress) -> None:
         target = self.unit(ref)
         primary = self.primary()
         if primary is None:
@@ -866,6 +969,33 @@ def _ancestors() -> set[int]:
     return found
 
 
+def _names_for(address: str | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A certificate's names: ``localhost``/127.0.0.1 on loopback; on a machine its
+    address, as an IP (what Python and libpq compare) and as a DNS name (what pgBackRest
+    2.45 compares: it does not read IP names)."""
+    if address is None:
+        return ("localhost",), ("127.0.0.1",)
+    return (address,), (address,)
+
+
+def network_in_use(record: netns.NetworkRecord) -> bool:
+    """A network is in use while the command that made it runs (an ``up`` whose servers
+    have not started yet) or while any process runs in one of its namespaces, whoever's
+    it is (another home's cluster, another tool's machines). Anything else is what a
+    killed run left: nothing runs there, and a cluster's ``up`` makes its network anew."""
+    return record.creator_alive() or bool(netns.network_pids(netns.network_of(record.net_id)))
+
+
+def sweep_networks(progress: Progress | None = None) -> list[str]:
+    """Remove the networks (and stray namespaces) that killed runs left; as root only."""
+    if netns.available() is not None:
+        return []
+    removed = netns.sweep(network_in_use)
+    if removed and progress is not None:
+        progress.say(f"removed network namespaces a killed run left: {', '.join(removed)}")
+    return removed
+
+
 def _pid(unit: Unit) -> int | None:
     proc = unit.process()
     return proc.pid if proc else None
@@ -879,13 +1009,16 @@ def up(
     *,
     units: int | None = None,
     tls: bool | None = None,
+    machines: bool | None = None,
     home: Path | None = None,
     progress: Progress | None = None,
     agent: bool = True,
 ) -> Cluster:
     """Create (or restart) cluster ``name`` and return it once the primary accepts writes
     and every replica streams; then start its agent (unless ``agent`` is False: the
-    benchmarks time commands that would otherwise wait for its passes)."""
+    benchmarks time commands that would otherwise wait for its passes). ``machines``: each
+    unit, S3 and etcd on a machine of its own (a network namespace); None:
+    :func:`machines_by_default`."""
     progress = progress or Progress(quiet=True)
     cluster = Cluster(name, home)
     if units is not None and not 1 <= units <= ports_mod.MAX_UNITS:
@@ -902,6 +1035,12 @@ def up(
                 )
             if tls is not None and tls != state.tls:
                 raise UsageError(f"cluster {name} exists with tls={'on' if state.tls else 'off'}")
+            if machines is not None and machines != state.machines:
+                raise UsageError(
+                    f"cluster {name} exists with its units "
+                    + ("as machines" if state.machines else "on loopback")
+                )
+            sweep_networks(progress)
             if cluster.is_running():
                 raise PgbackupsError(
                     f"cluster {name} is already running (pgbackups status --name {name})"
@@ -913,8 +1052,18 @@ def up(
             cluster.start(progress, fresh=not state.bootstrapped)
         else:
             n = units if units is not None else 1
-            progress.say(f"creating cluster {name} with {n} unit(s) in {cluster.paths.root}")
-            cluster._create(n, bool(tls))
+            on_machines = machines_by_default() if machines is None else machines
+            if on_machines:
+                problem = netns.available()
+                if problem is not None:
+                    raise UsageError(f"--machines: {problem}")
+                sweep_networks(progress)
+            progress.say(
+                f"creating cluster {name} with {n} unit(s)"
+                + (" as machines" if on_machines else "")
+                + f" in {cluster.paths.root}"
+            )
+            cluster._create(n, bool(tls), on_machines)
             cluster.start(progress, fresh=True)
         if agent:
             pid = cluster.start_agent()
@@ -934,7 +1083,25 @@ def down(
     progress = progress or Progress(quiet=True)
     cluster = Cluster.load(name, home)
     with cluster.operation("down"):
+        sweep_networks(progress)
         if purge:
             return cluster.purge(progress)
         cluster.stop(progress)
     return []
+
+
+# Set to "0" to keep the loopback default as root (PGBACKUPS_MACHINES=1 asks for machines).
+MACHINES_ENV = "PGBACKUPS_MACHINES"
+
+
+def machines_by_default() -> bool:
+    """Whether a new cluster's parts are machines when ``up`` is not told: see README
+    ("Units as machines") for why. ``PGBACKUPS_MACHINES=0|1`` overrides."""
+    wanted = os.environ.get(MACHINES_ENV, "")
+    if wanted in ("0", "1"):
+        return wanted == "1"
+    return DEFAULT_MACHINES and netns.available() is None
+
+
+# The default for root (namespaces need root); see machines_by_default.
+DEFAULT_MACHINES = False

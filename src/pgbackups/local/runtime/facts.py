@@ -7,13 +7,16 @@ units), so the two modules do not form an import cycle.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from pgbackups.adapters.patroni import PatroniPasswords
 from pgbackups.adapters.processes import OsUser
-from pgbackups.local.machinery.etcd import EtcdTls
+from pgbackups.local.machinery import netns
+from pgbackups.local.machinery.etcd import LOOPBACK, EtcdTls
 from pgbackups.local.machinery.paths import ClusterPaths
 from pgbackups.local.machinery.state import ClusterState, StateStore
 
@@ -37,9 +40,39 @@ class ClusterFacts:
             data["superuser"], data["replication"], data["rewind"], data["rest_api"]
         )
 
+    # --- machines (machinery/netns.py) -------------------------------------------
+
+    def network(self, state: ClusterState | None = None) -> netns.Network | None:
+        """The cluster's private network when its parts are machines, else None."""
+        state = state or self.state()
+        return netns.Network.for_block(state.base_port) if state.machines else None
+
+    def address(self, machine: str, state: ClusterState | None = None) -> str:
+        """Where ``machine`` (``u0``, ``s3``, ``dcs``) listens: its own address, or
+        127.0.0.1 when everything shares the loopback."""
+        network = self.network(state)
+        return network.address(machine) if network else LOOPBACK
+
+    @contextlib.contextmanager
+    def inside(self, machine: str) -> Iterator[None]:
+        """This thread on ``machine``'s network for the block (nothing changes on
+        loopback): a process started or a socket opened here belongs to the machine."""
+        network = self.network()
+        if network is None:
+            yield
+            return
+        with netns.inside(network.namespace(machine)):
+            yield
+
+    def control(self) -> contextlib.AbstractContextManager[None]:
+        """This thread on the operator's workstation (the switch, which reaches every
+        machine) for the block."""
+        return self.inside(netns.SWITCH)
+
     @property
     def etcd_endpoint(self) -> str:
-        return f"127.0.0.1:{self.state().etcd_client_port}"
+        state = self.state()
+        return f"{self.address(netns.DCS, state)}:{state.etcd_client_port}"
 
     @property
     def etcd_tls(self) -> EtcdTls:

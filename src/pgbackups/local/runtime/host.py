@@ -8,6 +8,7 @@ primary). Statuses live in the cluster state, peer bags and deferred events in
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import logging
@@ -209,10 +210,13 @@ class Runtime:
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
         self.store = peer_store(cluster)
-        self.dispatcher = Dispatcher(self.store, self.host_for)
+        self.dispatcher = Dispatcher(self.store, self.host_for, self.machine_of)
         # Once per Runtime: only Cluster.start sets ``bootstrapped`` (never back), and no
         # event delivered through a Runtime calls it.
         self._mark_initialised()
+
+    def machine_of(self, unit_name: str) -> contextlib.AbstractContextManager[None]:
+        return self.cluster.facts.inside(self.cluster.unit(unit_name).machine)
 
     def host_for(self, unit_name: str) -> LocalHost:
         return LocalHost(self.cluster, self.cluster.unit(unit_name), self.store)

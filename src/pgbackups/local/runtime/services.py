@@ -43,7 +43,8 @@ class UnitServices:
         tool = PgBackRest(
             self.unit.pgbackrest_config, stanza_name(self.cluster), user=self.cluster.db_user
         )
-        pid = tool.start_server(self.unit.paths.pgbackrest_log / "tls-server.log")
+        with self.cluster.facts.inside(self.unit.machine):  # it listens on the unit's address
+            pid = tool.start_server(self.unit.paths.pgbackrest_log / "tls-server.log")
         self.cluster.record_service(tls_server_key(self.unit), ProcessRecord.of(pid))
 
     def stop(self, service: Service) -> None:

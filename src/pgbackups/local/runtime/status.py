@@ -22,6 +22,7 @@ from pgbackups.core.policy import policy_or_default
 from pgbackups.core.restore_state import RestoreState
 from pgbackups.core.settings import DEFAULT_DELETE_OLDER_THAN_DAYS, S3Settings, parse_s3_settings
 from pgbackups.local.machinery import etcd
+from pgbackups.local.machinery.netns import DCS
 from pgbackups.local.runtime.cluster import ETCD, S3, Cluster
 from pgbackups.local.runtime.host import peer_store, read_options, read_s3_parameters
 from pgbackups.local.runtime.unit import Unit
@@ -68,6 +69,7 @@ class ClusterView:
     name: str
     uuid: str
     tls: bool
+    network: str  # the machines' subnet, "" on loopback
     leader: str
     etcd: ServiceView
     s3: ServiceView
@@ -109,9 +111,10 @@ def collect(cluster: Cluster) -> ClusterView:
         if proc is not None and proc.is_ours():
             pid = proc.pid
             pstate = "starting"
-            with contextlib.suppress(PatroniUnavailable):
-                member = unit.client(timeout=2).member()
-                role, pstate = member.role, member.state
+            if cluster.network_up():  # else nothing answers (its network is gone)
+                with contextlib.suppress(PatroniUnavailable), cluster.facts.control():
+                    member = unit.client(timeout=2).member()
+                    role, pstate = member.role, member.state
         entry = state.statuses.get(unit.name, {})
         status, message = entry.get("status", "active"), entry.get("message", "")
         if pid is None and status == StatusKind.ACTIVE.value:
@@ -152,9 +155,12 @@ def collect(cluster: Cluster) -> ClusterView:
         name=state.name,
         uuid=state.uuid,
         tls=state.tls,
+        network=str(network.subnet) if (network := cluster.facts.network(state)) else "",
         leader=state.leader,
-        etcd=service(ETCD, etcd.client_url(state.etcd_client_port)),
-        s3=service(S3, f"https://localhost:{state.s3_port}"),
+        etcd=service(
+            ETCD, etcd.client_url(state.etcd_client_port, cluster.facts.address(DCS, state))
+        ),
+        s3=service(S3, f"https://{cluster.s3_host(state)}:{state.s3_port}"),
         bucket=state.bucket,
         ca_file=str(cluster.ca_file),
         units=units,
@@ -198,6 +204,7 @@ def to_json(view: ClusterView) -> dict[str, Any]:
         "cluster": view.name,
         "uuid": view.uuid,
         "tls": view.tls,
+        "machines": view.network or None,
         "etcd": asdict(view.etcd),
         "s3": {
             "endpoint": view.s3.endpoint,
@@ -242,7 +249,9 @@ def render_table(view: ClusterView) -> str:
         return f"running (pid {s.pid})" if s.running else "stopped"
 
     head = [
-        f"cluster {view.name}  tls: {'on' if view.tls else 'off'}  uuid: {view.uuid}",
+        f"cluster {view.name}  tls: {'on' if view.tls else 'off'}"
+        + (f"  machines: {view.network}" if view.network else "")
+        + f"  uuid: {view.uuid}",
         f"etcd    {view.etcd.endpoint}  {up(view.etcd)}",
         f"s3      {view.s3.endpoint}  bucket: {view.bucket}  {up(view.s3)}  ca: {view.ca_file}",
         _backups_line(view.backups),

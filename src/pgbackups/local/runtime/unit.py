@@ -16,8 +16,8 @@ from pgbackups.adapters.files import config_owner, read_text
 from pgbackups.adapters.patroni import PatroniClient, RestAuth
 from pgbackups.core.host import TlsMaterial, WorkloadConfig
 from pgbackups.local.errors import WriteFailed
+from pgbackups.local.machinery import netns, programs
 from pgbackups.local.machinery import ports as ports_mod
-from pgbackups.local.machinery import programs
 from pgbackups.local.machinery.paths import UnitPaths, ensure_dir, make_dirs_as
 from pgbackups.local.machinery.state import ProcessRecord, UnitRecord
 from pgbackups.local.runtime.dcs import EtcdDcs
@@ -28,9 +28,11 @@ from pgbackups.workload.workload import SUPERUSER, write_patroni_config
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
-# pgBackRest 2.45 checks DNS names only, and every unit is on this machine.
+# pgBackRest 2.45 checks DNS names only, and every unit is on this machine. A unit on a
+# machine of its own is named by its address, which its certificate carries as an IP
+# and as a DNS name (the name pgBackRest compares), see Cluster.issue_unit_tls.
 TLS_SERVER_HOST = "localhost"
-# Everything is on loopback: an I/O stall of 10 s means the peer is gone. pgBackRest
+# Everything is on one machine: an I/O stall of 10 s means the peer is gone. pgBackRest
 # retries a refused connection for about twice this, so the default 60 s would make a
 # stopped TLS server or S3 server cost minutes per command.
 IO_TIMEOUT_SECONDS = 10
@@ -48,7 +50,7 @@ def stanza_name(cluster: _Named) -> str:
 
 
 def tls_server_address(unit: Unit) -> str:
-    return f"{TLS_SERVER_HOST}:{unit.pgbackrest_port}"
+    return f"{unit.tls_server_host}:{unit.pgbackrest_port}"
 
 
 class Unit:
@@ -62,7 +64,12 @@ class Unit:
         self.pg_port = record.pg_port
         self.rest_port = record.rest_port
         self.pgbackrest_port = record.pgbackrest_port
-        self.host = HOST
+        self.machine = netns.unit_machine(record.index)
+        network = cluster.network()
+        # Its own machine's address, or the loopback every unit shares.
+        self.host = network.address(self.machine) if network else HOST
+        self.on_machine = network is not None
+        self.tls_server_host = self.host if network else TLS_SERVER_HOST
         self.paths: UnitPaths = cluster.paths.unit(record.index)
 
     def __repr__(self) -> str:
@@ -133,11 +140,11 @@ class Unit:
             patroni_log_dir=None,  # the spawned process's output is the log file
             pg_port=self.pg_port,
             rest_port=self.rest_port,
-            tls_server_listen=HOST,
-            tls_server_host=TLS_SERVER_HOST,
+            tls_server_listen=self.host,
+            tls_server_host=self.tls_server_host,
             tls_server_port=self.pgbackrest_port,
             io_timeout=IO_TIMEOUT_SECONDS,
-            peers_share_machine=True,
+            peers_share_machine=not self.on_machine,
         )
 
     def as_peer(self) -> PeerLayout:
@@ -147,7 +154,7 @@ class Unit:
             member=self.member_name,
             cert_name=self.member_name,
             address=self.host,
-            tls_server_host=TLS_SERVER_HOST,
+            tls_server_host=self.tls_server_host,
             tls_server_port=self.pgbackrest_port,
             data_dir=str(self.data_dir),
             pg_port=self.pg_port,
@@ -228,13 +235,16 @@ class Unit:
         if config is not None or not self.paths.patroni_config.exists():
             self.write_config(config or DEFAULT_CONFIG)
         self._stop_orphan_postmaster()
-        for port, what in ((self.pg_port, "PostgreSQL"), (self.rest_port, "Patroni REST")):
-            ports_mod.require_free(port, f"{self.name} {what}")
-        pid = processes.spawn(
-            [programs.find("patroni"), str(self.paths.patroni_config)],
-            log_file=self.log_file,
-            user=self.cluster.db_user,
-        )
+        # On its machine: Patroni, PostgreSQL and what they run (archive_command's
+        # pgBackRest) live in the machine's network namespace.
+        with self.cluster.inside(self.machine):
+            for port, what in ((self.pg_port, "PostgreSQL"), (self.rest_port, "Patroni REST")):
+                ports_mod.require_free(port, f"{self.name} {what}", self.host)
+            pid = processes.spawn(
+                [programs.find("patroni"), str(self.paths.patroni_config)],
+                log_file=self.log_file,
+                user=self.cluster.db_user,
+            )
         self._record(ProcessRecord.of(pid))
         log.info("%s: patroni started, pid %d", self.name, pid)
         return pid
