@@ -935,6 +935,11 @@ def network_in_use(record: netns.NetworkRecord) -> bool:
     return record.creator_alive() or bool(netns.network_pids(netns.network_of(record.net_id)))
 
 
+def network_leftovers() -> list[str]:
+    """The namespaces :func:`sweep_networks` would remove now (none without root)."""
+    return netns.leftovers(network_in_use) if netns.available() is None else []
+
+
 def sweep_networks(progress: Progress | None = None) -> list[str]:
     """Remove the networks (and stray namespaces) that killed runs left; as root only."""
     if netns.available() is not None:
