@@ -23,7 +23,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pgbackups.local.machinery import netns
+from pgbackups.local.machinery import netns, s3server
 from pgbackups.local.runtime.cluster import Cluster
 
 pytestmark = [
@@ -154,6 +154,28 @@ def test_backup_on_a_replica_machine_reaches_the_primary_machine(
     assert result["status"] == "completed", out
     listed = _ok(run_cli("run", "--name", "mach3", primary.name, "list-backups", "--json"))
     assert result["results"]["backup-id"] in listed
+
+
+def test_cut_s3_then_heal(mach3: Cluster) -> None:
+    """The fault tests' lever: with its cable out the S3 server does not answer (the
+    client times out, nothing refuses), and answers again once it is back."""
+    s3 = mach3.s3()
+
+    def ready() -> bool:
+        return s3server.is_ready(
+            s3.port, Path(s3.ca_file), timeout=2, host=s3.host, server_name=s3.host
+        )
+
+    with mach3.facts.control():
+        assert ready()
+        mach3.cut(netns.S3)
+        try:
+            assert not ready()
+            with pytest.raises(TimeoutError):
+                socket.create_connection((s3.host, s3.port), timeout=2)
+        finally:
+            mach3.heal(netns.S3)
+        assert ready()
 
 
 def test_add_and_remove_unit_make_and_remove_its_machine(mach3: Cluster, run_cli: Cli) -> None:
