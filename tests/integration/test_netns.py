@@ -200,8 +200,12 @@ def test_sweep_removes_what_a_killed_run_left(network: Network, tmp_path: Path) 
         # Only this test's network is judged: other runs' networks are not ours to sweep.
         return record.net_id != network.net_id or Path(record.home).exists()
 
+    expected = sorted(network.namespace(m) for m in ("sw", "u0", "u1"))
+    assert sorted(
+        n for n in netns.leftovers(in_use) if n.startswith(f"pgbk-{network.net_id}-")
+    ) == (expected)
     removed = netns.sweep(in_use)
-    assert sorted(removed) == sorted(network.namespace(m) for m in ("sw", "u0", "u1"))
+    assert sorted(removed) == expected
     assert netns.describe(network) == {}
     assert netns.read_record(network.net_id) is None
 

@@ -20,15 +20,25 @@ from pgbackups.local.errors import PgbackupsError, UsageError
 
 def cmd_list(args: argparse.Namespace) -> int:
     from pgbackups.local.runtime import status as status_mod
-    from pgbackups.local.runtime.cluster import Cluster
+    from pgbackups.local.runtime.cluster import Cluster, network_leftovers
 
     cluster = Cluster.load(args.name)
     needed = status_mod.needed_copy(cluster)
     views = {u.name: status_mod.leftover_views(u, needed) for u in cluster.units()}
+    # Network namespaces killed runs left (any cluster's): nothing of value is in them,
+    # and the next `up` or `down` removes them; listed so that nothing goes unseen.
+    networks = network_leftovers()
     if args.json:
-        doc = {name: [vars(item) for item in items] for name, items in views.items()}
+        doc: dict[str, object] = {
+            name: [vars(item) for item in items] for name, items in views.items()
+        }
+        if networks:
+            doc["network-namespaces"] = networks
         print(json.dumps(doc, indent=2))
         return 0
+    if networks:
+        print("network namespaces a killed run left (the next up or down removes them): "
+              + ", ".join(networks))  # fmt: skip
     if not any(views.values()):
         print(f"no leftovers in cluster {cluster.name}")
         return 0

@@ -250,7 +250,8 @@ def records() -> list[NetworkRecord]:
     found = []
     for path in sorted(RECORDS_DIR.glob("*.json")):
         record = read_record(path.stem)
-        if record is not None:
+        # A record we cannot name a network by is not ours to judge (nor to sweep).
+        if record is not None and _ID_RE.match(record.net_id) and record.net_id == path.stem:
             found.append(record)
     return found
 
@@ -374,16 +375,32 @@ def network_of(net_id: str) -> Network:
     return Network.for_block(int(net_id[1:]))
 
 
-def sweep(in_use: Callable[[NetworkRecord], bool]) -> list[str]:
-    """Remove what killed runs left: every network of ours whose record ``in_use`` says
-    is nobody's any more, and namespaces with our prefix that no record explains and no
-    process uses. Returns the namespaces removed."""
-    removed: list[str] = []
+def leftovers(in_use: Callable[[NetworkRecord], bool]) -> list[str]:
+    """What :func:`sweep` would remove now: the namespaces of every network whose record
+    ``in_use`` says is nobody's, and namespaces of ours no record explains and no process
+    uses."""
+    found: list[str] = []
     recorded = {r.net_id: r for r in records()}
-    for record in recorded.values():
+    for name in namespaces():
+        parts = name.split("-")
+        record = recorded.get(parts[1]) if len(parts) == 3 else None
+        if record is not None:
+            if not in_use(record):
+                found.append(name)
+        elif not namespace_pids(name):
+            found.append(name)
+    return found
+
+
+def sweep(in_use: Callable[[NetworkRecord], bool]) -> list[str]:
+    """Remove what killed runs left (see :func:`leftovers`), records included. Returns
+    the namespaces removed."""
+    removed: list[str] = []
+    for record in records():
         if not in_use(record):
             log.info("removing network %s left by cluster %s", record.net_id, record.cluster)
             removed += destroy(network_of(record.net_id))
+    recorded = {r.net_id for r in records()}
     for name in namespaces():
         parts = name.split("-")
         if len(parts) == 3 and parts[1] in recorded:

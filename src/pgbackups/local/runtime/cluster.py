@@ -643,6 +643,27 @@ class Cluster:
             if removed:
                 progress.say(f"removed network {network.subnet} ({len(removed)} namespaces)")
 
+    def _machines_network(self) -> netns.Network:
+        network = self.facts.network()
+        if network is None:
+            raise UsageError(f"cluster {self.name} runs on loopback: it has no network to break")
+        return network
+
+    def cut(self, machine: str) -> None:
+        """Fault injection (tests): take ``machine``'s cable out (``u0``, ``s3``, ``dcs``)."""
+        netns.cut(self._machines_network(), machine)
+
+    def heal(self, machine: str) -> None:
+        """Put ``machine``'s cable back."""
+        netns.heal(self._machines_network(), machine)
+
+    def shape(self, machine: str, *, rate: str | None, delay_ms: float = 0) -> None:
+        """A network profile on ``machine``'s link (``unshape`` removes it)."""
+        netns.shape(self._machines_network(), machine, rate=rate, delay_ms=delay_ms)
+
+    def unshape(self, machine: str) -> None:
+        netns.unshape(self._machines_network(), machine)
+
     def network_up(self) -> bool:
         """Loopback, or the cluster's network exists: its machines can be talked to."""
         network = self.facts.network()
@@ -984,6 +1005,11 @@ def network_in_use(record: netns.NetworkRecord) -> bool:
     it is (another home's cluster, another tool's machines). Anything else is what a
     killed run left: nothing runs there, and a cluster's ``up`` makes its network anew."""
     return record.creator_alive() or bool(netns.network_pids(netns.network_of(record.net_id)))
+
+
+def network_leftovers() -> list[str]:
+    """The namespaces :func:`sweep_networks` would remove now (none without root)."""
+    return netns.leftovers(network_in_use) if netns.available() is None else []
 
 
 def sweep_networks(progress: Progress | None = None) -> list[str]:
