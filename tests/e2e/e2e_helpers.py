@@ -41,6 +41,17 @@ def repository_bucket(cluster: Cluster) -> tuple[S3Bucket, str]:
     return S3Bucket(settings), settings.path.strip("/")
 
 
+def repository_keys(cluster: Cluster, prefix: str) -> list[str]:
+    """The keys under ``prefix`` (after the repository's path) in the cluster's bucket,
+    listed from the workstation (which reaches the S3 machine when units are machines)."""
+    bucket, path = repository_bucket(cluster)
+    with cluster.facts.control():
+        try:
+            return bucket.list_keys(f"{path}/{prefix}" if path else prefix)
+        finally:
+            bucket.close()
+
+
 def segment_keys(cluster: Cluster) -> dict[str, str]:
     """Archived WAL segment name -> object key."""
     bucket, path = repository_bucket(cluster)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_helpers import repository_bucket
+from e2e_helpers import repository_keys
 
 from pgbackups.core import backup_claim
 from pgbackups.core import messages as msg
@@ -48,7 +48,8 @@ def raw_info(cluster: Cluster) -> list[dict[str, Any]]:
     """The stanza's backups as `pgbackrest info --output=json` prints them (not parsed by
     the adapter that the handler reads them with)."""
     tool = Runtime(cluster).host_for(cluster.units()[0].name).backup_tool
-    result = tool.run(tool.argv("info", "--output=json", stanza=tool.stanza), 120)
+    with cluster.facts.control():  # the S3 machine, reached from the workstation
+        result = tool.run(tool.argv("info", "--output=json", stanza=tool.stanza), 120)
     assert result.ok, result.stderr
     [stanza] = json.loads(result.stdout)
     backups: list[dict[str, Any]] = stanza["backup"]
@@ -160,10 +161,4 @@ def test_the_primary_and_a_replica_at_the_same_instant_make_exactly_one_backup(
 
 
 def _assert_no_claim_left(cluster: Cluster) -> None:
-    bucket, path = repository_bucket(cluster)
-    try:
-        base = f"backup/local.{NAME}"
-        prefix = backup_claim.claims_prefix(f"{path}/{base}" if path else base)
-        assert bucket.list_keys(prefix) == []
-    finally:
-        bucket.close()
+    assert repository_keys(cluster, backup_claim.claims_prefix(f"backup/local.{NAME}")) == []

@@ -24,7 +24,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from e2e_helpers import repository_bucket, tcp_connect
+from e2e_helpers import repository_keys, tcp_connect
 
 from pgbackups.adapters import processes
 from pgbackups.core import messages
@@ -248,11 +248,7 @@ def test_tls2_backup_fails_midway_when_s3_stops(tls2: Driver) -> None:
     assert tls2.cluster_bag(replica).get("backup-claim-left", "").endswith(".running")
     assert tls2.unit_status(replica) == ("active", "")
     assert "backup-claim-left" not in tls2.cluster_bag(replica)
-    bucket, path = repository_bucket(cluster)
-    try:
-        assert bucket.list_keys(f"{path}/backup/local.tls2/backup-claims/") == []
-    finally:
-        bucket.close()
+    assert repository_keys(cluster, "backup/local.tls2/backup-claims/") == []
     assert tls2.rows(primary) == before
     # pgBackRest keeps the aborted backup out of backup.info: not listed as a backup...
     listed = tls2.action(primary, "list-backups", "format=json")["results"]["backups"]
@@ -465,11 +461,8 @@ def test_tls2_status_brings_back_a_replica_whose_backup_was_killed(
         tcp_connect(cluster, replica)  # still hidden: nothing has run since
     assert tls2.unit_status(replica) == ("active", "")  # `status` runs update-status
     tcp_connect(cluster, replica)
-    bucket, path = repository_bucket(cluster)
-    try:  # the killed backup's claim went with its flags: other units may back up
-        assert bucket.list_keys(f"{path}/backup/local.tls2/backup-claims/") == []
-    finally:
-        bucket.close()
+    # The killed backup's claim went with its flags: other units may back up.
+    assert repository_keys(cluster, "backup/local.tls2/backup-claims/") == []
     assert tls2.rows(primary) == before
     doc = tls2.action(replica, "create-backup", "type=incremental")
     assert doc["status"] == "completed", doc  # the one-backup flag is gone too
