@@ -292,3 +292,84 @@ def test_the_restore_bootstraps_again_while_the_others_patroni_is_stopped(
     wait_for(lambda: is_primary(leader), "the bootstrap after the removal", timeout=120)
     assert system_identifier(leader) != first
     assert leader_in_dcs(leader) == leader.facts.layout.member
+
+
+# What Patroni of an older revision ran inside itself: the member's store, one member,
+# writing a key and stopping (as that Patroni's stop did).
+EMBEDDED_MEMBER = """\
+import sys, threading
+from patroni.dcs.raft import KVStoreTTL
+password = sys.stdin.readline().rstrip("\\n")
+ready = threading.Event()
+store = KVStoreTTL(ready.set, None, None, self_addr=sys.argv[1], bind_addr=sys.argv[1],
+                   partner_addrs=[], data_dir=sys.argv[2], password=password)
+store.startAutoTick()
+assert ready.wait(30)
+assert store.set("/service/old/initialize", "7000000000000000001", timeout=30)
+store.destroy()
+"""
+# Patroni's form now: a read-only client of the member, reading that key.
+CLIENT_READ = """\
+import sys, threading
+from patroni.dcs.raft import KVStoreTTL
+password = sys.stdin.readline().rstrip("\\n")
+ready = threading.Event()
+store = KVStoreTTL(ready.set, None, None, partner_addrs=[sys.argv[1]], password=password)
+store.startAutoTick()
+assert ready.wait(30)
+print((store.get("/service/old/initialize") or {}).get("value"))
+store.destroy()
+"""
+
+
+def test_the_member_takes_over_the_files_of_an_older_revisions_patroni() -> None:
+    # The upgrade path: stop_database starts the separate member on the files Patroni's
+    # own member left (same data_dir, same self_addr): the cluster's keys are kept.
+    address = "127.77.0.34"
+    base = Path(tempfile.mkdtemp(prefix="pgbackups-raftctl-", dir="/tmp"))
+    base.chmod(0o755)
+    (base / "systemd").mkdir()
+    db = processes.db_user()
+    paths = MachinePaths(
+        state_dir=str(base / "lib"),
+        etc_dir=str(base / "etc"),
+        log_dir=str(base / "log"),
+        systemd_dir=str(base / "systemd"),
+    )
+    facts = machine_facts(
+        paths,
+        app=APP,
+        unit=f"{APP}/0",
+        address=address,
+        peers=(),
+        tls=None,
+        passwords=PASSWORDS,
+        stanza=f"prod.{APP}",
+    )
+    member: subprocess.Popen[bytes] | None = None
+    try:
+        workload = MachineWorkload(lambda: facts, paths)
+        workload.make_dirs()
+        old = processes.run(
+            [SYSTEM_PYTHON, "-c", EMBEDDED_MEMBER, raft(address), paths.raft_dir],
+            user=db,
+            input_text="raft-pw\n",
+            timeout=90,
+        )
+        assert old.ok, old.stderr
+        workload.write_raft_config(facts)
+        member = spawn(
+            ["/usr/bin/patroni_raft_controller", paths.raft_config],
+            Path(paths.log_dir) / "raft.log",
+        )
+        read = processes.run(
+            [SYSTEM_PYTHON, "-c", CLIENT_READ, raft(address)],
+            user=db,
+            input_text="raft-pw\n",
+            timeout=90,
+        )
+        assert read.ok, read.stderr
+        assert read.stdout.strip() == "7000000000000000001"
+    finally:
+        terminate(member)
+        shutil.rmtree(base)
