@@ -7,7 +7,8 @@ loopback addresses of their own.
 The restore's situation: every unit's Patroni but the leader's is stopped. Their Raft
 members keep running, so the leader's Patroni still writes its keys (leader, member)
 through the members' quorum, and after ``patronictl remove`` it bootstraps a new
-cluster on them. A member that stops leaves the other two a quorum."""
+cluster on them. A member that stops leaves the other two a quorum. And a Raft member
+started on the files an older revision's Patroni left keeps the keys."""
 
 from __future__ import annotations
 
@@ -129,17 +130,25 @@ def members_of(address: str) -> list[str] | None:
     return sorted(m["addr"] for m in json.loads(done.stdout))
 
 
-def leader_in_dcs(unit: Unit) -> str | None:
-    """The leader key as patronictl reads it from the Raft members (a client of its own)."""
+def dcs_rows(unit: Unit) -> list[dict[str, object]]:
+    """The cluster's keys as patronictl reads them from the Raft members (a client of
+    its own): one row per member key, the leader key as its role."""
     done = processes.run(
         ["patronictl", "-c", unit.paths.patroni_config, "list", "-f", "json"],
         user=processes.db_user(),
         timeout=60,
     )
-    if not done.ok:
-        return None
-    rows = json.loads(done.stdout or "[]")
-    return next((str(r["Member"]) for r in rows if r.get("Role") == "Leader"), None)
+    assert done.ok, done.stderr
+    rows: list[dict[str, object]] = json.loads(done.stdout or "[]")
+    return rows
+
+
+def leader_in_dcs(unit: Unit) -> str | None:
+    return next((str(r["Member"]) for r in dcs_rows(unit) if r.get("Role") == "Leader"), None)
+
+
+def members_in_dcs(unit: Unit) -> list[str]:
+    return sorted(str(r["Member"]) for r in dcs_rows(unit))
 
 
 def is_primary(unit: Unit) -> bool:
@@ -251,21 +260,31 @@ def start_patroni(unit: Unit) -> None:
 
 
 def test_patroni_is_a_raft_client_counted_in_no_quorum(units: list[Unit]) -> None:
-    leader = units[0]
-    # The restore's situation from the start: the other units' Patroni stopped (never
-    # started here), their Raft members running.
+    leader, *others = units
     start_patroni(leader)
     wait_for(lambda: is_primary(leader), "the leader's Patroni to bootstrap", timeout=120)
-    # Its keys went through the members' quorum: patronictl, a client of its own,
-    # reads the leader key from them.
+    # The others' Patroni, clients too, publish their member keys through the members.
+    # (They cannot copy the primary here: on loopback their connections come from
+    # 127.0.0.1, not their unit address that pg_hba admits; their keys are the point.)
+    for unit in others:
+        start_patroni(unit)
+    every = sorted(u.facts.layout.member for u in units)
+    wait_for(lambda: members_in_dcs(leader) == every, "three member keys", timeout=120)
+    # The leader's keys went through the members' quorum: patronictl, a client of its
+    # own, reads the leader key from them.
     assert leader_in_dcs(leader) == leader.facts.layout.member
-    # Patroni joined no Raft group: the members still count the three of them only.
+    # No Patroni joined a Raft group: the members still count the three of them only.
     for address in ADDRESSES:
         assert members_of(address) == sorted(map(raft, ADDRESSES))
-    # The leader key is renewed past its TTL (20 s) with one member gone: two of three
-    # are a quorum. (With two gone, the same check fails: the leader steps down.)
-    terminate(units[2].raft)
-    units[2].raft = None
+    # The restore's situation: Patroni stopped on the two other units (their members
+    # run on). One member stopped as well: two of three are a quorum. The leader key is
+    # still renewed past its TTL (20 s). (With two members stopped the same check
+    # fails: the leader steps down.)
+    for unit in others:
+        terminate(unit.patroni)
+        unit.patroni = None
+    terminate(others[1].raft)
+    others[1].raft = None
     time.sleep(25)
     assert is_primary(leader)
     assert leader_in_dcs(leader) == leader.facts.layout.member
