@@ -1,8 +1,18 @@
-"""Patroni's Raft DCS (pysyncobj) on Juju machines: every unit is a Raft member.
+"""Patroni's Raft DCS (pysyncobj) on Juju machines: every unit runs a Raft member of its
+own, apart from Patroni.
 
-``bind_addr`` pins the listener to the unit's address (without it pysyncobj listens on
-0.0.0.0); a new member joins through any partner. See README.md ("The DCS") for why
-Raft and not etcd.
+The member is ``patroni_raft_controller`` (shipped with Patroni), a service of its own
+(``pgbackups-raft.service``, :mod:`systemd_services`), so that it keeps running while
+Patroni is stopped: a restore stops Patroni on every unit but the leader, and the
+leader's bootstrap needs a Raft quorum. Patroni itself is only a Raft *client*: its
+``raft`` section has no ``self_addr``, which makes pysyncobj a read-only node that
+follows the members' log and sends its writes (leader key, member keys) to the Raft
+leader; it counts in no quorum and listens on no port. Verified with Patroni 3.0.2 and
+pysyncobj 0.3.11 (``tests/test_raft_controller.py``).
+
+The member's ``bind_addr`` pins its listener to the unit's address (without it
+pysyncobj listens on 0.0.0.0); a new member joins through any partner. See README.md
+("The DCS") for why Raft and not etcd.
 
 The Raft port is open to the network, and whoever speaks Raft to it could write
 Patroni's keys (fake a leader). ``password`` (Patroni 3.0.2 hands it to pysyncobj's
@@ -17,6 +27,8 @@ import logging
 import time
 from collections.abc import Callable
 from typing import Any
+
+import yaml
 
 from pgbackups.adapters import processes
 from pgbackups.core.host import CommandResult, WorkloadError
@@ -62,7 +74,9 @@ def raft_password(facts: UnitFacts) -> str:
     return password
 
 
-def raft_section(facts: UnitFacts, raft_dir: str) -> dict[str, Any]:
+def member_section(facts: UnitFacts, raft_dir: str) -> dict[str, Any]:
+    """The ``raft`` section of this unit's Raft member (``patroni_raft_controller``):
+    it names its files after ``self_addr`` in ``data_dir`` (the database user's)."""
     own = f"{facts.layout.address}:{RAFT_PORT}"
     return {
         "data_dir": raft_dir,
@@ -71,6 +85,21 @@ def raft_section(facts: UnitFacts, raft_dir: str) -> dict[str, Any]:
         "partner_addrs": sorted(f"{p.address}:{RAFT_PORT}" for p in facts.peers),
         "password": raft_password(facts),
     }
+
+
+def client_section(facts: UnitFacts) -> dict[str, Any]:
+    """Patroni's ``raft`` section: no ``self_addr`` (a read-only client, in no quorum,
+    writing no Raft files), no ``bind_addr`` (it listens on nothing); it reaches the
+    members, this unit's first, with the members' password."""
+    own = f"{facts.layout.address}:{RAFT_PORT}"
+    peers = sorted(f"{p.address}:{RAFT_PORT}" for p in facts.peers if p.address != own)
+    return {"partner_addrs": [own, *peers], "password": raft_password(facts)}
+
+
+def member_yaml(facts: UnitFacts, raft_dir: str) -> str:
+    """The Raft member's configuration file (it holds the Raft password). It logs to
+    its standard error: the journal, ``journalctl -u pgbackups-raft``."""
+    return yaml.safe_dump({"raft": member_section(facts, raft_dir)}, sort_keys=False)
 
 
 # A leaving member that was the Raft leader leaves its partners without one until they
@@ -95,7 +124,10 @@ class RaftDcs:
         self._sleep = sleep
 
     def patroni_section(self, facts: UnitFacts) -> dict[str, Any]:
-        return {"raft": raft_section(facts, self.raft_dir)}
+        return {"raft": client_section(facts)}
+
+    def member_config(self, facts: UnitFacts) -> str:
+        return member_yaml(facts, self.raft_dir)
 
     def _remove(self, facts: UnitFacts, through: str, address: str) -> None:
         """Ask the Raft member at ``through`` to remove the one at ``address``."""
@@ -171,5 +203,7 @@ class RaftDcs:
 
     def data_files(self, facts: UnitFacts) -> str:
         """The start of the names of this member's Raft files (``<addr>:<port>.journal``,
-        ``.dump``) in ``raft_dir``: Patroni names them after ``self_addr``."""
+        ``.dump``) in ``raft_dir``: the member names them after ``self_addr`` (as
+        Patroni's own member did before, so a unit upgraded to the separate member keeps
+        its Raft state)."""
         return f"{facts.layout.address}:{RAFT_PORT}."

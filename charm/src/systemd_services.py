@@ -1,6 +1,9 @@
 """The workload's services as systemd units on a Juju machine (``ServiceRunner``).
 
-- ``pgbackups-patroni.service``: Patroni (which runs PostgreSQL), as ``postgres``;
+- ``pgbackups-raft.service``: this unit's Raft member (``patroni_raft_controller``), as
+  ``postgres``; apart from Patroni, so that it runs while Patroni is stopped (a restore);
+- ``pgbackups-patroni.service``: Patroni (which runs PostgreSQL, and is a Raft client),
+  as ``postgres``; ordered after the Raft member at boot;
 - ``pgbackups-pgbackrest-server.service``: ``pgbackrest server``, as ``postgres``.
 
 The unit files are rendered here and rewritten before each start (a charm upgrade may
@@ -26,14 +29,19 @@ UNIT_NAMES = {
     Service.PATRONI: "pgbackups-patroni.service",
     Service.TLS_SERVER: "pgbackups-pgbackrest-server.service",
 }
+# Not a workload Service: the shared workload knows nothing of Raft; MachineWorkload
+# starts and stops it (start_raft, stop_raft).
+RAFT_UNIT = "pgbackups-raft.service"
 SYSTEMCTL_TIMEOUT = 120
 
 
-def systemd_unit(description: str, exec_start: str, *, user: str = "postgres") -> str:
+def systemd_unit(
+    description: str, exec_start: str, *, user: str = "postgres", after: str = ""
+) -> str:
     return (
         "[Unit]\n"
         f"Description={description}\n"
-        "After=network-online.target\n"
+        f"After=network-online.target{' ' + after if after else ''}\n"
         "Wants=network-online.target\n\n"
         "[Service]\n"
         "Type=simple\n"
@@ -51,9 +59,19 @@ def systemd_unit(description: str, exec_start: str, *, user: str = "postgres") -
 
 
 def patroni_unit(patroni_config: str) -> str:
+    # After the Raft member: at boot Patroni finds its DCS running (ordering only; the
+    # charm starts and stops each itself).
     return systemd_unit(
         "Patroni (PostgreSQL high availability), managed by pgbackups-postgresql",
         f"/usr/bin/patroni {patroni_config}",
+        after=RAFT_UNIT,
+    )
+
+
+def raft_unit(raft_config: str) -> str:
+    return systemd_unit(
+        "Raft member of Patroni's DCS, managed by pgbackups-postgresql",
+        f"/usr/bin/patroni_raft_controller {raft_config}",
     )
 
 
@@ -70,12 +88,14 @@ class SystemdServices:
         *,
         patroni_config: str,
         pgbackrest_config: str,
+        raft_config: str,
         systemd_dir: str = "/etc/systemd/system",
         run: Runner = processes.run,
     ) -> None:
         self._units = {
-            Service.PATRONI: patroni_unit(patroni_config),
-            Service.TLS_SERVER: tls_server_unit(pgbackrest_config),
+            RAFT_UNIT: raft_unit(raft_config),
+            UNIT_NAMES[Service.PATRONI]: patroni_unit(patroni_config),
+            UNIT_NAMES[Service.TLS_SERVER]: tls_server_unit(pgbackrest_config),
         }
         self._systemd_dir = systemd_dir
         self._run = run
@@ -83,8 +103,8 @@ class SystemdServices:
     def write_units(self) -> None:
         """Write the unit files (root's, 0644) and have systemd read them if they changed."""
         changed = False
-        for service, text in self._units.items():
-            path = f"{self._systemd_dir}/{UNIT_NAMES[service]}"
+        for name, text in self._units.items():
+            path = f"{self._systemd_dir}/{name}"
             changed |= write_if_changed(text, path, None, 0o644)
         if changed:
             self._systemctl("daemon-reload")
@@ -95,13 +115,30 @@ class SystemdServices:
             reason = (result.stderr or result.stdout).strip()[-500:]
             raise WorkloadError(f"systemctl {' '.join(args)} failed: {reason}")
 
-    def start(self, service: Service) -> None:
+    def _start(self, unit: str) -> None:
         self.write_units()
-        self._systemctl("enable", "--now", UNIT_NAMES[service])
+        self._systemctl("enable", "--now", unit)
+
+    def _stop(self, unit: str) -> None:
+        self.write_units()  # a unit systemd does not know cannot be disabled
+        self._systemctl("disable", "--now", unit)
+
+    def start(self, service: Service) -> None:
+        self._start(UNIT_NAMES[service])
 
     def stop(self, service: Service) -> None:
-        self.write_units()  # a unit systemd does not know cannot be disabled
-        self._systemctl("disable", "--now", UNIT_NAMES[service])
+        self._stop(UNIT_NAMES[service])
+
+    def start_raft(self) -> None:
+        """Start this unit's Raft member (a no-op while it runs: its configuration is
+        read at start, and a restart is a moment without this member)."""
+        self._start(RAFT_UNIT)
+
+    def stop_raft(self) -> None:
+        self._stop(RAFT_UNIT)
+
+    def is_raft_running(self) -> bool:
+        return self._run(["systemctl", "is-active", "--quiet", RAFT_UNIT], timeout=30).ok
 
     def restart(self, service: Service) -> None:
         self.write_units()

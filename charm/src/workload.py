@@ -4,8 +4,9 @@
 this machine's parts: packages from the Ubuntu 24.04 archive (``postgresql-16``,
 ``patroni``, ``python3-pysyncobj``, ``pgbackrest``), fixed paths and ports
 (:class:`MachinePaths`), systemd units (:mod:`systemd_services`) and Patroni's Raft as the DCS
-(:mod:`raft_dcs`). The configuration files are rendered by the shared workload through the
-core's adapters; this module adds only what is specific to a Juju machine.
+(:mod:`raft_dcs`), whose member runs as a service of its own beside Patroni. The
+configuration files are rendered by the shared workload through the core's adapters;
+this module adds only what is specific to a Juju machine.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 from pgbackups.adapters import files, processes
 from pgbackups.adapters.patroni import PatroniPasswords, PatroniUnavailable
-from pgbackups.core.host import CommandResult, Peer, TlsMaterial, WorkloadError
+from pgbackups.core.host import CommandResult, Peer, TlsMaterial, WorkloadConfig, WorkloadError
 from pgbackups.workload.layout import PeerLayout, UnitFacts, UnitLayout
 from pgbackups.workload.services import Service
 from pgbackups.workload.workload import UnitWorkload
@@ -77,6 +78,11 @@ class MachinePaths:
     @property
     def pgbackrest_config(self) -> str:
         return f"{self.etc_dir}/pgbackrest.conf"
+
+    @property
+    def raft_config(self) -> str:
+        """This unit's Raft member's (``patroni_raft_controller``) configuration."""
+        return f"{self.etc_dir}/raft.yaml"
 
     @property
     def raft_dir(self) -> str:
@@ -196,6 +202,7 @@ class MachineWorkload(UnitWorkload):
         self.systemd = SystemdServices(
             patroni_config=self.paths.patroni_config,
             pgbackrest_config=self.paths.pgbackrest_config,
+            raft_config=self.paths.raft_config,
             systemd_dir=self.paths.systemd_dir,
             run=run,
         )
@@ -291,6 +298,50 @@ class MachineWorkload(UnitWorkload):
         log.info("switched the primary over from %s to %s", own, candidate)
         return candidate
 
+    # --- the Raft member, apart from Patroni -------------------------------------------
+
+    def write_raft_config(self, facts: UnitFacts) -> bool:
+        """Write the Raft member's configuration; True if it changed. It holds the Raft
+        password: 0640, root's with the database user's group. The member reads it only
+        when it starts (a running member follows membership changes by itself)."""
+        return files.write_if_changed(
+            self.raft.member_config(facts),
+            self.paths.raft_config,
+            files.config_owner(self.db_user),
+            0o640,
+        )
+
+    def start_raft(self) -> None:
+        """Start this unit's Raft member if it does not run (with its configuration
+        written first). Raises WorkloadError when it does not run afterwards."""
+        facts = self._facts()
+        self.write_raft_config(facts)
+        self.systemd.start_raft()
+        if not self.systemd.is_raft_running():
+            raise WorkloadError(f"{facts.layout.unit}: the Raft member does not run")
+
+    def apply_config(self, config: WorkloadConfig) -> None:
+        super().apply_config(config)
+        facts = self._facts()
+        if facts.passwords is not None:  # as Patroni's YAML, it waits for the password
+            self.write_raft_config(facts)
+
+    def start_database(self) -> None:
+        """The Raft member first (Patroni is only its client), then Patroni. A Patroni
+        that runs already is left alone, and so is the member's start: a Patroni of an
+        older charm revision runs the member inside itself, on the same port and files."""
+        if not self.systemd.is_running(Service.PATRONI):
+            self.start_raft()
+        super().start_database()
+
+    def stop_database(self) -> None:
+        """Stop Patroni (and PostgreSQL); this unit's Raft member keeps running, so that
+        the others keep a quorum (a restore's leader bootstraps while every other unit's
+        Patroni is stopped). After a Patroni of an older charm revision, which ran the
+        member inside itself, the member takes over its files here."""
+        super().stop_database()
+        self.start_raft()
+
     # --- leaving the cluster, and the DCS on Raft ------------------------------------
 
     def leave_cluster(self) -> None:
@@ -299,8 +350,9 @@ class MachineWorkload(UnitWorkload):
 
         1. switch over, if this member is the primary (a replica takes the role while
            this Patroni still hands it over; a failure is logged, the unit goes anyway);
-        2. stop Patroni here (PostgreSQL and this Raft member with it), so that nothing
-           of this member acts in the cluster any more;
+        2. stop Patroni here (PostgreSQL with it), then this unit's Raft member, so that
+           nothing of this unit acts in the cluster any more (a removed member still
+           running would call elections of its own);
         3. remove this member from the Raft group through a partner that still runs
            Raft (this one, stopped, serves nothing).
 
@@ -309,7 +361,8 @@ class MachineWorkload(UnitWorkload):
             self.switch_over_away()
         except WorkloadError as exc:
             log.warning("leaving as the primary without a switchover: %s", exc)
-        self.stop_database()
+        super().stop_database()  # Patroni only: this class's would keep the member
+        self.systemd.stop_raft()
         facts = self._facts()
         partner = self.raft.leave(facts)
         if partner is not None:
@@ -334,14 +387,20 @@ class MachineWorkload(UnitWorkload):
 
     def remove_dcs_state(self) -> None:
         """Delete this cluster's keys so that the next start bootstraps (a restore).
-        With Patroni stopped and no other unit (the restore's case: one unit), no Raft
-        member runs to serve ``patronictl remove``: the keys are then this member's Raft
-        files alone, removed as the database user (its folder). Otherwise patronictl
-        removes them through the members that run."""
+        ``patronictl remove`` deletes them through the Raft members, which run on every
+        unit whether Patroni runs or not. A unit without peers whose Patroni is stopped
+        instead starts its one-member group afresh: it stops its member, deletes the
+        member's files (as the database user: its folder) and starts it again; so a
+        group that still counts units gone without their hooks (no quorum, nothing
+        patronictl could do) is no obstacle to a restore."""
         facts = self._facts()
-        if self.systemd.is_running(Service.PATRONI) or facts.peers:
+        patroni_runs = self.systemd.is_running(Service.PATRONI)
+        if patroni_runs or facts.peers:
+            if not patroni_runs:
+                self.start_raft()  # a no-op while it runs
             super().remove_dcs_state()
             return
+        self.systemd.stop_raft()
         result = self._run(
             [
                 "find",
@@ -363,6 +422,7 @@ class MachineWorkload(UnitWorkload):
             reason = (result.stderr or result.stdout).strip()[-500:]
             raise WorkloadError(f"{facts.layout.unit}: the Raft state was not removed: {reason}")
         log.info("removed this unit's Raft state (Patroni stopped, no other member)")
+        self.start_raft()
 
     def installed_version(self) -> str | None:
         """The installed PostgreSQL package's version (Juju's application version)."""

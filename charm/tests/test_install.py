@@ -7,6 +7,7 @@ temporary directory; a crash while building the adapters fails these tests."""
 from __future__ import annotations
 
 import pwd
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,7 @@ def test_a_held_dpkg_lock_fails_the_hook_and_the_retry_installs(machine: FreshMa
 
 ADDRESS = "127.0.0.93"  # nothing listens there: Patroni's REST answers "refused" at once
 PATRONI_UNIT = "pgbackups-patroni.service"
+RAFT_UNIT = "pgbackups-raft.service"
 
 
 @dataclass
@@ -176,10 +178,26 @@ def test_install_then_start_on_the_leader_bootstraps_patroni(
         i for i, c in enumerate(booting.commands) if c[:2] == ("apt-get", "-o") and "install" in c
     )
     assert install < booting.commands.index(enable)
-    # The leader bootstraps alone: its Raft has no partner yet, on its own address.
+    # Its Raft member first (Patroni is its client), both enabled for the next boot.
+    raft_start = ("systemctl", "enable", "--now", RAFT_UNIT)
+    assert raft_start in booting.commands
+    assert booting.commands.index(raft_start) < booting.commands.index(enable)
+    assert booting.active == {RAFT_UNIT, PATRONI_UNIT}
+    unit_file = (tmp_path / "systemd" / RAFT_UNIT).read_text()
+    raft_yaml = tmp_path / "etc" / "raft.yaml"
+    assert f"ExecStart=/usr/bin/patroni_raft_controller {raft_yaml}" in unit_file
+    # The leader bootstraps alone: its member has no partner yet, on its own address;
+    # Patroni reaches it as a client (no self_addr: in no quorum; no bind_addr).
+    member = yaml.safe_load(raft_yaml.read_text())["raft"]
+    assert member["self_addr"] == member["bind_addr"] == f"{ADDRESS}:2222"
+    assert member["partner_addrs"] == []
+    assert member["data_dir"] == str(tmp_path / "state" / "raft")
+    assert stat.S_IMODE(raft_yaml.stat().st_mode) == 0o640  # it holds the Raft password
     config = yaml.safe_load((tmp_path / "etc" / "patroni.yaml").read_text())
-    assert config["raft"]["self_addr"] == f"{ADDRESS}:2222"
-    assert config["raft"]["partner_addrs"] == []
+    assert config["raft"] == {
+        "partner_addrs": [f"{ADDRESS}:2222"],
+        "password": member["password"],
+    }
     assert any(ADDRESS in rule for rule in config["postgresql"]["pg_hba"])
     # The passwords and the pgBackRest CA are in the application's secret, not the bag.
     peers: dict[str, str] = dict(out2.get_relations("database-peers")[0].local_app_data)
@@ -197,3 +215,22 @@ def test_start_on_a_non_leader_before_the_cluster_waits_and_starts_nothing(
     assert out2.unit_status == testing.WaitingStatus(WAITING_FOR_PASSWORDS)
     assert len(out2.deferred) == 1
     assert not [c for c in booting.commands if c[:3] == ("systemctl", "enable", "--now")]
+
+
+def test_the_stop_hook_stops_patroni_then_its_raft_member(
+    booting: BootingMachine,
+) -> None:
+    c = testing.Context(PgBackupsCharm)
+    out = c.run(c.on.install(), fresh_unit(leader=True))
+    out = testing.Context(PgBackupsCharm).run(c.on.start(), out)
+    started = len(booting.commands)
+    testing.Context(PgBackupsCharm).run(c.on.stop(), out)
+    stops = [cmd for cmd in booting.commands[started:] if cmd[1:3] == ("disable", "--now")]
+    # Patroni first (nothing of this unit acts in the cluster), then its member (a
+    # removed member still running would call elections); the last unit has no partner
+    # to leave the Raft group through.
+    assert stops == [
+        ("systemctl", "disable", "--now", PATRONI_UNIT),
+        ("systemctl", "disable", "--now", RAFT_UNIT),
+    ]
+    assert booting.active == set()

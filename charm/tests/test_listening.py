@@ -14,6 +14,7 @@ from ops import testing
 
 from charm import PASSWORD_KEYS
 from pgbackups.core.host import WorkloadConfig
+from pgbackups.workload.layout import UnitFacts
 from pgbackups.workload.workload import patroni_yaml
 from raft_dcs import RaftDcs
 from workload import MachinePaths
@@ -24,14 +25,19 @@ PASSWORDS = {key: f"{key}-value" for key in PASSWORD_KEYS}
 SECRET = testing.Secret({**APP_SECRET.tracked_content, **PASSWORDS}, id=APP_SECRET.id, owner="app")
 
 
-def rendered(*, connectivity: bool = True) -> dict[str, Any]:
-    """Patroni's YAML of unit 0 of three (10.0.0.1, peers 10.0.0.2 and 10.0.0.3)."""
+def unit_facts() -> UnitFacts:
+    """Unit 0 of three (10.0.0.1, peers 10.0.0.2 and 10.0.0.3)."""
     c = ctx()
     with c(c.on.update_status(), state(peers(others=2), secrets=[SECRET])) as mgr:
-        facts = mgr.charm.unit_facts()
+        facts: UnitFacts = mgr.charm.unit_facts()
         mgr.run()
+    return facts
+
+
+def rendered(*, connectivity: bool = True) -> dict[str, Any]:
+    """Patroni's YAML of unit 0 of three."""
     config = WorkloadConfig(s3=None, stanza=None, tls_server=False, connectivity=connectivity)
-    text = patroni_yaml(facts, RaftDcs(MachinePaths().raft_dir), config)
+    text = patroni_yaml(unit_facts(), RaftDcs(MachinePaths().raft_dir), config)
     return dict(yaml.safe_load(text))
 
 
@@ -72,6 +78,20 @@ def test_rest_api_and_raft_have_the_passwords_of_the_app_secret(world: World) ->
     doc = rendered()
     auth = doc["restapi"]["authentication"]
     assert auth == {"username": "pgbackups", "password": PASSWORDS["rest-api-password"]}
-    assert doc["raft"]["password"] == PASSWORDS["raft-password"]
-    assert doc["raft"]["bind_addr"] == "10.0.0.1:2222"
-    assert doc["raft"]["partner_addrs"] == ["10.0.0.2:2222", "10.0.0.3:2222"]
+    # Patroni is a Raft client: no self_addr (in no quorum), no bind_addr (no listener);
+    # it reaches the members, its own unit's first.
+    assert doc["raft"] == {
+        "partner_addrs": ["10.0.0.1:2222", "10.0.0.2:2222", "10.0.0.3:2222"],
+        "password": PASSWORDS["raft-password"],
+    }
+    # The member listens on the unit's address only, with the same password.
+    member = yaml.safe_load(RaftDcs("/var/lib/pgbackups/raft").member_config(unit_facts()))
+    assert member == {
+        "raft": {
+            "data_dir": "/var/lib/pgbackups/raft",
+            "self_addr": "10.0.0.1:2222",
+            "bind_addr": "10.0.0.1:2222",
+            "partner_addrs": ["10.0.0.2:2222", "10.0.0.3:2222"],
+            "password": PASSWORDS["raft-password"],
+        }
+    }

@@ -112,18 +112,26 @@ def workload_at(
 @pytest.fixture
 def paths(tmp_path: Path) -> MachinePaths:
     (tmp_path / "systemd").mkdir()
-    return MachinePaths(state_dir=str(tmp_path / "state"), systemd_dir=str(tmp_path / "systemd"))
+    (tmp_path / "etc").mkdir()
+    return MachinePaths(
+        state_dir=str(tmp_path / "state"),
+        etc_dir=str(tmp_path / "etc"),
+        systemd_dir=str(tmp_path / "systemd"),
+    )
 
 
 @dataclass
 class Machine:
-    """Runs no program: records each in ``log`` (systemd says Patroni is active until
-    ``systemctl disable --now`` stopped it; ``failing`` commands fail)."""
+    """Runs no program: records each in ``log`` (systemd says Patroni, and the Raft
+    member, is active until ``systemctl disable --now`` stopped it, and again once
+    ``enable --now`` started it; ``failing`` commands fail)."""
 
     log: list[str]
     patroni_active: bool = True
+    raft_active: bool = True
     failing: tuple[str, ...] = ()
     users: list[str | None] = field(default_factory=list)
+    argvs: list[tuple[str, ...]] = field(default_factory=list)  # beside users: who ran what
     # What a Raft member's status counts besides itself (here: every unit, for any).
     raft_partners: list[str] = field(
         default_factory=lambda: [f"{a}:{RAFT_PORT}" for a in ("127.0.0.1", "10.0.0.2", "10.0.0.3")]
@@ -135,16 +143,22 @@ class Machine:
         shown = " ".join(argv[3:]) if argv[:2] == (SYSTEM_PYTHON, "-c") else " ".join(argv)
         user = kwargs.get("user")
         self.users.append(user.name if user is not None else None)
+        self.argvs.append(argv)
         if argv[:2] == ("systemctl", "is-active"):
-            return CommandResult(argv, 0 if self.patroni_active else 3, "", "")
+            active = self.raft_active if argv[-1] == UNIT_RAFT else self.patroni_active
+            return CommandResult(argv, 0 if active else 3, "", "")
         if argv == ("systemctl", "daemon-reload"):  # the unit files written for the stop
             return CommandResult(argv, 0, "", "")
         if argv[:3] == (SYSTEM_PYTHON, "-c", PARTNERS_SCRIPT):
             self.log.append(f"raft partners {shown}")
             return CommandResult(argv, 0, json.dumps(self.raft_partners), "")
         self.log.append(shown if argv[0] != SYSTEM_PYTHON else f"raft remove {shown}")
-        if argv[:3] == ("systemctl", "disable", "--now"):
-            self.patroni_active = False
+        if argv[:2] == ("systemctl", "disable") or argv[:2] == ("systemctl", "enable"):
+            now = argv[1] == "enable"
+            if argv[-1] == UNIT_RAFT:
+                self.raft_active = now
+            else:
+                self.patroni_active = now
         if any(shown.startswith(f) for f in self.failing):
             return CommandResult(argv, 1, "", "FAIL")
         return CommandResult(argv, 0, "SUCCESS", "")
@@ -197,6 +211,7 @@ def test_a_refused_switchover_is_an_error(patroni: tuple[FakePatroni, int]) -> N
 # --- leaving: switchover, stop, Raft removal through a partner -------------------------
 
 UNIT_PATRONI = "pgbackups-patroni.service"
+UNIT_RAFT = "pgbackups-raft.service"
 THREE = (Peer("pgbackups-postgresql/1", "10.0.0.2"), Peer("pgbackups-postgresql/2", "10.0.0.3"))
 
 
@@ -210,6 +225,7 @@ def test_a_leaving_primary_switches_over_then_stops_then_leaves_raft_through_a_p
     assert fake.log == [
         "POST /switchover",
         f"systemctl disable --now {UNIT_PATRONI}",
+        f"systemctl disable --now {UNIT_RAFT}",  # stopped before its removal
         f"raft partners 10.0.0.2:{RAFT_PORT}",  # still counted there: removed through it
         f"raft remove 10.0.0.2:{RAFT_PORT} 127.0.0.1:{RAFT_PORT}",  # never through itself
     ]
@@ -224,6 +240,7 @@ def test_the_next_partner_removes_it_when_the_first_cannot(
     workload_at(port, machine.run, THREE, paths).leave_cluster()
     assert fake.log == [  # a replica: no switchover
         f"systemctl disable --now {UNIT_PATRONI}",
+        f"systemctl disable --now {UNIT_RAFT}",
         f"raft partners 10.0.0.2:{RAFT_PORT}",
         f"raft remove 10.0.0.2:{RAFT_PORT} 127.0.0.1:{RAFT_PORT}",
         f"raft partners 10.0.0.3:{RAFT_PORT}",
@@ -240,6 +257,7 @@ def test_a_member_removed_already_leaves_without_another_removal(
     workload_at(port, machine.run, THREE, paths).leave_cluster()
     assert fake.log == [
         f"systemctl disable --now {UNIT_PATRONI}",
+        f"systemctl disable --now {UNIT_RAFT}",
         f"raft partners 10.0.0.2:{RAFT_PORT}",
     ]
 
@@ -270,7 +288,10 @@ def test_the_last_unit_leaves_no_raft_group(
     fake.members = [member(OWN, "leader")]
     machine = Machine(fake.log)
     workload_at(port, machine.run, (), paths).leave_cluster()  # no replica: switchover logged
-    assert fake.log == [f"systemctl disable --now {UNIT_PATRONI}"]
+    assert fake.log == [
+        f"systemctl disable --now {UNIT_PATRONI}",
+        f"systemctl disable --now {UNIT_RAFT}",
+    ]
 
 
 def test_the_leader_does_not_remove_a_member_that_still_runs(
@@ -300,17 +321,21 @@ def test_the_leader_does_not_remove_a_member_that_still_runs(
 # --- a restore's DCS removal -----------------------------------------------------------
 
 
-def test_a_restore_on_the_only_unit_removes_its_raft_files_not_via_patronictl(
+def test_a_restore_on_the_only_unit_starts_its_raft_group_afresh(
     patroni: tuple[FakePatroni, int], paths: MachinePaths
 ) -> None:
     fake, port = patroni
     machine = Machine(fake.log, patroni_active=False)  # the restore stopped Patroni
     workload_at(port, machine.run, (), paths).remove_dcs_state()
-    [command] = fake.log
+    stop, command, start = fake.log
+    assert stop == f"systemctl disable --now {UNIT_RAFT}"  # its member stopped first
     assert command.startswith(f"find {paths.raft_dir} -mindepth 1 -maxdepth 1 -type f")
     assert f"-name 127.0.0.1:{RAFT_PORT}.* -delete" in command
     assert "patronictl" not in command
-    assert machine.users[-1] == "postgres"  # in the database user's folder, as that user
+    [finder] = [u for u, c in zip(machine.users, machine.argvs, strict=True) if c[0] == "find"]
+    assert finder == "postgres"  # in the database user's folder, as that user
+    assert start == f"systemctl enable --now {UNIT_RAFT}"  # then a group of one again
+    assert Path(paths.raft_config).is_file()
 
 
 def test_a_failed_raft_file_removal_is_a_workload_error(
@@ -320,3 +345,56 @@ def test_a_failed_raft_file_removal_is_a_workload_error(
     machine = Machine(fake.log, patroni_active=False, failing=("find",))
     with pytest.raises(WorkloadError, match="Raft state was not removed"):
         workload_at(port, machine.run, (), paths).remove_dcs_state()
+
+
+# --- the Raft member beside Patroni ------------------------------------------------------
+
+
+def test_stopping_the_database_keeps_this_units_raft_member(
+    patroni: tuple[FakePatroni, int], paths: MachinePaths
+) -> None:
+    # A restore stops Patroni on every unit but the leader: their members keep the
+    # quorum the leader's bootstrap needs. (After a Patroni of an older revision, which
+    # ran the member inside itself, the member takes over its files here.)
+    fake, port = patroni
+    machine = Machine(fake.log, raft_active=False)
+    workload = workload_at(port, machine.run, THREE, paths)
+    workload.stop_database()
+    assert fake.log == [
+        f"systemctl disable --now {UNIT_PATRONI}",
+        f"systemctl enable --now {UNIT_RAFT}",
+    ]
+    assert machine.raft_active and not machine.patroni_active
+    fake.log.clear()
+    workload.start_database()
+    assert fake.log == [
+        f"systemctl enable --now {UNIT_RAFT}",  # a no-op while it runs
+        f"systemctl enable --now {UNIT_PATRONI}",
+    ]
+
+
+def test_a_running_patroni_is_started_without_touching_the_raft_member(
+    patroni: tuple[FakePatroni, int], paths: MachinePaths
+) -> None:
+    # An older revision's Patroni holds the Raft port itself until its next stop.
+    fake, port = patroni
+    machine = Machine(fake.log, raft_active=False)
+    workload_at(port, machine.run, THREE, paths).start_database()
+    assert fake.log == [f"systemctl enable --now {UNIT_PATRONI}"]
+    assert not machine.raft_active
+
+
+def test_a_raft_member_that_does_not_run_fails_the_start(
+    patroni: tuple[FakePatroni, int], paths: MachinePaths
+) -> None:
+    fake, port = patroni
+    machine = Machine(fake.log, patroni_active=False, raft_active=False)
+
+    def exits_at_once(args: Any, **kwargs: Any) -> CommandResult:
+        result = machine.run(args, **kwargs)
+        machine.raft_active = False  # started, and gone again (a bad configuration)
+        return result
+
+    with pytest.raises(WorkloadError, match="the Raft member does not run"):
+        workload_at(port, exits_at_once, THREE, paths).start_database()
+    assert fake.log == [f"systemctl enable --now {UNIT_RAFT}"]  # Patroni not started

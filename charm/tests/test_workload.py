@@ -29,9 +29,10 @@ from raft_dcs import (
     REMOVE_MEMBER_SCRIPT,
     SYSTEM_PYTHON,
     RaftDcs,
-    raft_section,
+    client_section,
+    member_section,
 )
-from systemd_services import SystemdServices, patroni_unit, tls_server_unit
+from systemd_services import SystemdServices, patroni_unit, raft_unit, tls_server_unit
 from tls_files import DiskTlsFiles
 from workload import MachinePaths, MachineWorkload, machine_facts
 
@@ -63,9 +64,15 @@ def test_systemd_units_run_as_postgres() -> None:
     assert "User=postgres" in unit and "WantedBy=multi-user.target" in unit
     server = tls_server_unit(paths.pgbackrest_config)
     assert f"--config={paths.pgbackrest_config} server" in server
+    raft = raft_unit(paths.raft_config)
+    assert "ExecStart=/usr/bin/patroni_raft_controller /etc/pgbackups/raft.yaml" in raft
+    assert "User=postgres" in raft and "WantedBy=multi-user.target" in raft
+    # At boot Patroni starts after its DCS (ordering only: the charm starts each).
+    assert "After=network-online.target pgbackups-raft.service" in unit
+    assert "Requires=" not in unit and "pgbackups-patroni" not in raft
     # Secrets reach the services through their files (0600/0640, postgres), never their
     # environment: a process's environment outlives the hook and is in /proc.
-    for text in (unit, server):
+    for text in (unit, server, raft):
         assert "Environment" not in text and "PASSWORD" not in text.upper()
 
 
@@ -75,11 +82,22 @@ def test_paths_follow_the_postgresql_version() -> None:
 
 
 def test_raft_binds_to_the_unit_address_never_all_interfaces() -> None:
-    section = raft_section(facts(peers=2), MachinePaths().raft_dir)
+    section = member_section(facts(peers=2), MachinePaths().raft_dir)
     assert section["self_addr"] == f"10.0.0.1:{RAFT_PORT}"
     assert section["bind_addr"] == section["self_addr"]
     assert section["partner_addrs"] == [f"10.0.0.2:{RAFT_PORT}", f"10.0.0.3:{RAFT_PORT}"]
+    assert section["data_dir"] == "/var/lib/pgbackups/raft"
     assert "0.0.0.0" not in yaml.safe_dump(section)  # noqa: S104 - the point of the test
+
+
+def test_patroni_is_a_raft_client_of_the_members() -> None:
+    section = client_section(facts(peers=2))
+    # No self_addr: pysyncobj's read-only node, in no quorum, no Raft files of its own;
+    # no bind_addr: it listens on nothing.
+    assert set(section) == {"partner_addrs", "password"}
+    assert section["partner_addrs"] == [f"10.0.0.{i}:{RAFT_PORT}" for i in (1, 2, 3)]
+    # Bootstrapping alone (no peers yet): its own unit's member only.
+    assert client_section(facts(peers=0))["partner_addrs"] == [f"10.0.0.1:{RAFT_PORT}"]
 
 
 def test_patroni_config_from_the_core_renderer_with_raft() -> None:
@@ -88,7 +106,8 @@ def test_patroni_config_from_the_core_renderer_with_raft() -> None:
     config = WorkloadConfig(s3=SETTINGS, stanza=STANZA, tls_server=False)
     rendered = with_dcs(patroni.render_config(patroni_member(f), config), w.dcs.patroni_section(f))
     assert "etcd3" not in rendered and "etcd" not in rendered
-    assert rendered["raft"]["bind_addr"] == "10.0.0.1:2222"
+    assert rendered["raft"]["partner_addrs"] == ["10.0.0.1:2222", "10.0.0.2:2222"]
+    assert "self_addr" not in rendered["raft"] and "bind_addr" not in rendered["raft"]
     assert rendered["postgresql"]["bin_dir"] == "/usr/lib/postgresql/16/bin"
     params = rendered["postgresql"]["parameters"]
     assert f"--stanza={STANZA}" in params["archive_command"]
@@ -260,7 +279,8 @@ def test_make_dirs_refuses_a_link_postgres_planted(open_tmp: Path) -> None:
     assert _owned(victim) == (0, 0, 0o755)
 
 
-# Patroni's own Raft store, as Patroni builds it (its self_addr names the files).
+# The Raft member's store, as patroni_raft_controller (and Patroni before it) builds it:
+# its self_addr names the files.
 PATRONI_RAFT = """\
 import sys
 from patroni.dcs.raft import KVStoreTTL
@@ -273,14 +293,20 @@ store.destroy()
 
 
 @as_root
-def test_a_restore_removes_patronis_own_raft_files_as_postgres(open_tmp: Path) -> None:
-    # What Patroni itself writes for a one-member Raft group, removed the way a restore
-    # does when Patroni is stopped (no member would serve patronictl remove).
+def test_a_restore_removes_the_raft_members_files_as_postgres(open_tmp: Path) -> None:
+    # What the member writes for a one-member Raft group, removed the way a restore on
+    # the only unit does (member stopped, files deleted, member started again).
     if processes.run([SYSTEM_PYTHON, "-c", "import patroni.dcs.raft"], timeout=60).returncode:
         pytest.skip("the system Python has no Patroni with Raft")
     db = processes.db_user()
     address = "127.77.0.9"  # a loopback address of its own, for the bind
-    paths = MachinePaths(state_dir=str(open_tmp / "lib"), systemd_dir=str(open_tmp / "sd"))
+    paths = MachinePaths(
+        state_dir=str(open_tmp / "lib"),
+        etc_dir=str(open_tmp / "etc"),
+        systemd_dir=str(open_tmp / "sd"),
+    )
+    (open_tmp / "etc").mkdir()
+    (open_tmp / "sd").mkdir()
     raft_dir = Path(paths.raft_dir)
     raft_dir.parent.mkdir(mode=0o755)
     raft_dir.mkdir(mode=0o700)
@@ -297,8 +323,20 @@ def test_a_restore_removes_patronis_own_raft_files_as_postgres(open_tmp: Path) -
     assert (raft_dir / f"{address}:{RAFT_PORT}.journal").is_file()
     base = facts(paths=paths, peers=0)
     alone = replace(base, layout=replace(base.layout, address=address))
-    MachineWorkload(lambda: alone, paths).remove_dcs_state()
+    systemctl: list[str] = []
+
+    def run(argv: list[str], **kwargs: object) -> CommandResult:
+        if argv[0] != "systemctl":  # find, as postgres: for real
+            return processes.run(argv, **kwargs)  # type: ignore[arg-type]
+        systemctl.append(" ".join(argv[1:]))
+        return CommandResult(tuple(argv), 3 if "pgbackups-patroni" in argv[-1] else 0, "", "")
+
+    MachineWorkload(lambda: alone, paths, run=run).remove_dcs_state()
     assert sorted(p.name for p in raft_dir.iterdir()) == [kept.name]
+    assert [c for c in systemctl if "raft" in c and "is-active" not in c] == [
+        "disable --now pgbackups-raft.service",
+        "enable --now pgbackups-raft.service",
+    ]
 
 
 class RecordingRunner:
@@ -322,6 +360,7 @@ def test_systemd_writes_units_then_enables_or_disables(tmp_path: Path) -> None:
     services = SystemdServices(
         patroni_config="/etc/p.yaml",
         pgbackrest_config="/etc/b.conf",
+        raft_config="/etc/r.yaml",
         systemd_dir=str(tmp_path),
         run=run,
     )
@@ -341,12 +380,28 @@ def test_systemd_writes_units_then_enables_or_disables(tmp_path: Path) -> None:
         "systemctl enable pgbackups-pgbackrest-server.service",
         "systemctl restart pgbackups-pgbackrest-server.service",
     ]
+    assert (
+        "ExecStart=/usr/bin/patroni_raft_controller /etc/r.yaml"
+        in (tmp_path / "pgbackups-raft.service").read_text()
+    )
+    services.start_raft()
+    services.stop_raft()
+    assert services.is_raft_running()
+    assert run.argvs[5:] == [
+        "systemctl enable --now pgbackups-raft.service",
+        "systemctl disable --now pgbackups-raft.service",
+        "systemctl is-active --quiet pgbackups-raft.service",
+    ]
 
 
 def test_systemd_failure_is_a_workload_error(tmp_path: Path) -> None:
     run = RecordingRunner("systemctl enable")
     services = SystemdServices(
-        patroni_config="/p", pgbackrest_config="/b", systemd_dir=str(tmp_path), run=run
+        patroni_config="/p",
+        pgbackrest_config="/b",
+        raft_config="/r",
+        systemd_dir=str(tmp_path),
+        run=run,
     )
     with pytest.raises(WorkloadError, match="boom"):
         services.start(Service.PATRONI)
