@@ -26,6 +26,8 @@ from pgbackups.core.repository import BackupRecord, StanzaInfo, TimelineBranch, 
 from pgbackups.core.settings import S3Settings
 
 OK = CommandResult(("pgbackrest",), 0, "", "")
+# The last commit every archived segment holds, as the fake reads it.
+LAST_COMMIT = datetime(2026, 11, 28, 15, 0, tzinfo=UTC)
 
 
 def failed(error: str, code: int = 1) -> CommandResult:
@@ -247,6 +249,13 @@ class FakeBackupTool:
         }
         parsed = [(parse_segment_name(n) or (0, 0), n) for n in sorted(names)]
         return [ArchivedSegment(tl, segno, 100, name) for (tl, segno), name in parsed]
+
+    def last_commit_time(
+        self, segment: ArchivedSegment, before_lsn: str | None = None
+    ) -> datetime | None:
+        """Every segment's last commit: LAST_COMMIT (none before a backup's end)."""
+        self.calls.append(f"last_commit_time {segment.name} {before_lsn or ''}".rstrip())
+        return LAST_COMMIT if before_lsn is None else None
 
     def server_ping(self, host: str) -> bool:
         self.calls.append(f"server_ping {host}")

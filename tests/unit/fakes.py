@@ -353,6 +353,10 @@ class FakeBackupTool:
     # timeline -> its .history branches; a timeline not here cannot be read (an error)
     histories: dict[int, tuple[TimelineBranch, ...]] = field(default_factory=dict)
     ping_ok: bool = True
+    # segment name -> its last commit time (None: no commit); a segment not here raises.
+    # Asked for the commits before an LSN (a backup's end): none, unless given here.
+    commit_times: dict[str, datetime | None] = field(default_factory=dict)
+    commits_before: dict[str, datetime | None] = field(default_factory=dict)
 
     def stanza_create(self) -> CommandResult:
         self.calls.append("backup_tool.stanza_create")
@@ -408,6 +412,17 @@ class FakeBackupTool:
                     tl, segno = parse_segment_name(name) or (0, 0)
                     whole[(tl, segno)] = ArchivedSegment(tl, segno, 100, name)
         return sorted(whole.values(), key=lambda s: (s.timeline, s.segno))
+
+    def last_commit_time(
+        self, segment: ArchivedSegment, before_lsn: str | None = None
+    ) -> datetime | None:
+        if before_lsn is not None:
+            self.calls.append(f"backup_tool.last_commit_time({segment.name}, {before_lsn})")
+            return self.commits_before.get(segment.name)
+        self.calls.append(f"backup_tool.last_commit_time({segment.name})")
+        if segment.name not in self.commit_times:
+            raise BackupToolError(f"pg_waldump {segment.name}: could not read it")
+        return self.commit_times[segment.name]
 
     def server_ping(self, host: str) -> bool:
         self.calls.append(f"backup_tool.server_ping({host})")

@@ -56,17 +56,47 @@ def listing_host() -> FakeHost:
     host.fake_tool.timeline_records = {
         STANZA: [timeline(2, datetime(2026, 11, 28, 14, 50, tzinfo=UTC))]
     }
+    host.fake_tool.commit_times = {"000000010000000000000002": LAST_COMMIT}
     return host
+
+
+LAST_COMMIT = datetime(2026, 11, 28, 14, 55, 0, 500000, tzinfo=UTC)
+WINDOW = [
+    "",
+    "Recoverable window (restore-to-time reaches, per timeline):",
+    # the full backup's end (no commit in its last second) -> 1 µs before the last
+    # commit; the differential lies inside it; timeline 2 has no finished backup
+    "  timeline 1: 2026-11-28T14:44:26Z (backup 2026-11-28T14:39:26Z) -> "
+    "2026-11-28T14:55:00.499999Z (before the last archived commit, in WAL "
+    "000000010000000000000002)",
+]
 
 
 def test_table_full_call_sequence_and_exact_text() -> None:
     host = listing_host()
     outcome = on_list_backups(host, {})
-    assert outcome == ActionResults({"backups": "\n".join([*TOP, *ROWS])})
+    assert isinstance(outcome, ActionResults)
+    assert outcome.results["backups"] == "\n".join([*TOP, *ROWS, *WINDOW])
+    assert json.loads(outcome.results["recoverable-window"]) == [
+        {
+            "stanza": STANZA,
+            "timeline": 1,
+            "earliest": "2026-11-28T14:44:26Z",
+            "earliest-backup": "2026-11-28T14:39:26Z",
+            "latest": "2026-11-28T14:55:00.499999Z",
+            "last-commit": "2026-11-28T14:55:00.500000Z",
+            "latest-segment": "000000010000000000000002",
+            "latest-note": None,
+            "gap": None,
+        }
+    ]
     assert host.calls == [
         "backup_tool.info()",
         f"backup_tool.timelines({STANZA})",
         f"backup_tool.archive_segments({STANZA})",  # gaps in the archive are shown
+        "backup_tool.history(2)",  # the window follows a restored timeline's lineage
+        "backup_tool.last_commit_time(000000010000000000000002)",
+        "backup_tool.last_commit_time(000000010000000000000002, 0/2000100)",  # its end
     ]
 
 
@@ -137,6 +167,9 @@ def test_foreign_stanza_is_listed_too() -> None:
         "backup_tool.timelines(old.main)",
         f"backup_tool.timelines({STANZA})",
         f"backup_tool.archive_segments({STANZA})",
+        # only this cluster's window: a foreign stanza's WAL is not read
+        "backup_tool.last_commit_time(000000010000000000000002)",
+        "backup_tool.last_commit_time(000000010000000000000002, 0/2000100)",  # its end
     ]
 
 

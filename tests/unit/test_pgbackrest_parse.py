@@ -13,6 +13,7 @@ from pgbackups.adapters.pgbackrest import (
     extract_error_line,
     parse_history_listing,
     parse_info,
+    parse_last_commit,
     read_config_secrets,
     scrub,
 )
@@ -391,3 +392,17 @@ def test_lsns_compare_as_numbers() -> None:
     assert lsn_value("9/0") < lsn_value("10/0")
     with pytest.raises(ValueError):
         lsn_value("5000000")
+
+
+def test_last_commit_is_the_last_commit_or_abort_line_of_pg_waldump() -> None:
+    output = (
+        "rmgr: Transaction len (rec/tot):     34/    34, tx:        735, lsn: 0/03000060, "
+        "prev 0/03000028, desc: COMMIT 2026-12-02 10:26:03.466335 UTC\n"
+        "rmgr: Transaction len (rec/tot):     34/    34, tx:        736, lsn: 0/030000A0, "
+        "prev 0/03000060, desc: ABORT 2026-12-02 10:26:04 UTC\n"
+        "rmgr: Transaction len (rec/tot):     66/    66, tx:          0, lsn: 0/030000E0, "
+        "prev 0/030000A0, desc: PREPARE gid 'x': 2026-12-02 10:27:00.1 UTC\n"
+        "pg_waldump: error: error in WAL record at 0/3000120: invalid record length\n"
+    )
+    assert parse_last_commit(output) == datetime(2026, 12, 2, 10, 26, 4, tzinfo=UTC)
+    assert parse_last_commit("rmgr: XLOG desc: SWITCH\n") is None

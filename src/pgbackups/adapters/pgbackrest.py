@@ -35,6 +35,7 @@ import logging
 import os
 import re
 import socket
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ from pgbackups.core.repository import (
     StanzaInfo,
     TimelineBranch,
     TimelineRecord,
+    lsn_value,
     parse_history_file,
 )
 from pgbackups.core.settings import S3Settings, ca_chain_text
@@ -63,6 +65,8 @@ from pgbackups.core.settings import S3Settings, ca_chain_text
 log = logging.getLogger(__name__)
 
 PROGRAM = "pgbackrest"
+# Reads an archived segment's transaction records (the recoverable window's latest point).
+PG_WALDUMP = "/usr/lib/postgresql/15/bin/pg_waldump"
 # pgBackRest refuses an S3 repository without a region; AWS's default region is what
 # every S3-compatible server (MinIO, Ceph, rclone...) accepts when it has no notion of one.
 DEFAULT_REGION = "us-east-1"
@@ -600,6 +604,48 @@ def parse_archive_listing(json_text: str, base: str) -> list[ArchivedSegment]:
     return sorted(segments, key=lambda s: (s.timeline, s.segno))
 
 
+# The programs that undo each repository compression (by the object's extension).
+_DECOMPRESSORS = {".zst": "zstd", ".gz": "gzip", ".lz4": "lz4", ".bz2": "bzip2"}
+
+# pg_waldump's line for a transaction record with its time, in UTC (TZ=UTC):
+# ``lsn: 0/03000060, prev …, desc: COMMIT 2026-12-02 10:21:07.123456 UTC`` (ABORT
+# likewise; PREPARE is not a stop point).
+_XACT_TIME_RE = re.compile(
+    r"lsn: ([0-9A-F]+/[0-9A-F]+),.*?desc: (?:COMMIT|ABORT) "
+    r"(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:\.\d{1,6})?) UTC"
+)
+
+
+def parse_commits(waldump_output: str) -> list[tuple[int, datetime]]:
+    """(LSN as a number, time, aware UTC) of every commit and abort record in
+    ``pg_waldump --rmgr=Transaction`` output, in WAL order. Recovery compares a time
+    target with exactly these records (PostgreSQL's recoveryStopsBefore)."""
+    found = []
+    for match in _XACT_TIME_RE.finditer(waldump_output):
+        text = match.group(2)
+        form = "%Y-%m-%d %H:%M:%S.%f" if "." in text else "%Y-%m-%d %H:%M:%S"
+        moment = datetime.strptime(text, form).replace(tzinfo=UTC)
+        found.append((lsn_value(match.group(1)), moment))
+    return found
+
+
+def parse_last_commit(waldump_output: str) -> datetime | None:
+    """The last commit or abort time in ``pg_waldump`` output; None when none."""
+    found = parse_commits(waldump_output)
+    return found[-1][1] if found else None
+
+
+def _decompress(key: str, data: bytes, timeout: float) -> bytes:
+    suffix = Path(key).suffix
+    program = _DECOMPRESSORS.get(suffix)
+    if program is None:
+        return data
+    result = processes.run_binary([program, "-dc"], timeout=timeout, input_bytes=data)
+    if not result.ok:
+        raise BackupToolError(f"{key}: {program} could not decompress it: {result.stderr.strip()}")
+    return result.stdout
+
+
 # ---------------------------------------------------------------------------
 # Error lines and secrets
 
@@ -779,6 +825,7 @@ class PgBackRest:
         secrets: Sequence[str] = (),
         program: str = PROGRAM,
         env: Mapping[str, str] | None = None,
+        waldump: str = PG_WALDUMP,
     ) -> None:
         self.config_path = str(config_path)
         self.stanza = stanza
@@ -787,6 +834,9 @@ class PgBackRest:
         self.program = program
         self._secrets = tuple(secrets)
         self._env = dict(env or {})
+        self.waldump = waldump
+        # An archived segment never changes under its key (the key holds its checksum).
+        self._commit_times: dict[str, list[tuple[int, datetime]]] = {}
 
     # -- plumbing ---------------------------------------------------------
 
@@ -927,6 +977,45 @@ class PgBackRest:
             return parse_history_file(result.stdout)
         except ValueError as exc:
             raise BackupToolError(f"{record.key}: {exc}") from exc
+
+    def last_commit_time(
+        self, segment: ArchivedSegment, before_lsn: str | None = None
+    ) -> datetime | None:
+        """The time of the last transaction commit or abort written in an archived WAL
+        segment (what a time target is compared with) — only among records before
+        ``before_lsn`` when given — None when it holds none. The object is read with
+        ``repo-get`` (which decrypts an encrypted repository), decompressed by the
+        program of its extension and read by ``pg_waldump``, in a private temporary
+        folder of ours. Raises BackupToolError."""
+        records = self._commit_times.get(segment.key)
+        if records is None:
+            records = self._read_commits(segment)
+            self._commit_times[segment.key] = records
+        limit = lsn_value(before_lsn) if before_lsn else None
+        found = [moment for lsn, moment in records if limit is None or lsn < limit]
+        return found[-1] if found else None
+
+    def _read_commits(self, segment: ArchivedSegment) -> list[tuple[int, datetime]]:
+        argv = self.argv("repo-get", *self._io(), params=[segment.key])
+        got = processes.run_binary(argv, user=self.user, timeout=self.timeouts.info, env=self._env)
+        if not got.ok:
+            reason = scrub(got.stderr, self.secrets()).strip().splitlines()
+            raise BackupToolError(f"{segment.key}: {reason[-1] if reason else 'repo-get failed'}")
+        raw = _decompress(segment.key, got.stdout, self.timeouts.info)
+        with tempfile.TemporaryDirectory(prefix="pgbackups-wal-") as folder:
+            path = Path(folder) / segment.name
+            path.write_bytes(raw)
+            # TZ: pg_waldump prints times in its own zone, named; UTC parses without a table.
+            result = processes.run(
+                [self.waldump, "--rmgr=Transaction", str(path)],
+                timeout=self.timeouts.info,
+                env={"TZ": "UTC"},
+            )
+        records = parse_commits(result.stdout)
+        if not records and not result.ok and "desc:" not in result.stdout:
+            why = (result.stderr or result.stdout).strip().splitlines()
+            raise BackupToolError(f"pg_waldump {segment.name}: {why[-1] if why else 'failed'}")
+        return records
 
     def server_ping(self, host: str) -> bool:
         """Whether the TLS server at ``host`` (``name`` or ``name:port``) answers."""

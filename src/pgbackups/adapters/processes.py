@@ -123,6 +123,55 @@ def run(
     return CommandResult(args, proc.returncode, proc.stdout, proc.stderr)
 
 
+@dataclass(frozen=True)
+class BinaryResult:
+    """A finished command whose output is bytes (an archived WAL segment, decompressed)."""
+
+    returncode: int
+    stdout: bytes
+    stderr: str
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and not self.timed_out
+
+
+def run_binary(
+    argv: Sequence[str],
+    *,
+    user: OsUser | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    env: Mapping[str, str] | None = None,
+    input_bytes: bytes | None = None,
+) -> BinaryResult:
+    """:func:`run` for a command whose output (and input) is binary; never raises for a
+    non-zero exit or a timeout."""
+    args = tuple(str(a) for a in argv)
+    log.debug("run (binary): %s", " ".join(args))
+    switch = _switch_to(user)
+    try:
+        proc = subprocess.run(
+            args,
+            input=input_bytes,
+            stdin=None if input_bytes is not None else subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+            env=_env_for(user, env),
+            cwd="/",
+            check=False,
+            user=switch.uid if switch else None,
+            group=switch.gid if switch else None,
+            extra_groups=[] if switch else None,
+        )
+    except subprocess.TimeoutExpired:
+        log.warning("timed out after %ss: %s", timeout, args[0])
+        return BinaryResult(-1, b"", f"timed out after {timeout:g}s", True)
+    except FileNotFoundError:
+        return BinaryResult(127, b"", f"{args[0]}: program not found")
+    return BinaryResult(proc.returncode, proc.stdout, proc.stderr.decode(errors="replace"))
+
+
 def run_watched(
     argv: Sequence[str],
     *,

@@ -189,6 +189,14 @@ class BackupTool(Protocol):
         (:mod:`pgbackups.core.archive` follows them). Raises BackupToolError."""
         ...
 
+    def last_commit_time(
+        self, segment: ArchivedSegment, before_lsn: str | None = None
+    ) -> datetime | None:
+        """The time of the last commit or abort record in an archived segment (read from
+        the WAL itself), only among those before ``before_lsn`` (X/Y) when given; None
+        when it holds none. Raises BackupToolError."""
+        ...
+
     def server_ping(self, host: str) -> bool: ...
 
     def error_line(self, result: CommandResult) -> str:

@@ -83,6 +83,7 @@ ROLLED_BACK = "the data from before the restore is back"
 RESULT_BACKUPS = "backups"
 # Holes or empty objects in the WAL archive (JSON list), only when there are any.
 RESULT_ARCHIVE_GAPS = "archive-gaps"
+RESULT_RECOVERABLE_WINDOW = "recoverable-window"
 
 
 def with_reason(message: str, reason: str | None) -> str:

@@ -53,7 +53,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         # complete or failed, S3 blocks retried. Skipped while another command works.
         with contextlib.suppress(PgbackupsError), cluster.operation("status"):
             Runtime(cluster).update_status()
-    view = status_mod.collect(cluster)
+    view = status_mod.collect(cluster, window=True)
     if args.json:
         print(json.dumps(status_mod.to_json(view), indent=2))
     else:
