@@ -22,7 +22,14 @@ from pgbackups.core.host import (
     WorkloadError,
 )
 from pgbackups.core.ids import label_to_id
-from pgbackups.core.repository import BackupRecord, StanzaInfo, TimelineBranch, TimelineRecord
+from pgbackups.core.repository import (
+    BackupRecord,
+    StanzaInfo,
+    TimelineBranch,
+    TimelineRecord,
+    VerifiedBackup,
+    VerifyReport,
+)
 from pgbackups.core.settings import S3Settings
 
 OK = CommandResult(("pgbackrest",), 0, "", "")
@@ -249,6 +256,16 @@ class FakeBackupTool:
         }
         parsed = [(parse_segment_name(n) or (0, 0), n) for n in sorted(names)]
         return [ArchivedSegment(tl, segno, 100, name) for (tl, segno), name in parsed]
+
+    def verify(self) -> VerifyReport:
+        """Every backup of the stanza valid."""
+        self.calls.append("verify")
+        backups = tuple(
+            VerifiedBackup(b.label, "valid", 10, 10, 0, 0, 0, 0)
+            for info in self.stanzas
+            for b in info.backups
+        )
+        return VerifyReport(self.stanzas[0].name if self.stanzas else "", True, backups, 1, 1)
 
     def last_commit_time(
         self, segment: ArchivedSegment, before_lsn: str | None = None

@@ -10,6 +10,7 @@ import pytest
 
 from pgbackups.adapters.pgbackrest import (
     UNKNOWN_ERROR,
+    explain_cipher_problem,
     extract_error_line,
     parse_history_listing,
     parse_info,
@@ -406,3 +407,50 @@ def test_last_commit_is_the_last_commit_or_abort_line_of_pg_waldump() -> None:
     )
     assert parse_last_commit(output) == datetime(2026, 12, 2, 10, 26, 4, tzinfo=UTC)
     assert parse_last_commit("rmgr: XLOG desc: SWITCH\n") is None
+
+
+# pgBackRest 2.45's words for an encryption mismatch, as measured (info --output=json's
+# status message; the decrypted garbage of a wrong passphrase cut short here).
+_WRONG = (
+    "[FormatError] unable to load info file '/r/backup/s/backup.info' or "
+    "'/r/backup/s/backup.info.copy':\nFormatError: key/value found outside of section at "
+    "line 1: \x8f\x1c\x02y\nHINT: backup.info cannot be opened"
+)
+_PLAIN_ON_ENCRYPTED = _WRONG.replace("\x8f\x1c\x02y", "Salted__\x8f\x1c")
+_ENCRYPTED_ON_PLAIN = (
+    "[CryptoError] unable to load info file '/r/backup/s/backup.info' or "
+    "'/r/backup/s/backup.info.copy':\nCryptoError: cipher header invalid\n"
+    "HINT: is or was the repo encrypted?"
+)
+
+
+@pytest.mark.parametrize(
+    ("output", "start"),
+    [
+        (_WRONG, "the repository cannot be decrypted: its encryption passphrase is not"),
+        (_PLAIN_ON_ENCRYPTED, "the repository is encrypted and no encryption passphrase is set"),
+        (_ENCRYPTED_ON_PLAIN, "the repository is not encrypted but an encryption passphrase"),
+    ],
+    ids=["wrong", "none-set", "not-encrypted"],
+)
+def test_an_encryption_mismatch_is_explained_without_the_garbage(output: str, start: str) -> None:
+    explained = explain_cipher_problem(output)
+    assert explained is not None and explained.startswith(start)
+    assert explained.endswith("(/r/backup/s/backup.info)")
+    assert "\x8f" not in explained
+
+
+def test_other_errors_are_no_encryption_mismatch() -> None:
+    assert explain_cipher_problem("ERROR: [039]: HTTP request failed") is None
+
+
+def test_info_with_raw_bytes_in_a_status_message_still_parses() -> None:
+    text = (
+        json.dumps(
+            [{"name": "s", "status": {"code": 99, "message": "other"}, "repo": [], "db": []}]
+        )
+        .replace('"other"', '"other \\u0001"')
+        .replace("\\u0001", "\x01")
+    )
+    (stanza,) = parse_info(text)
+    assert stanza.status_code == 99

@@ -57,10 +57,12 @@ from pgbackups.core.repository import (
     StanzaInfo,
     TimelineBranch,
     TimelineRecord,
+    VerifiedBackup,
+    VerifyReport,
     lsn_value,
     parse_history_file,
 )
-from pgbackups.core.settings import S3Settings, ca_chain_text
+from pgbackups.core.settings import CIPHER_TYPE, S3Settings, ca_chain_text
 
 log = logging.getLogger(__name__)
 
@@ -294,6 +296,9 @@ def _repo_options(s3: S3Settings, cfg: PgBackRestConfig) -> list[tuple[str, obje
         ("repo1-s3-key-secret", s3.secret_key),
         ("repo1-storage-ca-file", cfg.ca_file if s3.tls_ca_chain and cfg.ca_file else None),
     ]
+    if s3.cipher_pass:
+        # In this 0640 root:db file like the S3 keys: never in argv or an environment.
+        options += [("repo1-cipher-type", CIPHER_TYPE), ("repo1-cipher-pass", s3.cipher_pass)]
     if s3.storage_class and cfg.features.storage_class_option:
         option = cfg.features.storage_class_option.replace("repo-", "repo1-", 1)
         options.append((option, s3.storage_class))
@@ -533,7 +538,9 @@ def parse_info(json_text: str) -> list[StanzaInfo]:
     Raises ValueError when the text is not the JSON list pgBackRest prints.
     """
     try:
-        data = json.loads(json_text)
+        # strict=False: a status message can quote raw bytes (what a wrong passphrase
+        # decrypted an info file to), control characters included.
+        data = json.loads(json_text, strict=False)
     except json.JSONDecodeError as exc:
         raise ValueError(f"pgBackRest info did not print JSON ({exc.msg})") from exc
     if not isinstance(data, list) or not all(isinstance(s, dict) for s in data):
@@ -646,6 +653,37 @@ def _decompress(key: str, data: bytes, timeout: float) -> bytes:
     return result.stdout
 
 
+# ``verify --output=text --verbose`` (2.45; it exits 0 whatever it found):
+#   stanza: s / status: ok|error
+#     archiveId: 15-1, total WAL checked: 4, total valid WAL: 4
+#       missing: 0, checksum invalid: 0, size invalid: 0, other: 0
+#     backup: 20261202-103951F, status: invalid, total files checked: 964, total valid files: 963
+#       missing: 0, checksum invalid: 1, size invalid: 0, other: 0
+_VERIFY_STATUS_RE = re.compile(r"^status: (\S+)", re.MULTILINE)
+_VERIFY_WAL_RE = re.compile(r"total WAL checked: (\d+), total valid WAL: (\d+)")
+_VERIFY_BACKUP_RE = re.compile(
+    r"backup: (\S+), status: ([a-z-]+), total files checked: (\d+), "
+    r"total valid files: (\d+)\n\s*missing: (\d+), checksum invalid: (\d+), "
+    r"size invalid: (\d+), other: (\d+)"
+)
+
+
+def parse_verify(stanza: str, text: str) -> VerifyReport:
+    """``verify --output=text --verbose`` of one stanza. Raises ValueError when it does
+    not say the stanza's status."""
+    status = _VERIFY_STATUS_RE.search(text)
+    if status is None:
+        raise ValueError("pgBackRest verify printed no status")
+    checked = valid = 0
+    for match in _VERIFY_WAL_RE.finditer(text):
+        checked, valid = checked + int(match.group(1)), valid + int(match.group(2))
+    backups = tuple(
+        VerifiedBackup(m.group(1), m.group(2), *(int(m.group(i)) for i in range(3, 9)))
+        for m in _VERIFY_BACKUP_RE.finditer(text)
+    )
+    return VerifyReport(stanza, status.group(1) == "ok", backups, checked, valid)
+
+
 # ---------------------------------------------------------------------------
 # Error lines and secrets
 
@@ -713,6 +751,42 @@ def extract_error_line(result: CommandResult, secrets: Iterable[str] = ()) -> st
                 break
         text = last or UNKNOWN_ERROR
     return scrub(text, secrets)
+
+
+# What pgBackRest 2.45 prints when the repository and the configuration disagree on
+# encryption (measured, tests/integration/test_adapters_pgbackrest.py): an encrypted
+# configuration on a plain repository fails its cipher header check; a plain
+# configuration reads an encrypted file as text starting with OpenSSL's "Salted__"; a
+# wrong passphrase decrypts to bytes that are no INI text.
+REPO_NOT_ENCRYPTED = (
+    "the repository is not encrypted but an encryption passphrase is set: a repository is "
+    "encrypted, or not, from its creation and cannot be switched"
+)
+REPO_ENCRYPTED_NOT_SET = (
+    "the repository is encrypted and no encryption passphrase is set: give the passphrase "
+    "it was created with"
+)
+REPO_UNDECRYPTABLE = (
+    "the repository cannot be decrypted: its encryption passphrase is not the one set "
+    "(wrong or lost); only the passphrase it was created with opens it"
+)
+_INFO_FILE_RE = re.compile(r"unable to load info file '([^']*)'")
+
+
+def explain_cipher_problem(output: str) -> str | None:
+    """A plain explanation when ``output`` (any pgBackRest output) shows an encryption
+    mismatch, naming the info file; None otherwise. The decrypted garbage pgBackRest
+    echoes is never repeated."""
+    if "cipher header invalid" in output:
+        reason = REPO_NOT_ENCRYPTED
+    elif "found outside of section at line 1: Salted__" in output:
+        reason = REPO_ENCRYPTED_NOT_SET
+    elif "unable to load info file" in output and "found outside of section at line 1" in output:
+        reason = REPO_UNDECRYPTABLE
+    else:
+        return None
+    match = _INFO_FILE_RE.search(output)
+    return f"{reason} ({match.group(1)})" if match else reason
 
 
 def read_config_secrets(path: str | os.PathLike[str]) -> tuple[str, ...]:
@@ -933,10 +1007,17 @@ class PgBackRest:
         try:
             stanzas = parse_info(result.stdout)
         except ValueError as exc:
+            explained = explain_cipher_problem(result.stdout)
+            if explained:
+                raise BackupToolError(
+                    f"pgBackRest could not read the repository: {explained}"
+                ) from exc
             raise BackupToolError(str(exc)) from exc
         for item in stanzas:
             if item.status_code == 99:
-                reason = scrub(item.status_message, self.secrets())
+                # The whole output: the status message keeps only the first line.
+                explained = explain_cipher_problem(result.stdout)
+                reason = explained or scrub(item.status_message, self.secrets())
                 raise BackupToolError(f"pgBackRest could not read the repository: {reason}")
         return stanzas
 
@@ -1017,6 +1098,19 @@ class PgBackRest:
             raise BackupToolError(f"pg_waldump {segment.name}: {why[-1] if why else 'failed'}")
         return records
 
+    def verify(self) -> VerifyReport:
+        """pgBackRest ``verify`` of this stanza: every backup's files and the archive's WAL
+        against their checksums (2.45 has no ``--set``: the whole stanza is read).
+        Raises BackupToolError when it fails or prints no status."""
+        argv = self.argv("verify", "--output=text", "--verbose", *self._io(), stanza=self.stanza)
+        result = self.run(argv, self.timeouts.backup)
+        if not result.ok:
+            raise BackupToolError(self.error_line(result))
+        try:
+            return parse_verify(self.stanza, result.stdout)
+        except ValueError as exc:
+            raise BackupToolError(str(exc)) from exc
+
     def server_ping(self, host: str) -> bool:
         """Whether the TLS server at ``host`` (``name`` or ``name:port``) answers."""
         name, port = host, ""
@@ -1030,7 +1124,8 @@ class PgBackRest:
         return self.run(argv, self.timeouts.ping + 5).ok
 
     def error_line(self, result: CommandResult) -> str:
-        return extract_error_line(result, self.secrets())
+        explained = explain_cipher_problem(result.stderr + "\n" + result.stdout)
+        return explained or extract_error_line(result, self.secrets())
 
     # -- TLS server ---------------------------------------------------------
 

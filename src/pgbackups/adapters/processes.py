@@ -105,6 +105,9 @@ def run(
             input=input_text,
             capture_output=True,
             text=True,
+            # pgBackRest echoes what a wrong passphrase decrypted to: bytes that are no
+            # UTF-8 must not turn a failed command into a traceback.
+            errors="replace",
             timeout=timeout,
             env=_env_for(user, env),
             cwd=cwd,
@@ -114,8 +117,16 @@ def run(
             extra_groups=[] if switch else None,
         )
     except subprocess.TimeoutExpired as exc:
-        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-        err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        out = (
+            exc.stdout.decode(errors="replace")
+            if isinstance(exc.stdout, bytes)
+            else (exc.stdout or "")
+        )
+        err = (
+            exc.stderr.decode(errors="replace")
+            if isinstance(exc.stderr, bytes)
+            else (exc.stderr or "")
+        )
         log.warning("timed out after %ss: %s", timeout, args[0])
         return CommandResult(args, -1, out, err + f"\ntimed out after {timeout:g}s", True)
     except FileNotFoundError:
@@ -197,6 +208,9 @@ def run_watched(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # pgBackRest echoes what a wrong passphrase decrypted to: bytes that are no
+            # UTF-8 must not turn a failed command into a traceback.
+            errors="replace",
             env=_env_for(user, env),
             cwd=cwd,
             user=switch.uid if switch else None,

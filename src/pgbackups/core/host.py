@@ -19,7 +19,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from pgbackups.core.archive import ArchivedSegment
-from pgbackups.core.repository import StanzaInfo, TimelineBranch, TimelineRecord
+from pgbackups.core.repository import StanzaInfo, TimelineBranch, TimelineRecord, VerifyReport
 from pgbackups.core.settings import S3Settings
 
 # ---------------------------------------------------------------------------
@@ -195,6 +195,10 @@ class BackupTool(Protocol):
         """The time of the last commit or abort record in an archived segment (read from
         the WAL itself), only among those before ``before_lsn`` (X/Y) when given; None
         when it holds none. Raises BackupToolError."""
+        ...
+
+    def verify(self) -> VerifyReport:
+        """pgBackRest ``verify`` of this cluster's stanza. Raises BackupToolError."""
         ...
 
     def server_ping(self, host: str) -> bool: ...
