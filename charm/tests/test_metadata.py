@@ -24,7 +24,13 @@ def test_context_autoloads_charmcraft_yaml_from_the_charm_root() -> None:
     assert meta["requires"]["s3-parameters"] == {"interface": "s3", "limit": 1}
     assert meta["requires"]["certificates"] == {"interface": "tls-certificates", "limit": 1}
     assert actions is not None
-    assert set(actions) == {"create-backup", "list-backups", "restore", "rollback-restore"}
+    assert set(actions) == {
+        "create-backup",
+        "list-backups",
+        "restore",
+        "rollback-restore",
+        "verify",
+    }
     assert actions["create-backup"]["params"]["type"]["default"] == "full"
     for kind in ("full", "differential", "incremental"):
         assert kind in actions["create-backup"]["params"]["type"]["description"]

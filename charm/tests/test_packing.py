@@ -104,7 +104,13 @@ def charmcraft_yaml() -> dict[str, Any]:
 def test_charmcraft_yaml_is_a_valid_charmcraft_project() -> None:
     project = load_project(charmcraft_yaml())
     assert project.name == "pgbackups-postgresql"
-    assert set(project.actions) == {"create-backup", "list-backups", "restore", "rollback-restore"}
+    assert set(project.actions) == {
+        "create-backup",
+        "list-backups",
+        "restore",
+        "rollback-restore",
+        "verify",
+    }
 
 
 def test_the_validator_refuses_a_title_over_40_characters() -> None:

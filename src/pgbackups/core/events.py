@@ -41,5 +41,6 @@ ACTIONS: Mapping[str, ActionHandler] = MappingProxyType(
         "list-backups": handlers.on_list_backups,
         "restore": handlers.on_restore,
         "rollback-restore": handlers.on_rollback_restore,
+        "verify": handlers.on_verify,
     }
 )

@@ -11,11 +11,12 @@ from pgbackups.core import messages as msg
 from pgbackups.core.archive import ChainProblem, gaps
 from pgbackups.core.handlers._steps import parse_settings, restore_timelines
 from pgbackups.core.handlers._wal import recoverable_windows
-from pgbackups.core.host import BackupToolError, Host
+from pgbackups.core.host import BackupToolError, Host, ObjectStoreError
 from pgbackups.core.listing import FORMATS, build_rows, format_json, format_table
 from pgbackups.core.outcomes import ActionFailed, ActionResults, Outcome
 from pgbackups.core.repository import StanzaInfo, TimelineRecord
-from pgbackups.core.settings import S3SettingsProblem
+from pgbackups.core.settings import S3Settings, S3SettingsProblem
+from pgbackups.core.verification import Verified, decode, verify_key
 from pgbackups.core.window import Window
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,8 @@ def on_list_backups(host: Host, params: Mapping[str, str]) -> Outcome:
     except BackupToolError as exc:
         log.error("list-backups: %s", exc)
         return ActionFailed(msg.with_reason(msg.FAILED_TO_LIST_BACKUPS, str(exc)))
-    rows = build_rows(stanzas, timelines)
+    checked = _verified(host, settings)
+    rows = build_rows(stanzas, timelines, checked)
     holes, reach = _own_archive(host, stanzas, timelines)
     if output == "json":
         text = format_json(rows)
@@ -78,3 +80,13 @@ def _own_archive(
     # time is logged and shown as such.
     mine = [t for t in timelines if t.stanza == own.name]
     return gaps(segments), recoverable_windows(host, own, segments, mine)
+
+
+def _verified(host: Host, settings: S3Settings) -> dict[str, dict[str, Verified]]:
+    """The verify action's record (core/verification.py); {} when there is none or it
+    cannot be read (logged: listing the backups is this action's job)."""
+    try:
+        return decode(host.object_store(settings).get(verify_key(settings.path)))
+    except ObjectStoreError as exc:
+        log.warning("The verification record could not be read: %s", exc)
+        return {}
