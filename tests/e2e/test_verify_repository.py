@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from e2e_helpers import repository_bucket
 
+from pgbackups.core.ids import parse_id
 from pgbackups.local.runtime.cluster import Cluster
 
 pytestmark = pytest.mark.real
@@ -22,6 +23,16 @@ UNIT = f"{NAME}/0"
 
 def run(run_cli: Callable[..., Any], *args: str) -> Any:
     return run_cli("run", "--name", NAME, UNIT, *args, timeout=600)
+
+
+def parse_exposition(text: str) -> dict[str, float]:
+    """``name{labels} value`` lines of the text exposition (comments skipped)."""
+    found = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            found[key] = float(value)
+    return found
 
 
 def listed(run_cli: Callable[..., Any]) -> dict[str, Any]:
@@ -81,4 +92,28 @@ def test_a_corrupted_object_fails_verify_naming_its_backup(
     # backup-id reports one backup: the good one passes.
     res = run(run_cli, "verify", f"backup-id={second}")
     assert res.returncode == 0, res.stdout + res.stderr
+
+    # The metrics answer with what happened (docs/behaviour/metrics.md).
+    res = run_cli("metrics", "--name", NAME)
+    assert res.returncode == 0, res.stderr
+    samples = parse_exposition(res.stdout)
+    stanza = f'stanza="local.{NAME}"'
+    second_end = rows[second]["finish-time"]
+    assert samples[f'pgbackups_backup_last_success_timestamp_seconds{{{stanza},type="full"}}'] == (
+        parse_id(second_end).timestamp()
+    )
+    assert samples[f'pgbackups_backup_last_duration_seconds{{{stanza},type="full"}}'] >= 0
+    assert samples[f'pgbackups_backup_last_size_bytes{{{stanza},type="full"}}'] > 0
+    assert samples[f'pgbackups_backups{{{stanza},status="finished"}}'] == 2
+    assert samples[f"pgbackups_stanza_status_code{{{stanza}}}"] == 0
+    assert samples[f'pgbackups_verify_backup_valid{{backup_id="{first}",{stanza}}}'] == 0
+    assert samples[f'pgbackups_verify_backup_valid{{backup_id="{second}",{stanza}}}'] == 1
+    assert samples[f"pgbackups_archive_failed_total{{{stanza}}}"] == 0
+    assert samples[f"pgbackups_archive_archived_total{{{stanza}}}"] > 0
+    assert 0 <= samples[f"pgbackups_archive_lag_seconds{{{stanza}}}"] < 600
+    assert samples[f"pgbackups_archive_gap_segments{{{stanza}}}"] == 0
+    earliest = samples[
+        f'pgbackups_recoverable_window_earliest_timestamp_seconds{{{stanza},timeline="1"}}'
+    ]
+    assert earliest >= parse_id(first).timestamp()
     print("verify e2e:", {"clean verify": clean, "end": round(time.monotonic() - started, 1)})

@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from pgbackups import __version__
-from pgbackups.local.cli import cluster, demo, leader, leftovers, logs, run, s3, tls
+from pgbackups.local.cli import cluster, demo, leader, leftovers, logs, metrics, run, s3, tls
 from pgbackups.local.cli.common import CommandGroup
 from pgbackups.local.errors import PgbackupsError, os_error_line
 
@@ -30,6 +30,7 @@ COMMAND_GROUPS: tuple[CommandGroup, ...] = (
     leader,
     logs,
     leftovers,
+    metrics,
     tls,
     demo,
 )
