@@ -24,6 +24,7 @@ COMMANDS = {
     "leader",
     "logs",
     "leftovers",
+    "metrics",
     "tls",
     "demo",
 }

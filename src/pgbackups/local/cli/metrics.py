@@ -11,12 +11,10 @@ import argparse
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-import psycopg
-
-from pgbackups.core.metrics import ArchiverStats
 from pgbackups.local.cli.common import Subparsers, add_name, subcommand
 
 if TYPE_CHECKING:
+    from pgbackups.core.metrics import ArchiverStats
     from pgbackups.local.runtime.cluster import Cluster
 
 
@@ -36,6 +34,10 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 def archiver_stats(cluster: Cluster) -> ArchiverStats | None:
     """``pg_stat_archiver`` on the primary; None when no primary answers."""
+    import psycopg
+
+    from pgbackups.core.metrics import ArchiverStats
+
     primary = cluster.primary()
     if primary is None:
         return None
