@@ -13,7 +13,7 @@ APT_PACKAGES := postgresql-15 postgresql-client-15 pgbackrest etcd-server etcd-c
                 procps
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: help setup apt venv test lint unit demo bench bench-setup clean
+.PHONY: help setup apt venv promtool test lint unit demo bench bench-setup clean
 
 help:
 	@echo "make demo   - set up, then run the backup/restore demo on a local cluster"
@@ -22,7 +22,7 @@ help:
 	@echo "make lint   - ruff and mypy --strict"
 	@echo "make bench  - the benchmark suite (see benchmarks/README.md)"
 
-setup: apt venv
+setup: apt venv promtool
 
 apt:
 	@missing=$$(for p in $(APT_PACKAGES); do \
@@ -44,6 +44,16 @@ $(VENV)/.installed: pyproject.toml charm/requirements.txt
 
 venv: $(VENV)/.installed
 	@echo "setup: virtual environment ready at $(VENV)"
+
+# promtool checks and unit-tests the charm's alert rules (tests/integration/test_alert_rules_promtool.py).
+# Only the program is taken from Debian's prometheus package (extracted, not installed):
+# installing it would start a Prometheus server listening without authentication.
+PROMTOOL := .cache/prometheus/usr/bin/promtool
+promtool: $(PROMTOOL)
+$(PROMTOOL):
+	@mkdir -p .cache/prometheus
+	cd .cache/prometheus && apt-get download prometheus && dpkg -x prometheus_*.deb . && rm -f prometheus_*.deb
+	@test -x $@
 
 lint: setup
 	$(VENV)/bin/ruff check src tests charm benchmarks

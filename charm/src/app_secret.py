@@ -1,5 +1,5 @@
-"""The application's secret: the Patroni passwords and the pgBackRest TLS CA, in one Juju
-secret owned by the application.
+"""The application's secret: the Patroni passwords, the pgBackRest TLS CA and the
+repository's encryption passphrase, in one Juju secret owned by the application.
 
 The leader creates it once (:func:`complete` from nothing, or from the passwords an older
 revision of the charm kept in the peer bag) and writes only its id into the application
@@ -26,7 +26,11 @@ from pgbackups.adapters.patroni import PatroniPasswords
 SECRET_ID_KEY = "secret-id"  # noqa: S105 - the name of a bag key, not a secret
 CA_CERT_KEY = "pgbackrest-ca-cert"
 CA_KEY_KEY = "pgbackrest-ca-key"
+# pgBackRest's repo1-cipher-pass (aes-256-cbc): every repository this application creates
+# is encrypted with it. Never replaced: the backups are unreadable without it.
+PASSPHRASE_KEY = "repository-passphrase"  # noqa: S105 - a key name, not a secret
 PASSWORD_BYTES = 24
+PASSPHRASE_BYTES = 32
 
 
 def password_key(field_name: str) -> str:
@@ -41,6 +45,7 @@ PASSWORD_KEYS = tuple(password_key(f.name) for f in dataclasses.fields(PatroniPa
 class AppSecrets:
     passwords: PatroniPasswords = field(repr=False)
     pgbackrest_ca: CertificateAuthority = field(repr=False)
+    repository_passphrase: str = field(repr=False)
 
 
 def read(content: Mapping[str, str]) -> AppSecrets | None:
@@ -49,11 +54,13 @@ def read(content: Mapping[str, str]) -> AppSecrets | None:
     names = [f.name for f in dataclasses.fields(PatroniPasswords)]
     values = {name: content.get(password_key(name), "") for name in names}
     ca_cert, ca_key = content.get(CA_CERT_KEY, ""), content.get(CA_KEY_KEY, "")
-    if not all(values.values()) or not ca_cert or not ca_key:
+    passphrase = content.get(PASSPHRASE_KEY, "")
+    if not all(values.values()) or not ca_cert or not ca_key or not passphrase:
         return None
     return AppSecrets(
         passwords=PatroniPasswords(**values),
         pgbackrest_ca=CertificateAuthority(cert_pem=ca_cert, key_pem=ca_key),
+        repository_passphrase=passphrase,
     )
 
 
@@ -71,6 +78,8 @@ def complete(
     for key in PASSWORD_KEYS:
         if not wanted.get(key):
             wanted[key] = legacy.get(key) or secrets.token_urlsafe(PASSWORD_BYTES)
+    if not wanted.get(PASSPHRASE_KEY):
+        wanted[PASSPHRASE_KEY] = secrets.token_urlsafe(PASSPHRASE_BYTES)
     if not wanted.get(CA_CERT_KEY) or not wanted.get(CA_KEY_KEY):
         ca = new_ca()
         wanted[CA_CERT_KEY], wanted[CA_KEY_KEY] = ca.cert_pem, ca.key_pem

@@ -43,6 +43,7 @@ from pgbackups.core.outcomes import ActionFailed, ActionResults, Deferred, Done,
 from pgbackups.core.params import check_action_params
 from pgbackups.core.peer_keys import CLUSTER_INITIALISED
 from pgbackups.core.policy import INVALID_OPTIONS, PolicyProblem, parse_policy
+from pgbackups.core.settings import PASSPHRASE_KEY as SETTINGS_PASSPHRASE_KEY
 from pgbackups.workload.layout import UnitFacts
 from s3_requirer import S3Requirer
 from tls_files import DiskTlsFiles
@@ -188,9 +189,19 @@ class PgBackupsCharm(ops.CharmBase):
         return CharmHost(
             self,
             lambda: self.adapters,
-            s3_parameters=self.s3.connection_info,
+            s3_parameters=self.s3_parameters,
             tls=self.certs.material,
         )
+
+    def s3_parameters(self) -> Mapping[str, str] | None:
+        """The integrator's S3 settings and, from the application's secret, the
+        repository's encryption passphrase (never in a relation bag). Before the secret
+        exists: the settings alone (pgBackRest waits for the passwords anyway)."""
+        info = self.s3.connection_info()
+        secrets = self.app_secrets()
+        if info is None or secrets is None:
+            return info
+        return {**info, SETTINGS_PASSPHRASE_KEY: secrets.repository_passphrase}
 
     # --- the application's secret ----------------------------------------------------
 

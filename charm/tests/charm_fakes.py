@@ -23,10 +23,19 @@ from pgbackups.core.host import (
     WorkloadError,
 )
 from pgbackups.core.ids import label_to_id
-from pgbackups.core.repository import BackupRecord, StanzaInfo, TimelineBranch, TimelineRecord
+from pgbackups.core.repository import (
+    BackupRecord,
+    StanzaInfo,
+    TimelineBranch,
+    TimelineRecord,
+    VerifiedBackup,
+    VerifyReport,
+)
 from pgbackups.core.settings import S3Settings
 
 OK = CommandResult(("pgbackrest",), 0, "", "")
+# The last commit every archived segment holds, as the fake reads it.
+LAST_COMMIT = datetime(2026, 11, 28, 15, 0, tzinfo=UTC)
 
 
 def failed(error: str, code: int = 1) -> CommandResult:
@@ -290,6 +299,23 @@ class FakeBackupTool:
             f"annotate {label} " + ",".join(f"{k}={v}" for k, v in annotations.items())
         )
         return OK
+
+    def verify(self) -> VerifyReport:
+        """Every backup of the stanza valid."""
+        self.calls.append("verify")
+        backups = tuple(
+            VerifiedBackup(b.label, "valid", 10, 10, 0, 0, 0, 0)
+            for info in self.stanzas
+            for b in info.backups
+        )
+        return VerifyReport(self.stanzas[0].name if self.stanzas else "", True, backups, 1, 1)
+
+    def last_commit_time(
+        self, segment: ArchivedSegment, before_lsn: str | None = None
+    ) -> datetime | None:
+        """Every segment's last commit: LAST_COMMIT (none before a backup's end)."""
+        self.calls.append(f"last_commit_time {segment.name} {before_lsn or ''}".rstrip())
+        return LAST_COMMIT if before_lsn is None else None
 
     def server_ping(self, host: str) -> bool:
         self.calls.append(f"server_ping {host}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ops
 from ops import testing
 
-from app_secret import CA_CERT_KEY, CA_KEY_KEY
+from app_secret import CA_CERT_KEY, CA_KEY_KEY, PASSPHRASE_KEY
 from charm import PASSWORD_KEYS, SECRET_ID_KEY, PgBackupsCharm
 
 MODEL = testing.Model(name="prod", uuid="00000000-0000-4000-8000-000000000001")
@@ -13,9 +13,10 @@ STANZA = "prod.pgbackups-postgresql"
 PASSWORDS = dict.fromkeys(PASSWORD_KEYS, "secret-pw")
 CA_CERT = "-----BEGIN CERTIFICATE-----\nPRIVATE-CA\n-----END CERTIFICATE-----\n"
 CA_KEY = "-----BEGIN PRIVATE KEY-----\nPRIVATE-CA-KEY\n-----END PRIVATE KEY-----\n"
+REPOSITORY_PASSPHRASE = "repository-passphrase-of-the-tests"
 # The application's secret as the leader leaves it: what most tests start from.
 APP_SECRET = testing.Secret(
-    {**PASSWORDS, CA_CERT_KEY: CA_CERT, CA_KEY_KEY: CA_KEY},
+    {**PASSWORDS, CA_CERT_KEY: CA_CERT, CA_KEY_KEY: CA_KEY, PASSPHRASE_KEY: REPOSITORY_PASSPHRASE},
     owner="app",
     description="pgbackups: Patroni passwords, pgBackRest TLS CA",
 )

@@ -30,6 +30,7 @@ def test_context_autoloads_charmcraft_yaml_from_the_charm_root() -> None:
         "restore",
         "rollback-restore",
         "expire",
+        "verify",
     }
     assert "retention-full" in (ctx.charm_spec.config or {}).get("options", {})
     assert actions["create-backup"]["params"]["type"]["default"] == "full"

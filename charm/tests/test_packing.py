@@ -110,6 +110,7 @@ def test_charmcraft_yaml_is_a_valid_charmcraft_project() -> None:
         "restore",
         "rollback-restore",
         "expire",
+        "verify",
     }
 
 

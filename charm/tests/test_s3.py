@@ -9,7 +9,18 @@ from typing import TYPE_CHECKING
 
 import pytest
 from charm_fakes import World, failed, stanza_info
-from charm_states import GOOD_S3, PEM, STANZA, app_bag, certificates, ctx, peers, s3, state
+from charm_states import (
+    GOOD_S3,
+    PEM,
+    REPOSITORY_PASSPHRASE,
+    STANZA,
+    app_bag,
+    certificates,
+    ctx,
+    peers,
+    s3,
+    state,
+)
 from ops import testing
 
 from charm import PgBackupsCharm
@@ -78,6 +89,14 @@ def test_leader_initialises_the_stanza_and_turns_archiving_on(world: World) -> N
     last = world.workload.configs[-1]
     assert last.stanza == STANZA
     assert last.s3 is not None and last.s3.path == "/pg"
+    # Encrypted with the passphrase of the application's secret, never a relation's.
+    assert last.s3.cipher_pass == REPOSITORY_PASSPHRASE
+    text = pgbackrest.render_config(
+        pgbackrest.PgBackRestConfig(stanza=STANZA, pg_path="/d", s3=last.s3)
+    )
+    assert "repo1-cipher-type=aes-256-cbc\n" in text
+    assert f"repo1-cipher-pass={REPOSITORY_PASSPHRASE}\n" in text
+    assert all(REPOSITORY_PASSPHRASE not in str(r.local_app_data) for r in out.relations)
     assert marker_key("/pg") in world.store.objects
     assert testing.MaintenanceStatus(msg.INITIALISING_STANZA) in c.unit_status_history
     assert testing.MaintenanceStatus(msg.CHECKING_STANZA) in c.unit_status_history

@@ -13,7 +13,7 @@ from charm_fakes import World
 from charm_states import APP_SECRET, CA_CERT, PASSWORDS, app_bag, ctx, peers, state
 from ops import testing
 
-from app_secret import CA_CERT_KEY, CA_KEY_KEY, PASSWORD_KEYS, SECRET_ID_KEY
+from app_secret import CA_CERT_KEY, CA_KEY_KEY, PASSPHRASE_KEY, PASSWORD_KEYS, SECRET_ID_KEY
 from charm import AWAITING_MEMBER, WAITING_FOR_PASSWORDS
 
 
@@ -50,7 +50,8 @@ def test_the_leader_creates_the_secret_once_from_an_empty_bag(world: World) -> N
     secret = the_app_secret(out)
     content = content_of(secret)
     assert app_bag(out) == {SECRET_ID_KEY: secret.id}
-    assert set(content) == {*PASSWORD_KEYS, CA_CERT_KEY, CA_KEY_KEY}
+    assert set(content) == {*PASSWORD_KEYS, CA_CERT_KEY, CA_KEY_KEY, PASSPHRASE_KEY}
+    assert len(content[PASSPHRASE_KEY]) >= 43  # 256 bits, url-safe base64
     assert all(len(content[k]) >= 24 for k in PASSWORD_KEYS)
     assert len({content[k] for k in PASSWORD_KEYS}) == len(PASSWORD_KEYS)
     assert "NEW-CA-KEY-1" in content[CA_KEY_KEY] and world.cas_made == 1

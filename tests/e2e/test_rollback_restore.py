@@ -1,5 +1,5 @@
-"""rollback-restore on a real one-unit local cluster: a restore to a point the archived
-WAL never reaches fails; rolling it back puts the data from before the restore in place,
+"""rollback-restore on a real one-unit local cluster: a restore of a backup damaged in the
+repository fails; rolling it back puts the data from before the restore in place,
 on its timeline, with nothing deleted, and the cluster backs up into the same stanza."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from e2e_helpers import repository_bucket
 
 from pgbackups.local.runtime.cluster import Cluster
 
@@ -17,7 +18,23 @@ pytestmark = pytest.mark.real
 
 NAME = "rollback"
 UNIT = f"{NAME}/0"
-NOW_UTC = "select to_char(now() at time zone 'utc', 'YYYY-MM-DD HH24:MI:SS.US')"
+
+
+def damage_backup(cluster: Cluster, backup_id: str) -> None:
+    """Overwrite bytes in the middle of the backup's largest object, through S3."""
+    label = backup_id.replace("-", "").replace(":", "").replace("T", "-").rstrip("Z") + "F"
+    bucket, path = repository_bucket(cluster)
+    prefix = f"{path}/" if path else ""
+    try:
+        keys = bucket.list_keys(f"{prefix}backup/local.{NAME}/{label}/")
+        data = [k for k in keys if "/bundle/" in k or "/pg_data/" in k]
+        assert data, keys
+        victim = max(data, key=lambda k: len(bucket.get(k) or b""))
+        body = bytearray(bucket.get(victim) or b"")
+        body[len(body) // 2 : len(body) // 2 + 64] = bytes(64)
+        bucket.put(victim, bytes(body))
+    finally:
+        bucket.close()
 
 
 def test_rollback_after_a_failed_restore(
@@ -30,6 +47,7 @@ def test_rollback_after_a_failed_restore(
     unit.query("insert into t values ('in the backup')")
     res = run_cli("run", "--name", NAME, UNIT, "create-backup", "--json")
     assert res.returncode == 0, res.stderr
+    created = res
     unit.query("insert into t values ('after the backup')")
     system_id = unit.query("select system_identifier from pg_control_system()")[0][0]
 
@@ -38,11 +56,13 @@ def test_rollback_after_a_failed_restore(
     assert res.returncode == 1
     assert "No failed restore to roll back: the unit is active" in res.stderr
 
-    # A past time after the last commit: the archived WAL never reaches it.
-    time.sleep(1.5)
-    unreachable = unit.query(NOW_UTC)[0][0]
+    # A backup damaged in the repository (bytes overwritten through the S3 API): its
+    # restore fails after the data was moved aside. (A time the archive never reaches is
+    # refused before anything changes: the recoverable window, test_recoverable_window.)
+    backup_id = json.loads(created.stdout)["results"]["backup-id"]
+    damage_backup(cluster, backup_id)
     res = run_cli(
-        "run", "--name", NAME, UNIT, "restore", f"restore-to-time={unreachable}",
+        "run", "--name", NAME, UNIT, "restore", f"backup-id={backup_id}",
         "--wait", "--timeout", "180", timeout=240,
     )  # fmt: skip
     assert res.returncode == 1, res.stdout + res.stderr

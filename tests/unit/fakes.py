@@ -38,7 +38,13 @@ from pgbackups.core.host import (
 )
 from pgbackups.core.ids import label_time, label_to_id
 from pgbackups.core.marker import ClusterMarker
-from pgbackups.core.repository import BackupRecord, StanzaInfo, TimelineBranch, TimelineRecord
+from pgbackups.core.repository import (
+    BackupRecord,
+    StanzaInfo,
+    TimelineBranch,
+    TimelineRecord,
+    VerifyReport,
+)
 from pgbackups.core.settings import S3Settings
 
 STANZA = "local.main"
@@ -396,6 +402,12 @@ class FakeBackupTool:
     expire_archive_min: str | None = None  # the archive's oldest segment after an expire
     annotate_result: CommandResult = field(default_factory=ok)
 
+    # segment name -> its last commit time (None: no commit); a segment not here raises.
+    # Asked for the commits before an LSN (a backup's end): none, unless given here.
+    commit_times: dict[str, datetime | None] = field(default_factory=dict)
+    commits_before: dict[str, datetime | None] = field(default_factory=dict)
+    verify_report: VerifyReport | None = None  # None: verify fails
+
     def stanza_create(self) -> CommandResult:
         self.calls.append("backup_tool.stanza_create")
         return self.stanza_create_result
@@ -479,6 +491,23 @@ class FakeBackupTool:
                 for s in self.stanzas
             ]
         return self.annotate_result
+
+    def last_commit_time(
+        self, segment: ArchivedSegment, before_lsn: str | None = None
+    ) -> datetime | None:
+        if before_lsn is not None:
+            self.calls.append(f"backup_tool.last_commit_time({segment.name}, {before_lsn})")
+            return self.commits_before.get(segment.name)
+        self.calls.append(f"backup_tool.last_commit_time({segment.name})")
+        if segment.name not in self.commit_times:
+            raise BackupToolError(f"pg_waldump {segment.name}: could not read it")
+        return self.commit_times[segment.name]
+
+    def verify(self) -> VerifyReport:
+        self.calls.append("backup_tool.verify")
+        if self.verify_report is None:
+            raise BackupToolError("ERROR: [039]: HTTP request failed")
+        return self.verify_report
 
     def server_ping(self, host: str) -> bool:
         self.calls.append(f"backup_tool.server_ping({host})")

@@ -26,6 +26,7 @@ COMMANDS = {
     "leader",
     "logs",
     "leftovers",
+    "metrics",
     "tls",
     "demo",
     "agent",

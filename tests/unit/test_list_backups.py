@@ -20,23 +20,30 @@ from pgbackups.core.outcomes import ActionFailed, ActionResults
 HEADER = (
     "backup-id            | action              | status   | reference-backup-id  | "
     "LSN start/stop          | start-time           | finish-time          | timeline | "
-    "backup-path                                    | trigger"
+    f"{'backup-path':<46} | {'trigger':<9} | last-verified"
 )
-TOP = ["Storage bucket name: backups", "Backups base path: /pg/backup/", "", HEADER, "-" * 218]
+TOP = [
+    "Storage bucket name: backups",
+    "Backups base path: /pg/backup/",
+    "",
+    HEADER,
+    "-" * len(HEADER),
+]
 ROWS = [
     "2026-11-28T14:39:26Z | full backup         | finished | None                 | "
     "0/2000028 / 0/2000100   | 2026-11-28T14:39:26Z | 2026-11-28T14:44:26Z | 1        | "
-    "/local.main/20261128-143926F                   | scheduled",
+    f"{'/local.main/20261128-143926F':<46} | scheduled | 2026-11-28T16:00:00Z valid",
     "2026-11-28T14:44:35Z | differential backup | finished | 2026-11-28T14:39:26Z | "
     "0/2000028 / 0/2000100   | 2026-11-28T14:44:35Z | 2026-11-28T14:49:35Z | 1        | "
-    "/local.main/20261128-143926F_20261128-144435D  | manual",
+    f"{'/local.main/20261128-143926F_20261128-144435D':<46} | manual    | "
+    "2026-11-28T16:00:00Z invalid: 1 file with an invalid checksum",
     "2026-11-28T14:50:00Z | restore             | finished | None                 | "
-    "n/a                     | 2026-11-28T14:50:00Z | n/a                  | 2        | n/a"
-    + " " * 44
-    + "| n/a",
+    "n/a                     | 2026-11-28T14:50:00Z | n/a                  | 2        | "
+    f"{'n/a':<46} | n/a       | n/a",
     "2026-11-28T15:00:00Z | incremental backup  | failed: ERROR: [056]: x | "
     "2026-11-28T14:39:26Z | 0/2000028 / 0/2000100   | 2026-11-28T15:00:00Z | "
-    "2026-11-28T15:05:00Z | 2        | /local.main/20261128-143926F_20261128-150000I  | manual",
+    "2026-11-28T15:05:00Z | 2        | "
+    f"{'/local.main/20261128-143926F_20261128-150000I':<46} | manual    | -",
 ]
 
 
@@ -59,17 +66,60 @@ def listing_host() -> FakeHost:
     host.fake_tool.timeline_records = {
         STANZA: [timeline(2, datetime(2026, 11, 28, 14, 50, tzinfo=UTC))]
     }
+    host.fake_tool.commit_times = {"000000010000000000000002": LAST_COMMIT}
+    # The verify action's record (core/verification.py): two backups read once.
+    host.store.objects["pg/pgbackups-verify.json"] = json.dumps(
+        {
+            STANZA: {
+                "20261128-143926F": {"at": "2026-11-28T16:00:00Z", "result": "valid"},
+                "20261128-143926F_20261128-144435D": {
+                    "at": "2026-11-28T16:00:00Z",
+                    "result": "invalid: 1 file with an invalid checksum",
+                },
+            }
+        }
+    ).encode()
     return host
+
+
+LAST_COMMIT = datetime(2026, 11, 28, 14, 55, 0, 500000, tzinfo=UTC)
+WINDOW = [
+    "",
+    "Recoverable window (restore-to-time reaches, per timeline):",
+    # the full backup's end (no commit in its last second) -> 1 µs before the last
+    # commit; the differential lies inside it; timeline 2 has no finished backup
+    "  timeline 1: 2026-11-28T14:44:26Z (backup 2026-11-28T14:39:26Z) -> "
+    "2026-11-28T14:55:00.499999Z (before the last archived commit, in WAL "
+    "000000010000000000000002)",
+]
 
 
 def test_table_full_call_sequence_and_exact_text() -> None:
     host = listing_host()
     outcome = on_list_backups(host, {})
-    assert outcome == ActionResults({"backups": "\n".join([*TOP, *ROWS])})
+    assert isinstance(outcome, ActionResults)
+    assert outcome.results["backups"] == "\n".join([*TOP, *ROWS, *WINDOW])
+    assert json.loads(outcome.results["recoverable-window"]) == [
+        {
+            "stanza": STANZA,
+            "timeline": 1,
+            "earliest": "2026-11-28T14:44:26Z",
+            "earliest-backup": "2026-11-28T14:39:26Z",
+            "latest": "2026-11-28T14:55:00.499999Z",
+            "last-commit": "2026-11-28T14:55:00.500000Z",
+            "latest-segment": "000000010000000000000002",
+            "latest-note": None,
+            "gap": None,
+        }
+    ]
     assert host.calls == [
         "backup_tool.info()",
         f"backup_tool.timelines({STANZA})",
+        "object_store.get(pg/pgbackups-verify.json)",  # when each backup was verified
         f"backup_tool.archive_segments({STANZA})",  # gaps in the archive are shown
+        "backup_tool.history(2)",  # the window follows a restored timeline's lineage
+        "backup_tool.last_commit_time(000000010000000000000002)",
+        "backup_tool.last_commit_time(000000010000000000000002, 0/2000100)",  # its end
     ]
 
 
@@ -82,21 +132,23 @@ def test_table_is_the_default_format() -> None:
 def test_empty_repository_lists_a_header_and_no_rows() -> None:
     host = FakeHost()
     assert on_list_backups(host, {}) == ActionResults({"backups": "\n".join(TOP)})
-    assert host.calls == ["backup_tool.info()"]
+    assert host.calls == ["backup_tool.info()", "object_store.get(pg/pgbackups-verify.json)"]
 
 
 def test_stanza_never_created_lists_no_rows_and_no_timelines() -> None:
     host = FakeHost()
     host.fake_tool.stanzas = [stanza_info(status_code=1, system_ids=())]
     assert on_list_backups(host, {}) == ActionResults({"backups": "\n".join(TOP)})
-    assert host.calls == ["backup_tool.info()"]
+    assert host.calls == ["backup_tool.info()", "object_store.get(pg/pgbackups-verify.json)"]
 
 
 def test_json_has_the_same_rows() -> None:
     outcome = on_list_backups(listing_host(), {"format": "json"})
     assert isinstance(outcome, ActionResults)
     rows = json.loads(outcome.results["backups"])
-    assert [list(r) for r in rows] == [list(COLUMNS)] * 4
+    assert [list(r) for r in rows] == [[*COLUMNS, "last-verified"]] * 4
+    assert rows[0]["last-verified"] == "2026-11-28T16:00:00Z valid"
+    assert rows[3]["last-verified"] is None  # never verified
     assert [r["action"] for r in rows] == [
         "full backup",
         "differential backup",
@@ -139,7 +191,11 @@ def test_foreign_stanza_is_listed_too() -> None:
         "backup_tool.info()",
         "backup_tool.timelines(old.main)",
         f"backup_tool.timelines({STANZA})",
+        "object_store.get(pg/pgbackups-verify.json)",
         f"backup_tool.archive_segments({STANZA})",
+        # only this cluster's window: a foreign stanza's WAL is not read
+        "backup_tool.last_commit_time(000000010000000000000002)",
+        "backup_tool.last_commit_time(000000010000000000000002, 0/2000100)",  # its end
     ]
 
 

@@ -10,9 +10,11 @@ import pytest
 
 from pgbackups.adapters.pgbackrest import (
     UNKNOWN_ERROR,
+    explain_cipher_problem,
     extract_error_line,
     parse_history_listing,
     parse_info,
+    parse_last_commit,
     read_config_secrets,
     scrub,
 )
@@ -391,3 +393,64 @@ def test_lsns_compare_as_numbers() -> None:
     assert lsn_value("9/0") < lsn_value("10/0")
     with pytest.raises(ValueError):
         lsn_value("5000000")
+
+
+def test_last_commit_is_the_last_commit_or_abort_line_of_pg_waldump() -> None:
+    output = (
+        "rmgr: Transaction len (rec/tot):     34/    34, tx:        735, lsn: 0/03000060, "
+        "prev 0/03000028, desc: COMMIT 2026-12-02 10:26:03.466335 UTC\n"
+        "rmgr: Transaction len (rec/tot):     34/    34, tx:        736, lsn: 0/030000A0, "
+        "prev 0/03000060, desc: ABORT 2026-12-02 10:26:04 UTC\n"
+        "rmgr: Transaction len (rec/tot):     66/    66, tx:          0, lsn: 0/030000E0, "
+        "prev 0/030000A0, desc: PREPARE gid 'x': 2026-12-02 10:27:00.1 UTC\n"
+        "pg_waldump: error: error in WAL record at 0/3000120: invalid record length\n"
+    )
+    assert parse_last_commit(output) == datetime(2026, 12, 2, 10, 26, 4, tzinfo=UTC)
+    assert parse_last_commit("rmgr: XLOG desc: SWITCH\n") is None
+
+
+# pgBackRest 2.45's words for an encryption mismatch, as measured (info --output=json's
+# status message; the decrypted garbage of a wrong passphrase cut short here).
+_WRONG = (
+    "[FormatError] unable to load info file '/r/backup/s/backup.info' or "
+    "'/r/backup/s/backup.info.copy':\nFormatError: key/value found outside of section at "
+    "line 1: \x8f\x1c\x02y\nHINT: backup.info cannot be opened"
+)
+_PLAIN_ON_ENCRYPTED = _WRONG.replace("\x8f\x1c\x02y", "Salted__\x8f\x1c")
+_ENCRYPTED_ON_PLAIN = (
+    "[CryptoError] unable to load info file '/r/backup/s/backup.info' or "
+    "'/r/backup/s/backup.info.copy':\nCryptoError: cipher header invalid\n"
+    "HINT: is or was the repo encrypted?"
+)
+
+
+@pytest.mark.parametrize(
+    ("output", "start"),
+    [
+        (_WRONG, "the repository cannot be decrypted: its encryption passphrase is not"),
+        (_PLAIN_ON_ENCRYPTED, "the repository is encrypted and no encryption passphrase is set"),
+        (_ENCRYPTED_ON_PLAIN, "the repository is not encrypted but an encryption passphrase"),
+    ],
+    ids=["wrong", "none-set", "not-encrypted"],
+)
+def test_an_encryption_mismatch_is_explained_without_the_garbage(output: str, start: str) -> None:
+    explained = explain_cipher_problem(output)
+    assert explained is not None and explained.startswith(start)
+    assert explained.endswith("(/r/backup/s/backup.info)")
+    assert "\x8f" not in explained
+
+
+def test_other_errors_are_no_encryption_mismatch() -> None:
+    assert explain_cipher_problem("ERROR: [039]: HTTP request failed") is None
+
+
+def test_info_with_raw_bytes_in_a_status_message_still_parses() -> None:
+    text = (
+        json.dumps(
+            [{"name": "s", "status": {"code": 99, "message": "other"}, "repo": [], "db": []}]
+        )
+        .replace('"other"', '"other \\u0001"')
+        .replace("\\u0001", "\x01")
+    )
+    (stanza,) = parse_info(text)
+    assert stanza.status_code == 99

@@ -218,7 +218,7 @@ REFUSALS = [
     (
         {"restore-to-time": "2026-11-28 10:04:59"},
         "restore-to-time is before the first backup ended",
-        "listed",
+        "listed+window",  # the recoverable window is read for the message
     ),
     (
         {"restore-to-time": "latest"},
@@ -246,7 +246,10 @@ def test_refusals_change_nothing(params: dict[str, str], message: str, calls: ob
     outcome = on_restore(host, params)
     assert isinstance(outcome, ActionFailed)
     assert outcome.message.startswith(message)
-    if calls == "listed":
+    if calls == "listed+window":
+        assert "; recoverable window: timeline 1: " in outcome.message
+        assert all(c.startswith("backup_tool.") for c in host.calls[1:]), host.calls
+    elif calls == "listed":
         assert host.calls == [
             "workload.is_cluster_initialised",
             "backup_tool.info()",

@@ -247,3 +247,21 @@ def test_no_days_keeps_everything_at_pgbackrest_s_maximum() -> None:
     # pgBackRest 2.45: repo1-retention-full is 1..9999999; its help says to use the
     # maximum for indefinite retention. The user's own range stops at 100 years.
     assert parsed().delete_older_than_days == DEFAULT_DELETE_OLDER_THAN_DAYS == 9999999
+
+
+def test_an_encryption_passphrase_is_kept_and_never_shown() -> None:
+    s = parsed(**{"encryption-passphrase": "p" * 43})
+    assert s.encrypted and s.cipher_pass == "p" * 43
+    assert "p" * 43 not in repr(s) and "p" * 43 not in str(s.redacted())
+    assert s.redacted()["encryption"] == "aes-256-cbc"
+    assert parsed().redacted()["encryption"] == "none" and not parsed().encrypted
+    # Not part of which repository it is: the same repository, encrypted or not.
+    assert s.repository_id == parsed().repository_id
+
+
+@pytest.mark.parametrize("value", ["short-one", "has a space in it here!", "x" * 1025, "é" * 30])
+def test_a_bad_passphrase_is_refused_and_not_echoed(value: str) -> None:
+    problem = parse_s3_settings({**BASE, "encryption-passphrase": value})
+    assert isinstance(problem, S3SettingsProblem)
+    assert "encryption-passphrase must be 20-1024 printable characters" in problem.message()
+    assert value not in problem.message()

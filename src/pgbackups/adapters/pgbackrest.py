@@ -35,6 +35,7 @@ import logging
 import os
 import re
 import socket
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -57,13 +58,18 @@ from pgbackups.core.repository import (
     StanzaInfo,
     TimelineBranch,
     TimelineRecord,
+    VerifiedBackup,
+    VerifyReport,
+    lsn_value,
     parse_history_file,
 )
-from pgbackups.core.settings import S3Settings, ca_chain_text
+from pgbackups.core.settings import CIPHER_TYPE, S3Settings, ca_chain_text
 
 log = logging.getLogger(__name__)
 
 PROGRAM = "pgbackrest"
+# Reads an archived segment's transaction records (the recoverable window's latest point).
+PG_WALDUMP = "/usr/lib/postgresql/15/bin/pg_waldump"
 # pgBackRest refuses an S3 repository without a region; AWS's default region is what
 # every S3-compatible server (MinIO, Ceph, rclone...) accepts when it has no notion of one.
 DEFAULT_REGION = "us-east-1"
@@ -292,6 +298,9 @@ def _repo_options(s3: S3Settings, cfg: PgBackRestConfig) -> list[tuple[str, obje
         ("repo1-s3-key-secret", s3.secret_key),
         ("repo1-storage-ca-file", cfg.ca_file if s3.tls_ca_chain and cfg.ca_file else None),
     ]
+    if s3.cipher_pass:
+        # In this 0640 root:db file like the S3 keys: never in argv or an environment.
+        options += [("repo1-cipher-type", CIPHER_TYPE), ("repo1-cipher-pass", s3.cipher_pass)]
     if s3.storage_class and cfg.features.storage_class_option:
         option = cfg.features.storage_class_option.replace("repo-", "repo1-", 1)
         options.append((option, s3.storage_class))
@@ -548,7 +557,9 @@ def parse_info(json_text: str) -> list[StanzaInfo]:
     Raises ValueError when the text is not the JSON list pgBackRest prints.
     """
     try:
-        data = json.loads(json_text)
+        # strict=False: a status message can quote raw bytes (what a wrong passphrase
+        # decrypted an info file to), control characters included.
+        data = json.loads(json_text, strict=False)
     except json.JSONDecodeError as exc:
         raise ValueError(f"pgBackRest info did not print JSON ({exc.msg})") from exc
     if not isinstance(data, list) or not all(isinstance(s, dict) for s in data):
@@ -619,6 +630,79 @@ def parse_archive_listing(json_text: str, base: str) -> list[ArchivedSegment]:
     return sorted(segments, key=lambda s: (s.timeline, s.segno))
 
 
+# The programs that undo each repository compression (by the object's extension).
+_DECOMPRESSORS = {".zst": "zstd", ".gz": "gzip", ".lz4": "lz4", ".bz2": "bzip2"}
+
+# pg_waldump's line for a transaction record with its time, in UTC (TZ=UTC):
+# ``lsn: 0/03000060, prev …, desc: COMMIT 2026-12-02 10:21:07.123456 UTC`` (ABORT
+# likewise; PREPARE is not a stop point).
+_XACT_TIME_RE = re.compile(
+    r"lsn: ([0-9A-F]+/[0-9A-F]+),.*?desc: (?:COMMIT|ABORT) "
+    r"(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:\.\d{1,6})?) UTC"
+)
+
+
+def parse_commits(waldump_output: str) -> list[tuple[int, datetime]]:
+    """(LSN as a number, time, aware UTC) of every commit and abort record in
+    ``pg_waldump --rmgr=Transaction`` output, in WAL order. Recovery compares a time
+    target with exactly these records (PostgreSQL's recoveryStopsBefore)."""
+    found = []
+    for match in _XACT_TIME_RE.finditer(waldump_output):
+        text = match.group(2)
+        form = "%Y-%m-%d %H:%M:%S.%f" if "." in text else "%Y-%m-%d %H:%M:%S"
+        moment = datetime.strptime(text, form).replace(tzinfo=UTC)
+        found.append((lsn_value(match.group(1)), moment))
+    return found
+
+
+def parse_last_commit(waldump_output: str) -> datetime | None:
+    """The last commit or abort time in ``pg_waldump`` output; None when none."""
+    found = parse_commits(waldump_output)
+    return found[-1][1] if found else None
+
+
+def _decompress(key: str, data: bytes, timeout: float) -> bytes:
+    suffix = Path(key).suffix
+    program = _DECOMPRESSORS.get(suffix)
+    if program is None:
+        return data
+    result = processes.run_binary([program, "-dc"], timeout=timeout, input_bytes=data)
+    if not result.ok:
+        raise BackupToolError(f"{key}: {program} could not decompress it: {result.stderr.strip()}")
+    return result.stdout
+
+
+# ``verify --output=text --verbose`` (2.45; it exits 0 whatever it found):
+#   stanza: s / status: ok|error
+#     archiveId: 15-1, total WAL checked: 4, total valid WAL: 4
+#       missing: 0, checksum invalid: 0, size invalid: 0, other: 0
+#     backup: 20261202-103951F, status: invalid, total files checked: 964, total valid files: 963
+#       missing: 0, checksum invalid: 1, size invalid: 0, other: 0
+_VERIFY_STATUS_RE = re.compile(r"^status: (\S+)", re.MULTILINE)
+_VERIFY_WAL_RE = re.compile(r"total WAL checked: (\d+), total valid WAL: (\d+)")
+_VERIFY_BACKUP_RE = re.compile(
+    r"backup: (\S+), status: ([a-z-]+), total files checked: (\d+), "
+    r"total valid files: (\d+)\n\s*missing: (\d+), checksum invalid: (\d+), "
+    r"size invalid: (\d+), other: (\d+)"
+)
+
+
+def parse_verify(stanza: str, text: str) -> VerifyReport:
+    """``verify --output=text --verbose`` of one stanza. Raises ValueError when it does
+    not say the stanza's status."""
+    status = _VERIFY_STATUS_RE.search(text)
+    if status is None:
+        raise ValueError("pgBackRest verify printed no status")
+    checked = valid = 0
+    for match in _VERIFY_WAL_RE.finditer(text):
+        checked, valid = checked + int(match.group(1)), valid + int(match.group(2))
+    backups = tuple(
+        VerifiedBackup(m.group(1), m.group(2), *(int(m.group(i)) for i in range(3, 9)))
+        for m in _VERIFY_BACKUP_RE.finditer(text)
+    )
+    return VerifyReport(stanza, status.group(1) == "ok", backups, checked, valid)
+
+
 # ---------------------------------------------------------------------------
 # Error lines and secrets
 
@@ -686,6 +770,42 @@ def extract_error_line(result: CommandResult, secrets: Iterable[str] = ()) -> st
                 break
         text = last or UNKNOWN_ERROR
     return scrub(text, secrets)
+
+
+# What pgBackRest 2.45 prints when the repository and the configuration disagree on
+# encryption (measured, tests/integration/test_adapters_pgbackrest.py): an encrypted
+# configuration on a plain repository fails its cipher header check; a plain
+# configuration reads an encrypted file as text starting with OpenSSL's "Salted__"; a
+# wrong passphrase decrypts to bytes that are no INI text.
+REPO_NOT_ENCRYPTED = (
+    "the repository is not encrypted but an encryption passphrase is set: a repository is "
+    "encrypted, or not, from its creation and cannot be switched"
+)
+REPO_ENCRYPTED_NOT_SET = (
+    "the repository is encrypted and no encryption passphrase is set: give the passphrase "
+    "it was created with"
+)
+REPO_UNDECRYPTABLE = (
+    "the repository cannot be decrypted: its encryption passphrase is not the one set "
+    "(wrong or lost); only the passphrase it was created with opens it"
+)
+_INFO_FILE_RE = re.compile(r"unable to load info file '([^']*)'")
+
+
+def explain_cipher_problem(output: str) -> str | None:
+    """A plain explanation when ``output`` (any pgBackRest output) shows an encryption
+    mismatch, naming the info file; None otherwise. The decrypted garbage pgBackRest
+    echoes is never repeated."""
+    if "cipher header invalid" in output:
+        reason = REPO_NOT_ENCRYPTED
+    elif "found outside of section at line 1: Salted__" in output:
+        reason = REPO_ENCRYPTED_NOT_SET
+    elif "unable to load info file" in output and "found outside of section at line 1" in output:
+        reason = REPO_UNDECRYPTABLE
+    else:
+        return None
+    match = _INFO_FILE_RE.search(output)
+    return f"{reason} ({match.group(1)})" if match else reason
 
 
 def read_config_secrets(path: str | os.PathLike[str]) -> tuple[str, ...]:
@@ -815,6 +935,7 @@ class PgBackRest:
         secrets: Sequence[str] = (),
         program: str = PROGRAM,
         env: Mapping[str, str] | None = None,
+        waldump: str = PG_WALDUMP,
     ) -> None:
         self.config_path = str(config_path)
         self.stanza = stanza
@@ -823,6 +944,9 @@ class PgBackRest:
         self.program = program
         self._secrets = tuple(secrets)
         self._env = dict(env or {})
+        self.waldump = waldump
+        # An archived segment never changes under its key (the key holds its checksum).
+        self._commit_times: dict[str, list[tuple[int, datetime]]] = {}
 
     # -- plumbing ---------------------------------------------------------
 
@@ -919,10 +1043,17 @@ class PgBackRest:
         try:
             stanzas = parse_info(result.stdout)
         except ValueError as exc:
+            explained = explain_cipher_problem(result.stdout)
+            if explained:
+                raise BackupToolError(
+                    f"pgBackRest could not read the repository: {explained}"
+                ) from exc
             raise BackupToolError(str(exc)) from exc
         for item in stanzas:
             if item.status_code == 99:
-                reason = scrub(item.status_message, self.secrets())
+                # The whole output: the status message keeps only the first line.
+                explained = explain_cipher_problem(result.stdout)
+                reason = explained or scrub(item.status_message, self.secrets())
                 raise BackupToolError(f"pgBackRest could not read the repository: {reason}")
         return stanzas
 
@@ -976,6 +1107,58 @@ class PgBackRest:
             options.append(f"--annotation={_check_annotation(key, value)}")
         return self.run(self.argv("annotate", *options, stanza=self.stanza), self.timeouts.info)
 
+    def last_commit_time(
+        self, segment: ArchivedSegment, before_lsn: str | None = None
+    ) -> datetime | None:
+        """The time of the last transaction commit or abort written in an archived WAL
+        segment (what a time target is compared with) — only among records before
+        ``before_lsn`` when given — None when it holds none. The object is read with
+        ``repo-get`` (which decrypts an encrypted repository), decompressed by the
+        program of its extension and read by ``pg_waldump``, in a private temporary
+        folder of ours. Raises BackupToolError."""
+        records = self._commit_times.get(segment.key)
+        if records is None:
+            records = self._read_commits(segment)
+            self._commit_times[segment.key] = records
+        limit = lsn_value(before_lsn) if before_lsn else None
+        found = [moment for lsn, moment in records if limit is None or lsn < limit]
+        return found[-1] if found else None
+
+    def _read_commits(self, segment: ArchivedSegment) -> list[tuple[int, datetime]]:
+        argv = self.argv("repo-get", *self._io(), params=[segment.key])
+        got = processes.run_binary(argv, user=self.user, timeout=self.timeouts.info, env=self._env)
+        if not got.ok:
+            reason = scrub(got.stderr, self.secrets()).strip().splitlines()
+            raise BackupToolError(f"{segment.key}: {reason[-1] if reason else 'repo-get failed'}")
+        raw = _decompress(segment.key, got.stdout, self.timeouts.info)
+        with tempfile.TemporaryDirectory(prefix="pgbackups-wal-") as folder:
+            path = Path(folder) / segment.name
+            path.write_bytes(raw)
+            # TZ: pg_waldump prints times in its own zone, named; UTC parses without a table.
+            result = processes.run(
+                [self.waldump, "--rmgr=Transaction", str(path)],
+                timeout=self.timeouts.info,
+                env={"TZ": "UTC"},
+            )
+        records = parse_commits(result.stdout)
+        if not records and not result.ok and "desc:" not in result.stdout:
+            why = (result.stderr or result.stdout).strip().splitlines()
+            raise BackupToolError(f"pg_waldump {segment.name}: {why[-1] if why else 'failed'}")
+        return records
+
+    def verify(self) -> VerifyReport:
+        """pgBackRest ``verify`` of this stanza: every backup's files and the archive's WAL
+        against their checksums (2.45 has no ``--set``: the whole stanza is read).
+        Raises BackupToolError when it fails or prints no status."""
+        argv = self.argv("verify", "--output=text", "--verbose", *self._io(), stanza=self.stanza)
+        result = self.run(argv, self.timeouts.backup)
+        if not result.ok:
+            raise BackupToolError(self.error_line(result))
+        try:
+            return parse_verify(self.stanza, result.stdout)
+        except ValueError as exc:
+            raise BackupToolError(str(exc)) from exc
+
     def server_ping(self, host: str) -> bool:
         """Whether the TLS server at ``host`` (``name`` or ``name:port``) answers."""
         name, port = host, ""
@@ -989,7 +1172,8 @@ class PgBackRest:
         return self.run(argv, self.timeouts.ping + 5).ok
 
     def error_line(self, result: CommandResult) -> str:
-        return extract_error_line(result, self.secrets())
+        explained = explain_cipher_problem(result.stderr + "\n" + result.stdout)
+        return explained or extract_error_line(result, self.secrets())
 
     # -- TLS server ---------------------------------------------------------
 

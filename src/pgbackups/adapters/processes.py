@@ -105,6 +105,9 @@ def run(
             input=input_text,
             capture_output=True,
             text=True,
+            # pgBackRest echoes what a wrong passphrase decrypted to: bytes that are no
+            # UTF-8 must not turn a failed command into a traceback.
+            errors="replace",
             timeout=timeout,
             env=_env_for(user, env),
             cwd=cwd,
@@ -114,13 +117,70 @@ def run(
             extra_groups=[] if switch else None,
         )
     except subprocess.TimeoutExpired as exc:
-        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-        err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        out = (
+            exc.stdout.decode(errors="replace")
+            if isinstance(exc.stdout, bytes)
+            else (exc.stdout or "")
+        )
+        err = (
+            exc.stderr.decode(errors="replace")
+            if isinstance(exc.stderr, bytes)
+            else (exc.stderr or "")
+        )
         log.warning("timed out after %ss: %s", timeout, args[0])
         return CommandResult(args, -1, out, err + f"\ntimed out after {timeout:g}s", True)
     except FileNotFoundError:
         return CommandResult(args, 127, "", f"{args[0]}: program not found")
     return CommandResult(args, proc.returncode, proc.stdout, proc.stderr)
+
+
+@dataclass(frozen=True)
+class BinaryResult:
+    """A finished command whose output is bytes (an archived WAL segment, decompressed)."""
+
+    returncode: int
+    stdout: bytes
+    stderr: str
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and not self.timed_out
+
+
+def run_binary(
+    argv: Sequence[str],
+    *,
+    user: OsUser | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    env: Mapping[str, str] | None = None,
+    input_bytes: bytes | None = None,
+) -> BinaryResult:
+    """:func:`run` for a command whose output (and input) is binary; never raises for a
+    non-zero exit or a timeout."""
+    args = tuple(str(a) for a in argv)
+    log.debug("run (binary): %s", " ".join(args))
+    switch = _switch_to(user)
+    try:
+        proc = subprocess.run(
+            args,
+            input=input_bytes,
+            stdin=None if input_bytes is not None else subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+            env=_env_for(user, env),
+            cwd="/",
+            check=False,
+            user=switch.uid if switch else None,
+            group=switch.gid if switch else None,
+            extra_groups=[] if switch else None,
+        )
+    except subprocess.TimeoutExpired:
+        log.warning("timed out after %ss: %s", timeout, args[0])
+        return BinaryResult(-1, b"", f"timed out after {timeout:g}s", True)
+    except FileNotFoundError:
+        return BinaryResult(127, b"", f"{args[0]}: program not found")
+    return BinaryResult(proc.returncode, proc.stdout, proc.stderr.decode(errors="replace"))
 
 
 def run_watched(
@@ -148,6 +208,9 @@ def run_watched(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # pgBackRest echoes what a wrong passphrase decrypted to: bytes that are no
+            # UTF-8 must not turn a failed command into a traceback.
+            errors="replace",
             env=_env_for(user, env),
             cwd=cwd,
             user=switch.uid if switch else None,

@@ -44,5 +44,6 @@ ACTIONS: Mapping[str, ActionHandler] = MappingProxyType(
         "restore": handlers.on_restore,
         "rollback-restore": handlers.on_rollback_restore,
         "expire": handlers.on_expire,
+        "verify": handlers.on_verify,
     }
 )

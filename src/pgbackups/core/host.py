@@ -21,7 +21,7 @@ from typing import Protocol
 from pgbackups.core.archive import ArchivedSegment
 from pgbackups.core.archive_health import ArchiverStats
 from pgbackups.core.policy import Retention
-from pgbackups.core.repository import StanzaInfo, TimelineBranch, TimelineRecord
+from pgbackups.core.repository import StanzaInfo, TimelineBranch, TimelineRecord, VerifyReport
 from pgbackups.core.settings import S3Settings
 
 # ---------------------------------------------------------------------------
@@ -218,6 +218,18 @@ class BackupTool(Protocol):
 
     def annotate(self, label: str, annotations: Mapping[str, str]) -> CommandResult:
         """Attach ``key=value`` annotations to the backup set ``label`` (``annotate``)."""
+        ...
+
+    def last_commit_time(
+        self, segment: ArchivedSegment, before_lsn: str | None = None
+    ) -> datetime | None:
+        """The time of the last commit or abort record in an archived segment (read from
+        the WAL itself), only among those before ``before_lsn`` (X/Y) when given; None
+        when it holds none. Raises BackupToolError."""
+        ...
+
+    def verify(self) -> VerifyReport:
+        """pgBackRest ``verify`` of this cluster's stanza. Raises BackupToolError."""
         ...
 
     def server_ping(self, host: str) -> bool: ...

@@ -10,12 +10,13 @@ timeline number, so timeline 10 comes after timeline 9.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from pgbackups.core.ids import format_id, label_to_id
 from pgbackups.core.repository import BackupRecord, StanzaInfo, TimelineRecord
+from pgbackups.core.verification import Verified
 
 COLUMNS = (
     "backup-id",
@@ -30,12 +31,16 @@ COLUMNS = (
     "trigger",
 )
 # Column widths kept from the reference table, so that scripts reading it keep working;
-# ``trigger`` (ours: who started the backup) comes last, after a padded backup-path.
-_WIDTHS = (20, 19, 8, 20, 23, 20, 20, 8, 46)
+# ours come after a padded backup-path: ``trigger`` (who started the backup) and
+# ``last-verified``.
+_WIDTHS = (20, 19, 8, 20, 23, 20, 20, 8, 46, 9)
 # The annotation pgbackups gives a backup it started on a schedule (pgBackRest's
 # ``annotate``); a backup without one was asked for (create-backup, or by hand).
 TRIGGER = "trigger"
 MANUAL = "manual"
+# When the verify action last read the backup and what it found ("-": never).
+VERIFIED_COLUMN = "last-verified"
+NEVER_VERIFIED = "-"
 FORMATS = ("table", "json")
 
 ACTION_BY_TYPE = {
@@ -60,6 +65,7 @@ class Row:
     backup_path: str
     sort_time: datetime
     trigger: str = NOT_APPLICABLE
+    verified: str = NOT_APPLICABLE  # "<time> <result>", NEVER_VERIFIED, n/a (restore rows)
 
     def values(self) -> tuple[str, ...]:
         return (
@@ -73,19 +79,22 @@ class Row:
             str(self.timeline),
             self.backup_path,
             self.trigger,
+            self.verified,
         )
 
     def as_dict(self) -> dict[str, str | int | None]:
         """The row for JSON: the same keys as the table's columns, typed for scripts —
         the timeline is a number, and "None"/"n/a" cells are null."""
         typed: dict[str, str | int | None] = {}
-        for column, value in zip(COLUMNS, self.values(), strict=True):
+        for column, value in zip((*COLUMNS, VERIFIED_COLUMN), self.values(), strict=True):
             typed[column] = None if value in (NO_REFERENCE, NOT_APPLICABLE) else value
         typed["timeline"] = self.timeline
+        if self.verified == NEVER_VERIFIED:
+            typed[VERIFIED_COLUMN] = None
         return typed
 
 
-def backup_row(record: BackupRecord) -> Row:
+def backup_row(record: BackupRecord, verified: Verified | None = None) -> Row:
     parent = record.prior or (record.reference[-1] if record.reference else None)
     if record.error:
         status = f"failed: {record.error_message}" if record.error_message else "failed"
@@ -103,6 +112,7 @@ def backup_row(record: BackupRecord) -> Row:
         backup_path=f"/{record.stanza}/{record.label}",
         sort_time=record.start,
         trigger=dict(record.annotations).get(TRIGGER, MANUAL),
+        verified=f"{verified.at} {verified.result}" if verified else NEVER_VERIFIED,
     )
 
 
@@ -122,8 +132,14 @@ def timeline_row(record: TimelineRecord) -> Row:
     )
 
 
-def build_rows(stanzas: Iterable[StanzaInfo], timelines: Iterable[TimelineRecord]) -> list[Row]:
-    rows = [backup_row(b) for s in stanzas for b in s.backups]
+def build_rows(
+    stanzas: Iterable[StanzaInfo],
+    timelines: Iterable[TimelineRecord],
+    verified: Mapping[str, Mapping[str, Verified]] | None = None,
+) -> list[Row]:
+    """``verified``: stanza → label → the last verification (core/verification.py)."""
+    checked = verified or {}
+    rows = [backup_row(b, checked.get(s.name, {}).get(b.label)) for s in stanzas for b in s.backups]
     rows += [timeline_row(t) for t in timelines]
     # Backups before restores at the same second: a restore row names a timeline that
     # the backup of the same second cannot depend on.
@@ -132,7 +148,7 @@ def build_rows(stanzas: Iterable[StanzaInfo], timelines: Iterable[TimelineRecord
 
 def _line(values: Sequence[str]) -> str:
     cells = [f"{v:<{w}s}" for v, w in zip(values, _WIDTHS, strict=False)]
-    return " | ".join([*cells, values[-1]])
+    return " | ".join([*cells, *values[len(_WIDTHS) :]])
 
 
 def base_path(repository_path: str) -> str:
@@ -140,7 +156,7 @@ def base_path(repository_path: str) -> str:
 
 
 def format_table(bucket: str, repository_path: str, rows: Sequence[Row]) -> str:
-    header = _line(COLUMNS)
+    header = _line((*COLUMNS, VERIFIED_COLUMN))
     lines = [
         f"Storage bucket name: {bucket}",
         f"Backups base path: {base_path(repository_path)}",

@@ -67,6 +67,9 @@ BACKUP_NOT_RUNNING = "Unit cannot perform backups as it's not in running state"
 STANZA_NOT_INITIALISED = "Stanza was not initialised"
 S3_RELATION_MISSING = "Relation with s3-integrator charm missing, cannot create backup."
 S3_RELATION_MISSING_LIST = "Relation with s3-integrator charm missing, cannot list backups."
+S3_RELATION_MISSING_VERIFY = "Relation with s3-integrator charm missing, cannot verify backups."
+FAILED_TO_VERIFY = "Failed to verify the repository"  # followed by ": <reason>"
+VERIFY_FAILED = "Verification failed"  # followed by ": backup <id>: <what is wrong>; ..."
 S3_RELATION_MISSING_RESTORE = "Relation with s3-integrator charm missing, cannot restore backup."
 MISSING_S3_PARAMETERS = "Missing S3 parameters"  # followed by ": ['bucket', ...]"
 FAILED_TO_UPLOAD_METADATA = "Failed to upload metadata to provided S3"
@@ -118,6 +121,8 @@ BACKUPS_EXPIRED = "backups expired"
 NOTHING_EXPIRED = "nothing to expire"
 # Holes or empty objects in the WAL archive (JSON list), only when there are any.
 RESULT_ARCHIVE_GAPS = "archive-gaps"
+RESULT_RECOVERABLE_WINDOW = "recoverable-window"
+RESULT_VERIFY_STATUS = "verify-status"
 
 
 def backup_type_changed(requested: str, taken: str, *, no_full_backup: bool) -> str:

@@ -27,6 +27,7 @@ ACTION_PARAMS: dict[str, tuple[str, ...]] = {
     "restore": ("backup-id", "restore-to-time"),
     "rollback-restore": (),
     "expire": (),
+    "verify": ("backup-id",),
 }
 BACKUP_TYPES = ("full", "differential", "incremental")
 # Every accepted value is far shorter: a label is 34 characters, a time 32.
@@ -68,6 +69,11 @@ def check_action_params(action: str, params: Mapping[str, str]) -> str | None:
         return f"Invalid format: {values['format']}. Possible values: {', '.join(FORMATS)}."
     if action == "restore":
         return _check_restore(values)
+    if action == "verify" and "backup-id" in values:
+        try:
+            normalise_id(values["backup-id"])
+        except ValueError:
+            return f"{msg.INVALID_BACKUP_ID}: {values['backup-id']}"
     return None
 
 

@@ -100,3 +100,46 @@ def parse_history_file(text: str) -> tuple[TimelineBranch, ...]:
             raise ValueError(f"history file line {number} is not 'timeline LSN': {line!r}") from exc
         branches.append(TimelineBranch(parent, switch_lsn))
     return tuple(branches)
+
+
+@dataclass(frozen=True)
+class VerifiedBackup:
+    """pgBackRest ``verify``'s finding for one backup: its files checked against the
+    checksums and sizes of its manifest."""
+
+    label: str
+    status: str  # pgBackRest's: valid | invalid | ...
+    files_checked: int
+    files_valid: int
+    missing: int
+    checksum_invalid: int
+    size_invalid: int
+    other: int
+
+    @property
+    def valid(self) -> bool:
+        return self.status == "valid"
+
+    def problems(self) -> str:
+        """``1 file with an invalid checksum, 2 missing``: what is wrong, "" when nothing."""
+        parts = []
+        for count, what in (
+            (self.missing, "missing"),
+            (self.checksum_invalid, "with an invalid checksum"),
+            (self.size_invalid, "with an invalid size"),
+            (self.other, "unreadable"),
+        ):
+            if count:
+                parts.append(f"{count} file{'s' if count > 1 else ''} {what}")
+        return ", ".join(parts) or ("" if self.valid else self.status)
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """pgBackRest ``verify`` of one stanza: each backup, and the archive's WAL."""
+
+    stanza: str
+    ok: bool  # pgBackRest's overall status
+    backups: tuple[VerifiedBackup, ...]
+    wal_checked: int
+    wal_valid: int

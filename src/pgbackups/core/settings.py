@@ -17,6 +17,12 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 REQUIRED_KEYS = ("bucket", "access-key", "secret-key")
+# The raw key a host adds to the S3 settings with the repository's passphrase.
+PASSPHRASE_KEY = "encryption-passphrase"  # noqa: S105 - a key name, not a secret
+CIPHER_TYPE = "aes-256-cbc"
+# pgBackRest takes any string; ours are generated (43 characters) or given by a person:
+# long enough not to be guessed, printable without blanks so it fits one config line.
+PASSPHRASE_MIN, PASSPHRASE_MAX = 20, 1024
 DEFAULT_ENDPOINT = "https://s3.amazonaws.com"
 URI_STYLES = ("host", "path")
 # Retention is "keep everything" unless the integrator asks for days: pgBackRest has no
@@ -37,6 +43,13 @@ class S3Settings:
     tls_ca_chain: tuple[str, ...] = ()
     storage_class: str = ""
     delete_older_than_days: int = DEFAULT_DELETE_OLDER_THAN_DAYS
+    # The repository's encryption passphrase (pgBackRest aes-256-cbc); "" = unencrypted.
+    # Not from the S3 integrator: each host adds its own secret (docs/security.md).
+    cipher_pass: str = field(default="", repr=False)
+
+    @property
+    def encrypted(self) -> bool:
+        return bool(self.cipher_pass)
 
     @property
     def repository_id(self) -> str:
@@ -61,6 +74,7 @@ class S3Settings:
             "delete-older-than-days": str(self.delete_older_than_days),
             "access-key": "<redacted>",
             "secret-key": "<redacted>",
+            "encryption": CIPHER_TYPE if self.cipher_pass else "none",
         }
 
 
@@ -286,6 +300,17 @@ def parse_s3_settings(raw: Mapping[str, str]) -> S3Settings | S3SettingsProblem:
     if secret_key:
         check(_check_key("secret-key", secret_key, SECRET_KEY_MAX))
 
+    cipher_pass = values.get(PASSPHRASE_KEY) or ""
+    if cipher_pass and (
+        _KEY_RE.fullmatch(cipher_pass) is None
+        or not PASSPHRASE_MIN <= len(cipher_pass) <= PASSPHRASE_MAX
+    ):
+        # Never echoed: it is the key to every backup.
+        invalid.append(
+            f"{PASSPHRASE_KEY} must be {PASSPHRASE_MIN}-{PASSPHRASE_MAX} printable "
+            "characters without blanks"
+        )
+
     # An absent or empty endpoint is AWS (the integrator leaves it out for AWS).
     endpoint = (values.get("endpoint") or DEFAULT_ENDPOINT).rstrip("/")
     check(_check_endpoint(endpoint))
@@ -339,6 +364,7 @@ def parse_s3_settings(raw: Mapping[str, str]) -> S3Settings | S3SettingsProblem:
         tls_ca_chain=chain,
         storage_class=storage_class,
         delete_older_than_days=days,
+        cipher_pass=cipher_pass,
     )
 
 

@@ -26,6 +26,7 @@ from pgbackups.core.handlers.s3_credentials import (
 )
 from pgbackups.core.handlers.tls_server import reconcile_tls_server
 from pgbackups.core.handlers.update_status import on_update_status
+from pgbackups.core.handlers.verify import on_verify
 
 __all__ = [
     "desired_config",
@@ -40,6 +41,7 @@ __all__ = [
     "on_s3_credentials_changed",
     "on_s3_credentials_gone",
     "on_update_status",
+    "on_verify",
     "primary_timeline",
     "reconcile_tls_server",
 ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import datetime
 
 from pgbackups.core import targets
 from pgbackups.core.archive import (
@@ -27,7 +28,13 @@ from pgbackups.core.archive import (
     segno_of_lsn,
 )
 from pgbackups.core.host import BackupToolError, Host
-from pgbackups.core.repository import BackupRecord, parse_history_file
+from pgbackups.core.repository import (
+    BackupRecord,
+    StanzaInfo,
+    TimelineRecord,
+    parse_history_file,
+)
+from pgbackups.core.window import Window, windows
 
 log = logging.getLogger(__name__)
 
@@ -115,3 +122,52 @@ def archive_gaps(host: Host, stanza: str) -> list[ChainProblem]:
     Raises BackupToolError."""
     segments: list[ArchivedSegment] = host.backup_tool.archive_segments(stanza)
     return gaps(segments)
+
+
+def recoverable_windows(
+    host: Host,
+    stanza: StanzaInfo,
+    segments: Sequence[ArchivedSegment] | None = None,
+    timelines: Sequence[TimelineRecord] | None = None,
+    unreadable: list[int] | None = None,
+) -> list[Window]:
+    """The recoverable windows of a stanza (core/window.py): its backups, its archived
+    segments, each restore-created timeline's lineage (an unreadable history: that
+    timeline on its own, logged) and the last commit read from the WAL. ``segments`` and
+    ``timelines``: the stanza's, when the caller listed them already; ``unreadable``
+    collects the timelines whose history could not be read.
+    Raises BackupToolError when the archive cannot be listed."""
+    if segments is None:
+        segments = host.backup_tool.archive_segments(stanza.name)
+    if timelines is None:
+        timelines = host.backup_tool.timelines(stanza.name)
+    lineages: dict[int, Lineage] = {}
+    for record in timelines:
+        try:
+            lineages[record.timeline] = Lineage.of(
+                record.timeline, host.backup_tool.history(record)
+            )
+        except BackupToolError as exc:
+            log.warning("Timeline %s's history is unreadable (%s)", record.timeline, exc)
+            if unreadable is not None:
+                unreadable.append(record.timeline)
+    return windows(
+        stanza.name, stanza.backups, segments, lineages, host.backup_tool.last_commit_time
+    )
+
+
+def outside_windows(found: Sequence[Window], timeline: int, moment: datetime) -> str | None:
+    """Why a time target is out of reach on ``timeline`` (naming its windows), or None
+    when a window holds it or cannot tell (an unreadable latest end: logged, and
+    PostgreSQL's own check stays)."""
+    mine = [w for w in found if w.timeline == timeline]
+    answers = [w.contains(moment) for w in mine]
+    if any(answer is not False for answer in answers):
+        if None in answers:
+            log.warning("The recoverable window of timeline %s has no known end", timeline)
+        return None
+    shown = "; ".join(w.describe() for w in mine) or f"timeline {timeline}: none"
+    return (
+        f"{targets.describe_time(moment)} is outside the recoverable window ({shown}) "
+        "(nothing was changed)"
+    )

@@ -8,14 +8,16 @@ import logging
 from collections.abc import Mapping
 
 from pgbackups.core import messages as msg
-from pgbackups.core.archive import ChainProblem
+from pgbackups.core.archive import ChainProblem, gaps
 from pgbackups.core.handlers._steps import parse_settings, restore_timelines
-from pgbackups.core.handlers._wal import archive_gaps
-from pgbackups.core.host import BackupToolError, Host
+from pgbackups.core.handlers._wal import recoverable_windows
+from pgbackups.core.host import BackupToolError, Host, ObjectStoreError
 from pgbackups.core.listing import FORMATS, build_rows, format_json, format_table
 from pgbackups.core.outcomes import ActionFailed, ActionResults, Outcome
-from pgbackups.core.repository import StanzaInfo
-from pgbackups.core.settings import S3SettingsProblem
+from pgbackups.core.repository import StanzaInfo, TimelineRecord
+from pgbackups.core.settings import S3Settings, S3SettingsProblem
+from pgbackups.core.verification import Verified, decode, verify_key
+from pgbackups.core.window import Window
 
 log = logging.getLogger(__name__)
 
@@ -35,17 +37,24 @@ def on_list_backups(host: Host, params: Mapping[str, str]) -> Outcome:
     except BackupToolError as exc:
         log.error("list-backups: %s", exc)
         return ActionFailed(msg.with_reason(msg.FAILED_TO_LIST_BACKUPS, str(exc)))
-    rows = build_rows(stanzas, timelines)
-    holes = _own_archive_gaps(host, stanzas)
+    checked = _verified(host, settings)
+    rows = build_rows(stanzas, timelines, checked)
+    holes, reach = _own_archive(host, stanzas, timelines)
     if output == "json":
         text = format_json(rows)
     else:
         text = format_table(settings.bucket, settings.path, rows)
+        if reach:
+            text += "\n\nRecoverable window (restore-to-time reaches, per timeline):\n" + "\n".join(
+                f"  {window.describe()}" for window in reach
+            )
         if holes:
             text += "\n\nWAL archive gaps (no restore replays past them):\n" + "\n".join(
                 f"  {problem.describe()}" for problem in holes
             )
     results = {msg.RESULT_BACKUPS: text}
+    if reach:
+        results[msg.RESULT_RECOVERABLE_WINDOW] = json.dumps([w.as_dict() for w in reach])
     if holes:  # beside the rows, so the JSON list of rows keeps its shape for scripts
         results[msg.RESULT_ARCHIVE_GAPS] = json.dumps(
             [{"segment": p.segment, "problem": p.kind} for p in holes]
@@ -53,14 +62,31 @@ def on_list_backups(host: Host, params: Mapping[str, str]) -> Outcome:
     return ActionResults(results)
 
 
-def _own_archive_gaps(host: Host, stanzas: list[StanzaInfo]) -> list[ChainProblem]:
-    """Holes and empty objects in this cluster's archive; [] when they cannot be listed
-    (logged: the backups themselves were listed, and that is this action's job)."""
+def _own_archive(
+    host: Host, stanzas: list[StanzaInfo], timelines: list[TimelineRecord]
+) -> tuple[list[ChainProblem], list[Window]]:
+    """Holes and empty objects in this cluster's archive, and its recoverable windows;
+    none when the archive cannot be listed (logged: the backups themselves were listed,
+    and that is this action's job)."""
     own = next((s for s in stanzas if s.name == host.stanza_name and s.exists), None)
     if own is None:
-        return []
+        return [], []
     try:
-        return archive_gaps(host, own.name)
+        segments = host.backup_tool.archive_segments(own.name)
     except BackupToolError as exc:
         log.warning("The archive of %s could not be checked for gaps: %s", own.name, exc)
-        return []
+        return [], []
+    # Given the listings, nothing in the window raises: an unreadable history or commit
+    # time is logged and shown as such.
+    mine = [t for t in timelines if t.stanza == own.name]
+    return gaps(segments), recoverable_windows(host, own, segments, mine)
+
+
+def _verified(host: Host, settings: S3Settings) -> dict[str, dict[str, Verified]]:
+    """The verify action's record (core/verification.py); {} when there is none or it
+    cannot be read (logged: listing the backups is this action's job)."""
+    try:
+        return decode(host.object_store(settings).get(verify_key(settings.path)))
+    except ObjectStoreError as exc:
+        log.warning("The verification record could not be read: %s", exc)
+        return {}

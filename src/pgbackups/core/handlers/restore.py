@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import replace
+from datetime import datetime
 
 from pgbackups.core import messages as msg
 from pgbackups.core import targets
@@ -30,7 +31,12 @@ from pgbackups.core.handlers._steps import (
     workload_done,
     write_marker,
 )
-from pgbackups.core.handlers._wal import check_before_restore, stopped_short
+from pgbackups.core.handlers._wal import (
+    check_before_restore,
+    outside_windows,
+    recoverable_windows,
+    stopped_short,
+)
 from pgbackups.core.handlers.health import disk_full_reason
 from pgbackups.core.host import (
     BackupToolError,
@@ -42,7 +48,7 @@ from pgbackups.core.host import (
 from pgbackups.core.ids import normalise_id
 from pgbackups.core.outcomes import ActionFailed, ActionResults, Done, Outcome
 from pgbackups.core.peer_keys import S3_BLOCK_MESSAGE, STANZA
-from pgbackups.core.repository import BackupRecord, TimelineBranch, TimelineRecord
+from pgbackups.core.repository import BackupRecord, StanzaInfo, TimelineBranch, TimelineRecord
 from pgbackups.core.restore_state import (
     RECREATING,
     RESTORING,
@@ -236,11 +242,54 @@ def _find_backup(host: Host, request: targets.Request) -> tuple[targets.Chosen, 
         ancestry=lambda row: _read_history(host, row),
     )
     if isinstance(chosen, str):
+        if request.time is not None and chosen.startswith(_TOO_EARLY):
+            chosen += _window_text(host, stanzas)
         return _restore_refused(chosen)
     refusal, wal_end = check_before_restore(host, chosen, records)
+    if refusal is None and chosen.type == targets.TIME and request.time is not None:
+        refusal = _outside_window(host, chosen, request.time, stanzas)
     if refusal is not None:
         return _restore_refused(_restore_failure(refusal))
     return chosen, wal_end
+
+
+# targets' refusals of a time before anything a backup reaches: the window is shown too.
+_TOO_EARLY = (targets.BEFORE_FIRST, targets.BEFORE_BACKUP_END, targets.BEFORE_TIMELINE)
+
+
+def _window_text(host: Host, stanzas: list[StanzaInfo]) -> str:
+    """``; recoverable window: …`` for this cluster's stanza, or "" when it has none or
+    it cannot be read (logged)."""
+    own = next((s for s in stanzas if s.name == host.stanza_name and s.exists), None)
+    if own is None:
+        return ""
+    try:
+        found = recoverable_windows(host, own)
+    except BackupToolError as exc:
+        log.warning("The recoverable window cannot be read: %s", exc)
+        return ""
+    return ("; recoverable window: " + "; ".join(w.describe() for w in found)) if found else ""
+
+
+def _outside_window(
+    host: Host, chosen: targets.Chosen, moment: datetime, stanzas: list[StanzaInfo]
+) -> str | None:
+    """A time outside the recoverable window (core/window.py) is refused here, before
+    anything changes, with the window in the message."""
+    info = next((s for s in stanzas if s.name == chosen.stanza), None)
+    backup = next((b for b in info.backups if b.label == chosen.label), None) if info else None
+    if info is None or backup is None:
+        return None
+    timeline = chosen.timeline or backup.timeline
+    unreadable: list[int] = []
+    try:
+        found = recoverable_windows(host, info, unreadable=unreadable)
+    except BackupToolError as exc:
+        return f"the recoverable window cannot be read: {exc}"
+    if timeline in unreadable:  # its lineage is unknown: PostgreSQL's own checks stay
+        log.warning("Timeline %s's window is unknown: restore-to-time not checked", timeline)
+        return None
+    return outside_windows(found, timeline, moment)
 
 
 def _read_history(host: Host, row: TimelineRecord) -> tuple[TimelineBranch, ...] | None:

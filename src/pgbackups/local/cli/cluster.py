@@ -63,7 +63,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             cluster.operation("status", wait_for_agent=False),
         ):
             Runtime(cluster).update_status()
-    view = status_mod.collect(cluster)
+    view = status_mod.collect(cluster, window=True)
     if args.json:
         print(json.dumps(status_mod.to_json(view), indent=2))
     else:

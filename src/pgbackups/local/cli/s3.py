@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pgbackups.core import messages as msg
 from pgbackups.core.outcomes import Outcome
-from pgbackups.core.settings import URI_STYLES, S3Settings, parse_s3_settings
+from pgbackups.core.settings import (
+    PASSPHRASE_KEY,
+    URI_STYLES,
+    S3Settings,
+    S3SettingsProblem,
+    parse_s3_settings,
+)
 from pgbackups.local.cli.common import Subparsers, add_name, subcommand
 from pgbackups.local.errors import UsageError
 from pgbackups.local.progress import Progress
@@ -36,18 +43,69 @@ OPTION_KEYS = {
 }
 
 
-def _read_secret(source: str) -> str:
+def _read_secret(source: str, option: str = "--secret-key-file", what: str = "secret key") -> str:
     if source == "-":
         text = sys.stdin.readline()
     else:
         try:
             text = Path(source).read_text()
         except OSError as exc:
-            raise UsageError(f"cannot read --secret-key-file {source}: {exc.strerror}") from exc
+            raise UsageError(f"cannot read {option} {source}: {exc.strerror}") from exc
     secret = text.strip()
     if not secret:
-        raise UsageError("the secret key is empty (--secret-key-file: a file or - for stdin)")
+        raise UsageError(f"the {what} is empty ({option}: a file or - for stdin)")
     return secret
+
+
+PASSPHRASE_FILE = "repository-passphrase"  # noqa: S105 - a file name, not a secret
+
+
+def passphrase_file(cluster: Cluster) -> Path:
+    """The cluster's own repository passphrase: secrets/ (0700), the file 0600, root's."""
+    return cluster.paths.secrets_dir / PASSPHRASE_FILE
+
+
+def own_passphrase(cluster: Cluster) -> str:
+    """The cluster's repository passphrase, generated (256 bits) the first time."""
+    from pgbackups.local.machinery.paths import write_file
+
+    path = passphrase_file(cluster)
+    if not path.exists():
+        write_file(path, secrets.token_urlsafe(32) + "\n", mode=0o600)
+    return path.read_text().strip()
+
+
+def _same_repository(old: dict[str, str] | None, new: dict[str, str]) -> bool:
+    if old is None:
+        return False
+    before, after = parse_s3_settings(old), parse_s3_settings(new)
+    if isinstance(before, S3SettingsProblem) or isinstance(after, S3SettingsProblem):
+        return False
+    return before.repository_id == after.repository_id
+
+
+def choose_passphrase(cluster: Cluster, args: argparse.Namespace, params: dict[str, str]) -> None:
+    """Encryption of the repository (docs/security.md, "Encryption at rest"):
+    ``--no-encryption``: none; ``--encryption-passphrase-file``: that passphrase (another
+    cluster's repository); otherwise, for the repository the stored settings already name,
+    what they had (a repository cannot be switched), and for any other the cluster's own
+    generated passphrase: a new repository is encrypted."""
+    from pgbackups.local.runtime.host import read_s3_parameters
+
+    params.pop(PASSPHRASE_KEY, None)
+    if args.no_encryption:
+        return
+    if args.encryption_passphrase_file:
+        params[PASSPHRASE_KEY] = _read_secret(
+            args.encryption_passphrase_file, "--encryption-passphrase-file", "passphrase"
+        )
+        return
+    previous = read_s3_parameters(cluster)
+    if previous is not None and _same_repository(previous, params):
+        if previous.get(PASSPHRASE_KEY):
+            params[PASSPHRASE_KEY] = previous[PASSPHRASE_KEY]
+        return
+    params[PASSPHRASE_KEY] = own_passphrase(cluster)
 
 
 def _read_ca(path: str) -> str:
@@ -66,7 +124,9 @@ def refuse_empty_options(args: argparse.Namespace) -> None:
     ``--endpoint ''`` once fell through to the default endpoint, AWS, with this cluster's
     own keys; an empty ``--region`` or ``--path`` would as silently mean the default.
     """
-    for attr in (*OPTION_KEYS, "secret_key_file", "ca_file"):
+    if getattr(args, "no_encryption", False) and getattr(args, "encryption_passphrase_file", None):
+        raise UsageError("--no-encryption and --encryption-passphrase-file exclude each other")
+    for attr in (*OPTION_KEYS, "secret_key_file", "ca_file", "encryption_passphrase_file"):
         value = getattr(args, attr, None)
         if value is not None and not str(value).strip():
             flag = "--" + attr.replace("_", "-")
@@ -97,6 +157,7 @@ def build_parameters(cluster: Cluster, args: argparse.Namespace) -> dict[str, st
         params["secret-key"] = _read_secret(args.secret_key_file)
     if args.ca_file:
         params["tls-ca-chain"] = json.dumps([_read_ca(args.ca_file)])
+    choose_passphrase(cluster, args, params)
     return params
 
 
@@ -125,6 +186,14 @@ def cmd_set(args: argparse.Namespace) -> int:
             f"S3 settings stored: bucket {checked.bucket} at {checked.endpoint}, "
             f"path {checked.path}"
         )
+        if checked.encrypted:
+            progress.say(
+                f"repository encrypted ({checked.redacted()['encryption']}); keep a copy of "
+                f"its passphrase ({passphrase_file(cluster)} unless you gave one): "
+                "without it no backup can be read"
+            )
+        else:
+            progress.say("repository NOT encrypted (--no-encryption, or created so)")
         runtime = Runtime(cluster)
         _report(runtime.fire_all("s3-credentials-changed"), progress, "s3-credentials-changed")
         _report(runtime.peers_changed(), progress, "peer-changed")
@@ -177,7 +246,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     if isinstance(checked, S3Settings):
         view = checked.redacted()
     else:
-        view = {k: ("<redacted>" if k == "secret-key" else v) for k, v in raw.items()}
+        hidden = ("secret-key", PASSPHRASE_KEY)
+        view = {k: ("<redacted>" if k in hidden else v) for k, v in raw.items()}
         view["problem"] = checked.message()
     if args.json:
         print(json.dumps(view, indent=2, sort_keys=True))
@@ -242,6 +312,17 @@ def register(sub: Subparsers) -> None:
         "--delete-older-than-days",
         metavar="DAYS",
         help="expire backups older than DAYS, 1 to 36500 (time-based retention)",
+    )
+    p.add_argument(
+        "--encryption-passphrase-file",
+        metavar="FILE",
+        help="the repository's encryption passphrase (- for stdin): to use a repository "
+        "another cluster created encrypted (default: this cluster's own, generated)",
+    )
+    p.add_argument(
+        "--no-encryption",
+        action="store_true",
+        help="an unencrypted repository (default: encrypted, aes-256-cbc)",
     )
     p.set_defaults(func=cmd_set)
 

@@ -15,16 +15,18 @@ from typing import Any
 
 from pgbackups.adapters.patroni import PatroniUnavailable
 from pgbackups.core import messages as msg
+from pgbackups.core.handlers._wal import recoverable_windows
 from pgbackups.core.handlers.health import health_status, human_size
-from pgbackups.core.host import StatusKind
+from pgbackups.core.host import BackupToolError, StatusKind
 from pgbackups.core.peer_keys import ARCHIVE_HELD, STANZA
 from pgbackups.core.policy import policy_or_default
 from pgbackups.core.restore_state import RestoreState
 from pgbackups.core.settings import DEFAULT_DELETE_OLDER_THAN_DAYS, S3Settings, parse_s3_settings
+from pgbackups.core.window import Window
 from pgbackups.local.machinery import etcd
 from pgbackups.local.machinery.netns import DCS
 from pgbackups.local.runtime.cluster import ETCD, S3, Cluster
-from pgbackups.local.runtime.host import peer_store, read_options, read_s3_parameters
+from pgbackups.local.runtime.host import LocalHost, peer_store, read_options, read_s3_parameters
 from pgbackups.local.runtime.unit import Unit
 from pgbackups.local.runtime.workload import local_workload
 from pgbackups.workload import moveaside
@@ -78,6 +80,9 @@ class ClusterView:
     units: list[UnitView] = field(default_factory=list)
     # What `pgbackups s3 set` configured (no secret), and the stanza archiving pushes to.
     backups: dict[str, str] = field(default_factory=dict)
+    # The recoverable window per timeline (core/window.py), read when asked (`status`).
+    windows: list[Window] = field(default_factory=list)
+    window_problem: str = ""  # why the window could not be read
 
 
 def needed_copy(cluster: Cluster) -> str:
@@ -101,7 +106,9 @@ def leftover_views(unit: Unit, needed: str, now: float | None = None) -> list[Le
     ]
 
 
-def collect(cluster: Cluster) -> ClusterView:
+def collect(cluster: Cluster, *, window: bool = False) -> ClusterView:
+    """The cluster's facts; ``window``: also read the recoverable window from the
+    repository (pgBackRest info, the archive listing, pg_waldump of its last segments)."""
     state = cluster.state()
     needed = needed_copy(cluster)
     units: list[UnitView] = []
@@ -140,6 +147,11 @@ def collect(cluster: Cluster) -> ClusterView:
             )
         )
 
+    backups = _backup_settings(cluster)
+    reach, problem = (
+        _windows(cluster, state.leader) if window and backups.get("stanza") else ([], "")
+    )
+
     def service(key: str, endpoint: str) -> ServiceView:
         proc = state.processes.get(key)
         running = proc is not None and proc.is_ours()
@@ -165,7 +177,25 @@ def collect(cluster: Cluster) -> ClusterView:
         ca_file=str(cluster.ca_file),
         units=units,
         backups=backups,
+        windows=reach,
+        window_problem=problem,
     )
+
+
+def _windows(cluster: Cluster, leader: str) -> tuple[list[Window], str]:
+    """The recoverable windows of this cluster's stanza, read through the leader's
+    pgBackRest (any unit's would do: they share the repository); a problem instead when
+    the repository cannot be read."""
+    names = [u.name for u in cluster.units()]
+    if not names:
+        return [], ""
+    unit = cluster.unit(leader if leader in names else names[0])
+    host = LocalHost(cluster, unit, peer_store(cluster))
+    try:
+        own = [s for s in host.backup_tool.info(host.stanza_name) if s.exists]
+        return (recoverable_windows(host, own[0]) if own else []), ""
+    except BackupToolError as exc:
+        return [], str(exc)
 
 
 def _backup_settings(cluster: Cluster) -> dict[str, str]:
@@ -213,6 +243,7 @@ def to_json(view: ClusterView) -> dict[str, Any]:
             "running": view.s3.running,
             "pid": view.s3.pid,
             "backups": view.backups,
+            "recoverable-window": [w.as_dict() for w in view.windows],
         },
         "units": [
             {k: v for k, v in asdict(u).items() if k != "pid"} | {"pid": u.pid} for u in view.units
@@ -240,6 +271,12 @@ def _backups_line(backups: dict[str, str]) -> str:
     )
 
 
+def _window_lines(view: ClusterView) -> list[str]:
+    if view.window_problem:
+        return [f"recoverable window unknown: {view.window_problem}"]
+    return [f"recoverable window  {w.describe()}" for w in view.windows]
+
+
 def print_unit_statuses(cluster: Cluster) -> None:
     print(render_table(collect(cluster)))
 
@@ -255,6 +292,7 @@ def render_table(view: ClusterView) -> str:
         f"etcd    {view.etcd.endpoint}  {up(view.etcd)}",
         f"s3      {view.s3.endpoint}  bucket: {view.bucket}  {up(view.s3)}  ca: {view.ca_file}",
         _backups_line(view.backups),
+        *_window_lines(view),
         "",
     ]
     rows = [["UNIT", "LEADER", "ROLE", "STATE", "STATUS", "MESSAGE", "ADDRESS", "DATA"]]
