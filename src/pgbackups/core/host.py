@@ -18,7 +18,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
-from pgbackups.core.archive import ArchivedSegment
+from pgbackups.core.archive import ArchivedSegment, ArchiveListing
 from pgbackups.core.repository import StanzaInfo, TimelineBranch, TimelineRecord
 from pgbackups.core.settings import S3Settings
 
@@ -187,6 +187,13 @@ class BackupTool(Protocol):
     def archive_segments(self, stanza: str) -> list[ArchivedSegment]:
         """Every WAL segment object of the stanza's archive with its stored size
         (:mod:`pgbackups.core.archive` follows them). Raises BackupToolError."""
+        ...
+
+    def archive(self, stanza: str) -> ArchiveListing:
+        """:meth:`timelines` and :meth:`archive_segments` from one listing of the
+        stanza's archive: each of them lists the whole archive anyway (S3 filters
+        nothing), tens of thousands of objects for a month of WAL. Raises
+        BackupToolError."""
         ...
 
     def server_ping(self, host: str) -> bool: ...

@@ -8,13 +8,12 @@ import logging
 from collections.abc import Mapping
 
 from pgbackups.core import messages as msg
-from pgbackups.core.archive import ChainProblem
-from pgbackups.core.handlers._steps import parse_settings, restore_timelines
-from pgbackups.core.handlers._wal import archive_gaps
+from pgbackups.core.archive import ArchivedSegment, gaps
+from pgbackups.core.handlers._steps import parse_settings
 from pgbackups.core.host import BackupToolError, Host
 from pgbackups.core.listing import FORMATS, build_rows, format_json, format_table
 from pgbackups.core.outcomes import ActionFailed, ActionResults, Outcome
-from pgbackups.core.repository import StanzaInfo
+from pgbackups.core.repository import StanzaInfo, TimelineRecord
 from pgbackups.core.settings import S3SettingsProblem
 
 log = logging.getLogger(__name__)
@@ -31,12 +30,12 @@ def on_list_backups(host: Host, params: Mapping[str, str]) -> Outcome:
         return ActionFailed(settings.message())
     try:
         stanzas = host.backup_tool.info()
-        timelines = restore_timelines(host, stanzas)
+        timelines, own_segments = _timelines_and_own_archive(host, stanzas)
     except BackupToolError as exc:
         log.error("list-backups: %s", exc)
         return ActionFailed(msg.with_reason(msg.FAILED_TO_LIST_BACKUPS, str(exc)))
     rows = build_rows(stanzas, timelines)
-    holes = _own_archive_gaps(host, stanzas)
+    holes = gaps(own_segments)
     if output == "json":
         text = format_json(rows)
     else:
@@ -53,14 +52,23 @@ def on_list_backups(host: Host, params: Mapping[str, str]) -> Outcome:
     return ActionResults(results)
 
 
-def _own_archive_gaps(host: Host, stanzas: list[StanzaInfo]) -> list[ChainProblem]:
-    """Holes and empty objects in this cluster's archive; [] when they cannot be listed
-    (logged: the backups themselves were listed, and that is this action's job)."""
-    own = next((s for s in stanzas if s.name == host.stanza_name and s.exists), None)
-    if own is None:
-        return []
-    try:
-        return archive_gaps(host, own.name)
-    except BackupToolError as exc:
-        log.warning("The archive of %s could not be checked for gaps: %s", own.name, exc)
-        return []
+def _timelines_and_own_archive(
+    host: Host, stanzas: list[StanzaInfo]
+) -> tuple[list[TimelineRecord], tuple[ArchivedSegment, ...]]:
+    """The timelines restores created, of every stanza that exists (as
+    ``restore_timelines`` reads them), and this cluster's WAL segments for the gap
+    check: its stanza's through one listing of its archive, which gives both (a month
+    of WAL is tens of thousands of objects, listed once instead of twice). Raises
+    BackupToolError."""
+    timelines: list[TimelineRecord] = []
+    segments: tuple[ArchivedSegment, ...] = ()
+    for stanza in stanzas:
+        if not stanza.exists:
+            continue
+        if stanza.name == host.stanza_name:
+            listing = host.backup_tool.archive(stanza.name)
+            timelines += listing.timelines
+            segments = listing.segments
+        else:
+            timelines += host.backup_tool.timelines(stanza.name)
+    return timelines, segments
