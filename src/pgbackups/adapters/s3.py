@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar, cast
 
 import botocore.exceptions
+import botocore.loaders
 import botocore.session
 from botocore.config import Config
 
@@ -92,6 +93,24 @@ def _error_code(exc: botocore.exceptions.ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code") or "")
 
 
+class _S3OnlyLoader(botocore.loaders.Loader):
+    """botocore's data loader, knowing that S3 is the one service asked for. Before it
+    loads a model it lists every service folder it ships (some 400) only to check the
+    name: about a third of creating the client, paid by every command that touches S3
+    (docs/performance.md). The S3 model itself is found and loaded as before."""
+
+    def list_available_services(self, type_name: str) -> list[str]:
+        return ["s3"]
+
+
+def _session() -> botocore.session.Session:
+    session = botocore.session.get_session()
+    data_path = session.get_config_variable("data_path")  # AWS_DATA_PATH, as botocore
+    extra = str(data_path).split(os.pathsep) if data_path else []
+    session.register_component("data_loader", _S3OnlyLoader(extra_search_paths=extra))
+    return session
+
+
 class S3Bucket:
     """The bucket of one :class:`S3Settings`. Keys are relative to the bucket root."""
 
@@ -117,7 +136,7 @@ class S3Bucket:
             response_checksum_validation="when_required",
             s3={"addressing_style": "path" if settings.uri_style == "path" else "virtual"},
         )
-        session = botocore.session.get_session()
+        session = _session()
         # The same client boto3 would build (boto3 wraps this call), typed as its S3 client.
         self.client = cast(
             "S3Client",
