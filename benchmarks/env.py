@@ -86,6 +86,10 @@ class Bench:
             )
         return proc.stdout
 
+    def python(self, code: str) -> None:
+        """The interpreter that runs ``pgbackups``, started bare (``-c code``)."""
+        subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
     def up(self) -> None:
         self.pgbackups("up", "--name", NAME, "--units", "1", timeout=600)
         self._cluster = Cluster.load(NAME, self.home)

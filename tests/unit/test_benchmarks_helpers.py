@@ -101,7 +101,7 @@ def test_quick_defaults() -> None:
     assert settings.quick
     assert settings.repeat == 1
     assert settings.sizes == [30_000_000, 60_000_000]
-    assert settings.list_backups == 500
+    assert settings.list_backups == 3000
 
 
 def test_full_defaults_and_overrides() -> None:
@@ -255,3 +255,27 @@ def test_summarize_ratios() -> None:
     assert ratios["pgbackups restore --wait, until writable"] == 3.0
     assert summary["scaling"][0]["backup pgbackups MB/s"] == 20.0
     assert "1.50x" in report.render_text(summary, 3)
+
+
+def test_targets_met_and_missed() -> None:
+    results = {
+        "fixed_cost": {"fixed:pgbackups": [2.6, 2.5, 2.7], "fixed:direct": [2.2, 2.3, 2.1]},
+        "cli": {"cli:help": [0.1, 0.12], "cli:status": [0.6, 0.7], "cli:python": [0.01]},
+        "list_backups": {
+            "backups": 3000,
+            "wal_segments": 46080,
+            "real_backups": 2,
+            "few": {"list:pgbackups": [0.2]},
+            "many": {"list:pgbackups": [2.0], "list:floor": [1.8]},
+        },
+    }
+    got = {t["target"].split(" (")[0]: (t["seconds"], t["met"]) for t in report.targets(results)}
+    assert got["fixed cost per create-backup"] == (0.4, False)  # 2.6 - 2.2
+    assert got["pgbackups --help"] == (0.11, True)
+    assert got["pgbackups status --json, running cluster"] == (0.65, False)
+    assert got["list-backups, a month of backups"] == (2.0, False)
+    summary = report.summarize(results)
+    text = report.render_text(summary, 3)
+    assert "MISSED" in text and "3000 backups, 46080 WAL" in text
+    rows = {r["measure"]: r for r in summary["ratios"] if r["section"] == "fixed cost"}
+    assert rows["pgbackups create-backup incremental (tiny db)"]["baseline_s"] == 2.2
