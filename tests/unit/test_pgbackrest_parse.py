@@ -334,6 +334,11 @@ def test_scrub_finds_every_secret_option_past_its_shortcut(option: str) -> None:
     assert scrub(f"{option}: v4lue") == f"{option}: <redacted>"
 
 
+def test_scrub_of_non_ascii_text_still_runs_the_pattern() -> None:
+    # IGNORECASE lets the long s match "s": no ASCII shortcut may skip it.
+    assert scrub("repo1-\u017f3-key=v4lue é") == "repo1-\u017f3-key=<redacted> é"
+
+
 def test_scrub_keeps_pgbackrests_own_redaction() -> None:
     text = "--repo1-s3-key=<redacted> --repo1-s3-key-secret=<redacted> --stanza=s"
     assert scrub(text) == text
