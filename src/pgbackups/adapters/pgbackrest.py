@@ -640,7 +640,7 @@ def scrub(text: str, secrets: Iterable[str] = ()) -> str:
     known secret is removed whole whatever it holds."""
     text = redact.scrub(text, secrets)
     # The shortcut only for ASCII text, where lower() is exactly what IGNORECASE matches
-    # (Unicode case rules let a few other letters match: the long s (U+017F) for "s", the Kelvin sign).
+    # (Unicode case rules let a few other letters match: the long s, U+017F, for "s").
     if text.isascii() and not any(piece in text.lower() for piece in _HIDDEN_OPTION_PIECES):
         return text
     return _SECRET_OPTION_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
