@@ -86,6 +86,10 @@ class Bench:
             )
         return proc.stdout
 
+    def python(self, code: str) -> None:
+        """The interpreter that runs ``pgbackups``, started bare (``-c code``)."""
+        subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
     def up(self) -> None:
         # No agent: its update-status passes would make the timed commands wait.
         self.pgbackups("up", "--name", NAME, "--units", "1", "--no-agent", timeout=600)

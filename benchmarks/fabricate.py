@@ -1,12 +1,20 @@
-"""Many backups, cheaply: copies of one real small backup under new labels.
+"""Many backups, cheaply: copies of real small backups under new labels.
 
-Creating 500 real backups takes longer than the whole quick run, so the list-backups
+Creating 3,000 real backups takes longer than the whole run, so the list-backups
 measurement uses a repository whose backup set is made from two real backups of a tiny
-database (a full and a differential): each copy is the real backup's objects (bundles
+database (a full and an incremental): each copy is the real backup's objects (bundles
 copied server-side) with a rewritten manifest, and ``backup.info`` lists every copy.
-Copies are backdated (one per hour before the real ones), fulls every ``group`` backups
-and differentials of that full in between, so every copy is a restorable backup that
-pgBackRest ``info`` accepts: the runner checks that ``info`` counts them all.
+:func:`plan_month` lays them out as the user of the reference operator had them: a full
+every night and an incremental every 15 minutes in between, each incremental's prior the
+backup before it and its files referencing that night's full (what the real incremental's
+files reference: its full), so every copy is a backup pgBackRest ``info`` accepts and
+can load the manifest of: the runner checks that ``info`` counts them all.
+
+The month's WAL (:func:`plan_wal`): one object per minute (``archive_timeout`` 60 s on
+an idle cluster), server-side copies of one real archived segment under the next
+segment names of the same timeline, so the archive lists as a month of contiguous WAL.
+They stand in for listing only (names and sizes: what list-backups reads); their
+content is the template's, so they are removed before anything could read them.
 
 pgBackRest's info files (``backup.info``, ``backup.manifest``) are INI files whose values
 are JSON, with a SHA-1 checksum over a JSON rendering of all sections but the checksum
@@ -105,39 +113,69 @@ def full_label(when: datetime) -> str:
     return f"{_stamp(when)}F"
 
 
-def diff_label(full: str, when: datetime) -> str:
-    return f"{full}_{_stamp(when)}D"
-
-
 @dataclass(frozen=True)
 class Copy:
     """One fabricated backup: its label, type, the real backup it copies, and its prior."""
 
     label: str
-    type: str  # full | diff
+    type: str  # full | diff | incr
     template: str  # the real backup's label
     prior: str | None
     start: datetime
+    # The full whose files this backup's unchanged files reference (the real template's
+    # references to its full are pointed here); None: ``prior`` (a differential's full).
+    base: str | None = None
+
+    @property
+    def references(self) -> str | None:
+        return self.base if self.base is not None else self.prior
 
 
-def plan_copies(
-    count: int, *, before: datetime, full_template: str, diff_template: str, group: int = 10
+def incr_label(full: str, when: datetime) -> str:
+    return f"{full}_{_stamp(when)}I"
+
+
+BACKUPS_PER_DAY = 96  # a full at midnight, then an incremental every 15 minutes
+WAL_PER_DAY = 1440  # one segment a minute: archive_timeout 60 s on an idle cluster
+
+
+def plan_month(
+    count: int,
+    *,
+    before: datetime,
+    full_template: str,
+    incr_template: str,
+    per_day: int = BACKUPS_PER_DAY,
 ) -> list[Copy]:
-    """``count`` backdated copies, one per hour ending an hour before ``before``: a full
-    every ``group`` backups, differentials of it in between. Sorted by label."""
-    if count < 0 or group < 1:
-        raise ValueError("count must be >= 0 and group >= 1")
+    """``count`` backdated copies ending a day before ``before``: per day a full at
+    midnight, then ``per_day - 1`` incrementals at equal steps (15 minutes for 96), each
+    with the backup before it as its prior and that day's full as what its files
+    reference. Sorted by label (labels sort by time within a full's chain)."""
+    if count < 0 or per_day < 1:
+        raise ValueError("count must be >= 0 and per_day >= 1")
+    step = timedelta(days=1) / per_day
+    days = -(-count // per_day)
+    first = (before - timedelta(days=days + 1)).replace(hour=0, minute=0, second=0, microsecond=0)
     copies: list[Copy] = []
     current_full = ""
+    previous = ""
     for index in range(count):
-        start = before - timedelta(hours=count - index)
-        if index % group == 0:
-            current_full = full_label(start)
+        start = first + step * index
+        if index % per_day == 0:
+            current_full = previous = full_label(start)
             copies.append(Copy(current_full, "full", full_template, None, start))
         else:
-            label = diff_label(current_full, start)
-            copies.append(Copy(label, "diff", diff_template, current_full, start))
+            label = incr_label(current_full, start)
+            copies.append(Copy(label, "incr", incr_template, previous, start, base=current_full))
+            previous = label
     return copies
+
+
+def plan_wal(after_segno: int, count: int) -> list[int]:
+    """The segment numbers of ``count`` fabricated segments right after ``after_segno``."""
+    if count < 0:
+        raise ValueError("count must be >= 0")
+    return list(range(after_segno + 1, after_segno + 1 + count))
 
 
 def _replace_label(value: str, old: str, new: str) -> str:
@@ -159,8 +197,8 @@ def rewrite_manifest(text: str, template: str, copy: Copy) -> str:
     delta = int(copy.start.timestamp()) - old_start
     old_prior = json.loads(backup["backup-prior"]) if "backup-prior" in backup else None
     replacements = {template: copy.label}
-    if old_prior and copy.prior:
-        replacements[old_prior] = copy.prior
+    if old_prior and copy.references:
+        replacements[old_prior] = copy.references
     for values in sections.values():
         for key, value in list(values.items()):
             new = value
@@ -171,6 +209,8 @@ def rewrite_manifest(text: str, template: str, copy: Copy) -> str:
         if key in backup:
             backup[key] = _shift(backup[key], delta)
     backup["backup-type"] = json.dumps(copy.type)
+    if copy.prior is not None:
+        backup["backup-prior"] = json.dumps(copy.prior)
     return render_info(sections)
 
 
@@ -184,7 +224,7 @@ def info_entry(template_entry: str, template: str, copy: Copy, template_prior: s
     if copy.prior is not None:
         data["backup-prior"] = copy.prior
         refs = data.get("backup-reference") or []
-        data["backup-reference"] = [copy.prior if r == template_prior else r for r in refs]
+        data["backup-reference"] = [copy.references if r == template_prior else r for r in refs]
     else:
         data.pop("backup-prior", None)
         data.pop("backup-reference", None)

@@ -12,7 +12,9 @@ import random
 import re
 import shutil
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ import psycopg
 
 from benchmarks import fabricate
 from benchmarks.env import Bench, BenchError, log, now, timed
+from pgbackups.core.archive import parse_segment_name, segment_name
 from pgbackups.core.ids import label_time, label_to_id
 
 BYTES_PER_RANDOM_ROW = 1170  # 1 KiB of gen_random_bytes plus tuple overhead, measured
@@ -176,6 +179,44 @@ def measure_backups(
                 samples.add(f"{kind}:{who}", seconds)
                 log(f"backup {kind} via {who}: {seconds:.2f}s")
     return samples, last_full_id
+
+
+def measure_fixed_cost(bench: Bench, repeat: int) -> Samples:
+    """The fixed cost per create-backup: incrementals of the tiny database (the least a
+    backup can copy, so pgBackRest's own time is its floor) through pgbackups and
+    directly, interleaved; ``repeat`` pairs. The cost is the difference of the medians."""
+    samples = Samples()
+    for rep in range(repeat):
+        order = ["pgbackups", "direct"] if rep % 2 == 0 else ["direct", "pgbackups"]
+        for who in order:
+            bench.wait_archived()
+            if who == "pgbackups":
+                seconds, _ = backup_pgbackups(bench, "incr")
+            else:
+                seconds = backup_direct(bench, "incr")
+            samples.add(f"fixed:{who}", seconds)
+            log(f"fixed cost, tiny incremental via {who}: {seconds:.2f}s")
+    return samples
+
+
+def measure_cli(bench: Bench, repeat: int) -> Samples:
+    """``pgbackups --help`` and ``pgbackups status --json`` on the running cluster, each
+    ``repeat`` times, interleaved with a bare interpreter start (the floor of any
+    Python command)."""
+    samples = Samples()
+    commands: dict[str, tuple[str, ...]] = {
+        "help": ("--help",),
+        "status": ("status", "--name", "bench", "--json"),
+    }
+    for _ in range(repeat):
+        started = now()
+        bench.python("pass")
+        samples.add("cli:python", now() - started)
+        for name, args in commands.items():
+            started = now()
+            bench.pgbackups(*args)
+            samples.add(f"cli:{name}", now() - started)
+    return samples
 
 
 # ---------------------------------------------------------------------------
@@ -439,19 +480,80 @@ def _copy_objects(bench: Bench, base: str, copies: list[fabricate.Copy]) -> None
         list(pool.map(one, copies))
 
 
-def _delete_prefixes(bench: Bench, prefixes: list[str]) -> None:
+def _delete_backups(bench: Bench, base: str, labels: set[str]) -> None:
+    """Every object of the backups ``labels`` under ``base`` (one listing of ``base``)."""
+    keys = [
+        k for k, _ in _list_keys(bench, f"{base}/") if k[len(base) + 1 :].split("/")[0] in labels
+    ]
+    _delete_keys(bench, keys)
+
+
+def _list_keys(bench: Bench, prefix: str) -> list[tuple[str, int]]:
+    client = bench.s3_client()
+    keys: list[tuple[str, int]] = []
+    for page in client.get_paginator("list_objects_v2").paginate(
+        Bucket=bench.s3().bucket, Prefix=prefix
+    ):
+        keys += [(o["Key"], int(o["Size"])) for o in page.get("Contents", [])]
+    return keys
+
+
+_WAL_KEY_RE = re.compile(r"^(?P<dir>.*/)(?P<segment>[0-9A-F]{24})(?P<rest>-[0-9a-f]{40}\.\w+)$")
+
+
+def _copy_wal(bench: Bench, base: str, segments: int) -> list[str]:
+    """A month of WAL after the archive's last segment (fabricate.plan_wal): copies of
+    the smallest real segment object under the next names; the keys written. (The
+    smallest: a month is some 45,000 objects, and rclone stores each copy in full.)"""
+    real = [
+        (k, size, m) for k, size in _list_keys(bench, f"{base}/") if (m := _WAL_KEY_RE.match(k))
+    ]
+    if not real:
+        raise BenchError(f"no archived WAL segment under {base}/")
+    source = min(real, key=lambda item: item[1])[0]
+    template, _, match = max(real, key=lambda item: item[2].group("segment"))
+    parsed = parse_segment_name(match.group("segment"))
+    if parsed is None:
+        raise BenchError(f"not a segment name: {template}")
+    timeline, last = parsed
+    archive_id = match.group("dir").rstrip("/").rsplit("/", 2)[0]  # archive/<stanza>/15-1
+    keys = []
+    for segno in fabricate.plan_wal(last, segments):
+        name = segment_name(timeline, segno)
+        keys.append(f"{archive_id}/{name[:16]}/{name}{match.group('rest')}")
     client = bench.s3_client()
     bucket = bench.s3().bucket
-    keys: list[str] = []
-    for prefix in prefixes:
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            keys += [o["Key"] for o in page.get("Contents", [])]
 
     def one(key: str) -> None:
-        client.delete_object(Bucket=bucket, Key=key)
+        client.copy_object(Bucket=bucket, Key=key, CopySource={"Bucket": bucket, "Key": source})
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(one, keys))
+    return keys
+
+
+def _delete_keys(bench: Bench, keys: list[str]) -> None:
+    """DeleteObjects, 1000 keys a request (one request per key took minutes for a month)."""
+    client = bench.s3_client()
+    bucket = bench.s3().bucket
+
+    def batch(first: int) -> None:
+        chunk = [{"Key": k} for k in keys[first : first + 1000]]
+        answer = client.delete_objects(Bucket=bucket, Delete={"Objects": chunk, "Quiet": True})
+        if answer.get("Errors"):
+            raise BenchError(f"S3 refused to delete: {answer['Errors'][:3]}")
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(batch, range(0, len(keys), 1000)))
+
+
+def list_backups_json(bench: Bench) -> dict[str, Any]:
+    """``pgbackups run bench/0 list-backups format=json --json``, parsed."""
+    out = bench.pgbackups("run", "--name", "bench", "0", "list-backups", "format=json", "--json")
+    doc: dict[str, Any] = json.loads(out)
+    if doc.get("status") != "completed":
+        raise BenchError(f"list-backups: {doc}")
+    return doc
 
 
 def time_listing(bench: Bench, repeat: int) -> Samples:
@@ -460,66 +562,117 @@ def time_listing(bench: Bench, repeat: int) -> Samples:
         order = ["pgbackups", "info"] if rep % 2 == 0 else ["info", "pgbackups"]
         for who in order:
             if who == "pgbackups":
-                seconds, out = timed(
-                    lambda: bench.pgbackups(
-                        "run", "--name", "bench", "0", "list-backups", "format=json", "--json"
-                    )
-                )
-                count = len(json.loads(out)["results"]["backups"])
-                samples.extra["listed"] = count
+                seconds, doc = timed(lambda: list_backups_json(bench))
+                samples.extra["listed"] = len(doc["results"]["backups"])
+                samples.extra["gaps"] = doc["results"].get("archive-gaps", "")
             else:
                 seconds, _ = timed(lambda: bench.pgbackrest("info", "--output=json"))
+                started = now()
+                bench.pgbackrest("info", "--output=json")
+                config = f"--config={bench.config_path}"
+                repo_ls = ["repo-ls", f"archive/{bench.stanza}"]
+                bench.run_db(["pgbackrest", config, "--recurse", "--output=json", *repo_ls])
+                samples.add("list:floor", now() - started)
             samples.add(f"list:{who}", seconds)
     return samples
 
 
-def measure_list_backups(bench: Bench, count: int, repeat: int) -> dict[str, Any]:
-    """Two real backups of the (still tiny) database, ``count`` in all with copies; the
-    copies are removed afterwards and ``backup.info`` put back as it was."""
+def take_month_templates(bench: Bench) -> list[dict[str, Any]]:
+    """A full and an incremental of a tiny database, the templates of a month
+    (pgBackRest info's entries of the stanza's backups afterwards)."""
     bench.pgbench("-i", "-q", "-s", "1")  # a tiny database: small backups
     backup_pgbackups(bench, "full")
-    bench.sql("create table bench_tiny(x int); insert into bench_tiny values (1)")
-    backup_pgbackups(bench, "diff")
-    real = bench.info()
-    full = next(b for b in real if b["type"] == "full")
-    diff = next(b for b in real if b["type"] == "diff")
-    few = time_listing(bench, repeat)
+    bench.sql("create table if not exists bench_tiny(x int); insert into bench_tiny values (1)")
+    backup_pgbackups(bench, "incr")
+    return bench.info()
+
+
+@dataclass(frozen=True)
+class Month:
+    """A fabricated month in the repository (see :func:`month_repository`)."""
+
+    copies: list[fabricate.Copy]
+    total: int  # backups pgBackRest info lists, real ones included
+    days: int
+    wal_segments: int
+    backups_seconds: float
+    wal_seconds: float
+
+
+@contextmanager
+def month_repository(bench: Bench, real: list[dict[str, Any]], count: int) -> Iterator[Month]:
+    """``count`` backups in all: the ``real`` ones and a month of nightly fulls and
+    15-minute incrementals made from the newest real full and incremental
+    (fabricate.plan_month), with a month of WAL after the real archive. pgBackRest is
+    stopped for the stanza meanwhile (archive-push waits): a real segment archived now
+    would take a fabricated one's name. Afterwards the copies and the WAL are removed,
+    ``backup.info`` put back as it was, and pgBackRest started again."""
+    full = [b for b in real if b["type"] == "full"][-1]
+    incr = next(b for b in reversed(real) if b["type"] == "incr" and b["prior"] == full["label"])
     client = bench.s3_client()
     bucket = bench.s3().bucket
     base = f"backup/{bench.stanza}"
     info_key = f"{base}/backup.info"
     original = client.get_object(Bucket=bucket, Key=info_key)["Body"].read()
-    copies = fabricate.plan_copies(
+    copies = fabricate.plan_month(
         count - len(real),
-        before=label_time(full["label"]),
+        before=label_time(real[0]["label"]),
         full_template=full["label"],
-        diff_template=diff["label"],
+        incr_template=incr["label"],
     )
-    started = now()
-    _copy_objects(bench, base, copies)
-    text, total = fabricate.add_to_backup_info(
-        original.decode(), copies, {full["label"]: None, diff["label"]: full["label"]}
-    )
-    for key in (info_key, f"{info_key}.copy"):
-        client.put_object(Bucket=bucket, Key=key, Body=text.encode())
-    fabricate_seconds = now() - started
+    days = -(-len(copies) // fabricate.BACKUPS_PER_DAY)
+    bench.wait_archived()
+    bench.pgbackrest("stop")
+    wal: list[str] = []
     try:
+        started = now()
+        _copy_objects(bench, base, copies)
+        text, total = fabricate.add_to_backup_info(
+            original.decode(), copies, {full["label"]: None, incr["label"]: full["label"]}
+        )
+        for key in (info_key, f"{info_key}.copy"):
+            client.put_object(Bucket=bucket, Key=key, Body=text.encode())
+        backups_seconds = now() - started
+        wal = _copy_wal(bench, f"archive/{bench.stanza}", days * fabricate.WAL_PER_DAY)
+        wal_seconds = now() - started - backups_seconds
         listed = len(bench.info())
         if listed != total:
             raise BenchError(f"pgBackRest info lists {listed} backups, expected {total}")
         # A copy must be a real backup: pgBackRest verifies one's manifest checksum here.
         bench.pgbackrest("info", f"--set={copies[-1].label}")
-        many = time_listing(bench, repeat)
+        yield Month(copies, total, days, len(wal), backups_seconds, wal_seconds)
     finally:
         for key in (info_key, f"{info_key}.copy"):
             client.put_object(Bucket=bucket, Key=key, Body=original)
-        _delete_prefixes(bench, [f"{base}/{c.label}/" for c in copies])
+        _delete_backups(bench, base, {c.label for c in copies})
+        _delete_keys(bench, wal)
+        bench.pgbackrest("start")
     if len(bench.info()) != len(real):
         raise BenchError("the copied backups were not all removed")
+
+
+def measure_list_backups(bench: Bench, count: int, repeat: int) -> dict[str, Any]:
+    """list-backups with the two real backups, then with ``count`` (a month)."""
+    real = take_month_templates(bench)
+    few = time_listing(bench, max(3, repeat))
+    with month_repository(bench, real, count) as month:
+        # Untimed first: the first listing after 60,000 new objects pays rclone's cold
+        # directory reads (measured 9.9 s against 2-3 s for the next ones), which a
+        # repository that grew over a month never sees at once.
+        list_backups_json(bench)
+        many = time_listing(bench, max(3, repeat))
+        if many.extra.get("listed") != month.total or many.extra.get("gaps"):
+            raise BenchError(
+                f"list-backups listed {many.extra.get('listed')} of {month.total} backups, "
+                f"archive gaps {many.extra.get('gaps')!r}"
+            )
     return {
-        "backups": total,
+        "backups": month.total,
         "real_backups": len(real),
-        "fabricate_seconds": round(fabricate_seconds, 1),
+        "days": month.days,
+        "wal_segments": month.wal_segments,
+        "fabricate_seconds": round(month.backups_seconds, 1),
+        "fabricate_wal_seconds": round(month.wal_seconds, 1),
         "listed_by_pgbackups": many.extra.get("listed"),
         "few": few.values,
         "many": many.values,

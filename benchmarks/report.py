@@ -109,6 +109,38 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
                 f"the same with {listing['real_backups']} backups",
             )
         )
+        rows.append(
+            _row(
+                "list-backups",
+                f"pgbackups list-backups, {n} backups",
+                _med(listing["many"], "list:pgbackups"),
+                _med(listing["many"], "list:floor"),
+                "pgbackrest info + repo-ls of the archive (its floor)",
+            )
+        )
+    fixed = results.get("fixed_cost")
+    if fixed:
+        rows.append(
+            _row(
+                "fixed cost",
+                "pgbackups create-backup incremental (tiny db)",
+                _med(fixed, "fixed:pgbackups"),
+                _med(fixed, "fixed:direct"),
+                "pgbackrest backup --type=incr",
+            )
+        )
+    cli = results.get("cli")
+    if cli:
+        for name, label in (("help", "pgbackups --help"), ("status", "pgbackups status --json")):
+            rows.append(
+                _row(
+                    "command start",
+                    label,
+                    _med(cli, f"cli:{name}"),
+                    _med(cli, "cli:python"),
+                    "python -c pass",
+                )
+            )
     matrix = results.get("settings_matrix")
     if matrix:
         v = matrix["values"]
@@ -179,7 +211,48 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
             "seconds": run["seconds"],
             "rate_limit_tps": run["rate_limit_tps"],
         }
-    return {"ratios": rows, "repo_sizes_mb": repo_sizes, "scaling": scaling, "loss_window": loss}
+    return {
+        "ratios": rows,
+        "targets": targets(results),
+        "repo_sizes_mb": repo_sizes,
+        "scaling": scaling,
+        "loss_window": loss,
+    }
+
+
+# Issue 16's targets that do not need a network profile: (what, limit in seconds).
+TARGETS = {
+    "fixed": ("fixed cost per create-backup (median difference)", 0.3),
+    "help": ("pgbackups --help", 0.2),
+    "status": ("pgbackups status --json, running cluster", 0.5),
+    "list": ("list-backups, a month of backups", 1.0),
+}
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target: the measured seconds, the limit, met or not (pure)."""
+    measured: dict[str, float | None] = {}
+    fixed = results.get("fixed_cost")
+    if fixed:
+        ours, direct = _med(fixed, "fixed:pgbackups"), _med(fixed, "fixed:direct")
+        measured["fixed"] = None if ours is None or direct is None else ours - direct
+    cli = results.get("cli") or {}
+    measured["help"] = _med(cli, "cli:help") if cli else None
+    measured["status"] = _med(cli, "cli:status") if cli else None
+    listing = results.get("list_backups")
+    measured["list"] = _med(listing["many"], "list:pgbackups") if listing else None
+    out = []
+    for key, (what, limit) in TARGETS.items():
+        value = measured.get(key)
+        if value is None:
+            continue
+        label = what
+        if key == "list" and listing:
+            label += f" ({listing['backups']} backups, {listing.get('wal_segments', 0)} WAL)"
+        out.append(
+            {"target": label, "seconds": round(value, 3), "limit_s": limit, "met": value < limit}
+        )
+    return out
 
 
 def _tp(size: float, seconds: float | None) -> float | None:
@@ -207,6 +280,22 @@ def render_text(summary: dict[str, Any], repeat: int) -> str:
             ],
         )
     )
+    if summary.get("targets"):
+        out.append("\nTargets (issue 16, absolute seconds on this machine):")
+        out.append(
+            render_table(
+                ["target", "measured", "limit", "result"],
+                [
+                    [
+                        t["target"],
+                        fmt_seconds(t["seconds"]),
+                        fmt_seconds(t["limit_s"]),
+                        "met" if t["met"] else "MISSED",
+                    ]
+                    for t in summary["targets"]
+                ],
+            )
+        )
     if summary["repo_sizes_mb"]:
         out.append("\nRepository size of one full backup (MB):")
         out.append(

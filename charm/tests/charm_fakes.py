@@ -11,7 +11,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from pgbackups.adapters.certificates import CertificateAuthority
-from pgbackups.core.archive import ArchivedSegment, needed_by, parse_segment_name
+from pgbackups.core.archive import (
+    ArchivedSegment,
+    ArchiveListing,
+    needed_by,
+    parse_segment_name,
+)
 from pgbackups.core.archive_health import ArchiverStats
 from pgbackups.core.host import (
     BackupToolError,
@@ -277,9 +282,16 @@ class FakeBackupTool:
         self.calls.append(f"history {record.timeline}")
         return ()
 
+    def archive(self, stanza: str) -> ArchiveListing:
+        self.calls.append(f"archive {stanza}")
+        return ArchiveListing((), tuple(self._segments(stanza)))
+
     def archive_segments(self, stanza: str) -> list[ArchivedSegment]:
         """A whole archive: every backup's own WAL, each object with bytes in it."""
         self.calls.append(f"archive_segments {stanza}")
+        return self._segments(stanza)
+
+    def _segments(self, stanza: str) -> list[ArchivedSegment]:
         names = {
             name
             for info in self.stanzas

@@ -156,6 +156,8 @@ def test_archive_segments_as_stored(setup: Setup, s3: S3Server) -> None:
     first = segments[0]
     chain = archive.follow(segments, first.segno, archive.Lineage.of(first.timeline))
     assert chain.complete and chain.end == stanza.archive_max
+    # list-backups' one listing sees the same segments (and no timeline: no restore yet).
+    assert setup.tool.archive(STANZA) == archive.ArchiveListing((), tuple(segments))
     # A lost write as the old local S3 server left it: the object is there, with no bytes.
     bucket = S3Bucket(s3.settings("it-pgbr"))
     after = archive.segment_name(1, segments[-1].segno + 1)
@@ -339,6 +341,11 @@ def test_timelines_from_history_objects(setup: Setup, s3: S3Server) -> None:
         "archive/it.hist/15-1/0000000A.history",
     ]
     assert all(r.stanza == "it.hist" and r.created.tzinfo is not None for r in records)
+    # One unfiltered listing gives the same timelines and the same (no) segments: the
+    # object of timeline 10 above has no 40-digit checksum, so it is no segment.
+    listing = setup.tool.archive("it.hist")
+    assert listing.timelines == tuple(records)
+    assert listing.segments == tuple(setup.tool.archive_segments("it.hist")) == ()
     assert abs(time.time() - records[0].created.timestamp()) < 600
     # repo-get reads a history file back as the timeline's branches.
     assert setup.tool.history(records[0]) == (TimelineBranch(1, "0/3000000"),)

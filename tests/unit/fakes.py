@@ -22,7 +22,12 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
-from pgbackups.core.archive import ArchivedSegment, needed_by, parse_segment_name
+from pgbackups.core.archive import (
+    ArchivedSegment,
+    ArchiveListing,
+    needed_by,
+    parse_segment_name,
+)
 from pgbackups.core.archive_health import ArchiverStats
 from pgbackups.core.host import (
     BackupToolError,
@@ -449,12 +454,25 @@ class FakeBackupTool:
             raise BackupToolError(f"ERROR: [055]: unable to open missing file '{record.key}'")
         return self.histories[record.timeline]
 
+    def archive(self, stanza: str) -> ArchiveListing:
+        """:meth:`timelines` and :meth:`archive_segments` as one listing (one call; it
+        fails as the timelines' listing does)."""
+        self.calls.append(f"backup_tool.archive({stanza})")
+        if self.timelines_error is not None:
+            raise BackupToolError(self.timelines_error)
+        return ArchiveListing(
+            tuple(self.timeline_records.get(stanza, [])), tuple(self._segments(stanza))
+        )
+
     def archive_segments(self, stanza: str) -> list[ArchivedSegment]:
         """The segments given for ``stanza``; by default a whole archive: every backup's
         own WAL (a test that wants holes or empty objects sets ``segments``)."""
         self.calls.append(f"backup_tool.archive_segments({stanza})")
         if self.segments_error is not None:
             raise BackupToolError(self.segments_error)
+        return self._segments(stanza)
+
+    def _segments(self, stanza: str) -> list[ArchivedSegment]:
         if stanza in self.segments:
             return list(self.segments[stanza])
         whole: dict[tuple[int, int], ArchivedSegment] = {}

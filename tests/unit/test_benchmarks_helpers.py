@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -101,7 +101,7 @@ def test_quick_defaults() -> None:
     assert settings.quick
     assert settings.repeat == 1
     assert settings.sizes == [30_000_000, 60_000_000]
-    assert settings.list_backups == 500
+    assert settings.list_backups == 3000
 
 
 def test_full_defaults_and_overrides() -> None:
@@ -132,29 +132,76 @@ def test_info_checksum_matches_pgbackrest() -> None:
     assert '"760445276445403e9631205dd5aad7d3b6f128e1"' in again
 
 
-def test_plan_copies_backdated_groups() -> None:
+def test_plan_month_nightly_full_then_incrementals() -> None:
     before = datetime(2026, 11, 28, 15, 41, 54, tzinfo=UTC)
-    copies = fabricate.plan_copies(
-        12, before=before, full_template="F", diff_template="D", group=10
-    )
-    assert [c.type for c in copies].count("full") == 2
-    assert all(c.start < before for c in copies)
+    copies = fabricate.plan_month(3000, before=before, full_template="F", incr_template="I")
+    assert len(copies) == 3000
+    fulls = [c for c in copies if c.type == "full"]
+    assert len(fulls) == 32  # ceil(3000 / 96) nights
+    assert all(c.start.hour == 0 and c.start.minute == 0 for c in fulls)
+    assert all(c.start < before - timedelta(days=1) for c in copies)
     assert [c.label for c in copies] == sorted(c.label for c in copies)
-    assert copies[1].prior == copies[0].label
-    assert copies[1].label.startswith(copies[0].label + "_")
-    assert label_time(copies[1].label) == copies[1].start
+    assert len({c.label for c in copies}) == 3000
+    first_incr, second_incr = copies[1], copies[2]
+    assert first_incr.type == "incr" and first_incr.label.endswith("I")
+    assert first_incr.start - copies[0].start == timedelta(minutes=15)
+    assert first_incr.prior == copies[0].label and first_incr.references == copies[0].label
+    assert second_incr.prior == first_incr.label and second_incr.references == copies[0].label
+    assert label_time(second_incr.label) == second_incr.start
+    # The next night starts a new chain.
+    assert copies[96].type == "full" and copies[97].references == copies[96].label
+
+
+def test_plan_wal_follows_the_last_segment() -> None:
+    assert fabricate.plan_wal(7, 3) == [8, 9, 10]
+    assert fabricate.plan_wal(7, 0) == []
 
 
 def test_add_to_backup_info_rewrites_entry() -> None:
     full = "20261128-154154F"
     before = label_time(full)
-    copies = fabricate.plan_copies(3, before=before, full_template=full, diff_template=full)
+    copies = fabricate.plan_month(2 * 96, before=before, full_template=full, incr_template=full)
     copies = [c for c in copies if c.type == "full"]
     text, count = fabricate.add_to_backup_info(BACKUP_INFO, copies, {full: None})
-    assert count == 2
+    assert count == 3
     assert fabricate.checksum_ok(text)
     entry = json.loads(fabricate.parse_info(text)["backup:current"][copies[0].label])
     assert entry["backup-timestamp-start"] == int(copies[0].start.timestamp())
+
+
+def test_rewrite_incremental_manifest_prior_and_references() -> None:
+    full, incr = "20261128-155127F", "20261128-155127F_20261128-155130I"
+    manifest = fabricate.render_info(
+        {
+            "backup": {
+                "backup-label": f'"{incr}"',
+                "backup-prior": f'"{full}"',
+                "backup-reference": f'"{full},{incr}"',
+                "backup-timestamp-start": "1795881090",
+                "backup-timestamp-stop": "1795881091",
+                "backup-type": '"incr"',
+            },
+            "target:file": {"pg_data/PG_VERSION": f'{{"reference":"{full}","size":3}}'},
+        }
+    )
+    night = "20261101-000000F"
+    previous = f"{night}_20261101-001500I"
+    copy = fabricate.Copy(
+        f"{night}_20261101-003000I",
+        "incr",
+        incr,
+        previous,
+        datetime(2026, 11, 1, 0, 30, tzinfo=UTC),
+        base=night,
+    )
+    text = fabricate.rewrite_manifest(manifest, incr, copy)
+    assert fabricate.checksum_ok(text)
+    backup = fabricate.parse_info(text)["backup"]
+    assert backup["backup-prior"] == f'"{previous}"'
+    assert backup["backup-reference"] == f'"{night},{copy.label}"'
+    assert (
+        f'"reference":"{night}"' in fabricate.parse_info(text)["target:file"]["pg_data/PG_VERSION"]
+    )
 
 
 def test_rewrite_manifest_references() -> None:
@@ -225,3 +272,27 @@ def test_restore_phases_reads_pgbackrests_restore_lines_after_the_start(tmp_path
     marks = restore_phases._pgbackrest_times(log_file, since)
     assert round(marks["end"] - marks["begin"], 3) == 3.25
     assert marks["begin"] == datetime(2026, 12, 2, 10, 6, 30, 191000).timestamp()
+
+
+def test_targets_met_and_missed() -> None:
+    results = {
+        "fixed_cost": {"fixed:pgbackups": [2.6, 2.5, 2.7], "fixed:direct": [2.2, 2.3, 2.1]},
+        "cli": {"cli:help": [0.1, 0.12], "cli:status": [0.6, 0.7], "cli:python": [0.01]},
+        "list_backups": {
+            "backups": 3000,
+            "wal_segments": 46080,
+            "real_backups": 2,
+            "few": {"list:pgbackups": [0.2]},
+            "many": {"list:pgbackups": [2.0], "list:floor": [1.8]},
+        },
+    }
+    got = {t["target"].split(" (")[0]: (t["seconds"], t["met"]) for t in report.targets(results)}
+    assert got["fixed cost per create-backup"] == (0.4, False)  # 2.6 - 2.2
+    assert got["pgbackups --help"] == (0.11, True)
+    assert got["pgbackups status --json, running cluster"] == (0.65, False)
+    assert got["list-backups, a month of backups"] == (2.0, False)
+    summary = report.summarize(results)
+    text = report.render_text(summary, 3)
+    assert "MISSED" in text and "3000 backups, 46080 WAL" in text
+    rows = {r["measure"]: r for r in summary["ratios"] if r["section"] == "fixed cost"}
+    assert rows["pgbackups create-backup incremental (tiny db)"]["baseline_s"] == 2.2

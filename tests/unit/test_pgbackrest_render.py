@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -20,6 +21,7 @@ from pgbackups.adapters.pgbackrest import (
     TlsServerConfig,
     default_process_max,
     detect_features,
+    parse_archive_listing,
     parse_version,
     render_config,
     server_argv,
@@ -452,6 +454,37 @@ def test_timelines_argv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
     assert record.timeline == 3 and record.key == "archive/local.demo/15-1/00000003.history"
     argv = fake.calls[0][0]
     assert argv[2:5] == ["--recurse", r"--filter=\.history$", "--output=json"]
+    assert argv[-2:] == ["repo-ls", "archive/local.demo"]
+
+
+def test_archive_is_one_listing_of_timelines_and_segments(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    seg = "0000000100000000000000FF-" + "a" * 40 + ".zst"
+    nxt = "000000010000000100000000-" + "b" * 40 + ".zst"
+    listing = json.dumps(
+        {
+            ".": {"type": "path"},
+            "15-1/00000002.history": {"type": "file", "size": 40, "time": 1795877000},
+            f"15-1/0000000100000000/{seg}": {"type": "file", "size": 9, "time": 1},
+            f"15-1/0000000100000001/{nxt}": {"type": "file", "size": 0, "time": 2},
+            "15-1/0000000100000000/000000010000000000000002.00000028.backup": {
+                "type": "file",
+                "size": 3,
+            },
+            "15-1/0000000100000000/000000010000000000000003.partial": {"type": "file"},
+            "backup.history": {"type": "file", "size": 1},
+        }
+    )
+    tool, fake = _tool(monkeypatch, tmp_path, _ok(listing))
+    result = tool.archive("local.demo")
+    assert [t.timeline for t in result.timelines] == [2]
+    assert [(s.timeline, s.segno, s.size) for s in result.segments] == [(1, 0xFF, 9), (1, 0x100, 0)]
+    assert result.segments[1].key == f"archive/local.demo/15-1/0000000100000001/{nxt}"
+    # The same segments as the filtered listing archive_segments() reads.
+    assert list(result.segments) == parse_archive_listing(listing, "archive/local.demo")
+    argv = fake.calls[0][0]
+    assert len(fake.calls) == 1 and not any(a.startswith("--filter") for a in argv)
     assert argv[-2:] == ["repo-ls", "archive/local.demo"]
 
 

@@ -48,7 +48,7 @@ from pgbackups.adapters import processes
 from pgbackups.adapters.files import write_atomically
 from pgbackups.adapters.processes import OsUser
 from pgbackups.core import redact
-from pgbackups.core.archive import ArchivedSegment, parse_segment_name
+from pgbackups.core.archive import SEGMENTS_PER_XLOGID, ArchivedSegment, ArchiveListing
 from pgbackups.core.host import BackupToolError, CommandResult
 from pgbackups.core.ids import label_to_id
 from pgbackups.core.policy import Retention
@@ -82,6 +82,18 @@ _HIDDEN_OPTIONS = (
     r"|key-secret|secret-key|access-key"
 )
 _SECRET_NAME_RE = re.compile(_HIDDEN_OPTIONS, re.IGNORECASE)
+# A piece every match of _HIDDEN_OPTIONS holds (lower case): text holding none of them
+# cannot match, and a substring test skips the regex over a large listing.
+_HIDDEN_OPTION_PIECES = (
+    "s3-key",
+    "s3-token",
+    "cipher-pass",
+    "azure-key",
+    "gcs-key",
+    "key-secret",
+    "secret-key",
+    "access-key",
+)
 # In output a value ends at a space (we cannot know more): known secrets are removed
 # whole before this pattern runs (see scrub).
 _SECRET_OPTION_RE = re.compile(
@@ -592,9 +604,15 @@ def parse_history_listing(stanza: str, json_text: str, base: str) -> list[Timeli
     ``base`` is the path given to ``repo-ls`` (``archive/<stanza>``); keys in the result
     are repository paths. ``backup.history`` files and anything else are skipped.
     """
+    return _history_records(stanza, _listed_files(json_text), base)
+
+
+def _history_records(
+    stanza: str, files: list[tuple[str, dict[str, Any]]], base: str
+) -> list[TimelineRecord]:
     records = []
-    for name, entry in _listed_files(json_text):
-        if name.endswith("backup.history"):
+    for name, entry in files:
+        if not name.endswith(".history") or name.endswith("backup.history"):
             continue
         match = _HISTORY_RE.search(name)
         if match is None:
@@ -610,23 +628,33 @@ def parse_history_listing(stanza: str, json_text: str, base: str) -> list[Timeli
     return sorted(records, key=lambda r: (r.timeline, r.key))
 
 
-# A WAL segment object: ``<timeline+segment, 24 hex>-<sha1>[.ext]`` (``.partial`` and
-# ``.backup`` files and ``.history`` files do not match).
-_SEGMENT_OBJECT_RE = re.compile(r"(?:^|/)([0-9A-F]{24})-[0-9a-f]{40}(?:\.[a-z0-9]+)?$")
+# A WAL segment object's file name: ``<timeline, log, seg: 3 x 8 hex>-<sha1>[.ext]``
+# (``.partial`` and ``.backup`` files and ``.history`` files do not match).
+_SEGMENT_OBJECT_RE = re.compile(
+    r"([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})-[0-9a-f]{40}(?:\.[a-z0-9]+)?"
+)
 
 
 def parse_archive_listing(json_text: str, base: str) -> list[ArchivedSegment]:
     """``repo-ls <base> --recurse --output=json`` → the WAL segment objects with their
     stored sizes (an empty object is what a lost write looks like)."""
+    return _segments(_listed_files(json_text), base)
+
+
+def _segments(files: list[tuple[str, dict[str, Any]]], base: str) -> list[ArchivedSegment]:
+    # A month of WAL is some 45,000 objects: one match per name, the numbers read from
+    # its groups (as core.archive.parse_segment_name reads them).
+    prefix = f"{base.rstrip('/')}/"
     segments = []
-    for name, entry in _listed_files(json_text):
-        match = _SEGMENT_OBJECT_RE.search(name)
-        parsed = parse_segment_name(match.group(1)) if match else None
-        if parsed is None:
+    for name, entry in files:
+        match = _SEGMENT_OBJECT_RE.fullmatch(name, name.rfind("/") + 1)
+        if match is None:
             continue
-        timeline, segno = parsed
-        key = f"{base.rstrip('/')}/{name}"
-        segments.append(ArchivedSegment(timeline, segno, _int(entry.get("size")), key))
+        timeline, log_id, seg = (int(part, 16) for part in match.groups())
+        if seg >= SEGMENTS_PER_XLOGID or timeline == 0:
+            continue
+        segno = log_id * SEGMENTS_PER_XLOGID + seg
+        segments.append(ArchivedSegment(timeline, segno, _int(entry.get("size")), prefix + name))
     return sorted(segments, key=lambda s: (s.timeline, s.segno))
 
 
@@ -714,6 +742,10 @@ def scrub(text: str, secrets: Iterable[str] = ()) -> str:
     The known values go first: the option pattern only sees a value up to a space, a
     known secret is removed whole whatever it holds."""
     text = redact.scrub(text, secrets)
+    # The shortcut only for ASCII text, where lower() is exactly what IGNORECASE matches
+    # (Unicode case rules let a few other letters match: the long s, U+017F, for "s").
+    if text.isascii() and not any(piece in text.lower() for piece in _HIDDEN_OPTION_PIECES):
+        return text
     return _SECRET_OPTION_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
 
 
@@ -1082,6 +1114,23 @@ class PgBackRest:
             return parse_archive_listing(result.stdout, base)
         except ValueError as exc:
             raise BackupToolError(str(exc)) from exc
+
+    def archive(self, stanza: str) -> ArchiveListing:
+        """Timelines and WAL segments from one ``repo-ls`` of ``archive/<stanza>/``
+        (``--filter`` applies after pgBackRest has listed everything: two filtered
+        listings cost two whole listings)."""
+        base = f"archive/{stanza}"
+        argv = self.argv("repo-ls", "--recurse", "--output=json", *self._io(), params=[base])
+        result = self.run(argv, self.timeouts.info)
+        if not result.ok:
+            raise BackupToolError(self.error_line(result))
+        try:
+            files = _listed_files(result.stdout)
+        except ValueError as exc:
+            raise BackupToolError(str(exc)) from exc
+        return ArchiveListing(
+            tuple(_history_records(stanza, files, base)), tuple(_segments(files, base))
+        )
 
     def history(self, record: TimelineRecord) -> tuple[TimelineBranch, ...]:
         """The branches in ``record``'s ``.history`` file (``repo-get``, as the stanza's

@@ -2,28 +2,31 @@
 
 The system identifier comes from ``pg_controldata <data dir>`` (run as the database
 user: it works while the server is stopped) or from SQL; the rest from SQL over the
-unix socket with psycopg 3, always with a connect timeout.
+unix socket with psycopg 3, always with a connect timeout. psycopg is imported by the
+functions that use it, not here: it costs about 50 ms, which commands that never open a
+connection (``--help``, ``status``, a backup) would pay (docs/performance.md).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from typing import Any, LiteralString
-
-import psycopg
+from typing import TYPE_CHECKING, Any, LiteralString
 
 from pgbackups.adapters import processes
 from pgbackups.adapters.processes import OsUser
 from pgbackups.core.archive_health import ArchiverStats, dropped_segments
+
+if TYPE_CHECKING:
+    import psycopg
+
+    Connection = psycopg.Connection[tuple[Any, ...]]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BIN_DIR = "/usr/lib/postgresql/15/bin"
 CONNECT_TIMEOUT = 5  # seconds
 _SYSTEM_ID_RE = re.compile(r"^Database system identifier:\s*(\d+)\s*$", re.MULTILINE)
-
-Connection = psycopg.Connection[tuple[Any, ...]]
 
 
 def connect(
@@ -35,6 +38,8 @@ def connect(
     connect_timeout: int = CONNECT_TIMEOUT,
 ) -> Connection:
     """An autocommit connection over the unix socket in ``socket_dir``."""
+    import psycopg  # on first use: see the module docstring
+
     return psycopg.connect(
         host=socket_dir,
         port=port,
@@ -53,6 +58,8 @@ def parse_controldata_system_id(text: str) -> int | None:
 
 def _scalar(conn: Connection, query: LiteralString) -> Any:
     # Queries here are literals of this module, never built from input.
+    import psycopg  # on first use: see the module docstring
+
     row = conn.execute(query).fetchone()
     if row is None:
         raise psycopg.DataError(f"no row from {query!r}")
@@ -71,6 +78,8 @@ def system_identifier(
     With a path, ``pg_controldata`` runs as ``user`` (default: the database user).
     None when it cannot be read (logged).
     """
+    import psycopg  # on first use: see the module docstring
+
     if not isinstance(source, str):
         try:
             return int(_scalar(source, "SELECT system_identifier FROM pg_control_system()"))
@@ -164,6 +173,8 @@ def accepts_connections(
     connect_timeout: int = CONNECT_TIMEOUT,
 ) -> bool:
     """Whether a client can connect and run a query right now."""
+    import psycopg  # on first use: see the module docstring
+
     try:
         with connect(socket_dir, port, user, dbname, connect_timeout=connect_timeout) as conn:
             _scalar(conn, "SELECT 1")
@@ -177,6 +188,8 @@ def read_timeline(
     socket_dir: str, port: int, user: str = "postgres", *, connect_timeout: int = CONNECT_TIMEOUT
 ) -> int | None:
     """:func:`current_timeline` over the unix socket; None when PostgreSQL does not answer."""
+    import psycopg  # on first use: see the module docstring
+
     try:
         with connect(socket_dir, port, user, connect_timeout=connect_timeout) as conn:
             return current_timeline(conn)
@@ -205,6 +218,8 @@ def read_timeline_history(
     socket_dir: str, port: int, timeline: int, user: str = "postgres"
 ) -> str | None:
     """:func:`timeline_history` over the unix socket; None when PostgreSQL does not answer."""
+    import psycopg  # on first use: see the module docstring
+
     try:
         with connect(socket_dir, port, user) as conn:
             return timeline_history(conn, timeline)
@@ -220,6 +235,8 @@ def admits_tcp_client(
 ) -> bool | None:
     """What a TCP client with a password sees now: True let in, False rejected by a
     ``reject`` rule of pg_hba, None anything else (down, no rule, wrong password)."""
+    import psycopg  # on first use: see the module docstring
+
     try:
         with psycopg.connect(
             host=host,

@@ -1,8 +1,11 @@
-"""The S3 bucket of the current settings, through boto3 (implements ``host.ObjectStore``).
+"""The S3 bucket of the current settings, through botocore (implements ``host.ObjectStore``).
 
-- The settings' CA chain is what boto3 verifies the endpoint against (``verify=<file>``).
+- botocore's client directly, not boto3's: boto3 adds nothing used here (resources,
+  s3transfer's managed uploads) and its import costs about 60 ms more, paid by every
+  command that touches S3 (docs/performance.md).
+- The settings' CA chain is what botocore verifies the endpoint against (``verify=<file>``).
 - Checksums only "when required": S3-compatible servers such as rclone reject the
-  aws-chunked checksum trailer that boto3 >= 1.36 sends by default.
+  aws-chunked checksum trailer that botocore >= 1.36 sends by default.
 - Every failure becomes :class:`~pgbackups.core.host.ObjectStoreError` with a short reason
   (the S3 error code and message, or the kind of network/TLS failure), never a key.
 """
@@ -16,10 +19,11 @@ import re
 import tempfile
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
-import boto3
 import botocore.exceptions
+import botocore.loaders
+import botocore.session
 from botocore.config import Config
 
 from pgbackups.core import redact
@@ -62,7 +66,7 @@ def _ssl_reason(exc: BaseException) -> str:
 
 
 def describe_error(exc: BaseException, settings: S3Settings) -> str:
-    """A short reason for a boto3/botocore failure, without the keys."""
+    """A short reason for a botocore failure, without the keys."""
     if isinstance(exc, botocore.exceptions.ClientError):
         error = exc.response.get("Error", {})
         code = str(error.get("Code") or "")
@@ -87,6 +91,24 @@ def describe_error(exc: BaseException, settings: S3Settings) -> str:
 
 def _error_code(exc: botocore.exceptions.ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code") or "")
+
+
+class _S3OnlyLoader(botocore.loaders.Loader):
+    """botocore's data loader, knowing that S3 is the one service asked for. Before it
+    loads a model it lists every service folder it ships (some 400) only to check the
+    name: about a third of creating the client, paid by every command that touches S3
+    (docs/performance.md). The S3 model itself is found and loaded as before."""
+
+    def list_available_services(self, type_name: str) -> list[str]:
+        return ["s3"]
+
+
+def _session() -> botocore.session.Session:
+    session = botocore.session.get_session()
+    data_path = session.get_config_variable("data_path")  # AWS_DATA_PATH, as botocore
+    extra = str(data_path).split(os.pathsep) if data_path else []
+    session.register_component("data_loader", _S3OnlyLoader(extra_search_paths=extra))
+    return session
 
 
 class S3Bucket:
@@ -114,14 +136,18 @@ class S3Bucket:
             response_checksum_validation="when_required",
             s3={"addressing_style": "path" if settings.uri_style == "path" else "virtual"},
         )
-        session = boto3.session.Session()
-        self.client: S3Client = session.client(
-            "s3",
-            endpoint_url=settings.endpoint,
-            aws_access_key_id=settings.access_key,
-            aws_secret_access_key=settings.secret_key,
-            verify=verify,
-            config=config,
+        session = _session()
+        # The same client boto3 would build (boto3 wraps this call), typed as its S3 client.
+        self.client = cast(
+            "S3Client",
+            session.create_client(
+                "s3",
+                endpoint_url=settings.endpoint,
+                aws_access_key_id=settings.access_key,
+                aws_secret_access_key=settings.secret_key,
+                verify=verify,
+                config=config,
+            ),
         )
 
     def _write_chain(self) -> str:

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from pgbackups.core.repository import TimelineBranch, lsn_value
+from pgbackups.core.repository import TimelineBranch, TimelineRecord, lsn_value
 
 SEGMENT_SIZE = 16 * 1024 * 1024
 SEGMENTS_PER_XLOGID = 0x1_0000_0000 // SEGMENT_SIZE  # 256
@@ -38,6 +38,15 @@ class ArchivedSegment:
     @property
     def name(self) -> str:
         return segment_name(self.timeline, self.segno)
+
+
+@dataclass(frozen=True)
+class ArchiveListing:
+    """One listing of a stanza's ``archive/<stanza>/``: its restores' timelines (from the
+    ``.history`` files) and its WAL segment objects, sorted."""
+
+    timelines: tuple[TimelineRecord, ...]
+    segments: tuple[ArchivedSegment, ...]
 
 
 @dataclass(frozen=True)

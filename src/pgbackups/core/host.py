@@ -18,7 +18,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
-from pgbackups.core.archive import ArchivedSegment
+from pgbackups.core.archive import ArchivedSegment, ArchiveListing
 from pgbackups.core.archive_health import ArchiverStats
 from pgbackups.core.policy import Retention
 from pgbackups.core.repository import StanzaInfo, TimelineBranch, TimelineRecord, VerifyReport
@@ -230,6 +230,13 @@ class BackupTool(Protocol):
 
     def verify(self) -> VerifyReport:
         """pgBackRest ``verify`` of this cluster's stanza. Raises BackupToolError."""
+        ...
+
+    def archive(self, stanza: str) -> ArchiveListing:
+        """:meth:`timelines` and :meth:`archive_segments` from one listing of the
+        stanza's archive: each of them lists the whole archive anyway (S3 filters
+        nothing), tens of thousands of objects for a month of WAL. Raises
+        BackupToolError."""
         ...
 
     def server_ping(self, host: str) -> bool: ...

@@ -53,6 +53,10 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
     spellings: set[str] = set()
     for secret in secrets:
         spellings |= forms(secret)
+    # Only the forms the text holds: a form absent from it matches nowhere, and a
+    # substring test is far cheaper than the alternation below over megabytes of
+    # output (a listing of a month of WAL). Same result, in milliseconds.
+    spellings = {s for s in spellings if s in text}
     if not spellings:
         return text
     ordered = sorted(spellings, key=lambda s: (-len(s), s))

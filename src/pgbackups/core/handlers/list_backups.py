@@ -8,8 +8,8 @@ import logging
 from collections.abc import Mapping
 
 from pgbackups.core import messages as msg
-from pgbackups.core.archive import ChainProblem, gaps
-from pgbackups.core.handlers._steps import parse_settings, restore_timelines
+from pgbackups.core.archive import ArchivedSegment, ChainProblem, gaps
+from pgbackups.core.handlers._steps import parse_settings
 from pgbackups.core.handlers._wal import recoverable_windows
 from pgbackups.core.host import BackupToolError, Host, ObjectStoreError
 from pgbackups.core.listing import FORMATS, build_rows, format_json, format_table
@@ -33,13 +33,13 @@ def on_list_backups(host: Host, params: Mapping[str, str]) -> Outcome:
         return ActionFailed(settings.message())
     try:
         stanzas = host.backup_tool.info()
-        timelines = restore_timelines(host, stanzas)
+        timelines, own_segments = _timelines_and_own_archive(host, stanzas)
     except BackupToolError as exc:
         log.error("list-backups: %s", exc)
         return ActionFailed(msg.with_reason(msg.FAILED_TO_LIST_BACKUPS, str(exc)))
     checked = _verified(host, settings)
     rows = build_rows(stanzas, timelines, checked)
-    holes, reach = _own_archive(host, stanzas, timelines)
+    holes, reach = _own_archive(host, stanzas, timelines, own_segments)
     if output == "json":
         text = format_json(rows)
     else:
@@ -63,18 +63,15 @@ def on_list_backups(host: Host, params: Mapping[str, str]) -> Outcome:
 
 
 def _own_archive(
-    host: Host, stanzas: list[StanzaInfo], timelines: list[TimelineRecord]
+    host: Host,
+    stanzas: list[StanzaInfo],
+    timelines: list[TimelineRecord],
+    segments: tuple[ArchivedSegment, ...],
 ) -> tuple[list[ChainProblem], list[Window]]:
-    """Holes and empty objects in this cluster's archive, and its recoverable windows;
-    none when the archive cannot be listed (logged: the backups themselves were listed,
-    and that is this action's job)."""
+    """Holes and empty objects in this cluster's archive (listed once, with the
+    timelines), and its recoverable windows; none without a stanza of its own."""
     own = next((s for s in stanzas if s.name == host.stanza_name and s.exists), None)
     if own is None:
-        return [], []
-    try:
-        segments = host.backup_tool.archive_segments(own.name)
-    except BackupToolError as exc:
-        log.warning("The archive of %s could not be checked for gaps: %s", own.name, exc)
         return [], []
     # Given the listings, nothing in the window raises: an unreadable history or commit
     # time is logged and shown as such.
@@ -90,3 +87,25 @@ def _verified(host: Host, settings: S3Settings) -> dict[str, dict[str, Verified]
     except ObjectStoreError as exc:
         log.warning("The verification record could not be read: %s", exc)
         return {}
+
+
+def _timelines_and_own_archive(
+    host: Host, stanzas: list[StanzaInfo]
+) -> tuple[list[TimelineRecord], tuple[ArchivedSegment, ...]]:
+    """The timelines restores created, of every stanza that exists (as
+    ``restore_timelines`` reads them), and this cluster's WAL segments for the gap
+    check: its stanza's through one listing of its archive, which gives both (a month
+    of WAL is tens of thousands of objects, listed once instead of twice). Raises
+    BackupToolError."""
+    timelines: list[TimelineRecord] = []
+    segments: tuple[ArchivedSegment, ...] = ()
+    for stanza in stanzas:
+        if not stanza.exists:
+            continue
+        if stanza.name == host.stanza_name:
+            listing = host.backup_tool.archive(stanza.name)
+            timelines += listing.timelines
+            segments = listing.segments
+        else:
+            timelines += host.backup_tool.timelines(stanza.name)
+    return timelines, segments

@@ -17,11 +17,10 @@ import socket
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pgbackups import __version__
 from pgbackups.adapters.pgbackrest import PgBackRest, Timeouts
-from pgbackups.adapters.s3 import S3Bucket
 from pgbackups.core.host import Peer, StatusKind, TlsMaterial, UnitStatus
 from pgbackups.core.outcomes import Outcome
 from pgbackups.core.peer_keys import CLUSTER_INITIALISED
@@ -39,7 +38,15 @@ from pgbackups.local.runtime.unit import (
 from pgbackups.local.runtime.workload import local_workload
 from pgbackups.workload.workload import UnitWorkload
 
+if TYPE_CHECKING:
+    from pgbackups.adapters.s3 import S3Bucket
+
 log = logging.getLogger(__name__)
+
+# One S3 client per settings for the whole process: creating one costs about 60 ms
+# (botocore loads the S3 service model), and `restore --wait` or a command that runs
+# several hooks asks for the bucket once per event (docs/performance.md).
+_BUCKETS: dict[S3Settings, S3Bucket] = {}
 
 
 def peer_store(cluster: Cluster) -> PeerDataStore:
@@ -169,7 +176,13 @@ class LocalHost:
         )
 
     def object_store(self, settings: S3Settings) -> S3Bucket:
-        return S3Bucket(settings)
+        bucket = _BUCKETS.get(settings)
+        if bucket is None:
+            # Imported here: botocore is about 100 ms that commands without S3 never pay.
+            from pgbackups.adapters.s3 import S3Bucket
+
+            bucket = _BUCKETS[settings] = S3Bucket(settings)
+        return bucket
 
     def now(self) -> datetime:
         return datetime.now(UTC)

@@ -9,8 +9,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-import psycopg
-
 from pgbackups.adapters import postgres, processes
 from pgbackups.adapters.files import config_owner, read_text
 from pgbackups.adapters.patroni import PatroniClient, RestAuth
@@ -316,6 +314,8 @@ class Unit:
             return cur.fetchall() if cur.description else []
 
     def accepts_writes(self) -> bool:
+        import psycopg  # on first use (postgres.py says why)
+
         try:
             rows = self.query("select pg_is_in_recovery(), txid_current()")
         except psycopg.Error:
@@ -324,6 +324,8 @@ class Unit:
 
     def is_streaming(self) -> bool:
         """A replica whose WAL receiver streams from the primary."""
+        import psycopg  # on first use (postgres.py says why)
+
         try:
             rows = self.query("select status from pg_stat_wal_receiver")
         except psycopg.Error:
