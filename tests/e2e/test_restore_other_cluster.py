@@ -20,7 +20,10 @@ from pgbackups.core import messages as msg
 from pgbackups.local.runtime.cluster import Cluster
 from pgbackups.local.runtime.host import Runtime, read_s3_parameters, write_s3_parameters
 
-pytestmark = pytest.mark.real
+# Loopback: the two clusters must reach one S3 server, as two real clusters reach one
+# bucket. With units as machines each local cluster has a private network and an S3 server
+# of its own, which the other cluster cannot reach.
+pytestmark = [pytest.mark.real, pytest.mark.loopback]
 
 Cli = Callable[..., "subprocess.CompletedProcess[str]"]
 
