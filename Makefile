@@ -9,7 +9,8 @@ PY          := $(VENV)/bin/python
 # execute what the servers run, and a pyenv Python under /root is not traversable.
 BASE_PYTHON := /usr/bin/python3
 APT_PACKAGES := postgresql-15 postgresql-client-15 pgbackrest etcd-server etcd-client \
-                patroni python3-venv python3-psycopg2 openssl curl ca-certificates procps
+                patroni python3-pysyncobj python3-venv python3-psycopg2 openssl curl ca-certificates \
+                procps
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: help setup apt venv test lint unit demo bench bench-setup clean

@@ -76,6 +76,8 @@ class InstallFailed(RuntimeError):
 
 
 class Installer(Protocol):
+    def unsupported(self) -> str | None: ...
+
     def install(self) -> bool: ...
 
     def installed_version(self) -> str | None: ...
@@ -350,8 +352,15 @@ class PgBackupsCharm(ops.CharmBase):
     def _on_install(self, event: ops.InstallEvent) -> None:
         # Only the installer: the other adapters look up the database user, whom the
         # packages create.
-        self.unit.status = ops.MaintenanceStatus(INSTALLING)
         installer = type(self).installer_factory(self)
+        unsupported = installer.unsupported()
+        if unsupported is not None:
+            # The one Blocked status of install: no retry installs a PostgreSQL this
+            # system's archive does not have. Nothing was changed on the machine.
+            log.error("not installing: %s", unsupported)
+            self.unit.status = ops.BlockedStatus(unsupported)
+            return
+        self.unit.status = ops.MaintenanceStatus(INSTALLING)
         if not installer.install():
             # Never a Blocked status for good: the hook fails, and Juju runs it again
             # (a dpkg lock held past apt's wait, a mirror that was down).
@@ -369,6 +378,8 @@ class PgBackupsCharm(ops.CharmBase):
         if self.model.get_relation(PEER_RELATION) is None:
             event.defer()
             return False
+        if type(self).installer_factory(self).unsupported() is not None:
+            return False  # install said why (Blocked); nothing to start here
         self._ensure_app_secret()
         if self.passwords() is None:
             self.unit.status = ops.WaitingStatus(WAITING_FOR_PASSWORDS)

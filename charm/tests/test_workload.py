@@ -63,7 +63,7 @@ def test_systemd_units_run_as_postgres() -> None:
 
 
 def test_paths_follow_the_postgresql_version() -> None:
-    assert MachinePaths().bin_dir == "/usr/lib/postgresql/16/bin"
+    assert MachinePaths(pg_version="16").bin_dir == "/usr/lib/postgresql/16/bin"
     assert MachinePaths(pg_version="15").data_dir == "/var/lib/postgresql/15/pgbackups"
 
 
@@ -82,7 +82,8 @@ def test_patroni_config_from_the_core_renderer_with_raft() -> None:
     rendered = with_dcs(patroni.render_config(patroni_member(f), config), w.dcs.patroni_section(f))
     assert "etcd3" not in rendered and "etcd" not in rendered
     assert rendered["raft"]["bind_addr"] == "10.0.0.1:2222"
-    assert rendered["postgresql"]["bin_dir"] == "/usr/lib/postgresql/16/bin"
+    version = MachinePaths().pg_version  # the one this system ships
+    assert rendered["postgresql"]["bin_dir"] == f"/usr/lib/postgresql/{version}/bin"
     params = rendered["postgresql"]["parameters"]
     assert f"--stanza={STANZA}" in params["archive_command"]
     assert w.paths.pgbackrest_config in params["archive_command"]
