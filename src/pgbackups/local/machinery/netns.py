@@ -201,9 +201,28 @@ class NetworkRecord:
     net_id: str
     home: str
     cluster: str
+    pid: int = 0  # the process that made it, and that process's start time
+    pid_start: int | None = None
 
     def to_json(self) -> str:
-        return json.dumps({"net_id": self.net_id, "home": self.home, "cluster": self.cluster})
+        return json.dumps(
+            {
+                "net_id": self.net_id,
+                "home": self.home,
+                "cluster": self.cluster,
+                "pid": self.pid,
+                "pid_start": self.pid_start,
+            }
+        )
+
+    def creator_alive(self) -> bool:
+        """The process that made the network still runs (an ``up`` in progress, whose
+        servers have not started yet)."""
+        return (
+            self.pid > 0
+            and processes.is_alive(self.pid)
+            and processes.process_start_time(self.pid) == self.pid_start
+        )
 
 
 def _record_file(net_id: str) -> Path:
@@ -213,7 +232,14 @@ def _record_file(net_id: str) -> Path:
 def read_record(net_id: str) -> NetworkRecord | None:
     try:
         data = json.loads(_record_file(net_id).read_text())
-        return NetworkRecord(str(data["net_id"]), str(data["home"]), str(data["cluster"]))
+        start = data.get("pid_start")
+        return NetworkRecord(
+            str(data["net_id"]),
+            str(data["home"]),
+            str(data["cluster"]),
+            int(data.get("pid") or 0),
+            int(start) if start is not None else None,
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -245,7 +271,10 @@ def create(network: Network, machines: Sequence[str], *, home: str, cluster: str
         conflict = host_conflict(network.subnet)
         if conflict is not None:
             raise NetworkError(f"subnet {network.subnet} is in use on this host: {conflict}")
-    _write_record(NetworkRecord(network.net_id, home, cluster))
+    pid = os.getpid()
+    _write_record(
+        NetworkRecord(network.net_id, home, cluster, pid, processes.process_start_time(pid))
+    )
     switch = network.switch
     _add_namespace(switch)
     if BRIDGE not in _links(switch):
@@ -307,6 +336,12 @@ def describe(network: Network) -> dict[str, str]:
         match = re.search(r"inet ([0-9.]+)/", out)
         found[machine] = match.group(1) if match else ""
     return found
+
+
+def network_pids(network: Network) -> list[int]:
+    """Every process in any namespace of ``network``."""
+    prefix = f"{PREFIX}-{network.net_id}-"
+    return [pid for name in namespaces() if name.startswith(prefix) for pid in namespace_pids(name)]
 
 
 def namespace_pids(name: str) -> list[int]:
