@@ -77,3 +77,19 @@ class RaftDcs:
         if not result.ok:
             reason = (result.stderr or result.stdout).strip()[-500:]
             raise WorkloadError(f"Raft member {address} not removed: {reason}")
+
+    def remove_state(self, facts: UnitFacts) -> None:
+        """Forget the cluster (a restore bootstraps it again): with Raft the DCS is the
+        members' Raft log, kept in ``raft_dir`` and served by Patroni itself. Patroni is
+        stopped for a restore, so ``patronictl remove`` finds no Raft to talk to and waits
+        for its timeout; on the single unit a restore allows, removing this member's log
+        is removing the cluster from the DCS. Done as the database user, whose folder it
+        is (root never deletes by path in it)."""
+        result = self._run(
+            ["find", self.raft_dir, "-mindepth", "1", "-delete"],
+            user=processes.db_user(),
+            timeout=60,
+        )
+        if not result.ok:
+            reason = (result.stderr or result.stdout).strip()[-500:]
+            raise WorkloadError(f"{facts.layout.unit}: the Raft state was not removed: {reason}")

@@ -20,6 +20,7 @@ from pgbackups.adapters import files, processes
 from pgbackups.adapters.patroni import PatroniPasswords, PatroniUnavailable
 from pgbackups.core.host import CommandResult, Peer, TlsMaterial, WorkloadError
 from pgbackups.workload.layout import PeerLayout, UnitFacts, UnitLayout
+from pgbackups.workload.services import Service
 from pgbackups.workload.workload import UnitWorkload
 from raft_dcs import RaftDcs
 from systemd_services import SystemdServices
@@ -248,7 +249,18 @@ class MachineWorkload(UnitWorkload):
             systemd_dir=self.paths.systemd_dir,
             run=run,
         )
-        super().__init__(facts, self.systemd, RaftDcs(self.paths.raft_dir, run=run))
+        self.raft = RaftDcs(self.paths.raft_dir, run=run)
+        super().__init__(facts, self.systemd, self.raft)
+
+    def remove_dcs_state(self) -> None:
+        """The cluster leaves the DCS (before a restore bootstraps it again). The DCS is
+        Patroni's own Raft here, not a server of its own: see RaftDcs.remove_state."""
+        facts = self._facts()
+        if self.systemd.is_running(Service.PATRONI):
+            raise WorkloadError(
+                f"{facts.layout.unit}: Patroni still runs; the cluster stays in its Raft"
+            )
+        self.raft.remove_state(facts)
 
     def make_dirs(self) -> None:
         """The unit's folders (see :class:`MachinePaths`): root's where root writes, the

@@ -321,6 +321,26 @@ def test_raft_forgets_a_departed_member_through_this_one() -> None:
         RaftDcs("/raft", run=RecordingRunner("/usr/bin/python3")).forget_member(facts(), "10.0.0.3")
 
 
+def test_a_restore_forgets_the_cluster_by_removing_the_stopped_members_raft_log() -> None:
+    # patronictl remove would wait for a Raft that only a running Patroni serves (found
+    # by charm/tests/machines: the restore failed after patronictl's 60 s timeout).
+    run = RecordingRunner("systemctl is-active")  # Patroni is stopped
+    MachineWorkload(facts, MachinePaths(), run=run).remove_dcs_state()
+    raft_dir = MachinePaths().raft_dir
+    assert run.argvs == [
+        "systemctl is-active --quiet pgbackups-patroni.service",
+        f"find {raft_dir} -mindepth 1 -delete",
+    ]
+    assert not any("patronictl" in a for a in run.argvs)
+
+
+def test_the_raft_log_stays_while_patroni_runs() -> None:
+    run = RecordingRunner()  # is-active answers 0: running
+    with pytest.raises(WorkloadError, match="Patroni still runs"):
+        MachineWorkload(facts, MachinePaths(), run=run).remove_dcs_state()
+    assert not any(a.startswith("find") for a in run.argvs)
+
+
 def test_raft_is_encrypted_with_the_raft_password() -> None:
     section = RaftDcs("/raft").patroni_section(facts())
     assert section["raft"]["password"] == "raft-pw"
