@@ -16,9 +16,13 @@ process in them) first, then the network and its namespaces.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
+import signal
+import socket
+import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,6 +45,7 @@ NETWORK = netns.Network.for_block(32000)
 CLUSTER = "charm-on-machines"
 S3_PORT = 9000
 PG_BIN = "/usr/lib/postgresql/{version}/bin"
+MOUNT_POINTS = "mount-points.json"  # in the home: the host folders made as mount points
 # Where the charm keeps its files (MachinePaths), plus /etc/postgresql (see above), and
 # who owns the fresh folder bound there (None: root).
 FIXED_PATHS: dict[str, tuple[str | None, int]] = {
@@ -137,6 +142,10 @@ class World:
             if not path.exists():
                 path.mkdir(mode=0o755)
                 self.made_mount_points.append(path)
+                # Written as it goes: a killed session's sweep removes them too.
+                (self.home / MOUNT_POINTS).write_text(
+                    json.dumps([str(p) for p in self.made_mount_points])
+                )
         self.s3 = self._start_s3()
 
     def close(self) -> None:
@@ -144,6 +153,7 @@ class World:
             self.remove_machine(name, grace=5.0)  # the end: nothing to keep
         if self.s3 is not None:
             processes.stop(self.s3.pid, timeout=30)
+        _kill_network_processes(NETWORK)  # anything a failed start left running there
         netns.destroy(NETWORK)
         for path in self.made_mount_points:
             with contextlib.suppress(OSError):
@@ -187,15 +197,13 @@ class World:
         deadline = time.monotonic() + 30
         while not self._s3_ready(server):
             if time.monotonic() > deadline or not processes.is_alive(pid):
+                processes.stop(pid, timeout=10)
                 raise RuntimeError(f"the S3 server did not start: {folder / 'log'}")
             time.sleep(0.2)
         return server
 
     @staticmethod
     def _s3_ready(server: S3Server) -> bool:
-        import socket
-        import ssl
-
         ctx = ssl.create_default_context(cafile=str(server.ca_file))
         with netns.inside(NETWORK.switch):
             try:
@@ -254,6 +262,13 @@ class World:
         return result.stdout.strip()
 
 
+def _kill_network_processes(network: netns.Network) -> None:
+    """A namespace that loses its name keeps its processes: they go first."""
+    for pid in netns.network_pids(network):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def sweep() -> list[str]:
     """What a killed session left: its mount namespaces (with their processes), then its
     network (other networks are left to their owners)."""
@@ -263,10 +278,18 @@ def sweep() -> list[str]:
         return record.cluster != CLUSTER or record.creator_alive()
 
     if netns.available() is None:
-        dead = [r.home for r in netns.records() if r.cluster == CLUSTER and not in_use(r)]
+        dead = [r for r in netns.records() if r.cluster == CLUSTER and not in_use(r)]
+        for record in dead:
+            # What still runs on its machines (the S3 server): a namespace that loses its
+            # name keeps its processes.
+            _kill_network_processes(netns.network_of(record.net_id))
         swept += netns.sweep(in_use)
-        for home in dead:
-            shutil.rmtree(home, ignore_errors=True)
+        for record in dead:
+            with contextlib.suppress(OSError, ValueError):
+                for made in json.loads((Path(record.home) / MOUNT_POINTS).read_text()):
+                    with contextlib.suppress(OSError):
+                        Path(made).rmdir()  # only if empty: a mount point and nothing else
+            shutil.rmtree(record.home, ignore_errors=True)
     return swept
 
 
