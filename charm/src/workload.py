@@ -252,6 +252,19 @@ class MachineWorkload(UnitWorkload):
         self.raft = RaftDcs(self.paths.raft_dir, run=run)
         super().__init__(facts, self.systemd, self.raft)
 
+    def start_tls_server(self) -> None:
+        """(Re)start the pgBackRest TLS server, once there is a peer for it to admit:
+        without one its configuration has no ``tls-server-auth`` and pgBackRest refuses
+        to start (systemd would restart it every few seconds, to no end). That happens on
+        a unit that learns of a new unit's certificates before it sees it join (seen in
+        charm/tests/machines, at scale-up): the hook defers until it does."""
+        facts = self._facts()
+        if not facts.peers:
+            raise WorkloadError(
+                f"{facts.layout.unit}: the pgBackRest TLS server waits for a peer to admit"
+            )
+        super().start_tls_server()
+
     def remove_dcs_state(self) -> None:
         """The cluster leaves the DCS (before a restore bootstraps it again). The DCS is
         Patroni's own Raft here, not a server of its own: see RaftDcs.remove_state."""

@@ -341,6 +341,15 @@ def test_the_raft_log_stays_while_patroni_runs() -> None:
     assert not any(a.startswith("find") for a in run.argvs)
 
 
+def test_the_tls_server_waits_for_a_peer_to_admit() -> None:
+    # With no peer its configuration has no tls-server-auth: pgBackRest would not start.
+    run = RecordingRunner()
+    alone = MachineWorkload(lambda: facts(tls=True, peers=0), MachinePaths(), run=run)
+    with pytest.raises(WorkloadError, match="waits for a peer"):
+        alone.start_tls_server()
+    assert run.argvs == []
+
+
 def test_raft_is_encrypted_with_the_raft_password() -> None:
     section = RaftDcs("/raft").patroni_section(facts())
     assert section["raft"]["password"] == "raft-pw"

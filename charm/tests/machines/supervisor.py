@@ -6,8 +6,10 @@ gives a service (``PATH``, ``HOME``, ``USER``, ``LOGNAME``, ``LANG``), from ``/`
 appended to the service's log; restarts it after ``RestartSec`` when it fails and
 ``Restart=on-failure``; on SIGTERM sends SIGTERM to the main process only
 (``KillMode=process``), SIGKILL after ``TimeoutStopSec``. The main process's PID is
-written to ``main_pid_file`` while it runs. Exit status: 0 when stopped or when the
-service ended well, 1 when it failed for good (``systemctl is-failed``).
+written to ``main_pid_file`` while it runs, and to ``started_file`` once it was started
+(``systemctl start`` of a ``Type=simple`` unit returns then, even if it fails at once).
+Exit status: 0 when stopped or when the service ended well, 1 when it failed for good
+(``systemctl is-failed``).
 
 Run with the system Python; it imports nothing of the project.
 """
@@ -61,6 +63,8 @@ def main(argv: list[str]) -> int:
             )
         with open(spec["main_pid_file"], "w") as pid_file:
             pid_file.write(str(child.pid))
+        with open(spec["started_file"], "w") as started:  # systemctl start returns now
+            started.write(str(child.pid))
         stop_deadline: float | None = None
         while child.poll() is None:
             if stopping and stop_deadline is None:

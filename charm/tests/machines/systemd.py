@@ -101,6 +101,9 @@ class MachineSystemd:
     def _main_pid_file(self, unit: str) -> Path:
         return self.state_dir / f"{unit}.main-pid"
 
+    def _started_file(self, unit: str) -> Path:
+        return self.state_dir / f"{unit}.started"
+
     def _supervisor(self, unit: str) -> tuple[int, int | None] | None:
         """The recorded supervisor of ``unit`` (PID, start time), if there is a record."""
         try:
@@ -147,7 +150,9 @@ class MachineSystemd:
             "stop_timeout": fields.get("TimeoutStopSec", "90"),
             "log": str(self.state_dir / f"{unit}.log"),
             "main_pid_file": str(self._main_pid_file(unit)),
+            "started_file": str(self._started_file(unit)),
         }
+        self._started_file(unit).unlink(missing_ok=True)
         supervisor = subprocess.Popen(
             [SYSTEM_PYTHON, str(SUPERVISOR), json.dumps(spec)],
             stdin=subprocess.DEVNULL,
@@ -158,10 +163,12 @@ class MachineSystemd:
         )
         start_time = processes.process_start_time(supervisor.pid)
         self._record(unit).write_text(json.dumps({"pid": supervisor.pid, "start_time": start_time}))
+        # As systemd with Type=simple: done once the program was started, even if it
+        # fails right away (Restart=on-failure then runs it again; is-active tells).
         deadline = time.monotonic() + STARTED_WITHIN
-        while not self._main_alive(unit):
+        while not self._started_file(unit).exists():
             if supervisor.poll() is not None or time.monotonic() > deadline:
-                return _failed(("systemctl", "start", unit), f"{unit} did not start")
+                return _failed(("systemctl", "start", unit), f"{unit} could not be started")
             time.sleep(0.05)
         log.info("systemd stand-in: started %s (supervisor %d)", unit, supervisor.pid)
         return None

@@ -229,3 +229,13 @@ def test_a_leader_change(scenario: Scenario) -> None:
     assert listed.results is not None
     assert any(b["backup-id"] == scenario.backup_id for b in json.loads(listed.results["backups"]))
     juju.settle("healthy under the new leader", scenario.healthy, timeout=DEPLOY_TIMEOUT)
+    # The restored cluster backs up again (on its new timeline), from a replica.
+    replica = scenario.replicas()[0]
+    result = juju.action(replica, "create-backup", type="full")
+    assert result.failure is None, result.failure
+    listed = juju.action(new, "list-backups", format="json")
+    assert listed.results is not None
+    rows = json.loads(listed.results["backups"])
+    full = [b for b in rows if b["action"] == "full backup" and b["status"] == "finished"]
+    assert len(full) == 2, rows
+    assert full[-1]["timeline"] > full[0]["timeline"], rows
