@@ -255,4 +255,6 @@ def sweep() -> list[str]:
             log.warning("sweep: %s: %s", record, exc)
         record.unlink(missing_ok=True)
         swept.append(record.stem)
+    with contextlib.suppress(OSError):
+        RECORDS.rmdir()  # empty: no session left a record
     return swept

@@ -158,6 +158,8 @@ class World:
         for path in self.made_mount_points:
             with contextlib.suppress(OSError):
                 path.rmdir()  # empty: a mount point only, in namespaces now gone
+        with contextlib.suppress(OSError):
+            namespaces.RECORDS.rmdir()  # when no other session has a record there
 
     # --- S3 ----------------------------------------------------------------------------
 
