@@ -68,7 +68,7 @@ test: setup lint
 	exit $$rc
 
 unit: setup
-	$(VENV)/bin/pytest tests/unit charm/tests $(PYTEST_ARGS)
+	$(VENV)/bin/pytest tests/unit charm/tests -m "not real" $(PYTEST_ARGS)
 
 demo: setup
 	$(VENV)/bin/pgbackups demo

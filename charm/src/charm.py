@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Protocol
 
@@ -59,6 +60,7 @@ WAITING_FOR_PASSWORDS = "waiting for the leader to generate the database passwor
 AWAITING_MEMBER = "awaiting for member to start"
 WAITING_FOR_LEADER = "waiting for the leader to initialise the cluster"
 WAITING_FOR_PARTNERS = "waiting for a peer to join the Raft cluster"
+WAITING_FOR_JOIN = "waiting for another unit to join the cluster first"
 INSTALLING = "installing PostgreSQL, Patroni, pgBackRest"
 PRIMARY = "Primary"
 # The statuses the charm owns (the core's own messages are left to the core).
@@ -66,11 +68,20 @@ CHARM_MESSAGES = (
     AWAITING_MEMBER,
     WAITING_FOR_LEADER,
     WAITING_FOR_PARTNERS,
+    WAITING_FOR_JOIN,
     WAITING_FOR_PASSWORDS,
     WAITING_FOR_PEERS,
     INSTALLING,
 )
 TLS_FLAG = "tls"
+# Unit bag: "running" once this unit's Patroni runs as a member of the cluster (it has
+# joined Patroni's Raft). Units join one at a time, in unit-number order: see
+# _start_blocker.
+MEMBER_FLAG = "member"
+MEMBER_RUNNING = "running"
+# How long the start hook waits for its member to run, so that the next unit may start
+# without waiting for an update-status.
+MEMBER_WAIT_SECONDS = 60.0
 
 
 class InstallFailed(RuntimeError):
@@ -79,6 +90,8 @@ class InstallFailed(RuntimeError):
 
 
 class Installer(Protocol):
+    def unsupported(self) -> str | None: ...
+
     def install(self) -> bool: ...
 
     def installed_version(self) -> str | None: ...
@@ -391,8 +404,15 @@ class PgBackupsCharm(ops.CharmBase):
     def _on_install(self, event: ops.InstallEvent) -> None:
         # Only the installer: the other adapters look up the database user, whom the
         # packages create.
-        self.unit.status = ops.MaintenanceStatus(INSTALLING)
         installer = type(self).installer_factory(self)
+        unsupported = installer.unsupported()
+        if unsupported is not None:
+            # The one Blocked status of install: no retry installs a PostgreSQL this
+            # system's archive does not have. Nothing was changed on the machine.
+            log.error("not installing: %s", unsupported)
+            self.unit.status = ops.BlockedStatus(unsupported)
+            return
+        self.unit.status = ops.MaintenanceStatus(INSTALLING)
         if not installer.install():
             # Never a Blocked status for good: the hook fails, and Juju runs it again
             # (a dpkg lock held past apt's wait, a mirror that was down).
@@ -410,6 +430,8 @@ class PgBackupsCharm(ops.CharmBase):
         if self.model.get_relation(PEER_RELATION) is None:
             event.defer()
             return False
+        if type(self).installer_factory(self).unsupported() is not None:
+            return False  # install said why (Blocked); nothing to start here
         self._ensure_app_secret()
         if self.passwords() is None:
             self.unit.status = ops.WaitingStatus(WAITING_FOR_PASSWORDS)
@@ -448,7 +470,37 @@ class PgBackupsCharm(ops.CharmBase):
             return WAITING_FOR_LEADER
         if not host.peers():
             return WAITING_FOR_PARTNERS
+        joining = self._lower_unit_not_joined(host)
+        if joining is not None:
+            log.info("Patroni waits for %s to join the cluster first", joining)
+            return WAITING_FOR_JOIN
         return None
+
+    def _lower_unit_not_joined(self, host: CharmHost) -> str | None:
+        """A peer with a lower unit number whose Patroni has not joined yet, if any.
+
+        Joins are one at a time: pysyncobj (Patroni's Raft; 0.3.11 on Debian 12) lets a
+        member's Raft thread die when it commits a join whose requester already gave up
+        waiting, which two joins at once cause (seen in charm/tests/machines); that
+        leaves the primary without its DCS, and it demotes itself. In unit-number order,
+        a unit that never starts holds up only the ones after it, until it is removed."""
+        own = _unit_number(host.unit_name)
+        for name, bag in host.peer_data().items():
+            if _unit_number(name) < own and bag.get(MEMBER_FLAG) != MEMBER_RUNNING:
+                return name
+        return None
+
+    def _note_member_running(self, host: CharmHost, *, wait: float = 0.0) -> None:
+        """Publish ``member=running`` once this unit's Patroni runs (waiting up to
+        ``wait`` seconds for it): the next unit may then start."""
+        if host.peer_relation is None or host.unit_data.get(MEMBER_FLAG) == MEMBER_RUNNING:
+            return
+        deadline = time.monotonic() + wait
+        while host.workload.is_member_running() is not True:
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(2.0)
+        host.unit_data[MEMBER_FLAG] = MEMBER_RUNNING
 
     def _on_start(self, event: ops.StartEvent) -> None:
         if not self._configure_and_start(event):
@@ -459,6 +511,8 @@ class PgBackupsCharm(ops.CharmBase):
         except WorkloadError as exc:
             log.warning("Patroni is not started yet: %s", exc)
             event.defer()
+            return
+        self._note_member_running(self.host, wait=MEMBER_WAIT_SECONDS)
 
     def _on_config_changed(self, event: ops.ConfigChangedEvent) -> None:
         # The backup options (retention into pgbackrest.conf; schedules are read by
@@ -484,6 +538,7 @@ class PgBackupsCharm(ops.CharmBase):
         if self.model.get_relation(PEER_RELATION) is not None:
             self._forget_departed_members()
             self._refresh_status(self.host)
+            self._note_member_running(self.host)
 
     def _on_leader_elected(self, event: ops.LeaderElectedEvent) -> None:
         self._ensure_app_secret()
@@ -589,6 +644,10 @@ class PgBackupsCharm(ops.CharmBase):
     def _on_action(self, event: ops.ActionEvent) -> None:
         action = event.handle.kind.removesuffix("_action").replace("_", "-")
         self._run(event, events.ACTIONS[action], _params(event.params))
+
+
+def _unit_number(unit_name: str) -> int:
+    return int(unit_name.rpartition("/")[2])
 
 
 def _params(params: Mapping[str, Any]) -> dict[str, str]:

@@ -1,7 +1,8 @@
-"""PostgreSQL 16 under Patroni, and the pgBackRest TLS server, on a Juju machine.
+"""PostgreSQL under Patroni, and the pgBackRest TLS server, on a Juju machine.
 
 ``MachineWorkload`` is the shared :class:`pgbackups.workload.workload.UnitWorkload` with
-this machine's parts: packages from the Ubuntu 24.04 archive (``postgresql-16``,
+this machine's parts: packages from the machine's own archive (``postgresql-<version>``
+for the version its system ships, read from ``/etc/os-release``: :data:`POSTGRESQL_BY_SYSTEM`;
 ``patroni``, ``python3-pysyncobj``, ``pgbackrest``), fixed paths and ports
 (:class:`MachinePaths`), systemd units (:mod:`systemd_services`) and Patroni's Raft as the DCS
 (:mod:`raft_dcs`), whose member runs as a service of its own beside Patroni. The
@@ -13,7 +14,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from pgbackups.adapters import files, processes
 from pgbackups.adapters.patroni import PatroniPasswords, PatroniUnavailable
@@ -26,15 +28,61 @@ from systemd_services import SystemdServices
 
 log = logging.getLogger(__name__)
 
-PG_VERSION = "16"  # what Ubuntu 24.04 ships; 22.04 would be 14
-APT_PACKAGES = (
-    f"postgresql-{PG_VERSION}",
-    f"postgresql-client-{PG_VERSION}",
-    "patroni",
-    "python3-pysyncobj",  # Patroni's Raft DCS
-    "pgbackrest",
-    "openssl",
-)
+# The PostgreSQL each supported system ships in its own archive, by /etc/os-release's
+# (ID, VERSION_ID): the charm installs that one, never a version from another archive.
+POSTGRESQL_BY_SYSTEM = {
+    ("ubuntu", "24.04"): "16",
+    ("ubuntu", "22.04"): "14",
+    ("debian", "12"): "15",
+}
+OS_RELEASE = "/etc/os-release"
+
+
+def read_os_release(path: str | None = None) -> dict[str, str]:
+    """``/etc/os-release`` as a map (quotes removed); empty when it cannot be read."""
+    try:
+        text = Path(path or OS_RELEASE).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return {}
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() and not key.lstrip().startswith("#"):
+            fields[key.strip()] = value.strip().strip("\"'")
+    return fields
+
+
+def postgresql_version(release: dict[str, str]) -> str:
+    """The PostgreSQL major version this system ships ("" for a system we do not know)."""
+    return POSTGRESQL_BY_SYSTEM.get((release.get("ID", ""), release.get("VERSION_ID", "")), "")
+
+
+def system_postgresql_version() -> str:
+    return postgresql_version(read_os_release())
+
+
+def unsupported_system(release: dict[str, str]) -> str | None:
+    """Why the charm cannot install on this system (None: it can)."""
+    if postgresql_version(release):
+        return None
+    name = release.get("PRETTY_NAME") or (
+        f"{release.get('ID', '?')} {release.get('VERSION_ID', '?')}".strip()
+    )
+    supported = ", ".join(f"{os} {v}" for os, v in POSTGRESQL_BY_SYSTEM)
+    return f"unsupported system {name or 'unknown'} (supported: {supported})"
+
+
+def apt_packages(pg_version: str) -> tuple[str, ...]:
+    return (
+        f"postgresql-{pg_version}",
+        f"postgresql-client-{pg_version}",
+        "patroni",
+        "python3-pysyncobj",  # Patroni's Raft DCS
+        "pgbackrest",
+        "openssl",
+    )
+
+
 # apt-get waits this long for the dpkg lock (cloud-init or unattended-upgrades may hold it
 # on a fresh machine) instead of failing at once.
 APT_LOCK_TIMEOUT = 600
@@ -53,7 +101,9 @@ class MachinePaths:
     folders in it (``raft_dir``, ``patroni_dir``, pgBackRest's lock and spool), and the
     database user's ``log_dir``. Root never writes in a folder of the database user's."""
 
-    pg_version: str = PG_VERSION
+    # The version this machine's system ships ("" on a system the charm does not
+    # support: the install hook refuses before anything uses it).
+    pg_version: str = field(default_factory=system_postgresql_version)
     state_dir: str = "/var/lib/pgbackups"
     etc_dir: str = "/etc/pgbackups"
     log_dir: str = "/var/log/pgbackups"
@@ -209,6 +259,19 @@ class MachineWorkload(UnitWorkload):
         self.raft = RaftDcs(self.paths.raft_dir, run=run)
         super().__init__(facts, self.systemd, self.raft)
 
+    def start_tls_server(self) -> None:
+        """(Re)start the pgBackRest TLS server, once there is a peer for it to admit:
+        without one its configuration has no ``tls-server-auth`` and pgBackRest refuses
+        to start (systemd would restart it every few seconds, to no end). That happens on
+        a unit that learns of a new unit's certificates before it sees it join (seen in
+        charm/tests/machines, at scale-up): the hook defers until it does."""
+        facts = self._facts()
+        if not facts.peers:
+            raise WorkloadError(
+                f"{facts.layout.unit}: the pgBackRest TLS server waits for a peer to admit"
+            )
+        super().start_tls_server()
+
     def make_dirs(self) -> None:
         """The unit's folders (see :class:`MachinePaths`): root's where root writes, the
         database user's where its programs write. Each is made and checked without
@@ -231,24 +294,31 @@ class MachineWorkload(UnitWorkload):
         files.ensure_dir(paths.log_dir, 0o750, db)
         files.make_dirs_as(db, [paths.pgbackrest_log_dir], 0o750)
 
+    def unsupported(self) -> str | None:
+        """Why this machine cannot run the workload (an unknown system), or None."""
+        if self.paths.pg_version:
+            return None
+        return unsupported_system(read_os_release()) or "unsupported system"
+
     def install(self) -> bool:
         """Install the packages, hold them at that version (a later apt upgrade must not
         restart the database under Patroni), and drop Debian's default cluster (Patroni
         owns the data). Idempotent: a failed install is run again from the start."""
         env = {"DEBIAN_FRONTEND": "noninteractive"}
+        packages = apt_packages(self.paths.pg_version)
         update = self._run([*APT, "update", "-q"], timeout=APT_LOCK_TIMEOUT + 600, env=env)
         if not update.ok:
             log.error("apt-get update failed: %s", update.stderr.strip()[-500:])
             return False
         result = self._run(
-            [*APT, "install", "-y", "-q", "--no-install-recommends", *APT_PACKAGES],
+            [*APT, "install", "-y", "-q", "--no-install-recommends", *packages],
             timeout=APT_LOCK_TIMEOUT + 1200,
             env=env,
         )
         if not result.ok:
             log.error("apt-get install failed: %s", result.stderr.strip()[-500:])
             return False
-        hold = self._run(["apt-mark", "hold", *APT_PACKAGES], timeout=120)
+        hold = self._run(["apt-mark", "hold", *packages], timeout=120)
         if not hold.ok:
             log.warning("the packages are not held: %s", hold.stderr.strip()[-300:])
         # Debian starts a "main" cluster on install; it would hold port 5432.

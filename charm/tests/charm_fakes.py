@@ -122,6 +122,9 @@ class FakeWorkload:
         if not ok:
             raise WorkloadError(f"{call} failed")
 
+    def unsupported(self) -> str | None:
+        return None
+
     def install(self) -> bool:
         self.calls.append("install")
         return self.installed_ok

@@ -6,6 +6,7 @@ temporary directory; a crash while building the adapters fails these tests."""
 
 from __future__ import annotations
 
+import dataclasses
 import pwd
 import stat
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ import pytest
 import yaml
 from ops import testing
 
+import workload
 from charm import (
     AWAITING_MEMBER,
     PASSWORD_KEYS,
@@ -25,7 +27,7 @@ from charm import (
     machine_adapters,
 )
 from pgbackups.core.host import CommandResult
-from workload import APT_PACKAGES, MachinePaths
+from workload import MachinePaths, apt_packages
 
 VERSION = "16.9-0ubuntu0.24.04.1"
 LOCK_HELD = "E: Could not get lock /var/lib/dpkg/lock-frontend. It is held by process 812"
@@ -94,7 +96,8 @@ def test_install_on_a_fresh_machine_looks_up_postgres_only_after_apt(
     for run in apt_runs(machine):  # both wait for the dpkg lock
         assert run[1:3] == ("-o", "DPkg::Lock::Timeout=600"), run
     assert [r[3] for r in apt_runs(machine)] == ["update", "install"]
-    assert ("apt-mark", "hold", *APT_PACKAGES) in machine.commands
+    packages = apt_packages(PgBackupsCharm.machine_paths.pg_version)
+    assert ("apt-mark", "hold", *packages) in machine.commands
     assert (tmp_path / "state" / "raft").is_dir()
     assert list((tmp_path / "systemd").iterdir())
 
@@ -234,3 +237,56 @@ def test_the_stop_hook_stops_patroni_then_its_raft_member(
         ("systemctl", "disable", "--now", RAFT_UNIT),
     ]
     assert booting.active == set()
+
+
+OS_RELEASES = {
+    "ubuntu-24.04": 'NAME="Ubuntu"\nID=ubuntu\nVERSION_ID="24.04"\n',
+    "ubuntu-22.04": 'ID=ubuntu\nVERSION_ID="22.04"\n',
+    "debian-12": 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\n',
+    "centos-9": 'PRETTY_NAME="CentOS Stream 9"\nID="centos"\nVERSION_ID="9"\n',
+}
+
+
+@pytest.mark.parametrize(
+    ("system", "version"),
+    [("ubuntu-24.04", "16"), ("ubuntu-22.04", "14"), ("debian-12", "15"), ("centos-9", "")],
+)
+def test_the_postgresql_version_is_the_one_the_system_ships(
+    tmp_path: Path, system: str, version: str
+) -> None:
+    release = tmp_path / "os-release"
+    release.write_text(OS_RELEASES[system])
+    fields = workload.read_os_release(str(release))
+    assert workload.postgresql_version(fields) == version
+    if version:
+        assert workload.unsupported_system(fields) is None
+        assert apt_packages(version)[:2] == (
+            f"postgresql-{version}",
+            f"postgresql-client-{version}",
+        )
+
+
+def test_an_unknown_system_blocks_the_install_and_installs_nothing(
+    machine: FreshMachine, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    release = tmp_path / "os-release"
+    release.write_text(OS_RELEASES["centos-9"])
+    monkeypatch.setattr(workload, "OS_RELEASE", str(release))
+    monkeypatch.setattr(
+        PgBackupsCharm,
+        "machine_paths",
+        dataclasses.replace(PgBackupsCharm.machine_paths, pg_version=""),
+    )
+    c = testing.Context(PgBackupsCharm)
+    out = c.run(c.on.install(), testing.State())
+    assert out.unit_status == testing.BlockedStatus(
+        "unsupported system CentOS Stream 9 (supported: ubuntu 24.04, ubuntu 22.04, debian 12)"
+    )
+    assert machine.commands == []
+    # start does not try to run a PostgreSQL that was never installed
+    peers = testing.PeerRelation("database-peers")
+    out = c.run(c.on.start(), testing.State(relations={peers}, unit_status=out.unit_status))
+    assert machine.commands == []
+    assert out.unit_status == testing.BlockedStatus(
+        "unsupported system CentOS Stream 9 (supported: ubuntu 24.04, ubuntu 22.04, debian 12)"
+    )

@@ -77,7 +77,7 @@ def test_systemd_units_run_as_postgres() -> None:
 
 
 def test_paths_follow_the_postgresql_version() -> None:
-    assert MachinePaths().bin_dir == "/usr/lib/postgresql/16/bin"
+    assert MachinePaths(pg_version="16").bin_dir == "/usr/lib/postgresql/16/bin"
     assert MachinePaths(pg_version="15").data_dir == "/var/lib/postgresql/15/pgbackups"
 
 
@@ -108,7 +108,8 @@ def test_patroni_config_from_the_core_renderer_with_raft() -> None:
     assert "etcd3" not in rendered and "etcd" not in rendered
     assert rendered["raft"]["partner_addrs"] == ["10.0.0.1:2222", "10.0.0.2:2222"]
     assert "self_addr" not in rendered["raft"] and "bind_addr" not in rendered["raft"]
-    assert rendered["postgresql"]["bin_dir"] == "/usr/lib/postgresql/16/bin"
+    version = MachinePaths().pg_version  # the one this system ships
+    assert rendered["postgresql"]["bin_dir"] == f"/usr/lib/postgresql/{version}/bin"
     params = rendered["postgresql"]["parameters"]
     assert f"--stanza={STANZA}" in params["archive_command"]
     assert w.paths.pgbackrest_config in params["archive_command"]
@@ -442,6 +443,15 @@ def test_leaving_asks_every_partner_again_until_its_patience_runs_out() -> None:
     assert patient.leave(facts(peers=2)) == "10.0.0.2"
     assert slept == [1.0]
     assert RaftDcs("/raft", run=run).leave(facts(peers=0)) is None  # the last unit
+
+
+def test_the_tls_server_waits_for_a_peer_to_admit() -> None:
+    # With no peer its configuration has no tls-server-auth: pgBackRest would not start.
+    run = RecordingRunner()
+    alone = MachineWorkload(lambda: facts(tls=True, peers=0), MachinePaths(), run=run)
+    with pytest.raises(WorkloadError, match="waits for a peer"):
+        alone.start_tls_server()
+    assert run.argvs == []
 
 
 def test_raft_is_encrypted_with_the_raft_password() -> None:
