@@ -117,6 +117,8 @@ def archiver_stats(conn: Connection, spool_out: str) -> ArchiverStats:
     """``pg_stat_archiver``, the ``.ready`` segments in ``pg_wal/archive_status``, and the
     drop notices among pgBackRest's spool ``.ok`` files in ``spool_out``. The spool is read
     by PostgreSQL (the database user, as superuser), so root opens nothing there."""
+    import psycopg  # on first use: see the module docstring
+
     row = conn.execute(
         "SELECT archived_count, last_archived_wal, last_archived_time,"
         " failed_count, last_failed_wal, last_failed_time FROM pg_stat_archiver"
@@ -152,6 +154,8 @@ def read_archiver_stats(
     socket_dir: str, port: int, spool_out: str, user: str = "postgres"
 ) -> ArchiverStats | None:
     """:func:`archiver_stats` over the unix socket; None when PostgreSQL does not answer."""
+    import psycopg  # on first use: see the module docstring
+
     try:
         with connect(socket_dir, port, user) as conn:
             return archiver_stats(conn, spool_out)
@@ -203,6 +207,8 @@ def read_streaming_timeline(
 ) -> int | None:
     """The timeline a standby's WAL receiver streams (``pg_stat_wal_receiver``); None when
     it does not stream or PostgreSQL does not answer."""
+    import psycopg  # on first use: see the module docstring
+
     try:
         with connect(socket_dir, port, user, connect_timeout=connect_timeout) as conn:
             row = conn.execute(
