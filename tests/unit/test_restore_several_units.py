@@ -134,6 +134,7 @@ def test_another_unit_stops_moves_its_data_aside_and_says_so() -> None:
     assert on_peer_changed(host) == Done()
     assert host.calls == [
         f"set_status(maintenance: {msg.STOPPING_FOR_RESTORE})",
+        "workload.is_primary",
         "workload.stop_database",
         "workload.data_dir_users",
         "workload.move_data_aside",
@@ -157,6 +158,23 @@ def test_no_unit_can_promote_itself_while_the_units_stop_and_the_leader_can_boot
     for stage in ("restoring", "re-creating"):
         for host in (leader(stage), other_unit(stage)):
             assert not desired_config(host).creating_backup, stage
+
+
+def test_the_primary_stops_for_the_restore_only_after_the_replicas() -> None:
+    """A replica still running when the primary stopped promoted itself (a stray
+    timeline the re-created replicas could never follow): the primary waits until only
+    the leader (which never joins: it stops for its own restore) is left running."""
+    host = other_unit("stopping")
+    host.peer_bags = {"main/0": {}, "main/2": {}}
+    host.fake_workload.primary = True
+    assert on_peer_changed(host) == Done()
+    assert "workload.stop_database" not in host.calls
+    assert host.unit_dict == {}
+    host.peer_bags["main/2"] = {"restore-joined": EPOCH}
+    host.fake_workload.moved_path = OTHER_MOVED
+    assert on_peer_changed(host) == Done()
+    assert "workload.stop_database" in host.calls
+    assert host.unit_dict["restore-joined"] == EPOCH
 
 
 def test_another_unit_keeps_the_data_of_a_failed_attempt_recorded_first() -> None:
