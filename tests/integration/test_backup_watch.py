@@ -16,6 +16,7 @@ from pgbackups.adapters.pgbackrest import (
     RepositoryWatch,
     extract_error_line,
     repository_address,
+    tls_server_endpoint,
 )
 
 pytestmark = pytest.mark.real
@@ -94,3 +95,26 @@ def test_the_endpoint_is_read_from_the_rendered_configuration(tmp_path: Path) ->
     conf.write_text("[global]\nlog-path=/x\n")
     assert repository_address(conf) is None
     assert repository_address(tmp_path / "missing.conf") is None
+
+
+def test_the_primary_watch_names_the_primary_and_gives_up_after_its_own_time() -> None:
+    """A replica's backup also watches the primary's TLS server (its start and stop run
+    there): a real endpoint that refuses, named in the reason."""
+    port = _closed_port()
+    watch = RepositoryWatch(
+        ("127.0.0.1", port), gone_after=0.4, connect_timeout=1, what="the primary's server"
+    )
+    assert watch() is None
+    time.sleep(0.5)
+    assert watch() == (
+        f"{STOPPED_BACKUP}the primary's server at 127.0.0.1:{port} unreachable for 0.4s "
+        "(Connection refused)"
+    )
+
+
+def test_a_tls_server_address_is_a_host_and_port() -> None:
+    assert tls_server_endpoint("10.201.3.10:27112") == ("10.201.3.10", 27112)
+    assert tls_server_endpoint("unit-0.example") == ("unit-0.example", 8432)
+    assert tls_server_endpoint("host:port") is None
+    assert tls_server_endpoint(":8432") is None
+    assert tls_server_endpoint("") is None

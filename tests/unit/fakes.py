@@ -423,8 +423,11 @@ class FakeBackupTool:
             return self.check_results.pop(0)
         return self.check_results[0]
 
-    def backup(self, backup_type: str, *, on_primary: bool) -> CommandResult:
-        self.calls.append(f"backup_tool.backup({backup_type}, on_primary={on_primary})")
+    def backup(
+        self, backup_type: str, *, on_primary: bool, primary: str | None = None
+    ) -> CommandResult:
+        watched = f", primary={primary}" if primary is not None else ""
+        self.calls.append(f"backup_tool.backup({backup_type}, on_primary={on_primary}{watched})")
         if self.backup_raises is not None:
             raise self.backup_raises
         if self.backup_result.ok and self.new_backup is not None:

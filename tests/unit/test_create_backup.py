@@ -11,6 +11,7 @@ from datetime import timedelta
 import pytest
 from fakes import (
     NOW,
+    PRIMARY_ADDRESS,
     STANZA,
     TLS,
     VALID_S3,
@@ -125,7 +126,8 @@ def test_replica_happy_path_full_call_sequence() -> None:
         "unit_data[connectivity]='off'",
         HIDDEN,
         MAINTENANCE,
-        "backup_tool.backup(incr, on_primary=False)",
+        "workload.primary_address",
+        f"backup_tool.backup(incr, on_primary=False, primary={PRIMARY_ADDRESS})",
         f"backup_tool.info({STANZA})",
         log_put(NEW_ID),
         *ALWAYS,
@@ -433,7 +435,7 @@ def test_backup_failures_upload_logs_and_always_restore(case: FailureCase) -> No
         "unit_data[connectivity]='off'",
         HIDDEN,
         MAINTENANCE,
-        "backup_tool.backup(full, on_primary=False)",
+        f"backup_tool.backup(full, on_primary=False, primary={PRIMARY_ADDRESS})",
         *info,
         log_put(case.log_id),
         *ALWAYS,
@@ -506,9 +508,11 @@ def test_always_step_does_not_depend_on_the_role_after_the_backup() -> None:
     host = backup_host(replica=True)
     real_backup = host.fake_tool.backup
 
-    def switchover_meanwhile(backup_type: str, *, on_primary: bool) -> CommandResult:
+    def switchover_meanwhile(
+        backup_type: str, *, on_primary: bool, primary: str | None = None
+    ) -> CommandResult:
         host.fake_workload.primary = True  # this replica was promoted during the backup
-        return real_backup(backup_type, on_primary=on_primary)
+        return real_backup(backup_type, on_primary=on_primary, primary=primary)
 
     host.fake_tool.backup = switchover_meanwhile  # type: ignore[method-assign]
     assert isinstance(on_create_backup(host, {}), ActionResults)
@@ -522,9 +526,11 @@ def test_second_backup_is_refused_while_the_first_runs() -> None:
     second: list[object] = []
     real_backup = host.fake_tool.backup
 
-    def meanwhile(backup_type: str, *, on_primary: bool) -> CommandResult:
+    def meanwhile(
+        backup_type: str, *, on_primary: bool, primary: str | None = None
+    ) -> CommandResult:
         second.append(on_create_backup(host, {}))
-        return real_backup(backup_type, on_primary=on_primary)
+        return real_backup(backup_type, on_primary=on_primary, primary=primary)
 
     host.fake_tool.backup = meanwhile  # type: ignore[method-assign]
     assert isinstance(on_create_backup(host, {}), ActionResults)
@@ -669,9 +675,11 @@ def test_a_claim_s3_refused_to_remove_is_noted_and_update_status_removes_it() ->
     host = backup_host(status=UnitStatus.active("Primary"))
     real_backup = host.fake_tool.backup
 
-    def s3_goes_during_the_backup(backup_type: str, *, on_primary: bool) -> CommandResult:
+    def s3_goes_during_the_backup(
+        backup_type: str, *, on_primary: bool, primary: str | None = None
+    ) -> CommandResult:
         host.store.delete_error = "Could not connect to the endpoint URL"
-        return real_backup(backup_type, on_primary=on_primary)
+        return real_backup(backup_type, on_primary=on_primary, primary=primary)
 
     host.fake_tool.backup = s3_goes_during_the_backup  # type: ignore[method-assign]
     outcome = on_create_backup(host, {})
@@ -719,3 +727,20 @@ def test_a_claim_of_a_unit_with_an_empty_bag_still_refuses() -> None:
         f"{msg.BACKUP_ALREADY_RUNNING}: main/2 started one at 2026-11-28T14:00:00Z"
     )
     assert host.store.objects == {key: body}
+
+
+def test_a_replica_backup_names_the_primary_to_watch_and_a_primary_backup_none() -> None:
+    """The tool watches the primary's TLS server of a replica's backup (a primary cut off
+    mid-backup stops it instead of leaving it waiting half an hour); a primary's own
+    backup reaches no other unit, so nothing is named."""
+    host = backup_host(replica=True)
+    assert isinstance(on_create_backup(host, {}), ActionResults)
+    assert f"backup_tool.backup(full, on_primary=False, primary={PRIMARY_ADDRESS})" in host.calls
+    host = backup_host(replica=True)
+    host.fake_workload.primary_addr = None  # Patroni does not say who the primary is
+    assert isinstance(on_create_backup(host, {}), ActionResults)
+    assert "backup_tool.backup(full, on_primary=False)" in host.calls
+    host = backup_host(replica=False)
+    assert isinstance(on_create_backup(host, {}), ActionResults)
+    assert "backup_tool.backup(full, on_primary=True)" in host.calls
+    assert "workload.primary_address" not in host.calls

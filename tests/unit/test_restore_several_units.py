@@ -91,7 +91,8 @@ def test_restore_of_several_units_starts_by_refusing_clients_and_waiting() -> No
         f"app_data[restore-epoch]={EPOCH!r}",
         "app_data[restore-stage]='stopping'",
         "app_data[s3-block-message]=''",
-        f"workload.apply_config(stanza={STANZA}, connectivity=off, "
+        # Tagged out of elections while the others stop (see test_no_unit_can_promote_...)
+        f"workload.apply_config(stanza={STANZA}, connectivity=off, creating-backup, "
         f"restore={LABEL}@{STANZA}, {REPLICAS_FROM})",
         "set_status(maintenance: restoring backup: waiting for main/1, main/2 to stop)",
     ]
@@ -133,16 +134,47 @@ def test_another_unit_stops_moves_its_data_aside_and_says_so() -> None:
     assert on_peer_changed(host) == Done()
     assert host.calls == [
         f"set_status(maintenance: {msg.STOPPING_FOR_RESTORE})",
+        "workload.is_primary",
         "workload.stop_database",
         "workload.data_dir_users",
         "workload.move_data_aside",
         f"unit_data[restore-joined]={EPOCH!r}",
         f"unit_data[restore-unit-moved-data]={OTHER_MOVED!r}",
         "unit_data[restore-done]=''",
-        f"workload.apply_config(stanza={STANZA}, connectivity=off, "
+        f"workload.apply_config(stanza={STANZA}, connectivity=off, creating-backup, "
         f"restore={LABEL}@{STANZA}, {REPLICAS_FROM})",
         f"set_status(waiting: {msg.WAITING_FOR_RESTORED_PRIMARY})",
     ]
+
+
+def test_no_unit_can_promote_itself_while_the_units_stop_and_the_leader_can_bootstrap() -> None:
+    """While a cluster restore waits for the units to stop, every unit is tagged
+    nofailover: the leader, still a running replica when the primary stopped, promoted
+    itself for a few seconds, and that stray timeline kept the re-created replicas from
+    ever streaming the restored primary (tests/e2e/test_network_faults.py). From
+    `restoring` on the tag is off: Patroni bootstraps no member tagged nofailover."""
+    for host in (leader("stopping"), other_unit("stopping")):
+        assert desired_config(host).creating_backup
+    for stage in ("restoring", "re-creating"):
+        for host in (leader(stage), other_unit(stage)):
+            assert not desired_config(host).creating_backup, stage
+
+
+def test_the_primary_stops_for_the_restore_only_after_the_replicas() -> None:
+    """A replica still running when the primary stopped promoted itself (a stray
+    timeline the re-created replicas could never follow): the primary waits until only
+    the leader (which never joins: it stops for its own restore) is left running."""
+    host = other_unit("stopping")
+    host.peer_bags = {"main/0": {}, "main/2": {}}
+    host.fake_workload.primary = True
+    assert on_peer_changed(host) == Done()
+    assert "workload.stop_database" not in host.calls
+    assert host.unit_dict == {}
+    host.peer_bags["main/2"] = {"restore-joined": EPOCH}
+    host.fake_workload.moved_path = OTHER_MOVED
+    assert on_peer_changed(host) == Done()
+    assert "workload.stop_database" in host.calls
+    assert host.unit_dict["restore-joined"] == EPOCH
 
 
 def test_another_unit_keeps_the_data_of_a_failed_attempt_recorded_first() -> None:

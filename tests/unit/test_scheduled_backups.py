@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from fakes import NOW, STANZA, TLS, FakeHost, backup, failed, stanza_info
+from fakes import NOW, PRIMARY_ADDRESS, STANZA, TLS, FakeHost, backup, failed, stanza_info
 
 from pgbackups.core.handlers.update_status import on_update_status
 from pgbackups.core.host import UnitStatus
@@ -133,7 +133,7 @@ def test_a_named_replica_runs_its_request() -> None:
     host.fake_tool.new_backup = backup("20261128-150100F")
     host.clock = NOW + timedelta(minutes=1)
     on_update_status(host)
-    assert "backup_tool.backup(full, on_primary=False)" in host.calls
+    assert f"backup_tool.backup(full, on_primary=False, primary={PRIMARY_ADDRESS})" in host.calls
     assert host.unit_dict["scheduled-backup-done"].startswith("full|2026-11-28T15:01:00Z|main/1|")
     assert host.unit_dict["backup-ready"] == "yes"
 

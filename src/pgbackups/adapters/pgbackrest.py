@@ -897,6 +897,14 @@ class Timeouts:
     # endpoint, however slow the link, so this only stops backups whose S3 is gone.
     repository_gone: float = 10.0
     repository_probe: float = 2.0  # how often the endpoint is tried while a backup runs
+    # A backup on a replica whose primary's TLS server drops every new TCP connection for
+    # this long is stopped too. pgBackRest runs the backup's start and stop on the
+    # primary, over that server: cut off from it, a backup waited (protocol-timeout,
+    # 1830 s) for half an hour, the replica refusing clients all along (seen with the
+    # primary machine's link cut: tests/e2e/test_network_faults.py). Past Patroni's TTL
+    # (20 s) a primary that nobody reaches has lost its leader key and demoted itself,
+    # which ends the backup's session on it anyway: the backup cannot finish.
+    primary_gone: float = 30.0
 
 
 # What a backup stopped by :class:`RepositoryWatch` says, before its reason.
@@ -917,16 +925,32 @@ def repository_address(config_path: str | os.PathLike[str]) -> tuple[str, int] |
     return host, int(port) if port.isdigit() else 443
 
 
+def tls_server_endpoint(address: str, default_port: int = 8432) -> tuple[str, int] | None:
+    """``name:port`` or ``name`` (a TLS server address, as the workload gives it) as a
+    host and port; None when it is neither."""
+    name, _, port = address.rpartition(":") if address.count(":") == 1 else (address, "", "")
+    if not name or (port and not port.isdigit()):
+        return None
+    return name, int(port) if port else default_port
+
+
 class RepositoryWatch:
-    """Asked every few seconds while a backup runs: the reason to stop it once the S3
-    endpoint has refused (or not answered) every TCP connection for ``gone_after`` s."""
+    """Asked every few seconds while a backup runs: the reason to stop it once the
+    endpoint (S3's, or the primary's TLS server: ``what``) has refused (or not answered)
+    every TCP connection for ``gone_after`` s."""
 
     def __init__(
-        self, address: tuple[str, int], gone_after: float, connect_timeout: float = 5.0
+        self,
+        address: tuple[str, int],
+        gone_after: float,
+        connect_timeout: float = 5.0,
+        *,
+        what: str = "S3",
     ) -> None:
         self.address = address
         self.gone_after = gone_after
         self.connect_timeout = connect_timeout
+        self.what = what
         self._down_since: float | None = None
 
     def __call__(self) -> str | None:
@@ -937,11 +961,11 @@ class RepositoryWatch:
             now = time.monotonic()
             if self._down_since is None:
                 self._down_since = now
-                log.warning("S3 at %s:%d does not answer: %s", host, port, exc)
+                log.warning("%s at %s:%d does not answer: %s", self.what, host, port, exc)
             if now - self._down_since >= self.gone_after:
                 cause = exc.strerror or type(exc).__name__
                 return (
-                    f"{STOPPED_BACKUP}S3 at {host}:{port} unreachable for "
+                    f"{STOPPED_BACKUP}{self.what} at {host}:{port} unreachable for "
                     f"{self.gone_after:g}s ({cause})"
                 )
             return None
@@ -1047,19 +1071,36 @@ class PgBackRest:
     def check(self) -> CommandResult:
         return self.run(self.argv("check", *self._io(), stanza=self.stanza), self.timeouts.command)
 
-    def backup(self, backup_type: str, *, on_primary: bool) -> CommandResult:
+    def backup(
+        self, backup_type: str, *, on_primary: bool, primary: str | None = None
+    ) -> CommandResult:
         if backup_type not in BACKUP_TYPES:
             raise ValueError(f"backup type {backup_type!r} is not one of {', '.join(BACKUP_TYPES)}")
         options = [f"--type={backup_type}", "--log-level-console=info", *self._io()]
         if on_primary:
             options.append("--no-backup-standby")
         argv = self.argv("backup", *options, stanza=self.stanza)
+        watches = []
         address = repository_address(self.config_path)
-        if address is None:
+        if address is not None:
+            watches.append(RepositoryWatch(address, self.timeouts.repository_gone))
+        endpoint = tls_server_endpoint(primary) if primary and not on_primary else None
+        if endpoint is not None:
+            watches.append(
+                RepositoryWatch(
+                    endpoint, self.timeouts.primary_gone, what="the primary's pgBackRest server"
+                )
+            )
+        if not watches:
             return self.run(argv, self.timeouts.backup)
-        watch = RepositoryWatch(address, self.timeouts.repository_gone)
+
+        def give_up() -> str | None:
+            # Every watch is asked each time: each keeps its own clock of failed tries.
+            reasons = [reason for watch in watches if (reason := watch()) is not None]
+            return reasons[0] if reasons else None
+
         return self.run(
-            argv, self.timeouts.backup, give_up=watch, every=self.timeouts.repository_probe
+            argv, self.timeouts.backup, give_up=give_up, every=self.timeouts.repository_probe
         )
 
     def info(self, stanza: str | None = None) -> list[StanzaInfo]:

@@ -190,9 +190,13 @@ class BackupTool(Protocol):
 
     def check(self) -> CommandResult: ...
 
-    def backup(self, backup_type: str, *, on_primary: bool) -> CommandResult:
+    def backup(
+        self, backup_type: str, *, on_primary: bool, primary: str | None = None
+    ) -> CommandResult:
         """``backup_type`` is pgBackRest's: full | diff | incr. On the primary the backup
-        runs with ``--no-backup-standby``; on a replica with ``backup-standby``."""
+        runs with ``--no-backup-standby``; on a replica with ``backup-standby``, and
+        ``primary`` (its TLS server, ``name:port``, as ``Workload.primary_address``
+        gives it) is watched: a backup that cannot reach it for a while is stopped."""
         ...
 
     def info(self, stanza: str | None = None) -> list[StanzaInfo]:

@@ -40,7 +40,7 @@ from pgbackups.core.peer_keys import (
 )
 from pgbackups.core.policy import policy_or_default
 from pgbackups.core.repository import StanzaInfo, TimelineRecord
-from pgbackups.core.restore_state import RESTORE_STAGES, RestoreState
+from pgbackups.core.restore_state import RESTORE_STAGES, STOPPING, RestoreState
 from pgbackups.core.settings import S3Settings, S3SettingsProblem, parse_s3_settings
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,15 @@ def desired_config(host: Host) -> WorkloadConfig:
         connectivity=unit.get(CONNECTIVITY) != "off" and not cluster_restore,
         # The tags only for a hidden replica: a primary backs up with `creating-backup`
         # set too (one backup per cluster), and must not be tagged out of elections.
-        creating_backup=bool(unit.get(CREATING_BACKUP)) and unit.get(CONNECTIVITY) == "off",
+        # And on every unit while a cluster restore waits for the units to stop: a
+        # replica still running (the leader is the last to stop) took the leader lock
+        # once the primary stopped and promoted itself for a few seconds; that stray
+        # timeline reached the archive, the restored primary took the next number, and
+        # the re-created replicas asked it for the stray timeline's history and never
+        # streamed (seen with tests/e2e/test_network_faults.py). Off again from
+        # `restoring` on: Patroni never bootstraps a member tagged nofailover.
+        creating_backup=(bool(unit.get(CREATING_BACKUP)) and unit.get(CONNECTIVITY) == "off")
+        or (cluster_restore and restore is not None and restore.stage == STOPPING),
         restore=_restore_target(restore, host.stanza_name),
         retention=policy_or_default(host.config_options()).retention,
         replica_restore=replica_source(host, restore) if cluster_restore and restore else None,

@@ -7,7 +7,9 @@ clients. Then, run by update-status and peer-changed on each unit:
 
   stopping     every other unit stops its database, moves its data aside and says so in its
                bag (restore-joined); the leader waits for all of them: a Patroni still
-               running on the old data would race its bootstrap for the emptied DCS
+               running on the old data would race its bootstrap for the emptied DCS.
+               Every unit is tagged nofailover meanwhile and the primary stops last: a
+               replica promoted when the primary stopped left a stray timeline
   restoring    the leader restores as a single unit would (restore.restore_here) and
                watches its bootstrap (restore.detect_restore_end); the others wait
   re-creating  the restored primary runs (and its timeline's history is archived): the
@@ -179,6 +181,21 @@ def _stop_for_restore(host: Host, state: RestoreState, mine: UnitRestoreState) -
     that already moved its data for a failed attempt keeps that first copy), say so."""
     _say(host, UnitStatus.maintenance(msg.STOPPING_FOR_RESTORE))
     workload = host.workload
+    if workload.is_primary() is True:
+        # The primary stops last: a replica still running when it stopped took the leader
+        # lock and promoted itself for a few seconds, and that stray timeline kept the
+        # re-created replicas from ever streaming the restored primary (seen in
+        # tests/e2e/test_network_faults.py). The leader never joins (it stops for its own
+        # restore, tagged nofailover meanwhile): every other unit has once only it is left.
+        bags = host.peer_data()
+        running = [
+            p.name
+            for p in host.peers()
+            if UnitRestoreState.read(bags.get(p.name, {})).joined != state.epoch
+        ]
+        if len(running) > 1:
+            log.info("The primary stops for the restore once the replicas have: %s", running)
+            return Done()
     if not workload_done(workload.stop_database):
         return Deferred("the database did not stop for the restore")
     # A restore's pgBackRest that outlived its Patroni would write into what is moved.

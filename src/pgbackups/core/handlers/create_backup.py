@@ -181,7 +181,11 @@ def _hide_unit(host: Host) -> None:
 def _run_backup(host: Host, place: _BackupPlace, requested: str, *, on_primary: bool) -> Outcome:
     tool = host.backup_tool
     started = host.now()
-    result = tool.backup(BACKUP_TYPES[requested], on_primary=on_primary)
+    # A replica's backup starts and stops on the primary, through its TLS server: the
+    # tool stops the backup when that server stays unreachable (docs/reliability.md,
+    # "Network faults"), rather than waiting pgBackRest's half an hour.
+    primary = None if on_primary else host.workload.primary_address()
+    result = tool.backup(BACKUP_TYPES[requested], on_primary=on_primary, primary=primary)
     if not result.ok:
         reason = tool.error_line(result)
         failed_id = _id_from_output(result) or format_id(host.now())
