@@ -285,6 +285,9 @@ def test_a_restore_whose_s3_is_cut_is_rolled_back_on_every_unit(
     assert all(not p.exists() for paths in kept.values() for p in paths), "moved back"
     cluster.start()  # the S3 server is back: the held WAL is archived
     deadline = time.monotonic() + 180  # and an archiving status clears by itself
-    while {s for s, _, _ in (units := statuses(run_cli)).values()} != {"active"}:
+    while True:
+        units = statuses(run_cli)
+        if {s for s, _, _ in units.values()} == {"active"}:
+            break
         assert time.monotonic() < deadline, units
         time.sleep(5)
