@@ -133,7 +133,13 @@ def test_integrate_s3(scenario: Scenario) -> None:
     juju.integrate(S3, integrator)
     # The integrator answered only after our leader asked for a bucket.
     relation = juju.related[S3]
-    assert relation.app_bag == {"bucket": APP}
+    # What the s3 interface's requirer writes for both integrator tracks (track 2 also
+    # waits for lib-version and reads the keys from the secret it names).
+    assert relation.app_bag == {
+        "bucket": APP,
+        "lib-version": "1.0",
+        "requested-secrets": '["access-key", "secret-key"]',
+    }
     assert relation.provider_bag["bucket"] == APP
 
     def archiving() -> bool:
