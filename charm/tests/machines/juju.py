@@ -104,6 +104,9 @@ class Agent:
     stored: tuple[testing.StoredState, ...] = ()
     version: str = ""
     seen: set[int] = field(default_factory=set)  # peers whose relation-joined it ran
+    # The secrets this unit owns (the tls-certificates library keeps the unit's private
+    # key in one): Juju keeps them for the unit from one hook to the next.
+    unit_secrets: dict[str, testing.Secret] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -207,7 +210,7 @@ class Juju:
             leader=unit_id == self.leader,
             relations=relations,
             networks={self._network(agent)},
-            secrets=list(self.secrets.values()),
+            secrets=[*self.secrets.values(), *agent.unit_secrets.values()],
             planned_units=self.planned_units,
             model=MODEL,
             deferred=list(agent.deferred),
@@ -264,6 +267,7 @@ class Juju:
         agent.status = out.unit_status
         agent.deferred = tuple(out.deferred)
         agent.stored = tuple(out.stored_states)
+        agent.unit_secrets = {s.id: s for s in out.secrets if s.owner == "unit"}
         agent.version = out.workload_version
         peer = out.get_relation(RELATION_IDS[PEERS])
         bag: dict[str, str] = dict(peer.local_unit_data)
