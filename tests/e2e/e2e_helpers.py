@@ -52,6 +52,25 @@ def repository_keys(cluster: Cluster, prefix: str) -> list[str]:
             bucket.close()
 
 
+def damage_backup(cluster: Cluster, stanza: str, backup_id: str) -> None:
+    """Overwrite bytes in the middle of the (full) backup's largest object, through S3:
+    its restore fails at pgBackRest's checksum, after the data was moved aside."""
+    label = backup_id.replace("-", "").replace(":", "").replace("T", "-").rstrip("Z") + "F"
+    bucket, path = repository_bucket(cluster)
+    prefix = f"{path}/" if path else ""
+    with cluster.facts.control():  # the S3 machine, reached from the workstation
+        try:
+            keys = bucket.list_keys(f"{prefix}backup/{stanza}/{label}/")
+            data = [k for k in keys if "/bundle/" in k or "/pg_data/" in k]
+            assert data, keys
+            victim = max(data, key=lambda k: len(bucket.get(k) or b""))
+            body = bytearray(bucket.get(victim) or b"")
+            body[len(body) // 2 : len(body) // 2 + 64] = bytes(64)
+            bucket.put(victim, bytes(body))
+        finally:
+            bucket.close()
+
+
 def segment_keys(cluster: Cluster) -> dict[str, str]:
     """Archived WAL segment name -> object key."""
     bucket, path = repository_bucket(cluster)

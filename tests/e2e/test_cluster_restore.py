@@ -28,7 +28,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from e2e_helpers import switch_and_wait_archived, tcp_connect
+from e2e_helpers import damage_backup, switch_and_wait_archived, tcp_connect
 
 from pgbackups.adapters import processes
 from pgbackups.core import messages as msg
@@ -218,11 +218,14 @@ def test_failed_restore_is_rolled_back_on_every_unit(cluster: Cluster, run_cli: 
     insert(cluster, "before-failure", 7)
     expected["before-failure"] = 7
     wait_rows_everywhere(cluster, expected)
-    time.sleep(1.5)
-    unreachable = str(primary(cluster).query(NOW_UTC)[0][0])  # after the last commit
+    # A backup damaged in the repository: its restore fails at pgBackRest's checksum,
+    # after every unit moved its data aside. (A time past the archive is refused before
+    # anything changes: the recoverable window.)
+    backup_id = backup_on_a_replica(cluster, run_cli)
+    damage_backup(cluster, f"local.{NAME}", backup_id)
 
     leader = cluster.leader
-    res = run(run_cli, leader, "restore", f"restore-to-time={unreachable}", wait=True)
+    res = run(run_cli, leader, "restore", f"backup-id={backup_id}", wait=True)
     assert res.returncode == 1, res.stdout + res.stderr
     assert cluster.get_status(leader)[0] == "blocked"
     # Every unit keeps its data from before the restore on disk.

@@ -79,23 +79,24 @@ def test_an_encrypted_repository(
     bucket, path = repository_bucket(cluster)
     prefix = f"{path}/" if path else ""
     stanza = f"local.{NAME}"
-    try:
-        info = bucket.get(f"{prefix}backup/{stanza}/backup.info")
-        assert info is not None and info.startswith(CIPHER_HEADER)
-        assert b"[backrest]" not in info and b"backup-current" not in info
-        wal = bucket.get(segment_keys(cluster)[segment])
-        assert wal is not None and wal.startswith(CIPHER_HEADER)
-        files = [
-            k
-            for k in bucket.list_keys(f"{prefix}backup/{stanza}/")
-            if "/pg_data/" in k or "/bundle/" in k
-        ]
-        assert files, "the backup's files are in the bucket"
-        for key in files:
-            body = bucket.get(key)
-            assert body is not None and body.startswith(CIPHER_HEADER), key
-    finally:
-        bucket.close()
+    with cluster.facts.control():  # the S3 machine, reached from the workstation
+        try:
+            info = bucket.get(f"{prefix}backup/{stanza}/backup.info")
+            assert info is not None and info.startswith(CIPHER_HEADER)
+            assert b"[backrest]" not in info and b"backup-current" not in info
+            wal = bucket.get(segment_keys(cluster)[segment])
+            assert wal is not None and wal.startswith(CIPHER_HEADER)
+            files = [
+                k
+                for k in bucket.list_keys(f"{prefix}backup/{stanza}/")
+                if "/pg_data/" in k or "/bundle/" in k
+            ]
+            assert files, "the backup's files are in the bucket"
+            for key in files:
+                body = bucket.get(key)
+                assert body is not None and body.startswith(CIPHER_HEADER), key
+        finally:
+            bucket.close()
 
     # An encrypted repository restores, with its rows.
     res = run_cli(

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from e2e_helpers import repository_bucket
+from e2e_helpers import damage_backup
 
 from pgbackups.local.runtime.cluster import Cluster
 
@@ -18,23 +18,6 @@ pytestmark = pytest.mark.real
 
 NAME = "rollback"
 UNIT = f"{NAME}/0"
-
-
-def damage_backup(cluster: Cluster, backup_id: str) -> None:
-    """Overwrite bytes in the middle of the backup's largest object, through S3."""
-    label = backup_id.replace("-", "").replace(":", "").replace("T", "-").rstrip("Z") + "F"
-    bucket, path = repository_bucket(cluster)
-    prefix = f"{path}/" if path else ""
-    try:
-        keys = bucket.list_keys(f"{prefix}backup/local.{NAME}/{label}/")
-        data = [k for k in keys if "/bundle/" in k or "/pg_data/" in k]
-        assert data, keys
-        victim = max(data, key=lambda k: len(bucket.get(k) or b""))
-        body = bytearray(bucket.get(victim) or b"")
-        body[len(body) // 2 : len(body) // 2 + 64] = bytes(64)
-        bucket.put(victim, bytes(body))
-    finally:
-        bucket.close()
 
 
 def test_rollback_after_a_failed_restore(
@@ -60,7 +43,7 @@ def test_rollback_after_a_failed_restore(
     # restore fails after the data was moved aside. (A time the archive never reaches is
     # refused before anything changes: the recoverable window, test_recoverable_window.)
     backup_id = json.loads(created.stdout)["results"]["backup-id"]
-    damage_backup(cluster, backup_id)
+    damage_backup(cluster, f"local.{NAME}", backup_id)
     res = run_cli(
         "run", "--name", NAME, UNIT, "restore", f"backup-id={backup_id}",
         "--wait", "--timeout", "180", timeout=240,

@@ -67,19 +67,20 @@ def test_a_corrupted_object_fails_verify_naming_its_backup(
     # Overwrite bytes in the middle of the first backup's largest object, through S3.
     bucket, path = repository_bucket(cluster)
     prefix = f"{path}/" if path else ""
-    try:
-        keys = bucket.list_keys(f"{prefix}backup/local.{NAME}/")
-        mine = [k for k in keys if f"/{rows[first]['backup-path'].rsplit('/', 1)[-1]}/" in k]
-        data_keys = [k for k in mine if "/bundle/" in k or "/pg_data/" in k]
-        assert data_keys, mine
-        sizes = {k: len(bucket.get(k) or b"") for k in data_keys}
-        victim = max(sizes, key=lambda k: sizes[k])
-        body = bytearray(bucket.get(victim) or b"")
-        middle = len(body) // 2
-        body[middle : middle + 64] = bytes(64)
-        bucket.put(victim, bytes(body))
-    finally:
-        bucket.close()
+    with cluster.facts.control():  # the S3 machine, reached from the workstation
+        try:
+            keys = bucket.list_keys(f"{prefix}backup/local.{NAME}/")
+            mine = [k for k in keys if f"/{rows[first]['backup-path'].rsplit('/', 1)[-1]}/" in k]
+            data_keys = [k for k in mine if "/bundle/" in k or "/pg_data/" in k]
+            assert data_keys, mine
+            sizes = {k: len(bucket.get(k) or b"") for k in data_keys}
+            victim = max(sizes, key=lambda k: sizes[k])
+            body = bytearray(bucket.get(victim) or b"")
+            middle = len(body) // 2
+            body[middle : middle + 64] = bytes(64)
+            bucket.put(victim, bytes(body))
+        finally:
+            bucket.close()
 
     res = run(run_cli, "verify")
     assert res.returncode == 1, res.stdout + res.stderr
