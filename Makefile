@@ -63,7 +63,7 @@ lint: setup
 
 # pytest exits 5 when it collected nothing: that is never a pass here.
 test: setup lint
-	@set +e; $(VENV)/bin/pytest $(PYTEST_ARGS); rc=$$?; \
+	@set +e; $(VENV)/bin/pytest --durations=40 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "test: pytest collected no tests - failing on purpose"; exit 1; fi; \
 	exit $$rc
 

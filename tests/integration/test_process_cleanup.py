@@ -4,6 +4,7 @@ signalled (real processes, no cluster)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -149,9 +150,13 @@ def test_processes_using_finds_cwd_open_files_and_arguments(
     data = tmp_path / "data"
     (data / "base").mkdir(parents=True)
     (data / "PG_VERSION").write_text("15\n")
-    hold = "import sys, time; f = open(sys.argv[1]); time.sleep(300)"
+    # The path reaches the holder through its environment, not its arguments: an open
+    # file is then the only way to find it.
+    hold = "import os, time; f = open(os.environ['HOLD']); time.sleep(300)"
     by_cwd = subprocess.Popen(SLEEP, cwd=data / "base")
-    by_file = subprocess.Popen([sys.executable, "-c", hold, str(data / "PG_VERSION")], cwd="/")
+    by_file = subprocess.Popen(
+        [sys.executable, "-c", hold], cwd="/", env={**os.environ, "HOLD": str(data / "PG_VERSION")}
+    )
     by_arg = subprocess.Popen([*SLEEP, f"--pg1-path={data}"], cwd="/")
     elsewhere = subprocess.Popen([*SLEEP, str(tmp_path / "data2")], cwd=tmp_path)
     procs = [by_cwd, by_file, by_arg, elsewhere]

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from boto3.s3.inject import upload_fileobj
 from boto3.s3.transfer import TransferConfig
 from realservers import Postgres, owned_dir, wait_for
 
@@ -139,8 +140,10 @@ def test_objects_put_through_boto3_survive(cluster: Cluster, how: str) -> None:
     try:
         for key, body in objects.items():
             if len(body) > MULTIPART.multipart_threshold:
-                bucket.client.upload_fileobj(
-                    io.BytesIO(body), bucket.settings.bucket, key, Config=MULTIPART
+                # boto3's managed transfer on our botocore client (the adapter does
+                # not build boto3's, which is what injects upload_fileobj).
+                upload_fileobj(
+                    bucket.client, io.BytesIO(body), bucket.settings.bucket, key, Config=MULTIPART
                 )
             else:
                 bucket.put(key, body)

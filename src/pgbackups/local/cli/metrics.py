@@ -28,7 +28,12 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     names = [u.name for u in cluster.units()]
     unit = cluster.unit(cluster.leader if cluster.leader in names else names[0])
     host = LocalHost(cluster, unit, peer_store(cluster))
-    print(exposition(collect_metrics(host, archiver_stats(cluster))), end="")
+    archiver = archiver_stats(cluster)
+    # pgBackRest and the S3 client reach the repository from the unit's own machine,
+    # as its hooks do (on machines the workstation's network is not the unit's).
+    with cluster.facts.inside(unit.machine):
+        families = collect_metrics(host, archiver)
+    print(exposition(families), end="")
     return 0
 
 

@@ -192,8 +192,10 @@ def _windows(cluster: Cluster, leader: str) -> tuple[list[Window], str]:
     unit = cluster.unit(leader if leader in names else names[0])
     host = LocalHost(cluster, unit, peer_store(cluster))
     try:
-        own = [s for s in host.backup_tool.info(host.stanza_name) if s.exists]
-        return (recoverable_windows(host, own[0]) if own else []), ""
+        # From the unit's own machine, as its hooks read the repository.
+        with cluster.facts.inside(unit.machine):
+            own = [s for s in host.backup_tool.info(host.stanza_name) if s.exists]
+            return (recoverable_windows(host, own[0]) if own else []), ""
     except BackupToolError as exc:
         return [], str(exc)
 
