@@ -82,6 +82,48 @@ def _env_for(user: OsUser | None, env: Mapping[str, str] | None) -> dict[str, st
     return base
 
 
+def _run_bytes(
+    args: tuple[str, ...],
+    *,
+    user: OsUser | None,
+    timeout: float,
+    env: Mapping[str, str] | None,
+    input_bytes: bytes | None,
+    cwd: str | os.PathLike[str],
+) -> tuple[int, bytes, bytes, bool]:
+    """The one place a command is run to its end: (exit code, stdout, stderr, timed out);
+    127 when the program is missing. Never raises for a non-zero exit or a timeout."""
+    switch = _switch_to(user)
+    try:
+        proc = subprocess.run(
+            args,
+            input=input_bytes,
+            stdin=None if input_bytes is not None else subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+            env=_env_for(user, env),
+            cwd=cwd,
+            check=False,
+            user=switch.uid if switch else None,
+            group=switch.gid if switch else None,
+            extra_groups=[] if switch else None,
+        )
+    except subprocess.TimeoutExpired as exc:
+        log.warning("timed out after %ss: %s", timeout, args[0])
+        out = exc.stdout if isinstance(exc.stdout, bytes) else b""
+        err = exc.stderr if isinstance(exc.stderr, bytes) else b""
+        return -1, out, err + f"\ntimed out after {timeout:g}s".encode(), True
+    except FileNotFoundError:
+        return 127, b"", f"{args[0]}: program not found".encode(), False
+    return proc.returncode, proc.stdout, proc.stderr, False
+
+
+def _text(data: bytes) -> str:
+    # pgBackRest echoes what a wrong passphrase decrypted to: bytes that are no UTF-8
+    # must not turn a failed command into a traceback.
+    return data.decode(errors="replace")
+
+
 def run(
     argv: Sequence[str],
     *,
@@ -98,40 +140,15 @@ def run(
     """
     args = tuple(str(a) for a in argv)
     log.debug("run: %s", " ".join(args))
-    switch = _switch_to(user)
-    try:
-        proc = subprocess.run(
-            args,
-            input=input_text,
-            capture_output=True,
-            text=True,
-            # pgBackRest echoes what a wrong passphrase decrypted to: bytes that are no
-            # UTF-8 must not turn a failed command into a traceback.
-            errors="replace",
-            timeout=timeout,
-            env=_env_for(user, env),
-            cwd=cwd,
-            check=False,
-            user=switch.uid if switch else None,
-            group=switch.gid if switch else None,
-            extra_groups=[] if switch else None,
-        )
-    except subprocess.TimeoutExpired as exc:
-        out = (
-            exc.stdout.decode(errors="replace")
-            if isinstance(exc.stdout, bytes)
-            else (exc.stdout or "")
-        )
-        err = (
-            exc.stderr.decode(errors="replace")
-            if isinstance(exc.stderr, bytes)
-            else (exc.stderr or "")
-        )
-        log.warning("timed out after %ss: %s", timeout, args[0])
-        return CommandResult(args, -1, out, err + f"\ntimed out after {timeout:g}s", True)
-    except FileNotFoundError:
-        return CommandResult(args, 127, "", f"{args[0]}: program not found")
-    return CommandResult(args, proc.returncode, proc.stdout, proc.stderr)
+    code, out, err, timed_out = _run_bytes(
+        args,
+        user=user,
+        timeout=timeout,
+        env=env,
+        input_bytes=input_text.encode() if input_text is not None else None,
+        cwd=cwd,
+    )
+    return CommandResult(args, code, _text(out), _text(err), timed_out)
 
 
 @dataclass(frozen=True)
@@ -160,27 +177,10 @@ def run_binary(
     non-zero exit or a timeout."""
     args = tuple(str(a) for a in argv)
     log.debug("run (binary): %s", " ".join(args))
-    switch = _switch_to(user)
-    try:
-        proc = subprocess.run(
-            args,
-            input=input_bytes,
-            stdin=None if input_bytes is not None else subprocess.DEVNULL,
-            capture_output=True,
-            timeout=timeout,
-            env=_env_for(user, env),
-            cwd="/",
-            check=False,
-            user=switch.uid if switch else None,
-            group=switch.gid if switch else None,
-            extra_groups=[] if switch else None,
-        )
-    except subprocess.TimeoutExpired:
-        log.warning("timed out after %ss: %s", timeout, args[0])
-        return BinaryResult(-1, b"", f"timed out after {timeout:g}s", True)
-    except FileNotFoundError:
-        return BinaryResult(127, b"", f"{args[0]}: program not found")
-    return BinaryResult(proc.returncode, proc.stdout, proc.stderr.decode(errors="replace"))
+    code, out, err, timed_out = _run_bytes(
+        args, user=user, timeout=timeout, env=env, input_bytes=input_bytes, cwd="/"
+    )
+    return BinaryResult(code, out, _text(err), timed_out)
 
 
 def run_watched(
