@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 import psycopg
 
@@ -97,3 +99,28 @@ def switch_and_wait_archived(cluster: Cluster, unit: Unit, timeout: float = 120)
         unit.query("select pg_switch_wal()")  # wakes the archiver (and pgBackRest's async push)
         time.sleep(1)
     return segment
+
+
+def restore_and_wait(run_cli: Callable[..., Any], unit_ref: str, *params: str) -> Any:
+    """``pgbackups run <unit> restore <params> --wait`` on the unit's cluster."""
+    name = unit_ref.split("/", maxsplit=1)[0]
+    return run_cli(
+        "run",
+        "--name",
+        name,
+        unit_ref,
+        "restore",
+        *params,
+        "--wait",
+        "--timeout",
+        "180",
+        timeout=240,
+    )
+
+
+def wait_writable(unit: Unit, timeout: float = 60) -> None:
+    """Until the (restored) primary commits a write."""
+    deadline = time.monotonic() + timeout
+    while not unit.accepts_writes():
+        assert time.monotonic() < deadline, "the restored primary does not accept writes"
+        time.sleep(0.3)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from e2e_helpers import restore_and_wait, wait_writable
 
 from pgbackups.local.runtime.cluster import Cluster
 
@@ -70,20 +71,6 @@ def backups_json(run_cli: Callable[..., Any]) -> list[dict[str, Any]]:
     return rows_
 
 
-def restore(run_cli: Callable[..., Any], *params: str) -> Any:
-    return run_cli(
-        "run", "--name", NAME, UNIT, "restore", *params, "--wait", "--timeout", "180", timeout=240
-    )
-
-
-def wait_writable(cluster: Cluster) -> None:
-    unit = cluster.unit(UNIT)
-    deadline = time.monotonic() + 60
-    while not unit.accepts_writes():
-        assert time.monotonic() < deadline, "the restored primary does not accept writes"
-        time.sleep(0.3)
-
-
 def wait_for_restore_row(run_cli: Callable[..., Any], number: int) -> dict[str, Any]:
     """The new primary pushes ``0000000N.history`` on promotion (asynchronously)."""
     deadline = time.monotonic() + 60
@@ -124,7 +111,7 @@ def test_five_timelines(
     marks["timeline 1 ready"] = time.monotonic() - started
 
     # A malformed time: refused before anything changes.
-    res = restore(run_cli, f"backup-id={b1}", "restore-to-time=28/11/2026 14:00")
+    res = restore_and_wait(run_cli, UNIT, f"backup-id={b1}", "restore-to-time=28/11/2026 14:00")
     assert res.returncode == 1
     assert "Bad restore-to-time format" in res.stderr
     assert "YYYY-MM-DD HH:MM:SS" in res.stderr
@@ -137,7 +124,7 @@ def test_five_timelines(
     # PITR block, which stays for a window whose end cannot be read.)
     time.sleep(1.5)
     unreachable = now_utc(cluster)
-    res = restore(run_cli, f"backup-id={b1}", f"restore-to-time={unreachable}")
+    res = restore_and_wait(run_cli, UNIT, f"backup-id={b1}", f"restore-to-time={unreachable}")
     assert res.returncode == 1, res.stdout + res.stderr
     assert "outside the recoverable window (timeline 1: " in res.stderr, res.stderr
     assert "(nothing was changed)" in res.stderr
@@ -147,9 +134,9 @@ def test_five_timelines(
     marks["refused outside the window"] = time.monotonic() - started
 
     # t1 alone -> timeline 2 (nearest point: b1 on timeline 1).
-    res = restore(run_cli, f"restore-to-time={t1}")
+    res = restore_and_wait(run_cli, UNIT, f"restore-to-time={t1}")
     assert res.returncode == 0, res.stdout + res.stderr
-    wait_writable(cluster)
+    wait_writable(cluster.unit(UNIT))
     assert timeline(cluster) == 2
     assert rows(cluster) == {"d1"}
     assert not [p for p in data_dir.parent.iterdir() if ".before-restore-" in p.name], (
@@ -164,27 +151,29 @@ def test_five_timelines(
     sql(cluster, "insert into t values ('d4')")
     switch_and_archive(cluster)
 
-    res = restore(run_cli, f"backup-id={b1}", "restore-to-time=latest")
+    res = restore_and_wait(run_cli, UNIT, f"backup-id={b1}", "restore-to-time=latest")
     assert res.returncode == 0, res.stdout + res.stderr
-    wait_writable(cluster)
+    wait_writable(cluster.unit(UNIT))
     assert timeline(cluster) == 3
     assert rows(cluster) == {"d1", "d2"}
     marks["timeline 3"] = time.monotonic() - started
 
     # --- timeline 3: the timeline-2 row + latest (base b1 by the .history file, not b2) ---
     wait_for_restore_row(run_cli, 3)
-    res = restore(run_cli, f"backup-id={tl2_row['backup-id']}", "restore-to-time=latest")
+    res = restore_and_wait(
+        run_cli, UNIT, f"backup-id={tl2_row['backup-id']}", "restore-to-time=latest"
+    )
     assert res.returncode == 0, res.stdout + res.stderr
-    wait_writable(cluster)
+    wait_writable(cluster.unit(UNIT))
     assert timeline(cluster) == 4
     assert rows(cluster) == {"d1", "d3", "d4"}
     marks["timeline 4"] = time.monotonic() - started
 
     # --- timeline 4: t2 alone (nearest point: the start of timeline 2) -------------------
     wait_for_restore_row(run_cli, 4)
-    res = restore(run_cli, f"restore-to-time={t2}")
+    res = restore_and_wait(run_cli, UNIT, f"restore-to-time={t2}")
     assert res.returncode == 0, res.stdout + res.stderr
-    wait_writable(cluster)
+    wait_writable(cluster.unit(UNIT))
     assert timeline(cluster) == 5
     assert rows(cluster) == {"d1", "d3"}
     wait_for_restore_row(run_cli, 5)

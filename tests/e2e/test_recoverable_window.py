@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from e2e_helpers import switch_and_wait_archived
+from e2e_helpers import restore_and_wait, switch_and_wait_archived, wait_writable
 
 from pgbackups.core.targets import parse_time
 from pgbackups.local.runtime.cluster import Cluster
@@ -49,20 +49,6 @@ def windows(run_cli: Callable[..., Any]) -> list[dict[str, Any]]:
     assert "Recoverable window" in results["backups"]
     found: list[dict[str, Any]] = json.loads(results["recoverable-window"])
     return found
-
-
-def restore(run_cli: Callable[..., Any], *params: str) -> Any:
-    return run_cli(
-        "run", "--name", NAME, UNIT, "restore", *params, "--wait", "--timeout", "180", timeout=240
-    )
-
-
-def wait_writable(cluster: Cluster) -> None:
-    unit = cluster.unit(UNIT)
-    deadline = time.monotonic() + 60
-    while not unit.accepts_writes():
-        assert time.monotonic() < deadline, "the restored primary does not accept writes"
-        time.sleep(0.3)
 
 
 def pg_time(moment: datetime) -> str:
@@ -105,7 +91,7 @@ def test_the_window_is_what_a_restore_reaches(
 
     # Just outside either end: refused before anything changes, with the window shown.
     for outside in (latest + timedelta(microseconds=1), earliest - timedelta(microseconds=1)):
-        res = restore(run_cli, f"restore-to-time={pg_time(outside)}")
+        res = restore_and_wait(run_cli, UNIT, f"restore-to-time={pg_time(outside)}")
         assert res.returncode == 1, res.stdout + res.stderr
         # Before the backup's end targets refuses first ("restore-to-time is before the
         # first backup ended…; recoverable window: …"), after it the window check does.
@@ -115,17 +101,21 @@ def test_the_window_is_what_a_restore_reaches(
 
     # The latest end itself: everything committed before the last commit (a2 is restored
     # by restore-to-time=latest only: PostgreSQL stops before a later commit, never at one).
-    res = restore(run_cli, f"backup-id={backup_id}", f"restore-to-time={pg_time(latest)}")
+    res = restore_and_wait(
+        run_cli, UNIT, f"backup-id={backup_id}", f"restore-to-time={pg_time(latest)}"
+    )
     assert res.returncode == 0, res.stdout + res.stderr
-    wait_writable(cluster)
+    wait_writable(cluster.unit(UNIT))
     assert rows(cluster) == {"before", "a1"}
     assert timeline(cluster) == 2
     marks = {"latest end restored": round(time.monotonic() - started, 1)}
 
     # The earliest end: the backup's rows, nothing committed after it.
-    res = restore(run_cli, f"backup-id={backup_id}", f"restore-to-time={pg_time(earliest)}")
+    res = restore_and_wait(
+        run_cli, UNIT, f"backup-id={backup_id}", f"restore-to-time={pg_time(earliest)}"
+    )
     assert res.returncode == 0, res.stdout + res.stderr
-    wait_writable(cluster)
+    wait_writable(cluster.unit(UNIT))
     assert rows(cluster) == {"before"}
     assert timeline(cluster) == 3
     marks["earliest end restored"] = round(time.monotonic() - started, 1)
