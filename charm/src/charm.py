@@ -140,6 +140,9 @@ class PgBackupsCharm(ops.CharmBase):
     tls_files_factory: ClassVar[Callable[[PgBackupsCharm], TlsFiles]] = machine_tls_files
     backup_tls_factory: ClassVar[Callable[[PgBackupsCharm], BackupTlsFiles]] = machine_backup_tls
     new_ca_factory: ClassVar[Callable[[PgBackupsCharm], CertificateAuthority]] = machine_new_ca
+    # How long start waits for its Patroni to run (tests whose systemd is a recorder, where
+    # nothing ever runs, set it short).
+    member_wait_seconds: ClassVar[float] = MEMBER_WAIT_SECONDS
 
     def __init__(self, framework: ops.Framework) -> None:
         super().__init__(framework)
@@ -512,7 +515,7 @@ class PgBackupsCharm(ops.CharmBase):
             log.warning("Patroni is not started yet: %s", exc)
             event.defer()
             return
-        self._note_member_running(self.host, wait=MEMBER_WAIT_SECONDS)
+        self._note_member_running(self.host, wait=type(self).member_wait_seconds)
 
     def _on_config_changed(self, event: ops.ConfigChangedEvent) -> None:
         # The backup options (retention into pgbackrest.conf; schedules are read by

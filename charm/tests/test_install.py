@@ -144,6 +144,8 @@ class BootingMachine(FreshMachine):
 def booting(machine: FreshMachine, monkeypatch: pytest.MonkeyPatch) -> BootingMachine:
     fresh = BootingMachine()
     monkeypatch.setattr(PgBackupsCharm, "runner", fresh.run)
+    # Nothing runs behind the recorded systemctl: start's wait for Patroni ends at once.
+    monkeypatch.setattr(PgBackupsCharm, "member_wait_seconds", 0.0)
     monkeypatch.setattr(pwd, "getpwnam", fresh.getpwnam)
     return fresh
 
