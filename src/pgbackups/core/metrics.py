@@ -109,7 +109,7 @@ def backup_families(
                 last_failed.add(_ts(max(b.start for b in bad)), stanza=name, type=kind)
     families += _window_families(name, windows, gaps)
     families += _verify_families(name, verified or {})
-    families += _archiver_families(name, archiver, now)
+    families += archiver_families(name, archiver, now)
     return families
 
 
@@ -157,7 +157,9 @@ def _verify_families(name: str, verified: Mapping[str, Verified]) -> list[Family
     return [when, valid]
 
 
-def _archiver_families(name: str, stats: ArchiverStats | None, now: datetime) -> list[Family]:
+def archiver_families(name: str, stats: ArchiverStats | None, now: datetime) -> list[Family]:
+    """The primary's archiver as families (a host whose primary is not the unit that
+    reads the repository serves these apart: the charm)."""
     failed = Family(
         "pgbackups_archive_failed_total",
         "WAL archiving attempts that failed since the statistics were reset "
