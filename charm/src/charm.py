@@ -44,13 +44,14 @@ from pgbackups.core import messages as msg
 from pgbackups.core import metrics as core_metrics
 from pgbackups.core.archive_health import ArchiverStats as ArchiveHealthStats
 from pgbackups.core.handlers import desired_config
-from pgbackups.core.handlers.metrics import collect_metrics
+from pgbackups.core.handlers.metrics import RepositoryFacts, collect_metrics, read_repository
 from pgbackups.core.host import WorkloadError
 from pgbackups.core.outcomes import ActionFailed, ActionResults, Deferred, Done, Outcome
 from pgbackups.core.params import check_action_params
 from pgbackups.core.peer_keys import CLUSTER_INITIALISED, STANZA
 from pgbackups.core.policy import INVALID_OPTIONS, PolicyProblem, parse_policy
 from pgbackups.core.settings import PASSPHRASE_KEY as SETTINGS_PASSPHRASE_KEY
+from pgbackups.core.window import status_summary
 from pgbackups.workload.layout import UnitFacts
 from s3_requirer import S3Requirer
 from tls_files import DiskTlsFiles
@@ -88,6 +89,10 @@ MEMBER_RUNNING = "running"
 # How long the start hook waits for its member to run, so that the next unit may start
 # without waiting for an update-status.
 MEMBER_WAIT_SECONDS = 60.0
+# How often the leader reads the recoverable window for its status (update-status comes
+# every 5 minutes by default: each one reads it; rounds of update-status a test or an
+# operator fires in a row read it once). Every update-status while COS scrapes.
+WINDOW_REFRESH_SECONDS = 240.0
 
 
 class InstallFailed(RuntimeError):
@@ -157,7 +162,11 @@ class PgBackupsCharm(ops.CharmBase):
 
     def __init__(self, framework: ops.Framework) -> None:
         super().__init__(framework)
-        self._stored.set_default(left_cluster=False, raft_to_forget=[])
+        # window_status: the leader's recoverable window as its status says it (read by
+        # update-status at window_read_at, time.time()).
+        self._stored.set_default(
+            left_cluster=False, raft_to_forget=[], window_status="", window_read_at=0.0
+        )
         self._adapters: Adapters | None = None
         self._app_secrets: AppSecrets | None = None
         self._backup_tls: BackupTlsFiles | None = None
@@ -415,7 +424,11 @@ class PgBackupsCharm(ops.CharmBase):
             waiting = self._start_blocker(host)
             self.unit.status = ops.WaitingStatus(waiting or AWAITING_MEMBER)
         else:
-            self.unit.status = ops.ActiveStatus(PRIMARY if primary else "")
+            # The leader adds the recoverable window (WINDOW_REFRESH_SECONDS): what a
+            # restore-to-time reaches, where `juju status` shows it.
+            window = self._stored.window_status if host.is_leader() else ""
+            words = [w for w in (PRIMARY if primary else "", window) if w]
+            self.unit.status = ops.ActiveStatus(", ".join(words))
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -555,11 +568,13 @@ class PgBackupsCharm(ops.CharmBase):
         self._run(event, events.HOOKS["update-status"])
         if self.model.get_relation(PEER_RELATION) is not None:
             self._forget_departed_members()
+            scraped = self.model.get_relation(cos_agent.RELATION) is not None
+            facts = self._read_window(self.host, every_time=scraped)
             self._refresh_status(self.host)
             self._note_member_running(self.host)
-            if self.model.get_relation(cos_agent.RELATION) is not None:
+            if scraped:
                 self._offer_metrics()
-                self._collect_metrics(self.host)
+                self._collect_metrics(self.host, facts)
 
     def _on_leader_elected(self, event: ops.LeaderElectedEvent) -> None:
         self._ensure_app_secret()
@@ -697,7 +712,23 @@ class PgBackupsCharm(ops.CharmBase):
         if dict(bag) != wanted:
             bag.update(wanted)
 
-    def _collect_metrics(self, host: CharmHost) -> None:
+    def _read_window(self, host: CharmHost, *, every_time: bool) -> RepositoryFacts | None:
+        """On the leader, with a stanza: read the repository (its recoverable window for
+        the status, and the metrics' facts), once per WINDOW_REFRESH_SECONDS unless
+        ``every_time``. None when not read now."""
+        if not host.is_leader() or not host.app_data.get(STANZA):
+            self._stored.window_status = ""
+            return None
+        since = time.time() - float(self._stored.window_read_at)
+        if not every_time and 0 <= since < WINDOW_REFRESH_SECONDS:
+            return None
+        facts = read_repository(host)
+        self._stored.window_read_at = time.time()
+        # Unreadable: no window rather than an old one (the S3 statuses say why).
+        self._stored.window_status = status_summary(facts.windows) if facts.readable else ""
+        return facts
+
+    def _collect_metrics(self, host: CharmHost, facts: RepositoryFacts | None) -> None:
         """What the endpoint serves until the next update-status: the repository's
         families from the leader (one unit: the same facts from every unit would be
         alerts times the units), the archiver's from the primary (only it knows them)."""
@@ -707,7 +738,7 @@ class PgBackupsCharm(ops.CharmBase):
             primary = host.workload.is_primary() is True
             stats = _archiver(host.workload.archiver_stats()) if primary else None
             if host.is_leader():
-                families = collect_metrics(host, stats)
+                families = collect_metrics(host, stats, facts)
             elif primary:
                 families = core_metrics.archiver_families(host.stanza_name, stats, host.now())
             else:
