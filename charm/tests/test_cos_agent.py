@@ -10,6 +10,7 @@ import json
 import os
 import stat
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -195,6 +196,9 @@ def test_update_status_on_the_leader_primary_serves_every_family(
     assert f'pgbackups_backups{{stanza="{STANZA}",status="finished"}} 1.0' in samples
     assert f'pgbackups_archive_archived_total{{stanza="{STANZA}"}} 7.0' in samples
     assert f'pgbackups_archive_failed_total{{stanza="{STANZA}"}} 1.0' in samples
+    # When: the stale-metrics alert compares it with the scrape's time.
+    (collected,) = [x for x in samples if x.startswith("pgbackups_collected_timestamp_seconds")]
+    assert abs(float(collected.split()[-1]) - time.time()) < 60
 
 
 def test_update_status_elsewhere_serves_only_what_the_unit_knows(

@@ -72,7 +72,7 @@ def rules_file(tmp_path: Path) -> Path:
 def test_the_scoped_rules_are_valid(rules_file: Path) -> None:
     res = promtool("check", "rules", str(rules_file))
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "SUCCESS: 10 rules found" in res.stdout
+    assert "SUCCESS: 11 rules found" in res.stdout
 
 
 def test_each_alert_sees_this_application_only(rules_file: Path, tmp_path: Path) -> None:

@@ -88,7 +88,13 @@ def backup_families(
         "pgBackRest's status code of the stanza: 0 ok, 1 missing stanza path, 2 no valid "
         "backups, 99 unreadable; -1 when the repository could not be read at all.",
     )
-    families = [last_ok, last_failed, duration, size, repo_size, count, stanza_status]
+    collected = Family(
+        "pgbackups_collected_timestamp_seconds",
+        "When these metrics were collected: a scrape or a textfile serves what was "
+        "collected last (the charm's update-status, a cron job).",
+    )
+    collected.add(_ts(now), stanza=name)
+    families = [last_ok, last_failed, duration, size, repo_size, count, stanza_status, collected]
     if stanza is None:
         stanza_status.add(-1, stanza=name)
     else:
