@@ -709,7 +709,9 @@ class PgBackupsCharm(ops.CharmBase):
         wanted = cos_agent.unit_bag(
             cos_agent.alert_rules(topology), [cos_agent.scrape_job(self.unit.name, password)]
         )
-        if dict(bag) != wanted:
+        # Only on change (Juju keeps its own address keys in the bag too): a write wakes
+        # the agent's relation-changed.
+        if any(bag.get(k) != v for k, v in wanted.items()):
             bag.update(wanted)
 
     def _read_window(self, host: CharmHost, *, every_time: bool) -> RepositoryFacts | None:
