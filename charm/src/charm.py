@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Protocol
 import ops
 
 import app_secret
+import cos_agent
 from app_secret import PASSWORD_KEYS, SECRET_ID_KEY, AppSecrets
 from backup_tls import BackupTlsFiles, DiskBackupTls
 from charm_host import (
@@ -31,20 +32,26 @@ from charm_host import (
     Adapters,
     CharmHost,
 )
+from metrics_service import MetricsService
 from pgbackups.adapters import certificates, processes
 from pgbackups.adapters.certificates import CertificateAuthority, CertificateError
 from pgbackups.adapters.patroni import PatroniPasswords
 from pgbackups.adapters.pgbackrest import PgBackRest
+from pgbackups.adapters.prometheus import exposition
 from pgbackups.adapters.s3 import S3Bucket
 from pgbackups.core import events
 from pgbackups.core import messages as msg
+from pgbackups.core import metrics as core_metrics
+from pgbackups.core.archive_health import ArchiverStats as ArchiveHealthStats
 from pgbackups.core.handlers import desired_config
+from pgbackups.core.handlers.metrics import RepositoryFacts, collect_metrics, read_repository
 from pgbackups.core.host import WorkloadError
 from pgbackups.core.outcomes import ActionFailed, ActionResults, Deferred, Done, Outcome
 from pgbackups.core.params import check_action_params
-from pgbackups.core.peer_keys import CLUSTER_INITIALISED
+from pgbackups.core.peer_keys import CLUSTER_INITIALISED, STANZA
 from pgbackups.core.policy import INVALID_OPTIONS, PolicyProblem, parse_policy
 from pgbackups.core.settings import PASSPHRASE_KEY as SETTINGS_PASSPHRASE_KEY
+from pgbackups.core.window import status_summary
 from pgbackups.workload.layout import UnitFacts
 from s3_requirer import S3Requirer
 from tls_files import DiskTlsFiles
@@ -82,6 +89,10 @@ MEMBER_RUNNING = "running"
 # How long the start hook waits for its member to run, so that the next unit may start
 # without waiting for an update-status.
 MEMBER_WAIT_SECONDS = 60.0
+# How often the leader reads the recoverable window for its status (update-status comes
+# every 5 minutes by default: each one reads it; rounds of update-status a test or an
+# operator fires in a row read it once). Every update-status while COS scrapes.
+WINDOW_REFRESH_SECONDS = 240.0
 
 
 class InstallFailed(RuntimeError):
@@ -122,6 +133,11 @@ def machine_backup_tls(charm: PgBackupsCharm) -> BackupTlsFiles:
     return DiskBackupTls(type(charm).machine_paths.backup_tls_dir, processes.db_user())
 
 
+def machine_metrics_service(charm: PgBackupsCharm) -> MetricsService:
+    paths = type(charm).machine_paths
+    return MetricsService(paths.state_dir, paths.systemd_dir, type(charm).runner)
+
+
 def machine_new_ca(charm: PgBackupsCharm) -> CertificateAuthority:
     return certificates.new_authority(f"{charm.app.name}-pgbackrest-ca")
 
@@ -140,13 +156,20 @@ class PgBackupsCharm(ops.CharmBase):
     tls_files_factory: ClassVar[Callable[[PgBackupsCharm], TlsFiles]] = machine_tls_files
     backup_tls_factory: ClassVar[Callable[[PgBackupsCharm], BackupTlsFiles]] = machine_backup_tls
     new_ca_factory: ClassVar[Callable[[PgBackupsCharm], CertificateAuthority]] = machine_new_ca
+    metrics_service_factory: ClassVar[Callable[[PgBackupsCharm], MetricsService]] = (
+        machine_metrics_service
+    )
     # How long start waits for its Patroni to run (tests whose systemd is a recorder, where
     # nothing ever runs, set it short).
     member_wait_seconds: ClassVar[float] = MEMBER_WAIT_SECONDS
 
     def __init__(self, framework: ops.Framework) -> None:
         super().__init__(framework)
-        self._stored.set_default(left_cluster=False, raft_to_forget=[])
+        # window_status: the leader's recoverable window as its status says it (read by
+        # update-status at window_read_at, time.time()).
+        self._stored.set_default(
+            left_cluster=False, raft_to_forget=[], window_status="", window_read_at=0.0
+        )
         self._adapters: Adapters | None = None
         self._app_secrets: AppSecrets | None = None
         self._backup_tls: BackupTlsFiles | None = None
@@ -179,6 +202,10 @@ class PgBackupsCharm(ops.CharmBase):
         observe(self.s3.on.credentials_changed, self._on_s3_credentials_changed)
         observe(self.s3.on.credentials_gone, self._on_s3_credentials_gone)
         observe(self.certs.on.updated, self._on_certificates_changed)
+        cos = self.on[cos_agent.RELATION]
+        observe(cos.relation_joined, self._on_cos_agent_changed)
+        observe(cos.relation_changed, self._on_cos_agent_changed)
+        observe(cos.relation_broken, self._on_cos_agent_broken)
         for action in events.ACTIONS:  # ops names an action's event <name>_action
             observe(getattr(self.on, f"{action.replace('-', '_')}_action"), self._on_action)
 
@@ -400,7 +427,11 @@ class PgBackupsCharm(ops.CharmBase):
             waiting = self._start_blocker(host)
             self.unit.status = ops.WaitingStatus(waiting or AWAITING_MEMBER)
         else:
-            self.unit.status = ops.ActiveStatus(PRIMARY if primary else "")
+            # The leader adds the recoverable window (WINDOW_REFRESH_SECONDS): what a
+            # restore-to-time reaches, where `juju status` shows it.
+            window = self._stored.window_status if host.is_leader() else ""
+            words = [w for w in (PRIMARY if primary else "", window) if w]
+            self.unit.status = ops.ActiveStatus(", ".join(words))
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -540,8 +571,13 @@ class PgBackupsCharm(ops.CharmBase):
         self._run(event, events.HOOKS["update-status"])
         if self.model.get_relation(PEER_RELATION) is not None:
             self._forget_departed_members()
+            scraped = self.model.get_relation(cos_agent.RELATION) is not None
+            facts = self._read_window(self.host, every_time=scraped)
             self._refresh_status(self.host)
             self._note_member_running(self.host)
+            if scraped:
+                self._offer_metrics()
+                self._collect_metrics(self.host, facts)
 
     def _on_leader_elected(self, event: ops.LeaderElectedEvent) -> None:
         self._ensure_app_secret()
@@ -634,6 +670,89 @@ class PgBackupsCharm(ops.CharmBase):
             self.host.unit_data[TLS_FLAG] = "enabled" if self.certs.material() else ""
         self._run(event, events.HOOKS["certificates-changed"])
 
+    # --- metrics through the COS agent ------------------------------------------------
+
+    def _on_cos_agent_changed(self, event: ops.RelationEvent) -> None:
+        self._offer_metrics()
+
+    def _on_cos_agent_broken(self, event: ops.RelationBrokenEvent) -> None:
+        # Nobody scrapes any more: no listening port left open for nothing.
+        try:
+            type(self).metrics_service_factory(self).stop()
+        except WorkloadError as exc:
+            log.warning("the metrics endpoint was not stopped: %s", exc)
+
+    def _offer_metrics(self) -> None:
+        """Run the endpoint and publish its scrape job, the alert rules (scoped to this
+        application) in this unit's bag on the cos-agent relation (docs:
+        charm/README.md, "Metrics and alerts"). The password stays the one published."""
+        relation = self.model.get_relation(cos_agent.RELATION)
+        if relation is None:
+            return
+        bag = relation.data[self.unit]
+        password = cos_agent.password_in(bag) or cos_agent.new_password()
+        service = type(self).metrics_service_factory(self)
+        try:
+            changed = service.configure(
+                host=cos_agent.METRICS_HOST,
+                port=cos_agent.METRICS_PORT,
+                user=cos_agent.SCRAPE_USER,
+                password=password,
+            )
+            service.start(restart=changed)
+        except (WorkloadError, OSError) as exc:
+            log.error("the metrics endpoint is not running: %s", exc)
+            return
+        topology = cos_agent.Topology(
+            model=self.model.name,
+            model_uuid=self.model.uuid,
+            application=self.app.name,
+            charm_name=self.meta.name,
+        )
+        wanted = cos_agent.unit_bag(
+            cos_agent.alert_rules(topology), [cos_agent.scrape_job(self.unit.name, password)]
+        )
+        # Only on change (Juju keeps its own address keys in the bag too): a write wakes
+        # the agent's relation-changed.
+        if any(bag.get(k) != v for k, v in wanted.items()):
+            bag.update(wanted)
+
+    def _read_window(self, host: CharmHost, *, every_time: bool) -> RepositoryFacts | None:
+        """On the leader, with a stanza: read the repository (its recoverable window for
+        the status, and the metrics' facts), once per WINDOW_REFRESH_SECONDS unless
+        ``every_time``. None when not read now."""
+        if not host.is_leader() or not host.app_data.get(STANZA):
+            self._stored.window_status = ""
+            return None
+        since = time.time() - float(self._stored.window_read_at)
+        if not every_time and 0 <= since < WINDOW_REFRESH_SECONDS:
+            return None
+        facts = read_repository(host)
+        self._stored.window_read_at = time.time()
+        # Unreadable: no window rather than an old one (the S3 statuses say why).
+        self._stored.window_status = status_summary(facts.windows) if facts.readable else ""
+        return facts
+
+    def _collect_metrics(self, host: CharmHost, facts: RepositoryFacts | None) -> None:
+        """What the endpoint serves until the next update-status: the repository's
+        families from the leader (one unit: the same facts from every unit would be
+        alerts times the units), the archiver's from the primary (only it knows them)."""
+        if not host.app_data.get(STANZA):
+            families: list[core_metrics.Family] = []
+        else:
+            primary = host.workload.is_primary() is True
+            stats = _archiver(host.workload.archiver_stats()) if primary else None
+            if host.is_leader():
+                families = collect_metrics(host, stats, facts)
+            elif primary:
+                families = core_metrics.archiver_families(host.stanza_name, stats, host.now())
+            else:
+                families = []
+        try:
+            type(self).metrics_service_factory(self).publish(exposition(families))
+        except (WorkloadError, OSError) as exc:
+            log.warning("the metrics were not written: %s", exc)
+
     # --- S3 ------------------------------------------------------------------------
 
     def _on_s3_credentials_changed(self, event: ops.EventBase) -> None:
@@ -647,6 +766,18 @@ class PgBackupsCharm(ops.CharmBase):
     def _on_action(self, event: ops.ActionEvent) -> None:
         action = event.handle.kind.removesuffix("_action").replace("_", "-")
         self._run(event, events.ACTIONS[action], _params(event.params))
+
+
+def _archiver(stats: ArchiveHealthStats | None) -> core_metrics.ArchiverStats | None:
+    """The workload's look at ``pg_stat_archiver`` as the metrics take it."""
+    if stats is None:
+        return None
+    return core_metrics.ArchiverStats(
+        stats.archived_count,
+        stats.failed_count,
+        stats.last_archived_time,
+        stats.last_failed_time,
+    )
 
 
 def _unit_number(unit_name: str) -> int:

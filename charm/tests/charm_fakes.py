@@ -7,7 +7,7 @@ of a hook as well as the state out.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from pgbackups.adapters.certificates import CertificateAuthority
@@ -241,6 +241,8 @@ class FakeBackupTool:
     info_error: str | None = None
     ping: bool = True
     taken: list[str] = field(default_factory=list)  # labels of the backups taken, oldest first
+    # What annotate wrote, by label: info shows it on the backup, as pgBackRest does.
+    annotations: dict[str, dict[str, str]] = field(default_factory=dict)
     expire_result: CommandResult = OK
 
     def stanza_create(self) -> CommandResult:
@@ -275,11 +277,22 @@ class FakeBackupTool:
         if self.info_error:
             raise BackupToolError(self.info_error)
         stanzas = [s for s in self.stanzas if stanza is None or s.name == stanza]
-        if stanza is not None and self.taken:
-            before = stanzas[0].backups if stanzas else ()
-            new = tuple(backup_record(stanza, label) for label in self.taken)
-            stanzas = [stanza_info(stanza, *before, *new)]
-        return stanzas
+        # The backups taken go into the stanza asked for, or the first one (list-backups
+        # asks for all).
+        own = stanza if stanza is not None else (stanzas[0].name if stanzas else None)
+        if own is not None and self.taken:
+            mine = next((s for s in stanzas if s.name == own), None)
+            before = mine.backups if mine is not None else ()
+            new = tuple(backup_record(own, label) for label in self.taken)
+            others = [s for s in stanzas if s.name != own]
+            stanzas = [stanza_info(own, *before, *new), *others]
+        return [replace(s, backups=tuple(self._annotated(b) for b in s.backups)) for s in stanzas]
+
+    def _annotated(self, record: BackupRecord) -> BackupRecord:
+        extra = self.annotations.get(record.label)
+        if not extra:
+            return record
+        return replace(record, annotations=(*record.annotations, *sorted(extra.items())))
 
     def timelines(self, stanza: str) -> list[TimelineRecord]:
         return []
@@ -316,6 +329,7 @@ class FakeBackupTool:
         self.calls.append(
             f"annotate {label} " + ",".join(f"{k}={v}" for k, v in annotations.items())
         )
+        self.annotations.setdefault(label, {}).update(annotations)
         return OK
 
     def verify(self) -> VerifyReport:

@@ -4,6 +4,7 @@ expire action, and a scheduled backup started from update-status."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -12,7 +13,7 @@ from charm_states import STANZA, app_bag, ctx, peers, s3, state, unit_bag
 from ops import testing
 
 from pgbackups.core.archive_health import ArchiverStats
-from pgbackups.core.ids import format_id
+from pgbackups.core.ids import format_id, label_to_id
 from pgbackups.core.policy import Retention
 
 NOW = datetime.now(UTC)
@@ -131,4 +132,60 @@ def test_a_due_schedule_starts_a_backup_from_update_status(world: World) -> None
         f"|{out.unit_status and 'pgbackups-postgresql/0'}"
     )
     assert unit_bag(out)["scheduled-backup-done"].startswith(request + "|")
-    assert out.unit_status == testing.ActiveStatus("Primary")
+    # Active again, with the recoverable window the new backup opened (the leader says it).
+    assert isinstance(out.unit_status, testing.ActiveStatus)
+    assert out.unit_status.message.startswith("Primary, recoverable window ")
+
+
+def test_a_missed_schedule_runs_once_and_lists_as_scheduled(world: World) -> None:
+    """The machine was down over three daily runs: one backup, not three; list-backups
+    says a schedule started it (the trigger column), and the older one was asked for."""
+    manual = "20261120-100000F"
+    world.tool.stanzas = [stanza_info(STANZA, backup_record(STANZA, manual))]
+    world.workload.archiver = HEALTHY
+    today = NOW.replace(hour=3, minute=17, second=0, microsecond=0)
+    if today > NOW:
+        today -= timedelta(days=1)
+    handled = format_id(today - timedelta(days=3))  # three runs missed since
+    st = with_config(
+        state(peers({"stanza": STANZA, "schedule-full": f"17 3 * * *|{handled}"}), s3()),
+        {"full-schedule": "17 3 * * *"},
+    )
+    c = ctx()
+    out = c.run(c.on.update_status(), st)
+    for _ in range(2):  # the request is cleared, nothing more is due
+        out = c.run(c.on.update_status(), out)
+    assert [call for call in world.calls if call.startswith("backup ")] == [
+        "backup full on_primary=True"
+    ]
+    assert app_bag(out)["schedule-full"] == f"17 3 * * *|{format_id(today)}"
+    assert "scheduled-backup" not in app_bag(out)
+    c.run(c.on.action("list-backups", params={"format": "json"}), out)
+    assert c.action_results is not None
+    rows = {row["backup-id"]: row for row in json.loads(c.action_results["backups"])}
+    (scheduled,) = world.tool.taken
+    assert rows[label_to_id(scheduled)]["trigger"] == "scheduled"
+    assert rows[label_to_id(manual)]["trigger"] == "manual"
+
+
+def test_the_leader_says_the_recoverable_window(world: World) -> None:
+    """In `juju status`, on the leader: the newest window, to the second, on the safe
+    side of both ends; read once per WINDOW_REFRESH_SECONDS, not at every update-status."""
+    world.tool.stanzas = [stanza_info(STANZA, backup_record(STANZA, "20261128-100000F"))]
+    world.workload.archiver = HEALTHY
+    c = ctx()
+    out = c.run(c.on.update_status(), state(peers({"stanza": STANZA}), s3()))
+    # The fake's last archived commit is 15:00:00: a target up to a microsecond before
+    # it is reached, so 14:59:59 is the last whole second.
+    assert out.unit_status == testing.ActiveStatus(
+        "Primary, recoverable window 2026-11-28T10:00:00Z to 2026-11-28T14:59:59Z on timeline 1"
+    )
+    reads = world.calls.count("info")
+    out = c.run(c.on.update_status(), out)
+    assert world.calls.count("info") == reads  # not read again so soon
+    assert out.unit_status.message.endswith("to 2026-11-28T14:59:59Z on timeline 1")
+    # Another unit says nothing of it (one place to look, no S3 reads on every unit).
+    world.calls.clear()
+    other = c.run(c.on.update_status(), state(peers({"stanza": STANZA}), s3(), leader=False))
+    assert other.unit_status == testing.ActiveStatus("Primary")
+    assert "info" not in world.calls

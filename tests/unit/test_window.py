@@ -14,7 +14,7 @@ from pgbackups.core.handlers.restore import on_restore
 from pgbackups.core.host import BackupToolError, UnitStatus
 from pgbackups.core.outcomes import ActionFailed, ActionResults
 from pgbackups.core.repository import BackupRecord, TimelineBranch
-from pgbackups.core.window import NO_COMMIT, windows
+from pgbackups.core.window import NO_COMMIT, Window, status_summary, windows
 
 T0 = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
 
@@ -173,3 +173,31 @@ def test_a_restore_inside_the_window_starts() -> None:
     outcome = on_restore(host, {"restore-to-time": "2026-11-28 10:29:59.999999+00"})
     assert outcome == ActionResults({"restore-status": "restore started"})
     assert "backup_tool.last_commit_time(000000010000000000000002)" in host.calls
+
+
+def _window(timeline: int, earliest: datetime, last_commit: datetime | None) -> Window:
+    return Window(
+        stanza=STANZA,
+        timeline=timeline,
+        earliest=earliest,
+        earliest_backup="2026-11-28T10:00:00Z",
+        last_commit=last_commit,
+        latest_segment="000000010000000000000005",
+    )
+
+
+def test_status_summary_is_the_newest_window_on_the_safe_side_of_each_second() -> None:
+    older = _window(1, T0, T0 + timedelta(hours=1))
+    # Earliest at .25 s: the second after it is reached; last commit at .0 s: a target a
+    # microsecond before it is, so the second before it is the last whole one.
+    newest = _window(2, T0 + timedelta(hours=2, microseconds=250_000), T0 + timedelta(hours=3))
+    assert status_summary([newest, older]) == (
+        "recoverable window 2026-11-28T12:00:01Z to 2026-11-28T12:59:59Z on timeline 2"
+    )
+    assert status_summary([]) == ""
+    unknown = _window(1, T0, None)
+    assert status_summary([unknown]) == "recoverable window 2026-11-28T10:00:00Z to ? on timeline 1"
+    idle = _window(1, T0 + timedelta(seconds=5), T0)  # nothing committed after the backup
+    assert status_summary([idle]) == (
+        "recoverable window 2026-11-28T10:00:05Z (no commit archived since) on timeline 1"
+    )

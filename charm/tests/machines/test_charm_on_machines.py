@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from ops import testing
 
+import charm
 from machines.juju import APP, S3, TLS, Juju
 from machines.providers import CertificatesProvider, S3Integrator
 from machines.world import World
@@ -89,7 +90,8 @@ class Scenario:
         if not all(isinstance(s, testing.ActiveStatus) for s in statuses.values()):
             return False
         primaries = self.primaries()
-        if len(primaries) != 1 or statuses[primaries[0]].message != PRIMARY:
+        # The leader adds the recoverable window after it: "Primary, recoverable window ...".
+        if len(primaries) != 1 or statuses[primaries[0]].message.split(",")[0] != PRIMARY:
             return False
         return self.streaming() == len(statuses) - 1
 
@@ -165,7 +167,9 @@ def test_integrate_tls(scenario: Scenario) -> None:
     juju.settle("healthy with TLS", scenario.healthy, timeout=DEPLOY_TIMEOUT)
 
 
-def test_create_backup_on_a_replica_and_list_it(scenario: Scenario) -> None:
+def test_create_backup_on_a_replica_and_list_it(
+    scenario: Scenario, monkeypatch: pytest.MonkeyPatch
+) -> None:
     juju, world = scenario.juju, scenario.world
     assert world.s3 is not None
     primary = scenario.primaries()[0]
@@ -187,6 +191,20 @@ def test_create_backup_on_a_replica_and_list_it(scenario: Scenario) -> None:
     stanza = juju.app_bag["stanza"]
     keys = world.s3.keys(APP, f"charm-on-machines/backup/{stanza}/")
     assert any("backup.manifest" in k for k in keys), keys
+    # The leader's status says the recoverable window the backup opened, read by the
+    # charm from the real repository (at every update-status here: the hooks are forked
+    # from this process).
+    monkeypatch.setattr(charm, "WINDOW_REFRESH_SECONDS", 0.0)
+    leader = juju.leader
+    assert leader is not None
+
+    def says_window() -> bool:
+        return "recoverable window " in scenario.statuses()[leader].message
+
+    juju.settle("the leader says the recoverable window", says_window, timeout=60)
+    message = scenario.statuses()[leader].message
+    earliest = message.split("recoverable window ")[1].split(" ")[0]
+    assert earliest >= scenario.backup_id, message  # the same form: UTC, to the second
     # Rows written after the backup: the restore to it leaves them out.
     scenario.sql(primary, "insert into charm_rows values (100000)")
 

@@ -88,7 +88,13 @@ def backup_families(
         "pgBackRest's status code of the stanza: 0 ok, 1 missing stanza path, 2 no valid "
         "backups, 99 unreadable; -1 when the repository could not be read at all.",
     )
-    families = [last_ok, last_failed, duration, size, repo_size, count, stanza_status]
+    collected = Family(
+        "pgbackups_collected_timestamp_seconds",
+        "When these metrics were collected: a scrape or a textfile serves what was "
+        "collected last (the charm's update-status, a cron job).",
+    )
+    collected.add(_ts(now), stanza=name)
+    families = [last_ok, last_failed, duration, size, repo_size, count, stanza_status, collected]
     if stanza is None:
         stanza_status.add(-1, stanza=name)
     else:
@@ -109,7 +115,7 @@ def backup_families(
                 last_failed.add(_ts(max(b.start for b in bad)), stanza=name, type=kind)
     families += _window_families(name, windows, gaps)
     families += _verify_families(name, verified or {})
-    families += _archiver_families(name, archiver, now)
+    families += archiver_families(name, archiver, now)
     return families
 
 
@@ -157,7 +163,9 @@ def _verify_families(name: str, verified: Mapping[str, Verified]) -> list[Family
     return [when, valid]
 
 
-def _archiver_families(name: str, stats: ArchiverStats | None, now: datetime) -> list[Family]:
+def archiver_families(name: str, stats: ArchiverStats | None, now: datetime) -> list[Family]:
+    """The primary's archiver as families (a host whose primary is not the unit that
+    reads the repository serves these apart: the charm)."""
     failed = Family(
         "pgbackups_archive_failed_total",
         "WAL archiving attempts that failed since the statistics were reset "

@@ -115,6 +115,34 @@ class Window:
 
 
 NO_COMMIT = "no transaction committed after the backup"
+RECOVERABLE = "recoverable window"
+
+
+def status_summary(found: Sequence[Window]) -> str:
+    """The newest window in a few words, for a unit's status message (the charm's leader):
+    ``recoverable window <earliest> to <latest> on timeline <n>``, to the second and on
+    the safe side of both ends (the earliest rounded up, the latest down: a restore to
+    either second is reached); "" when there is no window. The whole list, gaps and
+    older windows: list-backups."""
+    if not found:
+        return ""
+    newest = max(found, key=lambda w: (w.timeline, w.earliest))
+    earliest = newest.earliest
+    if earliest.microsecond:
+        earliest = earliest.replace(microsecond=0) + timedelta(seconds=1)
+    latest = newest.latest
+    if latest is None:
+        return f"{RECOVERABLE} {format_id(earliest)} to ? on timeline {newest.timeline}"
+    if latest < earliest:
+        # Only the backup's end (or 'latest') is restorable: no time range to give.
+        return (
+            f"{RECOVERABLE} {format_id(earliest)} (no commit archived since) "
+            f"on timeline {newest.timeline}"
+        )
+    return (
+        f"{RECOVERABLE} {format_id(earliest)} to {format_id(latest.replace(microsecond=0))}"
+        f" on timeline {newest.timeline}"
+    )
 
 
 def _time(moment: datetime | None) -> str:

@@ -7,6 +7,7 @@ must answer most when something is wrong."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 
 from pgbackups.core.archive import ChainProblem, gaps
 from pgbackups.core.handlers._steps import parse_settings
@@ -21,32 +22,52 @@ from pgbackups.core.window import Window
 log = logging.getLogger(__name__)
 
 
-def collect_metrics(host: Host, archiver: ArchiverStats | None) -> list[Family]:
-    settings = parse_settings(host.s3_parameters())
+@dataclass
+class RepositoryFacts:
+    """What the repository says of this cluster's stanza, read once for the metrics and,
+    in the charm, the leader's status (its recoverable window)."""
+
     stanza: StanzaInfo | None = None
-    windows: list[Window] = []
-    holes: list[ChainProblem] = []
-    verified: dict[str, Verified] = {}
-    if isinstance(settings, S3Settings):
-        try:
-            found = [s for s in host.backup_tool.info(host.stanza_name) if s.exists]
-            stanza = found[0] if found else None
-            if stanza is not None:
-                segments = host.backup_tool.archive_segments(stanza.name)
-                holes = gaps(segments)
-                windows = recoverable_windows(host, stanza, segments)
-        except BackupToolError as exc:
-            log.warning("metrics: the repository could not be read: %s", exc)
-        try:
-            record = decode(host.object_store(settings).get(verify_key(settings.path)))
-            verified = record.get(host.stanza_name, {})
-        except ObjectStoreError as exc:
-            log.warning("metrics: the verify record could not be read: %s", exc)
+    windows: list[Window] = field(default_factory=list)
+    holes: list[ChainProblem] = field(default_factory=list)
+    verified: dict[str, Verified] = field(default_factory=dict)
+    readable: bool = False  # False: info or the archive could not be read (logged)
+
+
+def read_repository(host: Host) -> RepositoryFacts:
+    facts = RepositoryFacts()
+    settings = parse_settings(host.s3_parameters())
+    if not isinstance(settings, S3Settings):
+        return facts
+    try:
+        found = [s for s in host.backup_tool.info(host.stanza_name) if s.exists]
+        facts.stanza = found[0] if found else None
+        if facts.stanza is not None:
+            segments = host.backup_tool.archive_segments(facts.stanza.name)
+            facts.holes = gaps(segments)
+            facts.windows = recoverable_windows(host, facts.stanza, segments)
+        facts.readable = True
+    except BackupToolError as exc:
+        log.warning("metrics: the repository could not be read: %s", exc)
+    try:
+        record = decode(host.object_store(settings).get(verify_key(settings.path)))
+        facts.verified = record.get(host.stanza_name, {})
+    except ObjectStoreError as exc:
+        log.warning("metrics: the verify record could not be read: %s", exc)
+    return facts
+
+
+def collect_metrics(
+    host: Host, archiver: ArchiverStats | None, facts: RepositoryFacts | None = None
+) -> list[Family]:
+    """The metrics' families; ``facts``: the repository as the caller read it already."""
+    if facts is None:
+        facts = read_repository(host)
     return backup_families(
-        stanza,
-        windows=windows,
-        gaps=holes,
-        verified=verified,
+        facts.stanza,
+        windows=facts.windows,
+        gaps=facts.holes,
+        verified=facts.verified,
         archiver=archiver,
         now=host.now(),
     )
