@@ -31,6 +31,11 @@ if TYPE_CHECKING:
 RESTORE_WAIT_TIMEOUT = 1800.0
 # update-status is cheap here (a few REST calls): poll often, the restore's end shows sooner.
 RESTORE_POLL_SECONDS = 1.0
+# Between two update-status rounds the leader's Patroni is asked (GET /patroni, /primary:
+# milliseconds) this often, and the next round runs as soon as its answer changes: the
+# restored primary is then seen at once rather than up to RESTORE_POLL_SECONDS later
+# (docs/performance.md, "Where the seconds go").
+RESTORE_WATCH_SECONDS = 0.2
 
 
 class ActionError(PgbackupsError):
@@ -115,7 +120,8 @@ def wait_for_restore(runtime: Runtime, unit: str, progress: Progress, timeout: f
         if over and (
             status != StatusKind.BLOCKED.value or is_restored_from_another_cluster(message)
         ):
-            _tick(runtime, unit)  # the other units let clients in again
+            if len(cluster.units()) > 1:
+                _tick(runtime, unit)  # the other units let clients in again
             progress.say(f"restore complete on {unit}: {status} {message}".rstrip())
             return message
         if status == StatusKind.BLOCKED.value:
@@ -131,14 +137,33 @@ def wait_for_restore(runtime: Runtime, unit: str, progress: Progress, timeout: f
                 f"the restore on {unit} did not finish within {timeout:g}s; it may still "
                 f"complete: pgbackups status --name {cluster.name}"
             )
-        with runtime.machine_of(unit):  # its Patroni, asked from its machine
-            member = runtime.host_for(unit).workload.member_state() or "starting"
+        seen = _leader_member(runtime, unit)
         others = _others(runtime, unit)
         progress.say(
-            f"restoring: {unit} {message or status} (Patroni member state {member})"
+            f"restoring: {unit} {message or status} (Patroni member state {seen[0] or 'starting'})"
             + (f"; {others}" if others else "")
         )
-        time.sleep(RESTORE_POLL_SECONDS)
+        _until_member_changes(runtime, unit, seen, RESTORE_POLL_SECONDS)
+
+
+def _leader_member(runtime: Runtime, unit: str) -> tuple[str | None, bool | None]:
+    """The unit's Patroni member state and whether it runs as the primary (None: no answer)."""
+    with runtime.machine_of(unit):  # its Patroni, asked from its machine
+        workload = runtime.host_for(unit).workload
+        return workload.member_state(), workload.is_primary()
+
+
+def _until_member_changes(
+    runtime: Runtime, unit: str, seen: tuple[str | None, bool | None], seconds: float
+) -> None:
+    """Sleep up to ``seconds``, less once the unit's Patroni says something else than
+    ``seen`` (a bootstrap that ended, a member that became the primary or failed): the
+    next update-status round then runs at once. Only reads: no hook runs meanwhile."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(RESTORE_WATCH_SECONDS, left))
+        if _leader_member(runtime, unit) != seen:
+            return
 
 
 def wait_for_rollback(runtime: Runtime, unit: str, progress: Progress, timeout: float) -> int:
