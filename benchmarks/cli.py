@@ -238,7 +238,6 @@ def run(settings: Settings) -> dict[str, Any]:
         log("pgbackups --help and status --json")
         results["cli"] = phases.measure_cli(bench, 10).values
         results["sizes"] = []
-        full_id = ""
         for index, size in enumerate(settings.sizes):
             largest = index == len(settings.sizes) - 1
             log(f"generating about {size / MB:.0f} MB")
@@ -278,10 +277,11 @@ def run(settings: Settings) -> dict[str, Any]:
                 bench, settings.light_load_seconds, LIGHT_LOAD_TPS
             )
         results["archiver"] = bench.archiver()
-        if settings.cluster_units and full_id:
-            # Last: it adds units, which nothing before expects.
+        if settings.cluster_units and settings.sizes:
+            # Last: it adds units, which nothing before expects. On the largest size's data.
+            log(f"restore of {settings.cluster_units} units, until every replica streams")
             cluster = phases.measure_cluster_restores(
-                bench, settings.cluster_units, settings.repeat, full_id
+                bench, settings.cluster_units, settings.repeat
             )
             results["cluster_restore"] = {"values": cluster.values, **cluster.extra}
     except (BenchError, OSError, KeyError, ValueError) as exc:

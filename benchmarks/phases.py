@@ -418,10 +418,17 @@ def restore_direct_side_by_side(bench: Bench, label: str, count: int) -> float:
     return now() - start
 
 
-def measure_cluster_restores(bench: Bench, units: int, repeat: int, backup_id: str) -> Samples:
-    """The restore of an ``units``-unit cluster against as many bare restores side by
-    side, interleaved like the one-unit restore."""
+def measure_cluster_restores(bench: Bench, units: int, repeat: int) -> Samples:
+    """The restore of an ``units``-unit cluster to a new full backup against as many bare
+    restores of it side by side, interleaved like the one-unit restore.
+
+    The backup is taken first: a unit added later creates itself from the newest backup,
+    on the primary's timeline. From an older one (timeline 1, after the restores before)
+    it would stream only, and PostgreSQL's walreceiver asks the primary for the history
+    of every timeline in between, which a primary restored twice does not have
+    (docs/performance.md, "The cluster figure")."""
     samples = Samples()
+    _, backup_id = backup_pgbackups(bench, "full")
     log(f"cluster restore: growing the cluster to {units} units")
     add_units(bench, units)
     label = label_of(bench, backup_id)
