@@ -31,10 +31,10 @@ if TYPE_CHECKING:
 RESTORE_WAIT_TIMEOUT = 1800.0
 # update-status is cheap here (a few REST calls): poll often, the restore's end shows sooner.
 RESTORE_POLL_SECONDS = 1.0
-# Between two update-status rounds the leader's Patroni is asked (GET /patroni, /primary:
-# milliseconds) this often, and the next round runs as soon as its answer changes: the
-# restored primary is then seen at once rather than up to RESTORE_POLL_SECONDS later
-# (docs/performance.md, "Where the seconds go").
+# Between two update-status rounds every unit's Patroni is asked (GET /patroni, /primary:
+# milliseconds each) this often, and the next round runs as soon as an answer changes: the
+# restored primary, or a unit that stopped or streams again, is then seen at once rather
+# than up to RESTORE_POLL_SECONDS later (docs/performance.md, "The restore's fixed cost").
 RESTORE_WATCH_SECONDS = 0.2
 
 
@@ -137,32 +137,39 @@ def wait_for_restore(runtime: Runtime, unit: str, progress: Progress, timeout: f
                 f"the restore on {unit} did not finish within {timeout:g}s; it may still "
                 f"complete: pgbackups status --name {cluster.name}"
             )
-        seen = _leader_member(runtime, unit)
+        seen = _members(runtime)
+        member = seen.get(unit, (None, None))[0]
         others = _others(runtime, unit)
         progress.say(
-            f"restoring: {unit} {message or status} (Patroni member state {seen[0] or 'starting'})"
+            f"restoring: {unit} {message or status} (Patroni member state {member or 'starting'})"
             + (f"; {others}" if others else "")
         )
-        _until_member_changes(runtime, unit, seen, RESTORE_POLL_SECONDS)
+        _until_members_change(runtime, seen, RESTORE_POLL_SECONDS)
 
 
-def _leader_member(runtime: Runtime, unit: str) -> tuple[str | None, bool | None]:
-    """The unit's Patroni member state and whether it runs as the primary (None: no answer)."""
-    with runtime.machine_of(unit):  # its Patroni, asked from its machine
-        workload = runtime.host_for(unit).workload
-        return workload.member_state(), workload.is_primary()
+Members = dict[str, tuple[str | None, bool | None]]
 
 
-def _until_member_changes(
-    runtime: Runtime, unit: str, seen: tuple[str | None, bool | None], seconds: float
-) -> None:
-    """Sleep up to ``seconds``, less once the unit's Patroni says something else than
-    ``seen`` (a bootstrap that ended, a member that became the primary or failed): the
-    next update-status round then runs at once. Only reads: no hook runs meanwhile."""
+def _members(runtime: Runtime) -> Members:
+    """Each unit's Patroni member state and whether it runs as the primary (None: no
+    answer), asked from the unit's machine."""
+    seen: Members = {}
+    for unit in runtime.cluster.units():
+        with runtime.machine_of(unit.name):
+            workload = runtime.host_for(unit.name).workload
+            seen[unit.name] = (workload.member_state(), workload.is_primary())
+    return seen
+
+
+def _until_members_change(runtime: Runtime, seen: Members, seconds: float) -> None:
+    """Sleep up to ``seconds``, less once a unit's Patroni says something else than
+    ``seen`` (a bootstrap that ended, a member that became the primary, stopped, or
+    streams again): the next update-status round then runs at once rather than up to a
+    second later. Only reads: no hook runs meanwhile."""
     deadline = time.monotonic() + seconds
     while (left := deadline - time.monotonic()) > 0:
         time.sleep(min(RESTORE_WATCH_SECONDS, left))
-        if _leader_member(runtime, unit) != seen:
+        if _members(runtime) != seen:
             return
 
 
