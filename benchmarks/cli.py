@@ -51,6 +51,7 @@ class Settings:
     settings_matrix: bool
     keep: bool
     results_dir: Path
+    cluster_units: int = 3
     home: Path | None = None
     cpus: int = field(default_factory=lambda: os.cpu_count() or 1)
 
@@ -94,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-settings", action="store_true", help="skip the compression/process-max matrix"
     )
+    p.add_argument(
+        "--cluster-units",
+        type=int,
+        default=3,
+        metavar="N",
+        help="units for the cluster restore (until every replica streams; last, on the "
+        "largest size); default 3, 0 skips",
+    )
     p.add_argument("--keep", action="store_true", help="leave the cluster up (and its home)")
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where JSON/PNG go")
     p.add_argument("--home", type=Path, help="PGBACKUPS_HOME (default: a new dir under /tmp)")
@@ -116,6 +125,8 @@ def resolve(args: argparse.Namespace) -> Settings:
     light = (
         args.light_load_seconds if args.light_load_seconds is not None else base.light_load_seconds
     )
+    if args.cluster_units == 1 or args.cluster_units < 0:
+        raise ValueError("--cluster-units must be 0 (skip) or at least 2")
     if load < 5 or light < 0:
         raise ValueError("--load-seconds must be >= 5 and --light-load-seconds >= 0")
     return Settings(
@@ -129,6 +140,7 @@ def resolve(args: argparse.Namespace) -> Settings:
         settings_matrix=not args.no_settings,
         keep=args.keep,
         results_dir=args.results_dir,
+        cluster_units=args.cluster_units,
         home=args.home,
     )
 
@@ -265,6 +277,13 @@ def run(settings: Settings) -> dict[str, Any]:
                 bench, settings.light_load_seconds, LIGHT_LOAD_TPS
             )
         results["archiver"] = bench.archiver()
+        if settings.cluster_units and settings.sizes:
+            # Last: it adds units, which nothing before expects. On the largest size's data.
+            log(f"restore of {settings.cluster_units} units, until every replica streams")
+            cluster = phases.measure_cluster_restores(
+                bench, settings.cluster_units, settings.repeat
+            )
+            results["cluster_restore"] = {"values": cluster.values, **cluster.extra}
     except (BenchError, OSError, KeyError, ValueError) as exc:
         results["error"] = f"{type(exc).__name__}: {exc}"
         log(traceback.format_exc())

@@ -99,6 +99,10 @@ class Bench:
         # existed stay comparable (its cost is not measured here).
         self.pgbackups("s3", "set", "--name", NAME, "--no-encryption", timeout=600)
 
+    def reload_cluster(self) -> None:
+        """Read the cluster's state again (after add-unit in another process)."""
+        self._cluster = Cluster.load(NAME, self.home)
+
     def down(self) -> None:
         for pid in self._spawned:
             processes.stop(pid, timeout=30)

@@ -22,9 +22,10 @@ from typing import Any
 import psycopg
 
 from benchmarks import fabricate
-from benchmarks.env import Bench, BenchError, log, now, timed
+from benchmarks.env import NAME, Bench, BenchError, log, now, timed
 from pgbackups.core.archive import parse_segment_name, segment_name
 from pgbackups.core.ids import label_time, label_to_id
+from pgbackups.local.runtime.unit import Unit
 
 BYTES_PER_RANDOM_ROW = 1170  # 1 KiB of gen_random_bytes plus tuple overhead, measured
 BYTES_PER_PGBENCH_SCALE = 15_700_000  # pgbench -i -s 1, tables and indexes, measured
@@ -234,11 +235,18 @@ def restore_pgbackups(bench: Bench, backup_id: str) -> float:
 
 
 def restore_direct(
-    bench: Bench, label: str, options: tuple[str, ...] = (), *, start_postgres: bool = True
+    bench: Bench,
+    label: str,
+    options: tuple[str, ...] = (),
+    *,
+    start_postgres: bool = True,
+    slot: int = 0,
 ) -> float:
     """``pgbackrest restore`` into an empty directory, then ``postgres`` until it commits
-    a write (recovery to consistency, promoted). Same options as the pgbackups restore."""
-    root = bench.home / "direct-restore"
+    a write (recovery to consistency, promoted). Same options as the pgbackups restore.
+    ``slot`` > 0: one of several run side by side (its own directory, port and lock
+    path: pgBackRest's asynchronous archive-get takes a lock per stanza)."""
+    root = bench.home / ("direct-restore" if slot == 0 else f"direct-restore-{slot}")
     data = bench.make_db_dir(root / "data")
     sock = bench.make_db_dir(root / "sock")
     # Its own spool path: pgBackRest restore empties the spool's archive queue, and the
@@ -255,13 +263,14 @@ def restore_direct(
         "--type=immediate",
         "--target-action=promote",
         "--archive-mode=off",
+        *((f"--lock-path={bench.make_db_dir(root / 'lock')}",) if slot else ()),
         *options,
     )
     if not start_postgres:
         seconds = now() - start
         shutil.rmtree(root, ignore_errors=True)
         return seconds
-    port = DIRECT_PORT
+    port = DIRECT_PORT + slot
     argv = [
         bench.pg_tool("postgres"),
         "-D",
@@ -335,6 +344,104 @@ def measure_restores(bench: Bench, repeat: int, backup_id: str) -> Samples:
                 seconds = restore_direct(bench, label)
             samples.add(f"restore:{who}", seconds)
             log(f"restore via {who}: {seconds:.2f}s")
+    return samples
+
+
+# ---------------------------------------------------------------------------
+# A restore of a cluster of several units, until every replica streams again
+
+
+def add_units(bench: Bench, total: int, timeout: float = 1800) -> None:
+    """Units added until the cluster has ``total``, each streaming before the next."""
+    while len(bench.cluster.units()) < total:
+        bench.pgbackups("add-unit", "--name", NAME, timeout=timeout)
+        bench.reload_cluster()
+        wait_streaming(bench, timeout)
+
+
+def _timeline_of(unit: Unit) -> int | None:
+    """The primary's current timeline (its WAL file name's first 8 hex digits)."""
+    rows = unit.query("select pg_walfile_name(pg_current_wal_lsn())")
+    return int(str(rows[0][0])[:8], 16) if rows else None
+
+
+def replicas_streaming(bench: Bench) -> bool:
+    """Every unit but the primary (unit 0, the leader the restore ran on) streams the
+    primary's current timeline, and the primary sees them all streaming."""
+    primary = bench.unit
+    others = [u for u in bench.cluster.units() if u.name != primary.name]
+    try:
+        timeline = _timeline_of(primary)
+        streaming = primary.query(
+            "select count(*) from pg_stat_replication where state = 'streaming'"
+        )
+        if timeline is None or not streaming or int(streaming[0][0]) < len(others):
+            return False
+        for unit in others:
+            rows = unit.query("select status, received_tli from pg_stat_wal_receiver")
+            if not rows or rows[0][0] != "streaming" or rows[0][1] != timeline:
+                return False
+    except psycopg.Error:
+        return False
+    return True
+
+
+def wait_streaming(bench: Bench, timeout: float = 1800) -> None:
+    deadline = now() + timeout
+    while not replicas_streaming(bench):
+        if now() > deadline:
+            raise BenchError(f"the replicas did not all stream within {timeout:g}s")
+        time.sleep(0.1)
+
+
+def restore_cluster_pgbackups(bench: Bench, backup_id: str) -> float:
+    """``pgbackups run bench/0 restore --wait`` on the leader of the whole cluster, then
+    until the primary commits a write and every replica streams its new timeline."""
+    start = now()
+    bench.pgbackups(
+        "run", "--name", NAME, "0", "restore", f"backup-id={backup_id}", "--wait", "--json"
+    )
+    bench.wait_writable()
+    wait_streaming(bench)
+    return now() - start
+
+
+def restore_direct_side_by_side(bench: Bench, label: str, count: int) -> float:
+    """``count`` bare restores (pgBackRest + postgres until writable) at once, until the
+    last is writable: what the units' own restores would cost with nothing around them."""
+    start = now()
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        for future in [
+            pool.submit(restore_direct, bench, label, slot=slot) for slot in range(count)
+        ]:
+            future.result()
+    return now() - start
+
+
+def measure_cluster_restores(bench: Bench, units: int, repeat: int) -> Samples:
+    """The restore of an ``units``-unit cluster to a new full backup against as many bare
+    restores of it side by side, interleaved like the one-unit restore.
+
+    The backup is taken first: a unit added later creates itself from the newest backup,
+    on the primary's timeline. From an older one (timeline 1, after the restores before)
+    it would stream only, and PostgreSQL's walreceiver asks the primary for the history
+    of every timeline in between, which a primary restored twice does not have
+    (docs/performance.md, "The cluster figure")."""
+    samples = Samples()
+    _, backup_id = backup_pgbackups(bench, "full")
+    log(f"cluster restore: growing the cluster to {units} units")
+    add_units(bench, units)
+    label = label_of(bench, backup_id)
+    samples.extra["units"] = units
+    for rep in range(repeat):
+        order = ["pgbackups", "direct"] if rep % 2 == 0 else ["direct", "pgbackups"]
+        for who in order:
+            if who == "pgbackups":
+                seconds = restore_cluster_pgbackups(bench, backup_id)
+            else:
+                seconds = restore_direct_side_by_side(bench, label, units)
+            samples.add(f"cluster-restore:{who}", seconds)
+            log(f"{units}-unit restore via {who}: {seconds:.2f}s")
     return samples
 
 

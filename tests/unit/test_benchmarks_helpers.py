@@ -114,7 +114,21 @@ def test_full_defaults_and_overrides() -> None:
     assert custom.repeat == 5
 
 
-@pytest.mark.parametrize("argv", [["--repeat", "0"], ["--size", "huge"], ["--list-backups", "1"]])
+def test_cluster_units_default_and_skip() -> None:
+    assert cli.parse_args([]).cluster_units == 3
+    assert cli.parse_args(["--quick", "--cluster-units", "0"]).cluster_units == 0
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--repeat", "0"],
+        ["--size", "huge"],
+        ["--list-backups", "1"],
+        ["--cluster-units", "1"],
+        ["--cluster-units", "-2"],
+    ],
+)
 def test_bad_arguments_exit(argv: list[str]) -> None:
     with pytest.raises(SystemExit):
         cli.parse_args(argv)
@@ -255,6 +269,40 @@ def test_summarize_ratios() -> None:
     assert ratios["pgbackups restore --wait, until writable"] == 3.0
     assert summary["scaling"][0]["backup pgbackups MB/s"] == 20.0
     assert "1.50x" in report.render_text(summary, 3)
+
+
+def test_cluster_restore_ratio_and_issue_14_targets() -> None:
+    """The N-unit restore against N bare restores side by side, and both restore ratios
+    against issue 14's 1.5x."""
+    results = {
+        "sizes": [
+            {
+                "data": {"database_bytes": 60 * stats.MB},
+                "backups": {"full:pgbackups": [3.0], "full:direct": [2.0]},
+                "backup_extra": {"full_size": [60 * stats.MB]},
+                "restores": {"restore:pgbackups": [4.2], "restore:direct": [3.0]},
+            }
+        ],
+        "cluster_restore": {
+            "units": 3,
+            "values": {
+                "cluster-restore:pgbackups": [20.0, 24.0],
+                "cluster-restore:direct": [8.0, 8.0],
+            },
+        },
+    }
+    summary = report.summarize(results)
+    rows = {r["measure"].split(" (")[0]: r for r in summary["ratios"]}
+    cluster = rows["pgbackups restore --wait of 3 units, until every replica streams"]
+    assert (cluster["value_s"], cluster["baseline_s"], cluster["ratio"]) == (22.0, 8.0, 2.75)
+    assert cluster["baseline"] == "3 bare restores side by side, until all writable"
+    got = {t["target"].split(" (")[0]: (t["ratio"], t["met"]) for t in summary["ratio_targets"]}
+    assert got == {
+        "pgbackups restore --wait, until writable": (1.4, True),
+        "pgbackups restore --wait of 3 units, until every replica streams": (2.75, False),
+    }
+    text = report.render_text(summary, 2)
+    assert "Restore targets (issue 14" in text and "<= 1.50x" in text and "MISSED" in text
 
 
 def test_restore_phases_reads_pgbackrests_restore_lines_after_the_start(tmp_path: Path) -> None:

@@ -454,9 +454,19 @@ def test_render_re_creates_from_the_repository_or_copies_the_primary() -> None:
         "keep_data": True,
         "no_params": True,
     }
+    # The standby reads the restored primary's timeline history from the archive.
+    assert cfg["postgresql"]["recovery_conf"] == {
+        "restore_command": (
+            f'pgbackrest --config={MEMBER.pgbackrest_config} --stanza={STANZA} archive-get %f "%p"'
+        )
+    }
     cfg = render_config(MEMBER, replace(base, replica_restore=ReplicaRestore(stanza=None)))
     assert cfg["postgresql"]["create_replica_methods"] == ["basebackup"]
     assert "pgbackrest" not in cfg["postgresql"]
+    assert "recovery_conf" not in cfg["postgresql"]
+    # Outside a cluster restore a standby streams only (a rolled-back restore may have
+    # left a newer timeline in the archive than the primary's).
+    assert "recovery_conf" not in render_config(MEMBER, base)["postgresql"]
 
 
 def test_the_local_runtime_relays_a_write_to_the_other_units() -> None:

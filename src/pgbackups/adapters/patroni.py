@@ -126,6 +126,14 @@ def archive_command(member: PatroniMember, stanza: str | None, *, hold: bool = F
     )
 
 
+def archive_get_command(member: PatroniMember, stanza: str) -> str:
+    """A standby's ``restore_command``: pgBackRest's archive-get from ``stanza``."""
+    return (
+        f"pgbackrest --config={shlex.quote(member.pgbackrest_config)} "
+        f'--stanza={shlex.quote(stanza)} archive-get %f "%p"'
+    )
+
+
 def restore_command(member: PatroniMember, restore: RestoreTarget) -> str:
     """The custom-bootstrap command: every option inline (Patroni 3.0.2 ignores extra keys).
 
@@ -305,6 +313,18 @@ def render_config(member: PatroniMember, config: WorkloadConfig) -> dict[str, An
             "command": replica_restore_command(member, replica),
             "keep_data": True,
             "no_params": True,
+        }
+        # Patroni replaces the restore_command pgBackRest wrote with its own recovery
+        # settings (recovery_conf). Without one, a standby restored from a backup on
+        # timeline 1 asks the primary for the history file of every timeline up to the
+        # primary's, and a primary restored twice has none of the branches it does not
+        # descend from (PostgreSQL's walreceiver: "could not receive timeline history
+        # file"): the unit never streams. From the archive it finds them, and "latest"
+        # is the restored primary's timeline: its history is archived before the units
+        # re-create themselves. Only while they do: afterwards a timeline left in the
+        # archive by a restore that was rolled back could be newer than the primary's.
+        postgresql["recovery_conf"] = {
+            "restore_command": archive_get_command(member, replica.stanza)
         }
     elif replica is not None:
         # The archive cannot lead a standby to the restored primary's timeline: copy it.

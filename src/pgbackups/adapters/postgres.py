@@ -96,6 +96,28 @@ def system_identifier(
     return parse_controldata_system_id(result.stdout)
 
 
+def request_fast_shutdown(
+    data_dir: str,
+    *,
+    user: OsUser | None = None,
+    bin_dir: str = DEFAULT_BIN_DIR,
+    timeout: float = 10.0,
+) -> bool:
+    """Ask the PostgreSQL of ``data_dir`` for a fast shutdown (``pg_ctl stop -m fast``,
+    the one Patroni asks for: clients cut, a shutdown checkpoint, the WAL ready for
+    archiving archived) and return without waiting for it. True when the signal went;
+    False (logged) when no server ran or pg_ctl failed."""
+    run_as = user if user is not None else processes.db_user()
+    result = processes.run(
+        [f"{bin_dir}/pg_ctl", "stop", "-D", data_dir, "-m", "fast", "--no-wait"],
+        user=run_as,
+        timeout=timeout,
+    )
+    if not result.ok:
+        log.info("pg_ctl stop %s: %s", data_dir, (result.stderr or result.stdout).strip())
+    return result.ok
+
+
 def current_timeline(conn: Connection) -> int:
     """The timeline of the last checkpoint (a number, never compared as text)."""
     return int(_scalar(conn, "SELECT timeline_id FROM pg_control_checkpoint()"))

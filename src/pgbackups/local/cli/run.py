@@ -31,6 +31,11 @@ if TYPE_CHECKING:
 RESTORE_WAIT_TIMEOUT = 1800.0
 # update-status is cheap here (a few REST calls): poll often, the restore's end shows sooner.
 RESTORE_POLL_SECONDS = 1.0
+# Between two update-status rounds every unit's Patroni is asked (GET /patroni, /primary:
+# milliseconds each) this often, and the next round runs as soon as an answer changes: the
+# restored primary, or a unit that stopped or streams again, is then seen at once rather
+# than up to RESTORE_POLL_SECONDS later (docs/performance.md, "The restore's fixed cost").
+RESTORE_WATCH_SECONDS = 0.2
 
 
 class ActionError(PgbackupsError):
@@ -115,7 +120,8 @@ def wait_for_restore(runtime: Runtime, unit: str, progress: Progress, timeout: f
         if over and (
             status != StatusKind.BLOCKED.value or is_restored_from_another_cluster(message)
         ):
-            _tick(runtime, unit)  # the other units let clients in again
+            if len(cluster.units()) > 1:
+                _tick(runtime, unit)  # the other units let clients in again
             progress.say(f"restore complete on {unit}: {status} {message}".rstrip())
             return message
         if status == StatusKind.BLOCKED.value:
@@ -131,14 +137,40 @@ def wait_for_restore(runtime: Runtime, unit: str, progress: Progress, timeout: f
                 f"the restore on {unit} did not finish within {timeout:g}s; it may still "
                 f"complete: pgbackups status --name {cluster.name}"
             )
-        with runtime.machine_of(unit):  # its Patroni, asked from its machine
-            member = runtime.host_for(unit).workload.member_state() or "starting"
+        seen = _members(runtime)
+        member = seen.get(unit, (None, None))[0]
         others = _others(runtime, unit)
         progress.say(
-            f"restoring: {unit} {message or status} (Patroni member state {member})"
+            f"restoring: {unit} {message or status} (Patroni member state {member or 'starting'})"
             + (f"; {others}" if others else "")
         )
-        time.sleep(RESTORE_POLL_SECONDS)
+        _until_members_change(runtime, seen, RESTORE_POLL_SECONDS)
+
+
+Members = dict[str, tuple[str | None, bool | None]]
+
+
+def _members(runtime: Runtime) -> Members:
+    """Each unit's Patroni member state and whether it runs as the primary (None: no
+    answer), asked from the unit's machine."""
+    seen: Members = {}
+    for unit in runtime.cluster.units():
+        with runtime.machine_of(unit.name):
+            workload = runtime.host_for(unit.name).workload
+            seen[unit.name] = (workload.member_state(), workload.is_primary())
+    return seen
+
+
+def _until_members_change(runtime: Runtime, seen: Members, seconds: float) -> None:
+    """Sleep up to ``seconds``, less once a unit's Patroni says something else than
+    ``seen`` (a bootstrap that ended, a member that became the primary, stopped, or
+    streams again): the next update-status round then runs at once rather than up to a
+    second later. Only reads: no hook runs meanwhile."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(RESTORE_WATCH_SECONDS, left))
+        if _members(runtime) != seen:
+            return
 
 
 def wait_for_rollback(runtime: Runtime, unit: str, progress: Progress, timeout: float) -> int:
