@@ -5,7 +5,7 @@ call order, with the recording fake host; and the configuration each stage rende
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from fakes import (
     MARKER_KEY,
@@ -315,14 +315,38 @@ def test_a_re_creation_killed_midway_is_started_again_over_its_files() -> None:
     replica, over those files (pgBackRest's --delta)."""
     host = other_unit("re-creating", {"restore-joined": EPOCH}, app={"restore-new-timeline": "2"})
     host.fake_workload.stalled = True
+    # First sighting: a Patroni that just started looks the same for a moment (a
+    # reinitialise then cancelled the creation it was beginning): noted, not acted on.
+    assert on_update_status(host) == Done()
+    assert "workload.recreate_replica" not in host.calls
+    assert host.unit_dict["restore-stalled-since"] == "2026-11-28T15:00:00+00:00"
+    host.clock += timedelta(seconds=10)
+    host.calls.clear()
+    on_update_status(host)
+    assert "workload.recreate_replica" not in host.calls
+    # Still stalled 20 s after: re-created over its files.
+    host.clock += timedelta(seconds=10)
+    host.calls.clear()
     assert on_update_status(host) == Done()
     assert host.calls == [
         "workload.is_database_service_running",
         "workload.replica_creation_stalled",
+        "unit_data[restore-stalled-since]=''",
         "workload.recreate_replica",
         "workload.streaming_timeline",
-        f"set_status(maintenance: {msg.RECREATING_REPLICA})",
     ]
+    assert host.status == UnitStatus.maintenance(msg.RECREATING_REPLICA)
+
+
+def test_a_stall_that_ends_by_itself_is_forgotten() -> None:
+    host = other_unit("re-creating", {"restore-joined": EPOCH}, app={"restore-new-timeline": "2"})
+    host.fake_workload.stalled = True
+    on_update_status(host)
+    host.fake_workload.stalled = False  # Patroni began creating the replica
+    host.clock += timedelta(seconds=30)
+    on_update_status(host)
+    assert "restore-stalled-since" not in host.unit_dict
+    assert "workload.recreate_replica" not in host.calls
 
 
 def test_leader_ends_the_restore_once_every_unit_streams() -> None:

@@ -63,6 +63,10 @@ _UNIT_DONE = "restore-done"  # the epoch this unit was re-created for (it stream
 # The restoring unit, once leadership left it: ``<epoch>:<timeline>`` when it runs as the
 # restored primary, ``<epoch>:failed`` when its bootstrap failed (the new leader reads it).
 _UNIT_PRIMARY = "restore-primary"
+# When this unit first saw its re-creation stalled (Patroni's "uninitialized"/"stopped"):
+# that is also how a Patroni that just started looks before it begins creating the
+# replica, so it is re-created again only if still stalled a while later.
+_UNIT_STALLED_SINCE = "restore-stalled-since"
 
 # A restore's own keys, in the order they are cleared; the moved data goes separately
 # (it outlives a failed attempt and is removed from disk before it is forgotten).
@@ -224,6 +228,20 @@ class UnitRestoreState:
         if bag.get(_UNIT_PRIMARY) != value:
             bag[_UNIT_PRIMARY] = value
 
+    @staticmethod
+    def stalled_since(bag: MutableMapping[str, str], now: str | None) -> str:
+        """The recorded first sighting of a stalled re-creation; ``now`` records it when
+        none is (None forgets it: not stalled)."""
+        seen = bag.get(_UNIT_STALLED_SINCE) or ""
+        if now is None:
+            if seen:
+                bag[_UNIT_STALLED_SINCE] = ""
+            return ""
+        if not seen:
+            bag[_UNIT_STALLED_SINCE] = now
+            return now
+        return seen
+
     def primary_report(self, epoch: str) -> str:
         """What the restoring unit reported for ``epoch`` ("" nothing yet)."""
         reported, _, outcome = self.primary.partition(":")
@@ -231,7 +249,7 @@ class UnitRestoreState:
 
     @staticmethod
     def clear(bag: MutableMapping[str, str]) -> None:
-        for key in (_UNIT_JOINED, _UNIT_MOVED_DATA, _UNIT_DONE, _UNIT_PRIMARY):
+        for key in (_UNIT_JOINED, _UNIT_MOVED_DATA, _UNIT_DONE, _UNIT_PRIMARY, _UNIT_STALLED_SINCE):
             if bag.get(key):
                 bag[key] = ""
 

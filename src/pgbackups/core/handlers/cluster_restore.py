@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from datetime import datetime
 
 from pgbackups.core import messages as msg
 from pgbackups.core.handlers._steps import apply_config, workload_done
@@ -62,6 +63,10 @@ from pgbackups.core.restore_state import (
 )
 
 log = logging.getLogger(__name__)
+
+# How long a re-creation must look stalled before it is started again (Patroni's loop is
+# 10 s by default: a Patroni that just started has begun creating the replica by then).
+STALLED_FOR_SECONDS = 20
 
 
 # ===========================================================================
@@ -310,9 +315,21 @@ def _recreate(host: Host, state: RestoreState, mine: UnitRestoreState) -> Outcom
         return Done()
     if workload.replica_creation_stalled() is True:
         # A killed attempt left its files: Patroni waits for a person. Create it again
-        # over them (pgBackRest's --delta keeps what is already right).
-        log.info("The re-creation was interrupted: creating this replica again")
-        workload_done(workload.recreate_replica)
+        # over them (pgBackRest's --delta keeps what is already right) -- but only once
+        # the stall lasts: a Patroni that just started looks the same for a moment, and
+        # a reinitialise then cancelled the creation it was beginning (seen in the e2e
+        # run: that replica then reloaded the primary's configuration and never
+        # streamed).
+        now = host.now()
+        seen = datetime.fromisoformat(
+            UnitRestoreState.stalled_since(host.unit_data, now.isoformat())
+        )
+        if (now - seen).total_seconds() >= STALLED_FOR_SECONDS:
+            log.info("The re-creation was interrupted: creating this replica again")
+            UnitRestoreState.stalled_since(host.unit_data, None)
+            workload_done(workload.recreate_replica)
+    else:
+        UnitRestoreState.stalled_since(host.unit_data, None)
     streams = workload.streaming_timeline()
     if streams is None or streams != state.new_timeline:
         _say(host, UnitStatus.maintenance(msg.RECREATING_REPLICA))
