@@ -14,6 +14,9 @@ from pgbackups.local.runtime.cluster import Cluster
 from pgbackups.local.runtime.host import read_s3_parameters
 from pgbackups.local.runtime.unit import Unit
 
+# Per unit: its rows per tag, or its error as text when it does not answer.
+Answers = dict[str, object]
+
 
 def tcp_connect(cluster: Cluster, unit_ref: str, timeout: int = 5) -> None:
     """Connect to a unit as a TCP client on its machine would (password, the unit's
@@ -54,10 +57,15 @@ def repository_keys(cluster: Cluster, prefix: str) -> list[str]:
             bucket.close()
 
 
+def full_label(backup_id: str) -> str:
+    """pgBackRest's label of a full backup from its id (docs/behaviour/backup-ids.md)."""
+    return backup_id.replace("-", "").replace(":", "").replace("T", "-").rstrip("Z") + "F"
+
+
 def damage_backup(cluster: Cluster, stanza: str, backup_id: str) -> None:
     """Overwrite bytes in the middle of the (full) backup's largest object, through S3:
     its restore fails at pgBackRest's checksum, after the data was moved aside."""
-    label = backup_id.replace("-", "").replace(":", "").replace("T", "-").rstrip("Z") + "F"
+    label = full_label(backup_id)
     bucket, path = repository_bucket(cluster)
     prefix = f"{path}/" if path else ""
     with cluster.facts.control():  # the S3 machine, reached from the workstation
@@ -124,3 +132,73 @@ def wait_writable(unit: Unit, timeout: float = 60) -> None:
     while not unit.accepts_writes():
         assert time.monotonic() < deadline, "the restored primary does not accept writes"
         time.sleep(0.3)
+
+
+# --- rows on every unit -----------------------------------------------------------------
+# The tests that restore or cut a cluster count a table ``t (id, v)`` by ``v`` (a tag per
+# step) on every unit, against what was committed before each step.
+
+
+def primary(cluster: Cluster, timeout: float = 120) -> Unit:
+    """The unit that answers as the primary (a failover or a restore may be under way)."""
+    deadline = time.monotonic() + timeout
+    while (found := cluster.primary()) is None:
+        assert time.monotonic() < deadline, "no unit answers as primary"
+        time.sleep(1)
+    return found
+
+
+def insert(cluster: Cluster, tag: str, n: int) -> None:
+    """``n`` rows tagged ``tag``, on the primary."""
+    primary(cluster).query("insert into t (v) select %s from generate_series(1, %s)", (tag, n))
+
+
+def counts(unit: Unit) -> dict[str, int]:
+    """The unit's rows per tag, over its own socket."""
+    return {str(v): int(c) for v, c in unit.query("select v, count(*) from t group by v")}
+
+
+def answers(cluster: Cluster) -> Answers:
+    """Every unit's rows per tag, or its error as text."""
+    found: Answers = {}
+    for unit in cluster.units():
+        try:
+            found[unit.name] = counts(unit)
+        except psycopg.Error as exc:
+            found[unit.name] = str(exc).strip()
+    return found
+
+
+def wait_rows_everywhere(
+    cluster: Cluster,
+    expected: dict[str, int],
+    timeout: float = 120,
+    *,
+    never: frozenset[str] = frozenset(),
+) -> None:
+    """Every unit answers with exactly ``expected`` (replicas once they replayed it), and
+    every replica streams. ``never``: tags no unit may answer with meanwhile (the data
+    from before a restore that reported success): one such answer fails at once."""
+    deadline = time.monotonic() + timeout
+    last: Answers = {}
+    while time.monotonic() < deadline:
+        last = answers(cluster)
+        old = {
+            name: rows
+            for name, rows in last.items()
+            if isinstance(rows, dict) and never & set(rows)
+        }
+        assert not old, f"a unit answered with rows from before the restore: {old}"
+        lead = cluster.primary()
+        replicas = [u for u in cluster.units() if lead is not None and u.name != lead.name]
+        if (
+            lead is not None
+            and all(v == expected for v in last.values())
+            and all(u.is_streaming() for u in replicas)
+        ):
+            return
+        time.sleep(1)
+    streaming = {u.name: u.is_streaming() for u in cluster.units()}
+    raise AssertionError(
+        f"rows per unit {last}, expected {expected} on every unit; streaming {streaming}"
+    )

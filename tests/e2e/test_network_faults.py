@@ -21,7 +21,15 @@ from typing import Any
 
 import psycopg
 import pytest
-from e2e_helpers import segment_keys, switch_and_wait_archived, tcp_connect
+from e2e_helpers import (
+    counts,
+    insert,
+    primary,
+    segment_keys,
+    switch_and_wait_archived,
+    tcp_connect,
+    wait_rows_everywhere,
+)
 
 from pgbackups.core.restore_state import RestoreState
 from pgbackups.local.machinery import netns
@@ -61,45 +69,6 @@ def network(cluster: Cluster) -> netns.Network:
     found = cluster.facts.network()
     assert found is not None
     return found
-
-
-def primary(cluster: Cluster, timeout: float = 120) -> Unit:
-    deadline = time.monotonic() + timeout
-    while (found := cluster.primary()) is None:
-        assert time.monotonic() < deadline, "no unit answers as primary"
-        time.sleep(1)
-    return found
-
-
-def insert(cluster: Cluster, tag: str, n: int) -> None:
-    primary(cluster).query("insert into t (v) select %s from generate_series(1, %s)", (tag, n))
-
-
-def counts(unit: Unit) -> dict[str, int]:
-    return {str(v): int(c) for v, c in unit.query("select v, count(*) from t group by v")}
-
-
-def wait_rows_everywhere(cluster: Cluster, expected: dict[str, int], timeout: float = 120) -> None:
-    """Every unit answers with exactly ``expected`` (over its own socket), every replica
-    streams."""
-    deadline = time.monotonic() + timeout
-    last: dict[str, object] = {}
-    while time.monotonic() < deadline:
-        for unit in cluster.units():
-            try:
-                last[unit.name] = counts(unit)
-            except psycopg.Error as exc:
-                last[unit.name] = str(exc).strip()
-        lead = cluster.primary()
-        replicas = [u for u in cluster.units() if lead is not None and u.name != lead.name]
-        if (
-            lead is not None
-            and all(v == expected for v in last.values())
-            and all(u.is_streaming() for u in replicas)
-        ):
-            return
-        time.sleep(1)
-    raise AssertionError(f"rows per unit {last}, expected {expected} on every unit")
 
 
 def statuses(run_cli: Cli) -> dict[str, tuple[str, str, str]]:

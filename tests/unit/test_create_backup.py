@@ -97,6 +97,7 @@ def test_primary_happy_path_full_call_sequence() -> None:
         "backup_tool.backup(full, on_primary=True)",
         f"backup_tool.info({STANZA})",
         log_put(NEW_ID),
+        f"unit_data[backup-taken]={NEW_LABEL!r}",
         *ALWAYS,
         CONFIG,
         "set_status(active: Primary)",
@@ -105,7 +106,7 @@ def test_primary_happy_path_full_call_sequence() -> None:
     # The primary says it backs up, but is never hidden nor tagged out of elections.
     assert host.fake_workload.configs[-1].connectivity
     assert not host.fake_workload.configs[-1].creating_backup
-    assert host.unit_dict == {}
+    assert host.unit_dict == {"backup-taken": NEW_LABEL}  # for restore_state.ReplicaSet
     assert not [k for k in host.store.objects if k.startswith(CLAIMS)]
     assert host.status == UnitStatus.active("Primary")
 
@@ -130,6 +131,7 @@ def test_replica_happy_path_full_call_sequence() -> None:
         f"backup_tool.backup(incr, on_primary=False, primary={PRIMARY_ADDRESS})",
         f"backup_tool.info({STANZA})",
         log_put(NEW_ID),
+        f"unit_data[backup-taken]='20261127-150000F_{NEW_LABEL[:-1]}I'",
         *ALWAYS,
         CONFIG_TLS,
         "set_status(active)",
@@ -139,7 +141,7 @@ def test_replica_happy_path_full_call_sequence() -> None:
     assert not hidden.connectivity and hidden.creating_backup
     assert host.fake_workload.configs[-1].connectivity
     assert not host.fake_workload.configs[-1].creating_backup
-    assert host.unit_dict == {}
+    assert host.unit_dict == {"backup-taken": f"20261127-150000F_{NEW_LABEL[:-1]}I"}
 
 
 def test_metadata_object_says_who_asked() -> None:
@@ -501,7 +503,7 @@ def test_always_step_restores_status_even_when_apply_config_raises() -> None:
     with pytest.raises(OSError, match="reload"):
         on_create_backup(host, {})
     assert host.status == UnitStatus.active("Replica")
-    assert host.unit_dict == {}
+    assert host.unit_dict == {"backup-taken": NEW_LABEL}
 
 
 def test_always_step_does_not_depend_on_the_role_after_the_backup() -> None:
@@ -516,7 +518,7 @@ def test_always_step_does_not_depend_on_the_role_after_the_backup() -> None:
 
     host.fake_tool.backup = switchover_meanwhile  # type: ignore[method-assign]
     assert isinstance(on_create_backup(host, {}), ActionResults)
-    assert host.unit_dict == {}
+    assert host.unit_dict == {"backup-taken": NEW_LABEL}
     assert host.fake_workload.configs[-1].connectivity
     assert not host.fake_workload.configs[-1].creating_backup
 
@@ -689,7 +691,7 @@ def test_a_claim_s3_refused_to_remove_is_noted_and_update_status_removes_it() ->
     # update-status while S3 still refuses: the note stays
     host.calls.clear()
     bring_back_after_interrupted_backup(host)
-    assert host.unit_dict == {"backup-claim-left": f"{CLAIM}.running"}
+    assert host.unit_dict == {"backup-claim-left": f"{CLAIM}.running", "backup-taken": NEW_LABEL}
     # and once S3 answers again, the claim and the note go; nothing else is touched
     host.store.delete_error = None
     host.calls.clear()
@@ -699,7 +701,7 @@ def test_a_claim_s3_refused_to_remove_is_noted_and_update_status_removes_it() ->
         f"object_store.delete({CLAIM}.running)",
         "unit_data[backup-claim-left]=''",
     ]
-    assert host.unit_dict == {}
+    assert host.unit_dict == {"backup-taken": NEW_LABEL}
     assert host.status == UnitStatus.active("Primary")
 
 
@@ -712,7 +714,7 @@ def test_the_next_backup_on_the_unit_removes_the_claim_left_and_its_note() -> No
     assert isinstance(on_create_backup(host, {}), ActionResults)
     assert f"object_store.delete({left})" in host.effects  # stale: this unit's own
     assert host.effects[-2:] == [RELEASE, "unit_data[backup-claim-left]=''"]
-    assert host.unit_dict == {}
+    assert host.unit_dict == {"backup-taken": NEW_LABEL}
     assert not [k for k in host.store.objects if k.startswith(CLAIMS)]
 
 

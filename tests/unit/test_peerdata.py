@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,43 @@ def test_two_processes_writing_at_once_lose_nothing(tmp_path: Path) -> None:
     bags = PeerDataStore(Path(path)).other_unit_bags("nobody")
     assert len(bags["main/0"]) == 40
     assert len(bags["main/1"]) == 40
+
+
+def _turn(path: str, unit: str, log: str, rounds: int) -> None:
+    store = PeerDataStore(Path(path))
+    for _ in range(rounds):
+        with store.unit_turn(unit):
+            with open(log, "a") as out:
+                out.write("in\n")
+            time.sleep(0.01)
+            with open(log, "a") as out:
+                out.write("out\n")
+
+
+def test_one_event_at_a_time_per_unit_across_processes(tmp_path: Path) -> None:
+    """Two deliverers (a command and the agent) never run two events of one unit at
+    once: every "in" is followed by its "out" before the next "in"."""
+    path, log = str(tmp_path / "peers.json"), str(tmp_path / "turns")
+    ctx = multiprocessing.get_context("fork")
+    workers = [ctx.Process(target=_turn, args=(path, "main/0", log, 15)) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(30)
+        assert w.exitcode == 0
+    lines = Path(log).read_text().split()
+    assert lines == ["in", "out"] * 30
+
+
+def test_another_unit_does_not_wait(tmp_path: Path) -> None:
+    store = PeerDataStore(tmp_path / "peers.json")
+    other = PeerDataStore(tmp_path / "peers.json")
+    with store.unit_turn("main/0"), other.unit_turn("main/1"):
+        pass  # would block forever if the turn were the cluster's
+
+
+def test_a_unit_turn_refuses_a_name_that_is_a_path(tmp_path: Path) -> None:
+    store = PeerDataStore(tmp_path / "peers.json")
+    for bad in ("", "../x", "main/0\n"):
+        with pytest.raises(ValueError, match="not a unit name"), store.unit_turn(bad):
+            pass

@@ -427,6 +427,14 @@ CLEAR_KEYS = [
 ]
 
 
+# New replicas restore the restored set until a backup is taken (restore_state.ReplicaSet);
+# since: the fake's now.
+PIN_SET = [
+    f"app_data[replica-backup-set]={LABEL!r}",
+    "app_data[replica-set-since]='20261128-150000'",
+]
+
+
 def restoring_host(**kwargs: object) -> FakeHost:
     kwargs.setdefault("app", RESTORING)
     kwargs.setdefault("status", UnitStatus.maintenance(msg.RESTORING_BACKUP))
@@ -447,7 +455,8 @@ def test_completion_full_call_sequence() -> None:
         "workload.is_primary",
         "workload.current_timeline",
         *CLEAR_KEYS,
-        f"workload.apply_config(stanza={STANZA})",
+        *PIN_SET,
+        f"workload.apply_config(stanza={STANZA}, replicas-from={LABEL}@{STANZA})",
         "object_store.get(pgbackups-cluster.json)",  # no repository encloses the path
         "backup_tool.info()",
         f"object_store.get({MARKER_KEY})",
@@ -459,7 +468,12 @@ def test_completion_full_call_sequence() -> None:
         "app_data[restore-moved-data]=''",
         "set_status(active)",
     ]
-    assert host.app_dict == {"cluster_initialised": "True", "stanza": STANZA}
+    assert host.app_dict == {
+        "cluster_initialised": "True",
+        "stanza": STANZA,
+        "replica-backup-set": LABEL,
+        "replica-set-since": "20261128-150000",
+    }
     assert host.fake_workload.configs[-1].restore is None
 
 
@@ -504,6 +518,7 @@ def test_completion_without_s3_settings_skips_the_ownership_check() -> None:
     on_update_status(host)
     assert host.effects == [
         *CLEAR_KEYS,
+        *PIN_SET,
         # No settings to push with: WAL is held on the unit until there are.
         "workload.apply_config(stanza=-, hold-wal, s3=-)",
         f"workload.remove_moved_data({MOVED_DATA})",
@@ -581,7 +596,12 @@ def test_restore_then_completion_end_to_end() -> None:
     host.fake_workload.timeline = 2
     on_update_status(host)
     assert host.status == UnitStatus.active()
-    assert host.app_dict == {"cluster_initialised": "True", "stanza": STANZA}
+    assert host.app_dict == {
+        "cluster_initialised": "True",
+        "stanza": STANZA,
+        "replica-backup-set": LABEL,
+        "replica-set-since": "20261128-150000",
+    }
     assert f"workload.remove_moved_data({MOVED_DATA})" in host.calls
 
 

@@ -5,6 +5,7 @@ call order, with the recording fake host; and the configuration each stage rende
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 from fakes import (
     MARKER_KEY,
@@ -215,6 +216,7 @@ def test_leader_restores_once_every_other_unit_stopped() -> None:
         f"app_data[restore-moved-data]={MOVED_DATA!r}",
         f"app_data[restore-epoch]={EPOCH!r}",
         "app_data[restore-stage]='restoring'",
+        "app_data[restore-unit]='main/0'",  # leadership may move; the restore stays here
         "app_data[s3-block-message]=''",
         f"workload.apply_config(stanza={STANZA}, connectivity=off, "
         f"restore={LABEL}@{STANZA}, {REPLICAS_FROM})",
@@ -313,14 +315,38 @@ def test_a_re_creation_killed_midway_is_started_again_over_its_files() -> None:
     replica, over those files (pgBackRest's --delta)."""
     host = other_unit("re-creating", {"restore-joined": EPOCH}, app={"restore-new-timeline": "2"})
     host.fake_workload.stalled = True
+    # First sighting: a Patroni that just started looks the same for a moment (a
+    # reinitialise then cancelled the creation it was beginning): noted, not acted on.
+    assert on_update_status(host) == Done()
+    assert "workload.recreate_replica" not in host.calls
+    assert host.unit_dict["restore-stalled-since"] == "2026-11-28T15:00:00+00:00"
+    host.clock += timedelta(seconds=10)
+    host.calls.clear()
+    on_update_status(host)
+    assert "workload.recreate_replica" not in host.calls
+    # Still stalled 20 s after: re-created over its files.
+    host.clock += timedelta(seconds=10)
+    host.calls.clear()
     assert on_update_status(host) == Done()
     assert host.calls == [
         "workload.is_database_service_running",
         "workload.replica_creation_stalled",
+        "unit_data[restore-stalled-since]=''",
         "workload.recreate_replica",
         "workload.streaming_timeline",
-        f"set_status(maintenance: {msg.RECREATING_REPLICA})",
     ]
+    assert host.status == UnitStatus.maintenance(msg.RECREATING_REPLICA)
+
+
+def test_a_stall_that_ends_by_itself_is_forgotten() -> None:
+    host = other_unit("re-creating", {"restore-joined": EPOCH}, app={"restore-new-timeline": "2"})
+    host.fake_workload.stalled = True
+    on_update_status(host)
+    host.fake_workload.stalled = False  # Patroni began creating the replica
+    host.clock += timedelta(seconds=30)
+    on_update_status(host)
+    assert "restore-stalled-since" not in host.unit_dict
+    assert "workload.recreate_replica" not in host.calls
 
 
 def test_leader_ends_the_restore_once_every_unit_streams() -> None:
@@ -335,7 +361,7 @@ def test_leader_ends_the_restore_once_every_unit_streams() -> None:
     host.peer_bags[OTHER] = {"restore-joined": EPOCH, "restore-done": EPOCH}
     host.calls.clear()
     assert on_update_status(host) == Done()
-    assert host.effects[:9] == [
+    assert host.effects[:11] == [
         "app_data[restoring-backup]=''",
         "app_data[restore-stanza]=''",
         "app_data[restore-to-time]=''",
@@ -344,7 +370,10 @@ def test_leader_ends_the_restore_once_every_unit_streams() -> None:
         "app_data[restore-epoch]=''",
         "app_data[restore-stage]=''",
         "app_data[restore-new-timeline]=''",
-        f"workload.apply_config(stanza={STANZA})",  # clients let in again
+        f"app_data[replica-backup-set]={LABEL!r}",  # for a unit added later
+        "app_data[replica-set-since]='20261128-150000'",
+        # clients let in again; a unit added later restores the restored set
+        f"workload.apply_config(stanza={STANZA}, replicas-from={LABEL}@{STANZA})",
     ]
     assert host.effects[-3:] == [
         f"workload.remove_moved_data({MOVED_DATA})",
@@ -501,3 +530,152 @@ def test_leader_whose_restore_did_not_start_keeps_everything_for_a_rollback() ->
     assert host.app_dict["restore-moved-data"] == MOVED_DATA
     assert host.status.is_blocked
     assert host.status.message.startswith(f"{msg.FAILED_TO_RESTORE_BACKUP}: the database did not")
+
+
+# --- after a restore: a unit added later (issue 14) ---------------------------------------
+
+PINNED = {"stanza": STANZA, "replica-backup-set": LABEL, "replica-set-since": "20261128-150000"}
+
+
+def test_a_unit_added_after_a_restore_restores_the_restored_set_as_a_standby() -> None:
+    """pgBackRest's standby restore takes the newest set, which may lie on the old
+    timeline past the branch point: until a backup is taken since, a new replica is
+    created from the set the restore used, as the restore's own units were."""
+    host = FakeHost(leader=False, app=PINNED, peers={"main/0": {}})
+    config = desired_config(host)
+    assert config.replica_restore == ReplicaRestore(stanza=STANZA, label=LABEL)
+    assert config.connectivity  # not a restore in progress: clients are let in
+    rendered = render_config(MEMBER, config)
+    postgresql = rendered["postgresql"]
+    assert postgresql["create_replica_methods"] == ["pgbackrest", "basebackup"]
+    assert f"--set={LABEL}" in postgresql["pgbackrest"]["command"]
+    assert "--type=standby" in postgresql["pgbackrest"]["command"]
+    # With no pin, pgBackRest's own choice (its newest set).
+    unpinned = render_config(MEMBER, desired_config(FakeHost(app={"stanza": STANZA})))
+    assert "--set=" not in unpinned["postgresql"]["pgbackrest"]["command"]
+
+
+def test_the_pin_goes_once_a_unit_took_a_backup_after_the_restore() -> None:
+    host = FakeHost(app=dict(PINNED), peers={OTHER: {"backup-taken": "20261128-143000F"}})
+    on_update_status(host)
+    assert host.app_dict["replica-backup-set"] == LABEL, "a backup from before the restore"
+    host.peer_bags[OTHER] = {"backup-taken": "20261128-143000F_20261128-150002I"}
+    on_update_status(host)
+    assert "replica-backup-set" not in host.app_dict
+    assert "replica-set-since" not in host.app_dict
+    assert desired_config(host).replica_restore is None
+
+
+def test_a_non_leader_never_unpins() -> None:
+    host = FakeHost(leader=False, app=dict(PINNED), unit={"backup-taken": "20261129-000000F"})
+    on_update_status(host)
+    assert host.app_dict["replica-backup-set"] == LABEL
+
+
+def test_a_restore_of_another_clusters_backup_pins_nothing() -> None:
+    other_stanza = {**TARGET, "restore-stanza": "local.other", "restore-stage": "re-creating"}
+    host = leader("re-creating", {"restore-joined": EPOCH, "restore-done": EPOCH}, app=other_stanza)
+    host.app_data.update({"restore-new-timeline": "2"})
+    host.fake_workload.timeline = 2
+    on_update_status(host)
+    assert "restoring-backup" not in host.app_dict, "the restore ended"
+    assert "replica-backup-set" not in host.app_dict
+
+
+# --- leadership moves during a restore (issue 14) ------------------------------------------
+
+NEW_LEADER_MOVED = "/var/lib/pgbackups/main/units/0/data.before-restore-20261128T150002Z"
+
+
+def test_a_new_leader_that_had_stopped_carries_on_with_its_own_copy() -> None:
+    """Leadership moved in `stopping` to a unit that had stopped as another unit: it
+    restores, and its own copy is the one the restore keeps (and rolls back)."""
+    host = leader("stopping", {"restore-joined": EPOCH})
+    host.unit_data.update({"restore-joined": EPOCH, "restore-unit-moved-data": NEW_LEADER_MOVED})
+    host.fake_workload.moved_path = ""  # its data directory is aside already
+    assert on_update_status(host) == Done()
+    assert host.app_dict["restore-moved-data"] == NEW_LEADER_MOVED
+    assert host.app_dict["restore-stage"] == "restoring"
+    assert host.app_dict["restore-unit"] == "main/0"
+    assert host.unit_dict == {}, "the app bag names the copy now"
+    assert "workload.start_database" in host.calls
+
+
+def test_the_old_leader_stops_for_the_restore_in_stopping() -> None:
+    """Nothing restored yet: the unit that started the restore and no longer leads stops
+    and moves its data aside like any other unit."""
+    host = other_unit("stopping", app={"restore-moved-data": ""})
+    host.fake_workload.primary = True
+    host.peer_bags["main/2"] = {"restore-joined": EPOCH}
+    assert on_update_status(host) == Done()
+    assert host.unit_dict == {"restore-joined": EPOCH, "restore-unit-moved-data": MOVED_DATA}
+
+
+def test_the_restoring_unit_never_stops_once_leadership_left_it() -> None:
+    host = other_unit("restoring", app={"restore-unit": "main/1"})
+    host.unit = "main/1"
+    host.fake_workload.member_running = True
+    host.fake_workload.primary = False  # still bootstrapping
+    assert on_update_status(host) == Done()
+    assert "workload.stop_database" not in host.calls
+    assert "workload.move_data_aside" not in host.calls
+    assert host.unit_dict == {}
+    assert host.status == UnitStatus.maintenance(msg.RESTORING_BACKUP)
+    # It runs as the restored primary: it says so for the new leader.
+    host.fake_workload.primary = True
+    host.fake_workload.timeline = 3
+    on_update_status(host)
+    assert host.unit_dict == {"restore-primary": f"{EPOCH}:3"}
+    # In re-creating it is the primary: it never re-creates itself either.
+    host.set_leader(True)  # the leader (elsewhere) moves the stage on
+    host.app_data.update({"restore-stage": "re-creating", "restore-new-timeline": "3"})
+    host.set_leader(False)
+    host.calls.clear()
+    on_update_status(host)
+    assert host.effects == []
+
+
+def test_the_restoring_unit_reports_a_failed_bootstrap() -> None:
+    host = other_unit("restoring", app={"restore-unit": "main/1"})
+    host.unit = "main/1"
+    host.fake_workload.failed_bootstrap = True
+    on_update_status(host)
+    assert host.unit_dict == {"restore-primary": f"{EPOCH}:failed"}
+    assert host.status.is_blocked
+    assert MOVED_DATA in host.status.message
+
+
+def test_a_new_leader_leads_the_stages_from_what_the_restoring_unit_says() -> None:
+    app = {"restore-unit": OTHER, "restore-moved-data": OTHER_MOVED}
+    host = leader("restoring", {"restore-primary": ""}, app=app)
+    host.fake_tool.timeline_records = {STANZA: [timeline(3, datetime(2026, 11, 28, tzinfo=UTC))]}
+    assert on_update_status(host) == Done()
+    assert host.status == UnitStatus.maintenance(f"{msg.RESTORING_BACKUP}: on {OTHER}")
+    assert "workload.member_state" not in host.calls, "its own workload restores nothing"
+    # The restoring unit runs as the primary on timeline 3 (its history archived).
+    host.peer_bags[OTHER] = {"restore-primary": f"{EPOCH}:3"}
+    on_update_status(host)
+    assert host.app_dict["restore-stage"] == "re-creating"
+    assert host.app_dict["restore-new-timeline"] == "3"
+    # Re-creating: nothing to wait for (the only other unit is the primary); the restore
+    # ends with the recorded timeline, and the old data stays on the unit that restored.
+    on_update_status(host)
+    assert "restoring-backup" not in host.app_dict
+    assert "restore-stage" not in host.app_dict and "restore-unit" not in host.app_dict
+    assert "restore-moved-data" not in host.app_dict
+    assert f"workload.remove_moved_data({OTHER_MOVED})" not in host.calls
+    assert host.status == UnitStatus.active()
+
+
+def test_a_new_leader_shows_a_failure_on_the_restoring_unit_and_refuses_to_roll_back() -> None:
+    app = {"restore-unit": OTHER, "restore-moved-data": OTHER_MOVED}
+    host = leader("restoring", {"restore-primary": f"{EPOCH}:failed"}, app=app)
+    on_update_status(host)
+    assert host.status == UnitStatus.blocked(
+        f"{msg.FAILED_TO_RESTORE_BACKUP}: on {OTHER}, where the data from before it is kept "
+        f"at {OTHER_MOVED}"
+    )
+    outcome = on_rollback_restore(host, {})
+    assert isinstance(outcome, ActionFailed)
+    assert f"the restore ran on {OTHER}" in outcome.message
+    assert "workload.stop_database" not in host.calls

@@ -40,7 +40,7 @@ from pgbackups.core.peer_keys import (
 )
 from pgbackups.core.policy import policy_or_default
 from pgbackups.core.repository import StanzaInfo, TimelineRecord
-from pgbackups.core.restore_state import RESTORE_STAGES, STOPPING, RestoreState
+from pgbackups.core.restore_state import RESTORE_STAGES, STOPPING, ReplicaSet, RestoreState
 from pgbackups.core.settings import S3Settings, S3SettingsProblem, parse_s3_settings
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,11 @@ def desired_config(host: Host) -> WorkloadConfig:
         or (cluster_restore and restore is not None and restore.stage == STOPPING),
         restore=_restore_target(restore, host.stanza_name),
         retention=policy_or_default(host.config_options()).retention,
-        replica_restore=replica_source(host, restore) if cluster_restore and restore else None,
+        replica_restore=(
+            replica_source(host, restore)
+            if cluster_restore and restore
+            else _replica_after_restore(host, stanza)
+        ),
     )
 
 
@@ -120,6 +124,15 @@ def replica_source(host: Host, state: RestoreState) -> ReplicaRestore:
     if own and host.app_data.get(STANZA):
         return ReplicaRestore(stanza=host.stanza_name, label=state.label or None)
     return ReplicaRestore(stanza=None)
+
+
+def _replica_after_restore(host: Host, stanza: str | None) -> ReplicaRestore | None:
+    """After a restore, until a backup taken since exists: a unit that creates itself
+    as a replica restores the set the restore used (restore_state.ReplicaSet)."""
+    pinned = ReplicaSet.read(host.app_data)
+    if pinned is None or stanza is None:
+        return None
+    return ReplicaRestore(stanza=stanza, label=pinned.label)
 
 
 def _restore_target(state: RestoreState | None, own_stanza: str) -> RestoreTarget | None:

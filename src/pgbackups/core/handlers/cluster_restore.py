@@ -23,17 +23,28 @@ data starts as the primary, ``rolled-back`` once it runs: every other unit moves
 data back and starts, and the leader ends it once none is left.
 
 A unit that is away meanwhile does its part when it is back: the stage waits for it.
+
+Leadership may move while a restore runs. Before the restore began (``stopping``) the new
+leader carries on as if it had started it: its own data, moved aside when it stopped as
+another unit, is the copy the restore keeps. Once a unit restores (``restore-unit``), the
+restore stays there: that unit never stops for it as another unit, it says in its bag
+when it runs as the restored primary (or failed), and the new leader leads the other
+stages from what it says.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
+from datetime import datetime
 
 from pgbackups.core import messages as msg
 from pgbackups.core.handlers._steps import apply_config, workload_done
 from pgbackups.core.handlers.restore import (
     detect_restore_end,
     finish_restore,
+    is_failed_restore_status,
+    primary_restored,
     primary_timeline,
     restore_here,
 )
@@ -53,6 +64,10 @@ from pgbackups.core.restore_state import (
 
 log = logging.getLogger(__name__)
 
+# How long a re-creation must look stalled before it is started again (Patroni's loop is
+# 10 s by default: a Patroni that just started has begun creating the replica by then).
+STALLED_FOR_SECONDS = 20
+
 
 # ===========================================================================
 # The leader
@@ -62,6 +77,8 @@ def advance_restore(host: Host, state: RestoreState) -> Outcome:
     """The leader's step for the stage the bag records (update-status, peer-changed)."""
     if state.stage == STOPPING:
         return _restore_when_stopped(host, state)
+    if state.stage == RESTORING and state.restores_elsewhere(host.unit_name):
+        return _watch_restore_elsewhere(host, state)
     if state.stage == RECREATING:
         return _end_when_recreated(host, state)
     if state.stage == ROLLING_BACK:
@@ -91,8 +108,18 @@ def _restore_when_stopped(host: Host, state: RestoreState) -> Outcome:
         _say(host, UnitStatus.maintenance(msg.waiting_for_units("stop", waiting)))
         return Done()
     log.info("Every other unit stopped for restore %s: restoring", state.epoch)
+    mine = UnitRestoreState.read(host.unit_data)
+    if mine.joined == state.epoch:
+        # Leadership moved here after this unit stopped for the restore as another unit:
+        # its data is aside already, and that copy is the one the restore keeps.
+        log.info(
+            "Leading restore %s; this unit's data is aside at %s", state.epoch, mine.moved_data
+        )
+        state = replace(state, moved_data=state.moved_data or mine.moved_data)
     before = host.get_status()
     failed = restore_here(host, state, before)
+    if mine.joined == state.epoch and RestoreState.read(host.app_data) != state:
+        UnitRestoreState.clear(host.unit_data)  # the app bag names the copy now
     if failed is None:
         return Done()
     after = RestoreState.read(host.app_data)
@@ -107,13 +134,37 @@ def _restore_when_stopped(host: Host, state: RestoreState) -> Outcome:
     return Done()
 
 
+def _watch_restore_elsewhere(host: Host, state: RestoreState) -> Outcome:
+    """Leadership moved to this unit while ``state.unit`` restores: what that unit says
+    in its bag moves the restore on (or shows its failure here)."""
+    bags = host.peer_data()
+    report = UnitRestoreState.read(bags.get(state.unit, {})).primary_report(state.epoch)
+    if report == "failed":
+        if not is_failed_restore_status(host.get_status()):
+            reason = f"on {state.unit}, where the data from before it is kept"
+            if state.moved_data:
+                reason += f" at {state.moved_data}"
+            host.set_status(
+                UnitStatus.blocked(msg.with_reason(msg.FAILED_TO_RESTORE_BACKUP, reason))
+            )
+        return Done()
+    if report.isdigit():
+        return primary_restored(host, state, int(report))
+    _say(host, UnitStatus.maintenance(msg.with_reason(msg.RESTORING_BACKUP, f"on {state.unit}")))
+    return Done()
+
+
 def _end_when_recreated(host: Host, state: RestoreState) -> Outcome:
-    waiting = _units_not(host, "done", state.epoch)
+    # The unit that restored (when leadership left it) is the primary: nothing to wait for.
+    waiting = [u for u in _units_not(host, "done", state.epoch) if u != state.unit]
     if waiting:
         what = "re-create from the restored primary"
         _say(host, UnitStatus.maintenance(msg.waiting_for_units(what, waiting)))
         return Done()
-    timeline = primary_timeline(host.workload)
+    if state.restores_elsewhere(host.unit_name):
+        timeline = state.new_timeline
+    else:
+        timeline = primary_timeline(host.workload)
     if timeline is None:
         return Done()  # the primary does not answer now: look again
     log.info("Every unit runs the restored data: the restore %s is complete", state.epoch)
@@ -159,6 +210,14 @@ def follow_restore(host: Host) -> Outcome | None:
     state = RestoreState.read(host.app_data)
     mine = UnitRestoreState.read(host.unit_data)
     stage = state.stage if state is not None else ""
+    restoring_here = state is not None and state.unit == host.unit_name
+    if (
+        state is not None
+        and state.in_progress
+        and stage in (RESTORING, RECREATING)
+        and restoring_here
+    ):
+        return _restore_led_elsewhere(host, state)
     if state is not None and state.in_progress and stage in RESTORE_STAGES and state.epoch:
         if mine.joined != state.epoch:
             return _stop_for_restore(host, state, mine)
@@ -174,6 +233,25 @@ def follow_restore(host: Host) -> Outcome | None:
     if mine.involved:
         return _restore_over(host, mine)
     return None
+
+
+def _restore_led_elsewhere(host: Host, state: RestoreState) -> Outcome:
+    """This unit restores and leadership moved away: it never stops for the restore as
+    another unit would (that would stop the restored primary); it says how its bootstrap
+    went, for the new leader."""
+    workload = host.workload
+    if state.stage == RESTORING:
+        member = workload.member_state()
+        if workload.bootstrap_failed() or (member is not None and "failed" in member):
+            UnitRestoreState.report_primary(host.unit_data, state.epoch, "failed")
+            kept = f"old data kept at {state.moved_data}" if state.moved_data else ""
+            _say(host, UnitStatus.blocked(msg.with_reason(msg.FAILED_TO_RESTORE_BACKUP, kept)))
+            return Done()
+        timeline = primary_timeline(workload)
+        if timeline is not None:
+            UnitRestoreState.report_primary(host.unit_data, state.epoch, str(timeline))
+    _say(host, UnitStatus.maintenance(msg.RESTORING_BACKUP))
+    return Done()
 
 
 def _stop_for_restore(host: Host, state: RestoreState, mine: UnitRestoreState) -> Outcome:
@@ -237,9 +315,21 @@ def _recreate(host: Host, state: RestoreState, mine: UnitRestoreState) -> Outcom
         return Done()
     if workload.replica_creation_stalled() is True:
         # A killed attempt left its files: Patroni waits for a person. Create it again
-        # over them (pgBackRest's --delta keeps what is already right).
-        log.info("The re-creation was interrupted: creating this replica again")
-        workload_done(workload.recreate_replica)
+        # over them (pgBackRest's --delta keeps what is already right) -- but only once
+        # the stall lasts: a Patroni that just started looks the same for a moment, and
+        # a reinitialise then cancelled the creation it was beginning (seen in the e2e
+        # run: that replica then reloaded the primary's configuration and never
+        # streamed).
+        now = host.now()
+        seen = datetime.fromisoformat(
+            UnitRestoreState.stalled_since(host.unit_data, now.isoformat())
+        )
+        if (now - seen).total_seconds() >= STALLED_FOR_SECONDS:
+            log.info("The re-creation was interrupted: creating this replica again")
+            UnitRestoreState.stalled_since(host.unit_data, None)
+            workload_done(workload.recreate_replica)
+    else:
+        UnitRestoreState.stalled_since(host.unit_data, None)
     streams = workload.streaming_timeline()
     if streams is None or streams != state.new_timeline:
         _say(host, UnitStatus.maintenance(msg.RECREATING_REPLICA))
@@ -288,6 +378,8 @@ def _restore_over(host: Host, mine: UnitRestoreState) -> Outcome:
     if mine.moved_data and not mine.done:
         log.warning("The restore is over; the data from before it stays at %s", mine.moved_data)
     UnitRestoreState.clear(host.unit_data)
+    if mine.primary:  # this unit restored after leadership left it: it is the primary
+        _say(host, UnitStatus.active())
     apply_config(host)
     if host.workload.is_database_service_running() is False:
         # It never re-created itself: Patroni makes it a replica of the primary now.

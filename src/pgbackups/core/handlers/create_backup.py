@@ -25,6 +25,7 @@ from pgbackups.core.marker import object_key
 from pgbackups.core.outcomes import ActionFailed, ActionResults, Outcome
 from pgbackups.core.peer_keys import BACKUP_CLAIM_LEFT, CONNECTIVITY, CREATING_BACKUP, STANZA
 from pgbackups.core.repository import BackupRecord
+from pgbackups.core.restore_state import record_backup_taken
 from pgbackups.core.settings import S3Settings, S3SettingsProblem
 
 log = logging.getLogger(__name__)
@@ -205,6 +206,7 @@ def _run_backup(host: Host, place: _BackupPlace, requested: str, *, on_primary: 
         "requested-type": requested,
     }
     if isinstance(taken, _TakenBackup):
+        record_backup_taken(host.unit_data, taken.record.label)
         results["type"] = taken.user_type
         if taken.user_type != requested:
             results["message"] = msg.backup_type_changed(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 
 from pgbackups.core import messages as msg
 from pgbackups.core import targets
@@ -54,6 +54,7 @@ from pgbackups.core.restore_state import (
     RESTORING,
     ROLLBACK_STAGES,
     STOPPING,
+    ReplicaSet,
     RestoreState,
 )
 from pgbackups.core.settings import S3Settings, S3SettingsProblem
@@ -336,7 +337,9 @@ def _record_restore(host: Host, wanted: RestoreState, moved: str) -> str:
             kept_before,
             moved or "(none)",
         )
-    state = replace(wanted, moved_data=kept_before or moved, stage=RESTORING)
+    # Who restores, once there are other units: leadership may move meanwhile.
+    unit = host.unit_name if host.peers() else ""
+    state = replace(wanted, moved_data=kept_before or moved, stage=RESTORING, unit=unit)
     state.write(host.app_data)
     host.app_data[S3_BLOCK_MESSAGE] = ""
     return state.moved_data
@@ -373,12 +376,12 @@ def detect_restore_end(host: Host, state: RestoreState) -> Outcome:
         if short is not None:
             return _restore_short(host, state, short)
     if host.peers():
-        return _primary_restored(host, state, timeline)
+        return primary_restored(host, state, timeline)
     finish_restore(host, state, timeline)
     return Done()
 
 
-def _primary_restored(host: Host, state: RestoreState, timeline: int) -> Done:
+def primary_restored(host: Host, state: RestoreState, timeline: int) -> Done:
     """The restored primary runs: the other units may re-create themselves from it. From
     the repository, only once the new timeline's ``.history`` is archived: a standby
     started before would follow the old timeline past the branch point."""
@@ -484,8 +487,10 @@ def finish_restore(host: Host, state: RestoreState, timeline: int) -> None:
     (docs/behaviour/s3-credentials.md#two-clusters-never-share-one-repository), remove the
     moved-aside data, Active (or the S3 block the ownership check set: after a restore
     from another cluster's repository, the block says the data is restored and what to do
-    next)."""
+    next). When leadership moved during the restore, the moved-aside data is on the unit
+    that restored: it stays there, a leftover a person removes (``leftovers``)."""
     RestoreState.clear(host.app_data, keep_moved_data=True)
+    _pin_replica_set(host, state)
     apply_config(host)
     log.info(
         "Restored backup %s%s; now on the new timeline %d",
@@ -498,7 +503,14 @@ def finish_restore(host: Host, state: RestoreState, timeline: int) -> None:
         restored = msg.restored_from_another_cluster()
         host.app_data[S3_BLOCK_MESSAGE] = restored
         host.set_status(UnitStatus.blocked(restored))
-    if state.moved_data:
+    if state.moved_data and state.restores_elsewhere(host.unit_name):
+        log.warning(
+            "The data from before the restore stays on %s at %s (the restore ran there)",
+            state.unit,
+            state.moved_data,
+        )
+        RestoreState.forget_moved_data(host.app_data)
+    elif state.moved_data:
         try:
             host.workload.remove_moved_data(state.moved_data)
         except WorkloadError as exc:  # the restore stands; the old data is only left over
@@ -506,6 +518,19 @@ def finish_restore(host: Host, state: RestoreState, timeline: int) -> None:
         RestoreState.forget_moved_data(host.app_data)
     if problem is None:
         host.set_status(UnitStatus.active())
+
+
+def _pin_replica_set(host: Host, state: RestoreState) -> None:
+    """A unit added from now on creates itself from the set this restore used, until a
+    backup taken since exists (restore_state.ReplicaSet): the repository's newest set may
+    lie on the old timeline past the branch point, which a standby can never leave. A
+    backup of another cluster (or no set: none to pin) leaves pgBackRest's choice."""
+    ReplicaSet.clear(host.app_data)
+    own = (state.stanza or host.stanza_name) == host.stanza_name
+    if state.label and own:
+        since = host.now().astimezone(UTC).strftime("%Y%m%d-%H%M%S")
+        ReplicaSet(state.label, since).write(host.app_data)
+        log.info("New replicas restore backup set %s until a backup is taken", state.label)
 
 
 def _recheck_repository_after_restore(host: Host) -> str | None:

@@ -57,6 +57,13 @@ def on_rollback_restore(host: Host, params: Mapping[str, str]) -> Outcome:
         )
     if not host.is_leader():
         return _rollback_refused(msg.ROLLBACK_NOT_LEADER)
+    if state is not None and state.restores_elsewhere(host.unit_name):
+        # The data to put back is on the unit that restored; leadership moved since.
+        reason = (
+            f"the restore ran on {state.unit}, the leader when it began, where the data from "
+            f"before it is kept; roll back once {state.unit} is the leader again"
+        )
+        return _rollback_refused(msg.with_reason(msg.FAILED_TO_ROLL_BACK, reason))
     host.set_status(UnitStatus.maintenance(msg.ROLLING_BACK_RESTORE))
     workload = host.workload
     if not workload_done(workload.stop_database):

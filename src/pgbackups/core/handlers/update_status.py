@@ -17,7 +17,7 @@ from pgbackups.core.handlers.schedule import run_schedules
 from pgbackups.core.host import Host
 from pgbackups.core.outcomes import Done, Outcome
 from pgbackups.core.peer_keys import S3_BLOCK_MESSAGE
-from pgbackups.core.restore_state import RestoreState
+from pgbackups.core.restore_state import ReplicaSet, RestoreState
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,8 @@ def on_update_status(host: Host) -> Outcome:
     restore = RestoreState.read(host.app_data)
     if restore is not None and restore.in_progress:
         return Done()  # a one-unit restore's end is the leader's to see
+    if host.is_leader():
+        _unpin_replica_set(host)
     if host.is_leader() and _has_s3_block(host):
         log.info("Retrying S3 initialisation")
         return on_s3_credentials_changed(host)
@@ -53,3 +55,16 @@ def _has_s3_block(host: Host) -> bool:
     if status.is_blocked:
         return msg.is_s3_block_message(status.message)
     return bool(host.app_data.get(S3_BLOCK_MESSAGE))
+
+
+def _unpin_replica_set(host: Host) -> None:
+    """A backup was taken since the last restore ended: pgBackRest's newest set is one a
+    new replica can follow again (restore_state.ReplicaSet)."""
+    pinned = ReplicaSet.read(host.app_data)
+    if pinned is None:
+        return
+    bags = {host.unit_name: host.unit_data, **host.peer_data()}
+    taken = pinned.superseded_by(bags)
+    if taken is not None:
+        log.info("Backup %s was taken since the restore: new replicas restore the newest", taken)
+        ReplicaSet.clear(host.app_data)

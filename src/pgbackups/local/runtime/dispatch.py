@@ -2,7 +2,8 @@
 
 Before a unit's next event (and on every update-status) the events it deferred run
 again, oldest first; one that defers again stays queued. Hooks end in ``Done`` or
-``Deferred``; actions in results or a failure, which the caller prints.
+``Deferred``; actions in results or a failure, which the caller prints. As under Juju,
+a unit runs one event at a time (``PeerDataStore.unit_turn``): a second waits.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ class Dispatcher:
         """Deliver hook ``event`` to ``unit`` after the unit's deferred events."""
         if event not in HOOKS:
             raise ValueError(f"unknown hook {event!r}; known: {', '.join(sorted(HOOKS))}")
-        with self._machine_of(unit):
-            self.rerun_deferred(unit)
+        with self._store.unit_turn(unit), self._machine_of(unit):
+            self._rerun_deferred(unit)
             return self._run_hook(unit, event, params or {})
 
     def run_action(self, unit: str, action: str, params: Mapping[str, str]) -> Outcome:
@@ -52,8 +53,8 @@ class Dispatcher:
         problem = check_action_params(action, params)
         if problem is not None:
             return ActionFailed(problem)
-        with self._machine_of(unit):
-            self.rerun_deferred(unit)
+        with self._store.unit_turn(unit), self._machine_of(unit):
+            self._rerun_deferred(unit)
             try:
                 outcome = ACTIONS[action](self._host_for(unit), params)
             except WorkloadError as exc:
@@ -66,6 +67,10 @@ class Dispatcher:
 
     def rerun_deferred(self, unit: str) -> None:
         """Run what ``unit`` deferred, oldest first; what defers again is queued again."""
+        with self._store.unit_turn(unit):
+            self._rerun_deferred(unit)
+
+    def _rerun_deferred(self, unit: str) -> None:
         with self._machine_of(unit):
             for deferred in self._store.take_deferred(unit):
                 log.info("%s: re-running deferred %s (%s)", unit, deferred.name, deferred.reason)

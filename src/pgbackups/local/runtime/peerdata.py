@@ -47,6 +47,25 @@ class PeerDataStore:
         self._lock_path = path.with_name(path.name + ".lock")
 
     @contextlib.contextmanager
+    def unit_turn(self, unit: str) -> Iterator[None]:
+        """One event at a time on ``unit``, whoever delivers it (a command, the agent's
+        update-status pass, a test calling the runtime directly): Juju never runs two
+        hooks or actions of one unit at once, and the core relies on it. Two at once
+        stopped and moved a unit's data twice (the second found nothing to move and
+        recorded no copy: the rollback had none to put back), or started two Patronis on
+        one data directory. Blocks until the unit's current event ends."""
+        if not unit or not all(c.isalnum() or c in "-_./" for c in unit) or ".." in unit:
+            raise ValueError(f"not a unit name: {unit!r}")
+        name = f"{self.path.name}.{unit.replace('/', '-')}.turn"
+        # Beside the bags, in the cluster's folder (root's when we are root).
+        fd = os.open(self.path.with_name(name), os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the flock
+
+    @contextlib.contextmanager
     def _locked(self) -> Iterator[dict[str, Any]]:
         """Read-modify-write under an exclusive lock; the document is written back after."""
         # In the cluster's folder, root's when we are root; O_NOFOLLOW is a second line.
