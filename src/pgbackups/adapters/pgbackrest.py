@@ -36,6 +36,7 @@ import os
 import re
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -1172,6 +1173,35 @@ class PgBackRest:
         return ArchiveListing(
             tuple(_history_records(stanza, files, base)), tuple(_segments(files, base))
         )
+
+    def info_and_archive(self, stanza: str) -> tuple[list[StanzaInfo], ArchiveListing | None]:
+        """:meth:`info` of every stanza and :meth:`archive` of ``stanza``, run side by
+        side: two pgBackRest processes, each mostly waiting on S3 (a month of backups
+        and WAL: about 0.6 s and 1.4 s here, 2 s one after the other). The listing is
+        None when ``info`` shows no such stanza (its failure then says nothing). Raises
+        BackupToolError when ``info`` fails, or the listing of a stanza that exists."""
+        found: list[ArchiveListing | BackupToolError] = []
+
+        def list_archive() -> None:
+            try:
+                found.append(self.archive(stanza))
+            except BackupToolError as exc:
+                found.append(exc)
+
+        # A thread started here runs where its starter runs (a unit's machine, locally).
+        worker = threading.Thread(target=list_archive, name="archive-listing", daemon=True)
+        worker.start()
+        try:
+            stanzas = self.info()
+        finally:
+            worker.join()  # bounded: the listing has its own timeout
+        if not any(s.name == stanza and s.exists for s in stanzas):
+            return stanzas, None
+        if not found:
+            raise BackupToolError("the archive listing did not finish")
+        if isinstance(found[0], BackupToolError):
+            raise found[0]
+        return stanzas, found[0]
 
     def history(self, record: TimelineRecord) -> tuple[TimelineBranch, ...]:
         """The branches in ``record``'s ``.history`` file (``repo-get``, as the stanza's
