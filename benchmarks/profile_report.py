@@ -56,6 +56,11 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
             # How many times faster pgbackups' full backup is than barman-cloud's best.
             row["speedup_vs_barman"] = _r(ratio(best_s, row["full_s"]))
             row["speedup_direct_vs_barman"] = _r(ratio(best_s, row["full_direct_s"]))
+        tried = p.get("pgbackrest_settings") or {}
+        if tried and row["full_direct_s"]:
+            row["pgbackrest_settings"] = {
+                k: _r(ratio(median(v), row["full_direct_s"])) for k, v in tried.items()
+            }
         loss = p.get("loss_window")
         if loss:
             ages = loss["ages"]
@@ -187,6 +192,17 @@ def render_text(summary: dict[str, Any]) -> str:
             render_table(
                 ["profile", *keys],
                 [[n, *(fmt_seconds(s.get(k)) for k in keys)] for n, s in settings.items()],
+            )
+        )
+    tried = {n: r["pgbackrest_settings"] for n, r in summary["profiles"].items()
+             if "pgbackrest_settings" in r}  # fmt: skip
+    if tried:
+        out.append("\npgBackRest alone, full backup, one setting changed (ratio to the defaults):")
+        keys = sorted({k for s in tried.values() for k in s})
+        out.append(
+            render_table(
+                ["profile", *keys],
+                [[n, *(fmt_ratio(s.get(k)) for k in keys)] for n, s in tried.items()],
             )
         )
     text = chart(summary)

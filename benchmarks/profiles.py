@@ -71,6 +71,16 @@ BARMAN_COMPRESSIONS: dict[str, tuple[str, ...]] = {
 }
 
 
+# pgBackRest alone with one setting changed per profile (a full backup each), against
+# its full backup with the rendered defaults (zst, process-max = CPUs): a long round
+# trip may want more processes (requests in flight) or a cheaper compression.
+PGBACKREST_SETTINGS: dict[str, tuple[str, ...]] = {
+    "process-max 4": ("--process-max=4",),
+    "process-max 8": ("--process-max=8",),
+    "lz4, process-max 4": ("--compress-type=lz4", "--process-max=4"),
+}
+
+
 def by_name(names: str) -> list[Profile]:
     wanted = [n.strip() for n in names.split(",") if n.strip()]
     known = {p.name: p for p in PROFILES}
@@ -176,6 +186,14 @@ def measure_profile(
     }
     if barman:
         result["barman"] = measure_barman(bench, repeat, os.cpu_count() or 1)
+    settings: dict[str, list[float]] = {}
+    for _ in range(repeat):
+        for name, options in PGBACKREST_SETTINGS.items():
+            bench.wait_archived()
+            took = phases.backup_direct(bench, "full", *options)
+            settings.setdefault(name, []).append(round(took, 3))
+            log(f"pgBackRest alone, full, {name}: {took:.2f}s")
+    result["pgbackrest_settings"] = settings
     result["restores"] = phases.measure_restores(bench, repeat, full_id).values
     if load_seconds:
         log(f"{profile.name}: loss window under full-speed pgbench for {load_seconds:g}s")
