@@ -67,6 +67,10 @@ from pgbackups.core.repository import (
 from pgbackups.core.settings import CIPHER_TYPE, S3Settings, ca_chain_text
 
 log = logging.getLogger(__name__)
+# Segment objects whose commits are kept between processes: only keys that carry the
+# content's checksum (archive/<stanza>/<pg>-<n>/<dir>/<segment>-<40 hex>[.ext]).
+_CACHED_KEY_RE = re.compile(r"archive/[^\s]+/[0-9A-F]{24}-[0-9a-f]{40}(\.[a-z0-9]+)?")
+COMMIT_CACHE_ENTRIES = 16
 
 PROGRAM = "pgbackrest"
 # Reads an archived segment's transaction records (the recoverable window's latest point).
@@ -993,6 +997,7 @@ class PgBackRest:
         program: str = PROGRAM,
         env: Mapping[str, str] | None = None,
         waldump: str = PG_WALDUMP,
+        commit_cache: Path | None = None,
     ) -> None:
         self.config_path = str(config_path)
         self.stanza = stanza
@@ -1004,6 +1009,10 @@ class PgBackRest:
         self.waldump = waldump
         # An archived segment never changes under its key (the key holds its checksum).
         self._commit_times: dict[str, list[tuple[int, datetime]]] = {}
+        # The same, kept between processes (``status`` reads the window ends' WAL every
+        # time): a file of ours, never the database user's (see _load_commit_cache).
+        self._commit_cache = commit_cache
+        self._commit_cache_loaded = False
 
     # -- plumbing ---------------------------------------------------------
 
@@ -1236,13 +1245,49 @@ class PgBackRest:
         ``repo-get`` (which decrypts an encrypted repository), decompressed by the
         program of its extension and read by ``pg_waldump``, in a private temporary
         folder of ours. Raises BackupToolError."""
+        self._load_commit_cache()
         records = self._commit_times.get(segment.key)
         if records is None:
             records = self._read_commits(segment)
             self._commit_times[segment.key] = records
+            self._save_commit_cache()
         limit = lsn_value(before_lsn) if before_lsn else None
         found = [moment for lsn, moment in records if limit is None or lsn < limit]
         return found[-1] if found else None
+
+    def _load_commit_cache(self) -> None:
+        """The commits read by earlier processes, by object key. Never stale: a segment's
+        object key ends with the SHA-1 of its content (``<segment>-<sha1>.<ext>``), so a
+        key names the same bytes and the same commits for ever; a window that moved
+        ends in a segment whose key is not cached yet, and that one is read. A file
+        that cannot be read or parsed is ignored (the WAL is read again)."""
+        if self._commit_cache_loaded or self._commit_cache is None:
+            return
+        self._commit_cache_loaded = True
+        try:
+            data = json.loads(self._commit_cache.read_text())
+            for key, records in data.items():
+                if _CACHED_KEY_RE.fullmatch(key):
+                    self._commit_times.setdefault(
+                        key, [(int(lsn), datetime.fromisoformat(at)) for lsn, at in records]
+                    )
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            if not isinstance(exc, FileNotFoundError):
+                log.info("WAL commit cache %s ignored: %s", self._commit_cache, exc)
+
+    def _save_commit_cache(self) -> None:
+        if self._commit_cache is None:
+            return
+        # The newest keys only (segment names sort by time): a window needs a few ends.
+        keys = sorted(k for k in self._commit_times if _CACHED_KEY_RE.fullmatch(k))
+        kept = {
+            k: [[lsn, at.isoformat()] for lsn, at in self._commit_times[k]]
+            for k in keys[-COMMIT_CACHE_ENTRIES:]
+        }
+        try:
+            write_atomically(json.dumps(kept), self._commit_cache, None, 0o600)
+        except OSError as exc:
+            log.info("WAL commit cache %s not written: %s", self._commit_cache, exc)
 
     def _read_commits(self, segment: ArchivedSegment) -> list[tuple[int, datetime]]:
         argv = self.argv("repo-get", *self._io(), params=[segment.key])
