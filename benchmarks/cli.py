@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import phases
+from benchmarks import phases, profile_report, profiles
 from benchmarks.env import Bench, BenchError, log
 from benchmarks.report import plot, render_text, summarize
 from benchmarks.stats import MB, parse_size, parse_sizes
@@ -52,6 +52,8 @@ class Settings:
     keep: bool
     results_dir: Path
     cluster_units: int = 3
+    profiles: list[str] = field(default_factory=lambda: [p.name for p in profiles.PROFILES])
+    profiles_only: bool = False
     home: Path | None = None
     cpus: int = field(default_factory=lambda: os.cpu_count() or 1)
 
@@ -103,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="units for the cluster restore (until every replica streams; last, on the "
         "largest size); default 3, 0 skips",
     )
+        "--profiles",
+        default=",".join(p.name for p in profiles.PROFILES),
+        metavar="NAMES",
+        help="network profiles to run, comma-separated (default lan,region,wan; '' skips): "
+        "S3 behind an emulated link on a second cluster of machines",
+    )
+    p.add_argument("--profiles-only", action="store_true", help="only the network profiles phase")
     p.add_argument("--keep", action="store_true", help="leave the cluster up (and its home)")
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where JSON/PNG go")
     p.add_argument("--home", type=Path, help="PGBACKUPS_HOME (default: a new dir under /tmp)")
@@ -129,7 +138,12 @@ def resolve(args: argparse.Namespace) -> Settings:
         raise ValueError("--cluster-units must be 0 (skip) or at least 2")
     if load < 5 or light < 0:
         raise ValueError("--load-seconds must be >= 5 and --light-load-seconds >= 0")
+    chosen = [p.name for p in profiles.by_name(args.profiles)] if args.profiles else []
+    if args.profiles_only and not chosen:
+        raise ValueError("--profiles-only needs at least one profile")
     return Settings(
+        profiles=chosen,
+        profiles_only=args.profiles_only,
         quick=args.quick,
         sizes=sizes,
         repeat=repeat,
@@ -222,6 +236,23 @@ def run(settings: Settings) -> dict[str, Any]:
         },
         "machine": machine(),
     }
+    if not settings.profiles_only:
+        run_loopback(settings, results)
+    if settings.profiles:
+        results["network"] = profiles.run(
+            profiles.by_name(",".join(settings.profiles)),
+            size=settings.sizes[-1],
+            repeat=settings.repeat,
+            barman=settings.barman,
+            load_seconds=settings.load_seconds,
+            keep=settings.keep,
+        )
+    results["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+    return results
+
+
+def run_loopback(settings: Settings, results: dict[str, Any]) -> None:
+    """The loopback measurements on the ``bench`` cluster (everything but the profiles)."""
     bench = Bench(settings.home)
     log(f"PGBACKUPS_HOME={bench.home}")
     try:
@@ -293,8 +324,6 @@ def run(settings: Settings) -> dict[str, Any]:
                 "pgbackups down --name bench --purge")  # fmt: skip
         else:
             bench.down()
-        results["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
-    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -308,8 +337,11 @@ def main(argv: list[str] | None = None) -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     settings.results_dir.mkdir(parents=True, exist_ok=True)
     try:
-        results["summary"] = summarize(results)
-    except (KeyError, ValueError) as exc:  # a partial run: keep the raw data
+        if not settings.profiles_only:
+            results["summary"] = summarize(results)
+        if "network" in results:
+            results["network_summary"] = profile_report.summarize(results["network"])
+    except (KeyError, ValueError, TypeError) as exc:  # a partial run: keep the raw data
         results["summary_error"] = repr(exc)
     json_path = settings.results_dir / f"{stamp}.json"
     json_path.write_text(json.dumps(results, indent=2) + "\n")
@@ -318,8 +350,11 @@ def main(argv: list[str] | None = None) -> int:
         png = plot(results["summary"], settings.results_dir / f"{stamp}.png")
         skipped = "skipped (no sizes measured, or no matplotlib: pip install -e '.[bench]')"
         print(f"\nplot: {png or skipped}")
+    if "network_summary" in results:
+        print(profile_report.render_text(results["network_summary"]))
     print(f"results: {json_path}")
-    if "error" in results:
-        print(f"benchmarks: FAILED: {results['error']}", file=sys.stderr)
+    failed = [results.get("error"), (results.get("network") or {}).get("error")]
+    if any(failed):
+        print(f"benchmarks: FAILED: {'; '.join(f for f in failed if f)}", file=sys.stderr)
         return 1
     return 0

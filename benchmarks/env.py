@@ -50,7 +50,12 @@ def _tail(text: str, lines: int = 15) -> str:
 class Bench:
     """One benchmark run's cluster and helpers."""
 
-    def __init__(self, home: Path | None = None) -> None:
+    def __init__(
+        self, home: Path | None = None, *, name: str = NAME, machines: bool = False
+    ) -> None:
+        self.name = name
+        # Units as machines (network namespaces): the network profiles need a link.
+        self.machines = machines
         if home is None:
             home = Path(tempfile.mkdtemp(prefix="pgbackups-bench-", dir="/tmp"))
             self.own_home = True
@@ -92,12 +97,13 @@ class Bench:
 
     def up(self) -> None:
         # No agent: its update-status passes would make the timed commands wait.
-        self.pgbackups("up", "--name", NAME, "--units", "1", "--no-agent", timeout=600)
-        self._cluster = Cluster.load(NAME, self.home)
+        where = "--machines" if self.machines else "--loopback"
+        self.pgbackups("up", "--name", self.name, "--units", "1", "--no-agent", where, timeout=600)
+        self._cluster = Cluster.load(self.name, self.home)
         # Unencrypted: fabricate.py copies and rewrites backup.info and manifests as the
         # INI text they are without a cipher, and the measurements before encryption
         # existed stay comparable (its cost is not measured here).
-        self.pgbackups("s3", "set", "--name", NAME, "--no-encryption", timeout=600)
+        self.pgbackups("s3", "set", "--name", self.name, "--no-encryption", timeout=600)
 
     def reload_cluster(self) -> None:
         """Read the cluster's state again (after add-unit in another process)."""
@@ -107,9 +113,9 @@ class Bench:
         for pid in self._spawned:
             processes.stop(pid, timeout=30)
         self._spawned.clear()
-        if Cluster(NAME, self.home).exists():
+        if Cluster(self.name, self.home).exists():
             try:
-                self.pgbackups("down", "--name", NAME, "--purge", timeout=600)
+                self.pgbackups("down", "--name", self.name, "--purge", timeout=600)
             except BenchError as exc:
                 log(f"down failed: {exc}")
         if self.own_home:

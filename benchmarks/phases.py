@@ -96,7 +96,7 @@ def backup_pgbackups(bench: Bench, kind: str) -> tuple[float, str]:
         lambda: bench.pgbackups(
             "run",
             "--name",
-            "bench",
+            bench.name,
             "0",
             "create-backup",
             f"type={PGBACKUPS_TYPES[kind]}",
@@ -115,8 +115,11 @@ def backup_direct(bench: Bench, kind: str, *options: str) -> float:
     return seconds
 
 
-def backup_barman(bench: Bench, name: str, *options: str) -> tuple[float, int]:
-    """``barman-cloud-backup`` into the same S3 server: seconds, bytes stored."""
+def backup_barman(
+    bench: Bench, name: str, *options: str, jobs: int | None = None
+) -> tuple[float, int]:
+    """``barman-cloud-backup`` into the same S3 server: seconds, bytes stored. ``name``
+    tells settings apart (a server name each); ``jobs`` defaults to the CPUs."""
     s3 = bench.s3()
     unit = bench.unit
     server = f"bench-{name}"
@@ -127,7 +130,7 @@ def backup_barman(bench: Bench, name: str, *options: str) -> tuple[float, int]:
         *unit.client_args(),
         "--immediate-checkpoint",
         "-J",
-        str(os.cpu_count() or 1),
+        str(jobs or os.cpu_count() or 1),
         *options,
         f"s3://{s3.bucket}/{BARMAN_PREFIX}",
         server,
@@ -207,7 +210,7 @@ def measure_cli(bench: Bench, repeat: int) -> Samples:
     samples = Samples()
     commands: dict[str, tuple[str, ...]] = {
         "help": ("--help",),
-        "status": ("status", "--name", "bench", "--json"),
+        "status": ("status", "--name", bench.name, "--json"),
     }
     for _ in range(repeat):
         started = now()
@@ -228,7 +231,7 @@ def restore_pgbackups(bench: Bench, backup_id: str) -> float:
     """``pgbackups run … restore --wait``, then until the primary commits a write."""
     start = now()
     bench.pgbackups(
-        "run", "--name", "bench", "0", "restore", f"backup-id={backup_id}", "--wait", "--json"
+        "run", "--name", bench.name, "0", "restore", f"backup-id={backup_id}", "--wait", "--json"
     )
     bench.wait_writable()
     return now() - start
@@ -656,7 +659,7 @@ def _delete_keys(bench: Bench, keys: list[str]) -> None:
 
 def list_backups_json(bench: Bench) -> dict[str, Any]:
     """``pgbackups run bench/0 list-backups format=json --json``, parsed."""
-    out = bench.pgbackups("run", "--name", "bench", "0", "list-backups", "format=json", "--json")
+    out = bench.pgbackups("run", "--name", bench.name, "0", "list-backups", "format=json", "--json")
     doc: dict[str, Any] = json.loads(out)
     if doc.get("status") != "completed":
         raise BenchError(f"list-backups: {doc}")

@@ -305,6 +305,13 @@ class FakeBackupTool:
         self.calls.append(f"archive {stanza}")
         return ArchiveListing((), tuple(self._segments(stanza)))
 
+    def info_and_archive(self, stanza: str) -> tuple[list[StanzaInfo], ArchiveListing | None]:
+        """info, then the archive listing when the stanza exists (as the adapter)."""
+        stanzas = self.info()
+        if not any(s.name == stanza and s.exists for s in stanzas):
+            return stanzas, None
+        return stanzas, self.archive(stanza)
+
     def archive_segments(self, stanza: str) -> list[ArchivedSegment]:
         """A whole archive: every backup's own WAL, each object with bytes in it."""
         self.calls.append(f"archive_segments {stanza}")

@@ -158,6 +158,12 @@ def test_archive_segments_as_stored(setup: Setup, s3: S3Server) -> None:
     assert chain.complete and chain.end == stanza.archive_max
     # list-backups' one listing sees the same segments (and no timeline: no restore yet).
     assert setup.tool.archive(STANZA) == archive.ArchiveListing((), tuple(segments))
+    # info and that listing side by side (list-backups): the same answers as one by one.
+    stanzas, listing = setup.tool.info_and_archive(STANZA)
+    assert [s.name for s in stanzas] == [s.name for s in setup.tool.info()]
+    assert listing == archive.ArchiveListing((), tuple(segments))
+    # A stanza info does not show has no listing (its failure, if any, says nothing).
+    assert setup.tool.info_and_archive("it.none")[1] is None
     # A lost write as the old local S3 server left it: the object is there, with no bytes.
     bucket = S3Bucket(s3.settings("it-pgbr"))
     after = archive.segment_name(1, segments[-1].segno + 1)

@@ -281,6 +281,12 @@ def test_shape_refuses_bad_values(network: Network) -> None:
     netns.create(network, ["u0"], home="/nonexistent", cluster="t")
     with pytest.raises(netns.NetworkError, match="not a tc rate"):
         netns.shape(network, "u0", rate="10mbit; reboot")
+    with pytest.raises(netns.NetworkError, match="not a tc burst"):
+        netns.shape(network, "u0", rate="10mbit", burst="1mb; reboot")
+    # A fast link's bucket (the benchmark's lan profile): tc takes it.
+    netns.shape(network, "u0", rate="10gbit", burst="40000kbit")
+    assert "10Gbit" in netns.profile(network, "u0")
+    netns.unshape(network, "u0")
     with pytest.raises(netns.NetworkError, match="needs a rate or a delay"):
         netns.shape(network, "u0", rate=None)
     with pytest.raises(netns.NetworkError, match="not a machine name"):

@@ -467,6 +467,14 @@ class FakeBackupTool:
             tuple(self.timeline_records.get(stanza, [])), tuple(self._segments(stanza))
         )
 
+    def info_and_archive(self, stanza: str) -> tuple[list[StanzaInfo], ArchiveListing | None]:
+        """:meth:`info`, then :meth:`archive` when the stanza exists (the real adapter
+        runs both at once and drops the listing of a stanza ``info`` does not show)."""
+        stanzas = self.info()
+        if not any(s.name == stanza and s.exists for s in stanzas):
+            return stanzas, None
+        return stanzas, self.archive(stanza)
+
     def archive_segments(self, stanza: str) -> list[ArchivedSegment]:
         """The segments given for ``stanza``; by default a whole archive: every backup's
         own WAL (a test that wants holes or empty objects sets ``segments``)."""

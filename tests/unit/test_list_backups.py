@@ -189,8 +189,8 @@ def test_foreign_stanza_is_listed_too() -> None:
     assert paths == ["/old.main/20261001-000000F", f"/{STANZA}/20261128-143926F"]
     assert host.calls == [
         "backup_tool.info()",
+        f"backup_tool.archive({STANZA})",  # listed while info runs
         "backup_tool.timelines(old.main)",
-        f"backup_tool.archive({STANZA})",
         "object_store.get(pg/pgbackups-verify.json)",
         # only this cluster's window: a foreign stanza's WAL is not read
         "backup_tool.last_commit_time(000000010000000000000002)",

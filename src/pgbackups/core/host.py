@@ -243,6 +243,12 @@ class BackupTool(Protocol):
         BackupToolError."""
         ...
 
+    def info_and_archive(self, stanza: str) -> tuple[list[StanzaInfo], ArchiveListing | None]:
+        """:meth:`info` and :meth:`archive` of ``stanza`` at once (side by side where the
+        host can); the listing is None when ``info`` shows no such stanza. Raises
+        BackupToolError when ``info`` fails, or the listing of a stanza that exists."""
+        ...
+
     def server_ping(self, host: str) -> bool: ...
 
     def error_line(self, result: CommandResult) -> str:

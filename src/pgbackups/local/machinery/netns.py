@@ -474,13 +474,22 @@ def heal(network: Network, machine: str) -> None:
     _ip("-n", network.switch, "link", "set", network.switch_port(machine), "up")
 
 
-def shape(network: Network, machine: str, *, rate: str | None, delay_ms: float = 0) -> None:
+def shape(
+    network: Network,
+    machine: str,
+    *,
+    rate: str | None,
+    delay_ms: float = 0,
+    burst: str = "32kbit",
+) -> None:
     """A network profile on the machine's link, each way: at most ``rate`` (a tc rate:
     ``10mbit``, ``512kbit``) and ``delay_ms`` of added latency. A rate alone is a token
-    bucket (tbf); a delay needs netem, which some kernels lack (then NetworkError says so).
-    Replaces any profile the link had."""
-    if rate is not None and not re.fullmatch(r"[0-9]+(\.[0-9]+)?(bit|kbit|mbit|gbit)", rate):
+    bucket (tbf) of ``burst`` bits; a delay needs netem, which some kernels lack (then
+    NetworkError says so). Replaces any profile the link had."""
+    if rate is not None and not _TC_BITS.fullmatch(rate):
         raise NetworkError(f"not a tc rate: {rate!r}")
+    if not _TC_BITS.fullmatch(burst):
+        raise NetworkError(f"not a tc burst: {burst!r}")
     if not 0 <= delay_ms <= 60_000:
         raise NetworkError(f"delay out of range: {delay_ms}")
     if delay_ms:
@@ -488,7 +497,9 @@ def shape(network: Network, machine: str, *, rate: str | None, delay_ms: float =
     elif rate:
         # A burst of 32 kbit keeps short exchanges (a TLS handshake) from going through
         # at line speed while the rate still bounds every transfer that matters.
-        qdisc = ["tbf", "rate", rate, "burst", "32kbit", "latency", "400ms"]
+        # (A fast link needs a larger burst: the timer refills the bucket in steps, so a
+        # burst below one step's worth of bytes caps the rate below ``rate``.)
+        qdisc = ["tbf", "rate", rate, "burst", burst, "latency", "400ms"]
     else:
         raise NetworkError("a profile needs a rate or a delay")
     for namespace, device in _both_ends(network, machine):
@@ -502,6 +513,9 @@ def shape(network: Network, machine: str, *, rate: str | None, delay_ms: float =
             if "unknown" in why and qdisc[0] == "netem":
                 why = "this kernel has no netem (sch_netem): a delay cannot be added"
             raise NetworkError(f"cannot shape {machine}'s link: {why}")
+
+
+_TC_BITS = re.compile(r"[0-9]+(\.[0-9]+)?(bit|kbit|mbit|gbit)")
 
 
 def unshape(network: Network, machine: str) -> None:

@@ -477,9 +477,12 @@ class Cluster:
             check=lambda: self._check_service(ETCD, "etcd", self.paths.etcd_log),
         )
 
-    def _start_s3(self, progress: Progress) -> None:
+    def _start_s3(self, progress: Progress, *, behind_relay: bool = False) -> None:
         state = self.state()
         host = self.facts.address(netns.S3, state)
+        if behind_relay:
+            # The S3 machine's own loopback: only a relay on that machine reaches it.
+            host = etcd_mod.LOOPBACK
         name = self.s3().host
         rclone = programs.install_rclone(self.home)
         self._make_s3_dirs(state.bucket)
@@ -501,11 +504,16 @@ class Cluster:
                 env=s3server.env(self.s3_credentials()),
             )
         self.record_service(S3, ProcessRecord.of(pid))
+
+        def ready() -> bool:
+            with self.facts.inside(netns.S3) if behind_relay else contextlib.nullcontext():
+                return s3server.is_ready(
+                    state.s3_port, self.paths.ca_cert, host=host, server_name=name
+                )
+
         progress.wait(
             f"S3 server on https://{name}:{state.s3_port} (pid {pid})",
-            lambda: s3server.is_ready(
-                state.s3_port, self.paths.ca_cert, host=host, server_name=name
-            ),
+            ready,
             timeout=30,
             check=lambda: self._check_service(S3, "S3 server (rclone)", self.paths.s3_log),
         )
@@ -657,12 +665,23 @@ class Cluster:
         """Put ``machine``'s cable back."""
         netns.heal(self._machines_network(), machine)
 
-    def shape(self, machine: str, *, rate: str | None, delay_ms: float = 0) -> None:
+    def shape(
+        self, machine: str, *, rate: str | None, delay_ms: float = 0, burst: str = "32kbit"
+    ) -> None:
         """A network profile on ``machine``'s link (``unshape`` removes it)."""
-        netns.shape(self._machines_network(), machine, rate=rate, delay_ms=delay_ms)
+        netns.shape(self._machines_network(), machine, rate=rate, delay_ms=delay_ms, burst=burst)
 
     def unshape(self, machine: str) -> None:
         netns.unshape(self._machines_network(), machine)
+
+    def restart_s3(self, *, behind_relay: bool, progress: Progress | None = None) -> None:
+        """Restart the S3 server on machines: on the S3 machine's loopback when
+        ``behind_relay`` (the benchmark's link emulator then listens on its address and
+        port: benchmarks/linkemu.py), else on its address as ``up`` starts it."""
+        self._machines_network()
+        progress = progress or Progress(quiet=True)
+        self.stop_service(S3, progress)
+        self._start_s3(progress, behind_relay=behind_relay)
 
     def network_up(self) -> bool:
         """Loopback, or the cluster's network exists: its machines can be talked to."""

@@ -173,6 +173,8 @@ class LocalHost:
             self.stanza_name,
             user=self.cluster.db_user,
             timeouts=Timeouts(io=IO_TIMEOUT_SECONDS),
+            # Root's folder of the cluster (the database user cannot write there).
+            commit_cache=self.cluster.paths.root / "wal-commits.json",
         )
 
     def object_store(self, settings: S3Settings) -> S3Bucket:

@@ -194,8 +194,13 @@ def _windows(cluster: Cluster, leader: str) -> tuple[list[Window], str]:
     try:
         # From the unit's own machine, as its hooks read the repository.
         with cluster.facts.inside(unit.machine):
-            own = [s for s in host.backup_tool.info(host.stanza_name) if s.exists]
-            return (recoverable_windows(host, own[0]) if own else []), ""
+            # One listing of the archive (segments and timelines), made while info runs.
+            stanzas, listing = host.backup_tool.info_and_archive(host.stanza_name)
+            own = [s for s in stanzas if s.name == host.stanza_name and s.exists]
+            if not own or listing is None:
+                return [], ""
+            found = recoverable_windows(host, own[0], listing.segments, listing.timelines)
+            return found, ""
     except BackupToolError as exc:
         return [], str(exc)
 
