@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="units for the cluster restore (until every replica streams; last, on the "
         "largest size); default 3, 0 skips",
     )
+    p.add_argument(
         "--profiles",
         default=",".join(p.name for p in profiles.PROFILES),
         metavar="NAMES",

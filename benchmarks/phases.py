@@ -710,10 +710,13 @@ class Month:
 
 
 @contextmanager
-def month_repository(bench: Bench, real: list[dict[str, Any]], count: int) -> Iterator[Month]:
+def month_repository(
+    bench: Bench, real: list[dict[str, Any]], count: int, wal_per_day: int = fabricate.WAL_PER_DAY
+) -> Iterator[Month]:
     """``count`` backups in all: the ``real`` ones and a month of nightly fulls and
     15-minute incrementals made from the newest real full and incremental
-    (fabricate.plan_month), with a month of WAL after the real archive. pgBackRest is
+    (fabricate.plan_month), with a month of WAL after the real archive (``wal_per_day``
+    segments a day: a minute's each by default, as an idle cluster archives). pgBackRest is
     stopped for the stanza meanwhile (archive-push waits): a real segment archived now
     would take a fabricated one's name. Afterwards the copies and the WAL are removed,
     ``backup.info`` put back as it was, and pgBackRest started again."""
@@ -743,7 +746,7 @@ def month_repository(bench: Bench, real: list[dict[str, Any]], count: int) -> It
         for key in (info_key, f"{info_key}.copy"):
             client.put_object(Bucket=bucket, Key=key, Body=text.encode())
         backups_seconds = now() - started
-        wal = _copy_wal(bench, f"archive/{bench.stanza}", days * fabricate.WAL_PER_DAY)
+        wal = _copy_wal(bench, f"archive/{bench.stanza}", days * wal_per_day)
         wal_seconds = now() - started - backups_seconds
         listed = len(bench.info())
         if listed != total:

@@ -1,6 +1,7 @@
 """An S3 outage shows in ``status`` and clears by itself (issue 15, "archive health"), on
-a real one-unit local cluster: the S3 server is frozen (SIGSTOP) for two minutes while
-the primary writes five rows a second. ``status`` used to show the unit active and
+a real one-unit local cluster: the S3 server is frozen (SIGSTOP) while the primary
+writes five rows a second, until ``status`` says so (the issue's user froze it for two
+minutes; that is the limit here). ``status`` used to show the unit active and
 ``WAL archiving: on`` throughout; now the primary is Blocked "WAL archiving failing
 since <when>" and returns to active once S3 answers again, with no hole in the archive.
 """
@@ -63,15 +64,16 @@ def test_a_frozen_s3_shows_as_failing_archiving_and_clears(
     writer.start()
     seen: dict[str, Any] | None = None
     try:
-        while time.time() - frozen_at < FROZEN_SECONDS:
+        while seen is None and time.time() - frozen_at < FROZEN_SECONDS:
             unit.query("select pg_switch_wal()")
-            time.sleep(10)
+            time.sleep(5)
             view = _status(run_cli, name)
             if view["units"][0]["status"] == "blocked":
                 seen = view
         assert seen is not None, "status never said archiving failed while S3 was frozen"
     finally:
         os.kill(s3.pid, signal.SIGCONT)
+        frozen_for = time.time() - frozen_at
         stop.set()
         writer.join()
     message = seen["units"][0]["message"]
@@ -98,4 +100,4 @@ def test_a_frozen_s3_shows_as_failing_archiving_and_clears(
     assert archive.gaps(segments) == []
     names = {s.name for s in segments}
     assert first in names and last in names
-    assert int(unit.query("select count(*) from t")[0][0]) == written > 5 * FROZEN_SECONDS * 0.8
+    assert int(unit.query("select count(*) from t")[0][0]) == written > 5 * frozen_for * 0.8

@@ -60,7 +60,16 @@ def test_every_minute_produces_backups_and_a_missed_window_runs_once(
     slot = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=5)
     expression = f"{slot.minute} * * * *"
     assert run_cli("schedule", "set", "--name", name, "--full", expression).returncode == 0
-    time.sleep(20)  # an agent pass records the new schedule
+    _wait_for(  # an agent pass records the new schedule
+        lambda: (
+            peer_store(cluster)
+            .app_bag(writable=False)
+            .get("schedule-full", "")
+            .startswith(expression + "|")
+        ),
+        60,
+        "the new schedule recorded",
+    )
     before = _scheduled(run_cli, name, ref)
 
     # Down: the agent stops with the rest.
@@ -76,7 +85,7 @@ def test_every_minute_produces_backups_and_a_missed_window_runs_once(
     up(name, home=cluster.home)
     assert cluster.service(AGENT) is not None
     _wait_for(lambda: len(_scheduled(run_cli, name, ref)) > len(before), 120, "the missed run")
-    time.sleep(45)  # three more agent passes: nothing more runs
+    time.sleep(32)  # two more agent passes (every 15 s): nothing more runs
     after = _scheduled(run_cli, name, ref)
     assert len(after) == len(before) + 1
     assert peer_store(cluster).app_bag(writable=False)["schedule-full"] == (
