@@ -98,11 +98,20 @@ def write_options(cluster: Cluster, options: Mapping[str, str]) -> None:
 class LocalHost:
     """``host.Host`` for one unit of a local cluster."""
 
-    def __init__(self, cluster: Cluster, unit: Unit, store: PeerDataStore) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        unit: Unit,
+        store: PeerDataStore,
+        *,
+        timeouts: Timeouts | None = None,
+    ) -> None:
         self.cluster = cluster
         self.unit = unit
         self.store = store
         self._workload = local_workload(cluster, unit)
+        # pgBackRest's limits; a reader that must answer quickly (status) passes its own.
+        self._timeouts = timeouts or Timeouts(io=IO_TIMEOUT_SECONDS)
 
     @property
     def unit_name(self) -> str:
@@ -172,7 +181,7 @@ class LocalHost:
             self.unit.pgbackrest_config,
             self.stanza_name,
             user=self.cluster.db_user,
-            timeouts=Timeouts(io=IO_TIMEOUT_SECONDS),
+            timeouts=self._timeouts,
             # Root's folder of the cluster (the database user cannot write there).
             commit_cache=self.cluster.paths.root / "wal-commits.json",
         )

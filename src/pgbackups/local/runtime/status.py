@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pgbackups.adapters.patroni import PatroniUnavailable
+from pgbackups.adapters.pgbackrest import Timeouts
 from pgbackups.core import messages as msg
 from pgbackups.core.handlers._wal import recoverable_windows
 from pgbackups.core.handlers.health import health_status, human_size
@@ -30,6 +31,10 @@ from pgbackups.local.runtime.host import LocalHost, peer_store, read_options, re
 from pgbackups.local.runtime.unit import Unit
 from pgbackups.local.runtime.workload import local_workload
 from pgbackups.workload import moveaside
+
+# What status allows pgBackRest for the recoverable window: a 3 s I/O timeout and 8 s a
+# command (a month of backups lists in about 2.2 s here: docs/performance.md).
+STATUS_READ_LIMITS = Timeouts(info=8.0, io=3)
 
 
 @dataclass(frozen=True)
@@ -190,7 +195,10 @@ def _windows(cluster: Cluster, leader: str) -> tuple[list[Window], str]:
     if not names:
         return [], ""
     unit = cluster.unit(leader if leader in names else names[0])
-    host = LocalHost(cluster, unit, peer_store(cluster))
+    # status answers in seconds: a repository that does not (S3 frozen or cut) leaves the
+    # window unknown, with the reason, instead of holding the command for pgBackRest's
+    # retries (40 s seen with the S3 server stopped).
+    host = LocalHost(cluster, unit, peer_store(cluster), timeouts=STATUS_READ_LIMITS)
     try:
         # From the unit's own machine, as its hooks read the repository.
         with cluster.facts.inside(unit.machine):
