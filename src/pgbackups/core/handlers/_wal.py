@@ -124,6 +124,23 @@ def archive_gaps(host: Host, stanza: str) -> list[ChainProblem]:
     return gaps(segments)
 
 
+def own_archive(
+    host: Host,
+    stanzas: Sequence[StanzaInfo],
+    timelines: Sequence[TimelineRecord],
+    segments: Sequence[ArchivedSegment],
+) -> tuple[list[ChainProblem], list[Window]]:
+    """Holes and empty objects in this cluster's archive (listed once, with the
+    timelines: ``BackupTool.info_and_archive``), and its recoverable windows; none
+    without a stanza of its own. Given the listings, nothing here raises: an unreadable
+    history or commit time is logged and shown as such."""
+    own = next((s for s in stanzas if s.name == host.stanza_name and s.exists), None)
+    if own is None:
+        return [], []
+    mine = [t for t in timelines if t.stanza == own.name]
+    return gaps(segments), recoverable_windows(host, own, segments, mine)
+
+
 def recoverable_windows(
     host: Host,
     stanza: StanzaInfo,

@@ -8,16 +8,15 @@ import logging
 from collections.abc import Mapping
 
 from pgbackups.core import messages as msg
-from pgbackups.core.archive import ArchivedSegment, ArchiveListing, ChainProblem, gaps
+from pgbackups.core.archive import ArchivedSegment, ArchiveListing
 from pgbackups.core.handlers._steps import parse_settings
-from pgbackups.core.handlers._wal import recoverable_windows
+from pgbackups.core.handlers._wal import own_archive
 from pgbackups.core.host import BackupToolError, Host, ObjectStoreError
 from pgbackups.core.listing import FORMATS, build_rows, format_json, format_table
 from pgbackups.core.outcomes import ActionFailed, ActionResults, Outcome
 from pgbackups.core.repository import StanzaInfo, TimelineRecord
 from pgbackups.core.settings import S3Settings, S3SettingsProblem
 from pgbackups.core.verification import Verified, decode, verify_key
-from pgbackups.core.window import Window
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +39,7 @@ def on_list_backups(host: Host, params: Mapping[str, str]) -> Outcome:
         return ActionFailed(msg.with_reason(msg.FAILED_TO_LIST_BACKUPS, str(exc)))
     checked = _verified(host, settings)
     rows = build_rows(stanzas, timelines, checked)
-    holes, reach = _own_archive(host, stanzas, timelines, own_segments)
+    holes, reach = own_archive(host, stanzas, timelines, own_segments)
     if output == "json":
         text = format_json(rows)
     else:
@@ -61,23 +60,6 @@ def on_list_backups(host: Host, params: Mapping[str, str]) -> Outcome:
             [{"segment": p.segment, "problem": p.kind} for p in holes]
         )
     return ActionResults(results)
-
-
-def _own_archive(
-    host: Host,
-    stanzas: list[StanzaInfo],
-    timelines: list[TimelineRecord],
-    segments: tuple[ArchivedSegment, ...],
-) -> tuple[list[ChainProblem], list[Window]]:
-    """Holes and empty objects in this cluster's archive (listed once, with the
-    timelines), and its recoverable windows; none without a stanza of its own."""
-    own = next((s for s in stanzas if s.name == host.stanza_name and s.exists), None)
-    if own is None:
-        return [], []
-    # Given the listings, nothing in the window raises: an unreadable history or commit
-    # time is logged and shown as such.
-    mine = [t for t in timelines if t.stanza == own.name]
-    return gaps(segments), recoverable_windows(host, own, segments, mine)
 
 
 def _verified(host: Host, settings: S3Settings) -> dict[str, dict[str, Verified]]:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from pgbackups.core.archive import ChainProblem, gaps
+from pgbackups.core.archive import ChainProblem
 from pgbackups.core.handlers._steps import parse_settings
-from pgbackups.core.handlers._wal import recoverable_windows
+from pgbackups.core.handlers._wal import own_archive
 from pgbackups.core.host import BackupToolError, Host, ObjectStoreError
 from pgbackups.core.metrics import ArchiverStats, Family, backup_families
 from pgbackups.core.repository import StanzaInfo
@@ -40,12 +40,14 @@ def read_repository(host: Host) -> RepositoryFacts:
     if not isinstance(settings, S3Settings):
         return facts
     try:
-        found = [s for s in host.backup_tool.info(host.stanza_name) if s.exists]
+        # The own archive is listed while info runs, as list-backups and status do.
+        stanzas, listing = host.backup_tool.info_and_archive(host.stanza_name)
+        found = [s for s in stanzas if s.name == host.stanza_name and s.exists]
         facts.stanza = found[0] if found else None
-        if facts.stanza is not None:
-            segments = host.backup_tool.archive_segments(facts.stanza.name)
-            facts.holes = gaps(segments)
-            facts.windows = recoverable_windows(host, facts.stanza, segments)
+        if listing is not None:
+            facts.holes, facts.windows = own_archive(
+                host, stanzas, listing.timelines, listing.segments
+            )
         facts.readable = True
     except BackupToolError as exc:
         log.warning("metrics: the repository could not be read: %s", exc)

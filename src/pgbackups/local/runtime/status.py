@@ -16,7 +16,7 @@ from typing import Any
 from pgbackups.adapters.patroni import PatroniUnavailable
 from pgbackups.adapters.pgbackrest import Timeouts
 from pgbackups.core import messages as msg
-from pgbackups.core.handlers._wal import recoverable_windows
+from pgbackups.core.handlers._wal import own_archive
 from pgbackups.core.handlers.health import health_status, human_size
 from pgbackups.core.host import BackupToolError, StatusKind
 from pgbackups.core.peer_keys import ARCHIVE_HELD, STANZA
@@ -204,10 +204,9 @@ def _windows(cluster: Cluster, leader: str) -> tuple[list[Window], str]:
         with cluster.facts.inside(unit.machine):
             # One listing of the archive (segments and timelines), made while info runs.
             stanzas, listing = host.backup_tool.info_and_archive(host.stanza_name)
-            own = [s for s in stanzas if s.name == host.stanza_name and s.exists]
-            if not own or listing is None:
+            if listing is None:
                 return [], ""
-            found = recoverable_windows(host, own[0], listing.segments, listing.timelines)
+            _, found = own_archive(host, stanzas, listing.timelines, listing.segments)
             return found, ""
     except BackupToolError as exc:
         return [], str(exc)
