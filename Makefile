@@ -8,8 +8,11 @@ PY          := $(VENV)/bin/python
 # The venv is built from Debian's python3 (3.11): the database user must be able to
 # execute what the servers run, and a pyenv Python under /root is not traversable.
 BASE_PYTHON := /usr/bin/python3
+# python3-etcd by name: Patroni's package depends on one of python3-etcd, -consul, -kazoo,
+# -kubernetes or -pysyncobj, and apt takes the pysyncobj we install (the charm's Raft) as
+# enough; the local runtime's etcd needs python3-etcd (a fresh Debian 12 lacked it).
 APT_PACKAGES := postgresql-15 postgresql-client-15 pgbackrest etcd-server etcd-client \
-                patroni python3-pysyncobj python3-venv python3-psycopg2 openssl curl ca-certificates \
+                patroni python3-etcd python3-pysyncobj python3-venv python3-psycopg2 openssl curl ca-certificates \
                 procps
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
