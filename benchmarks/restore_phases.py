@@ -3,19 +3,22 @@
 ``python -m benchmarks.restore_phases [--size 500MB] [--repeat 3]``: a one-unit local
 cluster named ``bench`` in its own PGBACKUPS_HOME, a database of about SIZE, a full
 backup, then REPEAT restores of it through the core (the local runtime's Python API, as
-``pgbackups run bench/0 restore`` runs it), each followed by a bare ``pgbackrest restore``
-+ ``postgres`` of the same backup as the baseline. During each restore Patroni's member
-state is polled every 0.1 s and pgBackRest's ``restore command begin/end`` lines are read
-from the unit's log, which splits the time into:
+``pgbackups run bench/0 restore --wait`` runs it), each followed by a bare ``pgbackrest
+restore`` + ``postgres`` of the same backup as the baseline. After the action,
+update-status runs every 0.1 s (as ``--wait`` does when something changes) and the
+restored PostgreSQL's state is polled; pgBackRest's ``restore command begin/end`` lines
+are read from its own log. The time splits into:
 
-- ``action``: the restore action (checks, stop, DCS removal, data moved aside, Patroni
-  started);
-- ``patroni to pgbackrest``: Patroni's start until pgBackRest's restore begins;
-- ``pgbackrest restore``: pgBackRest's own restore command;
-- ``recovery and promotion``: from its end until Patroni runs the member as the primary
-  (PostgreSQL's recovery, promotion, Patroni's restart out of recovery, the leader key);
+- ``checks``: from the action's start until pgBackRest's restore begins (the request
+  checked against the repository and the archive);
+- ``pgbackrest restore``: pgBackRest's own restore, beside the data directory, while the
+  database stops and the cluster is forgotten in the DCS;
+- ``swap and start``: from its end until the action returns (the copy renamed into place,
+  PostgreSQL started on it);
+- ``recovery and promotion``: until that PostgreSQL has promoted at the target;
+- ``takeover``: until Patroni, started by the next update-status, runs it as the primary;
 - ``completion``: update-status seeing it (keys cleared, repository re-checked, old data
-  removed), as ``--wait`` does on its next poll;
+  removed);
 - ``until writable``: until a write commits.
 
 The figures are printed as JSON on stdout; the baseline's total is measured in the same
@@ -37,6 +40,7 @@ from typing import Any
 from benchmarks import phases
 from benchmarks.env import Bench, BenchError, log, now
 from benchmarks.stats import MB, parse_size
+from pgbackups.core.host import Recovery
 from pgbackups.local.runtime.host import Runtime
 
 _PGBACKREST_LINE = re.compile(
@@ -69,17 +73,17 @@ def restore_with_phases(bench: Bench, backup_id: str) -> dict[str, float]:
     action_done = now()
     if "restore-status" not in getattr(outcome, "results", {}):
         raise BenchError(f"restore refused: {outcome}")
-    primary_at = None
+    promoted_at = primary_at = detected_at = None
     deadline = now() + 1800
-    while primary_at is None:
-        if now() > deadline:
-            raise BenchError("the restored member never ran as the primary")
-        if workload.is_member_running() is True and workload.is_primary() is True:
-            primary_at = now()
-        else:
-            time.sleep(0.1)
-    detected_at = None
     while detected_at is None:
+        if now() > deadline:
+            raise BenchError("the restore did not end")
+        recovery = workload.recovery()
+        if promoted_at is None and recovery is not None and recovery.state == Recovery.PROMOTED:
+            promoted_at = now()
+        if primary_at is None and workload.is_member_running() and workload.is_primary():
+            primary_at = now()
+            promoted_at = promoted_at or primary_at
         runtime.fire(unit.name, "update-status")
         status, message = bench.cluster.get_status(unit.name)
         if status == "blocked":
@@ -88,19 +92,23 @@ def restore_with_phases(bench: Bench, backup_id: str) -> dict[str, float]:
             detected_at = now()
         else:
             time.sleep(0.1)
+    primary_at = primary_at or detected_at
+    promoted_at = promoted_at or primary_at
     bench.wait_writable()
     writable_at = now()
-    marks = _pgbackrest_times(unit.log_file, started_wall)
+    log_file = Path(unit.paths.pgbackrest_log) / f"{bench.stanza}-restore.log"
+    marks = _pgbackrest_times(log_file, started_wall)
     if set(marks) != {"begin", "end"}:
-        raise BenchError(f"pgBackRest's restore lines not found in {unit.log_file}: {marks}")
+        raise BenchError(f"pgBackRest's restore lines not found in {log_file}: {marks}")
     # pgBackRest's marks are wall-clock; move them onto the monotonic clock of the rest.
     offset = started - started_wall
     begin, end = marks["begin"] + offset, marks["end"] + offset
     return {
-        "action": action_done - started,
-        "patroni to pgbackrest": begin - action_done,
+        "checks": begin - started,
         "pgbackrest restore": end - begin,
-        "recovery and promotion": primary_at - end,
+        "swap and start": action_done - end,
+        "recovery and promotion": promoted_at - action_done,
+        "takeover": primary_at - promoted_at,
         "completion": detected_at - primary_at,
         "until writable": writable_at - detected_at,
         "total": writable_at - started,

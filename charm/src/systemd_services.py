@@ -4,7 +4,10 @@
   ``postgres``; apart from Patroni, so that it runs while Patroni is stopped (a restore);
 - ``pgbackups-patroni.service``: Patroni (which runs PostgreSQL, and is a Raft client),
   as ``postgres``; ordered after the Raft member at boot;
-- ``pgbackups-pgbackrest-server.service``: ``pgbackrest server``, as ``postgres``.
+- ``pgbackups-pgbackrest-server.service``: ``pgbackrest server``, as ``postgres``;
+- ``pgbackups-postgresql-recovery.service``: a restore's PostgreSQL on the restored data,
+  as ``postgres``, written when a restore starts it and never enabled: Patroni takes the
+  promoted postmaster over (docs/performance.md, "The restore's fixed cost").
 
 The unit files are rendered here and rewritten before each start (a charm upgrade may
 change them). A service that is started is also enabled, one that is stopped disabled:
@@ -14,7 +17,8 @@ after a reboot the machine runs what the charm last asked for.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 
 from pgbackups.adapters import processes
 from pgbackups.adapters.files import write_if_changed
@@ -28,6 +32,7 @@ Runner = Callable[..., CommandResult]
 UNIT_NAMES = {
     Service.PATRONI: "pgbackups-patroni.service",
     Service.TLS_SERVER: "pgbackups-pgbackrest-server.service",
+    Service.RECOVERY: "pgbackups-postgresql-recovery.service",
 }
 # Not a workload Service: the shared workload knows nothing of Raft; MachineWorkload
 # starts and stops it (start_raft, stop_raft).
@@ -82,6 +87,38 @@ def tls_server_unit(pgbackrest_config: str) -> str:
     )
 
 
+# A word of the restore's command line or its log's path: allowed characters only (they
+# go unquoted into the unit file and a shell's command string).
+_PLAIN_WORD = re.compile(r"[A-Za-z0-9_.,:/@+=-]+")
+
+
+def recovery_unit(argv: Sequence[str], log_file: str, *, user: str = "postgres") -> str:
+    """The restore's PostgreSQL: its own unit (not the hook's cgroup, which the agent
+    owns), not restarted and not enabled (at boot Patroni starts PostgreSQL itself).
+    SIGINT is PostgreSQL's fast shutdown; only a postmaster Patroni never took over is
+    stopped through this unit. Its output is appended to ``log_file`` by a shell running
+    as ``user`` (the log's folder is the database user's: systemd's own ``append:`` would
+    open it as root), which then becomes the postmaster (``exec``)."""
+    for word in (*argv, log_file):
+        if _PLAIN_WORD.fullmatch(word) is None:
+            raise WorkloadError(f"not a plain word for a unit file: {word[:60]!r}")
+    command = f"exec {' '.join(argv)} >>{log_file} 2>&1"
+    return (
+        "[Unit]\n"
+        "Description=PostgreSQL on restored data until Patroni takes it over, managed by "
+        "pgbackups-postgresql\n\n"
+        "[Service]\n"
+        "Type=simple\n"
+        f"User={user}\n"
+        f"Group={user}\n"
+        f'ExecStart=/bin/sh -c "{command}"\n'
+        "KillMode=mixed\n"
+        "KillSignal=SIGINT\n"
+        "TimeoutStopSec=120\n"
+        "Restart=no\n"
+    )
+
+
 class SystemdServices:
     def __init__(
         self,
@@ -123,11 +160,25 @@ class SystemdServices:
         self.write_units()  # a unit systemd does not know cannot be disabled
         self._systemctl("disable", "--now", unit)
 
+    def stop(self, service: Service) -> None:
+        if service is Service.RECOVERY:  # never enabled; its file exists once started
+            if self.is_running(service):
+                self._systemctl("stop", UNIT_NAMES[service])
+            return
+        self._stop(UNIT_NAMES[service])
+
     def start(self, service: Service) -> None:
+        if service is Service.RECOVERY:
+            raise WorkloadError(f"{service} is started with start_recovery")
         self._start(UNIT_NAMES[service])
 
-    def stop(self, service: Service) -> None:
-        self._stop(UNIT_NAMES[service])
+    def start_recovery(self, argv: Sequence[str], log_file: str) -> None:
+        name = UNIT_NAMES[Service.RECOVERY]
+        if write_if_changed(
+            recovery_unit(argv, log_file), f"{self._systemd_dir}/{name}", None, 0o644
+        ):
+            self._systemctl("daemon-reload")
+        self._systemctl("start", name)
 
     def start_raft(self) -> None:
         """Start this unit's Raft member (a no-op while it runs: its configuration is

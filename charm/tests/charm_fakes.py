@@ -23,6 +23,8 @@ from pgbackups.core.host import (
     CommandResult,
     DiskSpace,
     ObjectStoreError,
+    Recovery,
+    RestoreTarget,
     TlsMaterial,
     WorkloadConfig,
     WorkloadError,
@@ -116,6 +118,8 @@ class FakeWorkload:
     leave_ok: bool = True
     still_running: set[str] = field(default_factory=set)  # departed units' addresses
     archiver: ArchiverStats | None = None  # None: PostgreSQL does not answer
+    staged_ok: bool = True  # pgBackRest's restore beside the data directory
+    recovered: Recovery | None = None  # the restored PostgreSQL, before Patroni takes it
 
     def _do(self, call: str, ok: bool) -> None:
         self.calls.append(call)
@@ -176,6 +180,31 @@ class FakeWorkload:
 
     def remove_dcs_state(self) -> None:
         self._do("remove_dcs_state", self.dcs_ok)
+
+    def start_staged_restore(self, target: RestoreTarget) -> None:
+        self.calls.append(f"start_staged_restore {target.label}")
+
+    def wait_staged_restore(self) -> None:
+        self._do("wait_staged_restore", self.staged_ok)
+
+    def discard_staged_restore(self) -> None:
+        self._do("discard_staged_restore", True)
+
+    def swap_in_restored(self, aside: str = "") -> str:
+        self._do("swap_in_restored", self.moved is not None and bool(self.moved or aside))
+        return self.moved or ""
+
+    def start_recovery(self, moved: str) -> None:
+        self._do(f"start_recovery {moved}", self.start_ok)
+
+    def recovery(self) -> Recovery | None:
+        return self.recovered
+
+    def set_passwords(self) -> None:
+        self._do("set_passwords", True)
+
+    def switch_wal(self) -> None:
+        self._do("switch_wal", True)
 
     def move_data_aside(self) -> str | None:
         self._do("move_data_aside", self.moved is not None)

@@ -230,7 +230,14 @@ def test_restore_starts_and_moves_the_data_aside(world: World) -> None:
     assert bag["restore-stanza"] == STANZA
     assert bag["restore-moved-data"] == world.workload.moved
     order = [c for c in world.calls if not c.startswith(("info", "apply", "archive_segments"))]
-    assert order == ["stop_database", "remove_dcs_state", "move_data_aside", "start_database"]
+    assert order == [
+        f"start_staged_restore {LABEL}",
+        "stop_database",
+        "remove_dcs_state",
+        "wait_staged_restore",
+        "swap_in_restored",
+        f"start_recovery {world.workload.moved}",
+    ]
     assert world.workload.configs[-1].restore is not None
     assert world.workload.configs[-1].restore.label == LABEL
 

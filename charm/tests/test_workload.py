@@ -460,3 +460,38 @@ def test_raft_is_encrypted_with_the_raft_password() -> None:
     no_password = replace(facts(), passwords=PatroniPasswords("su", "repl", "rew", "rest"))
     with pytest.raises(WorkloadError, match="Raft password"):
         RaftDcs("/raft").patroni_section(no_password)
+
+
+def test_a_restores_postgresql_runs_in_its_own_unit_never_enabled(tmp_path: Path) -> None:
+    """Not in the hook's cgroup (the agent's), not at boot (Patroni starts PostgreSQL
+    then), stopped with PostgreSQL's fast shutdown; Patroni takes the postmaster over."""
+    run = RecordingRunner()
+    services = SystemdServices(
+        patroni_config="/p",
+        pgbackrest_config="/b",
+        raft_config="/r",
+        systemd_dir=str(tmp_path),
+        run=run,
+    )
+    argv = ["/usr/lib/postgresql/16/bin/postgres", "-D", "/var/lib/d", "--port=5432"]
+    services.start_recovery(argv, "/var/log/pgbackups/postgresql-recovery.log")
+    text = (tmp_path / "pgbackups-postgresql-recovery.service").read_text()
+    assert (
+        'ExecStart=/bin/sh -c "exec /usr/lib/postgresql/16/bin/postgres -D /var/lib/d '
+        '--port=5432 >>/var/log/pgbackups/postgresql-recovery.log 2>&1"\n'
+    ) in text
+    assert "User=postgres\n" in text and "KillSignal=SIGINT\n" in text
+    assert "StandardOutput" not in text, "systemd would open the log as root"
+    assert "[Install]" not in text
+    assert run.argvs == [
+        "systemctl daemon-reload",
+        "systemctl start pgbackups-postgresql-recovery.service",
+    ]
+    with pytest.raises(WorkloadError, match="start_recovery"):
+        services.start(Service.RECOVERY)
+    with pytest.raises(WorkloadError, match="plain word"):
+        services.start_recovery([*argv, "--archive_command=sh -c x"], "/l")
+    with pytest.raises(WorkloadError, match="plain word"):
+        services.start_recovery([*argv, "--port=1;reboot"], "/l")
+    with pytest.raises(WorkloadError, match="plain word"):
+        services.start_recovery(argv, "/l\nExecStartPre=/bin/evil")

@@ -11,7 +11,7 @@ import psycopg
 from pgbackups.adapters.s3 import S3Bucket
 from pgbackups.core.settings import S3Settings, parse_s3_settings
 from pgbackups.local.runtime.cluster import Cluster
-from pgbackups.local.runtime.host import read_s3_parameters
+from pgbackups.local.runtime.host import Runtime, read_s3_parameters
 from pgbackups.local.runtime.unit import Unit
 
 # Per unit: its rows per tag, or its error as text when it does not answer.
@@ -64,7 +64,8 @@ def full_label(backup_id: str) -> str:
 
 def damage_backup(cluster: Cluster, stanza: str, backup_id: str) -> None:
     """Overwrite bytes in the middle of the (full) backup's largest object, through S3:
-    its restore fails at pgBackRest's checksum, after the data was moved aside."""
+    its restore fails at pgBackRest's checksum, before the data directory is touched
+    (pgBackRest restores beside it)."""
     label = full_label(backup_id)
     bucket, path = repository_bucket(cluster)
     prefix = f"{path}/" if path else ""
@@ -79,6 +80,30 @@ def damage_backup(cluster: Cluster, stanza: str, backup_id: str) -> None:
             bucket.put(victim, bytes(body))
         finally:
             bucket.close()
+
+
+def damage_backup_wal(cluster: Cluster, backup_id: str) -> str:
+    """Overwrite bytes in the middle of the archived WAL segment a backup starts in (its
+    checkpoint record), through S3: pgBackRest restores the backup, then PostgreSQL's
+    recovery cannot read that segment and exits, after the data was moved aside (a
+    damaged backup fails before: pgBackRest checks every file it restores). The segment's
+    name."""
+    label = full_label(backup_id)
+    tool = Runtime(cluster).host_for(cluster.units()[0].name).backup_tool
+    with cluster.facts.control():  # the S3 machine, reached from the workstation
+        backups = {b.label: b for s in tool.info() for b in s.backups}
+    segment = backups[label].wal_start
+    key = segment_keys(cluster)[segment]
+    bucket, _path = repository_bucket(cluster)
+    with cluster.facts.control():
+        try:
+            body = bytearray(bucket.get(key) or b"")
+            assert body, key
+            body[len(body) // 2 : len(body) // 2 + 64] = bytes(64)
+            bucket.put(key, bytes(body))
+        finally:
+            bucket.close()
+    return segment
 
 
 def segment_keys(cluster: Cluster) -> dict[str, str]:

@@ -37,7 +37,7 @@ import pytest
 import yaml
 from e2e_helpers import (
     counts,
-    damage_backup,
+    damage_backup_wal,
     full_label,
     insert,
     primary,
@@ -252,11 +252,12 @@ def test_failed_restore_is_rolled_back_on_every_unit(cluster: Cluster, run_cli: 
     insert(cluster, "before-failure", 7)
     expected["before-failure"] = 7
     wait_rows_everywhere(cluster, expected)
-    # A backup damaged in the repository: its restore fails at pgBackRest's checksum,
-    # after every unit moved its data aside. (A time past the archive is refused before
-    # anything changes: the recoverable window.)
+    # A backup whose WAL is damaged in the repository: pgBackRest restores it, then its
+    # recovery fails, after every unit moved its data aside. (A backup damaged itself fails
+    # before the leader's data moves: the S3-cut test below; a time past the archive is
+    # refused before anything changes: the recoverable window.)
     backup_id = backup_on_a_replica(cluster, run_cli)
-    damage_backup(cluster, f"local.{NAME}", backup_id)
+    damage_backup_wal(cluster, backup_id)
 
     leader = cluster.leader
     res = run(run_cli, leader, "restore", f"backup-id={backup_id}", wait=True)
@@ -279,8 +280,9 @@ def test_a_restore_whose_s3_is_cut_is_rolled_back_on_every_unit(
     cluster: Cluster, run_cli: Cli
 ) -> None:
     """The S3 server stops after the target was checked and the other units stopped,
-    before the leader's pgBackRest reads the backup: the restore fails, every unit keeps
-    its data, and rollback-restore (which needs no S3) brings all three back."""
+    before the leader's pgBackRest reads the backup: the restore fails before anything of
+    the leader's moved (pgBackRest restores beside its data), its database runs its own
+    data again, and the other units take theirs back by themselves, with no S3."""
     expected = {"before-backup": 50, "after-restore": 5, "before-time": 20, "before-failure": 7}
     insert(cluster, "before-s3-cut", 3)
     expected["before-s3-cut"] = 3
@@ -310,12 +312,17 @@ def test_a_restore_whose_s3_is_cut_is_rolled_back_on_every_unit(
             runtime.fire(name, "update-status")
         time.sleep(1)
     message = cluster.get_status(leader)[1]
-    assert message.startswith("Failed to restore backup"), message
+    assert message.startswith("Failed to restore backup: pgBackRest could not restore"), message
     kept = moved_aside(cluster)
-    assert all(len(paths) == 1 for paths in kept.values()), kept
-
-    res = run(run_cli, leader, "rollback-restore", wait=True)
-    assert res.returncode == 0, res.stdout + res.stderr
+    assert kept[leader] == [], "the leader's data never moved"
+    assert all(len(kept[name]) == 1 for name in others), kept
+    # Nothing to roll back on the leader; the others come back by themselves.
+    deadline = time.monotonic() + 300
+    while any(p.exists() for paths in kept.values() for p in paths):
+        assert time.monotonic() < deadline, statuses(run_cli)
+        for name in (leader, *others):
+            runtime.fire(name, "update-status")
+        time.sleep(1)
     wait_rows_everywhere(cluster, expected)
     units = statuses(run_cli)
     # S3 is still stopped: the primary may already say so (update-status's look at WAL

@@ -1,6 +1,9 @@
-"""rollback-restore on a real one-unit local cluster: a restore of a backup damaged in the
-repository fails; rolling it back puts the data from before the restore in place,
-on its timeline, with nothing deleted, and the cluster backs up into the same stanza."""
+"""rollback-restore on a real one-unit local cluster. A backup damaged in the repository
+fails to restore before anything changed (pgBackRest restores beside the data directory):
+the database runs its own data again. A backup whose WAL is damaged restores, then its
+recovery fails after the data was moved aside; rolling it back puts the data from before
+the restore in place, on its timeline, with nothing deleted, and the cluster backs up into
+the same stanza."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from e2e_helpers import damage_backup
+from e2e_helpers import damage_backup, damage_backup_wal, wait_writable
 
 from pgbackups.local.runtime.cluster import Cluster
 
@@ -39,9 +42,14 @@ def test_rollback_after_a_failed_restore(
     assert res.returncode == 1
     assert "No failed restore to roll back: the unit is active" in res.stderr
 
-    # A backup damaged in the repository (bytes overwritten through the S3 API): its
-    # restore fails after the data was moved aside. (A time the archive never reaches is
-    # refused before anything changes: the recoverable window, test_recoverable_window.)
+    # A second backup, whose data stays intact: its WAL is damaged below.
+    res = run_cli("run", "--name", NAME, UNIT, "create-backup", "type=full", "--json")
+    assert res.returncode == 0, res.stderr
+    second = json.loads(res.stdout)["results"]["backup-id"]
+    data_dir = unit.data_dir
+
+    # A backup damaged in the repository (bytes overwritten through the S3 API):
+    # pgBackRest's restore beside the data directory fails, and nothing else changed.
     backup_id = json.loads(created.stdout)["results"]["backup-id"]
     damage_backup(cluster, f"local.{NAME}", backup_id)
     res = run_cli(
@@ -49,8 +57,25 @@ def test_rollback_after_a_failed_restore(
         "--wait", "--timeout", "180", timeout=240,
     )  # fmt: skip
     assert res.returncode == 1, res.stdout + res.stderr
+    assert "pgBackRest could not restore" in res.stderr, res.stderr
+    wait_writable(unit)
+    assert cluster.get_status(UNIT)[0] == "active"
+    assert {r[0] for r in unit.query("select v from t")} == {"in the backup", "after the backup"}
+    assert not [p for p in data_dir.parent.iterdir() if p.name != data_dir.name], (
+        "no copy moved aside, no partial restore left"
+    )
+
+    # Its WAL damaged: the restore's recovery fails after the data was moved aside. (A
+    # time the archive never reaches is refused before anything changes: the recoverable
+    # window, test_recoverable_window.)
+    before = int(unit.query("select pg_walfile_name(pg_current_wal_lsn())")[0][0][:8], 16)
+    damage_backup_wal(cluster, second)
+    res = run_cli(
+        "run", "--name", NAME, UNIT, "restore", f"backup-id={second}",
+        "--wait", "--timeout", "180", timeout=240,
+    )  # fmt: skip
+    assert res.returncode == 1, res.stdout + res.stderr
     assert cluster.get_status(UNIT)[0] == "blocked"
-    data_dir = unit.data_dir
     kept = [p for p in data_dir.parent.iterdir() if ".before-restore-" in p.name]
     assert len(kept) == 1
 
@@ -67,12 +92,13 @@ def test_rollback_after_a_failed_restore(
         time.sleep(0.3)
 
     # The data from before the restore, both rows, of the same system. Patroni starts it
-    # as a replica (its leader key went with the DCS state) and promotes it: timeline 2,
-    # the first after every history file in the archive (the failed restore made none).
+    # as a replica (its leader key went with the DCS state) and promotes it: the next
+    # timeline, the first after every history file in the archive (the failed restore's
+    # recovery never promoted: it made none).
     assert {r[0] for r in unit.query("select v from t")} == {"in the backup", "after the backup"}
     assert unit.query("select system_identifier from pg_control_system()")[0][0] == system_id
     wal = unit.query("select pg_walfile_name(pg_current_wal_lsn())")[0][0]
-    assert int(wal[:8], 16) == 2
+    assert int(wal[:8], 16) == before + 1
     assert not kept[0].exists(), "moved back, not copied"
     failed = [p for p in data_dir.parent.iterdir() if p.name.startswith(f"{data_dir.name}.fail")]
     assert failed, "the failed attempt's directory is kept aside, not deleted"
@@ -86,4 +112,4 @@ def test_rollback_after_a_failed_restore(
     assert res.returncode == 0, res.stderr
     res = run_cli("run", "--name", NAME, UNIT, "list-backups", "format=json", "--json")
     listed = json.loads(res.stdout)["results"]["backups"]
-    assert [r["action"] for r in listed].count("full backup") == 2, listed
+    assert [r["action"] for r in listed].count("full backup") == 3, listed

@@ -36,6 +36,8 @@ from pgbackups.core.host import (
     ObjectStoreError,
     ObjectStoreForbidden,
     Peer,
+    Recovery,
+    RestoreTarget,
     TlsMaterial,
     UnitStatus,
     WorkloadConfig,
@@ -90,6 +92,7 @@ WORKLOAD_QUERIES = frozenset(
         "workload.is_database_service_running",
         "workload.data_disk",
         "workload.archiver_stats",
+        "workload.recovery",
     }
 )
 
@@ -284,6 +287,14 @@ class FakeWorkload:
     configs: list[WorkloadConfig] = field(default_factory=list)
     on_apply: list[object] = field(default_factory=list)  # exceptions to raise, in turn
     archiver: ArchiverStats | None = field(default_factory=healthy_archiver)
+    # A restore beside the data directory (restore_here): pgBackRest's restore into the
+    # new directory fails when staged_ok is False; the restored PostgreSQL's recovery
+    # answers ``recovered`` (None: none runs).
+    begin_restore_ok: bool = True
+    staged_ok: bool = True
+    start_recovery_ok: bool = True
+    recovered: Recovery | None = None
+    restore_targets: list[RestoreTarget] = field(default_factory=list)
 
     def _ask(self, name: str, answer: T) -> T | None:
         self.calls.append(f"workload.{name}")
@@ -353,6 +364,33 @@ class FakeWorkload:
 
     def remove_dcs_state(self) -> None:
         self._do("remove_dcs_state", self.remove_dcs_ok)
+
+    def start_staged_restore(self, target: RestoreTarget) -> None:
+        self.restore_targets.append(target)
+        self._do("start_staged_restore", self.begin_restore_ok)
+
+    def wait_staged_restore(self) -> None:
+        self._do("wait_staged_restore", self.staged_ok)
+
+    def discard_staged_restore(self) -> None:
+        self._do("discard_staged_restore", True)
+
+    def swap_in_restored(self, aside: str = "") -> str:
+        self._do("swap_in_restored", self.moved_path is not None and bool(self.moved_path or aside))
+        return self.moved_path or ""
+
+    def start_recovery(self, moved: str) -> None:
+        self._do(f"start_recovery({moved})", self.start_recovery_ok)
+
+    def recovery(self) -> Recovery | None:
+        self.calls.append("workload.recovery")
+        return self.recovered
+
+    def set_passwords(self) -> None:
+        self._do("set_passwords", True)
+
+    def switch_wal(self) -> None:
+        self._do("switch_wal", True)
 
     def move_data_aside(self) -> str | None:
         self._do("move_data_aside", self.moved_path is not None)

@@ -4,6 +4,8 @@ back or removed."""
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -216,3 +218,68 @@ def test_a_link_with_a_leftover_name_is_not_followed(data: Path, tmp_path: Path)
     with pytest.raises(WorkloadError, match="is not a directory"):
         moveaside.remove_leftover(data, "data.failed")
     assert (victim / "precious").read_text() == "x"
+
+
+# --- the restored copy beside the data directory (a restore, restore.restore_here) ---------
+
+
+def test_staging_is_made_empty_and_private(data: Path) -> None:
+    staging = moveaside.make_staging(data, os.getuid(), os.getgid())
+    assert staging == data.with_name(data.name + moveaside.STAGING_SUFFIX)
+    assert list(staging.iterdir()) == []
+    assert stat.S_IMODE(staging.stat().st_mode) == 0o700
+
+
+def test_what_a_killed_restore_left_is_replaced(data: Path) -> None:
+    staging = moveaside.make_staging(data, os.getuid(), os.getgid())
+    (staging / "half-restored").write_text("x")
+    again = moveaside.make_staging(data, os.getuid(), os.getgid())
+    assert list(again.iterdir()) == []
+    assert (data / "PG_VERSION").exists(), "the data directory is never touched"
+
+
+def test_a_link_named_like_the_staging_directory_is_never_followed(
+    tmp_path: Path, data: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "precious").write_text("x")
+    data.with_name(data.name + moveaside.STAGING_SUFFIX).symlink_to(elsewhere)
+    with pytest.raises(WorkloadError, match="not a directory"):
+        moveaside.make_staging(data, os.getuid(), os.getgid())
+    with pytest.raises(WorkloadError, match="not a directory"):
+        moveaside.remove_staging(data)
+    assert (elsewhere / "precious").exists()
+
+
+def test_swap_in_puts_the_restored_copy_in_place_and_keeps_the_old(data: Path) -> None:
+    staging = moveaside.make_staging(data, os.getuid(), os.getgid())
+    (staging / "PG_VERSION").write_text("restored")
+    moved = moveaside.swap_in(data)
+    assert moved is not None and moveaside.is_moved_copy(data, moved)
+    assert (moved / "PG_VERSION").read_text() == "15"
+    assert (data / "PG_VERSION").read_text() == "restored"
+    assert not staging.exists()
+
+
+def test_swap_in_without_a_data_directory_only_when_its_data_is_aside(data: Path) -> None:
+    aside = moveaside.move_aside(data)
+    assert aside is not None
+    staging = moveaside.make_staging(data, os.getuid(), os.getgid())
+    with pytest.raises(WorkloadError, match="no data directory"):
+        moveaside.swap_in(data)
+    assert staging.exists(), "nothing changed"
+    assert moveaside.swap_in(data, missing_ok=True) is None
+    assert data.is_dir() and aside.is_dir()
+
+
+def test_swap_in_without_a_restored_copy_changes_nothing(data: Path) -> None:
+    with pytest.raises(WorkloadError, match="no restored copy"):
+        moveaside.swap_in(data)
+    assert (data / "PG_VERSION").exists()
+    assert moveaside.leftovers(data) == []
+
+
+def test_a_partial_restore_is_a_leftover(data: Path) -> None:
+    moveaside.make_staging(data, os.getuid(), os.getgid())
+    assert [item.kind for item in moveaside.leftovers(data)] == ["partial-restore"]

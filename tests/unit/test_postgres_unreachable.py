@@ -24,6 +24,8 @@ READERS: dict[str, Callable[[str, int], object]] = {
     "read_archiver_stats": lambda d, p: postgres.read_archiver_stats(d, p, d),
     "accepts_connections": lambda d, p: postgres.accepts_connections(d, p, connect_timeout=2),
     "read_timeline": postgres.read_timeline,
+    "switch_wal": postgres.switch_wal,
+    "read_in_recovery": lambda d, p: postgres.read_in_recovery(d, p, connect_timeout=2),
     "read_streaming_timeline": lambda d, p: postgres.read_streaming_timeline(
         d, p, connect_timeout=2
     ),
@@ -32,7 +34,10 @@ READERS: dict[str, Callable[[str, int], object]] = {
 
 
 def test_every_reader_is_listed() -> None:
-    readers = {n for n in dir(postgres) if n.startswith("read_")} | {"accepts_connections"}
+    readers = {n for n in dir(postgres) if n.startswith("read_")} | {
+        "accepts_connections",
+        "switch_wal",
+    }
     assert readers == set(READERS)
 
 

@@ -20,7 +20,7 @@ from pgbackups.core import messages as msg
 from pgbackups.core.archive import ArchivedSegment, segment_name
 from pgbackups.core.handlers.restore import on_restore
 from pgbackups.core.handlers.update_status import on_update_status
-from pgbackups.core.host import DiskSpace, UnitStatus
+from pgbackups.core.host import DiskSpace, Recovery, UnitStatus
 from pgbackups.core.outcomes import ActionFailed, ActionResults, Done
 
 LABEL = "20261128-143926F"
@@ -69,14 +69,19 @@ def test_restore_full_call_sequence() -> None:
         "backup_tool.info()",
         f"backup_tool.archive_segments({STANZA})",
         MAINTENANCE,
+        # pgBackRest restores beside the data directory while the database stops.
+        "workload.start_staged_restore",
         "workload.stop_database",
         "workload.remove_dcs_state",
-        "workload.move_data_aside",
+        "workload.wait_staged_restore",
+        "workload.swap_in_restored",
         *RECORD,
         RESTORE_CONFIG,
-        "workload.start_database",
+        f"workload.start_recovery({MOVED_DATA})",
     ]
     assert host.status == UnitStatus.maintenance(msg.RESTORING_BACKUP)
+    # The restore that ran is the one the configuration records.
+    assert host.fake_workload.restore_targets == [host.fake_workload.configs[-1].restore]
     restore = host.fake_workload.configs[-1].restore
     assert restore is not None
     assert (restore.stanza, restore.label, restore.type, restore.target_action) == (
@@ -304,6 +309,7 @@ def _fail_message(reason: str) -> str:
 
 
 def test_stop_fails() -> None:
+    """The restored copy is thrown away; the database was never touched."""
     host = restore_host()
     host.fake_workload.stop_ok = False
     outcome = on_restore(host, {"backup-id": BACKUP_ID})
@@ -312,36 +318,62 @@ def test_stop_fails() -> None:
         "backup_tool.info()",
         f"backup_tool.archive_segments({STANZA})",
         MAINTENANCE,
+        "workload.start_staged_restore",
         "workload.stop_database",
+        "workload.wait_staged_restore",
+        "workload.discard_staged_restore",
         "set_status(active: Primary)",
     ]
 
 
-@pytest.mark.parametrize(
-    ("dcs_ok", "moved", "reason", "steps"),
-    [
-        (
-            False,
-            MOVED_DATA,
-            "could not remove the previous cluster from the DCS",
-            ["workload.remove_dcs_state"],
-        ),
-        (
-            True,
-            None,
-            "could not move the data directory aside",
-            ["workload.remove_dcs_state", "workload.move_data_aside"],
-        ),
-    ],
-    ids=["dcs-removal-fails", "move-aside-fails"],
-)
+def test_a_restore_that_cannot_begin_changes_nothing() -> None:
+    host = restore_host()
+    host.fake_workload.begin_restore_ok = False
+    outcome = on_restore(host, {"backup-id": BACKUP_ID})
+    assert isinstance(outcome, ActionFailed)
+    assert "could not begin the restore" in outcome.message
+    assert host.effects[-2:] == ["workload.start_staged_restore", "set_status(active: Primary)"]
+    assert "restoring-backup" not in host.app_dict
+
+
+# What fails, the steps after the stop, the reason.
+BEFORE_MOVED = {
+    "dcs-removal-fails": (
+        [
+            "workload.remove_dcs_state",
+            "workload.wait_staged_restore",
+            "workload.discard_staged_restore",
+        ],
+        "could not remove the previous cluster from the DCS",
+    ),
+    "pgbackrest-fails": (
+        ["workload.remove_dcs_state", "workload.wait_staged_restore"],
+        "wait_staged_restore failed",
+    ),
+    "swap-fails": (
+        [
+            "workload.remove_dcs_state",
+            "workload.wait_staged_restore",
+            "workload.swap_in_restored",
+            "workload.discard_staged_restore",
+        ],
+        "could not move the data directory aside",
+    ),
+}
+
+
+@pytest.mark.parametrize("failing", sorted(BEFORE_MOVED))
 @pytest.mark.parametrize("starts_again", [True, False], ids=["starts-again", "does-not-start"])
 def test_failure_before_data_moved_starts_the_database_again(
-    dcs_ok: bool, moved: str | None, reason: str, steps: list[str], starts_again: bool
+    failing: str, starts_again: bool
 ) -> None:
+    """Nothing was moved: the restored copy (if any) is thrown away and the database
+    starts again on its own data."""
+    steps, reason = BEFORE_MOVED[failing]
     host = restore_host()
-    host.fake_workload.remove_dcs_ok = dcs_ok
-    host.fake_workload.moved_path = moved
+    host.fake_workload.remove_dcs_ok = failing != "dcs-removal-fails"
+    host.fake_workload.staged_ok = failing != "pgbackrest-fails"
+    host.fake_workload.moved_path = None if failing == "swap-fails" else MOVED_DATA
     host.fake_workload.start_results = [starts_again]
     outcome = on_restore(host, {"backup-id": BACKUP_ID})
     if starts_again:
@@ -354,6 +386,7 @@ def test_failure_before_data_moved_starts_the_database_again(
         "backup_tool.info()",
         f"backup_tool.archive_segments({STANZA})",
         MAINTENANCE,
+        "workload.start_staged_restore",
         "workload.stop_database",
         *steps,
         "workload.start_database",
@@ -365,13 +398,13 @@ def test_failure_before_data_moved_starts_the_database_again(
 
 def test_database_does_not_start_after_data_moved() -> None:
     host = restore_host()
-    host.fake_workload.start_results = [False]
+    host.fake_workload.start_recovery_ok = False
     outcome = on_restore(host, {"backup-id": BACKUP_ID})
     message = _fail_message(f"the database did not start; old data kept at {MOVED_DATA}")
     assert outcome == ActionFailed(message)
     assert host.effects[-3:] == [
         RESTORE_CONFIG,
-        "workload.start_database",
+        f"workload.start_recovery({MOVED_DATA})",
         f"set_status(blocked: {message})",
     ]
     # The keys stay: update-status keeps watching, and the old data is never touched.
@@ -444,16 +477,75 @@ def restoring_host(**kwargs: object) -> FakeHost:
     return host
 
 
+# --- the restored database before Patroni takes it over --------------------------------
+
+
+def recovering_host(recovered: Recovery | None) -> FakeHost:
+    host = restoring_host()
+    host.fake_workload.service_running = False  # Patroni is not running yet
+    host.fake_workload.recovered = recovered
+    return host
+
+
+def test_a_recovering_restore_is_left_to_recover() -> None:
+    host = recovering_host(Recovery(Recovery.RECOVERING))
+    assert on_update_status(host) == Done()
+    assert host.effects == []
+    assert host.status == UnitStatus.maintenance(msg.RESTORING_BACKUP)
+
+
+def test_patroni_takes_the_promoted_database_over() -> None:
+    """Started only once PostgreSQL promoted at the target: Patroni would otherwise start
+    a database still in recovery as a standby, which replays the whole archive."""
+    host = recovering_host(Recovery(Recovery.PROMOTED))
+    assert on_update_status(host) == Done()
+    # This cluster's passwords first (the backup's are another cluster's, or older).
+    assert host.effects == ["workload.set_passwords", "workload.start_database"]
+    assert host.app_dict["restore-moved-data"] == MOVED_DATA  # nothing removed yet
+
+
+def test_a_patroni_that_does_not_start_blocks_with_the_old_data_kept() -> None:
+    host = recovering_host(Recovery(Recovery.PROMOTED))
+    host.fake_workload.start_results = [False]
+    on_update_status(host)
+    assert host.status.is_blocked
+    assert MOVED_DATA in host.status.message
+
+
+@pytest.mark.parametrize(
+    ("recovered", "reason"),
+    [
+        (Recovery(Recovery.ENDED, "could not locate required checkpoint record"),
+         "could not locate required checkpoint record"),
+        (None, "the restored database is not running"),
+    ],
+    ids=["ended", "nothing-runs"],
+)  # fmt: skip
+def test_a_recovery_that_ended_is_a_failed_restore_reported_once(
+    recovered: Recovery | None, reason: str
+) -> None:
+    host = recovering_host(recovered)
+    assert on_update_status(host) == Done()
+    message = f"{msg.FAILED_TO_RESTORE_BACKUP}: {reason}; old data kept at {MOVED_DATA}"
+    assert host.status == UnitStatus.blocked(message)
+    assert host.app_dict["restoring-backup"] == LABEL  # rollback-restore reads the keys
+    before = list(host.effects)
+    on_update_status(host)
+    assert host.effects == before, "reported once, nothing else touched"
+
+
 def test_completion_full_call_sequence() -> None:
     host = restoring_host()
     host.fake_workload.timeline = 2
     assert on_update_status(host) == Done()
     assert host.calls == [
+        "workload.is_database_service_running",  # Patroni runs: it took the database over
         "workload.member_state",
         "workload.bootstrap_failed",
         "workload.is_member_running",
         "workload.is_primary",
         "workload.current_timeline",
+        "workload.switch_wal",  # the new timeline's first segment, archived now
         *CLEAR_KEYS,
         *PIN_SET,
         f"workload.apply_config(stanza={STANZA}, replicas-from={LABEL}@{STANZA})",
@@ -517,6 +609,7 @@ def test_completion_without_s3_settings_skips_the_ownership_check() -> None:
     host = restoring_host(s3=None)
     on_update_status(host)
     assert host.effects == [
+        "workload.switch_wal",
         *CLEAR_KEYS,
         *PIN_SET,
         # No settings to push with: WAL is held on the unit until there are.

@@ -14,7 +14,7 @@ from pgbackups.adapters.patroni import PatroniMember, PatroniPasswords, restore_
 from pgbackups.core import messages as msg
 from pgbackups.core.handlers.restore import on_restore
 from pgbackups.core.handlers.update_status import on_update_status
-from pgbackups.core.host import RestoreTarget, UnitStatus
+from pgbackups.core.host import Recovery, RestoreTarget, UnitStatus
 from pgbackups.core.outcomes import ActionFailed, ActionResults
 from pgbackups.core.repository import TimelineBranch
 
@@ -346,7 +346,9 @@ def test_a_plain_restore_whose_bootstrap_fails_is_not_a_pitr_block() -> None:
 
 def test_a_new_restore_after_a_failed_pitr_keeps_the_original_data() -> None:
     host = pitr_host(app=PITR_RESTORING, status=PITR_BLOCK)
-    host.fake_workload.moved_path = ""  # Patroni moved the failed attempt to data.failed
+    # The failed attempt's data is in the data directory: it goes aside too, to another
+    # name, and the copy from before the first attempt stays the one recorded.
+    host.fake_workload.moved_path = MOVED_DATA + "-failed-attempt"
     outcome = on_restore(host, {"restore-to-time": "2026-11-28 10:30:00"})
     assert isinstance(outcome, ActionResults)
     assert host.app_dict["restore-moved-data"] == MOVED_DATA
@@ -365,3 +367,16 @@ def test_completion_waits_until_patroni_holds_the_leader_key() -> None:
     on_update_status(host)
     assert host.effects == []
     assert "workload.current_timeline" not in host.calls
+
+
+def test_a_restored_database_that_stops_short_of_the_time_is_a_failed_pitr() -> None:
+    """PostgreSQL exits with "recovery ended before configured recovery target was
+    reached": the PITR message, the data from before kept for a rollback."""
+    host = pitr_host(app=PITR_RESTORING, status=UnitStatus.maintenance(msg.RESTORING_BACKUP))
+    host.fake_workload.service_running = False
+    host.fake_workload.recovered = Recovery(
+        Recovery.ENDED, "recovery ended before configured recovery target was reached"
+    )
+    on_update_status(host)
+    assert host.status == PITR_BLOCK
+    assert host.app_dict["restoring-backup"] == B1

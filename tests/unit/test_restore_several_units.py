@@ -21,12 +21,13 @@ from test_patroni_render import MEMBER
 
 from pgbackups.adapters.patroni import render_config, replica_restore_command
 from pgbackups.core import messages as msg
+from pgbackups.core.archive import ArchivedSegment
 from pgbackups.core.handlers._steps import desired_config
 from pgbackups.core.handlers.cluster_restore import on_peer_changed
 from pgbackups.core.handlers.restore import on_restore
 from pgbackups.core.handlers.rollback import on_rollback_restore
 from pgbackups.core.handlers.update_status import on_update_status
-from pgbackups.core.host import ReplicaRestore, UnitStatus, WorkloadConfig
+from pgbackups.core.host import Recovery, ReplicaRestore, UnitStatus, WorkloadConfig
 from pgbackups.core.outcomes import ActionFailed, ActionResults, Deferred, Done
 from pgbackups.local.runtime.host import bag_writers
 
@@ -205,9 +206,11 @@ def test_leader_restores_once_every_other_unit_stopped() -> None:
     assert on_update_status(host) == Done()
     assert host.effects == [
         "set_status(maintenance: restoring backup)",
+        "workload.start_staged_restore",
         "workload.stop_database",
         "workload.remove_dcs_state",
-        "workload.move_data_aside",
+        "workload.wait_staged_restore",
+        "workload.swap_in_restored",
         f"app_data[restoring-backup]={LABEL!r}",
         f"app_data[restore-stanza]={STANZA!r}",
         "app_data[restore-type]='immediate'",
@@ -220,7 +223,7 @@ def test_leader_restores_once_every_other_unit_stopped() -> None:
         "app_data[s3-block-message]=''",
         f"workload.apply_config(stanza={STANZA}, connectivity=off, "
         f"restore={LABEL}@{STANZA}, {REPLICAS_FROM})",
-        "workload.start_database",
+        f"workload.start_recovery({MOVED_DATA})",
     ]
 
 
@@ -234,6 +237,8 @@ def test_leader_that_cannot_stop_sends_the_others_back_to_their_data() -> None:
         f"{msg.FAILED_TO_RESTORE_BACKUP}: could not stop the database"
     )
     assert "workload.move_data_aside" not in host.calls
+    # Not tagged out of elections any more: its Patroni can run it as the primary again.
+    assert not host.fake_workload.configs[-1].creating_backup
 
 
 def test_another_unit_waits_while_the_leader_restores() -> None:
@@ -249,17 +254,23 @@ def test_restored_primary_lets_the_others_re_create_once_its_history_is_archived
     host = leader("restoring", {"restore-joined": EPOCH}, app={"restore-moved-data": MOVED_DATA})
     host.fake_workload.timeline = 2
     assert on_update_status(host) == Done()
-    assert host.effects[-2:] == [
-        f"backup_tool.timelines({STANZA})",
-        "set_status(maintenance: restoring backup: waiting for timeline 2's history to "
-        "reach the repository)",
+    # Neither archived yet: the primary's current segment (the new timeline's first) is
+    # closed so that it is archived.
+    assert host.effects[-3:] == [
+        f"backup_tool.archive({STANZA})",
+        "workload.switch_wal",
+        "set_status(maintenance: restoring backup: waiting for timeline 2's history and "
+        "first WAL segment to reach the repository)",
     ]
     assert host.app_dict["restore-stage"] == "restoring"
 
     host.fake_tool.timeline_records[STANZA] = [timeline(2, host.clock)]
+    on_update_status(host)
+    assert host.app_dict["restore-stage"] == "restoring", "the segment is not archived yet"
+    host.fake_tool.segments[STANZA] = [ArchivedSegment(2, 5, 100, "archive/seg")]
     assert on_update_status(host) == Done()
     assert host.effects[-4:] == [
-        f"backup_tool.timelines({STANZA})",
+        f"backup_tool.archive({STANZA})",
         "app_data[restore-stage]='re-creating'",
         "app_data[restore-new-timeline]='2'",
         "set_status(maintenance: restoring backup: waiting for main/1 to re-create from "
@@ -524,7 +535,7 @@ def test_leader_whose_data_could_not_move_starts_again_and_the_others_follow() -
 
 def test_leader_whose_restore_did_not_start_keeps_everything_for_a_rollback() -> None:
     host = leader("stopping", {"restore-joined": EPOCH})
-    host.fake_workload.start_results = [False]
+    host.fake_workload.start_recovery_ok = False
     assert on_update_status(host) == Done()
     assert host.app_dict["restore-stage"] == "restoring"
     assert host.app_dict["restore-moved-data"] == MOVED_DATA
@@ -598,7 +609,8 @@ def test_a_new_leader_that_had_stopped_carries_on_with_its_own_copy() -> None:
     assert host.app_dict["restore-stage"] == "restoring"
     assert host.app_dict["restore-unit"] == "main/0"
     assert host.unit_dict == {}, "the app bag names the copy now"
-    assert "workload.start_database" in host.calls
+    # The restored copy takes the empty place; PostgreSQL starts as it last ran there.
+    assert f"workload.start_recovery({NEW_LEADER_MOVED})" in host.calls
 
 
 def test_the_old_leader_stops_for_the_restore_in_stopping() -> None:
@@ -649,10 +661,12 @@ def test_a_new_leader_leads_the_stages_from_what_the_restoring_unit_says() -> No
     app = {"restore-unit": OTHER, "restore-moved-data": OTHER_MOVED}
     host = leader("restoring", {"restore-primary": ""}, app=app)
     host.fake_tool.timeline_records = {STANZA: [timeline(3, datetime(2026, 11, 28, tzinfo=UTC))]}
+    host.fake_tool.segments = {STANZA: [ArchivedSegment(3, 9, 100, "archive/seg")]}
     assert on_update_status(host) == Done()
     assert host.status == UnitStatus.maintenance(f"{msg.RESTORING_BACKUP}: on {OTHER}")
     assert "workload.member_state" not in host.calls, "its own workload restores nothing"
-    # The restoring unit runs as the primary on timeline 3 (its history archived).
+    # The restoring unit runs as the primary on timeline 3 (its history and first segment
+    # archived; the restoring unit closed that segment, not this one).
     host.peer_bags[OTHER] = {"restore-primary": f"{EPOCH}:3"}
     on_update_status(host)
     assert host.app_dict["restore-stage"] == "re-creating"
@@ -679,3 +693,21 @@ def test_a_new_leader_shows_a_failure_on_the_restoring_unit_and_refuses_to_roll_
     assert isinstance(outcome, ActionFailed)
     assert f"the restore ran on {OTHER}" in outcome.message
     assert "workload.stop_database" not in host.calls
+
+
+def test_the_restoring_unit_has_patroni_take_its_promoted_database_over() -> None:
+    """Leadership left the restoring unit while its restored PostgreSQL recovers: it
+    starts Patroni itself once that promoted (nobody else can), or reports a failure."""
+    host = other_unit("restoring", app={"restore-unit": "main/1"})
+    host.unit = "main/1"
+    host.fake_workload.service_running = False
+    host.fake_workload.recovered = Recovery(Recovery.RECOVERING)
+    on_update_status(host)
+    assert "workload.start_database" not in host.calls
+    host.fake_workload.recovered = Recovery(Recovery.PROMOTED)
+    on_update_status(host)
+    assert "workload.start_database" in host.calls
+    host.fake_workload.recovered = Recovery(Recovery.ENDED, "could not locate checkpoint")
+    on_update_status(host)
+    assert host.unit_dict["restore-primary"].endswith(":failed")
+    assert host.status.is_blocked

@@ -3,7 +3,8 @@ drives its services (a recording ServiceRunner; Patroni itself is met in tests/e
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -14,12 +15,18 @@ import yaml
 from pgbackups.adapters import processes
 from pgbackups.adapters.patroni import PatroniPasswords
 from pgbackups.adapters.pgbackrest import PgBackRestFeatures, render_config
-from pgbackups.core.host import TlsMaterial, WorkloadConfig, WorkloadError
+from pgbackups.core.host import Recovery, TlsMaterial, WorkloadConfig, WorkloadError
 from pgbackups.core.settings import S3Settings
+from pgbackups.workload import moveaside
 from pgbackups.workload.dcs import with_dcs
 from pgbackups.workload.layout import PeerLayout, UnitFacts, UnitLayout
 from pgbackups.workload.services import Service
-from pgbackups.workload.workload import UnitWorkload, patroni_yaml, pgbackrest_config
+from pgbackups.workload.workload import (
+    UnitWorkload,
+    patroni_yaml,
+    pgbackrest_config,
+    postmaster_argv,
+)
 
 TLS = TlsMaterial("/tls/ca.crt", "/tls/unit.crt", "/tls/unit.key")
 BACKUP_TLS = TlsMaterial("/pgbr-tls/ca.crt", "/pgbr-tls/unit.crt", "/pgbr-tls/unit.key")
@@ -180,6 +187,11 @@ class RecordingServices:
     def restart(self, service: Service) -> None:
         self.calls.append(f"restart {service}")
 
+    def start_recovery(self, argv: Sequence[str], log_file: str) -> None:
+        self.calls.append(f"start_recovery {' '.join(argv)} > {log_file}")
+        if not self.stuck:
+            self.running.add(Service.RECOVERY)
+
     def is_running(self, service: Service) -> bool:
         return service in self.running
 
@@ -255,3 +267,103 @@ def test_data_moves_through_the_layouts_data_dir(tmp_path: Path) -> None:
     assert (tmp_path / "data").is_dir()
     with pytest.raises(WorkloadError):
         w.remove_moved_data(str(tmp_path / "data"))
+
+
+# --- a restore beside the data directory: PostgreSQL started as Patroni last started it --
+
+BIN = "/usr/lib/postgresql/15/bin"
+PATRONI_OPTS = (
+    f'{BIN}/postgres "-D" "/u/0/data" "--config-file=/u/0/data/postgresql.conf" '
+    '"--listen_addresses=10.201.1.10" "--port=5432" "--cluster_name=main" '
+    '"--wal_level=replica" "--hot_standby=on" "--max_connections=100"\n'
+)
+
+
+def test_the_postmaster_starts_as_patroni_last_started_it() -> None:
+    argv = postmaster_argv(PATRONI_OPTS, "/u/0/data", BIN)
+    assert argv[:3] == [f"{BIN}/postgres", "-D", "/u/0/data"]
+    assert "--listen_addresses=10.201.1.10" in argv
+    assert len(argv) == 10
+
+
+@pytest.mark.parametrize(
+    "opts",
+    [
+        None,
+        "",
+        '/bin/sh "-c" "id"',
+        f'{BIN}/postgres "-D" "/elsewhere"',
+        f'{BIN}/postgres "-D" "/u/0/data" "--config-file=/tmp/evil.conf"',
+        f'{BIN}/postgres "-D" "/u/0/data" "--port=5432; id"',
+        f'{BIN}/postgres "-D" "/u/0/data" "-c" "archive_command=id"',
+        f'{BIN}/postgres "-D" "/u/0/data" "--archive_command=sh x"',
+        f'{BIN}/postgres "-D" "/u/0/data" "unterminated',
+    ],
+    ids=["missing", "empty", "other-program", "other-data", "other-config", "shell",
+         "short-option", "space", "quote"],
+)  # fmt: skip
+def test_a_postmaster_line_the_database_user_could_have_changed_is_refused(
+    opts: str | None,
+) -> None:
+    with pytest.raises(WorkloadError, match=r"postmaster\.opts"):
+        postmaster_argv(opts, "/u/0/data", BIN)
+
+
+def test_recovery_is_none_once_patroni_runs() -> None:
+    services = RecordingServices(running={Service.PATRONI, Service.RECOVERY})
+    assert workload(services).recovery() is None
+
+
+def test_recovery_never_started_is_none() -> None:
+    assert workload(RecordingServices()).recovery() is None
+
+
+def test_a_recovery_that_exited_says_postgresqls_last_fatal_line(tmp_path: Path) -> None:
+    f = facts(root=str(tmp_path))
+    log_dir = Path(f.layout.pgbackrest_log_dir)  # Patroni logs to its standard error here
+    log_dir.mkdir(parents=True)
+    (log_dir / "postgresql-recovery.log").write_text(
+        "LOG:  starting point-in-time recovery\n"
+        "FATAL:  recovery ended before configured recovery target was reached\n"
+        "LOG:  database system is shut down\n"
+    )
+    services = RecordingServices(failed={Service.RECOVERY})
+    assert workload(services, f).recovery() == Recovery(
+        Recovery.ENDED, "recovery ended before configured recovery target was reached"
+    )
+
+
+def test_the_restored_copy_takes_the_place_with_patronis_files(tmp_path: Path) -> None:
+    """As the database user (here: whoever runs the test): Patroni's configuration comes
+    from the old data, pg_hba lets in only the superuser over the socket until Patroni
+    takes over, and nothing of the old data is changed."""
+    f = facts(root=str(tmp_path))
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "postgresql.conf").write_text("include 'postgresql.base.conf'\n")
+    (data / "pg_ident.conf").write_text("pgbackups postgres postgres\n")
+    (data / "pg_hba.conf").write_text("host all all 0.0.0.0/0 scram-sha-256\n")
+    w = workload(RecordingServices(), f)
+    staging = moveaside.make_staging(data, os.getuid(), os.getgid())
+    (staging / "postgresql.conf").write_text("the backup's\n")
+    moved = w.swap_in_restored()
+    assert moveaside.is_moved_copy(data, Path(moved))
+    assert (data / "postgresql.conf").read_text() == "include 'postgresql.base.conf'\n"
+    assert (data / "pg_ident.conf").read_text() == "pgbackups postgres postgres\n"
+    assert (data / "pg_hba.conf").read_text() == "local all postgres peer map=pgbackups\n"
+    assert (Path(moved) / "pg_hba.conf").read_text().startswith("host all all")
+
+
+def test_the_recovery_postmaster_is_started_from_the_moved_copys_line(tmp_path: Path) -> None:
+    f = facts(root=str(tmp_path))
+    data = tmp_path / "data"
+    moved = tmp_path / "data.before-restore-20261202T190000Z"
+    moved.mkdir()
+    (moved / "postmaster.opts").write_text(PATRONI_OPTS.replace("/u/0/data", str(data)))
+    services = RecordingServices()
+    workload(services, f).start_recovery(str(moved))
+    (call,) = services.calls
+    assert call.startswith(f"start_recovery {BIN}/postgres -D {data} --config-file=")
+    assert call.endswith(f"> {f.layout.pgbackrest_log_dir}/postgresql-recovery.log")
+    with pytest.raises(WorkloadError, match="not a data directory moved aside"):
+        workload(services, f).start_recovery(str(data))

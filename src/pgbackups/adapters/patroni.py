@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pgbackups.adapters import processes
+from pgbackups.adapters.pgbackrest import restore_options
 from pgbackups.core.host import (
     CommandResult,
     ReplicaRestore,
@@ -135,31 +136,20 @@ def archive_get_command(member: PatroniMember, stanza: str) -> str:
 
 
 def restore_command(member: PatroniMember, restore: RestoreTarget) -> str:
-    """The custom-bootstrap command: every option inline (Patroni 3.0.2 ignores extra keys).
-
-    What pgBackRest 2.45 accepts (verified on this project's machine, docs/restore.md):
-    ``--target`` with ``--type=time`` only, in the form ``YYYY-MM-DD HH:MM:SS[.ffffff]+00``
-    (its backup-set selection rejects ``T``/``Z``); ``--target-timeline`` (written as is to
-    ``recovery_target_timeline``, so a decimal number) with every type but ``immediate``;
-    ``--target-action`` with every type but ``default``. The command is ``shlex``-quoted:
-    Patroni splits it, so a time target with a space stays one argument.
-    """
+    """The custom-bootstrap command: every option inline (Patroni 3.0.2 ignores extra keys;
+    the target's options: :func:`pgbackrest.restore_options`). The command is
+    ``shlex``-quoted: Patroni splits it, so a time target with a space stays one argument.
+    A restore no longer goes through it (the workload restores beside the data directory
+    and Patroni takes the recovered database over: docs/performance.md); it stays Patroni's
+    bootstrap while a restore is recorded, for a data directory that is empty then."""
     argv = [
         "pgbackrest",
         f"--config={member.pgbackrest_config}",
         f"--stanza={restore.stanza}",
         f"--pg1-path={member.data_dir}",
+        *restore_options(restore),
+        "restore",
     ]
-    if restore.label:
-        argv.append(f"--set={restore.label}")
-    argv.append(f"--type={restore.type}")
-    if restore.target and restore.type == "time":
-        argv.append(f"--target={restore.target}")
-    if restore.target_action and restore.type != "default":
-        argv.append(f"--target-action={restore.target_action}")
-    if restore.target_timeline is not None and restore.type != "immediate":
-        argv.append(f"--target-timeline={int(restore.target_timeline)}")
-    argv.append("restore")
     return shlex.join(argv)
 
 

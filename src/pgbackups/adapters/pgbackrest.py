@@ -34,6 +34,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import socket
 import tempfile
 import threading
@@ -50,7 +51,7 @@ from pgbackups.adapters.files import write_atomically
 from pgbackups.adapters.processes import OsUser
 from pgbackups.core import redact
 from pgbackups.core.archive import SEGMENTS_PER_XLOGID, ArchivedSegment, ArchiveListing
-from pgbackups.core.host import BackupToolError, CommandResult
+from pgbackups.core.host import BackupToolError, CommandResult, RestoreTarget
 from pgbackups.core.ids import label_to_id
 from pgbackups.core.policy import Retention
 from pgbackups.core.redact import REDACTED
@@ -889,6 +890,7 @@ class Timeouts:
 
     command: float = 300.0  # stanza-create, check (check waits for a WAL to archive)
     backup: float = 6 * 3600.0
+    restore: float = 6 * 3600.0  # as long as a backup: it moves as many bytes
     info: float = 60.0
     ping: float = 10.0
     io: int | None = None
@@ -910,6 +912,33 @@ class Timeouts:
     # (20 s) a primary that nobody reaches has lost its leader key and demoted itself,
     # which ends the backup's session on it anyway: the backup cannot finish.
     primary_gone: float = 30.0
+
+
+def restore_options(target: RestoreTarget) -> list[str]:
+    """``pgbackrest restore``'s target options, as pgBackRest 2.45 accepts them (verified on
+    this project's machine, docs/restore.md): ``--target`` with ``--type=time`` only, in the
+    form ``YYYY-MM-DD HH:MM:SS[.ffffff]+00`` (its backup-set selection rejects ``T``/``Z``);
+    ``--target-timeline`` (written as is to ``recovery_target_timeline``, so a decimal
+    number) with every type but ``immediate``; ``--target-action`` with every type but
+    ``default``."""
+    options = [f"--set={target.label}"] if target.label else []
+    options.append(f"--type={target.type}")
+    if target.target and target.type == "time":
+        options.append(f"--target={target.target}")
+    if target.target_action and target.type != "default":
+        options.append(f"--target-action={target.target_action}")
+    if target.target_timeline is not None and target.type != "immediate":
+        options.append(f"--target-timeline={int(target.target_timeline)}")
+    return options
+
+
+def archive_get_command(config_path: str, stanza: str, pg_path: str) -> str:
+    """The ``restore_command`` of a restore's recovery: archive-get from ``stanza``, which
+    may be another cluster's (a migration), with no section of its own in the
+    configuration: ``--pg1-path`` is given as pgBackRest gives it in the command it
+    writes (there it names the directory restored into, renamed before PostgreSQL runs)."""
+    words = (f"--config={config_path}", f"--stanza={stanza}", f"--pg1-path={pg_path}")
+    return f'{PROGRAM} {" ".join(shlex.quote(w) for w in words)} archive-get %f "%p"'
 
 
 # What a backup stopped by :class:`RepositoryWatch` says, before its reason.
@@ -1112,6 +1141,24 @@ class PgBackRest:
         return self.run(
             argv, self.timeouts.backup, give_up=give_up, every=self.timeouts.repository_probe
         )
+
+    def restore(
+        self, pg_path: str, target: RestoreTarget, *, restore_command: str
+    ) -> CommandResult:
+        """Restore ``target`` into ``pg_path`` (an empty directory: never the live data
+        directory, which stays as it is until the restored copy replaces it). Recovery then
+        fetches WAL with ``restore_command``, not with the command pgBackRest would write
+        (it names ``pg_path``, which is renamed before PostgreSQL starts)."""
+        argv = self.argv(
+            "restore",
+            f"--pg1-path={pg_path}",
+            *restore_options(target),
+            f"--recovery-option=restore_command={restore_command}",
+            "--log-level-console=info",
+            *self._io(),
+            stanza=target.stanza,
+        )
+        return self.run(argv, self.timeouts.restore)
 
     def info(self, stanza: str | None = None) -> list[StanzaInfo]:
         """Every stanza in the repository, or just ``stanza`` (a missing one has code 1).

@@ -9,8 +9,14 @@ connection (``--help``, ``status``, a backup) would pay (docs/performance.md).
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import logging
+import os
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, LiteralString
 
 from pgbackups.adapters import processes
@@ -208,6 +214,107 @@ def accepts_connections(
     except psycopg.Error as exc:
         log.debug("postgres on %s:%s does not accept connections: %s", socket_dir, port, exc)
         return False
+
+
+def read_in_recovery(
+    socket_dir: str, port: int, user: str = "postgres", *, connect_timeout: int = CONNECT_TIMEOUT
+) -> bool | None:
+    """``pg_is_in_recovery()`` over the unix socket; None when PostgreSQL does not answer
+    (still starting, or gone)."""
+    import psycopg  # on first use: see the module docstring
+
+    try:
+        with connect(socket_dir, port, user, connect_timeout=connect_timeout) as conn:
+            return in_recovery(conn)
+    except psycopg.Error as exc:
+        log.debug("recovery state not readable on %s:%s: %s", socket_dir, port, exc)
+        return None
+
+
+def switch_wal(socket_dir: str, port: int, user: str = "postgres") -> bool:
+    """``pg_switch_wal()`` over the unix socket; False when PostgreSQL does not answer."""
+    import psycopg  # on first use: see the module docstring
+
+    try:
+        with connect(socket_dir, port, user, connect_timeout=CONNECT_TIMEOUT) as conn:
+            conn.execute("SELECT pg_switch_wal()")
+            return True
+    except psycopg.Error as exc:
+        log.debug("pg_switch_wal() failed on %s:%s: %s", socket_dir, port, exc)
+        return False
+
+
+def scram_verifier(password: str, *, salt: bytes | None = None, iterations: int = 4096) -> str:
+    """The SCRAM-SHA-256 verifier PostgreSQL stores for ``password`` (RFC 5802/7677, as
+    PostgreSQL's own ``scram_build_secret``): a role's password is set with it, so the
+    password itself never reaches the server, its logs or ``pg_stat_activity``."""
+    salt = salt if salt is not None else os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+    b64 = base64.b64encode
+    return (
+        f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}"
+        f"${b64(stored_key).decode()}:{b64(server_key).decode()}"
+    )
+
+
+# What Patroni's bootstrap grants its rewind user (pg_rewind reads files through these).
+REWIND_FUNCTIONS: tuple[LiteralString, ...] = (
+    "pg_catalog.pg_ls_dir(text, boolean, boolean)",
+    "pg_catalog.pg_stat_file(text, boolean)",
+    "pg_catalog.pg_read_binary_file(text)",
+    "pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)",
+)
+
+
+@dataclass(frozen=True)
+class Role:
+    """One of Patroni's users, as its bootstrap makes it."""
+
+    name: str
+    password: str = field(repr=False)
+    replication: bool = False  # LOGIN REPLICATION (else LOGIN)
+    rewind: bool = False  # EXECUTE on REWIND_FUNCTIONS
+
+
+def set_role_passwords(
+    socket_dir: str, port: int, roles: Sequence[Role], user: str = "postgres"
+) -> str | None:
+    """Give each role its password (created when it does not exist): what Patroni's
+    bootstrap does for its users, here for a database restored from a backup, possibly
+    another cluster's, whose roles have that cluster's passwords. The password travels as
+    its SCRAM verifier. None when done, else PostgreSQL's reason."""
+    import psycopg  # on first use: see the module docstring
+
+    try:
+        _set_role_passwords(socket_dir, port, roles, user)
+    except psycopg.Error as exc:
+        return str(exc).strip()
+    return None
+
+
+def _set_role_passwords(socket_dir: str, port: int, roles: Sequence[Role], user: str) -> None:
+    from psycopg import sql
+
+    with connect(socket_dir, port, user) as conn:
+        for role in roles:
+            found = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role.name,))
+            exists = found.fetchone() is not None
+            if exists and role.replication:
+                text = sql.SQL("ALTER ROLE {} WITH LOGIN REPLICATION PASSWORD {}")
+            elif exists:
+                text = sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}")
+            elif role.replication:
+                text = sql.SQL("CREATE ROLE {} WITH LOGIN REPLICATION PASSWORD {}")
+            else:
+                text = sql.SQL("CREATE ROLE {} WITH LOGIN PASSWORD {}")
+            verifier = sql.Literal(scram_verifier(role.password))
+            conn.execute(text.format(sql.Identifier(role.name), verifier))
+            for function in REWIND_FUNCTIONS if role.rewind else ():
+                grant = sql.SQL("GRANT EXECUTE ON FUNCTION " + function + " TO {}")
+                conn.execute(grant.format(sql.Identifier(role.name)))
 
 
 def read_timeline(

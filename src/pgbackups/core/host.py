@@ -16,7 +16,7 @@ from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from pgbackups.core.archive import ArchivedSegment, ArchiveListing
 from pgbackups.core.archive_health import ArchiverStats
@@ -110,6 +110,22 @@ class RestoreTarget:
     target: str | None = None  # --target, for type=time
     target_timeline: int | None = None  # --target-timeline
     target_action: str | None = "promote"  # --target-action (not valid with type=default)
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """The restored PostgreSQL that the workload started itself, before Patroni takes it
+    over (docs/behaviour/restore.md, "The restored database"): ``recovering`` while it
+    replays WAL towards its target, ``promoted`` once it ended recovery there (Patroni can
+    take it over as the primary), ``ended`` when it exited before (``reason``: its last
+    FATAL line, e.g. a point-in-time target recovery never reached)."""
+
+    RECOVERING: ClassVar[str] = "recovering"
+    PROMOTED: ClassVar[str] = "promoted"
+    ENDED: ClassVar[str] = "ended"
+
+    state: str
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -388,6 +404,52 @@ class Workload(Protocol):
 
     def remove_dcs_state(self) -> None:
         """Remove the cluster's keys from the DCS so that a re-bootstrap can happen."""
+        ...
+
+    def start_staged_restore(self, target: RestoreTarget) -> None:
+        """Begin restoring ``target`` into a new directory beside the data directory, in
+        the background: the database may still run (it is stopped meanwhile). Raises
+        WorkloadError when the restore could not begin."""
+        ...
+
+    def wait_staged_restore(self) -> None:
+        """Until the restore :meth:`start_staged_restore` began has ended; raises
+        WorkloadError (pgBackRest's reason) when it failed, and the partial copy is
+        removed then: the data directory itself was never touched."""
+        ...
+
+    def discard_staged_restore(self) -> None:
+        """Remove a restored copy that will not be used (nothing else)."""
+        ...
+
+    def swap_in_restored(self, aside: str = "") -> str:
+        """Rename the data directory aside and the restored copy into its place, with
+        this unit's PostgreSQL configuration files (Patroni's) from the old one; returns
+        where the old data went. ``aside``: where this unit's data already is when its
+        data directory was moved aside before (then "" is returned, and the files come
+        from there). Nothing is deleted; no data directory and no ``aside`` is an error."""
+        ...
+
+    def start_recovery(self, moved: str) -> None:
+        """Start PostgreSQL on the restored data as Patroni last started it on the data
+        now at ``moved``, to recover to the target and promote; :meth:`start_database`
+        then has Patroni take it over. Raises WorkloadError if it could not start."""
+        ...
+
+    def recovery(self) -> Recovery | None:
+        """Where the PostgreSQL :meth:`start_recovery` started is; None when there is
+        none (never started, or Patroni runs the database now)."""
+        ...
+
+    def set_passwords(self) -> None:
+        """Give the database's superuser, replication and rewind users this cluster's
+        passwords (a restored database has those of the cluster its backup came from);
+        raises WorkloadError."""
+        ...
+
+    def switch_wal(self) -> None:
+        """Close the primary's current WAL segment (``pg_switch_wal()``), so that it is
+        archived; raises WorkloadError when PostgreSQL does not answer."""
         ...
 
     def move_data_aside(self) -> str | None:

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 MOVED_MARK = ".before-restore-"
 # What a failed restore left in the data directory when the old data is moved back.
 DISPLACED_MARK = ".failed-restore-"
+# Where pgBackRest restores while the data directory is still in place (swap_in).
+STAGING_SUFFIX = ".restoring"
 
 
 @contextlib.contextmanager
@@ -86,6 +88,79 @@ def move_aside(data_dir: Path) -> Path | None:
         except OSError as exc:
             raise WorkloadError(f"could not move {data_dir} aside: {exc}") from exc
     log.info("moved %s aside to %s", data_dir, data_dir.with_name(moved))
+    return data_dir.with_name(moved)
+
+
+def make_staging(data_dir: Path, uid: int, gid: int) -> Path:
+    """An empty ``<data>.restoring`` beside ``data_dir`` for pgBackRest to restore into,
+    the database user's (0700). What a killed restore left there is removed first: it is
+    a partial copy of a backup, never the cluster's data (that is only ever renamed)."""
+    name = data_dir.name + STAGING_SUFFIX
+    with _parent(data_dir) as parent:
+        try:
+            if _exists(name, parent):
+                _remove_staging(name, parent)
+            os.mkdir(name, 0o700, dir_fd=parent)
+            # A link put in its place meanwhile is chowned itself, never its target.
+            os.chown(name, uid, gid, dir_fd=parent, follow_symlinks=False)
+        except OSError as exc:
+            raise WorkloadError(f"could not make {data_dir.with_name(name)}: {exc}") from exc
+    return data_dir.with_name(name)
+
+
+def _remove_staging(name: str, parent: int) -> None:
+    if not stat.S_ISDIR(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode):
+        raise WorkloadError(f"{name} is not a directory: not removed")
+    files.remove_tree(name, dir_fd=parent)  # follows no link below it
+
+
+def remove_staging(data_dir: Path) -> None:
+    """Delete ``<data>.restoring`` (a real directory of that name only), if there is one."""
+    name = data_dir.name + STAGING_SUFFIX
+    with _parent(data_dir) as parent:
+        try:
+            if _exists(name, parent):
+                _remove_staging(name, parent)
+        except OSError as exc:
+            raise WorkloadError(f"could not remove {data_dir.with_name(name)}: {exc}") from exc
+    log.info("removed %s", data_dir.with_name(name))
+
+
+def swap_in(data_dir: Path, *, missing_ok: bool = False) -> Path | None:
+    """Rename ``data_dir`` aside (as :func:`move_aside`) and ``<data>.restoring`` into its
+    place; returns where the old data went (None: there was no data directory, allowed
+    with ``missing_ok``). If the second rename fails the first is undone: the data
+    directory is never left missing by this."""
+    staging = data_dir.name + STAGING_SUFFIX
+    with _parent(data_dir) as parent:
+        try:
+            mode = os.stat(staging, dir_fd=parent, follow_symlinks=False).st_mode
+        except OSError as exc:
+            raise WorkloadError(f"no restored copy at {data_dir.with_name(staging)}") from exc
+        if not stat.S_ISDIR(mode):
+            raise WorkloadError(f"{data_dir.with_name(staging)} is not a directory")
+        if not _exists(data_dir.name, parent):
+            if not missing_ok:
+                raise WorkloadError(f"no data directory at {data_dir} to take the place of")
+            try:
+                os.rename(staging, data_dir.name, src_dir_fd=parent, dst_dir_fd=parent)
+            except OSError as exc:
+                raise WorkloadError(
+                    f"could not move the restored copy into {data_dir}: {exc}"
+                ) from exc
+            log.info("the restored copy is in %s (its data was aside already)", data_dir)
+            return None
+        moved = _sibling(data_dir, MOVED_MARK, parent)
+        try:
+            os.rename(data_dir.name, moved, src_dir_fd=parent, dst_dir_fd=parent)
+        except OSError as exc:
+            raise WorkloadError(f"could not move {data_dir} aside: {exc}") from exc
+        try:
+            os.rename(staging, data_dir.name, src_dir_fd=parent, dst_dir_fd=parent)
+        except OSError as exc:
+            os.rename(moved, data_dir.name, src_dir_fd=parent, dst_dir_fd=parent)
+            raise WorkloadError(f"could not move the restored copy into {data_dir}: {exc}") from exc
+    log.info("moved %s aside to %s; the restored copy is in its place", data_dir, moved)
     return data_dir.with_name(moved)
 
 
@@ -151,7 +226,7 @@ class Leftover:
     nothing removes it by itself (a copy of the data is never deleted unasked)."""
 
     path: Path
-    kind: str  # before-restore | failed-restore | patroni-failed
+    kind: str  # before-restore | failed-restore | patroni-failed | partial-restore
     size: int  # bytes on disk (allocated blocks; links not followed)
     changed: float  # st_ctime: when it was moved here (a rename sets it)
 
@@ -167,6 +242,8 @@ def leftover_kind(data_dir: Path, path: Path) -> str | None:
     name, base = path.name, data_dir.name
     if name == base + PATRONI_FAILED_SUFFIX:
         return "patroni-failed"
+    if name == base + STAGING_SUFFIX:
+        return "partial-restore"
     for mark, kind in ((MOVED_MARK, "before-restore"), (DISPLACED_MARK, "failed-restore")):
         if name.startswith(base + mark) and len(name) > len(base + mark):
             return kind

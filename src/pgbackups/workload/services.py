@@ -6,6 +6,7 @@ PID. Either way an operation that fails raises :class:`~pgbackups.core.host.Work
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Protocol
 
@@ -13,6 +14,8 @@ from typing import Protocol
 class Service(StrEnum):
     PATRONI = "patroni"  # Patroni, which runs PostgreSQL
     TLS_SERVER = "pgbackrest-server"  # the pgBackRest TLS server
+    # PostgreSQL started on restored data until Patroni takes it over (start_recovery).
+    RECOVERY = "postgresql-recovery"
 
 
 class ServiceRunner(Protocol):
@@ -26,6 +29,12 @@ class ServiceRunner(Protocol):
 
     def restart(self, service: Service) -> None:
         """Stop it if it runs, then start it: it rereads what it reads only at start."""
+        ...
+
+    def start_recovery(self, argv: Sequence[str], log_file: str) -> None:
+        """Run ``argv`` (the postmaster, as the database user) as :attr:`Service.RECOVERY`,
+        output to ``log_file``; not at boot. Once Patroni took the postmaster over it is
+        Patroni's to stop: stopping this service is only for one that never was."""
         ...
 
     def is_running(self, service: Service) -> bool: ...

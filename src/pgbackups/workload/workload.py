@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import shlex
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,11 +22,18 @@ from pathlib import Path
 import yaml
 
 from pgbackups.adapters import patroni, pgbackrest, postgres, processes
-from pgbackups.adapters.files import config_owner, write_if_changed
+from pgbackups.adapters.files import config_owner, read_text, write_if_changed
 from pgbackups.adapters.patroni import PatroniUnavailable
 from pgbackups.adapters.processes import OsUser
 from pgbackups.core.archive_health import ArchiverStats
-from pgbackups.core.host import DiskSpace, WorkloadConfig, WorkloadError
+from pgbackups.core.host import (
+    CommandResult,
+    DiskSpace,
+    Recovery,
+    RestoreTarget,
+    WorkloadConfig,
+    WorkloadError,
+)
 from pgbackups.workload import moveaside
 from pgbackups.workload.dcs import Dcs, with_dcs
 from pgbackups.workload.layout import UnitFacts, UnitLayout
@@ -41,6 +51,13 @@ FAILED_STATES = frozenset({"start failed", "bootstrap failed", "crashed"})
 # GET /patroni of a member whose data directory holds no cluster Patroni can start (what a
 # killed replica creation left): Patroni waits for a person to reinitialize it.
 STALLED_ROLE, STALLED_STATE = "uninitialized", "stopped"
+# What PostgreSQL started on restored data logs (start_recovery), beside Patroni's log.
+RECOVERY_LOG = "postgresql-recovery.log"
+# The files of the data directory that are Patroni's rendering for this unit, not the
+# backup's: the restored PostgreSQL starts with them, as Patroni would start it.
+CARRIED_CONFIG = ("postgresql.conf", "postgresql.base.conf", "pg_ident.conf")
+# One option of the postmaster command line Patroni writes (postmaster.opts).
+_POSTMASTER_OPTION = re.compile(r"--[a-z_-]+=[A-Za-z0-9_.,:/@+-]*")
 
 
 # ---------------------------------------------------------------------------
@@ -318,6 +335,8 @@ class UnitWorkload:
         self.services.stop(Service.PATRONI)
         if self.services.is_running(Service.PATRONI):
             raise WorkloadError(f"{self.layout.unit}: Patroni still runs after its stop")
+        if self.services.is_running(Service.RECOVERY):  # a restore's, never taken over
+            self.services.stop(Service.RECOVERY)
 
     def _alone_in_cluster(self) -> bool:
         """Patroni runs this member and no other member of the cluster runs (False when
@@ -333,6 +352,8 @@ class UnitWorkload:
         return any(m.name == me for m in members) and not others_running
 
     def start_database(self) -> None:
+        # A restore's PostgreSQL that ended recovery is taken over as it runs (Patroni
+        # 3.0.2 joins a running primary: an empty DCS, the data's system identifier).
         self.services.start(Service.PATRONI)
         if not self.services.is_running(Service.PATRONI):
             raise WorkloadError(f"{self.layout.unit}: Patroni does not run after its start")
@@ -350,6 +371,132 @@ class UnitWorkload:
     def forget_dcs_member(self, address: str) -> None:
         """Remove a departed unit from the DCS (run on a remaining member)."""
         self.dcs.forget_member(self._facts(), address)
+
+    # --- a restore beside the data directory ----------------------------------------
+    #
+    # pgBackRest restores into <data>.restoring while the database stops (the two take
+    # about as long); the copy is renamed into place, PostgreSQL started on it as Patroni
+    # last started it, and once it promoted at the target Patroni takes it over. Patroni's
+    # own pgBackRest bootstrap did all of this one step after the other, and restarted
+    # PostgreSQL once more out of recovery (docs/performance.md, "The restore's fixed cost").
+
+    _staged: tuple[threading.Thread, list[CommandResult]] | None = None
+
+    def start_staged_restore(self, target: RestoreTarget) -> None:
+        facts = self._facts()
+        layout = facts.layout
+        data_dir = Path(layout.data_dir)
+        staging = moveaside.make_staging(data_dir, self.db_user.uid, self.db_user.gid)
+        tool = pgbackrest.PgBackRest(
+            layout.pgbackrest_config,
+            layout.stanza,
+            user=self.db_user,
+            timeouts=pgbackrest.Timeouts(io=layout.io_timeout),
+        )
+        command = pgbackrest.archive_get_command(
+            layout.pgbackrest_config, target.stanza, layout.data_dir
+        )
+        result: list[CommandResult] = []
+
+        def restore() -> None:
+            result.append(tool.restore(str(staging), target, restore_command=command))
+
+        # A thread, not a process of ours: it inherits this thread's network namespace
+        # (a local unit's machine) and pgBackRest's output is scrubbed as any command's.
+        thread = threading.Thread(target=restore, name="staged-restore", daemon=True)
+        thread.start()
+        self._staged = (thread, result)
+        log.info("%s: pgBackRest restores %s into %s", layout.unit, target.label, staging)
+
+    def wait_staged_restore(self) -> None:
+        if self._staged is None:
+            raise WorkloadError(f"{self.layout.unit}: no restore was started here")
+        thread, result = self._staged
+        thread.join()
+        self._staged = None
+        if result and result[0].ok:
+            return
+        reason = pgbackrest.extract_error_line(result[0]) if result else "it did not run"
+        self.discard_staged_restore()
+        raise WorkloadError(f"pgBackRest could not restore: {reason}")
+
+    def discard_staged_restore(self) -> None:
+        moveaside.remove_staging(Path(self.layout.data_dir))
+
+    def swap_in_restored(self, aside: str = "") -> str:
+        layout = self.layout
+        data_dir = Path(layout.data_dir)
+        if aside and not moveaside.is_moved_copy(data_dir, Path(aside)):
+            raise WorkloadError(f"{aside} is not a data directory moved aside")
+        swapped = moveaside.swap_in(data_dir, missing_ok=bool(aside))
+        moved = swapped or Path(aside)
+        # As the database user: both directories are its own, so nothing in them (a
+        # link included) can make this write anywhere it could not write itself.
+        names = [
+            n for n in CARRIED_CONFIG if (moved / n).is_file() and not (moved / n).is_symlink()
+        ]
+        steps = [
+            (["cp", "-p", "--", *(str(moved / n) for n in names), str(data_dir)], None),
+            # Until Patroni takes over: the superuser over the socket only (Patroni writes
+            # its own pg_hba.conf then, as the restore's configuration says).
+            (["/bin/sh", "-c", 'cat > "$1"', "sh", str(data_dir / "pg_hba.conf")],
+             f"local all {SUPERUSER} peer map={patroni.PEER_MAP}\n"),
+        ]  # fmt: skip
+        for argv, text in steps:
+            done = processes.run(argv, user=self.db_user, timeout=60, input_text=text)
+            if not done.ok:
+                raise WorkloadError(
+                    f"{layout.unit}: {argv[0]} failed: {done.stderr.strip()[-300:]}"
+                )
+        return str(swapped or "")
+
+    def start_recovery(self, moved: str) -> None:
+        layout = self.layout
+        if not moveaside.is_moved_copy(Path(layout.data_dir), Path(moved)):
+            raise WorkloadError(f"{moved} is not a data directory moved aside")
+        opts = read_text(Path(moved) / "postmaster.opts")
+        argv = postmaster_argv(opts, layout.data_dir, layout.bin_dir)
+        log_file = _recovery_log(layout)
+        # The reason of a failure is read from it: last time's goes first. As the
+        # database user: the folder is its own (root never changes anything there).
+        processes.run(["rm", "-f", "--", str(log_file)], user=self.db_user, timeout=30)
+        self.services.start_recovery(argv, str(log_file))
+        if not self.services.is_running(Service.RECOVERY):
+            raise WorkloadError(f"{layout.unit}: PostgreSQL did not start; see {log_file}")
+
+    def recovery(self) -> Recovery | None:
+        if self.services.is_running(Service.PATRONI):
+            return None
+        layout = self.layout
+        if self.services.is_running(Service.RECOVERY):
+            answer = postgres.read_in_recovery(layout.socket_dir, layout.pg_port, SUPERUSER)
+            return Recovery(Recovery.PROMOTED if answer is False else Recovery.RECOVERING)
+        if not self.services.has_failed(Service.RECOVERY):
+            return None
+        text = read_text(_recovery_log(layout)) or ""
+        fatal = [line for line in text.splitlines() if "FATAL:" in line]
+        reason = fatal[-1].split("FATAL:", 1)[1].strip() if fatal else "PostgreSQL exited"
+        return Recovery(Recovery.ENDED, reason[:300])
+
+    def set_passwords(self) -> None:
+        facts = self._facts()
+        layout = facts.layout
+        if facts.passwords is None:
+            raise WorkloadError(f"{layout.unit}: the database passwords are not known yet")
+        p = facts.passwords
+        roles = (
+            postgres.Role(SUPERUSER, p.superuser),
+            postgres.Role(patroni.REPLICATION_USER, p.replication, replication=True),
+            postgres.Role(patroni.REWIND_USER, p.rewind, rewind=True),
+        )
+        problem = postgres.set_role_passwords(layout.socket_dir, layout.pg_port, roles, SUPERUSER)
+        if problem is not None:
+            raise WorkloadError(f"{layout.unit}: the users' passwords were not set: {problem}")
+
+    def switch_wal(self) -> None:
+        layout = self.layout
+        if not postgres.switch_wal(layout.socket_dir, layout.pg_port, SUPERUSER):
+            raise WorkloadError(f"{layout.unit}: pg_switch_wal() failed")
 
     # --- the data directory -----------------------------------------------------------
 
@@ -475,6 +622,39 @@ class UnitWorkload:
 
     def stop_tls_server(self) -> None:
         self.services.stop(Service.TLS_SERVER)
+
+
+def _recovery_log(layout: UnitLayout) -> Path:
+    """Beside Patroni's log, or pgBackRest's where Patroni logs to its standard error."""
+    return Path(layout.patroni_log_dir or layout.pgbackrest_log_dir) / RECOVERY_LOG
+
+
+def postmaster_argv(opts: str | None, data_dir: str, bin_dir: str) -> list[str]:
+    """The command line Patroni last started PostgreSQL with (``postmaster.opts``, a file
+    the database user can write): only ``<bin_dir>/postgres``, ``-D <data_dir>`` and
+    ``--name=value`` options of plain characters are accepted, nothing else runs."""
+    try:
+        words = shlex.split(opts or "")
+    except ValueError as exc:
+        raise WorkloadError(f"postmaster.opts is not a command line: {exc}") from None
+    program = f"{bin_dir}/postgres"
+    if not words or words[0] != program:
+        raise WorkloadError(f"postmaster.opts does not start {program}")
+    rest = words[1:]
+    if rest[:2] != ["-D", data_dir] and rest[:2] != ["-D", data_dir.rstrip("/")]:
+        raise WorkloadError(f"postmaster.opts does not name the data directory {data_dir}")
+    options = rest[2:]
+    for option in options:
+        if _POSTMASTER_OPTION.fullmatch(option) is None:
+            raise WorkloadError(f"postmaster.opts has an option not allowed: {option[:60]!r}")
+        if (
+            option.startswith("--config-file=")
+            and option != f"--config-file={data_dir}/postgresql.conf"
+        ):
+            raise WorkloadError(
+                f"postmaster.opts names another configuration file: {option[:80]!r}"
+            )
+    return [program, "-D", data_dir, *options]
 
 
 def poll(pred: Callable[[], bool], timeout: float, interval: float) -> bool:

@@ -103,7 +103,7 @@ def desired_config(host: Host) -> WorkloadConfig:
         # `restoring` on: Patroni never bootstraps a member tagged nofailover.
         creating_backup=(bool(unit.get(CREATING_BACKUP)) and unit.get(CONNECTIVITY) == "off")
         or (cluster_restore and restore is not None and restore.stage == STOPPING),
-        restore=_restore_target(restore, host.stanza_name),
+        restore=restore_target(restore, host.stanza_name),
         retention=policy_or_default(host.config_options()).retention,
         replica_restore=(
             replica_source(host, restore)
@@ -135,7 +135,7 @@ def _replica_after_restore(host: Host, stanza: str | None) -> ReplicaRestore | N
     return ReplicaRestore(stanza=stanza, label=pinned.label)
 
 
-def _restore_target(state: RestoreState | None, own_stanza: str) -> RestoreTarget | None:
+def restore_target(state: RestoreState | None, own_stanza: str) -> RestoreTarget | None:
     """A restore in progress as Patroni's pgBackRest bootstrap (docs/restore.md).
 
     pgBackRest 2.45 accepts ``--target`` only with ``--type=time``, ``--target-timeline``

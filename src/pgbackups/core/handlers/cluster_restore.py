@@ -49,7 +49,7 @@ from pgbackups.core.handlers.restore import (
     restore_here,
 )
 from pgbackups.core.handlers.tls_server import reconcile_tls_server
-from pgbackups.core.host import Host, UnitStatus, WorkloadError
+from pgbackups.core.host import Host, Recovery, UnitStatus, WorkloadError
 from pgbackups.core.outcomes import Deferred, Done, Outcome
 from pgbackups.core.restore_state import (
     RECREATING,
@@ -130,6 +130,12 @@ def _restore_when_stopped(host: Host, state: RestoreState) -> Outcome:
     log.error("The restore did not start (%s): the other units take their data back", failed)
     RestoreState.clear(host.app_data, keep_moved_data=True, keep_stages=True)
     RestoreState.set_stage(host.app_data, ROLLING_BACK)
+    # The database was started again on its own data under the `stopping` stage's tags
+    # (nofailover): without this, Patroni never promotes it and the others wait for ever.
+    try:
+        apply_config(host)
+    except WorkloadError as exc:
+        log.error("The configuration after the failed restore was not applied: %s", exc)
     host.set_status(UnitStatus.blocked(failed.message))
     return Done()
 
@@ -241,16 +247,37 @@ def _restore_led_elsewhere(host: Host, state: RestoreState) -> Outcome:
     went, for the new leader."""
     workload = host.workload
     if state.stage == RESTORING:
+        if workload.is_database_service_running() is False:
+            # The restored PostgreSQL recovers on its own (restore.detect_restore_end on
+            # a leader that restores): Patroni takes it over once it promoted.
+            recovery = workload.recovery()
+            state_now = recovery.state if recovery is not None else Recovery.ENDED
+            promoted = state_now == Recovery.PROMOTED
+            if promoted and not all(
+                workload_done(step) for step in (workload.set_passwords, workload.start_database)
+            ):
+                state_now = Recovery.ENDED
+            if state_now == Recovery.ENDED:
+                return _report_failed(host, state)
+            _say(host, UnitStatus.maintenance(msg.RESTORING_BACKUP))
+            return Done()
         member = workload.member_state()
         if workload.bootstrap_failed() or (member is not None and "failed" in member):
-            UnitRestoreState.report_primary(host.unit_data, state.epoch, "failed")
-            kept = f"old data kept at {state.moved_data}" if state.moved_data else ""
-            _say(host, UnitStatus.blocked(msg.with_reason(msg.FAILED_TO_RESTORE_BACKUP, kept)))
-            return Done()
+            return _report_failed(host, state)
         timeline = primary_timeline(workload)
         if timeline is not None:
+            # The new timeline's first segment, for the others' standby restore
+            # (restore._timeline_archived): the new leader cannot close it from there.
+            workload_done(workload.switch_wal)
             UnitRestoreState.report_primary(host.unit_data, state.epoch, str(timeline))
     _say(host, UnitStatus.maintenance(msg.RESTORING_BACKUP))
+    return Done()
+
+
+def _report_failed(host: Host, state: RestoreState) -> Done:
+    UnitRestoreState.report_primary(host.unit_data, state.epoch, "failed")
+    kept = f"old data kept at {state.moved_data}" if state.moved_data else ""
+    _say(host, UnitStatus.blocked(msg.with_reason(msg.FAILED_TO_RESTORE_BACKUP, kept)))
     return Done()
 
 

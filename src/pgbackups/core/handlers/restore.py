@@ -27,6 +27,7 @@ from pgbackups.core.handlers._steps import (
     parse_settings,
     replica_source,
     repository_problem,
+    restore_target,
     restore_timelines,
     workload_done,
     write_marker,
@@ -41,6 +42,7 @@ from pgbackups.core.handlers.health import disk_full_reason
 from pgbackups.core.host import (
     BackupToolError,
     Host,
+    Recovery,
     UnitStatus,
     Workload,
     WorkloadError,
@@ -143,25 +145,51 @@ def _start_cluster_restore(host: Host, wanted: RestoreState) -> Outcome:
 
 
 def restore_here(host: Host, wanted: RestoreState, before: UnitStatus) -> ActionFailed | None:
-    """The leader's own restore: stop, forget the cluster in the DCS, move the data aside,
-    record the keys, bootstrap from the backup. None when Patroni was started; otherwise
-    the failure, with the status set (``before`` again while nothing was moved, Blocked
-    when the database did not start again or after the data was moved)."""
+    """The leader's own restore: pgBackRest restores into a new directory while the
+    database stops and the cluster is forgotten in the DCS; the copy replaces the data
+    directory (moved aside, never deleted), the keys are recorded, and PostgreSQL starts
+    on the copy to recover to the target. None once it started (detect_restore_end
+    watches it promote and has Patroni take it over); otherwise the failure, with the
+    status set: ``before`` again while the data directory was untouched (the database is
+    started as it was), Blocked once it was moved aside."""
     host.set_status(UnitStatus.maintenance(msg.RESTORING_BACKUP))
     workload = host.workload
-    if not workload_done(workload.stop_database):
-        host.set_status(before)
-        return _restore_refused(_restore_failure("could not stop the database"))
-    if not workload_done(workload.remove_dcs_state):
-        return _start_again(host, before, "could not remove the previous cluster from the DCS")
+    target = restore_target(replace(wanted, stage=RESTORING), host.stanza_name)
+    assert target is not None  # a restoring state always has one
     try:
-        moved = workload.move_data_aside() or ""
+        workload.start_staged_restore(target)
     except WorkloadError as exc:
         log.error("%s", exc)
+        host.set_status(before)
+        return _restore_refused(_restore_failure(f"could not begin the restore: {exc}"))
+    stopped = workload_done(workload.stop_database)
+    forgotten = stopped and workload_done(workload.remove_dcs_state)
+    try:
+        workload.wait_staged_restore()
+    except WorkloadError as exc:
+        log.error("%s", exc)
+        if not stopped:
+            host.set_status(before)
+            return _restore_refused(_restore_failure(str(exc)))
+        return _start_again(host, before, str(exc))
+    if not stopped or not forgotten:
+        workload_done(workload.discard_staged_restore)
+        if not stopped:
+            host.set_status(before)
+            return _restore_refused(_restore_failure("could not stop the database"))
+        return _start_again(host, before, "could not remove the previous cluster from the DCS")
+    try:
+        moved = workload.swap_in_restored(wanted.moved_data)
+    except WorkloadError as exc:
+        log.error("%s", exc)
+        workload_done(workload.discard_staged_restore)
         return _start_again(host, before, "could not move the data directory aside")
     kept = _record_restore(host, wanted, moved)
-    apply_config(host)  # Patroni now bootstraps from the pgBackRest backup
-    if not workload_done(workload.start_database):
+    apply_config(host)  # the restore's configuration, for Patroni once it takes over
+    try:
+        workload.start_recovery(moved or kept)
+    except WorkloadError as exc:
+        log.error("%s", exc)
         message = _restore_failure(f"the database did not start; old data kept at {kept}")
         host.set_status(UnitStatus.blocked(message))
         return _restore_refused(message)
@@ -353,6 +381,8 @@ def detect_restore_end(host: Host, state: RestoreState) -> Outcome:
     """Still restoring (nothing), failed (Blocked once, everything kept), or done."""
     workload = host.workload
     moved = state.moved_data
+    if workload.is_database_service_running() is False:
+        return _watch_recovery(host, state)
     member = workload.member_state()
     failed = workload.bootstrap_failed() or (member is not None and "failed" in member)
     if failed:
@@ -377,21 +407,59 @@ def detect_restore_end(host: Host, state: RestoreState) -> Outcome:
             return _restore_short(host, state, short)
     if host.peers():
         return primary_restored(host, state, timeline)
+    # The new timeline's first segment to the archive now, not at archive_timeout: a unit
+    # added from the repository soon after needs it (_timeline_archived says why).
+    workload_done(workload.switch_wal)
     finish_restore(host, state, timeline)
+    return Done()
+
+
+def _watch_recovery(host: Host, state: RestoreState) -> Done:
+    """Patroni does not run: the restored PostgreSQL recovers on its own. Once it has
+    promoted at the target Patroni takes it over as the primary (the end is then seen
+    as before, from Patroni); if it ended before, or nothing runs, the restore failed."""
+    workload = host.workload
+    recovery = workload.recovery()
+    if recovery is not None and recovery.state == Recovery.RECOVERING:
+        return Done()
+    if recovery is not None and recovery.state == Recovery.PROMOTED:
+        log.info("The restored database ended recovery at its target: Patroni takes it over")
+        return _take_over(host, state)
+    if is_failed_restore_status(host.get_status()):
+        return Done()  # reported once
+    reason = recovery.reason if recovery is not None else "the restored database is not running"
+    if state.to_time:
+        log.error("The restored database stopped before its target: %s", reason)
+        return _pitr_failed(host, state)
+    return _restore_failed(host, state.moved_data, None, reason)
+
+
+def _take_over(host: Host, state: RestoreState) -> Done:
+    """This cluster's passwords on the restored database's users (Patroni's bootstrap set
+    them; a backup of another cluster, or from before a password changed, has others:
+    replicas could not connect), then Patroni, which takes the primary over."""
+    workload = host.workload
+    if not workload_done(workload.set_passwords):
+        return _restore_failed(host, state.moved_data, None, "the users' passwords were not set")
+    if not workload_done(workload.start_database):
+        return _restore_failed(host, state.moved_data, None, "Patroni did not start")
     return Done()
 
 
 def primary_restored(host: Host, state: RestoreState, timeline: int) -> Done:
     """The restored primary runs: the other units may re-create themselves from it. From
-    the repository, only once the new timeline's ``.history`` is archived: a standby
-    started before would follow the old timeline past the branch point."""
+    the repository, only once the new timeline's ``.history`` and its first WAL segment
+    are archived (_timeline_archived): a standby started before follows the old timeline
+    past the branch point, and never streams."""
     source = replica_source(host, state)
-    if source.stanza is not None and not _history_archived(host, source.stanza, timeline):
+    own = not state.restores_elsewhere(host.unit_name)
+    if source.stanza is not None and not _timeline_archived(host, source.stanza, timeline, own):
         host.set_status(
             UnitStatus.maintenance(
                 msg.with_reason(
                     msg.RESTORING_BACKUP,
-                    f"waiting for timeline {timeline}'s history to reach the repository",
+                    f"waiting for timeline {timeline}'s history and first WAL segment "
+                    "to reach the repository",
                 )
             )
         )
@@ -411,12 +479,28 @@ def primary_restored(host: Host, state: RestoreState, timeline: int) -> Done:
     return Done()
 
 
-def _history_archived(host: Host, stanza: str, timeline: int) -> bool:
+def _timeline_archived(host: Host, stanza: str, timeline: int, own: bool) -> bool:
+    """The new timeline's ``.history`` and a segment of it are in the repository.
+
+    A standby restored from the backup replays the old timeline up to the branch point,
+    then asks the archive for the new timeline's copy of the segment the branch is in.
+    While that segment is the primary's current one it is not archived, and PostgreSQL
+    falls back to the old timeline's copy (which the old primary archived when it shut
+    down) and replays past the branch point: "requested starting point ... is ahead of
+    the WAL flush position" for ever. So the segment is closed (pg_switch_wal, here when
+    this unit is the primary, ``own``; by the restoring unit otherwise) and waited for.
+    (Patroni's pgBackRest bootstrap restarted PostgreSQL after recovery, and that shutdown
+    closed it.)"""
     try:
-        return any(t.timeline == timeline for t in host.backup_tool.timelines(stanza))
+        listing = host.backup_tool.archive(stanza)
     except BackupToolError as exc:
         log.warning("The archived timelines cannot be listed: %s", exc)
         return False
+    history = any(t.timeline == timeline for t in listing.timelines)
+    segment = any(s.timeline == timeline for s in listing.segments)
+    if own and not segment:
+        workload_done(host.workload.switch_wal)
+    return history and segment
 
 
 # Patroni's member state when its bootstrap command (pgbackrest restore) exited non-zero:
@@ -439,12 +523,13 @@ def is_failed_restore_status(status: UnitStatus) -> bool:
     return status.is_blocked and msg.is_failed_restore(status.message)
 
 
-def _restore_failed(host: Host, moved: str, state: str | None) -> Done:
+def _restore_failed(host: Host, moved: str, state: str | None, why: str = "") -> Done:
     """Blocked, the restore keys kept (a new restore is allowed), the old data kept. A
-    restore that filled the disk says so first: that is what the user must fix."""
+    restore that filled the disk says so first: that is what the user must fix; ``why``
+    (the restored database's own reason) next."""
     kept = f"old data kept at {moved}" if moved else ""
     full = disk_full_reason(host.workload.data_disk())
-    reason = "; ".join(part for part in (full, kept) if part)
+    reason = "; ".join(part for part in (full, why, kept) if part)
     message = msg.with_reason(msg.FAILED_TO_RESTORE_BACKUP, reason)
     log.error("Restore failed: Patroni member state %s; %s", state, reason or "no old data")
     host.set_status(UnitStatus.blocked(message))

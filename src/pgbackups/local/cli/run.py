@@ -138,7 +138,7 @@ def wait_for_restore(runtime: Runtime, unit: str, progress: Progress, timeout: f
                 f"complete: pgbackups status --name {cluster.name}"
             )
         seen = _members(runtime)
-        member = seen.get(unit, (None, None))[0]
+        member = seen.get(unit, (None, None, None))[0]
         others = _others(runtime, unit)
         progress.say(
             f"restoring: {unit} {message or status} (Patroni member state {member or 'starting'})"
@@ -147,17 +147,23 @@ def wait_for_restore(runtime: Runtime, unit: str, progress: Progress, timeout: f
         _until_members_change(runtime, seen, RESTORE_POLL_SECONDS)
 
 
-Members = dict[str, tuple[str | None, bool | None]]
+Members = dict[str, tuple[str | None, bool | None, str | None]]
 
 
 def _members(runtime: Runtime) -> Members:
-    """Each unit's Patroni member state and whether it runs as the primary (None: no
-    answer), asked from the unit's machine."""
+    """Each unit's Patroni member state, whether it runs as the primary (None: no
+    answer), and, while Patroni does not run, where a restored PostgreSQL's recovery is
+    (its promotion is what lets Patroni take over), asked from the unit's machine."""
     seen: Members = {}
     for unit in runtime.cluster.units():
         with runtime.machine_of(unit.name):
             workload = runtime.host_for(unit.name).workload
-            seen[unit.name] = (workload.member_state(), workload.is_primary())
+            recovery = workload.recovery()
+            seen[unit.name] = (
+                workload.member_state(),
+                workload.is_primary(),
+                recovery.state if recovery is not None else None,
+            )
     return seen
 
 

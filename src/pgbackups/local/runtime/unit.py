@@ -47,6 +47,15 @@ def stanza_name(cluster: _Named) -> str:
     return f"local.{cluster.name}"
 
 
+# The cluster-state key of the PostgreSQL a restore starts on the restored data, until
+# Patroni takes it over (workload.services.Service.RECOVERY).
+RECOVERY_PREFIX = "postgresql-recovery:"
+
+
+def recovery_key(unit: Unit) -> str:
+    return RECOVERY_PREFIX + unit.name
+
+
 def tls_server_address(unit: Unit) -> str:
     return f"{unit.tls_server_host}:{unit.pgbackrest_port}"
 
@@ -232,11 +241,16 @@ class Unit:
         self.prepare()
         if config is not None or not self.paths.patroni_config.exists():
             self.write_config(config or DEFAULT_CONFIG)
-        self._stop_orphan_postmaster()
+        restored = self._restored_postmaster()
+        self._stop_orphan_postmaster(spare=restored)
+        # The restored PostgreSQL holds its port: Patroni takes it over as it runs.
+        ports = [(self.rest_port, "Patroni REST")]
+        if restored is None or restored != self.postmaster_pid():
+            ports.insert(0, (self.pg_port, "PostgreSQL"))
         # On its machine: Patroni, PostgreSQL and what they run (archive_command's
         # pgBackRest) live in the machine's network namespace.
         with self.cluster.inside(self.machine):
-            for port, what in ((self.pg_port, "PostgreSQL"), (self.rest_port, "Patroni REST")):
+            for port, what in ports:
                 ports_mod.require_free(port, f"{self.name} {what}", self.host)
             pid = processes.spawn(
                 [programs.find("patroni"), str(self.paths.patroni_config)],
@@ -278,11 +292,21 @@ class Unit:
                 log.warning("%s stopped, but its record stays: %s", self.name, exc)
         return ok
 
-    def _stop_orphan_postmaster(self) -> None:
+    def _restored_postmaster(self) -> int | None:
+        """The PID of the PostgreSQL a restore started on the restored data (recorded by
+        UnitServices.start_recovery) while it still runs: Patroni takes it over."""
+        record = self.cluster.state().processes.get(recovery_key(self))
+        return record.pid if record is not None and record.is_ours() else None
+
+    def _stop_orphan_postmaster(self, spare: int | None = None) -> None:
         """A postmaster left behind by a Patroni that died (PostgreSQL is detached).
-        Identified by its postmaster.pid and a command line naming our data dir."""
+        Identified by its postmaster.pid and a command line naming our data dir.
+        ``spare``: the restored PostgreSQL Patroni is started to take over."""
         pid = self.postmaster_pid()
         if pid is None:
+            return
+        if pid == spare:
+            log.info("%s: Patroni takes over the restored PostgreSQL (pid %d)", self.name, pid)
             return
         log.warning("%s: stopping orphan postmaster %d", self.name, pid)
         processes.stop(pid, timeout=60, sig=signal.SIGINT)
