@@ -19,6 +19,7 @@ from pgbackups.adapters.pgbackrest import (
     PgBackRestConfig,
     Timeouts,
     TlsServerConfig,
+    archive_get_command,
     detect_features,
     render_config,
     write_ca_chain,
@@ -27,7 +28,7 @@ from pgbackups.adapters.pgbackrest import (
 from pgbackups.adapters.processes import OsUser
 from pgbackups.adapters.s3 import S3Bucket
 from pgbackups.core import archive
-from pgbackups.core.host import BackupToolError, CommandResult
+from pgbackups.core.host import BackupToolError, CommandResult, RestoreTarget
 from pgbackups.core.repository import TimelineBranch
 
 pytestmark = pytest.mark.real
@@ -449,3 +450,30 @@ def test_backup_from_the_standby_over_tls(
     full, incr = info.backups
     assert (full.type, incr.type) == ("full", "incr")
     assert incr.reference == (full.label,)
+
+
+def test_a_restore_beside_the_data_directory_leaves_the_units_spool_alone(
+    setup: Setup, db_user: OsUser
+) -> None:
+    """A restore into another directory while the database runs (a restore's first
+    step): its own spool, so the unit's archive-push queue (what the stopping database
+    pushes meanwhile) is never removed under it; recovery is told where the archive is
+    with that spool and the data directory's final path."""
+    tool = setup.tool
+    [stanza] = tool.info(STANZA)
+    assert stanza.backups, "test_stanza_backups_info_timelines took them"
+    queue = owned_dir(setup.base / "spool" / "archive" / STANZA / "out", db_user)
+    acknowledged = queue / "000000010000000000000042.ok"
+    acknowledged.write_text("")
+    staging = owned_dir(setup.base / "restored", db_user, 0o700)
+    spool = str(setup.base / "spool" / "restore")
+    command = archive_get_command(str(setup.base / "pgbackrest.conf"), STANZA, "/the/data", spool)
+    target = RestoreTarget(stanza=STANZA, label=stanza.backups[0].label)
+    result = tool.restore(str(staging), target, restore_command=command, spool_path=spool)
+    assert result.ok, tool.error_line(result)
+    assert (staging / "PG_VERSION").read_text().strip() == "15"
+    assert (staging / "recovery.signal").exists()
+    auto = (staging / "postgresql.auto.conf").read_text()
+    assert f"--pg1-path=/the/data --spool-path={spool} archive-get %f" in auto, auto
+    assert "recovery_target = 'immediate'" in auto and "recovery_target_action = 'promote'" in auto
+    assert acknowledged.exists(), "the unit's archive-push queue was left alone"

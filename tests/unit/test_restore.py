@@ -347,7 +347,11 @@ BEFORE_MOVED = {
         "could not remove the previous cluster from the DCS",
     ),
     "pgbackrest-fails": (
-        ["workload.remove_dcs_state", "workload.wait_staged_restore"],
+        [
+            "workload.remove_dcs_state",
+            "workload.wait_staged_restore",
+            "workload.discard_staged_restore",
+        ],
         "wait_staged_restore failed",
     ),
     "swap-fails": (
@@ -805,3 +809,21 @@ def test_a_restore_that_filled_the_disk_says_so_first() -> None:
         f"/var/lib/pgbackups/main; old data kept at {MOVED_DATA}"
     )
     assert host.app_dict == {"cluster_initialised": "True", **RESTORING}, "keys and data kept"
+
+
+def test_a_restore_that_fills_the_disk_says_so_and_changes_nothing() -> None:
+    """pgBackRest's restore beside the data directory ran out of room: the disk is named
+    first, its partial copy removed, and the database runs its own data again."""
+    host = restore_host()
+    host.fake_workload.staged_ok = False
+    host.fake_workload.disk = DiskSpace("/data", 1 << 20, 1 << 33)
+    outcome = on_restore(host, {"backup-id": BACKUP_ID})
+    assert isinstance(outcome, ActionFailed)
+    assert outcome.message.startswith(f"{msg.FAILED_TO_RESTORE_BACKUP}: disk full: ")
+    assert outcome.message.endswith("wait_staged_restore failed")
+    assert host.effects[-3:] == [
+        "workload.discard_staged_restore",
+        "workload.start_database",
+        "set_status(active: Primary)",
+    ]
+    assert "restoring-backup" not in host.app_dict

@@ -932,12 +932,18 @@ def restore_options(target: RestoreTarget) -> list[str]:
     return options
 
 
-def archive_get_command(config_path: str, stanza: str, pg_path: str) -> str:
+def archive_get_command(config_path: str, stanza: str, pg_path: str, spool_path: str) -> str:
     """The ``restore_command`` of a restore's recovery: archive-get from ``stanza``, which
     may be another cluster's (a migration), with no section of its own in the
     configuration: ``--pg1-path`` is given as pgBackRest gives it in the command it
-    writes (there it names the directory restored into, renamed before PostgreSQL runs)."""
-    words = (f"--config={config_path}", f"--stanza={stanza}", f"--pg1-path={pg_path}")
+    writes (there it names the directory restored into, renamed before PostgreSQL runs).
+    ``spool_path``: the restore's own (see :meth:`PgBackRest.restore`)."""
+    words = (
+        f"--config={config_path}",
+        f"--stanza={stanza}",
+        f"--pg1-path={pg_path}",
+        f"--spool-path={spool_path}",
+    )
     return f'{PROGRAM} {" ".join(shlex.quote(w) for w in words)} archive-get %f "%p"'
 
 
@@ -1143,14 +1149,21 @@ class PgBackRest:
         )
 
     def restore(
-        self, pg_path: str, target: RestoreTarget, *, restore_command: str
+        self, pg_path: str, target: RestoreTarget, *, restore_command: str, spool_path: str
     ) -> CommandResult:
         """Restore ``target`` into ``pg_path`` (an empty directory: never the live data
         directory, which stays as it is until the restored copy replaces it). Recovery then
         fetches WAL with ``restore_command``, not with the command pgBackRest would write
-        (it names ``pg_path``, which is renamed before PostgreSQL starts)."""
+        (it names ``pg_path``, which is renamed before PostgreSQL starts).
+
+        ``spool_path``: a spool of the restore's own. pgBackRest's restore removes the
+        spool's ``archive/<stanza>`` (a stale archive-get queue must not feed the new
+        recovery); the unit's own spool is where the database, still stopping meanwhile,
+        queues its last WAL for archive-push: the removal failed under it ("Directory not
+        empty"), and would lose that queue's acknowledgements."""
         argv = self.argv(
             "restore",
+            f"--spool-path={spool_path}",
             f"--pg1-path={pg_path}",
             *restore_options(target),
             f"--recovery-option=restore_command={restore_command}",

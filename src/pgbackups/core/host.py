@@ -414,8 +414,8 @@ class Workload(Protocol):
 
     def wait_staged_restore(self) -> None:
         """Until the restore :meth:`start_staged_restore` began has ended; raises
-        WorkloadError (pgBackRest's reason) when it failed, and the partial copy is
-        removed then: the data directory itself was never touched."""
+        WorkloadError (pgBackRest's reason) when it failed (the data directory itself
+        was never touched; :meth:`discard_staged_restore` removes the partial copy)."""
         ...
 
     def discard_staged_restore(self) -> None:

@@ -51,6 +51,8 @@ FAILED_STATES = frozenset({"start failed", "bootstrap failed", "crashed"})
 # GET /patroni of a member whose data directory holds no cluster Patroni can start (what a
 # killed replica creation left): Patroni waits for a person to reinitialize it.
 STALLED_ROLE, STALLED_STATE = "uninitialized", "stopped"
+# The restore's own pgBackRest spool, in the unit's (the database user's) spool folder.
+RESTORE_SPOOL = "restore"
 # What PostgreSQL started on restored data logs (start_recovery), beside Patroni's log.
 RECOVERY_LOG = "postgresql-recovery.log"
 # The files of the data directory that are Patroni's rendering for this unit, not the
@@ -393,13 +395,18 @@ class UnitWorkload:
             user=self.db_user,
             timeouts=pgbackrest.Timeouts(io=layout.io_timeout),
         )
+        # A spool of the restore's own, fresh each time (PgBackRest.restore says why).
+        spool = f"{layout.pgbackrest_spool_dir}/{RESTORE_SPOOL}"
+        processes.run(["rm", "-rf", "--", spool], user=self.db_user, timeout=120)
         command = pgbackrest.archive_get_command(
-            layout.pgbackrest_config, target.stanza, layout.data_dir
+            layout.pgbackrest_config, target.stanza, layout.data_dir, spool
         )
         result: list[CommandResult] = []
 
         def restore() -> None:
-            result.append(tool.restore(str(staging), target, restore_command=command))
+            result.append(
+                tool.restore(str(staging), target, restore_command=command, spool_path=spool)
+            )
 
         # A thread, not a process of ours: it inherits this thread's network namespace
         # (a local unit's machine) and pgBackRest's output is scrubbed as any command's.
@@ -417,7 +424,6 @@ class UnitWorkload:
         if result and result[0].ok:
             return
         reason = pgbackrest.extract_error_line(result[0]) if result else "it did not run"
-        self.discard_staged_restore()
         raise WorkloadError(f"pgBackRest could not restore: {reason}")
 
     def discard_staged_restore(self) -> None:

@@ -168,10 +168,14 @@ def restore_here(host: Host, wanted: RestoreState, before: UnitStatus) -> Action
         workload.wait_staged_restore()
     except WorkloadError as exc:
         log.error("%s", exc)
+        # A restore that filled the disk says so first (before its copy is removed).
+        full = disk_full_reason(workload.data_disk())
+        reason = "; ".join(part for part in (full, str(exc)) if part)
+        workload_done(workload.discard_staged_restore)
         if not stopped:
             host.set_status(before)
-            return _restore_refused(_restore_failure(str(exc)))
-        return _start_again(host, before, str(exc))
+            return _restore_refused(_restore_failure(reason))
+        return _start_again(host, before, reason)
     if not stopped or not forgotten:
         workload_done(workload.discard_staged_restore)
         if not stopped:
