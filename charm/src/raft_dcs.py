@@ -164,6 +164,11 @@ class RaftDcs:
             return None
         return [str(a) for a in answer]
 
+    def remove_cluster(self, facts: UnitFacts) -> bool:
+        """No client of ours for Patroni's Raft: ``patronictl remove`` deletes the keys
+        through the members (they run on every unit, Patroni running or not)."""
+        return False
+
     def forget_member(self, facts: UnitFacts, address: str) -> None:
         """Remove a departed unit from the Raft group, through this (remaining) member.
         Nothing to do when it is no member any more (it left by itself): pysyncobj

@@ -254,3 +254,24 @@ def test_tcp_needs_a_password(member: Member) -> None:
         psycopg.connect(
             host="127.0.0.1", port=m.pg_port, user="postgres", password="wrong", dbname="postgres"
         ).close()
+
+
+def test_a_clusters_keys_are_removed_in_one_request_and_nothing_else(
+    etcd_server: Etcd,
+) -> None:
+    """What a restore's DCS removal deletes (patronictl remove's keys, without its
+    Python start): every key under the scope, not another cluster's whose name begins
+    the same; and only with the cluster's client certificate."""
+    context = etcd.client_context(etcd_server.tls)
+    for key in (b"/service/it/leader", b"/service/it/members/it-0", b"/service/it2/leader"):
+        body = json.dumps({"key": base64.b64encode(key).decode(), "value": "eA=="}).encode()
+        req = urllib.request.Request(etcd_server.url + "/v3/kv/put", data=body, method="POST")  # noqa: S310
+        with urllib.request.urlopen(req, timeout=5, context=context):  # noqa: S310
+            pass
+    endpoint = f"127.0.0.1:{etcd_server.port}"
+    assert etcd.delete_prefix(endpoint, etcd_server.tls, "/service/it/") >= 2
+    assert etcd.delete_prefix(endpoint, etcd_server.tls, "/service/it/") == 0
+    body = json.dumps({"key": base64.b64encode(b"/service/it2/leader").decode()}).encode()
+    req = urllib.request.Request(etcd_server.url + "/v3/kv/range", data=body, method="POST")  # noqa: S310
+    with urllib.request.urlopen(req, timeout=5, context=context) as resp:  # noqa: S310
+        assert json.loads(resp.read()).get("count") == "1", "another cluster's key stays"

@@ -145,3 +145,14 @@ def test_spawn_log_is_the_database_users_and_the_pid_is_the_program(db_folder: P
         assert cmdline[:2] == [b"sleep", b"30"]  # the program itself, stoppable by PID
     finally:
         processes.stop(pid, timeout=5)
+
+
+def test_a_spawned_daemon_that_ends_leaves_no_zombie(tmp_path: Path) -> None:
+    """Reaped by us as it ends, without anyone asking: a zombie child of a long-lived
+    process (the agent) looks alive to another program that waits for it (Patroni, for a
+    restore's PostgreSQL it took over), which then waits for ever."""
+    pid = processes.spawn(["/bin/sleep", "0.2"], log_file=tmp_path / "sleep.log")
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}").exists():
+        assert time.monotonic() < deadline, Path(f"/proc/{pid}/stat").read_text()
+        time.sleep(0.05)

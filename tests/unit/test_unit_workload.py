@@ -141,6 +141,9 @@ class SectionDcs:
     def forget_member(self, facts: UnitFacts, address: str) -> None:
         self.forgotten.append(address)
 
+    def remove_cluster(self, facts: UnitFacts) -> bool:
+        return False  # as the charm's Raft: patronictl removes the keys
+
 
 def test_patroni_yaml_carries_the_hosts_dcs_in_place_of_etcd3() -> None:
     dcs = SectionDcs({"raft": {"self_addr": "10.0.0.1:2222"}})

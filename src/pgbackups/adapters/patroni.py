@@ -44,6 +44,8 @@ ARCHIVE_HOLD_COMMAND = (
     "echo 'pgbackups: WAL archiving held until the S3 repository works' >&2; exit 1"
 )
 REPLICATION_USER = "replicator"
+# Patroni's DCS namespace (its default): a cluster's keys are <namespace><scope>/...
+NAMESPACE = "/service/"
 REWIND_USER = "rewind_user"
 # The user every write request to Patroni's REST API authenticates as (HTTP basic auth).
 REST_API_USER = "pgbackups"
@@ -104,7 +106,7 @@ class PatroniMember:
     passwords: PatroniPasswords = field(repr=False)
     pgpass: str
     pgbackrest_config: str
-    namespace: str = "/service/"
+    namespace: str = NAMESPACE
     bin_dir: str = DEFAULT_BIN_DIR
     log_dir: str | None = None  # None: Patroni logs to stderr (the spawn log file)
     ssl: TlsMaterial | None = None  # PostgreSQL serves TLS with these files

@@ -16,6 +16,7 @@ import os
 import pwd
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -296,6 +297,12 @@ def spawn(
                 cwd=cwd,
                 start_new_session=True,
             )
+    # Reaped here when it ends, by a thread of ours: a long-lived caller (the cluster's
+    # agent, a benchmark) would otherwise keep it a zombie, which another program that
+    # waits for it to end cannot reap, and waits on for ever (Patroni stopping a
+    # PostgreSQL it took over: a restore's, started here). A caller that ends first
+    # leaves it to init, as before.
+    threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
     log.debug("spawned pid %d: %s", proc.pid, args[0])
     return proc.pid
 

@@ -21,6 +21,13 @@ class Dcs(Protocol):
         """Remove a departed unit (at ``address``) from the DCS; raises WorkloadError."""
         ...
 
+    def remove_cluster(self, facts: UnitFacts) -> bool:
+        """Delete the cluster's keys (a restore) with a client of this DCS's own: True
+        when done; False when this DCS has none, and ``patronictl remove`` does it (it
+        starts a Python with Patroni's modules: about half a second of a restore).
+        Raises WorkloadError."""
+        ...
+
 
 def with_dcs(rendered: Mapping[str, Any], section: Mapping[str, Any]) -> dict[str, Any]:
     """Patroni's YAML with its DCS section replaced by ``section``, in the same place."""

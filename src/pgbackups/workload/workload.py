@@ -364,7 +364,10 @@ class UnitWorkload:
         self._client().reinitialize()  # PatroniUnavailable is a WorkloadError
 
     def remove_dcs_state(self) -> None:
-        layout = self.layout
+        facts = self._facts()
+        if self.dcs.remove_cluster(facts):
+            return
+        layout = facts.layout
         result = patroni.remove_dcs_state(layout.patroni_config, layout.scope, user=self.db_user)
         if not result.ok:
             reason = (result.stderr or result.stdout).strip()[-500:]

@@ -10,6 +10,7 @@ passwords: the cluster already has a CA, there is no moment between start and
 
 from __future__ import annotations
 
+import base64
 import json
 import ssl
 import urllib.error
@@ -130,3 +131,22 @@ def is_healthy(client_port: int, tls: EtcdTls, timeout: float = 1.0, host: str =
     except (OSError, ValueError, urllib.error.URLError):
         return False
     return isinstance(data, dict) and str(data.get("health")) == "true"
+
+
+def delete_prefix(endpoint: str, tls: EtcdTls, prefix: str, timeout: float = 10.0) -> int:
+    """Delete every key under ``prefix`` in one request to etcd's v3 gateway; the number
+    deleted. Raises OSError (unreachable, or etcd refused it)."""
+    raw = prefix.encode()
+    end = raw[:-1] + bytes([raw[-1] + 1])  # the first key past the prefix
+    body = json.dumps(
+        {"key": base64.b64encode(raw).decode(), "range_end": base64.b64encode(end).decode()}
+    ).encode()
+    request = urllib.request.Request(
+        f"https://{endpoint}/v3/kv/deleterange", data=body, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout, context=client_context(tls)) as resp:  # noqa: S310
+            answer = json.loads(resp.read())
+    except (urllib.error.URLError, ValueError) as exc:
+        raise OSError(f"etcd at {endpoint} did not delete {prefix}: {exc}") from exc
+    return int(answer.get("deleted", 0))

@@ -6,6 +6,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from pgbackups.adapters import patroni
+from pgbackups.core.host import WorkloadError
 from pgbackups.local.machinery import etcd
 from pgbackups.local.machinery.etcd import EtcdTls
 from pgbackups.workload.layout import UnitFacts
@@ -27,3 +29,14 @@ class EtcdDcs:
     def forget_member(self, facts: UnitFacts, address: str) -> None:
         # A member's key in etcd expires with Patroni's TTL once it stops: nothing to do.
         log.debug("etcd forgets the member at %s by itself", address)
+
+    def remove_cluster(self, facts: UnitFacts) -> bool:
+        """What ``patronictl remove`` deletes (every key under Patroni's namespace and
+        the scope), in one request to etcd's v3 gateway."""
+        prefix = f"{patroni.NAMESPACE}{facts.layout.scope}/"
+        try:
+            deleted = etcd.delete_prefix(self.endpoint, self.tls, prefix)
+        except OSError as exc:
+            raise WorkloadError(f"{facts.layout.unit}: {exc}") from exc
+        log.info("%s: removed %d keys of %s from etcd", facts.layout.unit, deleted, prefix)
+        return True
