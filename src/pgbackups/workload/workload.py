@@ -437,27 +437,36 @@ class UnitWorkload:
         data_dir = Path(layout.data_dir)
         if aside and not moveaside.is_moved_copy(data_dir, Path(aside)):
             raise WorkloadError(f"{aside} is not a data directory moved aside")
+        # Into the restored copy before it takes the data directory's place: a failure
+        # here leaves the data directory as it was (the restore starts it again).
+        source = data_dir if data_dir.is_dir() else Path(aside)
+        self._carry_config(source, data_dir.with_name(data_dir.name + moveaside.STAGING_SUFFIX))
         swapped = moveaside.swap_in(data_dir, missing_ok=bool(aside))
-        moved = swapped or Path(aside)
-        # As the database user: both directories are its own, so nothing in them (a
-        # link included) can make this write anywhere it could not write itself.
+        return str(swapped or "")
+
+    def _carry_config(self, source: Path, staging: Path) -> None:
+        """This unit's Patroni-rendered configuration files from ``source`` into the
+        restored copy, and a pg_hba.conf that lets in only the superuser over the socket
+        until Patroni takes over (it writes its own then, as the restore's configuration
+        says). As the database user: both directories are its own, so nothing in them (a
+        link included) can make this write anywhere it could not write itself."""
         names = [
-            n for n in CARRIED_CONFIG if (moved / n).is_file() and not (moved / n).is_symlink()
+            n for n in CARRIED_CONFIG if (source / n).is_file() and not (source / n).is_symlink()
         ]
-        steps = [
-            (["cp", "-p", "--", *(str(moved / n) for n in names), str(data_dir)], None),
-            # Until Patroni takes over: the superuser over the socket only (Patroni writes
-            # its own pg_hba.conf then, as the restore's configuration says).
-            (["/bin/sh", "-c", 'cat > "$1"', "sh", str(data_dir / "pg_hba.conf")],
+        steps: list[tuple[list[str], str | None]] = [
+            (["/bin/sh", "-c", 'cat > "$1"', "sh", str(staging / "pg_hba.conf")],
              f"local all {SUPERUSER} peer map={patroni.PEER_MAP}\n"),
         ]  # fmt: skip
+        if names:
+            steps.insert(
+                0, (["cp", "-p", "--", *(str(source / n) for n in names), str(staging)], None)
+            )
         for argv, text in steps:
             done = processes.run(argv, user=self.db_user, timeout=60, input_text=text)
             if not done.ok:
                 raise WorkloadError(
-                    f"{layout.unit}: {argv[0]} failed: {done.stderr.strip()[-300:]}"
+                    f"{self.layout.unit}: {argv[0]} failed: {done.stderr.strip()[-300:]}"
                 )
-        return str(swapped or "")
 
     def start_recovery(self, moved: str) -> None:
         layout = self.layout
