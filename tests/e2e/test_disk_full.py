@@ -58,7 +58,7 @@ def test_a_restore_that_fills_the_disk_changes_nothing(
     unit = cluster.unit(UNIT)
     assert run_cli("s3", "set", "--name", NAME).returncode == 0
     unit.query("create table t (v text)")
-    unit.query("insert into t select 'in the backup ' || g from generate_series(1, 100000) g")
+    unit.query("insert into t select 'in the backup ' || g from generate_series(1, 2000000) g")
     res = run_cli("run", "--name", NAME, UNIT, "create-backup", "--json")
     assert res.returncode == 0, res.stderr
     backup_id = json.loads(res.stdout)["results"]["backup-id"]
@@ -66,12 +66,13 @@ def test_a_restore_that_fills_the_disk_changes_nothing(
     unit.query("checkpoint")
     rows = unit.query("select count(*) from t")[0][0]
 
-    # The disk: 96 MiB more than the unit uses (room for PostgreSQL to go on: a stop and
-    # a promotion each want new WAL segments of 16 MiB), then
-    # nearly full (less room than the backup needs to be restored).
+    # The disk: 96 MiB more than the unit uses, then filled to 64 MiB free: room for
+    # the database to go on (its stop, its restart and promotion each want a new 16 MiB
+    # WAL segment), not for the restored copy pgBackRest writes beside the data (about
+    # 130 MiB).
     usage = shutil.disk_usage(unit.paths.root)
     tmpfs.resize(unit.paths.root, f"{(usage.used + 96 * MiB) // 1024}k")
-    filler = tmpfs.fill(unit.paths.root, leave=6 * MiB)
+    filler = tmpfs.fill(unit.paths.root, leave=64 * MiB)
     res = run_cli(
         "run", "--name", NAME, UNIT, "restore", f"backup-id={backup_id}",
         "--wait", "--timeout", "180", timeout=240,
@@ -95,8 +96,11 @@ def test_a_restore_that_fills_the_disk_changes_nothing(
     res = run_cli("run", "--name", NAME, UNIT, "rollback-restore")
     assert res.returncode == 1 and "No failed restore to roll back" in res.stderr, res.stderr
 
-    # Room again: the same restore works.
+    # Room again (the filler gone, the disk grown: the restored copy and the old data
+    # both fit): the same restore works.
     filler.unlink()
+    usage = shutil.disk_usage(unit.paths.root)
+    tmpfs.resize(unit.paths.root, f"{(usage.used + 400 * MiB) // 1024}k")
     res = run_cli(
         "run", "--name", NAME, UNIT, "restore", f"backup-id={backup_id}",
         "--wait", "--timeout", "180", timeout=240,
