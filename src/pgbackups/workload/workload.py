@@ -391,6 +391,12 @@ class UnitWorkload:
         facts = self._facts()
         layout = facts.layout
         data_dir = Path(layout.data_dir)
+        # A restore whose action was killed leaves its pgBackRest writing into the old
+        # copy by path: stopped before that copy goes, or it would write into the new one.
+        previous = data_dir.with_name(data_dir.name + moveaside.STAGING_SUFFIX)
+        orphans = processes.processes_using(previous)
+        for info in processes.stop_processes(orphans, timeout=30):
+            log.warning("%s: stopped %s, left by an earlier restore", layout.unit, info.describe())
         staging = moveaside.make_staging(data_dir, self.db_user.uid, self.db_user.gid)
         tool = pgbackrest.PgBackRest(
             layout.pgbackrest_config,
