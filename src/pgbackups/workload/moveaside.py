@@ -82,13 +82,26 @@ def move_aside(data_dir: Path) -> Path | None:
         if not _exists(data_dir.name, parent):
             log.info("no data directory at %s: nothing to move aside", data_dir)
             return None
-        moved = _sibling(data_dir, MOVED_MARK, parent)
-        try:
-            os.rename(data_dir.name, moved, src_dir_fd=parent, dst_dir_fd=parent)
-        except OSError as exc:
-            raise WorkloadError(f"could not move {data_dir} aside: {exc}") from exc
+        moved = _rename_aside(data_dir, parent)
     log.info("moved %s aside to %s", data_dir, data_dir.with_name(moved))
     return data_dir.with_name(moved)
+
+
+def _rename_aside(data_dir: Path, parent: int) -> str:
+    """Rename ``data_dir`` to a new moved-aside sibling's name, returned."""
+    moved = _sibling(data_dir, MOVED_MARK, parent)
+    try:
+        os.rename(data_dir.name, moved, src_dir_fd=parent, dst_dir_fd=parent)
+    except OSError as exc:
+        raise WorkloadError(f"could not move {data_dir} aside: {exc}") from exc
+    return moved
+
+
+def _rename_in(staging: str, data_dir: Path, parent: int) -> None:
+    try:
+        os.rename(staging, data_dir.name, src_dir_fd=parent, dst_dir_fd=parent)
+    except OSError as exc:
+        raise WorkloadError(f"could not move the restored copy into {data_dir}: {exc}") from exc
 
 
 def make_staging(data_dir: Path, uid: int, gid: int) -> Path:
@@ -142,24 +155,15 @@ def swap_in(data_dir: Path, *, missing_ok: bool = False) -> Path | None:
         if not _exists(data_dir.name, parent):
             if not missing_ok:
                 raise WorkloadError(f"no data directory at {data_dir} to take the place of")
-            try:
-                os.rename(staging, data_dir.name, src_dir_fd=parent, dst_dir_fd=parent)
-            except OSError as exc:
-                raise WorkloadError(
-                    f"could not move the restored copy into {data_dir}: {exc}"
-                ) from exc
+            _rename_in(staging, data_dir, parent)
             log.info("the restored copy is in %s (its data was aside already)", data_dir)
             return None
-        moved = _sibling(data_dir, MOVED_MARK, parent)
+        moved = _rename_aside(data_dir, parent)
         try:
-            os.rename(data_dir.name, moved, src_dir_fd=parent, dst_dir_fd=parent)
-        except OSError as exc:
-            raise WorkloadError(f"could not move {data_dir} aside: {exc}") from exc
-        try:
-            os.rename(staging, data_dir.name, src_dir_fd=parent, dst_dir_fd=parent)
-        except OSError as exc:
+            _rename_in(staging, data_dir, parent)
+        except WorkloadError:
             os.rename(moved, data_dir.name, src_dir_fd=parent, dst_dir_fd=parent)
-            raise WorkloadError(f"could not move the restored copy into {data_dir}: {exc}") from exc
+            raise
     log.info("moved %s aside to %s; the restored copy is in its place", data_dir, moved)
     return data_dir.with_name(moved)
 
