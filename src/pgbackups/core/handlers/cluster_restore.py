@@ -47,6 +47,7 @@ from pgbackups.core.handlers.restore import (
     primary_restored,
     primary_timeline,
     restore_here,
+    take_over,
 )
 from pgbackups.core.handlers.tls_server import reconcile_tls_server
 from pgbackups.core.host import Host, Recovery, UnitStatus, WorkloadError
@@ -252,10 +253,7 @@ def _restore_led_elsewhere(host: Host, state: RestoreState) -> Outcome:
             # a leader that restores): Patroni takes it over once it promoted.
             recovery = workload.recovery()
             state_now = recovery.state if recovery is not None else Recovery.ENDED
-            promoted = state_now == Recovery.PROMOTED
-            if promoted and not all(
-                workload_done(step) for step in (workload.set_passwords, workload.start_database)
-            ):
+            if state_now == Recovery.PROMOTED and take_over(workload) is not None:
                 state_now = Recovery.ENDED
             if state_now == Recovery.ENDED:
                 return _report_failed(host, state)

@@ -439,15 +439,22 @@ def _watch_recovery(host: Host, state: RestoreState) -> Done:
 
 
 def _take_over(host: Host, state: RestoreState) -> Done:
+    failed = take_over(host.workload)
+    if failed is not None:
+        return _restore_failed(host, state.moved_data, None, failed)
+    return Done()
+
+
+def take_over(workload: Workload) -> str | None:
     """This cluster's passwords on the restored database's users (Patroni's bootstrap set
     them; a backup of another cluster, or from before a password changed, has others:
-    replicas could not connect), then Patroni, which takes the primary over."""
-    workload = host.workload
+    replicas could not connect), then Patroni, which takes the primary over. None when
+    done, else what failed."""
     if not workload_done(workload.set_passwords):
-        return _restore_failed(host, state.moved_data, None, "the users' passwords were not set")
+        return "the users' passwords were not set"
     if not workload_done(workload.start_database):
-        return _restore_failed(host, state.moved_data, None, "Patroni did not start")
-    return Done()
+        return "Patroni did not start"
+    return None
 
 
 def primary_restored(host: Host, state: RestoreState, timeline: int) -> Done:
