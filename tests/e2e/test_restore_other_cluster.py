@@ -17,6 +17,7 @@ import psycopg
 import pytest
 
 from pgbackups.core import messages as msg
+from pgbackups.local.machinery import programs
 from pgbackups.local.runtime.cluster import Cluster
 from pgbackups.local.runtime.host import Runtime, read_s3_parameters, write_s3_parameters
 
@@ -39,6 +40,19 @@ def point_at(cluster: Cluster, parameters: dict[str, str]) -> None:
     """What `pgbackups s3 set` does: store the settings, fire s3-credentials-changed."""
     write_s3_parameters(cluster, parameters)
     Runtime(cluster).fire_all("s3-credentials-changed")
+
+
+def shutdown_state(unit: Any) -> str:
+    """pg_controldata's "Database cluster state" of a stopped unit's data directory."""
+    done = subprocess.run(
+        [str(programs.pg_bin_dir() / "pg_controldata"), str(unit.data_dir)],
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    return next(
+        line.split(":", 1)[1].strip()
+        for line in done.stdout.splitlines()
+        if line.startswith("Database cluster state:")
+    )
 
 
 def rows_on(unit: Any) -> dict[str, int]:
@@ -106,3 +120,16 @@ def test_a_new_cluster_restores_a_gone_clusters_backup(
     own = backups(run_cli, "drnew", leader)
     assert [(r["action"], r["status"]) for r in own] == [("full backup", "finished")]
     assert backups(run_cli, "drold", "drold/0") == before
+
+    # `down` stops the restored primary cleanly through the Patroni that took it over. It
+    # once sent the restore's PostgreSQL a smart shutdown first, which waits for Patroni's
+    # connection to end, and SIGKILLed the primary 30 s later.
+    res = run_cli("down", "--name", "drnew")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "killing it" not in res.stderr, res.stderr
+    states = {unit.name: shutdown_state(unit) for unit in new.units()}
+    expected = {
+        unit.name: "shut down" if unit.name == primary.name else "shut down in recovery"
+        for unit in new.units()
+    }
+    assert states == expected

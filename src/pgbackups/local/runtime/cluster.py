@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import secrets
+import signal
 import sys
 import time
 import uuid
@@ -62,7 +63,7 @@ from pgbackups.local.machinery.paths import (
 from pgbackups.local.machinery.state import ClusterState, ProcessRecord, StateStore, UnitRecord
 from pgbackups.local.progress import Progress
 from pgbackups.local.runtime.facts import ClusterFacts
-from pgbackups.local.runtime.unit import Unit
+from pgbackups.local.runtime.unit import RECOVERY_PREFIX, Unit, recovery_key
 
 log = logging.getLogger(__name__)
 
@@ -765,14 +766,16 @@ class Cluster:
             else:
                 self.stop_service(name, progress)
 
-    def stop_service(self, key: str, progress: Progress | None = None) -> None:
+    def stop_service(
+        self, key: str, progress: Progress | None = None, *, sig: int = signal.SIGTERM
+    ) -> None:
         """Stop the process recorded under ``key`` if it is still ours; forget the record."""
         progress = progress or Progress(quiet=True)
         proc = self.service(key)
         if proc is None:
             return
         if proc.is_ours():
-            processes.stop(proc.pid, timeout=30)
+            processes.stop(proc.pid, timeout=30, sig=sig)
             progress.say(f"stopped {key} (pid {proc.pid})")
         elif processes.is_alive(proc.pid):
             log.warning("%s: pid %d belongs to another process now; not stopping it", key, proc.pid)
@@ -783,6 +786,17 @@ class Cluster:
         for info in leftovers:
             progress.say(f"stopped {info.describe()}, left by {key}")
         forget_record(lambda: self.record_service(key, None), key)
+
+    def stop_recovery(self, unit: Unit, progress: Progress | None = None) -> None:
+        """Stop the PostgreSQL a restore started on ``unit``'s restored data
+        (UnitServices.start_recovery) if it still runs, and forget its record."""
+        self._stop_postmaster(recovery_key(unit), progress)
+
+    def _stop_postmaster(self, key: str, progress: Progress | None) -> None:
+        # SIGINT: a fast shutdown. SIGTERM is PostgreSQL's smart shutdown, which waits for
+        # every client to leave; Patroni, once it took the restored PostgreSQL over, never
+        # does, and `down` waited 30 s and then SIGKILLed the primary.
+        self.stop_service(key, progress, sig=signal.SIGINT)
 
     def stop(self, progress: Progress | None = None) -> None:
         """Stop every process this cluster started, by PID: replicas, the primary, S3, etcd."""
@@ -800,14 +814,19 @@ class Cluster:
             else:
                 progress.say(f"{unit.name} (pid {pid}) did not stop")
 
-        # Other daemons recorded for this cluster (the pgBackRest TLS servers) go first.
+        # Other daemons recorded for this cluster (the pgBackRest TLS servers) go first;
+        # a restore's PostgreSQL after the units: once Patroni took it over, Patroni stops
+        # it (stop_recovery).
+        recoveries = [k for k in self.state().processes if k.startswith(RECOVERY_PREFIX)]
         for key in sorted(self.state().processes):
-            if key not in (ETCD, S3):
+            if key not in (ETCD, S3) and key not in recoveries:
                 self.stop_service(key, progress)
         with ThreadPoolExecutor(max_workers=4) as pool:
             list(pool.map(stop_unit, replicas))
         if primary is not None:
             stop_unit(primary)
+        for key in recoveries:
+            self._stop_postmaster(key, progress)
         self.stop_service(S3, progress)
         self.stop_service(ETCD, progress)
         self.stop_leftovers(progress)
@@ -952,6 +971,7 @@ class Cluster:
         if not unit.stop():
             raise PgbackupsError(f"{unit.name} (pid {pid}) did not stop; not removing it")
         progress.say(f"stopped {unit.name}" + (f" (pid {pid})" if pid else ""))
+        self.stop_recovery(unit, progress)  # its record, or a restore's PostgreSQL left
         self._forget_unit(unit)
         self._remove_machine(unit)
         with contextlib.suppress(OSError):  # no link below it is followed

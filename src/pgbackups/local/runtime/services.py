@@ -69,7 +69,7 @@ class UnitServices:
         if service is Service.TLS_SERVER:
             self.cluster.stop_service(tls_server_key(self.unit))
         elif service is Service.RECOVERY:
-            self.cluster.stop_service(recovery_key(self.unit))
+            self.cluster.stop_recovery(self.unit)
         elif not self.unit.stop():
             raise WorkloadError(f"{self.unit.name}: Patroni did not stop")
 
