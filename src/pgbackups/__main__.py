@@ -1,5 +1,3 @@
-import sys
+from pgbackups.local.cli.main import entry
 
-from pgbackups.local.cli.main import main
-
-sys.exit(main())
+entry()

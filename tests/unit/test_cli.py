@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -122,3 +123,37 @@ def test_an_os_error_escaping_a_command_is_one_line_and_exit_1(
     assert err.endswith(
         "error: /var/lib/pgbackups/clusters/main/patroni.yml: No space left on device\n"
     )
+
+
+def test_the_command_exits_with_what_a_normal_exit_would_have_done(tmp_path: Path) -> None:
+    """``entry`` skips the interpreter's teardown, not what the teardown is for: other
+    threads end, atexit functions and logging's handlers run, buffered output arrives,
+    and the status is main's."""
+    probe = (
+        "import atexit, logging, sys, threading, time\n"
+        "from pathlib import Path\n"
+        "from pgbackups.local.cli import main as cli\n"
+        "out = Path(sys.argv[1])\n"
+        "def slow():\n"
+        "    time.sleep(0.3)\n"
+        "    (out / 'thread').write_text('done')\n"
+        "def fake_main():\n"
+        "    handler = logging.FileHandler(out / 'log')\n"
+        "    logging.getLogger('probe').addHandler(handler)\n"
+        "    logging.getLogger('probe').warning('logged')\n"
+        "    atexit.register(lambda: (out / 'atexit').write_text('ran'))\n"
+        "    threading.Thread(target=slow).start()\n"
+        "    sys.stdout.write('x' * 200000)\n"
+        "    return 3\n"
+        "cli.main = fake_main\n"
+        "cli.entry()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == "x" * 200000
+    assert (tmp_path / "thread").read_text() == "done"
+    assert (tmp_path / "atexit").read_text() == "ran"
+    assert (tmp_path / "log").read_text() == "logged\n"

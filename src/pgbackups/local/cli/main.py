@@ -9,11 +9,15 @@ fails mypy, and a test checks the whole set of subcommands.
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import logging
 import os
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from pgbackups import __version__
 from pgbackups.local.cli import (
@@ -115,5 +119,31 @@ def run_command(
     return int(rc or 0)
 
 
+def entry() -> NoReturn:
+    """The ``pgbackups`` command (and ``python -m pgbackups``): :func:`main`, then an
+    exit without the interpreter's teardown.
+
+    That teardown frees every object of every loaded module one by one: 0.1-0.3 s of CPU
+    at the end of each command once botocore is loaded (measured: ``status`` 0.13 s,
+    ``restore --wait`` 0.27 s), for a process that ends anyway. What a normal exit still
+    does that matters is done here first, in the same order: other threads joined,
+    ``atexit`` functions run (logging's flush among them), the standard streams flushed.
+    Tests call :func:`main` and return from it as before.
+    """
+    try:
+        rc = main()
+    except BrokenPipeError:  # `pgbackups --help | head`: argparse writes before run_command
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        rc = 0
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe, a closed stream
+            stream.flush()
+    os._exit(rc)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
