@@ -120,6 +120,7 @@ class FakeWorkload:
     archiver: ArchiverStats | None = None  # None: PostgreSQL does not answer
     staged_ok: bool = True  # pgBackRest's restore beside the data directory
     recovered: Recovery | None = None  # the restored PostgreSQL, before Patroni takes it
+    leads_after_start: bool = False  # Patroni holds the leader key soon after a takeover
 
     def _do(self, call: str, ok: bool) -> None:
         self.calls.append(call)
@@ -215,6 +216,17 @@ class FakeWorkload:
 
     def remove_moved_data(self, moved_path: str) -> None:
         self._do(f"remove_moved_data {moved_path}", True)
+
+    def start_removing_moved_data(self, moved_path: str) -> None:
+        self._do(f"start_removing_moved_data {moved_path}", True)
+
+    def wait_moved_data_removed(self) -> None:
+        self._do("wait_moved_data_removed", True)
+
+    def wait_until_leader(self, timeout: float) -> bool:
+        if self.leads_after_start:
+            self.service_running = True  # Patroni runs, and leads
+        return self.leads_after_start
 
     def apply_config(self, config: WorkloadConfig) -> None:
         self.calls.append("apply_config")

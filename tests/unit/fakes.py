@@ -294,6 +294,9 @@ class FakeWorkload:
     staged_ok: bool = True
     start_recovery_ok: bool = True
     recovered: Recovery | None = None
+    # Patroni holds the leader key within wait_until_leader's time after a takeover
+    # (False: not yet, the next update-status sees it).
+    leads_after_start: bool = False
     restore_targets: list[RestoreTarget] = field(default_factory=list)
 
     def _ask(self, name: str, answer: T) -> T | None:
@@ -401,6 +404,18 @@ class FakeWorkload:
 
     def remove_moved_data(self, moved_path: str) -> None:
         self._do(f"remove_moved_data({moved_path})", True)
+
+    def start_removing_moved_data(self, moved_path: str) -> None:
+        self._do(f"start_removing_moved_data({moved_path})", True)
+
+    def wait_moved_data_removed(self) -> None:
+        self._do("wait_moved_data_removed", True)
+
+    def wait_until_leader(self, timeout: float) -> bool:
+        self.calls.append("workload.wait_until_leader")
+        if self.leads_after_start:
+            self.service_running = True  # Patroni runs, and leads
+        return self.leads_after_start
 
     def apply_config(self, config: WorkloadConfig) -> None:
         self.calls.append(describe_config(config))

@@ -397,7 +397,7 @@ def test_failure_before_data_moved_starts_the_database_again(
         f"set_status({status})",
     ]
     assert "restoring-backup" not in host.app_dict
-    assert not any("remove_moved_data" in c for c in host.calls)
+    assert not any("moved_data" in c for c in host.calls)  # no removal, begun or done
 
 
 def test_database_does_not_start_after_data_moved() -> None:
@@ -504,8 +504,33 @@ def test_patroni_takes_the_promoted_database_over() -> None:
     host = recovering_host(Recovery(Recovery.PROMOTED))
     assert on_update_status(host) == Done()
     # This cluster's passwords first (the backup's are another cluster's, or older).
-    assert host.effects == ["workload.set_passwords", "workload.start_database"]
+    assert host.effects == [
+        "workload.set_passwords",
+        "workload.start_database",
+        "workload.wait_until_leader",  # not yet: the next update-status looks again
+    ]
     assert host.app_dict["restore-moved-data"] == MOVED_DATA  # nothing removed yet
+
+
+def test_a_takeover_that_leads_at_once_completes_in_the_same_hook() -> None:
+    """Under Juju the next update-status is minutes away: once Patroni holds the leader
+    key, the restore's end is seen at once (the same checks as at a later look)."""
+    host = recovering_host(Recovery(Recovery.PROMOTED))
+    host.fake_workload.leads_after_start = True
+    host.fake_workload.timeline = 2
+    assert on_update_status(host) == Done()
+    effects = host.effects
+    assert effects[:3] == [
+        "workload.set_passwords",
+        "workload.start_database",
+        "workload.wait_until_leader",
+    ]
+    assert "workload.switch_wal" in effects
+    assert effects.index(f"workload.start_removing_moved_data({MOVED_DATA})") > effects.index(
+        "workload.wait_until_leader"
+    )
+    assert host.status == UnitStatus.active()
+    assert "restore-moved-data" not in host.app_dict
 
 
 def test_a_patroni_that_does_not_start_blocks_with_the_old_data_kept() -> None:
@@ -552,6 +577,8 @@ def test_completion_full_call_sequence() -> None:
         "workload.switch_wal",  # the new timeline's first segment, archived now
         *CLEAR_KEYS,
         *PIN_SET,
+        # The restore is proven: the old data goes, beside the next steps.
+        f"workload.start_removing_moved_data({MOVED_DATA})",
         f"workload.apply_config(stanza={STANZA}, replicas-from={LABEL}@{STANZA})",
         "object_store.get(pgbackups-cluster.json)",  # no repository encloses the path
         "backup_tool.info()",
@@ -560,7 +587,7 @@ def test_completion_full_call_sequence() -> None:
         "workload.system_identifier",
         f"object_store.put({MARKER_KEY})",
         "app_data[s3-block-message]=''",
-        f"workload.remove_moved_data({MOVED_DATA})",
+        "workload.wait_moved_data_removed",
         "app_data[restore-moved-data]=''",
         "set_status(active)",
     ]
@@ -594,10 +621,10 @@ def test_completion_of_a_restore_from_another_cluster_blocks_and_stops_archiving
         "workload.apply_config(stanza=-)",
         f"app_data[s3-block-message]={msg.ANOTHER_CLUSTER_REPOSITORY!r}",
         f"set_status({blocked})",
+        "workload.wait_moved_data_removed",
+        "app_data[restore-moved-data]=''",
         f"app_data[s3-block-message]={restored.message!r}",
         f"set_status({restored})",
-        f"workload.remove_moved_data({MOVED_DATA})",
-        "app_data[restore-moved-data]=''",
     ]
     assert "stanza" not in host.app_dict
 
@@ -616,9 +643,10 @@ def test_completion_without_s3_settings_skips_the_ownership_check() -> None:
         "workload.switch_wal",
         *CLEAR_KEYS,
         *PIN_SET,
+        f"workload.start_removing_moved_data({MOVED_DATA})",
         # No settings to push with: WAL is held on the unit until there are.
         "workload.apply_config(stanza=-, hold-wal, s3=-)",
-        f"workload.remove_moved_data({MOVED_DATA})",
+        "workload.wait_moved_data_removed",
         "app_data[restore-moved-data]=''",
         "set_status(active)",
     ]
@@ -699,7 +727,7 @@ def test_restore_then_completion_end_to_end() -> None:
         "replica-backup-set": LABEL,
         "replica-set-since": "20261128-150000",
     }
-    assert f"workload.remove_moved_data({MOVED_DATA})" in host.calls
+    assert f"workload.start_removing_moved_data({MOVED_DATA})" in host.calls
 
 
 @pytest.mark.parametrize(
@@ -783,7 +811,7 @@ def test_a_restore_that_stopped_short_of_the_archive_is_never_complete() -> None
     assert "recovery stopped at 0/3000148" in host.status.message
     assert segment_name(1, 5) in host.status.message and MOVED_DATA in host.status.message
     # Everything kept for rollback-restore: the old data and the restore's record.
-    assert "workload.remove_moved_data" not in " ".join(host.calls)
+    assert "moved_data" not in " ".join(host.calls)  # no removal, begun or done
     assert host.app_dict["restore-moved-data"] == MOVED_DATA
     # Said once: the next update-status changes nothing.
     before = list(host.effects)
@@ -796,7 +824,7 @@ def test_a_restore_that_replayed_the_whole_archive_completes() -> None:
     assert on_update_status(host) == Done()
     assert host.status == UnitStatus.active()
     assert "restore-wal-end" not in host.app_dict
-    assert f"workload.remove_moved_data({MOVED_DATA})" in host.calls
+    assert f"workload.start_removing_moved_data({MOVED_DATA})" in host.calls
 
 
 def test_a_restore_that_filled_the_disk_says_so_first() -> None:

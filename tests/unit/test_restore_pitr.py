@@ -353,12 +353,12 @@ def test_a_new_restore_after_a_failed_pitr_keeps_the_original_data() -> None:
     assert isinstance(outcome, ActionResults)
     assert host.app_dict["restore-moved-data"] == MOVED_DATA
     assert host.app_dict["restore-to-time"] == "2026-11-28 10:30:00.000000+00"
-    assert not any("remove_moved_data" in c for c in host.calls)
+    assert not any("moved_data" in c for c in host.calls)  # no removal, begun or done
     # ... and it is removed only once that restore is seen healthy.
     host.store.objects[MARKER_KEY] = b""
     host.fake_workload.timeline = 4
     on_update_status(host)
-    assert f"workload.remove_moved_data({MOVED_DATA})" in host.calls
+    assert f"workload.start_removing_moved_data({MOVED_DATA})" in host.calls
 
 
 def test_completion_waits_until_patroni_holds_the_leader_key() -> None:

@@ -372,7 +372,7 @@ def test_leader_ends_the_restore_once_every_unit_streams() -> None:
     host.peer_bags[OTHER] = {"restore-joined": EPOCH, "restore-done": EPOCH}
     host.calls.clear()
     assert on_update_status(host) == Done()
-    assert host.effects[:11] == [
+    assert host.effects[:12] == [
         "app_data[restoring-backup]=''",
         "app_data[restore-stanza]=''",
         "app_data[restore-to-time]=''",
@@ -383,11 +383,13 @@ def test_leader_ends_the_restore_once_every_unit_streams() -> None:
         "app_data[restore-new-timeline]=''",
         f"app_data[replica-backup-set]={LABEL!r}",  # for a unit added later
         "app_data[replica-set-since]='20261128-150000'",
+        # the restore is proven: the old data goes, beside the next steps
+        f"workload.start_removing_moved_data({MOVED_DATA})",
         # clients let in again; a unit added later restores the restored set
         f"workload.apply_config(stanza={STANZA}, replicas-from={LABEL}@{STANZA})",
     ]
     assert host.effects[-3:] == [
-        f"workload.remove_moved_data({MOVED_DATA})",
+        "workload.wait_moved_data_removed",
         "app_data[restore-moved-data]=''",
         "set_status(active)",
     ]

@@ -272,6 +272,28 @@ def test_data_moves_through_the_layouts_data_dir(tmp_path: Path) -> None:
         w.remove_moved_data(str(tmp_path / "data"))
 
 
+def test_moved_data_is_removed_in_the_background_and_only_that(tmp_path: Path) -> None:
+    f = facts(root=str(tmp_path))
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "base").mkdir()
+    (tmp_path / "data" / "base" / "1").write_bytes(b"x" * 4096)
+    w = workload(RecordingServices(), f)
+    moved = w.move_data_aside()
+    assert moved is not None
+    (tmp_path / "data").mkdir()  # the restored copy in its place
+    w.start_removing_moved_data(moved)
+    w.wait_moved_data_removed()
+    assert not Path(moved).exists()
+    assert (tmp_path / "data").is_dir()
+    # The data directory itself is refused, in the caller, when the removal is waited for.
+    w.start_removing_moved_data(str(tmp_path / "data"))
+    with pytest.raises(WorkloadError):
+        w.wait_moved_data_removed()
+    assert (tmp_path / "data").is_dir()
+    with pytest.raises(WorkloadError):  # nothing begun
+        w.wait_moved_data_removed()
+
+
 # --- a restore beside the data directory: PostgreSQL started as Patroni last started it --
 
 BIN = "/usr/lib/postgresql/15/bin"

@@ -467,6 +467,21 @@ class Workload(Protocol):
         """Delete a directory :meth:`move_data_aside` made, and nothing else."""
         ...
 
+    def start_removing_moved_data(self, moved_path: str) -> None:
+        """Begin :meth:`remove_moved_data` in the background; :meth:`wait_moved_data_removed`
+        ends it (and says whether it worked)."""
+        ...
+
+    def wait_moved_data_removed(self) -> None:
+        """Until the removal :meth:`start_removing_moved_data` began has ended; raises
+        WorkloadError when it failed (what is left stays, a leftover)."""
+        ...
+
+    def wait_until_leader(self, timeout: float) -> bool:
+        """Until Patroni runs this member as the primary (it holds the leader key), at most
+        ``timeout`` seconds; whether it does."""
+        ...
+
     def apply_config(self, config: WorkloadConfig) -> None:
         """Render pgbackrest.conf and the Patroni configuration, then reload Patroni."""
         ...

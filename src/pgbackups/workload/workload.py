@@ -45,6 +45,7 @@ SUPERUSER = "postgres"
 REST_TIMEOUT_SECONDS = 5.0
 # Several Patroni loops (loop_wait is 3 s): a reload takes effect on the next one.
 TAGS_TIMEOUT_SECONDS = 20.0
+LEADER_POLL_SECONDS = 0.05
 TLS_SERVER_START_SECONDS = 20.0
 # Patroni's member states after a bootstrap it gave up (it may also just exit).
 FAILED_STATES = frozenset({"start failed", "bootstrap failed", "crashed"})
@@ -386,6 +387,7 @@ class UnitWorkload:
     # PostgreSQL once more out of recovery (docs/performance.md, "The restore's fixed cost").
 
     _staged: tuple[threading.Thread, list[CommandResult]] | None = None
+    _removing: tuple[threading.Thread, list[WorkloadError]] | None = None
 
     def start_staged_restore(self, target: RestoreTarget) -> None:
         facts = self._facts()
@@ -533,6 +535,35 @@ class UnitWorkload:
 
     def remove_moved_data(self, moved_path: str) -> None:
         moveaside.remove_moved(Path(self.layout.data_dir), moved_path)
+
+    def start_removing_moved_data(self, moved_path: str) -> None:
+        data_dir = Path(self.layout.data_dir)
+        failed: list[WorkloadError] = []
+
+        def remove() -> None:
+            try:
+                moveaside.remove_moved(data_dir, moved_path)
+            except WorkloadError as exc:  # reported by wait_moved_data_removed, in the caller
+                failed.append(exc)
+
+        # Not a daemon thread: a process that ends meanwhile still finishes the removal
+        # rather than leaving a half-deleted copy.
+        thread = threading.Thread(target=remove, name="remove-moved-data")
+        thread.start()
+        self._removing = (thread, failed)
+
+    def wait_moved_data_removed(self) -> None:
+        if self._removing is None:
+            raise WorkloadError(f"{self.layout.unit}: no removal was started here")
+        thread, failed = self._removing
+        thread.join()
+        self._removing = None
+        if failed:
+            raise failed[0]
+
+    def wait_until_leader(self, timeout: float) -> bool:
+        # Patroni's REST API on this machine: a few milliseconds a question.
+        return poll(lambda: self.is_primary() is True, timeout, LEADER_POLL_SECONDS)
 
     # --- configuration ------------------------------------------------------------------
 

@@ -14,8 +14,9 @@ means (the PITR block, the old data kept or removed) is decided here, next to th
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -62,6 +63,10 @@ from pgbackups.core.restore_state import (
 from pgbackups.core.settings import S3Settings, S3SettingsProblem
 
 log = logging.getLogger(__name__)
+
+# How long a takeover waits for Patroni to hold the leader key before leaving the rest to
+# the next update-status (about a second here; more on a loaded machine).
+TAKEOVER_WAIT_SECONDS = 30.0
 
 
 def on_restore(host: Host, params: Mapping[str, str]) -> Outcome:
@@ -418,7 +423,7 @@ def detect_restore_end(host: Host, state: RestoreState) -> Outcome:
     return Done()
 
 
-def _watch_recovery(host: Host, state: RestoreState) -> Done:
+def _watch_recovery(host: Host, state: RestoreState) -> Outcome:
     """Patroni does not run: the restored PostgreSQL recovers on its own. Once it has
     promoted at the target Patroni takes it over as the primary (the end is then seen
     as before, from Patroni); if it ended before, or nothing runs, the restore failed."""
@@ -438,10 +443,14 @@ def _watch_recovery(host: Host, state: RestoreState) -> Done:
     return _restore_failed(host, state.moved_data, None, reason)
 
 
-def _take_over(host: Host, state: RestoreState) -> Done:
+def _take_over(host: Host, state: RestoreState) -> Outcome:
     failed = take_over(host.workload)
     if failed is not None:
         return _restore_failed(host, state.moved_data, None, failed)
+    # Patroni holds the leader key about a second after its start: the restore's end is
+    # seen in this hook, not at the next update-status (minutes apart under Juju).
+    if host.workload.wait_until_leader(TAKEOVER_WAIT_SECONDS):
+        return detect_restore_end(host, state)
     return Done()
 
 
@@ -587,33 +596,48 @@ def finish_restore(host: Host, state: RestoreState, timeline: int) -> None:
     that restored: it stays there, a leftover a person removes (``leftovers``)."""
     RestoreState.clear(host.app_data, keep_moved_data=True)
     _pin_replica_set(host, state)
-    apply_config(host)
-    log.info(
-        "Restored backup %s%s; now on the new timeline %d",
-        state.label or "(none)",
-        f" to {state.to_time}" if state.to_time else "",
-        timeline,
-    )
-    problem = _recheck_repository_after_restore(host)
+    with _old_data_removed(host, state):  # beside the configuration and the re-check
+        apply_config(host)
+        log.info(
+            "Restored backup %s%s; now on the new timeline %d",
+            state.label or "(none)",
+            f" to {state.to_time}" if state.to_time else "",
+            timeline,
+        )
+        problem = _recheck_repository_after_restore(host)
     if problem == msg.ANOTHER_CLUSTER_REPOSITORY:
         restored = msg.restored_from_another_cluster()
         host.app_data[S3_BLOCK_MESSAGE] = restored
         host.set_status(UnitStatus.blocked(restored))
-    if state.moved_data and state.restores_elsewhere(host.unit_name):
+    if problem is None:
+        host.set_status(UnitStatus.active())
+
+
+@contextlib.contextmanager
+def _old_data_removed(host: Host, state: RestoreState) -> Iterator[None]:
+    """The data from before the restore is deleted while the body runs (the restore is
+    proven: Patroni runs it as the primary on its new timeline), and forgotten after."""
+    if not state.moved_data:
+        yield
+        return
+    if state.restores_elsewhere(host.unit_name):
+        yield
         log.warning(
             "The data from before the restore stays on %s at %s (the restore ran there)",
             state.unit,
             state.moved_data,
         )
         RestoreState.forget_moved_data(host.app_data)
-    elif state.moved_data:
+        return
+    host.workload.start_removing_moved_data(state.moved_data)
+    try:
+        yield
+    finally:
         try:
-            host.workload.remove_moved_data(state.moved_data)
+            host.workload.wait_moved_data_removed()
         except WorkloadError as exc:  # the restore stands; the old data is only left over
             log.warning("The data from before the restore was not removed: %s", exc)
         RestoreState.forget_moved_data(host.app_data)
-    if problem is None:
-        host.set_status(UnitStatus.active())
 
 
 def _pin_replica_set(host: Host, state: RestoreState) -> None:
