@@ -5,6 +5,7 @@ expire action, and a scheduled backup started from update-status."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -137,14 +138,30 @@ def test_a_due_schedule_starts_a_backup_from_update_status(world: World) -> None
     assert out.unit_status.message.startswith("Primary, recoverable window ")
 
 
+def _clear_of_daily(*, hour: int, minute: int, margin: float = 30.0) -> datetime:
+    """The clock's time, read at least `margin` seconds before the next HH:MM, waiting
+    past that minute first when it is nearer (a test crossing it would read two days)."""
+    now = datetime.now(UTC)
+    mark = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    if mark <= now:
+        mark += timedelta(days=1)
+    if (mark - now).total_seconds() < margin:
+        time.sleep((mark - now).total_seconds() + 1.0)
+        now = datetime.now(UTC)
+    return now
+
+
 def test_a_missed_schedule_runs_once_and_lists_as_scheduled(world: World) -> None:
     """The machine was down over three daily runs: one backup, not three; list-backups
     says a schedule started it (the trigger column), and the older one was asked for."""
     manual = "20261120-100000F"
     world.tool.stanzas = [stanza_info(STANZA, backup_record(STANZA, manual))]
     world.workload.archiver = HEALTHY
-    today = NOW.replace(hour=3, minute=17, second=0, microsecond=0)
-    if today > NOW:
+    # The charm reads the real clock: a run that crosses 03:17 would make today's run
+    # the handled one, so the test starts clear of that minute (CI once ran through it).
+    now = _clear_of_daily(hour=3, minute=17)
+    today = now.replace(hour=3, minute=17, second=0, microsecond=0)
+    if today > now:
         today -= timedelta(days=1)
     handled = format_id(today - timedelta(days=3))  # three runs missed since
     st = with_config(
