@@ -328,15 +328,25 @@ assert store.set("/service/old/initialize", "7000000000000000001", timeout=30)
 store.destroy()
 """
 # Patroni's form now: a read-only client of the member, reading that key.
+# The client is "ready" once it caught up with what its partner had committed when it
+# joined; a member just started on old files may not have replayed them by then (one CI
+# run read None). So it reads for up to 30 s, as Patroni's own loop reads again: the
+# point is that the key comes back, not how soon.
 CLIENT_READ = """\
-import sys, threading
+import sys, threading, time
 from patroni.dcs.raft import KVStoreTTL
 password = sys.stdin.readline().rstrip("\\n")
 ready = threading.Event()
 store = KVStoreTTL(ready.set, None, None, partner_addrs=[sys.argv[1]], password=password)
 store.startAutoTick()
 assert ready.wait(30)
-print((store.get("/service/old/initialize") or {}).get("value"))
+deadline = time.monotonic() + 30
+value = None
+while value is None and time.monotonic() < deadline:
+    value = (store.get("/service/old/initialize") or {}).get("value")
+    if value is None:
+        time.sleep(0.2)
+print(value)
 store.destroy()
 """
 
