@@ -87,13 +87,13 @@ def status_rows(run_cli: Cli) -> dict[str, tuple[str, str, str, str]]:
 
 def wait_all_active(cluster: Cluster, run_cli: Cli, timeout: float = 240) -> None:
     """``status`` (update-status on every unit, as Juju's timer) until every unit is
-    active with no message and running, one primary and two replicas, clients get in
-    everywhere (no unit left hidden) and every replica's WAL receiver streams.
+    active with no message and running, one primary and two replicas, and clients get
+    in everywhere (no unit left hidden), on two reads in a row.
 
-    Streaming, and the same picture on two reads in a row: an old primary that rejoins
-    runs as a replica for a moment before Patroni stops it again for pg_rewind, and a
-    backup asked for in that moment is rightly refused ("not in running state"); one CI
-    run met it."""
+    Two reads: in one CI run the backup asked for right after (and after
+    wait_rows_everywhere saw every replica stream) was refused with "not in running
+    state". The likely cause, not proven: the old primary's Patroni still settling after
+    it rejoined (a restart, pg_rewind). backup_on_a_replica's failure shows ``status``."""
     deadline = time.monotonic() + timeout
     settled_once = False
     while True:
@@ -108,15 +108,11 @@ def wait_all_active(cluster: Cluster, run_cli: Cli, timeout: float = 240) -> Non
             try:
                 for unit in cluster.units():
                     tcp_connect(cluster, unit.name)
-                lead = primary(cluster).name
-                quiet = [u.name for u in cluster.units() if u.name != lead and not u.is_streaming()]
-                if not quiet:
-                    if settled_once:
-                        return
-                    settled_once = True
-                    time.sleep(2)
-                    continue
-                units["not streaming"] = ("", "", ", ".join(quiet), "")
+                if settled_once:
+                    return
+                settled_once = True
+                time.sleep(2)
+                continue
             except psycopg.OperationalError as exc:
                 units["tcp"] = ("refused", "", str(exc).strip(), "")
         settled_once = False
@@ -127,7 +123,8 @@ def wait_all_active(cluster: Cluster, run_cli: Cli, timeout: float = 240) -> Non
 def backup_on_a_replica(cluster: Cluster, run_cli: Cli) -> str:
     replica = next(u for u in cluster.units() if u.name != primary(cluster).name)
     res = run_cli("run", "--name", NAME, replica.name, "create-backup", "--json", timeout=600)
-    assert res.returncode == 0, res.stdout + res.stderr
+    # On a refusal, what each member was then (status is read only if it failed).
+    assert res.returncode == 0, f"{res.stdout}{res.stderr}\nstatus: {status_rows(run_cli)}"
     return str(json.loads(res.stdout)["results"]["backup-id"])
 
 
