@@ -217,11 +217,8 @@ class FakeWorkload:
     def remove_moved_data(self, moved_path: str) -> None:
         self._do(f"remove_moved_data {moved_path}", True)
 
-    def start_removing_moved_data(self, moved_path: str) -> None:
-        self._do(f"start_removing_moved_data {moved_path}", True)
-
-    def wait_moved_data_removed(self) -> None:
-        self._do("wait_moved_data_removed", True)
+    def remove_moved_data_later(self, moved_path: str) -> None:
+        self._do(f"remove_moved_data_later {moved_path}", True)
 
     def wait_until_leader(self, timeout: float) -> bool:
         if self.leads_after_start:

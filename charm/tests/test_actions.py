@@ -260,8 +260,7 @@ def test_restore_completion_on_update_status(world: World) -> None:
     )
     bag = app_bag(out)
     assert "restoring-backup" not in bag and "restore-moved-data" not in bag
-    assert f"start_removing_moved_data {moved}" in world.calls
-    assert "wait_moved_data_removed" in world.calls
+    assert f"remove_moved_data_later {moved}" in world.calls
     # The core sets Active; the charm's refresh after it names the primary.
     assert out.unit_status == testing.ActiveStatus("Primary")
 

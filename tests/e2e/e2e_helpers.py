@@ -159,6 +159,21 @@ def wait_writable(unit: Unit, timeout: float = 60) -> None:
         time.sleep(0.3)
 
 
+def wait_old_data_removed(units: list[Unit], timeout: float = 60) -> None:
+    """Until no unit has a data directory moved aside by a restore. A restore that worked
+    has it removed by a process it does not wait for (restore._remove_old_data): gone
+    seconds after the restore reported success."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [
+            p for u in units for p in u.data_dir.parent.iterdir() if ".before-restore-" in p.name
+        ]
+        if not left:
+            return
+        assert time.monotonic() < deadline, f"still there after {timeout:g}s: {left}"
+        time.sleep(0.2)
+
+
 # --- rows on every unit -----------------------------------------------------------------
 # The tests that restore or cut a cluster count a table ``t (id, v)`` by ``v`` (a tag per
 # step) on every unit, against what was committed before each step.

@@ -507,6 +507,11 @@ def test_patroni_takes_the_promoted_database_over() -> None:
     assert host.effects == [
         "workload.set_passwords",
         "workload.start_database",
+        # While Patroni starts, the repository is read for the completion's re-check:
+        # read only, nothing claimed before the restore is proven.
+        "object_store.get(pgbackups-cluster.json)",
+        "backup_tool.info()",
+        f"object_store.get({MARKER_KEY})",
         "workload.wait_until_leader",  # not yet: the next update-status looks again
     ]
     assert host.app_dict["restore-moved-data"] == MOVED_DATA  # nothing removed yet
@@ -520,13 +525,22 @@ def test_a_takeover_that_leads_at_once_completes_in_the_same_hook() -> None:
     host.fake_workload.timeline = 2
     assert on_update_status(host) == Done()
     effects = host.effects
-    assert effects[:3] == [
+    assert effects[:6] == [
         "workload.set_passwords",
         "workload.start_database",
+        "object_store.get(pgbackups-cluster.json)",
+        "backup_tool.info()",
+        f"object_store.get({MARKER_KEY})",
         "workload.wait_until_leader",
     ]
     assert "workload.switch_wal" in effects
-    assert effects.index(f"workload.start_removing_moved_data({MOVED_DATA})") > effects.index(
+    assert effects.index(f"workload.remove_moved_data_later({MOVED_DATA})") > effects.index(
+        "workload.wait_until_leader"
+    )
+    # The reading above is used: the repository is not read a second time, and the
+    # marker is written only after the leader key.
+    assert effects.count("backup_tool.info()") == 1
+    assert effects.index(f"object_store.put({MARKER_KEY})") > effects.index(
         "workload.wait_until_leader"
     )
     assert host.status == UnitStatus.active()
@@ -577,8 +591,9 @@ def test_completion_full_call_sequence() -> None:
         "workload.switch_wal",  # the new timeline's first segment, archived now
         *CLEAR_KEYS,
         *PIN_SET,
-        # The restore is proven: the old data goes, beside the next steps.
-        f"workload.start_removing_moved_data({MOVED_DATA})",
+        # The restore is proven: the old data goes, by a process not waited for.
+        f"workload.remove_moved_data_later({MOVED_DATA})",
+        "app_data[restore-moved-data]=''",
         f"workload.apply_config(stanza={STANZA}, replicas-from={LABEL}@{STANZA})",
         "object_store.get(pgbackups-cluster.json)",  # no repository encloses the path
         "backup_tool.info()",
@@ -587,8 +602,6 @@ def test_completion_full_call_sequence() -> None:
         "workload.system_identifier",
         f"object_store.put({MARKER_KEY})",
         "app_data[s3-block-message]=''",
-        "workload.wait_moved_data_removed",
-        "app_data[restore-moved-data]=''",
         "set_status(active)",
     ]
     assert host.app_dict == {
@@ -614,15 +627,13 @@ def test_completion_of_a_restore_from_another_cluster_blocks_and_stops_archiving
         "the S3 repository has backups from another cluster: restored; backups paused "
         "until S3 points at a path of this cluster's own (change the S3 path)"
     )
-    assert host.effects[-10:] == [
+    assert host.effects[-8:] == [
         f"object_store.get({MARKER_KEY})",
         "app_data[stanza]=''",
         "app_data[archive-held]=''",  # another cluster's repository: nothing to hold for
         "workload.apply_config(stanza=-)",
         f"app_data[s3-block-message]={msg.ANOTHER_CLUSTER_REPOSITORY!r}",
         f"set_status({blocked})",
-        "workload.wait_moved_data_removed",
-        "app_data[restore-moved-data]=''",
         f"app_data[s3-block-message]={restored.message!r}",
         f"set_status({restored})",
     ]
@@ -643,11 +654,10 @@ def test_completion_without_s3_settings_skips_the_ownership_check() -> None:
         "workload.switch_wal",
         *CLEAR_KEYS,
         *PIN_SET,
-        f"workload.start_removing_moved_data({MOVED_DATA})",
+        f"workload.remove_moved_data_later({MOVED_DATA})",
+        "app_data[restore-moved-data]=''",
         # No settings to push with: WAL is held on the unit until there are.
         "workload.apply_config(stanza=-, hold-wal, s3=-)",
-        "workload.wait_moved_data_removed",
-        "app_data[restore-moved-data]=''",
         "set_status(active)",
     ]
 
@@ -727,7 +737,7 @@ def test_restore_then_completion_end_to_end() -> None:
         "replica-backup-set": LABEL,
         "replica-set-since": "20261128-150000",
     }
-    assert f"workload.start_removing_moved_data({MOVED_DATA})" in host.calls
+    assert f"workload.remove_moved_data_later({MOVED_DATA})" in host.calls
 
 
 @pytest.mark.parametrize(
@@ -824,7 +834,7 @@ def test_a_restore_that_replayed_the_whole_archive_completes() -> None:
     assert on_update_status(host) == Done()
     assert host.status == UnitStatus.active()
     assert "restore-wal-end" not in host.app_dict
-    assert f"workload.start_removing_moved_data({MOVED_DATA})" in host.calls
+    assert f"workload.remove_moved_data_later({MOVED_DATA})" in host.calls
 
 
 def test_a_restore_that_filled_the_disk_says_so_first() -> None:

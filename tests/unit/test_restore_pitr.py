@@ -358,7 +358,7 @@ def test_a_new_restore_after_a_failed_pitr_keeps_the_original_data() -> None:
     host.store.objects[MARKER_KEY] = b""
     host.fake_workload.timeline = 4
     on_update_status(host)
-    assert f"workload.start_removing_moved_data({MOVED_DATA})" in host.calls
+    assert f"workload.remove_moved_data_later({MOVED_DATA})" in host.calls
 
 
 def test_completion_waits_until_patroni_holds_the_leader_key() -> None:

@@ -4,6 +4,7 @@ drives its services (a recording ServiceRunner; Patroni itself is met in tests/e
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -272,8 +273,9 @@ def test_data_moves_through_the_layouts_data_dir(tmp_path: Path) -> None:
         w.remove_moved_data(str(tmp_path / "data"))
 
 
-def test_moved_data_is_removed_in_the_background_and_only_that(tmp_path: Path) -> None:
+def test_moved_data_is_removed_by_a_process_of_its_own_and_only_that(tmp_path: Path) -> None:
     f = facts(root=str(tmp_path))
+    Path(f.layout.pgbackrest_log_dir).mkdir(parents=True, exist_ok=True)
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "base").mkdir()
     (tmp_path / "data" / "base" / "1").write_bytes(b"x" * 4096)
@@ -281,17 +283,26 @@ def test_moved_data_is_removed_in_the_background_and_only_that(tmp_path: Path) -
     moved = w.move_data_aside()
     assert moved is not None
     (tmp_path / "data").mkdir()  # the restored copy in its place
-    w.start_removing_moved_data(moved)
-    w.wait_moved_data_removed()
-    assert not Path(moved).exists()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("not the database's")
+    (Path(moved) / "link").symlink_to(outside)  # rm removes the link, never enters it
+    w.remove_moved_data_later(moved)  # returns at once: the removal is not waited for
+    deadline = time.monotonic() + 30
+    while Path(moved).exists():
+        assert time.monotonic() < deadline, f"{moved} still there"
+        time.sleep(0.05)
     assert (tmp_path / "data").is_dir()
-    # The data directory itself is refused, in the caller, when the removal is waited for.
-    w.start_removing_moved_data(str(tmp_path / "data"))
-    with pytest.raises(WorkloadError):
-        w.wait_moved_data_removed()
-    assert (tmp_path / "data").is_dir()
-    with pytest.raises(WorkloadError):  # nothing begun
-        w.wait_moved_data_removed()
+    assert (outside / "keep").read_text() == "not the database's"
+    # Anything but a moved-aside directory is refused before a process starts.
+    for wrong in (tmp_path / "data", outside):
+        with pytest.raises(WorkloadError):
+            w.remove_moved_data_later(str(wrong))
+    fake = tmp_path / "data.before-restore-20261203T000000Z"  # a link with a moved name
+    fake.symlink_to(outside)
+    with pytest.raises(WorkloadError, match="is not a directory"):
+        w.remove_moved_data_later(str(fake))
+    assert (tmp_path / "data").is_dir() and (outside / "keep").exists()
 
 
 # --- a restore beside the data directory: PostgreSQL started as Patroni last started it --

@@ -229,6 +229,14 @@ def test_restore_on_the_single_unit(scenario: Scenario) -> None:
     juju.settle("the restore ended", lambda: not juju.app_bag.get("restoring-backup")
                 and scenario.healthy(), timeout=DEPLOY_TIMEOUT)  # fmt: skip
     assert scenario.count(leader) == ROWS_BEFORE
+    # The data from before the restore: deleted on the unit's machine by a process the
+    # restore did not wait for (rm as the database user, inside the machine's mounts).
+    machine = scenario.world.machines[f"u{leader}"]
+    postgres_dir = machine.root / "fs" / "var-lib-postgresql" / PG_VERSION
+    juju.settle("the old data removed", lambda: not [
+        p for p in postgres_dir.iterdir() if ".before-restore-" in p.name
+    ], timeout=60)  # fmt: skip
+    assert (postgres_dir / "pgbackups" / "PG_VERSION").is_file()
 
 
 def test_scale_back_to_three(scenario: Scenario) -> None:

@@ -467,14 +467,10 @@ class Workload(Protocol):
         """Delete a directory :meth:`move_data_aside` made, and nothing else."""
         ...
 
-    def start_removing_moved_data(self, moved_path: str) -> None:
-        """Begin :meth:`remove_moved_data` in the background; :meth:`wait_moved_data_removed`
-        ends it (and says whether it worked)."""
-        ...
-
-    def wait_moved_data_removed(self) -> None:
-        """Until the removal :meth:`start_removing_moved_data` began has ended; raises
-        WorkloadError when it failed (what is left stays, a leftover)."""
+    def remove_moved_data_later(self, moved_path: str) -> None:
+        """Have a directory :meth:`move_data_aside` made deleted by a process of its own,
+        not waited for (and nothing else: any other path is refused here, WorkloadError).
+        A removal that fails leaves what is left of it, a leftover."""
         ...
 
     def wait_until_leader(self, timeout: float) -> bool:

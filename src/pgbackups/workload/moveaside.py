@@ -190,6 +190,13 @@ def _checked(data_dir: Path, moved: Path, parent: int) -> str:
     return moved.name
 
 
+def check_moved(data_dir: Path, moved_path: str) -> None:
+    """WorkloadError unless ``moved_path`` is a real directory (no link) with the name and
+    place of one :func:`move_aside` made."""
+    with _parent(data_dir) as parent:
+        _checked(data_dir, Path(moved_path), parent)
+
+
 def move_back(data_dir: Path, moved_path: str) -> None:
     """Rename a moved-aside directory back to ``data_dir``. What is in ``data_dir`` now (a
     failed restore's data) is renamed aside to ``<data>.failed-restore-<stamp>``."""

@@ -56,6 +56,8 @@ STALLED_ROLE, STALLED_STATE = "uninitialized", "stopped"
 RESTORE_SPOOL = "restore"
 # What PostgreSQL started on restored data logs (start_recovery), beside Patroni's log.
 RECOVERY_LOG = "postgresql-recovery.log"
+# What the background removal of the data from before a restore says (rm -rf: errors only).
+REMOVAL_LOG = "remove-old-data.log"
 # The files of the data directory that are Patroni's rendering for this unit, not the
 # backup's: the restored PostgreSQL starts with them, as Patroni would start it.
 CARRIED_CONFIG = ("postgresql.conf", "postgresql.base.conf", "pg_ident.conf")
@@ -387,7 +389,6 @@ class UnitWorkload:
     # PostgreSQL once more out of recovery (docs/performance.md, "The restore's fixed cost").
 
     _staged: tuple[threading.Thread, list[CommandResult]] | None = None
-    _removing: tuple[threading.Thread, list[WorkloadError]] | None = None
 
     def start_staged_restore(self, target: RestoreTarget) -> None:
         facts = self._facts()
@@ -536,30 +537,22 @@ class UnitWorkload:
     def remove_moved_data(self, moved_path: str) -> None:
         moveaside.remove_moved(Path(self.layout.data_dir), moved_path)
 
-    def start_removing_moved_data(self, moved_path: str) -> None:
-        data_dir = Path(self.layout.data_dir)
-        failed: list[WorkloadError] = []
-
-        def remove() -> None:
-            try:
-                moveaside.remove_moved(data_dir, moved_path)
-            except WorkloadError as exc:  # reported by wait_moved_data_removed, in the caller
-                failed.append(exc)
-
-        # Not a daemon thread: a process that ends meanwhile still finishes the removal
-        # rather than leaving a half-deleted copy.
-        thread = threading.Thread(target=remove, name="remove-moved-data")
-        thread.start()
-        self._removing = (thread, failed)
-
-    def wait_moved_data_removed(self) -> None:
-        if self._removing is None:
-            raise WorkloadError(f"{self.layout.unit}: no removal was started here")
-        thread, failed = self._removing
-        thread.join()
-        self._removing = None
-        if failed:
-            raise failed[0]
+    def remove_moved_data_later(self, moved_path: str) -> None:
+        # Checked here, by name and kind (a real directory beside the data directory, of
+        # a moved-aside name); deleted by ``rm`` as the database user, whose files these
+        # are: root deletes nothing in the database user's folder, and a link swapped in
+        # after the check is removed itself (rm follows none). Niced: the restored
+        # database runs beside it. Not waited for: the restore does not depend on it, and
+        # on a large database it is minutes of the disk's work.
+        layout = self.layout
+        moveaside.check_moved(Path(layout.data_dir), moved_path)
+        log_file = Path(layout.patroni_log_dir or layout.pgbackrest_log_dir) / REMOVAL_LOG
+        processes.spawn(
+            ["nice", "-n", "10", "rm", "-rf", "--one-file-system", "--", moved_path],
+            log_file=log_file,
+            user=self.db_user,
+        )
+        log.info("%s: removing the data from before the restore at %s", layout.unit, moved_path)
 
     def wait_until_leader(self, timeout: float) -> bool:
         # Patroni's REST API on this machine: a few milliseconds a question.

@@ -360,8 +360,8 @@ def _recreate(host: Host, state: RestoreState, mine: UnitRestoreState) -> Outcom
         _say(host, UnitStatus.maintenance(msg.RECREATING_REPLICA))
         return Done()
     if mine.moved_data:
-        try:
-            workload.remove_moved_data(mine.moved_data)
+        try:  # not waited for, as on the leader (restore._remove_old_data)
+            workload.remove_moved_data_later(mine.moved_data)
         except WorkloadError as exc:  # the unit stands; the old copy is only left over
             log.warning("The data from before the restore was not removed: %s", exc)
     UnitRestoreState(joined=mine.joined, done=state.epoch).write(host.unit_data)

@@ -14,10 +14,9 @@ means (the PITR block, the old data kept or removed) is decided here, next to th
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator, Mapping
-from dataclasses import replace
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from pgbackups.core import messages as msg
@@ -43,6 +42,7 @@ from pgbackups.core.handlers.health import disk_full_reason
 from pgbackups.core.host import (
     BackupToolError,
     Host,
+    ObjectStore,
     Recovery,
     UnitStatus,
     Workload,
@@ -386,8 +386,11 @@ def _record_restore(host: Host, wanted: RestoreState, moved: str) -> str:
 # The restore's end, seen by update-status on the leader
 
 
-def detect_restore_end(host: Host, state: RestoreState) -> Outcome:
-    """Still restoring (nothing), failed (Blocked once, everything kept), or done."""
+def detect_restore_end(
+    host: Host, state: RestoreState, ownership: OwnershipRead | None = None
+) -> Outcome:
+    """Still restoring (nothing), failed (Blocked once, everything kept), or done.
+    ``ownership``: the repository read during the takeover (None: read at the end)."""
     workload = host.workload
     moved = state.moved_data
     if workload.is_database_service_running() is False:
@@ -419,7 +422,7 @@ def detect_restore_end(host: Host, state: RestoreState) -> Outcome:
     # The new timeline's first segment to the archive now, not at archive_timeout: a unit
     # added from the repository soon after needs it (_timeline_archived says why).
     workload_done(workload.switch_wal)
-    finish_restore(host, state, timeline)
+    finish_restore(host, state, timeline, ownership)
     return Done()
 
 
@@ -447,10 +450,16 @@ def _take_over(host: Host, state: RestoreState) -> Outcome:
     failed = take_over(host.workload)
     if failed is not None:
         return _restore_failed(host, state.moved_data, None, failed)
+    # While Patroni starts (most of a second: its interpreter and imports), the
+    # repository's ownership is read against the restored data, which is what the
+    # completion re-checks; what the completion writes still waits for the leader key.
+    # (Several units: the completion comes later, once the others re-created, and reads
+    # it then.)
+    ownership = None if host.peers() else read_ownership(host)
     # Patroni holds the leader key about a second after its start: the restore's end is
     # seen in this hook, not at the next update-status (minutes apart under Juju).
     if host.workload.wait_until_leader(TAKEOVER_WAIT_SECONDS):
-        return detect_restore_end(host, state)
+        return detect_restore_end(host, state, ownership)
     return Done()
 
 
@@ -587,24 +596,30 @@ def _pitr_failed(host: Host, state: RestoreState) -> Done:
     return Done()
 
 
-def finish_restore(host: Host, state: RestoreState, timeline: int) -> None:
+def finish_restore(
+    host: Host, state: RestoreState, timeline: int, ownership: OwnershipRead | None = None
+) -> None:
     """Clear the flags, normal bootstrap again, re-check ownership
     (docs/behaviour/s3-credentials.md#two-clusters-never-share-one-repository), remove the
     moved-aside data, Active (or the S3 block the ownership check set: after a restore
     from another cluster's repository, the block says the data is restored and what to do
     next). When leadership moved during the restore, the moved-aside data is on the unit
-    that restored: it stays there, a leftover a person removes (``leftovers``)."""
+    that restored: it stays there, a leftover a person removes (``leftovers``).
+
+    ``ownership`` is the repository as read while Patroni took over (the same reading,
+    earlier: the restored data's system identifier does not change meanwhile); None
+    reads it here."""
     RestoreState.clear(host.app_data, keep_moved_data=True)
     _pin_replica_set(host, state)
-    with _old_data_removed(host, state):  # beside the configuration and the re-check
-        apply_config(host)
-        log.info(
-            "Restored backup %s%s; now on the new timeline %d",
-            state.label or "(none)",
-            f" to {state.to_time}" if state.to_time else "",
-            timeline,
-        )
-        problem = _recheck_repository_after_restore(host)
+    _remove_old_data(host, state)  # the restore is proven: Patroni runs it as the primary
+    apply_config(host)
+    log.info(
+        "Restored backup %s%s; now on the new timeline %d",
+        state.label or "(none)",
+        f" to {state.to_time}" if state.to_time else "",
+        timeline,
+    )
+    problem = _recheck_repository_after_restore(host, ownership or read_ownership(host))
     if problem == msg.ANOTHER_CLUSTER_REPOSITORY:
         restored = msg.restored_from_another_cluster()
         host.app_data[S3_BLOCK_MESSAGE] = restored
@@ -613,31 +628,26 @@ def finish_restore(host: Host, state: RestoreState, timeline: int) -> None:
         host.set_status(UnitStatus.active())
 
 
-@contextlib.contextmanager
-def _old_data_removed(host: Host, state: RestoreState) -> Iterator[None]:
-    """The data from before the restore is deleted while the body runs (the restore is
-    proven: Patroni runs it as the primary on its new timeline), and forgotten after."""
+def _remove_old_data(host: Host, state: RestoreState) -> None:
+    """The data from before the restore is deleted by a process of its own, which the
+    restore does not wait for: deleting is the disk's work (about 0.3 s per 500 MB here,
+    minutes for a large database), and nothing of the restore depends on it. A removal
+    that fails leaves the directory as it is, a leftover ``status`` and ``leftovers``
+    show. The state forgets it either way."""
     if not state.moved_data:
-        yield
         return
     if state.restores_elsewhere(host.unit_name):
-        yield
         log.warning(
             "The data from before the restore stays on %s at %s (the restore ran there)",
             state.unit,
             state.moved_data,
         )
-        RestoreState.forget_moved_data(host.app_data)
-        return
-    host.workload.start_removing_moved_data(state.moved_data)
-    try:
-        yield
-    finally:
+    else:
         try:
-            host.workload.wait_moved_data_removed()
+            host.workload.remove_moved_data_later(state.moved_data)
         except WorkloadError as exc:  # the restore stands; the old data is only left over
             log.warning("The data from before the restore was not removed: %s", exc)
-        RestoreState.forget_moved_data(host.app_data)
+    RestoreState.forget_moved_data(host.app_data)
 
 
 def _pin_replica_set(host: Host, state: RestoreState) -> None:
@@ -653,19 +663,36 @@ def _pin_replica_set(host: Host, state: RestoreState) -> None:
         log.info("New replicas restore backup set %s until a backup is taken", state.label)
 
 
-def _recheck_repository_after_restore(host: Host) -> str | None:
-    """The S3 block's message when the repository turned out not to be usable (the block
-    is set), else None."""
+@dataclass(frozen=True)
+class OwnershipRead:
+    """The repository, read for the completion's ownership re-check: the settings and
+    store it was read through (None: no usable S3 settings, nothing to re-check) and the
+    Blocked message when it is not usable (None: ours, or empty)."""
+
+    settings: S3Settings | None
+    store: ObjectStore | None
+    problem: str | None
+
+
+def read_ownership(host: Host) -> OwnershipRead:
+    """Read the repository for the re-check; nothing is written."""
     settings = parse_settings(host.s3_parameters())
     if not isinstance(settings, S3Settings):
+        return OwnershipRead(None, None, None)
+    store = host.object_store(settings)
+    return OwnershipRead(settings, store, repository_problem(host, settings, store))
+
+
+def _recheck_repository_after_restore(host: Host, read: OwnershipRead) -> str | None:
+    """The S3 block's message when the repository turned out not to be usable (the block
+    is set), else None (the marker claims it again)."""
+    if read.settings is None or read.store is None:
         log.info("No usable S3 settings after the restore: repository not re-checked")
         return None
-    store = host.object_store(settings)
-    problem = repository_problem(host, settings, store)
-    if problem is not None:
-        block_s3(host, problem)
-        return problem
+    if read.problem is not None:
+        block_s3(host, read.problem)
+        return read.problem
     if host.app_data.get(STANZA):
-        write_marker(host, settings, store)
+        write_marker(host, read.settings, read.store)
     host.app_data[S3_BLOCK_MESSAGE] = ""
     return None
