@@ -64,6 +64,8 @@ class UnitServices:
         with self.cluster.facts.inside(self.unit.machine):
             pid = processes.spawn(argv, log_file=Path(log_file), user=self.cluster.db_user)
         self.cluster.record_service(recovery_key(self.unit), ProcessRecord.of(pid))
+        # While it recovers, Patroni's interpreter and imports, for the takeover.
+        self.unit.preload_patroni()
 
     def stop(self, service: Service) -> None:
         if service is Service.TLS_SERVER:

@@ -13,11 +13,12 @@ from pgbackups.adapters import postgres, processes
 from pgbackups.adapters.files import config_owner, read_text
 from pgbackups.adapters.patroni import PatroniClient, RestAuth
 from pgbackups.core.host import TlsMaterial, WorkloadConfig
-from pgbackups.local.errors import WriteFailed
+from pgbackups.local.errors import ProgramMissing, WriteFailed
 from pgbackups.local.machinery import netns, programs
 from pgbackups.local.machinery import ports as ports_mod
 from pgbackups.local.machinery.paths import UnitPaths, ensure_dir, make_dirs_as
 from pgbackups.local.machinery.state import ProcessRecord, UnitRecord
+from pgbackups.local.runtime import patroni_preload
 from pgbackups.local.runtime.dcs import EtcdDcs
 from pgbackups.local.runtime.facts import ClusterFacts
 from pgbackups.workload.layout import PeerLayout, UnitFacts, UnitLayout
@@ -252,6 +253,11 @@ class Unit:
         with self.cluster.inside(self.machine):
             for port, what in ports:
                 ports_mod.require_free(port, f"{self.name} {what}", self.host)
+            preloaded = self._take_preloaded()
+            if preloaded is not None:
+                self._record(preloaded)
+                log.info("%s: patroni started, pid %d (preloaded)", self.name, preloaded.pid)
+                return preloaded.pid
             pid = processes.spawn(
                 [programs.find("patroni"), str(self.paths.patroni_config)],
                 log_file=self.log_file,
@@ -261,11 +267,73 @@ class Unit:
         log.info("%s: patroni started, pid %d", self.name, pid)
         return pid
 
+    def preload_patroni(self) -> None:
+        """Start Patroni's interpreter ahead, its modules imported, waiting for
+        :meth:`start` (patroni_preload says why). Best effort: a preload that cannot
+        start is logged, and :meth:`start` spawns Patroni as usual."""
+        if self.is_running() or self._preloaded() is not None:
+            return
+        try:
+            script = programs.find("patroni")
+            python = patroni_preload.interpreter_of(script)
+            if python is None:
+                log.info("%s: %s is not a Python script: Patroni not preloaded", self.name, script)
+                return
+            with self.cluster.inside(self.machine):
+                pid = processes.spawn(
+                    [python, "-c", patroni_preload.PRELOAD, str(self.paths.patroni_config)],
+                    log_file=self.log_file,
+                    user=self.cluster.db_user,
+                )
+            self._record_preloaded(ProcessRecord.of(pid))
+        except (OSError, ProgramMissing, WriteFailed) as exc:
+            log.warning("%s: Patroni not preloaded: %s", self.name, exc)
+            return
+        log.debug("%s: Patroni preloaded, pid %d", self.name, pid)
+
+    def _preloaded(self) -> ProcessRecord | None:
+        """The preloaded Patroni's record while it runs (a dead one's is forgotten)."""
+        record = self.cluster.state().processes.get(patroni_preload.key(self.name))
+        if record is not None and not record.is_ours():
+            self._record_preloaded(None)
+            return None
+        return record
+
+    def _record_preloaded(self, proc: ProcessRecord | None) -> None:
+        key = patroni_preload.key(self.name)
+        with self.cluster.store.transaction() as state:
+            if proc is None:
+                state.processes.pop(key, None)
+            else:
+                state.processes[key] = proc
+
+    def _take_preloaded(self) -> ProcessRecord | None:
+        """The preloaded Patroni, told to start (its record moves to the unit's); None
+        when there is none running."""
+        record = self._preloaded()
+        if record is None:
+            return None
+        if patroni_preload.release(record.pid):
+            self._record_preloaded(None)
+            return record
+        log.warning(
+            "%s: the preloaded Patroni (pid %d) did not wait: stopped", self.name, record.pid
+        )
+        self._stop_preloaded()
+        return None
+
+    def _stop_preloaded(self) -> None:
+        record = self._preloaded()
+        if record is not None:
+            processes.stop(record.pid, timeout=10)
+            self._record_preloaded(None)
+
     def stop(self, timeout: float = 90.0) -> bool:
         """SIGTERM our Patroni (it stops PostgreSQL) and wait, then stop what its session
         still runs: a Patroni that died leaves its children there (a restore's pgBackRest
         and its workers), and they must not outlive it. A PID that now belongs to another
         process is never signalled. True when nothing of ours runs any more."""
+        self._stop_preloaded()  # never told to start
         proc = self.process()
         ok = True
         reused = False
