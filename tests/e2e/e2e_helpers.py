@@ -161,12 +161,15 @@ def wait_writable(unit: Unit, timeout: float = 60) -> None:
 
 def wait_old_data_removed(units: list[Unit], timeout: float = 60) -> None:
     """Until no unit has a data directory moved aside by a restore. A restore that worked
-    has it removed by a process it does not wait for (restore._remove_old_data): gone
-    seconds after the restore reported success."""
+    has it renamed ``data.removing-*`` and removed by a process it does not wait for
+    (restore._remove_old_data): gone seconds after the restore reported success."""
     deadline = time.monotonic() + timeout
     while True:
         left = [
-            p for u in units for p in u.data_dir.parent.iterdir() if ".before-restore-" in p.name
+            p
+            for u in units
+            for p in u.data_dir.parent.iterdir()
+            if ".before-restore-" in p.name or ".removing-" in p.name
         ]
         if not left:
             return

@@ -272,8 +272,8 @@ def test_summarize_ratios() -> None:
 
 
 def test_cluster_restore_ratio_and_issue_14_targets() -> None:
-    """The N-unit restore against N bare restores side by side, and both restore ratios
-    against issue 14's 1.5x."""
+    """The N-unit restore against N bare restores side by side; the one-unit restore
+    against issue 14's 1.5x, the N-unit figure reported beside it."""
     results = {
         "sizes": [
             {
@@ -296,13 +296,18 @@ def test_cluster_restore_ratio_and_issue_14_targets() -> None:
     cluster = rows["pgbackups restore --wait of 3 units, until every replica streams"]
     assert (cluster["value_s"], cluster["baseline_s"], cluster["ratio"]) == (22.0, 8.0, 2.75)
     assert cluster["baseline"] == "3 bare restores side by side, until all writable"
-    got = {t["target"].split(" (")[0]: (t["ratio"], t["met"]) for t in summary["ratio_targets"]}
+    got = {
+        t["target"].split(" (")[0]: (t["ratio"], t["limit"], t["met"])
+        for t in summary["ratio_targets"]
+    }
+    # Issue 14's 1.5x is the one-unit restore's; the N-unit figure is reported only.
     assert got == {
-        "pgbackups restore --wait, until writable": (1.4, True),
-        "pgbackups restore --wait of 3 units, until every replica streams": (2.75, False),
+        "pgbackups restore --wait, until writable": (1.4, 1.5, True),
+        "pgbackups restore --wait of 3 units, until every replica streams": (2.75, None, None),
     }
     text = report.render_text(summary, 2)
-    assert "Restore targets (issue 14" in text and "<= 1.50x" in text and "MISSED" in text
+    assert "Restore targets (issue 14" in text and "<= 1.50x" in text and "reported" in text
+    assert "MISSED" not in text
 
 
 def test_restore_phases_reads_pgbackrests_restore_lines_after_the_start(tmp_path: Path) -> None:

@@ -176,6 +176,30 @@ def test_leftovers_are_listed_with_kind_and_size(data: Path) -> None:
     assert all(item.size > 0 for item in listed.values())
 
 
+def test_a_copy_handed_to_a_removal_is_renamed_and_listed_as_such(
+    data: Path, tmp_path: Path
+) -> None:
+    """rename_for_removal: a removal stopped half-way leaves ``data.removing-*``, a kind
+    of its own that a person may delete, never one that passes for a copy to restore."""
+    made = _leftovers(data)
+    doomed = moveaside.rename_for_removal(data, str(made["before"]))
+    assert doomed == data.with_name("data.removing-20261128T150000Z")
+    assert doomed.is_dir() and not made["before"].exists()
+    kinds = {item.name: item.kind for item in moveaside.leftovers(data)}
+    assert kinds[doomed.name] == "removing"
+    assert moveaside.remove_leftover(data, doomed.name) == doomed
+    # Only a moved-aside directory: the data directory, another leftover and a link
+    # with a moved-aside name are refused, and nothing is renamed.
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    data.with_name("data.before-restore-link").symlink_to(outside)
+    before = sorted(p.name for p in data.parent.iterdir())
+    for wrong in (data, made["displaced"], data.with_name("data.before-restore-link")):
+        with pytest.raises(WorkloadError):
+            moveaside.rename_for_removal(data, str(wrong))
+    assert sorted(p.name for p in data.parent.iterdir()) == before
+
+
 def test_a_named_leftover_is_removed(data: Path) -> None:
     made = _leftovers(data)
     assert moveaside.remove_leftover(data, "data.failed") == made["patroni"]

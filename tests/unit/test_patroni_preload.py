@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from pgbackups.local.machinery.state import ProcessRecord
 from pgbackups.local.runtime import patroni_preload
 
 STAND_IN = """\
@@ -30,7 +31,9 @@ def main():
 def _preload(tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path]:
     package = tmp_path / "lib" / "patroni"
     package.mkdir(parents=True)
-    (package / "__init__.py").write_text("")
+    # Its import takes a second, as Patroni's does on a busy machine: a signal sent
+    # meanwhile must wait for the sigwait, not end the process.
+    (package / "__init__.py").write_text("import time\ntime.sleep(1.0)\n")
     (package / "__main__.py").write_text(STAND_IN)
     record = tmp_path / "record.json"
     proc = subprocess.Popen(
@@ -45,8 +48,10 @@ def test_a_signal_sent_while_it_imports_is_kept_and_patroni_runs_on_its_config(
 ) -> None:
     proc, record = _preload(tmp_path)
     # At once: release waits until the interpreter blocked the signal, then sends it
-    # (the imports may still run: the signal stays pending until its sigwait).
-    assert patroni_preload.release(proc.pid)
+    # while the (slow) imports still run: the signal stays pending until its sigwait.
+    started = time.monotonic()
+    assert patroni_preload.release(ProcessRecord.of(proc.pid))
+    assert time.monotonic() - started < 0.9, "sent during the imports"
     assert proc.wait(timeout=30) == 0
     ran = json.loads(record.read_text())
     assert ran == {
@@ -58,7 +63,7 @@ def test_a_signal_sent_while_it_imports_is_kept_and_patroni_runs_on_its_config(
 
 def test_it_waits_for_the_signal_and_stops_on_sigterm(tmp_path: Path) -> None:
     proc, record = _preload(tmp_path)
-    time.sleep(1.0)
+    time.sleep(2.0)
     assert proc.poll() is None, "it runs nothing until told"
     assert patroni_preload.waits(proc.pid), "and says, in /proc, that it waits"
     assert not record.exists()
@@ -75,9 +80,9 @@ def test_release_of_a_process_that_is_gone_or_never_waits() -> None:
         check=True,
         timeout=30,
     )
-    assert not patroni_preload.release(int(done.stdout), timeout=0.2)
+    assert not patroni_preload.release(ProcessRecord(int(done.stdout), 1), timeout=0.2)
     with subprocess.Popen(["sleep", "30"]) as other:  # a process that blocks nothing
-        assert not patroni_preload.release(other.pid, timeout=0.2)
+        assert not patroni_preload.release(ProcessRecord.of(other.pid), timeout=0.2)
         assert other.poll() is None, "never signalled"
         other.kill()
 

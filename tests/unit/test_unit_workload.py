@@ -288,9 +288,11 @@ def test_moved_data_is_removed_by_a_process_of_its_own_and_only_that(tmp_path: P
     (outside / "keep").write_text("not the database's")
     (Path(moved) / "link").symlink_to(outside)  # rm removes the link, never enters it
     w.remove_moved_data_later(moved)  # returns at once: the removal is not waited for
+    # Renamed first: a removal stopped half-way leaves a name that says so.
+    assert not Path(moved).exists()
     deadline = time.monotonic() + 30
-    while Path(moved).exists():
-        assert time.monotonic() < deadline, f"{moved} still there"
+    while left := [p.name for p in tmp_path.iterdir() if ".removing-" in p.name]:
+        assert time.monotonic() < deadline, f"{left} still there"
         time.sleep(0.05)
     assert (tmp_path / "data").is_dir()
     assert (outside / "keep").read_text() == "not the database's"

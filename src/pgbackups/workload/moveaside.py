@@ -36,6 +36,9 @@ MOVED_MARK = ".before-restore-"
 DISPLACED_MARK = ".failed-restore-"
 # Where pgBackRest restores while the data directory is still in place (swap_in).
 STAGING_SUFFIX = ".restoring"
+# A moved-aside copy handed to a removal (rename_for_removal): what a removal stopped
+# half-way leaves says so, and never passes for a copy a rollback could put back.
+REMOVING_MARK = ".removing-"
 
 
 @contextlib.contextmanager
@@ -190,11 +193,21 @@ def _checked(data_dir: Path, moved: Path, parent: int) -> str:
     return moved.name
 
 
-def check_moved(data_dir: Path, moved_path: str) -> None:
-    """WorkloadError unless ``moved_path`` is a real directory (no link) with the name and
-    place of one :func:`move_aside` made."""
+def rename_for_removal(data_dir: Path, moved_path: str) -> Path:
+    """Rename a directory :func:`move_aside` made (a real directory, no link: WorkloadError
+    otherwise) to ``<data>.removing-<its stamp>``, relative to the parent's descriptor, and
+    return the new path, which is what the removal then deletes."""
     with _parent(data_dir) as parent:
-        _checked(data_dir, Path(moved_path), parent)
+        moved = _checked(data_dir, Path(moved_path), parent)
+        base = data_dir.name + REMOVING_MARK + moved[len(data_dir.name + MOVED_MARK) :]
+        target, n = base, 1
+        while _exists(target, parent):
+            target, n = f"{base}-{n}", n + 1
+        try:
+            os.rename(moved, target, src_dir_fd=parent, dst_dir_fd=parent)
+        except OSError as exc:
+            raise WorkloadError(f"could not rename {moved_path} for its removal: {exc}") from exc
+    return data_dir.with_name(target)
 
 
 def move_back(data_dir: Path, moved_path: str) -> None:
@@ -237,7 +250,7 @@ class Leftover:
     nothing removes it by itself (a copy of the data is never deleted unasked)."""
 
     path: Path
-    kind: str  # before-restore | failed-restore | patroni-failed | partial-restore
+    kind: str  # before-restore | failed-restore | patroni-failed | partial-restore | removing
     size: int  # bytes on disk (allocated blocks; links not followed)
     changed: float  # st_ctime: when it was moved here (a rename sets it)
 
@@ -255,7 +268,12 @@ def leftover_kind(data_dir: Path, path: Path) -> str | None:
         return "patroni-failed"
     if name == base + STAGING_SUFFIX:
         return "partial-restore"
-    for mark, kind in ((MOVED_MARK, "before-restore"), (DISPLACED_MARK, "failed-restore")):
+    marks = (
+        (MOVED_MARK, "before-restore"),
+        (DISPLACED_MARK, "failed-restore"),
+        (REMOVING_MARK, "removing"),
+    )
+    for mark, kind in marks:
         if name.startswith(base + mark) and len(name) > len(base + mark):
             return kind
     return None
@@ -326,7 +344,8 @@ def check_leftover(data_dir: Path, name: str, *, needed: str = "") -> Path:
     if leftover_kind(data_dir, path) is None:
         raise WorkloadError(
             f"{name} is not a leftover of {data_dir.name} (only {data_dir.name}{MOVED_MARK}*, "
-            f"{data_dir.name}{DISPLACED_MARK}* and {data_dir.name}{PATRONI_FAILED_SUFFIX})"
+            f"{data_dir.name}{DISPLACED_MARK}*, {data_dir.name}{REMOVING_MARK}* and "
+            f"{data_dir.name}{PATRONI_FAILED_SUFFIX})"
         )
     if needed and Path(needed) == path:
         raise WorkloadError(

@@ -538,21 +538,29 @@ class UnitWorkload:
         moveaside.remove_moved(Path(self.layout.data_dir), moved_path)
 
     def remove_moved_data_later(self, moved_path: str) -> None:
-        # Checked here, by name and kind (a real directory beside the data directory, of
-        # a moved-aside name); deleted by ``rm`` as the database user, whose files these
-        # are: root deletes nothing in the database user's folder, and a link swapped in
-        # after the check is removed itself (rm follows none). Niced: the restored
-        # database runs beside it. Not waited for: the restore does not depend on it, and
-        # on a large database it is minutes of the disk's work.
+        # Root checks the path (a real directory beside the data directory, of a
+        # moved-aside name) and renames it to ``<data>.removing-<stamp>``, relative to the
+        # parent's descriptor: a removal stopped half-way (``down``, a reboot) leaves a
+        # directory that says what it is, never one that passes for a copy a rollback
+        # could put back. ``rm`` deletes it as the database user, whose files these are:
+        # root deletes nothing in the database user's folder, and a link swapped in after
+        # the rename is removed itself (rm follows none). Niced: the restored database
+        # runs beside it. Not waited for: the restore does not depend on it, and on a
+        # large database it is minutes of the disk's work.
         layout = self.layout
-        moveaside.check_moved(Path(layout.data_dir), moved_path)
+        doomed = moveaside.rename_for_removal(Path(layout.data_dir), moved_path)
         log_file = Path(layout.patroni_log_dir or layout.pgbackrest_log_dir) / REMOVAL_LOG
-        processes.spawn(
-            ["nice", "-n", "10", "rm", "-rf", "--one-file-system", "--", moved_path],
-            log_file=log_file,
-            user=self.db_user,
-        )
-        log.info("%s: removing the data from before the restore at %s", layout.unit, moved_path)
+        try:
+            processes.spawn(
+                ["nice", "-n", "10", "rm", "-rf", "--one-file-system", "--", str(doomed)],
+                log_file=log_file,
+                user=self.db_user,
+            )
+        except OSError as exc:
+            raise WorkloadError(
+                f"{layout.unit}: could not start the removal of {doomed}: {exc}"
+            ) from exc
+        log.info("%s: removing the data from before the restore (%s)", layout.unit, doomed)
 
     def wait_until_leader(self, timeout: float) -> bool:
         # Patroni's REST API on this machine: a few milliseconds a question.

@@ -85,7 +85,9 @@ def register(sub: Subparsers) -> None:
         "                              restore succeeded; rollback-restore puts it back)\n"
         "  data.failed-restore-<time>  what a failed restore left, moved aside by a rollback\n"
         "  data.failed                 a bootstrap Patroni gave up (a failed restore)\n"
-        "Nothing removes them by itself. Without a verb: list them with size and age\n"
+        "  data.removing-<time>        the data a restore that succeeded replaced, being\n"
+        "                              deleted (left part-deleted if that was stopped)\n"
+        "Nothing else removes them by itself. Without a verb: list them with size and age\n"
         "(status lists them too). `remove UNIT LEFTOVER...` deletes the ones named; the\n"
         "copy a restore that has not succeeded still needs is refused, and so is anything\n"
         "that is not one of these directories.",

@@ -22,6 +22,8 @@ import signal
 import time
 from pathlib import Path
 
+from pgbackups.local.machinery.state import ProcessRecord
+
 log = logging.getLogger(__name__)
 
 # The cluster-state key of a unit's preloaded Patroni (Cluster.record_service): `down`
@@ -88,16 +90,19 @@ def waits(pid: int) -> bool:
     return False
 
 
-def release(pid: int, timeout: float = 2.0) -> bool:
+def release(proc: ProcessRecord, timeout: float = 2.0) -> bool:
     """Tell a preloaded Patroni to start, once it waits for that (a few milliseconds
-    after its spawn); False when it is gone or never waited within ``timeout``."""
+    after its spawn); False when it is gone, is another process now (a PID reused: the
+    start time is checked just before the signal), or never waited within ``timeout``."""
     deadline = time.monotonic() + timeout
-    while not waits(pid):
+    while not waits(proc.pid):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.005)
+    if not proc.is_ours():
+        return False
     try:
-        os.kill(pid, signal.SIGUSR1)
+        os.kill(proc.pid, signal.SIGUSR1)
     except ProcessLookupError:
         return False
     return True

@@ -43,7 +43,7 @@ class LeftoverView:
 
     name: str
     path: str
-    kind: str  # before-restore | failed-restore | patroni-failed
+    kind: str  # before-restore | failed-restore | patroni-failed | partial-restore | removing
     size: int  # bytes
     age_seconds: int
     needed: bool  # the data from before a restore that has not succeeded: not removable

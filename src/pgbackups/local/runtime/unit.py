@@ -285,11 +285,20 @@ class Unit:
                     log_file=self.log_file,
                     user=self.cluster.db_user,
                 )
-            self._record_preloaded(ProcessRecord.of(pid))
-        except (OSError, ProgramMissing, WriteFailed) as exc:
+        except (OSError, ProgramMissing) as exc:
             log.warning("%s: Patroni not preloaded: %s", self.name, exc)
             return
-        log.debug("%s: Patroni preloaded, pid %d", self.name, pid)
+        try:
+            self._record_preloaded(ProcessRecord.of(pid))
+        except (OSError, WriteFailed) as exc:  # unrecorded, nothing would ever stop it
+            processes.stop(pid, timeout=10)
+            log.warning(
+                "%s: Patroni not preloaded (its record was not written): %s", self.name, exc
+            )
+            return
+        log.info(
+            "%s: Patroni preloaded (pid %d) while the restored database recovers", self.name, pid
+        )
 
     def _preloaded(self) -> ProcessRecord | None:
         """The preloaded Patroni's record while it runs (a dead one's is forgotten)."""
@@ -313,7 +322,7 @@ class Unit:
         record = self._preloaded()
         if record is None:
             return None
-        if patroni_preload.release(record.pid):
+        if patroni_preload.release(record):
             self._record_preloaded(None)
             return record
         log.warning(
