@@ -94,8 +94,7 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
             rows.append(
                 _row(
                     "overhead",
-                    f"pgbackups restore --wait of {n} units, until every replica streams "
-                    f"({mb} MB db)",
+                    f"{CLUSTER_RESTORE_MEASURE}{n} units, until every replica streams ({mb} MB db)",
                     _med(cluster["values"], "cluster-restore:pgbackups"),
                     _med(cluster["values"], "cluster-restore:direct"),
                     f"{n} bare restores side by side, until all writable",
@@ -272,22 +271,28 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 # Issue 14's restore target, a ratio against the bare restore(s) of the same run. The
 # cluster figure has no target of its own in the issue: the one-unit restore's is shown.
 RESTORE_RATIO_TARGET = 1.5
+# The N-unit restore's row (its measure begins so): issue 14 asks for the figure, and
+# sets its 1.5x on the one-unit restore only.
+CLUSTER_RESTORE_MEASURE = "pgbackups restore --wait of "
 
 
 def ratio_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The restore rows' ratios against issue 14's 1.5x (pure)."""
+    """The restore rows' ratios: the one-unit restore against issue 14's 1.5x; the
+    N-unit figure is one the issue asks to report, with no target (limit and met None)
+    (pure)."""
     out = []
     for row in rows:
         if row["section"] != "overhead" or "restore" not in row["measure"]:
             continue
         if row["ratio"] is None:
             continue
+        cluster = row["measure"].startswith(CLUSTER_RESTORE_MEASURE)
         out.append(
             {
                 "target": row["measure"],
                 "ratio": row["ratio"],
-                "limit": RESTORE_RATIO_TARGET,
-                "met": row["ratio"] <= RESTORE_RATIO_TARGET,
+                "limit": None if cluster else RESTORE_RATIO_TARGET,
+                "met": None if cluster else row["ratio"] <= RESTORE_RATIO_TARGET,
             }
         )
     return out
@@ -343,8 +348,8 @@ def render_text(summary: dict[str, Any], repeat: int) -> str:
                     [
                         t["target"],
                         fmt_ratio(t["ratio"]),
-                        f"<= {fmt_ratio(t['limit'])}",
-                        "met" if t["met"] else "MISSED",
+                        "none" if t["limit"] is None else f"<= {fmt_ratio(t['limit'])}",
+                        "reported" if t["met"] is None else "met" if t["met"] else "MISSED",
                     ]
                     for t in summary["ratio_targets"]
                 ],
