@@ -65,11 +65,13 @@ def _exists(name: str, parent: int) -> bool:
     return True
 
 
-def _sibling(data_dir: Path, mark: str, parent: int) -> str:
-    """A name beside ``data_dir`` that does not exist yet (a second in the same UTC
-    second gets a suffix: rename would replace an empty directory of the same name; one
-    made between this check and the rename makes the rename fail, never write through)."""
-    base = f"{data_dir.name}{mark}{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+def _sibling(data_dir: Path, mark: str, parent: int, stamp: str = "") -> str:
+    """A name beside ``data_dir`` that does not exist yet, ``<data><mark><stamp>`` (now,
+    in UTC, by default; a second in the same UTC second gets a suffix: rename would
+    replace an empty directory of the same name; one made between this check and the
+    rename makes the rename fail, never write through)."""
+    stamp = stamp or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    base = f"{data_dir.name}{mark}{stamp}"
     candidate = base
     n = 1
     while _exists(candidate, parent):
@@ -199,10 +201,8 @@ def rename_for_removal(data_dir: Path, moved_path: str) -> Path:
     return the new path, which is what the removal then deletes."""
     with _parent(data_dir) as parent:
         moved = _checked(data_dir, Path(moved_path), parent)
-        base = data_dir.name + REMOVING_MARK + moved[len(data_dir.name + MOVED_MARK) :]
-        target, n = base, 1
-        while _exists(target, parent):
-            target, n = f"{base}-{n}", n + 1
+        stamp = moved[len(data_dir.name + MOVED_MARK) :]  # the copy keeps its time
+        target = _sibling(data_dir, REMOVING_MARK, parent, stamp)
         try:
             os.rename(moved, target, src_dir_fd=parent, dst_dir_fd=parent)
         except OSError as exc:

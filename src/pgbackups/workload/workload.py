@@ -483,7 +483,7 @@ class UnitWorkload:
             raise WorkloadError(f"{moved} is not a data directory moved aside")
         opts = read_text(Path(moved) / "postmaster.opts")
         argv = postmaster_argv(opts, layout.data_dir, layout.bin_dir)
-        log_file = _recovery_log(layout)
+        log_file = _unit_log(layout, RECOVERY_LOG)
         # The reason of a failure is read from it: last time's goes first. As the
         # database user: the folder is its own (root never changes anything there).
         processes.run(["rm", "-f", "--", str(log_file)], user=self.db_user, timeout=30)
@@ -500,7 +500,7 @@ class UnitWorkload:
             return Recovery(Recovery.PROMOTED if answer is False else Recovery.RECOVERING)
         if not self.services.has_failed(Service.RECOVERY):
             return None
-        text = read_text(_recovery_log(layout)) or ""
+        text = read_text(_unit_log(layout, RECOVERY_LOG)) or ""
         fatal = [line for line in text.splitlines() if "FATAL:" in line]
         reason = fatal[-1].split("FATAL:", 1)[1].strip() if fatal else "PostgreSQL exited"
         return Recovery(Recovery.ENDED, reason[:300])
@@ -549,7 +549,7 @@ class UnitWorkload:
         # large database it is minutes of the disk's work.
         layout = self.layout
         doomed = moveaside.rename_for_removal(Path(layout.data_dir), moved_path)
-        log_file = Path(layout.patroni_log_dir or layout.pgbackrest_log_dir) / REMOVAL_LOG
+        log_file = _unit_log(layout, REMOVAL_LOG)
         try:
             processes.spawn(
                 ["nice", "-n", "10", "rm", "-rf", "--one-file-system", "--", str(doomed)],
@@ -680,9 +680,10 @@ class UnitWorkload:
         self.services.stop(Service.TLS_SERVER)
 
 
-def _recovery_log(layout: UnitLayout) -> Path:
-    """Beside Patroni's log, or pgBackRest's where Patroni logs to its standard error."""
-    return Path(layout.patroni_log_dir or layout.pgbackrest_log_dir) / RECOVERY_LOG
+def _unit_log(layout: UnitLayout, name: str) -> Path:
+    """A log of ours beside Patroni's, or pgBackRest's where Patroni logs to its standard
+    error (the database user's folder: what is spawned as that user opens it)."""
+    return Path(layout.patroni_log_dir or layout.pgbackrest_log_dir) / name
 
 
 def postmaster_argv(opts: str | None, data_dir: str, bin_dir: str) -> list[str]:

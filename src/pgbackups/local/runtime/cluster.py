@@ -279,19 +279,15 @@ class Cluster:
     # --- processes -------------------------------------------------------------------
 
     def service(self, key: str) -> ProcessRecord | None:
-        """The process recorded under ``key`` (etcd, S3, a unit's TLS server)."""
-        return self.state().processes.get(key)
+        """The process recorded under ``key`` (ClusterFacts.service)."""
+        return self.facts.service(key)
 
     def service_running(self, key: str) -> bool:
         proc = self.service(key)
         return proc is not None and proc.is_ours()
 
     def record_service(self, key: str, proc: ProcessRecord | None) -> None:
-        with self.store.transaction() as state:
-            if proc is None:
-                state.processes.pop(key, None)
-            else:
-                state.processes[key] = proc
+        self.facts.record_service(key, proc)
 
     def running_parts(self) -> dict[str, bool]:
         parts = {ETCD: self.service_running(ETCD), S3: self.service_running(S3)}

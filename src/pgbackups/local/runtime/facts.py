@@ -18,7 +18,7 @@ from pgbackups.adapters.processes import OsUser
 from pgbackups.local.machinery import netns
 from pgbackups.local.machinery.etcd import LOOPBACK, EtcdTls
 from pgbackups.local.machinery.paths import ClusterPaths
-from pgbackups.local.machinery.state import ClusterState, StateStore
+from pgbackups.local.machinery.state import ClusterState, ProcessRecord, StateStore
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,18 @@ class ClusterFacts:
 
     def state(self) -> ClusterState:
         return self.store.load()
+
+    def service(self, key: str) -> ProcessRecord | None:
+        """The process recorded under ``key`` (etcd, S3, a unit's TLS server, a restore's
+        PostgreSQL, a preloaded Patroni)."""
+        return self.state().processes.get(key)
+
+    def record_service(self, key: str, proc: ProcessRecord | None) -> None:
+        with self.store.transaction() as state:
+            if proc is None:
+                state.processes.pop(key, None)
+            else:
+                state.processes[key] = proc
 
     def passwords(self) -> PatroniPasswords:
         data = json.loads(self.paths.passwords_file.read_text())

@@ -302,19 +302,14 @@ class Unit:
 
     def _preloaded(self) -> ProcessRecord | None:
         """The preloaded Patroni's record while it runs (a dead one's is forgotten)."""
-        record = self.cluster.state().processes.get(patroni_preload.key(self.name))
+        record = self.cluster.service(patroni_preload.key(self.name))
         if record is not None and not record.is_ours():
             self._record_preloaded(None)
             return None
         return record
 
     def _record_preloaded(self, proc: ProcessRecord | None) -> None:
-        key = patroni_preload.key(self.name)
-        with self.cluster.store.transaction() as state:
-            if proc is None:
-                state.processes.pop(key, None)
-            else:
-                state.processes[key] = proc
+        self.cluster.record_service(patroni_preload.key(self.name), proc)
 
     def _take_preloaded(self) -> ProcessRecord | None:
         """The preloaded Patroni, told to start (its record moves to the unit's); None
@@ -372,7 +367,7 @@ class Unit:
     def _restored_postmaster(self) -> int | None:
         """The PID of the PostgreSQL a restore started on the restored data (recorded by
         UnitServices.start_recovery) while it still runs: Patroni takes it over."""
-        record = self.cluster.state().processes.get(recovery_key(self))
+        record = self.cluster.service(recovery_key(self))
         return record.pid if record is not None and record.is_ours() else None
 
     def _stop_orphan_postmaster(self, spare: int | None = None) -> None:
