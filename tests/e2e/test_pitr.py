@@ -141,6 +141,12 @@ def test_five_timelines(
     assert rows(cluster) == {"d1"}
     # Removed once the restored cluster is healthy (docs/behaviour/restore.md#completion).
     wait_old_data_removed(cluster.units())
+    # The takeover released the Patroni preloaded during the recovery (patroni_preload):
+    # the unit's Patroni is that interpreter, not one spawned after a failed release.
+    patroni = cluster.unit(UNIT).process()
+    assert patroni is not None and patroni.is_ours()
+    argv = Path(f"/proc/{patroni.pid}/cmdline").read_bytes().split(b"\0")
+    assert argv[1:2] == [b"-c"] and b"signal.sigwait" in argv[2], argv[:2]
     marks["timeline 2"] = time.monotonic() - started
 
     # --- timeline 2 ------------------------------------------------------------------
