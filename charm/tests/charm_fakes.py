@@ -147,7 +147,7 @@ class FakeWorkload:
         return self.running and not self.unavailable
 
     def member_state(self) -> str | None:
-        return self.state
+        return None if self.unavailable else self.state
 
     def primary_address(self) -> str | None:
         return self.primary_addr

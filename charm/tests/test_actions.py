@@ -121,8 +121,14 @@ def test_log_upload_failure_fails_the_action(world: World) -> None:
     [
         (lambda w, kw: None, None),
         (lambda w, kw: kw.update(status=testing.BlockedStatus("x")), msg.BACKUP_UNIT_BLOCKED),
-        (lambda w, kw: setattr(w.workload, "running", False), msg.BACKUP_NOT_RUNNING),
-        (lambda w, kw: setattr(w.workload, "unavailable", True), msg.BACKUP_NOT_RUNNING),
+        (
+            lambda w, kw: w.workload.__dict__.update(running=False, state="stopped"),
+            f"{msg.BACKUP_NOT_RUNNING}: Patroni reports the member stopped",
+        ),
+        (
+            lambda w, kw: setattr(w.workload, "unavailable", True),
+            f"{msg.BACKUP_NOT_RUNNING}: Patroni does not answer",
+        ),
         (lambda w, kw: setattr(w.workload, "primary", False), msg.BACKUP_TLS_DISABLED),
         (
             lambda w, kw: setattr(w.store, "put_fails_for", ("/latest",)),
@@ -388,7 +394,7 @@ def test_restore_that_cannot_move_the_data_starts_the_database_again(world: Worl
 def test_actions_fail_cleanly_when_patroni_does_not_answer(world: World) -> None:
     world.workload.unavailable = True
     message = fail_message("create-backup", ready())
-    assert message == msg.BACKUP_NOT_RUNNING
+    assert message == f"{msg.BACKUP_NOT_RUNNING}: Patroni does not answer"
 
 
 # --- parameters: the allow-list runs before anything (core/params.py) ----------------

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -149,6 +151,38 @@ def restore_and_wait(run_cli: Callable[..., Any], unit_ref: str, *params: str) -
         "180",
         timeout=240,
     )
+
+
+def backup_on_a_replica(
+    cluster: Cluster,
+    run_cli: Callable[..., Any],
+    *,
+    transient: tuple[str, ...] = (),
+    retry_for: float = 0,
+) -> str:
+    """``create-backup`` on a replica of ``cluster``; its backup id.
+
+    A refusal whose output holds one of ``transient`` is tried again until ``retry_for``
+    seconds have passed, and each one is reported as a warning, so that a run that
+    needed it says so in pytest's summary. Any other refusal fails at once, with what
+    ``status`` says of every unit."""
+    deadline = time.monotonic() + retry_for
+    while True:
+        lead = primary(cluster)
+        replica = next(u for u in cluster.units() if u.name != lead.name)
+        res = run_cli(
+            "run", "--name", cluster.name, replica.name, "create-backup", "--json", timeout=600
+        )
+        output = f"{res.stdout}{res.stderr}"
+        if res.returncode == 0:
+            return str(json.loads(res.stdout)["results"]["backup-id"])
+        if not any(t in output for t in transient) or time.monotonic() > deadline:
+            status = run_cli("status", "--name", cluster.name, "--json", timeout=300)
+            raise AssertionError(f"{output}\nstatus: {status.stdout}{status.stderr}")
+        warnings.warn(
+            f"create-backup on {replica.name} refused, tried again: {output}", stacklevel=2
+        )
+        time.sleep(5)
 
 
 def wait_writable(unit: Unit, timeout: float = 60) -> None:

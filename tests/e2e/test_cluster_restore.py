@@ -36,6 +36,7 @@ import psycopg
 import pytest
 import yaml
 from e2e_helpers import (
+    backup_on_a_replica,
     counts,
     damage_backup_wal,
     full_label,
@@ -76,21 +77,6 @@ def cluster(make_module_cluster: Any, run_cli: Cli) -> Iterator[Cluster]:
 def run(run_cli: Cli, unit: str, action: str, *params: str, wait: bool = False) -> Any:
     extra = ("--wait", "--timeout", "400") if wait else ()
     return run_cli("run", "--name", NAME, unit, action, *params, *extra, timeout=500)
-
-
-def backup_on_a_replica(cluster: Cluster, run_cli: Cli, retry_for: float = 0) -> str:
-    """``retry_for``: right after a restore a replica's pgBackRest was seen to answer
-    "unable to find primary cluster" for a while (not investigated yet): try again."""
-    deadline = time.monotonic() + retry_for
-    while True:
-        replica = next(u for u in cluster.units() if u.name != primary(cluster).name)
-        res = run(run_cli, replica.name, "create-backup", "--json")
-        if res.returncode == 0 or time.monotonic() > deadline:
-            break
-        assert "unable to find primary cluster" in res.stderr, res.stdout + res.stderr
-        time.sleep(5)
-    assert res.returncode == 0, res.stdout + res.stderr
-    return str(json.loads(res.stdout)["results"]["backup-id"])
 
 
 def statuses(run_cli: Cli) -> dict[str, tuple[str, str, str]]:
@@ -156,7 +142,11 @@ def test_pitr_with_a_replica_killed_while_it_re_creates(cluster: Cluster, run_cl
     insert(cluster, "after-time", 20)
     # A backup past the point the restore branches at: the repository's newest set, which
     # a standby restored from could never leave the old timeline (the next test).
-    past = backup_on_a_replica(cluster, run_cli, retry_for=90)
+    # Right after a restore a replica's pgBackRest was seen to answer "unable to find
+    # primary cluster" for a while (not investigated yet): it is tried again.
+    past = backup_on_a_replica(
+        cluster, run_cli, transient=("unable to find primary cluster",), retry_for=90
+    )
     switch_and_wait_archived(cluster, primary(cluster))
 
     leader = cluster.leader

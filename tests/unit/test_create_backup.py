@@ -194,6 +194,13 @@ def _role_unknown(host: FakeHost) -> None:
 
 def _not_running(host: FakeHost) -> None:
     host.fake_workload.member_running = False
+    host.fake_workload.state = "starting"
+
+
+def _silent_after_not_running(host: FakeHost) -> None:
+    """Patroni answered "not running", then stopped answering before its state was read."""
+    host.fake_workload.member_running = False
+    host.fake_workload.state = None
 
 
 def _no_stanza(host: FakeHost) -> None:
@@ -256,13 +263,22 @@ def _metadata_fails(host: FakeHost) -> None:
     host.store.put_errors = {"/latest": "AccessDenied"}
 
 
+PATRONI_SILENT = "Patroni does not answer"
+STARTING = "Patroni reports the member starting"
+
 REFUSALS: list[tuple[str, Setup, str, list[str]]] = [
     ("blocked", _blocked, msg.BACKUP_UNIT_BLOCKED, []),
     ("blocked-wins-over-no-stanza", _blocked_and_no_stanza, msg.BACKUP_UNIT_BLOCKED, []),
     ("primary-of-tls-multi-unit", _primary_of_tls_cluster, msg.BACKUP_ON_PRIMARY, []),
     ("replica-without-tls", _replica_without_tls, msg.BACKUP_TLS_DISABLED, []),
-    ("role-unknown", _role_unknown, msg.BACKUP_NOT_RUNNING, []),
-    ("member-not-running", _not_running, msg.BACKUP_NOT_RUNNING, []),
+    ("role-unknown", _role_unknown, f"{msg.BACKUP_NOT_RUNNING}: {PATRONI_SILENT}", []),
+    ("member-not-running", _not_running, f"{msg.BACKUP_NOT_RUNNING}: {STARTING}", []),
+    (
+        "member-not-running-then-silent",
+        _silent_after_not_running,
+        f"{msg.BACKUP_NOT_RUNNING}: {PATRONI_SILENT}",
+        [],
+    ),
     ("stanza-not-initialised", _no_stanza, msg.STANZA_NOT_INITIALISED, []),
     ("no-s3-relation", _no_relation, msg.S3_RELATION_MISSING, []),
     ("missing-s3-keys", _missing_keys, "Missing S3 parameters: ['access-key', 'secret-key']", []),
@@ -294,7 +310,7 @@ REFUSALS: list[tuple[str, Setup, str, list[str]]] = [
     # Pairs of failing checks: the earlier box of the chart wins.
     ("primary-check-before-running", _tls_primary_not_running, msg.BACKUP_ON_PRIMARY, []),
     ("tls-check-before-running", _replica_without_tls_not_running, msg.BACKUP_TLS_DISABLED, []),
-    ("running-before-stanza", _not_running_no_stanza, msg.BACKUP_NOT_RUNNING, []),
+    ("running-before-stanza", _not_running_no_stanza, f"{msg.BACKUP_NOT_RUNNING}: {STARTING}", []),
     ("stanza-before-relation", _no_stanza_no_relation, msg.STANZA_NOT_INITIALISED, []),
     (
         "relation-before-running-backup",

@@ -55,13 +55,13 @@ def on_create_backup(host: Host, params: Mapping[str, str]) -> Outcome:
         return _backup_refused(msg.BACKUP_UNIT_BLOCKED)
     on_primary = host.workload.is_primary()
     if on_primary is None:
-        return _backup_refused(msg.BACKUP_NOT_RUNNING)
+        return _backup_refused(msg.with_reason(msg.BACKUP_NOT_RUNNING, _PATRONI_SILENT))
     if on_primary and tls_server_wanted(host):
         return _backup_refused(msg.BACKUP_ON_PRIMARY)
     if not on_primary and host.tls() is None:
         return _backup_refused(msg.BACKUP_TLS_DISABLED)
     if not host.workload.is_member_running():
-        return _backup_refused(msg.BACKUP_NOT_RUNNING)
+        return _backup_refused(_not_running(host))
     stanza = host.app_data.get(STANZA)
     if not stanza:
         return _backup_refused(msg.STANZA_NOT_INITIALISED)
@@ -115,6 +115,18 @@ class _BackupPlace:
 
     def claims(self) -> str:
         return backup_claim.claims_prefix(self.key(""))
+
+
+_PATRONI_SILENT = "Patroni does not answer"
+
+
+def _not_running(host: Host) -> str:
+    """The refusal with Patroni's own word for the member: a unit that has just rejoined
+    passes through ``stopped`` and ``starting`` while Patroni rewinds it, which is worth a
+    retry, unlike ``start failed``."""
+    state = host.workload.member_state()
+    reason = f"Patroni reports the member {state}" if state else _PATRONI_SILENT
+    return msg.with_reason(msg.BACKUP_NOT_RUNNING, reason)
 
 
 def _backup_refused(message: str) -> ActionFailed:
