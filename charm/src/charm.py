@@ -17,6 +17,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import ops
@@ -120,9 +121,14 @@ def machine_adapters(charm: PgBackupsCharm) -> Adapters:
     paths = type(charm).machine_paths
     workload = machine_workload(charm)
     tool = PgBackRest(paths.pgbackrest_config, charm.host.stanza_name, user=processes.db_user())
-    # S3Bucket keeps its own private copy of the CA chain: the workload's file is
-    # pgBackRest's, written atomically while archive-push may be reading it.
-    return Adapters(workload=workload, backup_tool=tool, object_store=S3Bucket)
+    # S3Bucket keeps its own copy of the CA chain, in root's state folder: the workload's
+    # file is pgBackRest's, written atomically while archive-push may be reading it.
+    state_dir = Path(paths.state_dir)
+    return Adapters(
+        workload=workload,
+        backup_tool=tool,
+        object_store=lambda settings: S3Bucket(settings, ca_folder=state_dir),
+    )
 
 
 def machine_tls_files(charm: PgBackupsCharm) -> TlsFiles:

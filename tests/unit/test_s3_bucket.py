@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -64,13 +65,25 @@ def test_client_configuration() -> None:
     assert virtual.client.meta.region_name == "eu-west-3"
 
 
-def test_ca_chain_goes_to_a_private_temp_file() -> None:
-    bucket = S3Bucket(_settings(tls_ca_chain=(PEM,)))
-    assert bucket.ca_file is not None
-    assert stat.S_IMODE(os.stat(bucket.ca_file).st_mode) == 0o600
-    assert "BEGIN CERTIFICATE" in Path(bucket.ca_file).read_text()
+def test_ca_chain_goes_to_the_hosts_folder(tmp_path: Path) -> None:
+    """The file botocore verifies against (its rules: test_ca_files.py)."""
+    bucket = S3Bucket(_settings(tls_ca_chain=(PEM,)), ca_folder=tmp_path)
+    assert bucket.ca_file is not None and Path(bucket.ca_file).parent == tmp_path
     # The same text pgbackrest.write_ca_chain puts in pgBackRest's CA file.
     assert Path(bucket.ca_file).read_text() == ca_chain_text(bucket.settings)
+    client: Any = bucket.client  # what botocore's HTTP session verifies with
+    assert client._endpoint.http_session._verify == bucket.ca_file
+    bucket.close()
+    assert os.path.exists(bucket.ca_file), "another client may verify against it"
+
+
+def test_without_a_folder_the_ca_chain_is_a_private_temp_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    bucket = S3Bucket(_settings(tls_ca_chain=(PEM,)))
+    assert bucket.ca_file is not None and Path(bucket.ca_file).parent == tmp_path
+    assert stat.S_IMODE(os.stat(bucket.ca_file).st_mode) == 0o600
     bucket.close()
     assert not os.path.exists(bucket.ca_file)
     assert S3Bucket(_settings()).ca_file is None

@@ -16,9 +16,9 @@ import contextlib
 import logging
 import os
 import re
-import tempfile
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, cast
 
 import botocore.exceptions
@@ -26,6 +26,7 @@ import botocore.loaders
 import botocore.session
 from botocore.config import Config
 
+from pgbackups.adapters import ca_files
 from pgbackups.core import redact
 from pgbackups.core.host import ObjectStoreError, ObjectStoreForbidden
 from pgbackups.core.settings import S3Settings, ca_chain_text
@@ -118,14 +119,16 @@ class S3Bucket:
         self,
         settings: S3Settings,
         *,
+        ca_folder: Path | None = None,
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
         max_attempts: int = 2,
     ) -> None:
+        """``ca_folder``: the host's own folder for the CA chain's file (ca_files.py)."""
         self.settings = settings
         self.ca_file: str | None = None
         if settings.tls_ca_chain:
-            self.ca_file = self._write_chain()
+            self.ca_file = self._write_chain(ca_folder)
         verify: str | bool = self.ca_file if self.ca_file else True
         config = Config(
             region_name=settings.region or "us-east-1",
@@ -150,19 +153,17 @@ class S3Bucket:
             ),
         )
 
-    def _write_chain(self) -> str:
-        """A private copy of the CA chain, removed with this object: never a file that
-        pgBackRest reads (rewriting one could cut short an archive-push reading it)."""
-        text = ca_chain_text(self.settings)
-        fd, name = tempfile.mkstemp(prefix="pgbackups-s3-ca-", suffix=".pem")
-        # mkstemp: O_EXCL, a random name, mode 0600: a link planted in /tmp is never opened.
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        self._cleanup = weakref.finalize(self, _unlink, name)
-        return name
+    def _write_chain(self, folder: Path | None) -> str:
+        """The CA chain's file of our own (adapters/ca_files.py), never one that pgBackRest
+        reads (rewriting that could cut short an archive-push reading it). A private copy
+        is removed with this object."""
+        ca = ca_files.write_ca_file(ca_chain_text(self.settings), folder)
+        if ca.private:
+            self._cleanup = weakref.finalize(self, ca_files.remove_quietly, ca.path)
+        return ca.path
 
     def close(self) -> None:
-        """Drop the temporary CA file (if this object wrote one) and the connections."""
+        """Drop the private CA file (if this object wrote one) and the connections."""
         cleanup = getattr(self, "_cleanup", None)
         if cleanup is not None:
             cleanup()
@@ -252,8 +253,3 @@ class S3Bucket:
             f"delete {key}",
             lambda: self.client.delete_object(Bucket=self.settings.bucket, Key=key),
         )
-
-
-def _unlink(name: str) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(name)

@@ -43,10 +43,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# One S3 client per settings for the whole process: creating one costs about 60 ms
+# One S3 client per settings (and cluster) for the whole process: creating one costs about 60 ms
 # (botocore loads the S3 service model), and `restore --wait` or a command that runs
 # several hooks asks for the bucket once per event (docs/performance.md).
-_BUCKETS: dict[S3Settings, S3Bucket] = {}
+_BUCKETS: dict[tuple[S3Settings, Path], S3Bucket] = {}
 
 
 def peer_store(cluster: Cluster) -> PeerDataStore:
@@ -187,12 +187,14 @@ class LocalHost:
         )
 
     def object_store(self, settings: S3Settings) -> S3Bucket:
-        bucket = _BUCKETS.get(settings)
+        # Per cluster too: each one's S3 client verifies against a file in its own folder.
+        key = (settings, self.cluster.paths.root)
+        bucket = _BUCKETS.get(key)
         if bucket is None:
             # Imported here: botocore is about 100 ms that commands without S3 never pay.
             from pgbackups.adapters.s3 import S3Bucket
 
-            bucket = _BUCKETS[settings] = S3Bucket(settings)
+            bucket = _BUCKETS[key] = S3Bucket(settings, ca_folder=self.cluster.paths.root)
         return bucket
 
     def now(self) -> datetime:
