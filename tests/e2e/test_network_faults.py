@@ -32,6 +32,7 @@ from e2e_helpers import (
     wait_rows_everywhere,
 )
 
+from pgbackups.adapters import postgres
 from pgbackups.core import messages as msg
 from pgbackups.core.restore_state import RestoreState
 from pgbackups.local.machinery import netns
@@ -133,19 +134,12 @@ def not_on_the_primary_timeline(cluster: Cluster) -> list[str]:
         return [u.name for u in cluster.units()]
     wal_file = lead.query("select pg_walfile_name(pg_current_wal_lsn())")[0][0]
     timeline = int(str(wal_file)[:8], 16)
-    behind = []
-    for unit in cluster.units():
-        if unit.name == lead.name:
-            continue
-        try:
-            rows = unit.query(
-                "select received_tli from pg_stat_wal_receiver where status = 'streaming'"
-            )
-        except psycopg.Error:
-            rows = []
-        if not rows or rows[0][0] != timeline:
-            behind.append(unit.name)
-    return behind
+    return [
+        unit.name
+        for unit in cluster.units()
+        if unit.name != lead.name
+        and postgres.read_streaming_timeline(str(unit.socket_dir), unit.pg_port) != timeline
+    ]
 
 
 def backup_on_a_replica(cluster: Cluster, run_cli: Cli) -> str:

@@ -66,7 +66,11 @@ def _fit(folder: Path) -> bool:
         or found.st_uid != os.geteuid()
         or found.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
     ):
-        log.warning("%s is not a folder of this user's alone: the CA chain goes to /tmp", folder)
+        log.warning(
+            "%s is not a folder of this user's alone: the CA chain goes to a private "
+            "temporary file",
+            folder,
+        )
         return False
     return True
 
